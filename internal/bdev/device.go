@@ -1,0 +1,85 @@
+// Package bdev defines the block-device seam every other package speaks: the
+// Device interface, its optional abilities, the errors devices return, and the
+// Registry that names devices, hands out exclusive claims and announces
+// arrivals and removals.
+//
+// Offsets and lengths are in bytes. Every IO must be aligned to the device's
+// block size and lie inside the device; devices reject anything else with an
+// error wrapping ErrInvalidIO and apply nothing.
+package bdev
+
+import "github.com/google/uuid"
+
+// SectorSize is the 512-byte unit in which the cache engine tracks validity
+// and dirtiness and the smallest block size any device may have.
+const SectorSize = 512
+
+// Info describes a device. It is fixed for the life of the device.
+type Info struct {
+	Name        string    // unique among registered devices
+	UUID        uuid.UUID // stable identity; listed as an alias in lower case
+	ProductName string    // e.g. "Malloc disk", as SPDK names its modules
+	BlockSize   uint32    // bytes; a multiple of SectorSize
+	NumBlocks   uint64
+}
+
+// SizeBytes is the capacity of the device in bytes.
+func (i Info) SizeBytes() int64 { return int64(i.BlockSize) * int64(i.NumBlocks) }
+
+// Device is a block device.
+//
+// All methods are safe for concurrent use by many goroutines, including
+// overlapping ranges; the result of concurrent overlapping writes is one of
+// the writes per block, never a mix inside a block. A write returns once the
+// data is visible to later reads; it is durable (survives power loss) only
+// after it was written with fua set or a later Flush returned nil.
+//
+// After Close returns, every method returns an error wrapping ErrClosed.
+type Device interface {
+	// Info returns the device's fixed description. It does not allocate.
+	Info() Info
+	// ReadAt fills p from the device starting at byte offset off.
+	ReadAt(p []byte, off int64) error
+	// WriteAt writes p at byte offset off. With fua the data is durable when
+	// WriteAt returns nil.
+	WriteAt(p []byte, off int64, fua bool) error
+	// Flush makes every write that returned before Flush was called durable.
+	Flush() error
+	// Close releases the device's resources. In-flight calls finish first.
+	Close() error
+}
+
+// Discarder is implemented by devices that can discard (unmap, trim) a range.
+// After a discard the range reads back as zeroes on devices that also
+// implement ZeroesOnDiscard returning true, and as unspecified data otherwise.
+type Discarder interface {
+	Discard(off, length int64) error
+}
+
+// WriteZeroer is implemented by devices that can zero a range without a data
+// buffer. The range reads back as zeroes afterwards.
+type WriteZeroer interface {
+	WriteZeroes(off, length int64) error
+}
+
+// Discard discards a range of d, or returns ErrNotSupported when d cannot.
+func Discard(d Device, off, length int64) error {
+	if x, ok := d.(Discarder); ok {
+		return x.Discard(off, length)
+	}
+	return ErrNotSupported
+}
+
+// WriteZeroes zeroes a range of d, or returns ErrNotSupported when d cannot.
+func WriteZeroes(d Device, off, length int64) error {
+	if x, ok := d.(WriteZeroer); ok {
+		return x.WriteZeroes(off, length)
+	}
+	return ErrNotSupported
+}
+
+// CanDiscard reports whether d implements Discarder.
+func CanDiscard(d Device) bool { _, ok := d.(Discarder); return ok }
+
+// CanWriteZeroes reports whether d implements WriteZeroer.
+func CanWriteZeroes(d Device) bool { _, ok := d.(WriteZeroer); return ok }
