@@ -52,22 +52,22 @@ func (d *Device) lockChunk() int64 {
 	return 4096 / bs * bs
 }
 
-// copyBlocks copies chunk by chunk under each chunk's stripe lock so that
-// concurrent overlapping IO never tears a block.
-func (d *Device) copyBlocks(dst, src []byte, off int64, toDevice bool) {
+// copyBlocks copies n bytes chunk by chunk under each chunk's stripe lock so
+// that concurrent overlapping IO never tears a block. A nil src with toDevice
+// zeroes the range.
+func (d *Device) copyBlocks(dst, src []byte, off, n int64, toDevice bool) {
 	chunk := d.lockChunk()
-	n := int64(len(src))
-	if !toDevice {
-		n = int64(len(dst))
-	}
 	for done := int64(0); done < n; {
 		pos := off + done
 		step := min(chunk-pos%chunk, n-done)
 		m := &d.stripe[(pos/chunk)%int64(len(d.stripe))]
 		m.Lock()
-		if toDevice {
+		switch {
+		case toDevice && src == nil:
+			clear(dst[pos : pos+step])
+		case toDevice:
 			copy(dst[pos:pos+step], src[done:done+step])
-		} else {
+		default:
 			copy(dst[done:done+step], src[pos:pos+step])
 		}
 		m.Unlock()
@@ -85,7 +85,7 @@ func (d *Device) ReadAt(p []byte, off int64) error {
 	if d.data == nil {
 		return bdev.ErrClosed
 	}
-	d.copyBlocks(p, d.data, off, false)
+	d.copyBlocks(p, d.data, off, int64(len(p)), false)
 	return nil
 }
 
@@ -99,7 +99,7 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	if d.data == nil {
 		return bdev.ErrClosed
 	}
-	d.copyBlocks(d.data, p, off, true)
+	d.copyBlocks(d.data, p, off, int64(len(p)), true)
 	return nil
 }
 
@@ -128,7 +128,7 @@ func (d *Device) zero(op string, off, length int64) error {
 	if d.data == nil {
 		return bdev.ErrClosed
 	}
-	clear(d.data[off : off+length])
+	d.copyBlocks(d.data, nil, off, length, true)
 	return nil
 }
 
