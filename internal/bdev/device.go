@@ -51,7 +51,8 @@ type Device interface {
 
 // Discarder is implemented by devices that can discard (unmap, trim) a range.
 // After a discard the range reads back as zeroes on devices that also
-// implement ZeroesOnDiscard returning true, and as unspecified data otherwise.
+// implement DiscardZeroer returning true (see ZeroesOnDiscard), and as
+// unspecified data otherwise.
 type Discarder interface {
 	Discard(off, length int64) error
 }
@@ -60,6 +61,29 @@ type Discarder interface {
 // buffer. The range reads back as zeroes afterwards.
 type WriteZeroer interface {
 	WriteZeroes(off, length int64) error
+}
+
+// DiscardZeroer is implemented by Discarders that say whether a discarded
+// range reads back as zeroes.
+type DiscardZeroer interface {
+	ZeroesOnDiscard() bool
+}
+
+// AbilityReporter is implemented by wrapper devices (delay, errinj) whose
+// Discard and WriteZeroes methods exist whatever they wrap and return an
+// error wrapping ErrNotSupported when the wrapped device lacks the ability.
+// CanDiscard and CanWriteZeroes consult it, so a wrapper reports exactly the
+// abilities of the device below it.
+type AbilityReporter interface {
+	SupportsDiscard() bool
+	SupportsWriteZeroes() bool
+}
+
+// ZeroesOnDiscard reports whether a discard on d is guaranteed to make the
+// range read back as zeroes.
+func ZeroesOnDiscard(d Device) bool {
+	x, ok := d.(DiscardZeroer)
+	return ok && CanDiscard(d) && x.ZeroesOnDiscard()
 }
 
 // Discard discards a range of d, or returns ErrNotSupported when d cannot.
@@ -78,8 +102,22 @@ func WriteZeroes(d Device, off, length int64) error {
 	return ErrNotSupported
 }
 
-// CanDiscard reports whether d implements Discarder.
-func CanDiscard(d Device) bool { _, ok := d.(Discarder); return ok }
+// CanDiscard reports whether d implements Discarder (and, when d is an
+// AbilityReporter, whether it reports SupportsDiscard).
+func CanDiscard(d Device) bool {
+	_, ok := d.(Discarder)
+	if r, isReporter := d.(AbilityReporter); ok && isReporter {
+		return r.SupportsDiscard()
+	}
+	return ok
+}
 
-// CanWriteZeroes reports whether d implements WriteZeroer.
-func CanWriteZeroes(d Device) bool { _, ok := d.(WriteZeroer); return ok }
+// CanWriteZeroes reports whether d implements WriteZeroer (and, when d is an
+// AbilityReporter, whether it reports SupportsWriteZeroes).
+func CanWriteZeroes(d Device) bool {
+	_, ok := d.(WriteZeroer)
+	if r, isReporter := d.(AbilityReporter); ok && isReporter {
+		return r.SupportsWriteZeroes()
+	}
+	return ok
+}

@@ -23,6 +23,8 @@ var (
 	ErrExists = errors.New("name already exists")
 	// ErrDeviceClaimed is returned when claiming a device another owner holds.
 	ErrDeviceClaimed = errors.New("device already claimed")
+	// ErrInvalidName is returned when registering an empty name or alias.
+	ErrInvalidName = errors.New("invalid device name")
 )
 
 // IOError is a failed IO on a device. It unwraps to the underlying cause.
@@ -65,7 +67,7 @@ func Errno(err error) syscall.Errno {
 		return 0
 	case errors.As(err, &en):
 		return en
-	case errors.Is(err, ErrInvalidIO):
+	case errors.Is(err, ErrInvalidIO), errors.Is(err, ErrInvalidName):
 		return syscall.EINVAL
 	case errors.Is(err, ErrNotSupported):
 		return syscall.EOPNOTSUPP

@@ -116,6 +116,10 @@ func (d *Device) Flush() error {
 // Discard implements bdev.Discarder; the range reads back as zeroes.
 func (d *Device) Discard(off, length int64) error { return d.zero("discard", off, length) }
 
+// ZeroesOnDiscard implements bdev.DiscardZeroer: a discarded range reads
+// back as zeroes.
+func (d *Device) ZeroesOnDiscard() bool { return true }
+
 // WriteZeroes implements bdev.WriteZeroer.
 func (d *Device) WriteZeroes(off, length int64) error { return d.zero("write-zeroes", off, length) }
 
