@@ -1,0 +1,174 @@
+package ocf
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Cleaning writes dirty sectors back to the core. A batch of lines is locked
+// (their stripes exclusively, in ascending order), their dirty sectors are
+// copied from the cache device to the core, the cores are flushed, and only
+// then are the sectors marked clean: a crash at any point loses nothing.
+
+// flushBatchLines is how many lines one cleaning batch writes back.
+const flushBatchLines = 128
+
+// FlushDirty writes back every dirty line of core co, or of every core when
+// co is nil, and flushes the cores (the "flush cache" management operation).
+// progress, when not nil, is called after each batch with the lines cleaned
+// so far and the number that were dirty when the flush started. Lines made
+// dirty while it runs are written back too.
+func (c *Cache) FlushDirty(co *Core, progress func(done, total int)) error {
+	c.mgmt.Lock()
+	defer c.mgmt.Unlock()
+	return c.flushDirty(co, progress)
+}
+
+func (c *Cache) flushDirty(co *Core, progress func(done, total int)) error {
+	c.mu.Lock()
+	total := c.mu.lists[listDirty].n
+	if co != nil {
+		total = co.dirtyLines
+	}
+	c.mu.Unlock()
+	done := 0
+	for {
+		n, err := c.cleanBatch(co, flushBatchLines)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		done += n
+		if progress != nil {
+			progress(done, max(total, done))
+		}
+	}
+}
+
+// cleanForRoom writes back the least recently used dirty lines so that a
+// request needing n lines can map them. Errors leave lines dirty; the
+// request then falls back to pass-through.
+func (c *Cache) cleanForRoom(n int) {
+	_, _ = c.cleanBatch(nil, max(n, 32))
+}
+
+// cleanCandidate is a dirty line chosen for cleaning.
+type cleanCandidate struct {
+	idx      lineIdx
+	core     *Core
+	coreLine uint32
+	dirty    sectorMask // dirty at the time the batch locked it
+	err      error
+}
+
+// cleanBatch cleans up to limit dirty lines of core co (any core if nil),
+// least recently used first. It returns how many lines it cleaned; when some
+// failed, the first error (the lines stay dirty).
+func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
+	cands := make([]cleanCandidate, 0, min(limit, flushBatchLines))
+	stripeIdx := make([]int, 0, cap(cands))
+	c.mu.Lock()
+	lines := c.mu.lines
+	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit; j = lines[j].prev {
+		ln := &lines[j]
+		if co != nil && ln.core != co.id {
+			continue
+		}
+		cands = append(cands, cleanCandidate{idx: j, core: c.mu.cores[ln.core], coreLine: ln.coreLine})
+		stripeIdx = append(stripeIdx, c.stripes.index(ln.core, uint64(ln.coreLine)))
+	}
+	c.mu.Unlock()
+	if len(cands) == 0 {
+		return 0, nil
+	}
+
+	locked := c.stripes.lockSet(stripeIdx)
+	defer c.stripes.unlockSet(locked)
+
+	// Between choosing and locking, a line may have been cleaned, evicted or
+	// remapped; keep those still dirty and mapped as chosen.
+	c.mu.Lock()
+	kept := cands[:0]
+	for _, cd := range cands {
+		ln := &lines[cd.idx]
+		if ln.list != listDirty || ln.core != cd.core.id || ln.coreLine != cd.coreLine {
+			continue
+		}
+		ln.pins++
+		cd.dirty = ln.dirty
+		kept = append(kept, cd)
+	}
+	cands = kept
+	c.mu.Unlock()
+
+	bufp := c.bufPool.Get().(*[]byte)
+	for i := range cands {
+		cands[i].err = c.writeBackLine(&cands[i], *bufp)
+	}
+	c.bufPool.Put(bufp)
+
+	// Flush each core written to; a failed flush fails all its lines.
+	var flushed []*Core
+	for i := range cands {
+		cd := &cands[i]
+		if cd.err != nil || slices.Contains(flushed, cd.core) {
+			continue
+		}
+		flushed = append(flushed, cd.core)
+		if err := cd.core.dev.Flush(); err != nil {
+			cd.core.stats.coreWrErrors.Add(1)
+			for j := range cands {
+				if cands[j].core == cd.core && cands[j].err == nil {
+					cands[j].err = fmt.Errorf("clean: flush core %s: %w", cd.core.dev.Info().Name, err)
+				}
+			}
+		}
+	}
+
+	cleaned := 0
+	var errs []error
+	c.mu.Lock()
+	for _, cd := range cands {
+		ln := &lines[cd.idx]
+		if cd.err == nil {
+			c.setMasksLocked(cd.idx, ln.valid, ln.dirty.andNot(cd.dirty))
+			cleaned++
+		} else {
+			errs = append(errs, cd.err)
+		}
+		c.unpinLocked(cd.idx)
+	}
+	c.mu.Unlock()
+	if len(errs) > 0 {
+		return cleaned, errors.Join(errs...)
+	}
+	return cleaned, nil
+}
+
+// writeBackLine copies the dirty sectors of one locked line from the cache
+// device to its core, run by run, through buf.
+func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte) error {
+	co := cd.core
+	lineStart := int64(cd.coreLine) * c.layout.lineSize
+	for s := 0; ; {
+		s0, s1 := cd.dirty.nextRun(s, c.sectorsPerLine)
+		if s0 < 0 {
+			return nil
+		}
+		s = s1
+		b := buf[s0*sectorSize : s1*sectorSize]
+		co.stats.cacheRdBytes.Add(uint64(len(b)))
+		if err := c.dev.ReadAt(b, c.layout.lineOffset(cd.idx, s0)); err != nil {
+			co.stats.cacheRdErrors.Add(1)
+			return fmt.Errorf("clean line %d of %s: %w: %w", cd.coreLine, co.info.Name, ErrDirtyUnreadable, err)
+		}
+		co.stats.coreWrBytes.Add(uint64(len(b)))
+		if err := co.dev.WriteAt(b, lineStart+int64(s0)*sectorSize, false); err != nil {
+			co.stats.coreWrErrors.Add(1)
+			return fmt.Errorf("clean line %d of %s: core device: %w", cd.coreLine, co.info.Name, err)
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package ocf
+
+import (
+	"fmt"
+
+	"blockcache/internal/bdev"
+)
+
+// The data path. Each operation locks the stripes of its core lines (shared
+// for reads, exclusive otherwise), looks its lines up, acts by mode as in
+// engine.md's table, and updates the masks once its device IO succeeded.
+//
+// When a request needs lines and the cache has none to give because every
+// line is dirty or pinned, it drops its locks, writes back some dirty lines
+// (cleanForRoom) and tries once more; after that it falls back to
+// pass-through (reads) or write-invalidate (writes), counted as rd_pt/wr_pt.
+
+func (c *Cache) read(co *Core, p []byte, off int64) error {
+	co.stats.volumeRdBytes.Add(uint64(len(p)))
+	r := c.getRequest(co, p, off, int64(len(p)))
+	defer c.putRequest(r)
+	for attempt := 0; ; attempt++ {
+		retry, err := c.readOnce(r, attempt > 0)
+		if !retry {
+			return err
+		}
+		c.cleanForRoom(int(r.n))
+	}
+}
+
+func (c *Cache) readOnce(r *request, lastTry bool) (retry bool, err error) {
+	co := r.co
+	c.stripes.lockRange(co.id, r.first, r.n, false)
+	defer c.stripes.unlockRange(co.id, r.first, r.n, false)
+	mode := c.Mode()
+	c.mu.Lock()
+	r.lookupLocked()
+	c.mu.Unlock()
+	defer r.release()
+
+	switch {
+	case mode == ModePT:
+		co.stats.countRead(classPT)
+		return false, c.readAround(r)
+	case mode == ModeWO:
+		// OCF counts every write-only read as a full miss; it never inserts.
+		co.stats.countRead(classFullMiss)
+		if r.dirtyAll {
+			if err := r.cacheIO(selTouched, false, false); err == nil {
+				return false, nil
+			}
+			co.stats.cacheRdErrors.Add(1)
+		}
+		return false, c.readAround(r)
+	case r.hits == len(r.lines):
+		co.stats.countRead(classHit)
+		if err := r.cacheIO(selTouched, false, false); err == nil {
+			return false, nil
+		}
+		// Serve from the core where it holds the data; dirty sectors must
+		// still come from the cache or the request fails.
+		co.stats.cacheRdErrors.Add(1)
+		return false, c.readAround(r)
+	}
+
+	class := classFullMiss
+	if r.hits > 0 {
+		class = classPartialMiss
+	}
+	insert := !c.cutoff.Bypass(co.id, r.off, r.len, false, r.cacheFull) && r.promote()
+	if insert {
+		c.mu.Lock()
+		insert = r.allocLocked()
+		c.mu.Unlock()
+		if !insert && !lastTry && c.dirtyLines() > 0 {
+			return true, nil
+		}
+	}
+	if !insert {
+		co.stats.countRead(classPT)
+		return false, c.readAround(r)
+	}
+	co.stats.countRead(class)
+	if err := c.readAround(r); err != nil {
+		return false, err
+	}
+	if err := r.cacheIO(selMissing, true, false); err != nil {
+		// The client has its data; the lines simply stay unfilled.
+		co.stats.cacheWrErrors.Add(1)
+		return false, nil
+	}
+	r.markFilled()
+	return false, nil
+}
+
+// readAround reads r's range from the core and lays the dirty sectors from
+// the cache over it.
+func (c *Cache) readAround(r *request) error {
+	co := r.co
+	co.stats.coreRdBytes.Add(uint64(r.len))
+	if err := co.dev.ReadAt(r.buf, r.off); err != nil {
+		co.stats.coreRdErrors.Add(1)
+		return fmt.Errorf("%s read at %d: core device: %w", co.info.Name, r.off, err)
+	}
+	if !r.dirtyAny {
+		return nil
+	}
+	if err := r.cacheIO(selDirty, false, false); err != nil {
+		co.stats.cacheRdErrors.Add(1)
+		return fmt.Errorf("%s read at %d: %w: %w", co.info.Name, r.off, ErrDirtyUnreadable, err)
+	}
+	return nil
+}
+
+func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
+	co.stats.volumeWrBytes.Add(uint64(len(p)))
+	r := c.getRequest(co, p, off, int64(len(p)))
+	defer c.putRequest(r)
+	for attempt := 0; ; attempt++ {
+		retry, err := c.writeOnce(r, fua, attempt > 0)
+		if !retry {
+			return err
+		}
+		c.cleanForRoom(int(r.n))
+	}
+}
+
+func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error) {
+	co := r.co
+	c.stripes.lockRange(co.id, r.first, r.n, true)
+	defer c.stripes.unlockRange(co.id, r.first, r.n, true)
+	mode := c.Mode()
+	c.mu.Lock()
+	r.lookupLocked()
+	c.mu.Unlock()
+	defer r.release()
+
+	switch mode {
+	case ModeWI, ModePT:
+		co.stats.countWrite(classPT)
+		return false, c.writeInvalidate(r, fua)
+	case ModeWA:
+		// A write that hits in every line keeps the cache coherent by
+		// updating it, as write-through; anything else goes around it.
+		if r.hits == len(r.lines) {
+			co.stats.countWrite(classHit)
+			return false, c.writeThrough(r, fua)
+		}
+		co.stats.countWrite(classPT)
+		return false, c.writeInvalidate(r, fua)
+	}
+
+	// wt, wb, wo: every line of the request is mapped.
+	class := classHit
+	switch {
+	case r.hits == 0:
+		class = classFullMiss
+	case r.hits < len(r.lines):
+		class = classPartialMiss
+	}
+	insert := !c.cutoff.Bypass(co.id, r.off, r.len, true, r.cacheFull) && r.promote()
+	if insert {
+		c.mu.Lock()
+		insert = r.allocLocked()
+		c.mu.Unlock()
+		if !insert && !lastTry && c.dirtyLines() > 0 {
+			return true, nil
+		}
+	}
+	if !insert {
+		co.stats.countWrite(classPT)
+		return false, c.writeInvalidate(r, fua)
+	}
+	co.stats.countWrite(class)
+	if mode == ModeWT {
+		return false, c.writeThrough(r, fua)
+	}
+	return false, c.writeBack(r, fua)
+}
+
+// writeCore writes r's buffer to the core. On failure the core's copy of the
+// range is unknown, so clean cached copies are dropped (reads then come from
+// the core consistently) while dirty ones, the newest acknowledged data, stay.
+func (c *Cache) writeCore(r *request, fua bool) error {
+	co := r.co
+	co.stats.coreWrBytes.Add(uint64(r.len))
+	if err := co.dev.WriteAt(r.buf, r.off, fua); err != nil {
+		co.stats.coreWrErrors.Add(1)
+		r.invalidate(true)
+		return fmt.Errorf("%s write at %d: core device: %w", co.info.Name, r.off, err)
+	}
+	return nil
+}
+
+// writeInvalidate writes to the core and drops the covered sectors from the
+// cache, dirty ones too: the core now holds newer data.
+func (c *Cache) writeInvalidate(r *request, fua bool) error {
+	if err := c.writeCore(r, fua); err != nil {
+		return err
+	}
+	r.invalidate(false)
+	return nil
+}
+
+// writeThrough writes to the core, then to every mapped line, which holds
+// the covered sectors clean. A failed cache write only invalidates.
+func (c *Cache) writeThrough(r *request, fua bool) error {
+	if err := c.writeCore(r, fua); err != nil {
+		return err
+	}
+	if err := r.cacheIO(selTouched, true, false); err != nil {
+		r.co.stats.cacheWrErrors.Add(1)
+		r.invalidate(false)
+		return nil
+	}
+	r.markWritten(false)
+	return nil
+}
+
+// writeBack writes to the cache only and marks the covered sectors dirty. If
+// the cache device fails, the write goes to the core instead.
+func (c *Cache) writeBack(r *request, fua bool) error {
+	if err := r.cacheIO(selTouched, true, fua); err != nil {
+		r.co.stats.cacheWrErrors.Add(1)
+		return c.writeInvalidate(r, fua)
+	}
+	r.markWritten(true)
+	return nil
+}
+
+func (c *Cache) discard(co *Core, off, length int64) error {
+	r := c.getRequest(co, nil, off, length)
+	defer c.putRequest(r)
+	c.stripes.lockRange(co.id, r.first, r.n, true)
+	defer c.stripes.unlockRange(co.id, r.first, r.n, true)
+	c.mu.Lock()
+	r.lookupLocked()
+	c.mu.Unlock()
+	defer r.release()
+	co.stats.coreWrBytes.Add(uint64(length))
+	if err := bdev.Discard(co.dev, off, length); err != nil {
+		co.stats.coreWrErrors.Add(1)
+		return fmt.Errorf("%s discard at %d: core device: %w", co.info.Name, off, err)
+	}
+	r.invalidate(false)
+	return nil
+}

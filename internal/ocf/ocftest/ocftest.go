@@ -1,0 +1,96 @@
+// Package ocftest builds caches for tests: malloc-backed cache and core
+// devices, cleaned up with the test, with ocf.Check run at cleanup so every
+// test that builds a cache also checks its metadata, like bbolt's MustCheck.
+package ocftest
+
+import (
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/malloc"
+	"blockcache/internal/ocf"
+)
+
+// Options sizes a test cache.
+type Options struct {
+	Lines     int   // cache lines the cache device holds (at least)
+	LineSize  int64 // bytes; 0 = 4 KiB
+	Mode      ocf.Mode
+	Cores     int   // number of cores; 0 = 1
+	CoreBytes int64 // each core's size; 0 = 1 MiB
+	// Promotion and SeqCutoff are passed to ocf.Config.
+	Promotion ocf.PromotionPolicy
+	SeqCutoff ocf.SeqCutoff
+}
+
+// Env is a cache with its devices.
+type Env struct {
+	Cache    *ocf.Cache
+	CacheDev *malloc.Device
+	Cores    []*ocf.Core
+	CoreDevs []*malloc.Device
+}
+
+// CacheDevBytes returns a cache device size holding at least lines lines of
+// lineSize bytes after the metadata.
+func CacheDevBytes(lines int, lineSize int64) int64 {
+	// Superblocks, entries (16 bytes a line) rounded to 4 KiB, then data.
+	meta := int64(8<<10) + (int64(lines)*16+4095)/4096*4096
+	return meta + int64(lines)*lineSize
+}
+
+// TB is the part of testing.TB that New needs; *testing.T and *rapid.T both
+// provide it.
+type TB interface {
+	Fatal(args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
+// New builds a cache as opts says and registers its cleanup: at the end of
+// the test the cache's metadata is checked and the test fails on any finding.
+func New(t TB, opts Options) *Env {
+	if opts.LineSize == 0 {
+		opts.LineSize = ocf.DefaultLineSize
+	}
+	if opts.Cores == 0 {
+		opts.Cores = 1
+	}
+	if opts.CoreBytes == 0 {
+		opts.CoreBytes = 1 << 20
+	}
+	if opts.Lines == 0 {
+		opts.Lines = 16
+	}
+	size := CacheDevBytes(opts.Lines, opts.LineSize)
+	cdev, err := malloc.New("cache", uuid.Nil, 512, uint64(size/512))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ocf.New(cdev, ocf.Config{LineSize: opts.LineSize, Mode: opts.Mode, Promotion: opts.Promotion, SeqCutoff: opts.SeqCutoff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &Env{Cache: c, CacheDev: cdev}
+	for i := range opts.Cores {
+		name := fmt.Sprintf("core%d", i)
+		dev, err := malloc.New(name, uuid.Nil, 512, uint64(opts.CoreBytes/512))
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := c.AddCore(ocf.CoreConfig{ID: ocf.CoreID(i), Device: dev, Volume: bdev.Info{Name: fmt.Sprintf("cache%d", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.Cores = append(env.Cores, co)
+		env.CoreDevs = append(env.CoreDevs, dev)
+	}
+	t.Cleanup(func() {
+		if errs := c.Check(); len(errs) > 0 {
+			t.Errorf("cache check at cleanup: %v", errs)
+		}
+	})
+	return env
+}

@@ -1,0 +1,174 @@
+package ocf
+
+import "sync/atomic"
+
+// counters are one core's request, traffic and error statistics. They are
+// updated with atomics on the data path; usage (occupancy, dirty) lives in
+// coreUsage under Cache.mu instead.
+type counters struct {
+	rdHits, rdPartialMisses, rdFullMisses, rdPT atomic.Uint64
+	wrHits, wrPartialMisses, wrFullMisses, wrPT atomic.Uint64
+
+	// Traffic in bytes.
+	coreRdBytes, coreWrBytes     atomic.Uint64
+	cacheRdBytes, cacheWrBytes   atomic.Uint64
+	volumeRdBytes, volumeWrBytes atomic.Uint64
+
+	// Failed requests, by the device that failed.
+	coreRdErrors, coreWrErrors   atomic.Uint64
+	cacheRdErrors, cacheWrErrors atomic.Uint64
+}
+
+func (c *counters) reset() {
+	for _, a := range []*atomic.Uint64{
+		&c.rdHits, &c.rdPartialMisses, &c.rdFullMisses, &c.rdPT,
+		&c.wrHits, &c.wrPartialMisses, &c.wrFullMisses, &c.wrPT,
+		&c.coreRdBytes, &c.coreWrBytes, &c.cacheRdBytes, &c.cacheWrBytes,
+		&c.volumeRdBytes, &c.volumeWrBytes,
+		&c.coreRdErrors, &c.coreWrErrors, &c.cacheRdErrors, &c.cacheWrErrors,
+	} {
+		a.Store(0)
+	}
+}
+
+// reqClass is how a request is counted, following OCF's classification.
+type reqClass uint8
+
+const (
+	classHit reqClass = iota
+	classPartialMiss
+	classFullMiss
+	classPT // pass-through: counted in total only
+)
+
+func (c *counters) countRead(cl reqClass) {
+	switch cl {
+	case classHit:
+		c.rdHits.Add(1)
+	case classPartialMiss:
+		c.rdPartialMisses.Add(1)
+	case classFullMiss:
+		c.rdFullMisses.Add(1)
+	case classPT:
+		c.rdPT.Add(1)
+	}
+}
+
+func (c *counters) countWrite(cl reqClass) {
+	switch cl {
+	case classHit:
+		c.wrHits.Add(1)
+	case classPartialMiss:
+		c.wrPartialMisses.Add(1)
+	case classFullMiss:
+		c.wrFullMisses.Add(1)
+	case classPT:
+		c.wrPT.Add(1)
+	}
+}
+
+// Stats is a snapshot of statistics for one core or a whole cache, in the
+// units SPDK's bdev_ocf_get_stats reports: usage and blocks in 4 KiB blocks,
+// requests and errors as request counts.
+type Stats struct {
+	Usage    UsageStats
+	Requests RequestStats
+	Blocks   BlockStats
+	Errors   ErrorStats
+	// CacheSize4K is the cache's capacity in 4 KiB blocks, the base of the
+	// usage percentages.
+	CacheSize4K uint64
+}
+
+// UsageStats is cache occupancy in 4 KiB blocks (whole lines counted).
+type UsageStats struct{ Occupancy, Free, Clean, Dirty uint64 }
+
+// RequestStats counts requests. Pass-through requests count in Total only.
+type RequestStats struct {
+	RdHits, RdPartialMisses, RdFullMisses, RdTotal uint64
+	WrHits, WrPartialMisses, WrFullMisses, WrTotal uint64
+	RdPT, WrPT, Serviced, Total                    uint64
+}
+
+// BlockStats is traffic in 4 KiB blocks, rounded up from bytes.
+type BlockStats struct {
+	CoreRd, CoreWr, CoreTotal       uint64
+	CacheRd, CacheWr, CacheTotal    uint64
+	VolumeRd, VolumeWr, VolumeTotal uint64
+}
+
+// ErrorStats counts failed device IOs.
+type ErrorStats struct {
+	CoreRd, CoreWr, CoreTotal    uint64
+	CacheRd, CacheWr, CacheTotal uint64
+	Total                        uint64
+}
+
+func blocks4K(bytes uint64) uint64 { return (bytes + 4095) / 4096 }
+
+// snapshot adds c's counters into s.
+func (c *counters) addTo(s *Stats) {
+	r := &s.Requests
+	r.RdHits += c.rdHits.Load()
+	r.RdPartialMisses += c.rdPartialMisses.Load()
+	r.RdFullMisses += c.rdFullMisses.Load()
+	r.RdPT += c.rdPT.Load()
+	r.WrHits += c.wrHits.Load()
+	r.WrPartialMisses += c.wrPartialMisses.Load()
+	r.WrFullMisses += c.wrFullMisses.Load()
+	r.WrPT += c.wrPT.Load()
+	r.RdTotal = r.RdHits + r.RdPartialMisses + r.RdFullMisses
+	r.WrTotal = r.WrHits + r.WrPartialMisses + r.WrFullMisses
+	r.Serviced = r.RdTotal + r.WrTotal
+	r.Total = r.Serviced + r.RdPT + r.WrPT
+
+	b := &s.Blocks
+	b.CoreRd += blocks4K(c.coreRdBytes.Load())
+	b.CoreWr += blocks4K(c.coreWrBytes.Load())
+	b.CacheRd += blocks4K(c.cacheRdBytes.Load())
+	b.CacheWr += blocks4K(c.cacheWrBytes.Load())
+	b.VolumeRd += blocks4K(c.volumeRdBytes.Load())
+	b.VolumeWr += blocks4K(c.volumeWrBytes.Load())
+	b.CoreTotal = b.CoreRd + b.CoreWr
+	b.CacheTotal = b.CacheRd + b.CacheWr
+	b.VolumeTotal = b.VolumeRd + b.VolumeWr
+
+	e := &s.Errors
+	e.CoreRd += c.coreRdErrors.Load()
+	e.CoreWr += c.coreWrErrors.Load()
+	e.CacheRd += c.cacheRdErrors.Load()
+	e.CacheWr += c.cacheWrErrors.Load()
+	e.CoreTotal = e.CoreRd + e.CoreWr
+	e.CacheTotal = e.CacheRd + e.CacheWr
+	e.Total = e.CoreTotal + e.CacheTotal
+}
+
+// fillUsage sets s's usage from line counts, in 4 KiB blocks.
+func (c *Cache) fillUsage(s *Stats, occupied, dirty, free int) {
+	per4K := uint64(c.layout.lineSize / 4096)
+	s.Usage = UsageStats{
+		Occupancy: uint64(occupied) * per4K,
+		Free:      uint64(free) * per4K,
+		Clean:     uint64(occupied-dirty) * per4K,
+		Dirty:     uint64(dirty) * per4K,
+	}
+	s.CacheSize4K = uint64(c.layout.numLines) * per4K
+}
+
+// Stats returns the cache-wide statistics: the sum over its cores.
+func (c *Cache) Stats() Stats {
+	var s Stats
+	c.mu.Lock()
+	occupied := c.layout.numLines - c.mu.lists[listFree].n
+	dirty, free := c.mu.lists[listDirty].n, c.mu.lists[listFree].n
+	cores := make([]*Core, 0, len(c.mu.cores))
+	for _, co := range c.mu.cores {
+		cores = append(cores, co)
+	}
+	c.mu.Unlock()
+	for _, co := range cores {
+		co.stats.addTo(&s)
+	}
+	c.fillUsage(&s, occupied, dirty, free)
+	return s
+}

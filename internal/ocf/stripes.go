@@ -1,0 +1,91 @@
+package ocf
+
+import (
+	"slices"
+	"sync"
+)
+
+// stripes are the data-path locks. Core line l of core c is guarded by
+// stripe (l + c*coreSkew) mod n, so consecutive core lines map to consecutive
+// stripes and a request locks a contiguous, wrapping range of them. Every
+// holder of several stripes takes them in ascending index order, so the
+// locks cannot deadlock. Readers take them shared, writers, discards and the
+// cleaner exclusively. Cache.mu is never held while waiting for a stripe.
+type stripes struct {
+	locks []sync.RWMutex
+	mask  uint64
+}
+
+const coreSkew = 0x9E37
+
+func newStripes(numLines int) stripes {
+	n := 64
+	for n < numLines && n < 4096 {
+		n <<= 1
+	}
+	return stripes{locks: make([]sync.RWMutex, n), mask: uint64(n - 1)}
+}
+
+func (s *stripes) index(core CoreID, coreLine uint64) int {
+	return int((coreLine + uint64(core)*coreSkew) & s.mask)
+}
+
+// span returns the stripes of core lines [first, first+n) as at most two
+// ascending index ranges [a0, a1) and [b0, b1).
+func (s *stripes) span(core CoreID, first, n uint64) (a0, a1, b0, b1 int) {
+	total := len(s.locks)
+	if n >= uint64(total) {
+		return 0, total, 0, 0
+	}
+	start := s.index(core, first)
+	end := start + int(n)
+	if end <= total {
+		return start, end, 0, 0
+	}
+	return 0, end - total, start, total
+}
+
+// lockRange locks the stripes of core lines [first, first+n).
+func (s *stripes) lockRange(core CoreID, first, n uint64, exclusive bool) {
+	a0, a1, b0, b1 := s.span(core, first, n)
+	for _, r := range [2][2]int{{a0, a1}, {b0, b1}} {
+		for i := r[0]; i < r[1]; i++ {
+			if exclusive {
+				s.locks[i].Lock()
+			} else {
+				s.locks[i].RLock()
+			}
+		}
+	}
+}
+
+// unlockRange releases what lockRange took.
+func (s *stripes) unlockRange(core CoreID, first, n uint64, exclusive bool) {
+	a0, a1, b0, b1 := s.span(core, first, n)
+	for _, r := range [2][2]int{{a0, a1}, {b0, b1}} {
+		for i := r[0]; i < r[1]; i++ {
+			if exclusive {
+				s.locks[i].Unlock()
+			} else {
+				s.locks[i].RUnlock()
+			}
+		}
+	}
+}
+
+// lockSet exclusively locks an arbitrary set of stripe indices in ascending
+// order, dropping duplicates; it returns the sorted set for unlockSet.
+func (s *stripes) lockSet(idx []int) []int {
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.locks[i].Lock()
+	}
+	return idx
+}
+
+func (s *stripes) unlockSet(idx []int) {
+	for _, i := range idx {
+		s.locks[i].Unlock()
+	}
+}
