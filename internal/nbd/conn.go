@@ -1,0 +1,163 @@
+package nbd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Why a connection ended, for the disconnect log line.
+var (
+	errDisconnect    = errors.New("client disconnected (NBD_CMD_DISC)")
+	errAbort         = errors.New("client aborted negotiation (NBD_OPT_ABORT)")
+	errHangup        = errors.New("client hung up")
+	errClosedBySrv   = errors.New("closed by server (export removed or shutdown)")
+	errServerClosing = errors.New("server is shutting down")
+)
+
+// conn is one client connection, from accept to close.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	br     *bufio.Reader // requests; used only by the connection's goroutine
+	remote string
+	done   chan struct{} // closed when the connection is closed and forgotten
+
+	// ex and structured are set by the handshake, on the connection's
+	// goroutine, before the first request goroutine starts; read-only after.
+	ex         *export
+	structured bool
+
+	wmu      sync.Mutex // held while writing one whole reply to nc
+	inflight sync.WaitGroup
+	limit    inflightLimiter
+	requests atomic.Uint64 // requests admitted, for the disconnect log
+
+	mu struct {
+		sync.Mutex
+		closing bool // set once by beginClose; the read deadline is then in the past
+	}
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv:    s,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		remote: nc.RemoteAddr().String(),
+		done:   make(chan struct{}),
+	}
+	if c.remote == "" || c.remote == "@" {
+		c.remote = "unix:" + nc.LocalAddr().String()
+	}
+	c.limit.init()
+	return c
+}
+
+// beginClose asks the connection to stop reading requests, answer those in
+// flight, and close. It wakes a blocked read by moving the read deadline
+// into the past; a request whose header was read before then is answered,
+// one cut off mid-payload is dropped.
+func (c *conn) beginClose() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.mu.closing {
+		c.mu.closing = true
+		c.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (c *conn) closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.closing
+}
+
+// setReadDeadline changes the read deadline unless beginClose already set it.
+func (c *conn) setReadDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.mu.closing {
+		c.nc.SetReadDeadline(t)
+	}
+}
+
+// serve runs the connection to its end on the accepting goroutine's child.
+func (c *conn) serve() {
+	start := time.Now()
+	c.srv.log.Info("nbd connect", "remote", c.remote)
+	err := c.session()
+	c.inflight.Wait()
+	c.nc.Close()
+	c.srv.forget(c)
+	name := ""
+	if c.ex != nil {
+		name = c.ex.Name
+	}
+	c.srv.log.Info("nbd disconnect", "remote", c.remote, "export", name,
+		"requests", c.requests.Load(), "duration", time.Since(start).Round(time.Millisecond), "reason", err.Error())
+	close(c.done)
+}
+
+// session negotiates and then serves requests until the connection ends. It
+// recovers a panic into an error after closing the socket.
+func (c *conn) session() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.nc.Close()
+			err = c.panicked(p)
+		}
+	}()
+	c.setReadDeadline(time.Now().Add(c.srv.handshakeTimeout))
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.handshakeTimeout))
+	neg, err := negotiate(c.br, bufio.NewWriterSize(c.nc, 4096), connCatalog{c})
+	if err != nil {
+		return c.readError(err)
+	}
+	c.structured = neg.structured
+	c.setReadDeadline(time.Time{})
+	c.nc.SetWriteDeadline(time.Time{})
+	return c.transmit()
+}
+
+// panicked logs a recovered panic with its stack and returns it as an error.
+func (c *conn) panicked(p any) error {
+	err := fmt.Errorf("panic: %v", p)
+	c.srv.log.Error("nbd connection panicked; closing it", "remote", c.remote, "err", err, "stack", string(debug.Stack()))
+	return err
+}
+
+// readError names why reading from the client failed.
+func (c *conn) readError(err error) error {
+	switch {
+	case c.closing() && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		return errClosedBySrv
+	case errors.Is(err, io.EOF):
+		return errHangup
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w in the middle of a message", errHangup)
+	}
+	return err
+}
+
+// fail closes the socket after a reply could not be written: the client
+// can no longer be answered consistently, and closing wakes the reader.
+func (c *conn) fail(err error) {
+	c.srv.log.Debug("nbd reply failed; closing connection", "remote", c.remote, "err", err)
+	c.nc.Close()
+}
+
+// connCatalog is the server as the handshake of one connection sees it.
+type connCatalog struct{ c *conn }
+
+func (k connCatalog) list() []*export            { return k.c.srv.listExports() }
+func (k connCatalog) lookup(name string) *export { return k.c.srv.lookup(name) }
+func (k connCatalog) attach(ex *export) bool     { return k.c.srv.attach(k.c, ex) }
+func (k connCatalog) shuttingDown() bool         { return k.c.srv.shuttingDown() }
