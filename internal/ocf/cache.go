@@ -303,3 +303,21 @@ func (c *Cache) dirtyLines() int {
 	defer c.mu.Unlock()
 	return c.mu.lists[listDirty].n
 }
+
+// Stop stops a cache whose cores were all removed: the cache device is
+// flushed and no core can be added any more.
+func (c *Cache) Stop() error {
+	c.mgmt.Lock()
+	defer c.mgmt.Unlock()
+	c.mu.Lock()
+	n := len(c.mu.cores)
+	c.mu.stopped = n == 0
+	c.mu.Unlock()
+	if n > 0 {
+		return fmt.Errorf("stop cache on %q: %d cores still attached: %w", c.dev.Info().Name, n, ErrCoreExists)
+	}
+	if err := c.dev.Flush(); err != nil {
+		return fmt.Errorf("stop cache on %q: flush: %w", c.dev.Info().Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,228 @@
+// Package vbdev is the OCF vbdev lifecycle of the seed (SPDK's vbdev_ocf.c)
+// on top of the engine: creating cached volumes from a cache bdev and a core
+// bdev, waiting for bases that do not exist yet, sharing one cache between
+// several cores, claiming the bases, registering the volume, deleting it
+// cleanly, and reacting to a base's hot-remove.
+package vbdev
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/ocf"
+)
+
+// claimOwner is the owner name the OCF module claims base bdevs under.
+const claimOwner = "bdev_ocf"
+
+// Params are bdev_ocf_create's parameters.
+type Params struct {
+	Name string
+	Mode string
+	// LineSizeKiB is the cache line size in KiB; 0 means the cache's (for a
+	// shared cache) or the default 4.
+	LineSizeKiB uint64
+	CacheBdev   string
+	CoreBdev    string
+}
+
+// Vbdev is one OCF vbdev: a core on a cache instance, exported as a bdev
+// named Name once both bases exist. Fields other than the immutable params
+// are guarded by Manager.mu.
+type Vbdev struct {
+	params Params
+	mode   ocf.Mode // requested mode
+	uuid   uuid.UUID
+
+	coreClaim *bdev.Claim // held while the core bdev is attached
+	inst      *instance   // set while the cache bdev is attached
+	core      *ocf.Core   // set while started
+}
+
+// instance is a cache instance: one cache bdev, claimed once, shared by the
+// vbdevs naming it. The engine cache is built when its first vbdev starts and
+// stopped when the last one leaves.
+type instance struct {
+	name     string // cache bdev name
+	claim    *bdev.Claim
+	lineSize int64      // bytes; fixed by the first vbdev
+	mode     ocf.Mode   // mode to start the engine with
+	cache    *ocf.Cache // nil until a member starts
+	members  []*Vbdev
+}
+
+// Manager owns a daemon's OCF vbdevs. It reacts to registry events
+// (examine: waiting vbdevs start when their bases appear) and hot-removes.
+//
+// mu serialises every management operation. Registry events that arrive
+// while it is held (typically caused by the holder itself, e.g. registering
+// a volume) are queued and handled by the holder before it lets go.
+type Manager struct {
+	reg *bdev.Registry
+	log *slog.Logger
+
+	unsubscribe func()
+
+	mu struct {
+		sync.Mutex
+		vbdevs    []*Vbdev // creation order
+		instances map[string]*instance
+	}
+	evmu   sync.Mutex
+	events []bdev.Event // queued registry events, guarded by evmu
+}
+
+// NewManager returns a manager over reg and subscribes it to reg's events.
+func NewManager(reg *bdev.Registry, log *slog.Logger) *Manager {
+	m := &Manager{reg: reg, log: log}
+	m.mu.instances = make(map[string]*instance)
+	m.unsubscribe = reg.Subscribe(m.onEvent)
+	return m
+}
+
+// lock takes the management lock.
+func (m *Manager) lock() { m.mu.Lock() }
+
+// unlock handles the queued registry events, then releases the lock. The
+// recheck after Unlock catches an event queued after the last drain.
+func (m *Manager) unlock() {
+	for {
+		m.drainLocked()
+		m.mu.Unlock()
+		m.evmu.Lock()
+		pending := len(m.events) > 0
+		m.evmu.Unlock()
+		if !pending || !m.mu.TryLock() {
+			return
+		}
+	}
+}
+
+func (m *Manager) onEvent(ev bdev.Event) {
+	if ev.Kind != bdev.EventAdded {
+		return // removals reach us through the claims' hot-remove callbacks
+	}
+	m.evmu.Lock()
+	m.events = append(m.events, ev)
+	m.evmu.Unlock()
+	if m.mu.TryLock() {
+		m.unlock()
+	}
+}
+
+// drainLocked examines newly added bdevs: any vbdev waiting for one of them
+// attaches it and starts if it can.
+func (m *Manager) drainLocked() {
+	for {
+		m.evmu.Lock()
+		evs := m.events
+		m.events = nil
+		m.evmu.Unlock()
+		if len(evs) == 0 {
+			return
+		}
+		for range evs {
+			// Any addition may complete several waiting vbdevs (a shared
+			// cache); attach everything that can be attached now.
+			for _, v := range m.mu.vbdevs {
+				if v.core == nil {
+					m.tryStartLocked(v)
+				}
+			}
+		}
+	}
+}
+
+// Close unsubscribes the manager from its registry.
+func (m *Manager) Close() { m.unsubscribe() }
+
+// Create adds a vbdev. Missing bases are not an error: the vbdev waits for
+// them and starts when they appear. It returns an error wrapping
+// ErrNameExists or ErrInvalidParam, or one from a failed start, in which case
+// nothing remains of the vbdev.
+func (m *Manager) Create(p Params) (*Vbdev, error) {
+	mode, err := ocf.ParseMode(p.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("create OCF vbdev %q: %w: %w", p.Name, ErrInvalidParam, err)
+	}
+	lineSize := int64(p.LineSizeKiB) * 1024
+	if p.LineSizeKiB != 0 && !ocf.ValidLineSize(lineSize) {
+		return nil, fmt.Errorf("create OCF vbdev %q: %w: cache line size %d KiB (want 4, 8, 16, 32 or 64)", p.Name, ErrInvalidParam, p.LineSizeKiB)
+	}
+	if p.Name == "" || p.CacheBdev == "" || p.CoreBdev == "" {
+		return nil, fmt.Errorf("create OCF vbdev: %w: name, cache and core bdev names must not be empty", ErrInvalidParam)
+	}
+	m.lock()
+	defer m.unlock()
+	if _, err := m.reg.Lookup(p.Name); err == nil || m.findLocked(p.Name) != nil {
+		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, ErrNameExists)
+	}
+	for _, o := range m.mu.vbdevs {
+		if o.params.CoreBdev == p.CoreBdev {
+			return nil, fmt.Errorf("create OCF vbdev %q: core bdev %q is already used by OCF vbdev %q: %w", p.Name, p.CoreBdev, o.params.Name, bdev.ErrDeviceClaimed)
+		}
+	}
+	if err := m.compatibleLocked(p.CacheBdev, mode, lineSize); err != nil {
+		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
+	}
+	v := &Vbdev{params: p, mode: mode, uuid: uuid.New()}
+	m.mu.vbdevs = append(m.mu.vbdevs, v)
+	if err := m.tryStartLocked(v); err != nil {
+		m.detachLocked(v, false)
+		m.mu.vbdevs = slices.DeleteFunc(m.mu.vbdevs, func(x *Vbdev) bool { return x == v })
+		return nil, err
+	}
+	return v, nil
+}
+
+// compatibleLocked checks a new vbdev's explicit mode and line size against
+// the other vbdevs naming the same cache bdev: mode and line size are per
+// cache.
+func (m *Manager) compatibleLocked(cacheBdev string, mode ocf.Mode, lineSize int64) error {
+	for _, o := range m.mu.vbdevs {
+		if o.params.CacheBdev != cacheBdev {
+			continue
+		}
+		if cur := o.effectiveMode(); mode != cur {
+			return fmt.Errorf("%w: cache %q runs in mode %s, not %s (the mode is per cache)", ErrInvalidParam, cacheBdev, cur, mode)
+		}
+		if cur := o.effectiveLineSize(); lineSize != 0 && lineSize != cur {
+			return fmt.Errorf("%w: cache %q has %d KiB lines, not %d KiB", ErrInvalidParam, cacheBdev, cur/1024, lineSize/1024)
+		}
+	}
+	return nil
+}
+
+// effectiveMode is the running cache's mode, or the requested one.
+func (v *Vbdev) effectiveMode() ocf.Mode {
+	if v.inst != nil && v.inst.cache != nil {
+		return v.inst.cache.Mode()
+	}
+	return v.mode
+}
+
+// effectiveLineSize is the cache's line size in bytes, or the requested one
+// (the default when none was asked for).
+func (v *Vbdev) effectiveLineSize() int64 {
+	if v.inst != nil {
+		return v.inst.lineSize
+	}
+	if v.params.LineSizeKiB == 0 {
+		return ocf.DefaultLineSize
+	}
+	return int64(v.params.LineSizeKiB) * 1024
+}
+
+func (m *Manager) findLocked(name string) *Vbdev {
+	for _, v := range m.mu.vbdevs {
+		if v.params.Name == name {
+			return v
+		}
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package vbdev
+
+import (
+	"fmt"
+
+	"blockcache/internal/ocf"
+)
+
+// Info describes a vbdev as bdev_ocf_get_bdevs shows it.
+type Info struct {
+	Name          string
+	Started       bool
+	CacheBdev     string
+	CacheAttached bool
+	CoreBdev      string
+	CoreAttached  bool
+	// Mode and LineSizeKiB are the cache's when started, else as requested
+	// (LineSizeKiB 0 if the default was asked for).
+	Mode        string
+	LineSizeKiB uint64
+}
+
+func (v *Vbdev) info() Info {
+	in := Info{
+		Name:          v.params.Name,
+		Started:       v.core != nil,
+		CacheBdev:     v.params.CacheBdev,
+		CacheAttached: v.inst != nil,
+		CoreBdev:      v.params.CoreBdev,
+		CoreAttached:  v.coreClaim != nil,
+		Mode:          v.effectiveMode().String(),
+		LineSizeKiB:   uint64(v.effectiveLineSize() / 1024),
+	}
+	return in
+}
+
+// List returns the vbdevs in creation order, started or not. A non-empty
+// filter keeps those whose vbdev, cache or core name equals it.
+func (m *Manager) List(filter string) []Info {
+	m.lock()
+	defer m.unlock()
+	var out []Info
+	for _, v := range m.mu.vbdevs {
+		p := v.params
+		if filter == "" || filter == p.Name || filter == p.CacheBdev || filter == p.CoreBdev {
+			out = append(out, v.info())
+		}
+	}
+	return out
+}
+
+// Get returns one vbdev's description.
+func (m *Manager) Get(name string) (Info, error) {
+	m.lock()
+	defer m.unlock()
+	v := m.findLocked(name)
+	if v == nil {
+		return Info{}, fmt.Errorf("OCF vbdev %q: %w", name, ErrNoSuchVbdev)
+	}
+	return v.info(), nil
+}
+
+// startedLocked returns the named started vbdev.
+func (m *Manager) startedLocked(name string) (*Vbdev, error) {
+	v := m.findLocked(name)
+	if v == nil {
+		return nil, fmt.Errorf("OCF vbdev %q: %w", name, ErrNoSuchVbdev)
+	}
+	if v.core == nil {
+		return nil, fmt.Errorf("OCF vbdev %q: %w (waiting for its cache or core bdev)", name, ErrNotStarted)
+	}
+	return v, nil
+}
+
+// Stats returns the statistics of a started vbdev's core.
+func (m *Manager) Stats(name string) (ocf.Stats, error) {
+	m.lock()
+	defer m.unlock()
+	v, err := m.startedLocked(name)
+	if err != nil {
+		return ocf.Stats{}, err
+	}
+	return v.core.Stats(), nil
+}
+
+// ResetStats zeroes a started vbdev's counters.
+func (m *Manager) ResetStats(name string) error {
+	m.lock()
+	defer m.unlock()
+	v, err := m.startedLocked(name)
+	if err != nil {
+		return err
+	}
+	v.core.ResetStats()
+	return nil
+}
+
+// SetMode changes the mode of the cache a vbdev runs on (so of every vbdev
+// sharing it). Leaving write-back does not write dirty data back; it stays
+// readable and is cleaned later, as in OCF.
+func (m *Manager) SetMode(name, mode string) (ocf.Mode, error) {
+	md, err := ocf.ParseMode(mode)
+	if err != nil {
+		return 0, fmt.Errorf("set mode of OCF vbdev %q: %w: %w", name, ErrInvalidParam, err)
+	}
+	m.lock()
+	defer m.unlock()
+	v := m.findLocked(name)
+	if v == nil {
+		return 0, fmt.Errorf("OCF vbdev %q: %w", name, ErrNoSuchVbdev)
+	}
+	if v.inst != nil && v.inst.cache != nil {
+		if err := v.inst.cache.SetMode(md, false); err != nil {
+			return 0, fmt.Errorf("set mode of OCF vbdev %q: %w", name, err)
+		}
+	}
+	// Waiting vbdevs on the same cache start in the new mode too.
+	for _, o := range m.mu.vbdevs {
+		if o.params.CacheBdev == v.params.CacheBdev {
+			o.mode = md
+			if o.inst != nil {
+				o.inst.mode = md
+			}
+		}
+	}
+	m.log.Info("cache mode changed", "vbdev", name, "cache", v.params.CacheBdev, "mode", md.String())
+	return md, nil
+}
+
+// CreateParams returns the parameters that re-create each started vbdev
+// with its current mode and line size, in creation order, for
+// framework_get_config.
+func (m *Manager) CreateParams() []Params {
+	m.lock()
+	defer m.unlock()
+	var out []Params
+	for _, v := range m.mu.vbdevs {
+		if v.core == nil {
+			continue
+		}
+		p := v.params
+		p.Mode = v.effectiveMode().String()
+		p.LineSizeKiB = uint64(v.effectiveLineSize() / 1024)
+		out = append(out, p)
+	}
+	return out
+}

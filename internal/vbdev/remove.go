@@ -1,0 +1,96 @@
+package vbdev
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Delete removes a vbdev for good (bdev_ocf_delete): its dirty data is
+// written back to the core, the volume is unregistered, the core leaves the
+// cache, the bases are released, and the cache stops with its last core.
+// After it returns the core bdev alone holds all the data. On failure the
+// vbdev stays as it was.
+func (m *Manager) Delete(name string) error {
+	m.lock()
+	defer m.unlock()
+	v := m.findLocked(name)
+	if v == nil {
+		return fmt.Errorf("delete OCF vbdev %q: %w", name, ErrNoSuchVbdev)
+	}
+	if v.core != nil {
+		// Write back while the volume still serves, so a failure leaves
+		// everything in place.
+		if err := v.inst.cache.FlushDirty(v.core, nil); err != nil {
+			return fmt.Errorf("delete OCF vbdev %q: write back dirty data: %w", name, err)
+		}
+	}
+	if err := m.detachLocked(v, true); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	m.forgetLocked(v)
+	m.log.Info("OCF vbdev deleted", "name", name)
+	return nil
+}
+
+func (m *Manager) forgetLocked(v *Vbdev) {
+	m.mu.vbdevs = slices.DeleteFunc(m.mu.vbdevs, func(x *Vbdev) bool { return x == v })
+}
+
+// hotRemoveCore runs when v's core bdev is unregistered: v goes away without
+// writing anything to the missing core.
+func (m *Manager) hotRemoveCore(v *Vbdev) {
+	m.lock()
+	defer m.unlock()
+	if !slices.Contains(m.mu.vbdevs, v) {
+		return
+	}
+	v.coreClaim = nil // the registry dropped it
+	if err := m.detachLocked(v, false); err != nil {
+		m.log.Error("hot-remove of core", "vbdev", v.params.Name, "core", v.params.CoreBdev, "err", err)
+	}
+	m.forgetLocked(v)
+	m.log.Warn("core bdev removed: OCF vbdev unregistered", "vbdev", v.params.Name, "core", v.params.CoreBdev)
+}
+
+// hotRemoveCache runs when a cache bdev is unregistered: every vbdev on it
+// goes away.
+func (m *Manager) hotRemoveCache(name string) {
+	m.lock()
+	defer m.unlock()
+	inst := m.mu.instances[name]
+	if inst == nil {
+		return
+	}
+	inst.claim = nil // the registry dropped it
+	for _, v := range slices.Clone(inst.members) {
+		if err := m.detachLocked(v, false); err != nil {
+			m.log.Error("hot-remove of cache", "vbdev", v.params.Name, "cache", name, "err", err)
+		}
+		m.forgetLocked(v)
+		m.log.Warn("cache bdev removed: OCF vbdev unregistered", "vbdev", v.params.Name, "cache", name)
+	}
+}
+
+// Shutdown stops every cache for a daemon shutdown (the seed's "dirty"
+// unregister path): each cache's dirty data is written back first, then the
+// volumes are unregistered and the caches stopped, but the vbdevs are not
+// deleted from a saved config, which brings them back. (Metadata is in
+// memory only so far, so the write-back is not optional: skipping it would
+// lose the dirty data.)
+func (m *Manager) Shutdown() error {
+	m.lock()
+	defer m.unlock()
+	var first error
+	for _, v := range slices.Clone(m.mu.vbdevs) {
+		if v.core != nil {
+			if err := v.inst.cache.FlushDirty(v.core, nil); err != nil && first == nil {
+				first = fmt.Errorf("shutdown: OCF vbdev %q: write back: %w", v.params.Name, err)
+			}
+		}
+		if err := m.detachLocked(v, false); err != nil && first == nil {
+			first = fmt.Errorf("shutdown: %w", err)
+		}
+	}
+	m.mu.vbdevs = nil
+	return first
+}

@@ -1,0 +1,150 @@
+package vbdev
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/ocf"
+)
+
+// tryStartLocked attaches whichever of v's bases exist and are not attached
+// yet (claiming them) and starts v once both are: the cache instance is
+// started if needed, the core added and the volume registered. A missing
+// base is not an error. A failure leaves what was attached attached; Create
+// rolls it back with detachLocked.
+func (m *Manager) tryStartLocked(v *Vbdev) error {
+	p := v.params
+	if v.coreClaim == nil {
+		if _, err := m.reg.Lookup(p.CoreBdev); err == nil {
+			c, err := m.reg.Claim(p.CoreBdev, claimOwner, func() { m.hotRemoveCore(v) })
+			if err != nil {
+				return fmt.Errorf("OCF vbdev %q: attach core: %w", p.Name, err)
+			}
+			v.coreClaim = c
+		}
+	}
+	if v.inst == nil {
+		if err := m.attachCacheLocked(v); err != nil {
+			return err
+		}
+	}
+	if v.coreClaim == nil || v.inst == nil || v.core != nil {
+		return nil
+	}
+	inst := v.inst
+	if inst.cache == nil {
+		c, err := ocf.New(inst.claim.Device(), ocf.Config{LineSize: inst.lineSize, Mode: inst.mode})
+		if err != nil {
+			return fmt.Errorf("OCF vbdev %q: start cache %q: %w", p.Name, inst.name, err)
+		}
+		inst.cache = c
+		m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines())
+	}
+	id, err := freeCoreID(inst.cache)
+	if err != nil {
+		return fmt.Errorf("OCF vbdev %q: add core: %w", p.Name, err)
+	}
+	co, err := inst.cache.AddCore(ocf.CoreConfig{
+		ID:     id,
+		Device: v.coreClaim.Device(),
+		Volume: bdev.Info{Name: p.Name, UUID: v.uuid, ProductName: ProductName},
+	})
+	if err != nil {
+		return fmt.Errorf("OCF vbdev %q: add core %q: %w", p.Name, p.CoreBdev, err)
+	}
+	if err := m.reg.Register(newVolume(co)); err != nil {
+		if rerr := inst.cache.RemoveCore(co, false); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return fmt.Errorf("OCF vbdev %q: register volume: %w", p.Name, err)
+	}
+	v.core = co
+	m.log.Info("OCF vbdev started", "name", p.Name, "cache", inst.name, "core", p.CoreBdev, "core_id", id)
+	return nil
+}
+
+// attachCacheLocked joins v to the instance of its cache bdev, creating the
+// instance (and claiming the cache bdev) if v is the first.
+func (m *Manager) attachCacheLocked(v *Vbdev) error {
+	p := v.params
+	inst := m.mu.instances[p.CacheBdev]
+	if inst == nil {
+		if _, err := m.reg.Lookup(p.CacheBdev); err != nil {
+			return nil // wait for it
+		}
+		name := p.CacheBdev
+		c, err := m.reg.Claim(name, claimOwner, func() { m.hotRemoveCache(name) })
+		if err != nil {
+			return fmt.Errorf("OCF vbdev %q: attach cache: %w", p.Name, err)
+		}
+		inst = &instance{name: name, claim: c, lineSize: v.effectiveLineSize(), mode: v.mode}
+		m.mu.instances[name] = inst
+	}
+	inst.members = append(inst.members, v)
+	v.inst = inst
+	return nil
+}
+
+// freeCoreID returns the lowest core id unused in c.
+func freeCoreID(c *ocf.Cache) (ocf.CoreID, error) {
+	used := map[ocf.CoreID]bool{}
+	for _, co := range c.Cores() {
+		used[co.ID()] = true
+	}
+	for id := ocf.CoreID(0); id < ocf.MaxCores; id++ {
+		if !used[id] {
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("cache holds %d cores already: %w", ocf.MaxCores, ErrInvalidParam)
+}
+
+// detachLocked undoes tryStartLocked: the volume is unregistered (its users,
+// e.g. an NBD export, are told through their claim), the core leaves the
+// cache (written back first with flush), the bases are released, and the
+// cache instance stops with its last member.
+func (m *Manager) detachLocked(v *Vbdev, flush bool) error {
+	p := v.params
+	if v.core != nil {
+		if _, err := m.reg.Unregister(p.Name); err != nil && !errors.Is(err, bdev.ErrNoSuchDevice) {
+			return fmt.Errorf("OCF vbdev %q: unregister volume: %w", p.Name, err)
+		}
+		if err := v.inst.cache.RemoveCore(v.core, flush); err != nil {
+			// Keep the core and its data; bring the volume back.
+			if rerr := m.reg.Register(newVolume(v.core)); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			return fmt.Errorf("OCF vbdev %q: remove core %q: %w", p.Name, p.CoreBdev, err)
+		}
+		v.core = nil
+	}
+	if v.coreClaim != nil {
+		v.coreClaim.Release()
+		v.coreClaim = nil
+	}
+	if inst := v.inst; inst != nil {
+		inst.members = slices.DeleteFunc(inst.members, func(x *Vbdev) bool { return x == v })
+		v.inst = nil
+		if len(inst.members) == 0 {
+			m.stopInstanceLocked(inst)
+		}
+	}
+	return nil
+}
+
+// stopInstanceLocked stops an instance without members and releases its
+// cache bdev.
+func (m *Manager) stopInstanceLocked(inst *instance) {
+	if inst.cache != nil {
+		if err := inst.cache.Stop(); err != nil {
+			m.log.Warn("cache stop", "cache", inst.name, "err", err)
+		}
+		m.log.Info("cache stopped", "cache", inst.name)
+	}
+	if inst.claim != nil {
+		inst.claim.Release()
+	}
+	delete(m.mu.instances, inst.name)
+}

@@ -1,0 +1,208 @@
+package vbdev_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/malloc"
+	"blockcache/internal/vbdev"
+)
+
+type env struct {
+	t   *testing.T
+	reg *bdev.Registry
+	m   *vbdev.Manager
+}
+
+func newEnv(t *testing.T) *env {
+	reg := bdev.NewRegistry()
+	m := vbdev.NewManager(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(m.Close)
+	return &env{t: t, reg: reg, m: m}
+}
+
+func (e *env) malloc(name string, mib int) *malloc.Device {
+	e.t.Helper()
+	d, err := malloc.New(name, uuid.Nil, 512, uint64(mib)<<20/512)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.reg.Register(d); err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+func (e *env) create(name, mode, cache, core string) {
+	e.t.Helper()
+	if _, err := e.m.Create(vbdev.Params{Name: name, Mode: mode, CacheBdev: cache, CoreBdev: core}); err != nil {
+		e.t.Fatalf("create %s: %v", name, err)
+	}
+}
+
+func (e *env) started(name string) bool {
+	e.t.Helper()
+	in, err := e.m.Get(name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_, lookErr := e.reg.Lookup(name)
+	if in.Started != (lookErr == nil) {
+		e.t.Fatalf("%s: started=%v but registered=%v", name, in.Started, lookErr == nil)
+	}
+	return in.Started
+}
+
+func TestCreateStartsAndClaims(t *testing.T) {
+	e := newEnv(t)
+	e.malloc("Cache", 8)
+	e.malloc("Core", 16)
+	e.create("C1", "wt", "Cache", "Core")
+	if !e.started("C1") {
+		t.Fatal("C1 not started with both bases present")
+	}
+	for _, base := range []string{"Cache", "Core"} {
+		if owner, ok := e.reg.ClaimOwner(base); !ok || owner != "bdev_ocf" {
+			t.Errorf("%s: claimed=%v owner=%q", base, ok, owner)
+		}
+	}
+	d, _ := e.reg.Lookup("C1")
+	if in := d.Info(); in.NumBlocks != 16<<20/512 || in.ProductName != vbdev.ProductName {
+		t.Errorf("volume info %+v", in)
+	}
+	if !bdev.CanDiscard(d) {
+		t.Error("volume on a malloc core should discard")
+	}
+	if _, err := e.m.Create(vbdev.Params{Name: "C1", Mode: "wt", CacheBdev: "Cache", CoreBdev: "Other"}); !errors.Is(err, vbdev.ErrNameExists) {
+		t.Errorf("duplicate name: %v", err)
+	}
+	if _, err := e.m.Create(vbdev.Params{Name: "Core", Mode: "wt", CacheBdev: "X", CoreBdev: "Y"}); !errors.Is(err, vbdev.ErrNameExists) {
+		t.Errorf("name of an existing bdev: %v", err)
+	}
+	if _, err := e.m.Create(vbdev.Params{Name: "C2", Mode: "xx", CacheBdev: "X", CoreBdev: "Y"}); !errors.Is(err, vbdev.ErrInvalidParam) {
+		t.Errorf("bad mode: %v", err)
+	}
+	if _, err := e.m.Create(vbdev.Params{Name: "C2", Mode: "wt", LineSizeKiB: 3, CacheBdev: "X", CoreBdev: "Y"}); !errors.Is(err, vbdev.ErrInvalidParam) {
+		t.Errorf("bad line size: %v", err)
+	}
+}
+
+func TestWaitsForBasesInAnyOrder(t *testing.T) {
+	e := newEnv(t)
+	e.create("C1", "wb", "Cache", "Core1")
+	e.create("C2", "wb", "Cache", "Core2")
+	if e.started("C1") || e.started("C2") {
+		t.Fatal("started without bases")
+	}
+	e.malloc("Core2", 4)
+	if in, _ := e.m.Get("C2"); in.Started || !in.CoreAttached || in.CacheAttached {
+		t.Fatalf("after core2 arrives: %+v", in)
+	}
+	e.malloc("Cache", 8)
+	if !e.started("C2") || e.started("C1") {
+		t.Fatal("C2 should start once its cache appears, C1 still waits for its core")
+	}
+	e.malloc("Core1", 4)
+	if !e.started("C1") {
+		t.Fatal("C1 did not start when its core appeared")
+	}
+	if got := e.m.List("Cache"); len(got) != 2 || got[0].Name != "C1" || got[1].Name != "C2" {
+		t.Fatalf("list by cache name: %+v", got)
+	}
+}
+
+func TestSharedCacheConflicts(t *testing.T) {
+	e := newEnv(t)
+	e.malloc("Cache", 8)
+	e.malloc("Core1", 4)
+	e.malloc("Core2", 4)
+	if _, err := e.m.Create(vbdev.Params{Name: "C1", Mode: "wb", LineSizeKiB: 8, CacheBdev: "Cache", CoreBdev: "Core1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Create(vbdev.Params{Name: "C2", Mode: "wt", CacheBdev: "Cache", CoreBdev: "Core2"}); !errors.Is(err, vbdev.ErrInvalidParam) {
+		t.Errorf("conflicting mode: %v", err)
+	}
+	if _, err := e.m.Create(vbdev.Params{Name: "C2", Mode: "wb", LineSizeKiB: 16, CacheBdev: "Cache", CoreBdev: "Core2"}); !errors.Is(err, vbdev.ErrInvalidParam) {
+		t.Errorf("conflicting line size: %v", err)
+	}
+	if _, err := e.reg.Lookup("C2"); err == nil {
+		t.Error("failed create left a volume behind")
+	}
+	if owner, claimed := e.reg.ClaimOwner("Core2"); claimed {
+		t.Errorf("failed create left Core2 claimed by %q", owner)
+	}
+	e.create("C2", "wb", "Cache", "Core2")
+	if in, _ := e.m.Get("C2"); in.LineSizeKiB != 8 {
+		t.Errorf("C2 line size %d, want the cache's 8", in.LineSizeKiB)
+	}
+}
+
+func TestDeleteWritesBackAndReleases(t *testing.T) {
+	e := newEnv(t)
+	e.malloc("Cache", 8)
+	core := e.malloc("Core", 4)
+	e.create("C1", "wb", "Cache", "Core")
+	vol, _ := e.reg.Lookup("C1")
+	data := bytes.Repeat([]byte{0x5a}, 8192)
+	if err := vol.WriteAt(data, 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if err := core.ReadAt(got, 4096); err != nil || bytes.Equal(got, data) {
+		t.Fatalf("wb write reached the core before delete (err %v)", err)
+	}
+	if err := e.m.Delete("C1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := core.ReadAt(got, 4096); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("core lacks the dirty data after delete (err %v)", err)
+	}
+	for _, base := range []string{"Cache", "Core"} {
+		if _, claimed := e.reg.ClaimOwner(base); claimed {
+			t.Errorf("%s still claimed after delete", base)
+		}
+	}
+	if len(e.m.List("")) != 0 {
+		t.Error("vbdev still listed")
+	}
+	if err := e.m.Delete("C1"); !errors.Is(err, vbdev.ErrNoSuchVbdev) {
+		t.Errorf("second delete: %v", err)
+	}
+}
+
+func TestHotRemove(t *testing.T) {
+	e := newEnv(t)
+	e.malloc("Cache", 8)
+	e.malloc("Core1", 4)
+	e.malloc("Core2", 4)
+	e.create("C1", "wt", "Cache", "Core1")
+	e.create("C2", "wt", "Cache", "Core2")
+
+	if _, err := e.reg.Unregister("Core1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Get("C1"); !errors.Is(err, vbdev.ErrNoSuchVbdev) {
+		t.Errorf("C1 survives removal of its core: %v", err)
+	}
+	if !e.started("C2") {
+		t.Error("C2 stopped when another core of its cache went")
+	}
+	if _, err := e.reg.Unregister("Cache"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.m.List(""); len(got) != 0 {
+		t.Errorf("vbdevs left after cache removal: %+v", got)
+	}
+	if _, claimed := e.reg.ClaimOwner("Core2"); claimed {
+		t.Error("Core2 still claimed after its cache went")
+	}
+	if _, err := e.reg.Lookup("C2"); err == nil {
+		t.Error("C2 volume still registered")
+	}
+}
