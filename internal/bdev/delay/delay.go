@@ -1,0 +1,222 @@
+// Package delay provides SPDK's delay bdev: a device that forwards every IO
+// to another one and completes reads and writes late, to emulate a slower
+// disk. Of each hundred IOs one, chosen at random, gets the p99 latency and
+// the others the average latency, as SPDK does; the delay is added after the
+// inner device completed the IO. Flush, discard and write-zeroes are
+// forwarded undelayed, as in SPDK.
+package delay
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+)
+
+// ProductName is the product name delay devices report, as SPDK's.
+const ProductName = "delay"
+
+// Config configures New.
+type Config struct {
+	Name string
+	UUID uuid.UUID // zero picks a random one
+	Latencies
+	// Sleep waits for the given time; nil means time.Sleep. Tests pass a
+	// fake so that they do not wait.
+	Sleep func(time.Duration)
+	// Seed chooses which IOs get the p99 latency.
+	Seed uint64
+}
+
+// Device is a delay device. Its Discard and WriteZeroes methods always exist
+// and return an error wrapping bdev.ErrNotSupported when the inner device
+// lacks the ability; it implements bdev.AbilityReporter, so bdev.CanDiscard
+// and bdev.CanWriteZeroes report the inner device's abilities. The errinj
+// wrapper follows the same rule.
+//
+// Closing a Device does not close the inner device, which belongs to whoever
+// opened it (SPDK's delay bdev only releases its claim on the base).
+type Device struct {
+	info  bdev.Info
+	inner bdev.Device
+	sleep func(time.Duration)
+	seed  uint64
+
+	ios     atomic.Uint64          // IOs delayed so far; numbers them for the p99 draw
+	latency [numKinds]atomic.Int64 // nanoseconds by LatencyKind; SetLatency writes
+
+	// mu is held shared while a call is inside the inner device, never
+	// while sleeping, and exclusively by Close, so no IO reaches the inner
+	// device once Close returned. closed is written under mu held
+	// exclusively.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// New wraps inner. It fails if a latency is negative or a p99 latency is
+// below its average.
+func New(inner bdev.Device, cfg Config) (*Device, error) {
+	if cfg.Name == "" {
+		return nil, fmt.Errorf("delay device over %q: empty name: %w", inner.Info().Name, bdev.ErrInvalidName)
+	}
+	if err := cfg.Latencies.validate(); err != nil {
+		return nil, fmt.Errorf("delay device %q: %w", cfg.Name, err)
+	}
+	id := cfg.UUID
+	if id == uuid.Nil {
+		id = uuid.New()
+	}
+	in := inner.Info()
+	d := &Device{
+		info:  bdev.Info{Name: cfg.Name, UUID: id, ProductName: ProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks},
+		inner: inner,
+		sleep: cfg.Sleep,
+		seed:  cfg.Seed,
+	}
+	if d.sleep == nil {
+		d.sleep = time.Sleep
+	}
+	for k, v := range cfg.Latencies.byKind() {
+		d.latency[k].Store(int64(v))
+	}
+	return d, nil
+}
+
+// Info implements bdev.Device.
+func (d *Device) Info() bdev.Info { return d.info }
+
+// Inner returns the wrapped device.
+func (d *Device) Inner() bdev.Device { return d.inner }
+
+// Latencies returns the current latencies.
+func (d *Device) Latencies() Latencies {
+	return Latencies{
+		AvgRead:  time.Duration(d.latency[AvgRead].Load()),
+		P99Read:  time.Duration(d.latency[P99Read].Load()),
+		AvgWrite: time.Duration(d.latency[AvgWrite].Load()),
+		P99Write: time.Duration(d.latency[P99Write].Load()),
+	}
+}
+
+// SetLatency changes one latency at run time; IOs that complete afterwards
+// use it. Like SPDK's bdev_delay_update_latency it does not check the value
+// against its p99 or average partner, only that it is not negative.
+func (d *Device) SetLatency(kind LatencyKind, v time.Duration) error {
+	if kind >= numKinds {
+		return fmt.Errorf("delay device %q: set latency: unknown kind %v", d.info.Name, kind)
+	}
+	if v < 0 {
+		return fmt.Errorf("delay device %q: set %v latency: %v is negative", d.info.Name, kind, v)
+	}
+	d.latency[kind].Store(int64(v))
+	return nil
+}
+
+// ReadAt implements bdev.Device; it returns one read latency after the inner
+// read completed.
+func (d *Device) ReadAt(p []byte, off int64) error {
+	reached, err := d.forward("read", off, int64(len(p)), func() error { return d.inner.ReadAt(p, off) })
+	if reached {
+		d.wait(AvgRead, P99Read)
+	}
+	return err
+}
+
+// WriteAt implements bdev.Device; it returns one write latency after the
+// inner write completed.
+func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
+	reached, err := d.forward("write", off, int64(len(p)), func() error { return d.inner.WriteAt(p, off, fua) })
+	if reached {
+		d.wait(AvgWrite, P99Write)
+	}
+	return err
+}
+
+// Flush implements bdev.Device, undelayed.
+func (d *Device) Flush() error {
+	_, err := d.forward("flush", 0, 0, d.inner.Flush)
+	return err
+}
+
+// Discard implements bdev.Discarder, undelayed.
+func (d *Device) Discard(off, length int64) error {
+	_, err := d.forward("discard", off, length, func() error {
+		if !bdev.CanDiscard(d.inner) {
+			return fmt.Errorf("%s discard: %w", d.info.Name, bdev.ErrNotSupported)
+		}
+		return bdev.Discard(d.inner, off, length)
+	})
+	return err
+}
+
+// WriteZeroes implements bdev.WriteZeroer, undelayed.
+func (d *Device) WriteZeroes(off, length int64) error {
+	_, err := d.forward("write-zeroes", off, length, func() error {
+		if !bdev.CanWriteZeroes(d.inner) {
+			return fmt.Errorf("%s write-zeroes: %w", d.info.Name, bdev.ErrNotSupported)
+		}
+		return bdev.WriteZeroes(d.inner, off, length)
+	})
+	return err
+}
+
+// SupportsDiscard implements bdev.AbilityReporter.
+func (d *Device) SupportsDiscard() bool { return bdev.CanDiscard(d.inner) }
+
+// SupportsWriteZeroes implements bdev.AbilityReporter.
+func (d *Device) SupportsWriteZeroes() bool { return bdev.CanWriteZeroes(d.inner) }
+
+// ZeroesOnDiscard implements bdev.DiscardZeroer as the inner device does.
+func (d *Device) ZeroesOnDiscard() bool { return bdev.ZeroesOnDiscard(d.inner) }
+
+// Close implements bdev.Device. It waits for calls inside the inner device
+// (not for their delays) and leaves the inner device open.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	return nil
+}
+
+// forward validates an IO against the device and runs call on the inner
+// device unless the device is closed. reached reports whether call ran:
+// rejected IO is not delayed.
+func (d *Device) forward(op string, off, length int64, call func() error) (reached bool, err error) {
+	if op != "flush" {
+		if err := bdev.CheckIO(d.info, op, off, length); err != nil {
+			return false, err
+		}
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return false, &bdev.IOError{Op: op, Dev: d.info.Name, Offset: off, Len: length, Err: bdev.ErrClosed}
+	}
+	return true, call()
+}
+
+// wait sleeps for the average latency, or for the p99 one on one IO in a
+// hundred.
+func (d *Device) wait(avg, p99 LatencyKind) {
+	kind := avg
+	if mix64(d.seed+d.ios.Add(1))%100 == 0 {
+		kind = p99
+	}
+	if v := time.Duration(d.latency[kind].Load()); v > 0 {
+		d.sleep(v)
+	}
+}
+
+// mix64 is SplitMix64's finalizer: consecutive inputs give independent,
+// uniformly spread outputs, so numbering IOs draws a reproducible random
+// sequence without a lock.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
