@@ -1,0 +1,163 @@
+package nbd
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"testing"
+
+	"blockcache/internal/nbd/nbdclient"
+)
+
+// fakeCatalog serves one export to negotiate without a Server.
+type fakeCatalog struct {
+	ex      *export
+	closing bool
+}
+
+func (f *fakeCatalog) list() []*export { return []*export{f.ex} }
+func (f *fakeCatalog) lookup(name string) *export {
+	if name == f.ex.Name || name == "" {
+		return f.ex
+	}
+	return nil
+}
+func (f *fakeCatalog) attach(*export) bool { return true }
+func (f *fakeCatalog) shuttingDown() bool  { return f.closing }
+
+func bufioReader(b []byte) *bufio.Reader    { return bufio.NewReader(bytes.NewReader(b)) }
+func bufioWriter(w io.Writer) *bufio.Writer { return bufio.NewWriter(w) }
+
+// greetingReply is the client's answer to the greeting.
+func greetingReply(flags uint32) []byte { return binary.BigEndian.AppendUint32(nil, flags) }
+
+// optionBytes encodes one option as a client sends it.
+func optionBytes(opt uint32, data []byte) []byte {
+	b := binary.BigEndian.AppendUint64(nil, magicOption)
+	b = binary.BigEndian.AppendUint32(b, opt)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
+
+// requestBytes encodes a request header.
+func requestBytes(typ, flags uint16, handle, off uint64, length uint32) []byte {
+	b := binary.BigEndian.AppendUint32(nil, magicRequest)
+	b = binary.BigEndian.AppendUint16(b, flags)
+	b = binary.BigEndian.AppendUint16(b, typ)
+	b = binary.BigEndian.AppendUint64(b, handle)
+	b = binary.BigEndian.AppendUint64(b, off)
+	return binary.BigEndian.AppendUint32(b, length)
+}
+
+// FuzzRequestParse feeds arbitrary request headers to parseRequest and
+// validate, and checks that whatever validate admits is safe to execute.
+func FuzzRequestParse(f *testing.F) {
+	f.Add(requestBytes(0, 0, 1, 0, 4096))
+	f.Add(requestBytes(1, 1, 2, 512, 512))
+	f.Add(requestBytes(3, 0, 3, 0, 0))
+	f.Add(requestBytes(4, 1, 4, 1<<20, 1<<20))
+	f.Add(requestBytes(6, 3, 5, 0, 1<<31))
+	f.Add(requestBytes(0, 4, 6, 1<<64-512, 1024))
+	f.Add(requestBytes(2, 0, 7, 0, 0))
+	f.Add(requestBytes(99, 0xffff, 8, 7, 7))
+	f.Add(requestBytes(0, 0, 9, 0, 32<<20+512))
+	f.Add([]byte("not a request at all, just bytes"))
+
+	dev := newMalloc(f, "fuzz", 8192)
+	var exports []*export
+	for _, e := range []Export{
+		{Name: "rw", Device: dev},
+		{Name: "ro", Device: dev, ReadOnly: true},
+		{Name: "plain", Device: &hookDevice{Device: dev}},
+	} {
+		ex, err := newExport(e)
+		if err != nil {
+			f.Fatal(err)
+		}
+		exports = append(exports, ex)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var b [requestHeaderLen]byte
+		copy(b[:], data)
+		r, err := parseRequest(&b)
+		if err != nil {
+			if binary.BigEndian.Uint32(b[:4]) == magicRequest {
+				t.Fatalf("good magic rejected: %v", err)
+			}
+			return
+		}
+		for _, ex := range exports {
+			for _, structured := range []bool{false, true} {
+				err := validate(r, ex, structured)
+				if err == nil {
+					checkAdmitted(t, r, ex, structured)
+				} else if e := errnoFor(err); e == 0 || e == nbdEIO {
+					t.Fatalf("rejection %v maps to errno %d", err, e)
+				}
+			}
+		}
+	})
+}
+
+// checkAdmitted asserts what execute relies on.
+func checkAdmitted(t *testing.T, r requestHeader, ex *export, structured bool) {
+	t.Helper()
+	if r.flags&^allowedFlags(r.typ, ex.flags, structured) != 0 {
+		t.Fatalf("admitted %v with flags %v", r.typ, r.flags)
+	}
+	switch r.typ {
+	case cmdFlush:
+		return
+	case cmdWrite, cmdTrim, cmdWriteZeroes:
+		if ex.ReadOnly {
+			t.Fatalf("admitted %v on a read-only export", r.typ)
+		}
+		if r.typ == cmdTrim && ex.flags&txSendTrim == 0 {
+			t.Fatal("admitted TRIM without SEND_TRIM")
+		}
+	case cmdRead:
+	default:
+		t.Fatalf("admitted command %v", r.typ)
+	}
+	end := r.offset + uint64(r.length)
+	if r.length == 0 || end < r.offset || end > ex.size || r.offset%512 != 0 || r.length%512 != 0 {
+		t.Fatalf("admitted %v [%d,+%d) on a %d-byte export", r.typ, r.offset, r.length, ex.size)
+	}
+	if (r.typ == cmdRead || r.typ == cmdWrite) && r.length > maxPayloadBytes {
+		t.Fatalf("admitted %v of %d bytes", r.typ, r.length)
+	}
+}
+
+// FuzzHandshake runs negotiate on arbitrary client bytes: it must end
+// (the input is finite), never panic, and only enter transmission with an
+// export.
+func FuzzHandshake(f *testing.F) {
+	greet := greetingReply(stdFlags)
+	seq := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	f.Add(seq(greet, optionBytes(nbdclient.OptGo, nbdclient.InfoData("disk", 0, 1, 2, 3))))
+	f.Add(seq(greet, optionBytes(nbdclient.OptStructuredReply, nil), optionBytes(nbdclient.OptGo, nbdclient.InfoData(""))))
+	f.Add(seq(greetingReply(0), optionBytes(nbdclient.OptExportName, []byte("disk"))))
+	f.Add(seq(greet, optionBytes(nbdclient.OptList, nil), optionBytes(nbdclient.OptInfo, nbdclient.InfoData("x", 3)), optionBytes(nbdclient.OptAbort, nil)))
+	f.Add(seq(greet, optionBytes(nbdclient.OptInfo, []byte{0, 0, 0, 9, 'a'}), optionBytes(77, []byte("zz"))))
+	f.Add(seq(greet, optionBytes(nbdclient.OptGo, nbdclient.InfoData("disk", 9, 9, 0xffff))))
+	f.Add(seq(greetingReply(0xffffffff)))
+	f.Add(seq(greet, []byte("IHAVEOPT\x00\x00\x00\x07\xff\xff\xff\xff")))
+
+	dev := newMalloc(f, "fuzz", 64)
+	ex, err := newExport(Export{Name: "disk", Description: "d", Device: dev})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		for _, closing := range []bool{false, true} {
+			neg, err := negotiate(bufioReader(in), bufioWriter(io.Discard), &fakeCatalog{ex: ex, closing: closing})
+			if err == nil && neg.ex == nil {
+				t.Fatal("transmission without an export")
+			}
+			if err == nil && closing {
+				t.Fatal("transmission during shutdown")
+			}
+		}
+	})
+}

@@ -1,0 +1,177 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/malloc"
+	"blockcache/internal/nbd/nbdclient"
+)
+
+// testLogger sends server logs to t.Log and remembers errors (panics).
+type testLogger struct {
+	t           testing.TB
+	mu          sync.Mutex
+	errors      []string
+	allowErrors atomic.Bool // the test provokes logged errors (panics) on purpose
+}
+
+func (l *testLogger) Enabled(context.Context, slog.Level) bool { return true }
+func (l *testLogger) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		l.mu.Lock()
+		l.errors = append(l.errors, r.Message)
+		l.mu.Unlock()
+	}
+	if testing.Verbose() {
+		var b strings.Builder
+		r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
+		l.t.Logf("%s %s%s", r.Level, r.Message, b.String())
+	}
+	return nil
+}
+func (l *testLogger) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *testLogger) WithGroup(string) slog.Handler      { return l }
+
+func (l *testLogger) errorCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.errors)
+}
+
+// newMalloc returns a RAM device of blocks 512-byte blocks.
+func newMalloc(t testing.TB, name string, blocks uint64) *malloc.Device {
+	t.Helper()
+	d, err := malloc.New(name, uuid.Nil, 512, blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// testServer is a Server listening on TCP loopback and a Unix socket.
+type testServer struct {
+	*Server
+	log      *testLogger
+	tcpAddr  string
+	unixPath string
+	served   chan error // one result per listener
+}
+
+// startServer serves the exports on 127.0.0.1:0 and a Unix socket; it is
+// shut down at cleanup, which also checks that no connection panicked.
+func startServer(t testing.TB, exports ...Export) *testServer {
+	t.Helper()
+	tl := &testLogger{t: t}
+	s := NewServer(slog.New(tl))
+	for _, e := range exports {
+		if err := s.AddExport(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// t.TempDir paths can exceed the 108-byte limit of socket paths.
+	dir, err := os.MkdirTemp("", "nbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "s")
+	unix, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{Server: s, log: tl, tcpAddr: tcp.Addr().String(), unixPath: sock, served: make(chan error, 2)}
+	go func() { ts.served <- s.Serve(tcp) }()
+	go func() { ts.served <- s.Serve(unix) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		for range 2 {
+			if err := <-ts.served; !errors.Is(err, ErrServerClosed) {
+				t.Errorf("Serve returned %v, want ErrServerClosed", err)
+			}
+		}
+		if n := tl.errorCount(); n != 0 && !tl.allowErrors.Load() {
+			t.Errorf("server logged %d errors: %v", n, tl.errors)
+		}
+	})
+	return ts
+}
+
+var _ bdev.Device = (*malloc.Device)(nil)
+
+// dial opens a client on the TCP listener, closed at cleanup.
+func (ts *testServer) dial(t testing.TB, o nbdclient.Options) *nbdclient.Client {
+	t.Helper()
+	c, err := nbdclient.Dial("tcp", ts.tcpAddr, o)
+	if err != nil {
+		t.Fatalf("dial %+v: %v", o, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// handshake opens a raw connection and answers the greeting.
+func (ts *testServer) handshake(t testing.TB, clientFlags uint32) *nbdclient.Negotiator {
+	t.Helper()
+	nc, err := net.Dial("tcp", ts.tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	n, err := nbdclient.Handshake(nc, clientFlags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitClosed fails unless the server closes nc within a few seconds.
+func waitClosed(t testing.TB, nc net.Conn) {
+	t.Helper()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		_, err := nc.Read(buf)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("server did not close the connection")
+		}
+		return
+	}
+}
+
+// waitDone fails unless the client's connection ends within a few seconds.
+func waitDone(t testing.TB, c *nbdclient.Client) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection still open")
+	}
+}
+
+const stdFlags = nbdclient.ClientFixedNewstyle | nbdclient.ClientNoZeroes
