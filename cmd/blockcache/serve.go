@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"blockcache/internal/daemon"
+)
+
+// DefaultRPCSocket is where the daemon listens for JSON-RPC, as SPDK's
+// /var/tmp/spdk.sock.
+const DefaultRPCSocket = "/var/tmp/blockcache.sock"
+
+func newServeCmd() *cobra.Command {
+	cfg := daemon.Config{}
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon",
+		Long: `Run the blockcache daemon: JSON-RPC on a Unix socket, NBD exports over TCP
+and/or a Unix socket.
+
+With no flags it creates (first run) or reopens (later runs) ./blockcache-data/
+holding a 256 MiB cache file and a 2 GiB core file, a write-through cached
+volume "cache0" on them, exported over NBD. Every successful management RPC
+is persisted there, so a restart brings back the same bdevs, caches and
+exports. --config FILE starts from an SPDK JSON config instead; --bare starts
+empty and persists nothing, like an SPDK target.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Version = version
+			out := cmd.OutOrStdout()
+			cfg.OnReady = func(d *daemon.Daemon) { printHowToReach(out, d) }
+			d, err := daemon.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return d.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&cfg.RPCSocket, "rpc-socket", "r", DefaultRPCSocket, "JSON-RPC Unix socket path (SPDK's -r)")
+	f.StringVarP(&cfg.ConfigFile, "config", "c", "", "SPDK JSON config to replay at start, instead of the data directory's state")
+	f.StringVar(&cfg.DataDir, "data-dir", "blockcache-data", "directory for persisted state and the embedded default's images")
+	f.StringVar(&cfg.NBDListen, "nbd-listen", "127.0.0.1:10809", "NBD TCP listen address (empty for none)")
+	f.StringVar(&cfg.NBDSocket, "nbd-socket", "", "NBD Unix socket path (empty for none)")
+	f.BoolVar(&cfg.Bare, "bare", false, "start with no bdevs and persist nothing, like an SPDK target")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+// printHowToReach tells the user how to reach each export.
+func printHowToReach(w io.Writer, d *daemon.Daemon) {
+	exports := d.Exports()
+	names := make([]string, 0, len(exports))
+	for n := range exports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		uri := exports[n]
+		fmt.Fprintf(w, "export %s: %s\n", n, uri)
+		fmt.Fprintf(w, "  nbdinfo %s\n  qemu-img info %s\n", uri, uri)
+		if a := d.NBDAddr(); a != nil {
+			host, port := splitHostPort(a.String())
+			fmt.Fprintf(w, "  nbd-client %s %s /dev/nbd0 -N %s\n", host, port, n)
+		}
+	}
+}

@@ -1,0 +1,358 @@
+// Package daemon wires blockcache together: the bdev registry, the OCF
+// vbdev manager, the NBD server and the JSON-RPC server, the start-up config
+// (a JSON config file, the persisted state of a data directory, or the
+// embedded default) and the orderly shutdown.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/jsonrpc"
+	"blockcache/internal/nbd"
+	"blockcache/internal/rpc"
+	"blockcache/internal/vbdev"
+)
+
+// Config configures a daemon.
+type Config struct {
+	// RPCSocket is the JSON-RPC Unix socket path.
+	RPCSocket string
+	// ConfigFile, if set, is an SPDK JSON config replayed at start instead
+	// of the data directory's persisted state.
+	ConfigFile string
+	// DataDir holds the persisted config (config.json) and the embedded
+	// default's image files. Ignored with Bare.
+	DataDir string
+	// NBDListen is the TCP address of the NBD server; empty for none.
+	NBDListen string
+	// NBDSocket is a Unix socket path for the NBD server; empty for none.
+	NBDSocket string
+	// Bare starts with no bdevs and persists nothing, like an SPDK target.
+	Bare bool
+	// Log receives one line per management event.
+	Log *slog.Logger
+	// Version is reported by spdk_get_version.
+	Version string
+	// OnReady, if set, is called once the start-up config is loaded and
+	// every server accepts connections.
+	OnReady func(*Daemon)
+}
+
+// ConfigFileName is the persisted config inside the data directory.
+const ConfigFileName = "config.json"
+
+// Daemon is a running blockcache.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+
+	reg *bdev.Registry
+	ocf *vbdev.Manager
+	nbd *nbd.Server
+	rpc *jsonrpc.Server
+	api *rpc.API
+
+	rpcListener net.Listener
+	nbdTCP      net.Listener
+	nbdUnix     net.Listener
+
+	// persist is false while the start-up config replays and with Bare.
+	persistMu sync.Mutex
+	persist   bool
+
+	stop     chan string // spdk_kill_instance's signal name
+	stopOnce sync.Once
+}
+
+// New builds a daemon and opens its sockets; nothing is served until Run.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Log, stop: make(chan string, 1)}
+	d.reg = bdev.NewRegistry()
+	d.ocf = vbdev.NewManager(d.reg, d.log)
+	d.nbd = nbd.NewServer(d.log)
+	d.rpc = jsonrpc.NewServer(jsonrpc.Options{Logger: d.log})
+	d.rpc.SetState(jsonrpc.StateRuntime)
+
+	var err error
+	if d.rpcListener, err = jsonrpc.Listen(cfg.RPCSocket); err != nil {
+		return nil, fmt.Errorf("rpc socket: %w", err)
+	}
+	if cfg.NBDListen != "" {
+		if d.nbdTCP, err = net.Listen("tcp", cfg.NBDListen); err != nil {
+			d.closeListeners()
+			return nil, fmt.Errorf("nbd listen %s: %w", cfg.NBDListen, err)
+		}
+	}
+	if cfg.NBDSocket != "" {
+		os.Remove(cfg.NBDSocket)
+		if d.nbdUnix, err = net.Listen("unix", cfg.NBDSocket); err != nil {
+			d.closeListeners()
+			return nil, fmt.Errorf("nbd socket %s: %w", cfg.NBDSocket, err)
+		}
+	}
+	d.api = rpc.Register(d.rpc, rpc.Services{
+		Registry: d.reg,
+		OCF:      d.ocf,
+		NBD:      d.nbd,
+		NBDURI:   d.nbdURI,
+		Log:      d.log,
+		Version:  cfg.Version,
+		Kill:     d.kill,
+		OnChange: d.saveState,
+	})
+	return d, nil
+}
+
+func (d *Daemon) closeListeners() {
+	for _, l := range []net.Listener{d.rpcListener, d.nbdTCP, d.nbdUnix} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// Exports returns the started NBD exports' URIs by bdev name.
+func (d *Daemon) Exports() map[string]string {
+	out := map[string]string{}
+	for _, e := range d.nbd.Exports() {
+		out[e.Name] = d.nbdURI(e.Name)
+	}
+	return out
+}
+
+// NBDAddr returns the NBD server's TCP address, or nil.
+func (d *Daemon) NBDAddr() net.Addr {
+	if d.nbdTCP == nil {
+		return nil
+	}
+	return d.nbdTCP.Addr()
+}
+
+// nbdURI is how clients reach an export: over TCP when the server listens
+// there, else over its Unix socket.
+func (d *Daemon) nbdURI(name string) string {
+	esc := url.PathEscape(name)
+	if d.nbdTCP != nil {
+		return fmt.Sprintf("nbd://%s/%s", d.nbdTCP.Addr(), esc)
+	}
+	if d.nbdUnix != nil {
+		return fmt.Sprintf("nbd+unix:///%s?socket=%s", esc, d.cfg.NBDSocket)
+	}
+	return "nbd:///" + esc
+}
+
+func (d *Daemon) kill(sig string) error {
+	d.stopOnce.Do(func() { d.stop <- sig })
+	return nil
+}
+
+// Run loads the start-up config, serves until ctx is cancelled or
+// spdk_kill_instance is called, then shuts down in order: no new RPCs or NBD
+// connections, NBD clients drained and devices flushed, each cache's dirty
+// data written back and the caches stopped, base bdevs closed.
+func (d *Daemon) Run(ctx context.Context) error {
+	errc := make(chan error, 3)
+	go func() { errc <- serveErr("rpc", d.rpc.Serve(d.rpcListener), jsonrpc.ErrServerClosed) }()
+	for _, l := range []net.Listener{d.nbdTCP, d.nbdUnix} {
+		if l != nil {
+			go func() { errc <- serveErr("nbd", d.nbd.Serve(l), nbd.ErrServerClosed) }()
+		}
+	}
+	if err := d.loadStartupConfig(ctx); err != nil {
+		d.shutdown()
+		return err
+	}
+	d.log.Info("blockcache ready", "rpc_socket", d.cfg.RPCSocket, "nbd", d.nbdURI(""), "data_dir", d.dataDir())
+	if d.cfg.OnReady != nil {
+		d.cfg.OnReady(d)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down", "reason", context.Cause(ctx))
+	case sig := <-d.stop:
+		d.log.Info("shutting down", "reason", "spdk_kill_instance "+sig)
+	case err := <-errc:
+		runErr = err
+		d.log.Error("server failed; shutting down", "err", err)
+	}
+	if err := d.shutdown(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+func serveErr(what string, err, closed error) error {
+	if err == nil || errors.Is(err, closed) {
+		return nil
+	}
+	return fmt.Errorf("%s server: %w", what, err)
+}
+
+func (d *Daemon) shutdown() error {
+	d.persistMu.Lock()
+	d.persist = false // teardown is not a configuration change
+	d.persistMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	if err := d.rpc.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("rpc shutdown: %w", err))
+	}
+	if err := d.nbd.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("nbd shutdown: %w", err))
+	}
+	d.api.StopExports()
+	if err := d.ocf.Shutdown(); err != nil {
+		errs = append(errs, err)
+	}
+	d.ocf.Close()
+	for _, dev := range d.reg.List() {
+		name := dev.Info().Name
+		if dev, err := d.reg.Unregister(name); err == nil {
+			if err := dev.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", name, err))
+			}
+		}
+	}
+	d.closeListeners()
+	if d.cfg.NBDSocket != "" {
+		os.Remove(d.cfg.NBDSocket)
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		d.log.Error("shutdown finished with errors", "err", err)
+	} else {
+		d.log.Info("shutdown complete")
+	}
+	return err
+}
+
+func (d *Daemon) dataDir() string {
+	if d.cfg.Bare {
+		return ""
+	}
+	return d.cfg.DataDir
+}
+
+// loadStartupConfig replays the config file, or the data directory's
+// persisted state, or creates the embedded default there.
+func (d *Daemon) loadStartupConfig(ctx context.Context) error {
+	var doc *Document
+	var err error
+	persisted := filepath.Join(d.cfg.DataDir, ConfigFileName)
+	switch {
+	case d.cfg.ConfigFile != "":
+		doc, err = ReadDocument(d.cfg.ConfigFile)
+	case d.cfg.Bare:
+		return nil
+	default:
+		if err := os.MkdirAll(d.cfg.DataDir, 0o755); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		if _, statErr := os.Stat(persisted); statErr == nil {
+			doc, err = ReadDocument(persisted)
+		} else {
+			doc, err = d.defaultDocument()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := d.Replay(ctx, doc); err != nil {
+		return err
+	}
+	if !d.cfg.Bare {
+		d.persistMu.Lock()
+		d.persist = true
+		d.persistMu.Unlock()
+		d.saveState()
+	}
+	return nil
+}
+
+// subsystemOrder is the order subsystems replay in.
+var subsystemOrder = []string{"bdev", "nbd"}
+
+// Replay calls every method of doc in-process, subsystem by subsystem in
+// init order. The first failure stops it with an error naming the entry.
+func (d *Daemon) Replay(ctx context.Context, doc *Document) error {
+	for _, name := range subsystemOrder {
+		for _, ss := range doc.Subsystems {
+			if ss.Subsystem != name {
+				continue
+			}
+			for i, m := range ss.Config {
+				if _, err := d.rpc.Call(ctx, m.Method, m.Params); err != nil {
+					return fmt.Errorf("config: subsystem %s entry %d (%s): %w", name, i, m.Method, err)
+				}
+			}
+		}
+	}
+	for _, ss := range doc.Subsystems {
+		known := false
+		for _, name := range subsystemOrder {
+			known = known || ss.Subsystem == name
+		}
+		if !known && len(ss.Config) > 0 {
+			d.log.Warn("config: subsystem not supported; its entries were skipped", "subsystem", ss.Subsystem, "entries", len(ss.Config))
+		}
+	}
+	return nil
+}
+
+// Document returns the daemon's current configuration, as save_config would.
+func (d *Daemon) Document() (*Document, error) {
+	doc := &Document{}
+	for _, name := range subsystemOrder {
+		entries, err := d.api.SubsystemConfig(name)
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(entries)
+		if err != nil {
+			return nil, err
+		}
+		ss := Subsystem{Subsystem: name}
+		if err := json.Unmarshal(b, &ss.Config); err != nil {
+			return nil, err
+		}
+		doc.Subsystems = append(doc.Subsystems, ss)
+	}
+	return doc, nil
+}
+
+// saveState persists the configuration in the data directory, atomically.
+func (d *Daemon) saveState() {
+	d.persistMu.Lock()
+	defer d.persistMu.Unlock()
+	if !d.persist {
+		return
+	}
+	doc, err := d.Document()
+	if err == nil {
+		var b []byte
+		if b, err = json.MarshalIndent(doc, "", "  "); err == nil {
+			err = writeFileAtomic(filepath.Join(d.cfg.DataDir, ConfigFileName), append(b, '\n'))
+		}
+	}
+	if err != nil {
+		d.log.Error("persist config", "err", err)
+	}
+}

@@ -1,0 +1,142 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/jsonrpc"
+)
+
+// configEntry is one {method, params} element of framework_get_config.
+type configEntry struct {
+	Method string `json:"method"`
+	Params any    `json:"params,omitempty"`
+}
+
+// baseBdev is a bdev created by one of the base modules (malloc, aio, null,
+// delay, error), remembered so it can be deleted by its module's method and
+// written back by framework_get_config.
+type baseBdev struct {
+	name   string
+	module string // "malloc", "aio", ...
+	dev    bdev.Device
+	// config returns the create entry that re-creates the bdev.
+	config func() configEntry
+	// driverSpecific returns bdev_get_bdevs' driver_specific, or nil.
+	driverSpecific func() any
+}
+
+// baseTable holds the base bdevs in creation order.
+type baseTable struct {
+	mu    sync.Mutex
+	bdevs []*baseBdev
+	// nextAuto numbers auto-named bdevs per prefix, as SPDK's counters.
+	nextAuto map[string]int
+}
+
+func newBaseTable() *baseTable { return &baseTable{nextAuto: map[string]int{}} }
+
+func (t *baseTable) add(b *baseBdev) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.bdevs = append(t.bdevs, b)
+}
+
+func (t *baseTable) get(name string) *baseBdev {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, b := range t.bdevs {
+		if b.name == name {
+			return b
+		}
+	}
+	return nil
+}
+
+func (t *baseTable) remove(b *baseBdev) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.bdevs = slices.DeleteFunc(t.bdevs, func(x *baseBdev) bool { return x == b })
+}
+
+func (t *baseTable) list() []*baseBdev {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.bdevs)
+}
+
+// autoName returns prefix<N> for the lowest N not yet handed out that names
+// no registered bdev.
+func (t *baseTable) autoName(reg *bdev.Registry, prefix string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		n := t.nextAuto[prefix]
+		t.nextAuto[prefix] = n + 1
+		name := fmt.Sprintf("%s%d", prefix, n)
+		if _, err := reg.Lookup(name); err != nil {
+			return name
+		}
+	}
+}
+
+// parseUUID parses an optional uuid parameter.
+func parseUUID(s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, nil
+	}
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, jsonrpc.ErrnoError(syscall.EINVAL).WithData("uuid %q: %v", s, err)
+	}
+	return id, nil
+}
+
+// register registers a new base bdev's device and records it; on failure
+// the device is closed.
+func (a *API) registerBase(b *baseBdev) error {
+	if err := a.svc.Registry.Register(b.dev); err != nil {
+		b.dev.Close()
+		return errnoReply(err)
+	}
+	a.bases.add(b)
+	a.svc.Log.Info("bdev created", "name", b.name, "module", b.module, "block_size", b.dev.Info().BlockSize, "num_blocks", b.dev.Info().NumBlocks)
+	return nil
+}
+
+type deleteParams struct {
+	Name string `json:"name" rpc:"required"`
+}
+
+// deleteBase is the delete method of a base module: the bdev is
+// unregistered (its claim holder, e.g. an OCF vbdev, is hot-removed first),
+// then closed.
+func (a *API) deleteBase(module string) handler {
+	return func(_ context.Context, params json.RawMessage) (any, error) {
+		var p deleteParams
+		if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
+			return nil, err
+		}
+		b := a.bases.get(p.Name)
+		if b == nil || b.module != module {
+			return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no %s bdev named %q", module, p.Name)
+		}
+		dev, err := a.svc.Registry.Unregister(b.name)
+		if err != nil {
+			return nil, errnoReply(err)
+		}
+		a.bases.remove(b)
+		if err := dev.Close(); err != nil {
+			a.svc.Log.Warn("close deleted bdev", "name", b.name, "err", err)
+		}
+		a.svc.Log.Info("bdev deleted", "name", b.name, "module", module)
+		return true, nil
+	}
+}

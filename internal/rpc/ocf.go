@@ -1,0 +1,189 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"syscall"
+
+	"blockcache/internal/jsonrpc"
+	"blockcache/internal/vbdev"
+)
+
+func (a *API) registerOCF() {
+	a.srv.Register("bdev_ocf_create", a.mutating(a.ocfCreate))
+	a.srv.Register("bdev_ocf_delete", a.mutating(a.ocfDelete))
+	a.srv.Register("bdev_ocf_get_bdevs", a.ocfGetBdevs)
+	a.srv.Register("bdev_ocf_get_stats", a.ocfGetStats)
+	a.srv.Register("bdev_ocf_reset_stats", a.ocfResetStats)
+	a.srv.Register("bdev_ocf_set_cache_mode", a.mutating(a.ocfSetCacheMode))
+	// The 2020 names, still accepted by SPDK as deprecated aliases.
+	a.srv.RegisterAlias("construct_ocf_bdev", "bdev_ocf_create")
+	a.srv.RegisterAlias("delete_ocf_bdev", "bdev_ocf_delete")
+	a.srv.RegisterAlias("get_ocf_stats", "bdev_ocf_get_stats")
+	a.srv.RegisterAlias("get_ocf_bdevs", "bdev_ocf_get_bdevs")
+}
+
+// errNoSuchVbdev is every OCF method's answer to an unknown vbdev name.
+func errNoSuchVbdev(name string) error {
+	return jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "%s", jsonrpc.Strerror(syscall.ENODEV)).WithData("no OCF vbdev named %q", name)
+}
+
+// ocfFailure is the -32603 reply of a failed OCF operation: SPDK's message
+// with the negative errno, and the full reason as data.
+func ocfFailure(prefix string, err error) error {
+	return jsonrpc.Errorf(jsonrpc.CodeInternalError, "%s: %d", prefix, -int(errnoOf(err))).WithData("%s", err.Error())
+}
+
+type ocfCreateParams struct {
+	Name          string `json:"name" rpc:"required"`
+	Mode          string `json:"mode" rpc:"required"`
+	CacheLineSize uint64 `json:"cache_line_size"`
+	CacheBdevName string `json:"cache_bdev_name" rpc:"required"`
+	CoreBdevName  string `json:"core_bdev_name" rpc:"required"`
+}
+
+func (a *API) ocfCreate(_ context.Context, params json.RawMessage) (any, error) {
+	var p ocfCreateParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	_, err := a.svc.OCF.Create(vbdev.Params{Name: p.Name, Mode: p.Mode, LineSizeKiB: p.CacheLineSize,
+		CacheBdev: p.CacheBdevName, CoreBdev: p.CoreBdevName})
+	if err != nil {
+		return nil, ocfFailure("Could not create OCF vbdev", err)
+	}
+	return p.Name, nil
+}
+
+type nameParams struct {
+	Name string `json:"name" rpc:"required"`
+}
+
+func (a *API) ocfDelete(_ context.Context, params json.RawMessage) (any, error) {
+	var p nameParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	if err := a.svc.OCF.Delete(p.Name); err != nil {
+		if errors.Is(err, vbdev.ErrNoSuchVbdev) {
+			return nil, errNoSuchVbdev(p.Name)
+		}
+		return nil, jsonrpc.Errorf(jsonrpc.CodeInternalError, "Could not delete OCF vbdev: %s", err)
+	}
+	return true, nil
+}
+
+type ocfBaseObject struct {
+	Name     string `json:"name"`
+	Attached bool   `json:"attached"`
+}
+
+type ocfBdevObject struct {
+	Name    string        `json:"name"`
+	Started bool          `json:"started"`
+	Cache   ocfBaseObject `json:"cache"`
+	Core    ocfBaseObject `json:"core"`
+}
+
+type optionalNameParams struct {
+	Name string `json:"name"`
+}
+
+func (a *API) ocfGetBdevs(_ context.Context, params json.RawMessage) (any, error) {
+	var p optionalNameParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	list := a.svc.OCF.List(p.Name)
+	if p.Name != "" && len(list) == 0 {
+		return nil, errNoSuchVbdev(p.Name)
+	}
+	out := make([]ocfBdevObject, 0, len(list))
+	for _, in := range list {
+		out = append(out, ocfBdevObject{
+			Name:    in.Name,
+			Started: in.Started,
+			Cache:   ocfBaseObject{Name: in.CacheBdev, Attached: in.CacheAttached},
+			Core:    ocfBaseObject{Name: in.CoreBdev, Attached: in.CoreAttached},
+		})
+	}
+	return out, nil
+}
+
+func (a *API) ocfGetStats(_ context.Context, params json.RawMessage) (any, error) {
+	var p nameParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	s, err := a.svc.OCF.Stats(p.Name)
+	switch {
+	case errors.Is(err, vbdev.ErrNoSuchVbdev):
+		return nil, errNoSuchVbdev(p.Name)
+	case err != nil:
+		return nil, jsonrpc.Errorf(jsonrpc.CodeInternalError, "Could not get stats: %s", err)
+	}
+	return statsObject(s), nil
+}
+
+func (a *API) ocfResetStats(_ context.Context, params json.RawMessage) (any, error) {
+	var p nameParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	err := a.svc.OCF.ResetStats(p.Name)
+	switch {
+	case errors.Is(err, vbdev.ErrNoSuchVbdev):
+		return nil, errNoSuchVbdev(p.Name)
+	case err != nil:
+		return nil, jsonrpc.Errorf(jsonrpc.CodeInternalError, "Could not reset stats: %s", err)
+	}
+	return true, nil
+}
+
+type setCacheModeParams struct {
+	Name string `json:"name" rpc:"required"`
+	Mode string `json:"mode" rpc:"required"`
+}
+
+func (a *API) ocfSetCacheMode(_ context.Context, params json.RawMessage) (any, error) {
+	var p setCacheModeParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	m, err := a.svc.OCF.SetMode(p.Name, p.Mode)
+	switch {
+	case errors.Is(err, vbdev.ErrNoSuchVbdev):
+		return nil, errNoSuchVbdev(p.Name)
+	case err != nil:
+		return nil, ocfFailure("Could not change OCF vbdev cache mode", err)
+	}
+	return m.String(), nil
+}
+
+// ocfDriverSpecific is the driver_specific object of a started OCF vbdev,
+// or nil if name is not one.
+func (a *API) ocfDriverSpecific(name string) any {
+	in, err := a.svc.OCF.Get(name)
+	if err != nil || !in.Started {
+		return nil
+	}
+	return struct {
+		CacheDevice      string `json:"cache_device"`
+		CoreDevice       string `json:"core_device"`
+		Mode             string `json:"mode"`
+		CacheLineSize    uint64 `json:"cache_line_size"`
+		MetadataVolatile bool   `json:"metadata_volatile"`
+	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, false}
+}
+
+// ocfConfig returns the bdev_ocf_create entries of the started vbdevs.
+func (a *API) ocfConfig() []configEntry {
+	var out []configEntry
+	for _, p := range a.svc.OCF.CreateParams() {
+		out = append(out, configEntry{Method: "bdev_ocf_create", Params: ocfCreateParams{
+			Name: p.Name, Mode: p.Mode, CacheLineSize: p.LineSizeKiB, CacheBdevName: p.CacheBdev, CoreBdevName: p.CoreBdev,
+		}})
+	}
+	return out
+}

@@ -1,0 +1,102 @@
+// Package rpc implements blockcache's JSON-RPC methods, SPDK-compatible
+// (names, parameters, results and error codes as ../../shared/spec/rpc.md
+// gives them), one file per subsystem. It translates between the wire and
+// the bdev registry, the OCF vbdev manager and the NBD server; errors are
+// mapped to wire codes here and nowhere else.
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"syscall"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/jsonrpc"
+	"blockcache/internal/nbd"
+	"blockcache/internal/vbdev"
+)
+
+// Services are what the methods act on. Every field but OnChange and Kill
+// is required.
+type Services struct {
+	Registry *bdev.Registry
+	OCF      *vbdev.Manager
+	NBD      *nbd.Server
+	// NBDURI returns the URI clients use to reach the export called name,
+	// e.g. nbd://127.0.0.1:10809/name; nbd_start_disk returns it.
+	NBDURI func(name string) string
+	Log    *slog.Logger
+	// Version is blockcache's version, reported by spdk_get_version.
+	Version string
+	// Kill handles spdk_kill_instance with a signal name (SIGTERM, ...).
+	Kill func(sig string) error
+	// OnChange is called after each successful method that changed the
+	// daemon's configuration (to persist it).
+	OnChange func()
+}
+
+// API is the set of methods registered on a server.
+type API struct {
+	svc     Services
+	srv     *jsonrpc.Server
+	bases   *baseTable
+	exports *exportTable
+}
+
+// Register registers every method on srv.
+func Register(srv *jsonrpc.Server, svc Services) *API {
+	a := &API{svc: svc, srv: srv, bases: newBaseTable(), exports: newExportTable()}
+	a.registerFramework()
+	a.registerBdev()
+	a.registerBaseModules()
+	a.registerOCF()
+	a.registerNBD()
+	return a
+}
+
+// handler is a method body with its params already split out.
+type handler = jsonrpc.Handler
+
+// mutating wraps a method that changes configuration so that OnChange runs
+// after it succeeds.
+func (a *API) mutating(h handler) handler {
+	return func(ctx context.Context, params json.RawMessage) (any, error) {
+		res, err := h(ctx, params)
+		if err == nil && a.svc.OnChange != nil {
+			a.svc.OnChange()
+		}
+		return res, err
+	}
+}
+
+// Error replies used by several modules.
+var (
+	// errDecode is what SPDK's generic bdev modules answer to bad params.
+	errDecode = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: jsonrpc.MsgDecodeFailed}
+	// errInvalidParams is what the OCF module answers to bad params.
+	errInvalidParams = &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: jsonrpc.MsgInvalidParams}
+)
+
+// errnoOf maps an error from the layers below to the errno SPDK would
+// report for it. It is the only such mapping in the RPC layer.
+func errnoOf(err error) syscall.Errno {
+	switch {
+	case errors.Is(err, vbdev.ErrNameExists):
+		return syscall.EPERM
+	case errors.Is(err, vbdev.ErrInvalidParam):
+		return syscall.EINVAL
+	case errors.Is(err, vbdev.ErrNoSuchVbdev):
+		return syscall.ENODEV
+	case errors.Is(err, vbdev.ErrNotStarted):
+		return syscall.ENODEV
+	}
+	return bdev.Errno(err)
+}
+
+// errnoReply is SPDK's "-errno, strerror" reply, with err's full text as
+// data so the client learns what failed.
+func errnoReply(err error) error {
+	return jsonrpc.ErrnoError(errnoOf(err)).WithData("%s", err.Error())
+}
