@@ -185,4 +185,3 @@ func (a *API) StopExports() {
 		a.stopExport(e)
 	}
 }
-

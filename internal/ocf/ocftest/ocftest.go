@@ -23,6 +23,14 @@ type Options struct {
 	// Promotion and SeqCutoff are passed to ocf.Config.
 	Promotion ocf.PromotionPolicy
 	SeqCutoff ocf.SeqCutoff
+	// CoreBlockSize is each core device's block size in bytes; 0 = 512.
+	CoreBlockSize uint32
+	// WrapCache and WrapCore, when set, wrap the malloc devices before the
+	// cache sees them (fault injection, IO counting). Env.CacheDev and
+	// Env.CoreDevs stay the bare malloc devices: a back door around the
+	// wrappers and the cache.
+	WrapCache func(bdev.Device) bdev.Device
+	WrapCore  func(core int, dev bdev.Device) bdev.Device
 }
 
 // Env is a cache with its devices.
@@ -69,18 +77,29 @@ func New(t TB, opts Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ocf.New(cdev, ocf.Config{LineSize: opts.LineSize, Mode: opts.Mode, Promotion: opts.Promotion, SeqCutoff: opts.SeqCutoff})
+	var cacheDev bdev.Device = cdev
+	if opts.WrapCache != nil {
+		cacheDev = opts.WrapCache(cdev)
+	}
+	c, err := ocf.New(cacheDev, ocf.Config{LineSize: opts.LineSize, Mode: opts.Mode, Promotion: opts.Promotion, SeqCutoff: opts.SeqCutoff})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.CoreBlockSize == 0 {
+		opts.CoreBlockSize = 512
 	}
 	env := &Env{Cache: c, CacheDev: cdev}
 	for i := range opts.Cores {
 		name := fmt.Sprintf("core%d", i)
-		dev, err := malloc.New(name, uuid.Nil, 512, uint64(opts.CoreBytes/512))
+		dev, err := malloc.New(name, uuid.Nil, opts.CoreBlockSize, uint64(opts.CoreBytes/int64(opts.CoreBlockSize)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		co, err := c.AddCore(ocf.CoreConfig{ID: ocf.CoreID(i), Device: dev, Volume: bdev.Info{Name: fmt.Sprintf("cache%d", i)}})
+		var coreDev bdev.Device = dev
+		if opts.WrapCore != nil {
+			coreDev = opts.WrapCore(i, dev)
+		}
+		co, err := c.AddCore(ocf.CoreConfig{ID: ocf.CoreID(i), Device: coreDev, Volume: bdev.Info{Name: fmt.Sprintf("cache%d", i)}})
 		if err != nil {
 			t.Fatal(err)
 		}
