@@ -403,6 +403,21 @@ func TestRegistryConcurrent(t *testing.T) {
 	}
 	var hotRemoved, claimedAtRemove sync.Map // keys of claims taken / hot-removed
 	var wg sync.WaitGroup
+	stopChurn := make(chan struct{})
+	churned := make(chan struct{})
+	go func() { // subscribers come and go while events flow
+		defer close(churned)
+		for {
+			select {
+			case <-stopChurn:
+				return
+			default:
+			}
+			cancel := r.Subscribe(func(bdev.Event) {})
+			r.List()
+			cancel()
+		}
+	}()
 	for w := range workers {
 		wg.Go(func() {
 			for i := range rounds {
@@ -439,6 +454,8 @@ func TestRegistryConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	close(stopChurn)
+	<-churned
 
 	live := map[string]bool{}
 	for _, d := range r.List() {

@@ -17,7 +17,7 @@ func TestErrInjected(t *testing.T) {
 		t.Fatalf("Error %q String %q", errinj.ErrInjected.Error(), errinj.ErrInjected.String())
 	}
 	other := errinj.Label("ErrOther", errors.New("injected error"))
-	if errors.Is(other, errinj.ErrInjected) || errors.Is(errinj.ErrInjected, other) {
+	if errors.Is(other, errinj.ErrInjected) || errors.Is(fmt.Errorf("x: %w", errinj.ErrInjected), other) {
 		t.Fatal("two labelled errors with the same message compare equal")
 	}
 	if err := errinj.ErrInjected.MaybeError(read0); err != errinj.ErrInjected {
