@@ -1,7 +1,7 @@
 // Package delay provides SPDK's delay bdev: a device that forwards every IO
 // to another one and completes reads and writes late, to emulate a slower
-// disk. Of each hundred IOs one, chosen at random, gets the p99 latency and
-// the others the average latency, as SPDK does; the delay is added after the
+// disk. Each read or write gets the p99 latency with probability 1/100 and
+// the average latency otherwise, as SPDK does; the delay is added after the
 // inner device completed the IO. Flush, discard and write-zeroes are
 // forwarded undelayed, as in SPDK.
 package delay
@@ -57,8 +57,8 @@ type Device struct {
 	closed bool
 }
 
-// New wraps inner. It fails if a latency is negative or a p99 latency is
-// below its average.
+// New wraps inner. It fails if cfg.Name is empty, a latency is negative, or
+// a p99 latency is below its average (as bdev_delay_create does).
 func New(inner bdev.Device, cfg Config) (*Device, error) {
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("delay device over %q: empty name: %w", inner.Info().Name, bdev.ErrInvalidName)
@@ -199,8 +199,8 @@ func (d *Device) forward(op string, off, length int64, call func() error) (reach
 	return true, call()
 }
 
-// wait sleeps for the average latency, or for the p99 one on one IO in a
-// hundred.
+// wait sleeps for the average latency, or, with probability 1/100, for the
+// p99 one.
 func (d *Device) wait(avg, p99 LatencyKind) {
 	kind := avg
 	if mix64(d.seed+d.ios.Add(1))%100 == 0 {
