@@ -348,7 +348,7 @@ func TestRegistrySurvivesPanickingSubscriber(t *testing.T) {
 		seen = append(seen, ev.Name)
 		if boom {
 			boom = false
-			panic("subscriber failed")
+			panic(errors.New("subscriber failed"))
 		}
 	})
 	func() {
