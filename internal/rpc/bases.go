@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/errinj"
 	"blockcache/internal/jsonrpc"
 )
 
@@ -31,6 +32,10 @@ type baseBdev struct {
 	config func() configEntry
 	// driverSpecific returns bdev_get_bdevs' driver_specific, or nil.
 	driverSpecific func() any
+	// claim is held on the base bdev of a wrapper (delay, error).
+	claim *bdev.Claim
+	// injector arms the faults of an error bdev.
+	injector *errinj.SPDKInjector
 }
 
 // baseTable holds the base bdevs in creation order.
@@ -128,15 +133,27 @@ func (a *API) deleteBase(module string) handler {
 		if b == nil || b.module != module {
 			return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no %s bdev named %q", module, p.Name)
 		}
-		dev, err := a.svc.Registry.Unregister(b.name)
-		if err != nil {
+		if err := a.removeBase(b, "deleted"); err != nil {
 			return nil, errnoReply(err)
 		}
-		a.bases.remove(b)
-		if err := dev.Close(); err != nil {
-			a.svc.Log.Warn("close deleted bdev", "name", b.name, "err", err)
-		}
-		a.svc.Log.Info("bdev deleted", "name", b.name, "module", module)
 		return true, nil
 	}
+}
+
+// removeBase unregisters a base bdev (its claim holder is hot-removed
+// first), closes it and releases what it claimed.
+func (a *API) removeBase(b *baseBdev, why string) error {
+	dev, err := a.svc.Registry.Unregister(b.name)
+	if err != nil {
+		return err
+	}
+	a.bases.remove(b)
+	if err := dev.Close(); err != nil {
+		a.svc.Log.Warn("close removed bdev", "name", b.name, "err", err)
+	}
+	if b.claim != nil {
+		b.claim.Release()
+	}
+	a.svc.Log.Info("bdev removed", "name", b.name, "module", b.module, "why", why)
+	return nil
 }

@@ -51,6 +51,7 @@ func Register(srv *jsonrpc.Server, svc Services) *API {
 	a.registerFramework()
 	a.registerBdev()
 	a.registerBaseModules()
+	a.registerWrappers()
 	a.registerOCF()
 	a.registerNBD()
 	return a
