@@ -39,6 +39,7 @@ type conn struct {
 	inflight sync.WaitGroup
 	limit    inflightLimiter
 	requests atomic.Uint64 // requests admitted, for the disconnect log
+	broken   atomic.Bool   // a reply could not be written; no more are attempted
 
 	mu struct {
 		sync.Mutex
@@ -150,6 +151,9 @@ func (c *conn) readError(err error) error {
 // fail closes the socket after a reply could not be written: the client
 // can no longer be answered consistently, and closing wakes the reader.
 func (c *conn) fail(err error) {
+	if c.broken.Swap(true) {
+		return
+	}
 	c.srv.log.Debug("nbd reply failed; closing connection", "remote", c.remote, "err", err)
 	c.nc.Close()
 }

@@ -76,8 +76,18 @@ type testServer struct {
 // shut down at cleanup, which also checks that no connection panicked.
 func startServer(t testing.TB, exports ...Export) *testServer {
 	t.Helper()
+	return startServerWith(t, nil, exports...)
+}
+
+// startServerWith is startServer with a hook to adjust the Server before it
+// serves.
+func startServerWith(t testing.TB, adjust func(*Server), exports ...Export) *testServer {
+	t.Helper()
 	tl := &testLogger{t: t}
 	s := NewServer(slog.New(tl))
+	if adjust != nil {
+		adjust(s)
+	}
 	for _, e := range exports {
 		if err := s.AddExport(e); err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"time"
 )
@@ -58,10 +59,17 @@ func (c *conn) replyError(r requestHeader, err error) error {
 	return c.write(b)
 }
 
+// errBroken is returned for replies after one failed: the stream may hold
+// a partial reply, so nothing more can be sent.
+var errBroken = errors.New("nbd: connection broken by an earlier failed reply")
+
 // write sends one whole reply under the write lock.
 func (c *conn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.broken.Load() {
+		return errBroken
+	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.replyTimeout))
 	_, err := c.nc.Write(b)
 	return err
@@ -72,6 +80,9 @@ func (c *conn) write(b []byte) error {
 func (c *conn) writeVec(v *net.Buffers) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.broken.Load() {
+		return errBroken
+	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.replyTimeout))
 	_, err := v.WriteTo(c.nc)
 	return err

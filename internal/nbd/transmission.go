@@ -56,6 +56,7 @@ func (c *conn) transmit() error {
 			c.srv.log.Debug("nbd request rejected", "remote", c.remote, "cmd", req.typ,
 				"flags", req.flags, "offset", req.offset, "length", req.length, "err", err)
 			if err := c.replyError(req, err); err != nil {
+				c.fail(err)
 				return err
 			}
 			continue
