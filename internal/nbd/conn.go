@@ -36,6 +36,7 @@ type conn struct {
 	structured bool
 
 	wmu      sync.Mutex // held while writing one whole reply to nc
+	work     chan *job  // admitted requests for idle workers; closed by serve when reading stops
 	inflight sync.WaitGroup
 	limit    inflightLimiter
 	requests atomic.Uint64 // requests admitted, for the disconnect log
@@ -54,6 +55,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		br:     bufio.NewReaderSize(nc, 64<<10),
 		remote: nc.RemoteAddr().String(),
 		done:   make(chan struct{}),
+		work:   make(chan *job),
 	}
 	if c.remote == "" || c.remote == "@" {
 		c.remote = "unix:" + nc.LocalAddr().String()
@@ -95,6 +97,7 @@ func (c *conn) serve() {
 	start := time.Now()
 	c.srv.log.Info("nbd connect", "remote", c.remote)
 	err := c.session()
+	close(c.work) // idle workers exit; busy ones after their job
 	c.inflight.Wait()
 	c.nc.Close()
 	c.srv.forget(c)

@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"log/slog"
+	"net"
 	"testing"
+	"time"
 
 	"blockcache/internal/nbd/nbdclient"
 )
@@ -158,6 +161,49 @@ func FuzzHandshake(f *testing.F) {
 			if err == nil && closing {
 				t.Fatal("transmission during shutdown")
 			}
+		}
+	})
+}
+
+// FuzzSession runs a whole server connection (handshake and transmission)
+// on arbitrary client bytes. The connection must end once the client is
+// gone, and nothing may panic (the server would recover and log an error).
+func FuzzSession(f *testing.F) {
+	greet := greetingReply(stdFlags)
+	seq := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	goDisk := optionBytes(nbdclient.OptGo, nbdclient.InfoData("disk", 3))
+	write := seq(requestBytes(1, 1, 2, 512, 1024), bytes.Repeat([]byte{0xaa}, 1024))
+	f.Add(seq(greet, goDisk, requestBytes(0, 0, 1, 0, 4096), write, requestBytes(3, 0, 3, 0, 0), requestBytes(2, 0, 4, 0, 0)))
+	f.Add(seq(greet, optionBytes(nbdclient.OptStructuredReply, nil), goDisk, requestBytes(0, 4, 1, 0, 512), requestBytes(6, 2, 2, 0, 65536), requestBytes(4, 0, 3, 4096, 4096)))
+	f.Add(seq(greetingReply(0), optionBytes(nbdclient.OptExportName, []byte("disk")), write, requestBytes(1, 0, 5, 100, 7), []byte("1234567")))
+	f.Add(seq(greet, goDisk, requestBytes(1, 0, 1, 1<<40, 600), make([]byte, 600), requestBytes(0, 0, 2, 0, 512)))
+	f.Add(seq(greet, goDisk, []byte("garbage that is not a request magic")))
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		tl := &testLogger{t: t}
+		s := NewServer(slog.New(tl))
+		dev := newMalloc(t, "fuzz", 128)
+		if err := s.AddExport(Export{Name: "disk", Device: dev}); err != nil {
+			t.Fatal(err)
+		}
+		cli, srv := net.Pipe()
+		c := newConn(s, srv)
+		if !s.track(c) {
+			t.Fatal("server refused the connection")
+		}
+		go c.serve()
+		drained := make(chan struct{})
+		go func() { io.Copy(io.Discard, cli); close(drained) }()
+		cli.Write(in)
+		cli.Close()
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("connection did not end after the client left")
+		}
+		<-drained
+		if n := tl.errorCount(); n != 0 {
+			t.Fatalf("server logged errors: %v", tl.errors)
 		}
 	})
 }

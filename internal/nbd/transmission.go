@@ -13,6 +13,7 @@ import (
 // not allocate.
 type job struct {
 	req  requestHeader
+	held int64   // payload bytes counted against the connection's limiter
 	buf  *[]byte // WRITE payload or READ data, from Server.bufs; nil otherwise
 	hdr  [structuredReplyLen + 8]byte
 	vec  [2][]byte
@@ -30,9 +31,9 @@ func (s *Server) putJob(j *job) {
 }
 
 // transmit reads requests until the client disconnects, the stream breaks,
-// or beginClose stops it. Each valid request runs on its own goroutine, so
-// the next request is read while earlier ones execute, and replies go out
-// in completion order. Invalid requests are answered here, after draining a
+// or beginClose stops it. Each valid request is handed to a worker
+// goroutine, so the next request is read while earlier ones execute, and
+// replies go out in completion order. Invalid requests are answered here, after draining a
 // WRITE's payload so the stream stays in sync.
 func (c *conn) transmit() error {
 	var hb [requestHeaderLen]byte
@@ -76,7 +77,21 @@ func (c *conn) transmit() error {
 		}
 		c.requests.Add(1)
 		c.inflight.Add(1)
-		go c.handle(j, held)
+		j.held = held
+		select {
+		case c.work <- j: // an idle worker took it
+		default:
+			go c.worker(j) // at most maxInflightRequests exist: the limiter bounds busy ones
+		}
+	}
+}
+
+// worker runs jobs of one connection until transmission ends. Workers are
+// started on demand and then kept, so a steady load starts no goroutines
+// and allocates nothing per request.
+func (c *conn) worker(j *job) {
+	for ; j != nil; j = <-c.work {
+		c.handle(j)
 	}
 }
 
@@ -152,12 +167,13 @@ func allowedFlags(typ command, flags txFlags, structured bool) cmdFlags {
 }
 
 // handle executes one admitted request and answers it.
-func (c *conn) handle(j *job, held int64) {
+func (c *conn) handle(j *job) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.nc.Close() // the request will never be answered: end the session
 			c.panicked(p)
 		}
+		held := j.held
 		c.srv.putJob(j)
 		c.limit.release(held)
 		c.inflight.Done()
