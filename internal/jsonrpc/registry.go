@@ -62,10 +62,20 @@ func AllowedIn(states State) RegisterOption {
 	return func(m *method) { m.states = states }
 }
 
+// ListedOnlyWhenAllowed keeps the method out of every method list (even
+// rpc_get_methods without "current") while it is not callable. blockcache
+// uses it for framework_start_init: rpc.py's load_config calls
+// framework_start_init whenever rpc_get_methods lists it, which on a running
+// daemon would fail with -32604 (SPDK lists it regardless).
+func ListedOnlyWhenAllowed() RegisterOption {
+	return func(m *method) { m.hidden = true }
+}
+
 type method struct {
 	name    string
 	handler Handler
 	states  State
+	hidden  bool    // unlisted while not allowed
 	aliasOf *method // non-nil for a deprecated alias
 	warned  bool    // alias deprecation logged; guarded by registry.mu
 }
@@ -108,7 +118,7 @@ func (s *Server) RegisterAlias(alias, target string) {
 	if _, dup := s.reg.methods[alias]; dup || alias == "" {
 		panic(fmt.Errorf("jsonrpc: alias %q: name empty or already registered", alias))
 	}
-	s.reg.methods[alias] = &method{name: alias, handler: base.handler, states: base.states, aliasOf: base}
+	s.reg.methods[alias] = &method{name: alias, handler: base.handler, states: base.states, hidden: base.hidden, aliasOf: base}
 }
 
 // SetState moves the server to state st, as framework_start_init does.
@@ -119,6 +129,8 @@ func (s *Server) State() State { return State(s.state.Load()) }
 
 // Methods lists the registered method names (aliases excluded) in sorted
 // order; with currentOnly, only those callable in the current state.
+// Methods registered with ListedOnlyWhenAllowed are left out while not
+// callable either way.
 func (s *Server) Methods(currentOnly bool) []string {
 	return s.list(currentOnly, false)
 }
@@ -135,7 +147,7 @@ func (s *Server) list(currentOnly, aliases bool) []string {
 	defer s.reg.mu.RUnlock()
 	var names []string
 	for name, m := range s.reg.methods {
-		if (m.aliasOf != nil) != aliases || (currentOnly && !m.allowed(st)) {
+		if (m.aliasOf != nil) != aliases || ((currentOnly || m.hidden) && !m.allowed(st)) {
 			continue
 		}
 		names = append(names, name)

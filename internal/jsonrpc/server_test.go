@@ -513,3 +513,18 @@ func TestServeAfterClose(t *testing.T) {
 		t.Fatalf("Serve after Close = %v", err)
 	}
 }
+
+func TestListedOnlyWhenAllowed(t *testing.T) {
+	s := NewServer(Options{})
+	nop := func(context.Context, json.RawMessage) (any, error) { return true, nil }
+	s.Register("framework_start_init", nop, AllowedIn(StateStartup), ListedOnlyWhenAllowed())
+	s.Register("bdev_get_bdevs", nop)
+	s.RegisterAlias("start_subsystem_init", "framework_start_init")
+	if got := fmt.Sprint(s.Methods(false), s.Aliases(false)); got != "[bdev_get_bdevs framework_start_init] [start_subsystem_init]" {
+		t.Fatalf("startup: %s", got)
+	}
+	s.SetState(StateRuntime)
+	if got := fmt.Sprint(s.Methods(false), s.Aliases(false)); got != "[bdev_get_bdevs] []" {
+		t.Fatalf("runtime: %s", got)
+	}
+}

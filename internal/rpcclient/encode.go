@@ -49,7 +49,8 @@ func compactRequest(id int64, method string, params json.RawMessage) ([]byte, er
 // dropNull, top-level members whose value is null are removed first, as
 // rpc.py's remove_null does for keyword arguments; false and 0 are kept.
 //
-// params may be nil, a json.RawMessage (or []byte) holding JSON, or any
+// params may be nil, a json.RawMessage (or []byte) holding JSON (empty
+// means none), or any
 // value encoding/json can marshal. Structs keep their field order; Go maps
 // are marshalled with sorted keys.
 func normalizeParams(params any, dropNull bool) (json.RawMessage, error) {
@@ -71,6 +72,9 @@ func normalizeParams(params any, dropNull bool) (json.RawMessage, error) {
 		raw = buf.Bytes()
 	}
 	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil, nil // a nil json.RawMessage
+	}
 	if !json.Valid(raw) {
 		return nil, fmt.Errorf("params are not valid JSON: %.80q", raw)
 	}

@@ -46,7 +46,7 @@ func newFakeApp(t *testing.T, state jsonrpc.State) *fakeApp {
 		func(context.Context, json.RawMessage) (any, error) {
 			a.SetState(jsonrpc.StateRuntime)
 			return true, nil
-		}), jsonrpc.AllowedIn(jsonrpc.StateStartup))
+		}), jsonrpc.AllowedIn(jsonrpc.StateStartup), jsonrpc.ListedOnlyWhenAllowed())
 	l, err := jsonrpc.Listen(a.path)
 	if err != nil {
 		t.Fatal(err)
