@@ -31,7 +31,7 @@ type conn struct {
 	done   chan struct{} // closed when the connection is closed and forgotten
 
 	// ex and structured are set by the handshake, on the connection's
-	// goroutine, before the first request goroutine starts; read-only after.
+	// goroutine, before the first worker starts; read-only after.
 	ex         *export
 	structured bool
 
@@ -92,7 +92,8 @@ func (c *conn) setReadDeadline(t time.Time) {
 	}
 }
 
-// serve runs the connection to its end on the accepting goroutine's child.
+// serve runs the connection from handshake to close, on a goroutine of its
+// own started by Serve. It logs one line at each end.
 func (c *conn) serve() {
 	start := time.Now()
 	c.srv.log.Info("nbd connect", "remote", c.remote)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -49,7 +50,7 @@ func (c *conn) replyError(r requestHeader, err error) error {
 	}
 	msg := err.Error()
 	if len(msg) > maxErrorMessage {
-		msg = msg[:maxErrorMessage]
+		msg = strings.ToValidUTF8(msg[:maxErrorMessage], "")
 	}
 	b := make([]byte, structuredReplyLen+6+len(msg))
 	putStructuredReply(b, replyFlagDone, replyTypeError, r.handle, uint32(6+len(msg)))

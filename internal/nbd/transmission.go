@@ -33,8 +33,8 @@ func (s *Server) putJob(j *job) {
 // transmit reads requests until the client disconnects, the stream breaks,
 // or beginClose stops it. Each valid request is handed to a worker
 // goroutine, so the next request is read while earlier ones execute, and
-// replies go out in completion order. Invalid requests are answered here, after draining a
-// WRITE's payload so the stream stays in sync.
+// replies go out in completion order. Invalid requests are answered here,
+// after draining a WRITE's payload so that the stream stays in sync.
 func (c *conn) transmit() error {
 	var hb [requestHeaderLen]byte
 	for {

@@ -526,7 +526,7 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 	dev := &hookDevice{Device: newMalloc(t, "m0", 64)}
 	dev.hook = func(op string, off, n int64) error {
 		if off == 8192 {
-			panic("device exploded")
+			panic(errors.New("device exploded"))
 		}
 		return nil
 	}
