@@ -209,7 +209,7 @@ func registerFakeMethods(s *Server, counted *atomic.Int64) {
 		return nil, fmt.Errorf("lookup: %w", Errorf(CodeInvalidParams, "No such device"))
 	})
 	s.Register("panic", func(context.Context, json.RawMessage) (any, error) {
-		panic("handler bug")
+		panic(errors.New("handler bug"))
 	})
 	s.Register("unencodable", func(context.Context, json.RawMessage) (any, error) {
 		return make(chan int), nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -526,5 +527,50 @@ func TestListedOnlyWhenAllowed(t *testing.T) {
 	s.SetState(StateRuntime)
 	if got := fmt.Sprint(s.Methods(false), s.Aliases(false)); got != "[bdev_get_bdevs] []" {
 		t.Fatalf("runtime: %s", got)
+	}
+}
+
+// pyClient reads replies the way rpc.py does: it sends json.dumps(req,
+// indent=2) with no newline, then grows a buffer until
+// JSONDecoder().raw_decode finds one whole value, keeping the rest.
+const pyClient = `
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+buf = ""
+def call(i, method, params):
+    global buf
+    req = {"jsonrpc": "2.0", "method": method, "id": i}
+    if params:
+        req["params"] = params
+    s.sendall(json.dumps(req, indent=2).encode())
+    while True:
+        try:
+            obj, idx = json.JSONDecoder().raw_decode(buf.lstrip())
+            buf = buf.lstrip()[idx:]
+            return obj
+        except ValueError:
+            buf += s.recv(4096).decode()
+print(json.dumps(call(1, "sum", {"a": 1, "b": 2})))
+print(json.dumps(call(2, "text", None), ensure_ascii=False))
+print(json.dumps(call(3, "sum", {"a": "x"})))
+`
+
+func TestPythonRawDecodeClient(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed")
+	}
+	ts := newTestServer(t, Options{})
+	out, err := exec.Command(py, "-c", pyClient, ts.path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python client: %v\n%s", err, out)
+	}
+	want := `{"jsonrpc": "2.0", "id": 1, "result": 3}
+{"jsonrpc": "2.0", "id": 2, "result": "é<>&` + "\u2028😀\x7f" + `"}
+{"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "Invalid parameters", "data": "parameter \"a\": expected integer, got string"}}
+`
+	if string(out) != want {
+		t.Fatalf("python saw\n%s\nwant\n%s", out, want)
 	}
 }

@@ -3,7 +3,6 @@ package jsonrpc
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 )
 
@@ -47,9 +46,6 @@ func kindOf(raw []byte) kind {
 	}
 	return kindInvalid
 }
-
-// errStop ends an objectMembers walk early; objectMembers returns it.
-var errStop = errors.New("stop")
 
 // objectMembers calls fn for each member of the JSON object raw, in order,
 // with the unescaped key and the raw value. It stops at fn's first error and

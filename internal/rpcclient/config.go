@@ -23,6 +23,8 @@ const (
 )
 
 // ErrUnknownMethod is returned by LoadConfig for MsgUnknownMethod.
+//
+//lint:ignore ST1005 rpc.py's exact words
 var ErrUnknownMethod = errors.New(MsgUnknownMethod)
 
 // getConfigParams are the params rpc.py HEAD sends to framework_get_config
