@@ -346,3 +346,53 @@ func TestErrFlush(t *testing.T) {
 		t.Errorf("flush after the fault: %v", err)
 	}
 }
+
+// TestErrCacheFullOfUncleanableLines: when every line is dirty and cleaning
+// cannot read them, nothing can be mapped: reads fall back to pass-through
+// and writes to write-invalidate (rd_pt / wr_pt), both still correct, and
+// the dirty data survives.
+func TestErrCacheFullOfUncleanableLines(t *testing.T) {
+	for _, mode := range []ocf.Mode{ocf.ModeWB, ocf.ModeWT, ocf.ModeWO} {
+		t.Run(mode.String(), func(t *testing.T) {
+			f := &faultEnv{
+				cacheRd: newFault(errinj.OpRead), cacheWr: newFault(errinj.OpWrite), cacheFlush: newFault(errinj.OpFlush),
+				coreRd: newFault(errinj.OpRead), coreWr: newFault(errinj.OpWrite), coreFlush: newFault(errinj.OpFlush),
+			}
+			f.Env = ocftest.New(t, ocftest.Options{
+				Lines: 2, Mode: ocf.ModeWB,
+				WrapCache: func(d bdev.Device) bdev.Device {
+					return errinj.Wrap(d, errinj.Any(f.cacheRd.toggle, f.cacheWr.toggle, f.cacheFlush.toggle))
+				},
+			})
+			fillCore(t, f.Env, 0, 'A')
+			c, co := f.Cache, f.co()
+			dirty := tagged('D', 0, 2*4096)
+			volWrite(t, co, dirty, 0, false) // both lines dirty
+			setMode(t, c, mode, false)
+			co.ResetStats()
+			f.cacheRd.on()
+
+			e := tagged('E', 2*4096, 4096)
+			volWrite(t, co, e, 2*4096, false)
+			if r := co.Stats().Requests; r != wrPT {
+				t.Errorf("write with no line to map counted %+v, want wr_pt", r)
+			}
+			expectBytes(t, "core has the write", devRead(t, f.CoreDevs[0], 2*4096, 4096), e)
+			co.ResetStats()
+			expectBytes(t, "read miss with no line to map", volRead(t, co, 3*4096, 4096), tagged('A', 3*4096, 4096))
+			want := rdPT
+			if mode == ocf.ModeWO {
+				want = rdFull
+			}
+			if r := co.Stats().Requests; r != want {
+				t.Errorf("read with no line to map counted %+v, want %+v", r, want)
+			}
+			f.cacheRd.injected(t, "cleaning for room")
+			f.cacheRd.off()
+			if u := c.Stats().Usage; u.Dirty != 2 {
+				t.Errorf("usage %+v, want both lines still dirty", u)
+			}
+			expectBytes(t, "dirty data survives", volRead(t, co, 0, 4*4096), append(append(dirty, e...), tagged('A', 3*4096, 4096)...))
+		})
+	}
+}

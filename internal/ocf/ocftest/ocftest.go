@@ -99,7 +99,7 @@ func New(t TB, opts Options) *Env {
 		if opts.WrapCore != nil {
 			coreDev = opts.WrapCore(i, dev)
 		}
-		co, err := c.AddCore(ocf.CoreConfig{ID: ocf.CoreID(i), Device: coreDev, Volume: bdev.Info{Name: fmt.Sprintf("cache%d", i)}})
+		co, err := c.AddCore(ocf.CoreConfig{ID: ocf.CoreID(i), Device: coreDev, Volume: bdev.Info{Name: fmt.Sprintf("cache%d", i), ProductName: "SPDK OCF"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,169 @@
+package ocf_test
+
+import (
+	"sync/atomic"
+	"testing"
+
+	"blockcache/internal/ocf"
+	"blockcache/internal/ocf/ocftest"
+)
+
+// Benchmarks of the 4 KiB data path on malloc devices, each single-threaded
+// ("1") and with b.RunParallel over GOMAXPROCS goroutines ("parallel").
+// Memcpy4K is the floor: one 4 KiB copy, which every cached read or write
+// does at least once (malloc copies under its stripe lock).
+
+const benchBlock = 4096
+
+// benchCase is one benchmark's setup: newOp builds a per-goroutine operation
+// (it may keep state, such as a buffer); done, if set, runs after the timed
+// loop to check and report what the loop did.
+type benchCase struct {
+	newOp func() func()
+	done  func(b *testing.B)
+}
+
+// benchBoth runs a "1" and a "parallel" sub-benchmark, each on a fresh setup.
+func benchBoth(b *testing.B, setup func(b *testing.B) benchCase) {
+	b.Run("1", func(b *testing.B) {
+		bc := setup(b)
+		op := bc.newOp()
+		b.ReportAllocs()
+		b.SetBytes(benchBlock)
+		b.ResetTimer()
+		for b.Loop() {
+			op()
+		}
+		b.StopTimer()
+		if bc.done != nil {
+			bc.done(b)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		bc := setup(b)
+		b.ReportAllocs()
+		b.SetBytes(benchBlock)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			op := bc.newOp()
+			for pb.Next() {
+				op()
+			}
+		})
+		b.StopTimer()
+		if bc.done != nil {
+			bc.done(b)
+		}
+	})
+}
+
+func BenchmarkMemcpy4K(b *testing.B) {
+	benchBoth(b, func(*testing.B) benchCase {
+		return benchCase{newOp: func() func() {
+			src, dst := make([]byte, benchBlock), make([]byte, benchBlock)
+			src[17] = 1
+			return func() { copy(dst, src) }
+		}}
+	})
+}
+
+// benchHotLines is the working set of the hit benchmarks: well inside the
+// cache, spread over many stripes.
+const benchHotLines = 256
+
+// hitBench builds a cache of 1024 4 KiB lines in mode, warms benchHotLines
+// lines with warm, and returns per-goroutine ops that act on them round
+// robin, each goroutine from its own starting line.
+func hitBench(b *testing.B, mode ocf.Mode, write bool) benchCase {
+	env := ocftest.New(b, ocftest.Options{Lines: 1024, Mode: mode, CoreBytes: 16 << 20})
+	co := env.Cores[0]
+	buf := make([]byte, benchBlock)
+	for i := range benchHotLines {
+		var err error
+		if write {
+			err = co.WriteAt(buf, int64(i)*benchBlock, false)
+		} else {
+			err = co.ReadAt(buf, int64(i)*benchBlock)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	co.ResetStats()
+	var next atomic.Int64
+	done := func(b *testing.B) {
+		s := co.Stats().Requests
+		hits, total := s.RdHits, s.RdTotal
+		if write {
+			hits, total = s.WrHits, s.WrTotal
+		}
+		if total == 0 || hits != s.Total {
+			b.Errorf("hit benchmark did not only hit: %+v", s)
+		}
+	}
+	newOp := func() func() {
+		p := make([]byte, benchBlock)
+		line := next.Add(37) % benchHotLines
+		return func() {
+			var err error
+			if write {
+				err = co.WriteAt(p, line*benchBlock, false)
+			} else {
+				err = co.ReadAt(p, line*benchBlock)
+			}
+			if err != nil {
+				b.Error(err)
+			}
+			if line++; line == benchHotLines {
+				line = 0
+			}
+		}
+	}
+	return benchCase{newOp: newOp, done: done}
+}
+
+// BenchmarkReadHit4K reads 4 KiB blocks that are in the cache (wt).
+func BenchmarkReadHit4K(b *testing.B) {
+	benchBoth(b, func(b *testing.B) benchCase { return hitBench(b, ocf.ModeWT, false) })
+}
+
+// BenchmarkWriteHit4K overwrites 4 KiB blocks already dirty in the cache (wb):
+// one cache-device write each, no core IO.
+func BenchmarkWriteHit4K(b *testing.B) {
+	benchBoth(b, func(b *testing.B) benchCase { return hitBench(b, ocf.ModeWB, true) })
+}
+
+// BenchmarkReadMiss4K measures a real read miss with insertion: wt mode, a
+// cache of 256 lines and a 64 MiB core (16384 lines) read round robin by one
+// shared counter, so every read misses (the line was evicted 16128 reads
+// ago): it reads the core, evicts the least recently used clean line and
+// writes the block into the cache. The miss ratio is reported as miss%.
+func BenchmarkReadMiss4K(b *testing.B) {
+	benchBoth(b, func(b *testing.B) benchCase {
+		const coreLines = 16384
+		env := ocftest.New(b, ocftest.Options{Lines: 256, Mode: ocf.ModeWT, CoreBytes: coreLines * benchBlock})
+		co := env.Cores[0]
+		var next atomic.Int64
+		done := func(b *testing.B) {
+			r := co.Stats().Requests
+			if r.Total == 0 {
+				b.Fatal("no reads")
+			}
+			miss := float64(r.RdFullMisses) / float64(r.Total)
+			b.ReportMetric(100*miss, "miss%")
+			if r.RdPT != 0 || miss < 0.99 {
+				b.Errorf("read-miss benchmark did not miss and insert: %+v", r)
+			}
+		}
+		newOp := func() func() {
+			p := make([]byte, benchBlock)
+			return func() {
+				line := next.Add(1) % coreLines
+				if err := co.ReadAt(p, line*benchBlock); err != nil {
+					b.Error(err)
+				}
+			}
+		}
+		return benchCase{newOp: newOp, done: done}
+	})
+}
