@@ -51,6 +51,7 @@ func runErr(t *testing.T, env []string, name string, args ...string) (string, er
 	t.Helper()
 	cmd := exec.Command(requireTool(t, name), args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = t.TempDir() // tools such as fio leave state files in their working directory
 	cmd.WaitDelay = time.Second
 	done := make(chan struct{})
 	defer close(done)
