@@ -281,12 +281,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // background; their replies are lost.
 func (s *Server) Close() error {
 	s.beginClose()
-	s.cancel()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for nc := range s.mu.conns {
 		nc.Close()
 	}
+	s.mu.Unlock()
+	// Cancel only now, so that no handler returning early because of the
+	// cancellation can still get its reply out.
+	s.cancel()
 	return nil
 }
 

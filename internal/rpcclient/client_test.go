@@ -205,7 +205,7 @@ func TestReplyProblems(t *testing.T) {
 			serve: func(nc net.Conn) {
 				json.NewDecoder(nc).Decode(new(json.RawMessage))
 				nc.Write([]byte(`{"jsonrpc":"2.0","id":7,"result":1}`))
-				time.Sleep(100 * time.Millisecond)
+				io.Copy(io.Discard, nc) // until the client hangs up
 			},
 			check: func(t *testing.T, _ json.RawMessage, err error) {
 				if err == nil || !strings.Contains(err.Error(), "does not answer request id 1") {
@@ -218,7 +218,7 @@ func TestReplyProblems(t *testing.T) {
 			serve: func(nc net.Conn) {
 				json.NewDecoder(nc).Decode(new(json.RawMessage))
 				nc.Write([]byte("  \n{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"Parse error\"}}\n"))
-				time.Sleep(100 * time.Millisecond)
+				io.Copy(io.Discard, nc) // until the client hangs up
 			},
 			check: func(t *testing.T, _ json.RawMessage, err error) {
 				var je *jsonrpc.Error
@@ -232,7 +232,7 @@ func TestReplyProblems(t *testing.T) {
 			serve: func(nc net.Conn) {
 				json.NewDecoder(nc).Decode(new(json.RawMessage))
 				nc.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":null}`))
-				time.Sleep(100 * time.Millisecond)
+				io.Copy(io.Discard, nc) // until the client hangs up
 			},
 			check: func(t *testing.T, res json.RawMessage, err error) {
 				if err != nil || string(res) != "null" {
@@ -245,7 +245,7 @@ func TestReplyProblems(t *testing.T) {
 			serve: func(nc net.Conn) {
 				json.NewDecoder(nc).Decode(new(json.RawMessage))
 				nc.Write([]byte(`{"jsonrpc":"2.0","id":1}`))
-				time.Sleep(100 * time.Millisecond)
+				io.Copy(io.Discard, nc) // until the client hangs up
 			},
 			check: func(t *testing.T, _ json.RawMessage, err error) {
 				if err == nil || !strings.Contains(err.Error(), "neither result nor error") {
@@ -257,7 +257,11 @@ func TestReplyProblems(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			path := rawServer(t, tc.serve)
-			c, err := Dial(path, WithTimeout(200*time.Millisecond))
+			timeout := 5 * time.Second
+			if tc.name == "timeout" {
+				timeout = 200 * time.Millisecond
+			}
+			c, err := Dial(path, WithTimeout(timeout))
 			if err != nil {
 				t.Fatal(err)
 			}
