@@ -110,7 +110,7 @@ func TestCheckIO(t *testing.T) {
 		{3584, 1024, false}, {4096, 512, false}, {512, 1<<63 - 512, false},
 	}
 	for _, tc := range tests {
-		err := bdev.CheckIO(info, "read", tc.off, tc.n)
+		err := bdev.CheckIO(&info, "read", tc.off, tc.n)
 		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, bdev.ErrInvalidIO)) {
 			t.Errorf("CheckIO(%d, %d) = %v, want ok=%v", tc.off, tc.n, err, tc.ok)
 		}

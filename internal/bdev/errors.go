@@ -45,7 +45,7 @@ func (e *IOError) Unwrap() error { return e.Err }
 // CheckIO validates an IO of length bytes at off against info: aligned to the
 // block size, non-negative, and inside the device. It returns an error
 // wrapping ErrInvalidIO, or nil.
-func CheckIO(info Info, op string, off, length int64) error {
+func CheckIO(info *Info, op string, off, length int64) error {
 	bs := int64(info.BlockSize)
 	switch {
 	case off < 0 || length < 0:

@@ -37,7 +37,7 @@ type Cache struct {
 	cutoff    SeqCutoff
 
 	stripes stripes
-	reqPool sync.Pool // *request
+	scratch sync.Pool // *requestScratch, for requests of many lines
 	bufPool sync.Pool // *[]byte of lineSize bytes, for cleaning
 
 	mgmt sync.Mutex // serialises management operations
@@ -83,7 +83,7 @@ func New(dev bdev.Device, cfg Config) (*Cache, error) {
 		c.cutoff = CutoffNever{}
 	}
 	c.mode.Store(uint32(cfg.Mode))
-	c.reqPool.New = func() any { return new(request) }
+	c.scratch.New = func() any { return new(requestScratch) }
 	c.bufPool.New = func() any { b := make([]byte, cfg.LineSize); return &b }
 
 	c.mu.lines = make([]line, lay.numLines)
@@ -179,19 +179,19 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
-	co.gate.Lock()
-	defer co.gate.Unlock()
-	if co.removed {
+	if co.state.Load()&stateRemoved != 0 {
 		return fmt.Errorf("remove core %q: %w", co.info.Name, ErrNoSuchCore)
 	}
+	co.state.Or(stateRemoved)
+	c.drain()
 	if flush {
 		if err := c.flushDirty(co, nil); err != nil {
+			co.state.And(^uint32(stateRemoved)) // the core stays, with its data
 			return fmt.Errorf("remove core %q: %w", co.info.Name, err)
 		}
 	}
-	co.removed = true
-	c.stripes.lockRange(0, 0, uint64(len(c.stripes.locks)), true)
-	defer c.stripes.unlockRange(0, 0, uint64(len(c.stripes.locks)), true)
+	c.stripes.lockAll()
+	defer c.stripes.unlockAll()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := range c.mu.lines {
@@ -201,6 +201,13 @@ func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	}
 	delete(c.mu.cores, co.id)
 	return nil
+}
+
+// drain waits until every IO holding stripes has let go of them: IO admitted
+// before a core's state changed has finished.
+func (c *Cache) drain() {
+	c.stripes.lockAll()
+	c.stripes.unlockAll()
 }
 
 // Cores returns the attached cores in id order.
@@ -222,15 +229,18 @@ func (c *Cache) occupancyPctLocked() int {
 }
 
 // allocLocked maps a line for (core, coreLine), taking a free line or
-// evicting the least recently used clean, unpinned line. The new line is
-// pinned, empty and on the clean list. It returns noLine when every line is
-// dirty or pinned.
+// evicting the least recently used clean line that no request is using (its
+// stripe can be locked). The new line is empty and at the head of the clean
+// list. It returns noLine when every line is dirty or in use.
 func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
 	lines := c.mu.lines
 	i := c.mu.lists[listFree].head
 	if i == noLine {
 		for j := c.mu.lists[listClean].tail; j != noLine; j = lines[j].prev {
-			if lines[j].pins == 0 {
+			s := c.stripes.index(lines[j].core, uint64(lines[j].coreLine))
+			if c.stripes.locks[s].TryLock() {
+				c.unmapLocked(j)
+				c.stripes.locks[s].Unlock()
 				i = j
 				break
 			}
@@ -238,11 +248,10 @@ func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
 		if i == noLine {
 			return noLine
 		}
-		c.unmapLocked(i)
 	}
 	c.mu.lists.remove(lines, i)
 	ln := &lines[i]
-	ln.core, ln.coreLine, ln.pins = co.id, coreLine, 1
+	ln.core, ln.coreLine = co.id, coreLine
 	ln.valid, ln.dirty = sectorMask{}, sectorMask{}
 	c.mu.mapping.insert(lines, i)
 	c.mu.lists.pushFront(lines, listClean, i)
@@ -250,7 +259,9 @@ func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
 	return i
 }
 
-// unmapLocked drops line i's mapping and puts it on the free list.
+// unmapLocked drops line i's mapping and puts it on the free list. The
+// caller holds the stripe of the line's core line exclusively, or knows no
+// one else can (eviction's TryLock, RemoveCore's lock on every stripe).
 func (c *Cache) unmapLocked(i lineIdx) {
 	ln := &c.mu.lines[i]
 	co := c.mu.cores[ln.core]
@@ -260,13 +271,13 @@ func (c *Cache) unmapLocked(i lineIdx) {
 	}
 	c.mu.mapping.remove(c.mu.lines, i)
 	c.mu.lists.remove(c.mu.lines, i)
-	ln.valid, ln.dirty, ln.pins = sectorMask{}, sectorMask{}, 0
+	ln.valid, ln.dirty = sectorMask{}, sectorMask{}
 	c.mu.lists.pushFront(c.mu.lines, listFree, i)
 }
 
 // setMasksLocked updates line i's masks, moving it between the clean and
-// dirty lists as needed and to the head of its list. A line left with no
-// valid sector is unmapped once unpinned.
+// dirty lists as needed and to the head of its list. The caller holds the
+// line's stripe exclusively, or only adds valid bits.
 func (c *Cache) setMasksLocked(i lineIdx, valid, dirty sectorMask) {
 	ln := &c.mu.lines[i]
 	co := c.mu.cores[ln.core]
@@ -283,16 +294,12 @@ func (c *Cache) setMasksLocked(i lineIdx, valid, dirty sectorMask) {
 		}
 	}
 	c.mu.lists.moveToFront(c.mu.lines, want, i)
-	if valid.empty() && ln.pins == 0 {
-		c.unmapLocked(i)
-	}
 }
 
-// unpinLocked drops one pin of line i, unmapping it if it is left empty.
-func (c *Cache) unpinLocked(i lineIdx) {
-	ln := &c.mu.lines[i]
-	ln.pins--
-	if ln.pins == 0 && ln.valid.empty() {
+// dropEmptyLocked unmaps line i if it holds nothing. The caller holds its
+// stripe exclusively.
+func (c *Cache) dropEmptyLocked(i lineIdx) {
+	if c.mu.lines[i].valid.empty() {
 		c.unmapLocked(i)
 	}
 }

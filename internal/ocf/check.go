@@ -55,8 +55,8 @@ func (c *Cache) Check() []error {
 		ln := &lines[i]
 		idx := lineIdx(i)
 		if !ln.mapped() {
-			if !ln.valid.empty() || !ln.dirty.empty() || ln.pins != 0 {
-				report("free line %d: valid %x dirty %x pins %d", i, ln.valid, ln.dirty, ln.pins)
+			if !ln.valid.empty() || !ln.dirty.empty() {
+				report("free line %d: valid %x dirty %x", i, ln.valid, ln.dirty)
 			}
 			continue
 		}
@@ -71,9 +71,6 @@ func (c *Cache) Check() []error {
 		}
 		if (ln.list == listDirty) == ln.dirty.empty() {
 			report("line %d: on list %d with dirty mask %x", i, ln.list, ln.dirty)
-		}
-		if ln.valid.empty() && ln.pins == 0 {
-			report("line %d: mapped, unpinned and empty", i)
 		}
 		occupied[ln.core]++
 		if !ln.dirty.empty() {

@@ -97,7 +97,6 @@ func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
 		if ln.list != listDirty || ln.core != cd.core.id || ln.coreLine != cd.coreLine {
 			continue
 		}
-		ln.pins++
 		cd.dirty = ln.dirty
 		kept = append(kept, cd)
 	}
@@ -139,7 +138,6 @@ func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
 		} else {
 			errs = append(errs, cd.err)
 		}
-		c.unpinLocked(cd.idx)
 	}
 	c.mu.Unlock()
 	if len(errs) > 0 {

@@ -2,7 +2,7 @@ package ocf
 
 import (
 	"fmt"
-	"sync"
+	"sync/atomic"
 
 	"blockcache/internal/bdev"
 )
@@ -18,10 +18,10 @@ type Core struct {
 
 	stats counters
 
-	// gate is held shared by every IO for its whole duration and exclusively
-	// by RemoveCore, which thereby waits for in-flight IO.
-	gate    sync.RWMutex
-	removed bool // guarded by gate
+	// state holds the stateClosed and stateRemoved bits. An IO checks it
+	// after taking its stripes; whoever sets a bit then takes and releases
+	// every stripe, which waits for the IO already admitted (drain).
+	state atomic.Uint32
 
 	// occupied and dirtyLines count this core's mapped and dirty lines.
 	// Guarded by cache.mu.
@@ -40,43 +40,60 @@ func (co *Core) CoreDevice() bdev.Device { return co.dev }
 // Info implements bdev.Device: the volume has the core's geometry.
 func (co *Core) Info() bdev.Info { return co.info }
 
-// Close implements bdev.Device. The volume holds no resources of its own; a
-// core is detached with Cache.RemoveCore.
-func (co *Core) Close() error { return nil }
-
-// enter admits an IO on the volume, or fails if the core was removed.
-func (co *Core) enter(op string) error {
-	co.gate.RLock()
-	if co.removed {
-		co.gate.RUnlock()
-		return fmt.Errorf("%s %s: %w", co.info.Name, op, ErrStopped)
-	}
+// Close implements bdev.Device: it waits for in-flight IO, after which IO
+// on the volume fails with bdev.ErrClosed. The core stays attached to the
+// cache (its data with it); detach it with Cache.RemoveCore.
+func (co *Core) Close() error {
+	co.state.Or(stateClosed)
+	co.cache.drain()
 	return nil
 }
 
-func (co *Core) leave() { co.gate.RUnlock() }
+// SupportsDiscard implements bdev.AbilityReporter: the volume can discard
+// when its core device can.
+func (co *Core) SupportsDiscard() bool { return bdev.CanDiscard(co.dev) }
+
+// SupportsWriteZeroes implements bdev.AbilityReporter: the engine does not
+// offer write-zeroes, as the seed did not.
+func (co *Core) SupportsWriteZeroes() bool { return false }
+
+// WriteZeroes implements bdev.WriteZeroer only to report that it cannot.
+func (co *Core) WriteZeroes(off, length int64) error {
+	return fmt.Errorf("%s write-zeroes: %w", co.info.Name, bdev.ErrNotSupported)
+}
+
+// Core states, bits of Core.state.
+const (
+	stateClosed  = 1 << iota // Close was called
+	stateRemoved             // RemoveCore is removing or removed the core
+)
+
+// admit lets an IO on the volume proceed, or fails it if the volume was
+// closed or its core removed. It is called with the IO's stripes held.
+func (co *Core) admit(op string) error {
+	switch st := co.state.Load(); {
+	case st == 0:
+		return nil
+	case st&stateClosed != 0:
+		return fmt.Errorf("%s %s: %w", co.info.Name, op, bdev.ErrClosed)
+	default:
+		return fmt.Errorf("%s %s: %w", co.info.Name, op, ErrStopped)
+	}
+}
 
 // ReadAt implements bdev.Device.
 func (co *Core) ReadAt(p []byte, off int64) error {
-	if err := bdev.CheckIO(co.info, "read", off, int64(len(p))); err != nil || len(p) == 0 {
+	if err := bdev.CheckIO(&co.info, "read", off, int64(len(p))); err != nil || len(p) == 0 {
 		return err
 	}
-	if err := co.enter("read"); err != nil {
-		return err
-	}
-	defer co.leave()
 	return co.cache.read(co, p, off)
 }
 
 // WriteAt implements bdev.Device.
 func (co *Core) WriteAt(p []byte, off int64, fua bool) error {
-	if err := bdev.CheckIO(co.info, "write", off, int64(len(p))); err != nil || len(p) == 0 {
+	if err := bdev.CheckIO(&co.info, "write", off, int64(len(p))); err != nil || len(p) == 0 {
 		return err
 	}
-	if err := co.enter("write"); err != nil {
-		return err
-	}
-	defer co.leave()
 	return co.cache.write(co, p, off, fua)
 }
 
@@ -85,16 +102,15 @@ func (co *Core) WriteAt(p []byte, off int64, fua bool) error {
 // wrapping bdev.ErrNotSupported, changing nothing, when the core device
 // cannot discard.
 func (co *Core) Discard(off, length int64) error {
-	if err := bdev.CheckIO(co.info, "discard", off, length); err != nil || length == 0 {
+	if err := bdev.CheckIO(&co.info, "discard", off, length); err != nil || length == 0 {
+		return err
+	}
+	if err := co.admit("discard"); err != nil {
 		return err
 	}
 	if !bdev.CanDiscard(co.dev) {
 		return fmt.Errorf("%s discard: core %s: %w", co.info.Name, co.dev.Info().Name, bdev.ErrNotSupported)
 	}
-	if err := co.enter("discard"); err != nil {
-		return err
-	}
-	defer co.leave()
 	return co.cache.discard(co, off, length)
 }
 
@@ -103,10 +119,9 @@ func (co *Core) Discard(off, length int64) error {
 // otherwise). It does not write dirty data back to the core; see
 // Cache.FlushDirty.
 func (co *Core) Flush() error {
-	if err := co.enter("flush"); err != nil {
+	if err := co.admit("flush"); err != nil {
 		return err
 	}
-	defer co.leave()
 	if err := co.cache.dev.Flush(); err != nil {
 		co.stats.cacheWrErrors.Add(1)
 		return fmt.Errorf("%s flush: cache device: %w", co.info.Name, err)

@@ -17,11 +17,12 @@ import (
 
 func (c *Cache) read(co *Core, p []byte, off int64) error {
 	co.stats.volumeRdBytes.Add(uint64(len(p)))
-	r := c.getRequest(co, p, off, int64(len(p)))
-	defer c.putRequest(r)
+	var r request
+	r.init(c, co, p, off, int64(len(p)))
 	for attempt := 0; ; attempt++ {
-		retry, err := c.readOnce(r, attempt > 0)
+		retry, err := c.readOnce(&r, attempt > 0)
 		if !retry {
+			r.done()
 			return err
 		}
 		c.cleanForRoom(int(r.n))
@@ -31,12 +32,21 @@ func (c *Cache) read(co *Core, p []byte, off int64) error {
 func (c *Cache) readOnce(r *request, lastTry bool) (retry bool, err error) {
 	co := r.co
 	c.stripes.lockRange(co.id, r.first, r.n, false)
-	defer c.stripes.unlockRange(co.id, r.first, r.n, false)
+	if err = co.admit("read"); err == nil {
+		retry, err = c.readLocked(r, lastTry)
+	}
+	c.stripes.unlockRange(co.id, r.first, r.n, false)
+	r.tidy()
+	return retry, err
+}
+
+// readLocked is readOnce with r's stripes held shared.
+func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
+	co := r.co
 	mode := c.Mode()
 	c.mu.Lock()
 	r.lookupLocked()
 	c.mu.Unlock()
-	defer r.release()
 
 	switch {
 	case mode == ModePT:
@@ -52,7 +62,7 @@ func (c *Cache) readOnce(r *request, lastTry bool) (retry bool, err error) {
 			co.stats.cacheRdErrors.Add(1)
 		}
 		return false, c.readAround(r)
-	case r.hits == len(r.lines):
+	case r.hits == int(r.n):
 		co.stats.countRead(classHit)
 		if err := r.cacheIO(selTouched, false, false); err == nil {
 			return false, nil
@@ -114,11 +124,12 @@ func (c *Cache) readAround(r *request) error {
 
 func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 	co.stats.volumeWrBytes.Add(uint64(len(p)))
-	r := c.getRequest(co, p, off, int64(len(p)))
-	defer c.putRequest(r)
+	var r request
+	r.init(c, co, p, off, int64(len(p)))
 	for attempt := 0; ; attempt++ {
-		retry, err := c.writeOnce(r, fua, attempt > 0)
+		retry, err := c.writeOnce(&r, fua, attempt > 0)
 		if !retry {
+			r.done()
 			return err
 		}
 		c.cleanForRoom(int(r.n))
@@ -128,12 +139,21 @@ func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error) {
 	co := r.co
 	c.stripes.lockRange(co.id, r.first, r.n, true)
-	defer c.stripes.unlockRange(co.id, r.first, r.n, true)
+	if err = co.admit("write"); err == nil {
+		retry, err = c.writeLocked(r, fua, lastTry)
+	}
+	c.stripes.unlockRange(co.id, r.first, r.n, true)
+	r.tidy()
+	return retry, err
+}
+
+// writeLocked is writeOnce with r's stripes held exclusively.
+func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err error) {
+	co := r.co
 	mode := c.Mode()
 	c.mu.Lock()
 	r.lookupLocked()
 	c.mu.Unlock()
-	defer r.release()
 
 	switch mode {
 	case ModeWI, ModePT:
@@ -142,7 +162,7 @@ func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error)
 	case ModeWA:
 		// A write that hits in every line keeps the cache coherent by
 		// updating it, as write-through; anything else goes around it.
-		if r.hits == len(r.lines) {
+		if r.hits == int(r.n) {
 			co.stats.countWrite(classHit)
 			return false, c.writeThrough(r, fua)
 		}
@@ -155,7 +175,7 @@ func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error)
 	switch {
 	case r.hits == 0:
 		class = classFullMiss
-	case r.hits < len(r.lines):
+	case r.hits < int(r.n):
 		class = classPartialMiss
 	}
 	insert := !c.cutoff.Bypass(co.id, r.off, r.len, true, r.cacheFull) && r.promote()
@@ -229,14 +249,17 @@ func (c *Cache) writeBack(r *request, fua bool) error {
 }
 
 func (c *Cache) discard(co *Core, off, length int64) error {
-	r := c.getRequest(co, nil, off, length)
-	defer c.putRequest(r)
+	var r request
+	r.init(c, co, nil, off, length)
+	defer r.done()
 	c.stripes.lockRange(co.id, r.first, r.n, true)
 	defer c.stripes.unlockRange(co.id, r.first, r.n, true)
+	if err := co.admit("discard"); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	r.lookupLocked()
 	c.mu.Unlock()
-	defer r.release()
 	co.stats.coreWrBytes.Add(uint64(length))
 	if err := bdev.Discard(co.dev, off, length); err != nil {
 		co.stats.coreWrErrors.Add(1)

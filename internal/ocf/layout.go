@@ -1,6 +1,9 @@
 package ocf
 
-import "fmt"
+import (
+	"fmt"
+	"math/bits"
+)
 
 // Line sizes the engine supports, in bytes.
 const (
@@ -28,6 +31,7 @@ func ValidLineSize(n int64) bool {
 // layout is where metadata and data live on a cache device of a given size.
 type layout struct {
 	lineSize   int64
+	lineShift  uint8 // log2(lineSize)
 	numLines   int
 	dataOffset int64 // byte offset of line 0's data
 }
@@ -48,7 +52,7 @@ func computeLayout(devBytes, lineSize int64) (layout, error) {
 			if n > 1<<31-1 {
 				n = 1<<31 - 1
 			}
-			return layout{lineSize: lineSize, numLines: int(n), dataOffset: off}, nil
+			return layout{lineSize: lineSize, lineShift: uint8(bits.TrailingZeros64(uint64(lineSize))), numLines: int(n), dataOffset: off}, nil
 		}
 	}
 	return layout{}, fmt.Errorf("cache device of %d bytes holds no %d-byte line after metadata: %w", devBytes, lineSize, ErrCacheTooSmall)

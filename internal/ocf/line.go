@@ -28,9 +28,13 @@ const (
 // core line's stripe lock is held exclusively (readers may add valid bits under
 // a shared stripe lock, writing data identical to the core's).
 //
+// Whoever holds the stripe of a line's core line, shared or exclusive, may
+// use the line's data: eviction takes only lines whose stripe it can
+// TryLock, so a line with IO in flight is never evicted.
+//
 // Invariants (checked by Cache.Check): dirty ⊆ valid; a mapped line is on the
-// clean list iff dirty is empty; a mapped line with empty valid is pinned
-// (it is being filled) and is unmapped by the last unpin otherwise.
+// clean list iff dirty is empty. A mapped line may have no valid sector for a
+// while (allocated, its fill not yet done or failed); it is evicted first.
 type line struct {
 	valid    sectorMask // sectors holding current data
 	dirty    sectorMask // sectors newer than the core's copy
@@ -39,7 +43,6 @@ type line struct {
 	prev     lineIdx    // neighbours on the list named by list
 	next     lineIdx
 	core     CoreID
-	pins     uint16 // requests using the line; a pinned line is never evicted
 	list     listID
 }
 

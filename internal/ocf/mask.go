@@ -2,31 +2,23 @@ package ocf
 
 import "math/bits"
 
-// maxSectorsPerLine is the number of 512-byte sectors in the largest (64 KiB)
-// cache line.
-const maxSectorsPerLine = 128
-
 // sectorMask has one bit per sector of a cache line; bit i is sector i.
 type sectorMask [2]uint64
 
-// rangeMask returns the mask of sectors [from, to).
+// rangeMask returns the mask of sectors [from, to), 0 <= from <= to <= 128.
 func rangeMask(from, to int) sectorMask {
-	var m sectorMask
-	for w := range m {
-		lo, hi := max(from-64*w, 0), min(to-64*w, 64)
-		if lo >= hi {
-			continue
-		}
-		n := hi - lo
-		var word uint64
-		if n == 64 {
-			word = ^uint64(0)
-		} else {
-			word = (uint64(1)<<n - 1) << lo
-		}
-		m[w] = word
+	return sectorMask{
+		wordMask(min(from, 64), min(to, 64)),
+		wordMask(max(from-64, 0), max(to-64, 0)),
 	}
-	return m
+}
+
+// wordMask returns the bits [lo, hi) of a word, 0 <= lo, hi <= 64.
+func wordMask(lo, hi int) uint64 {
+	if lo >= hi {
+		return 0
+	}
+	return ^uint64(0) << uint(lo) & (^uint64(0) >> uint(64-hi))
 }
 
 func (m sectorMask) and(o sectorMask) sectorMask    { return sectorMask{m[0] & o[0], m[1] & o[1]} }
@@ -42,16 +34,27 @@ func (m sectorMask) contains(o sectorMask) bool { return o.andNot(m).empty() }
 // nextRun returns the first run [start, end) of set sectors at or after from,
 // or start == -1 when there is none below limit.
 func (m sectorMask) nextRun(from, limit int) (start, end int) {
-	i := from
-	for i < limit && !m.has(i) {
-		i++
-	}
-	if i >= limit {
+	start = m.nextSet(from, true)
+	if start >= limit {
 		return -1, -1
 	}
-	j := i
-	for j < limit && m.has(j) {
-		j++
+	return start, min(m.nextSet(start, false), limit)
+}
+
+// nextSet returns the first sector at or after from whose bit equals set, or
+// 128 if there is none.
+func (m sectorMask) nextSet(from int, set bool) int {
+	for w := from >> 6; w < len(m); w++ {
+		word := m[w]
+		if !set {
+			word = ^word
+		}
+		if w == from>>6 {
+			word &= ^uint64(0) << (from & 63)
+		}
+		if word != 0 {
+			return w<<6 + bits.TrailingZeros64(word)
+		}
 	}
-	return i, j
+	return 128
 }

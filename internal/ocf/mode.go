@@ -43,6 +43,3 @@ func Modes() []Mode { return []Mode{ModeWT, ModeWB, ModeWA, ModeWI, ModePT, Mode
 
 // writesBack reports whether writes in m leave dirty data in the cache.
 func (m Mode) writesBack() bool { return m == ModeWB || m == ModeWO }
-
-// insertsOnRead reports whether a read miss in m inserts into the cache.
-func (m Mode) insertsOnRead() bool { return m == ModeWT || m == ModeWB || m == ModeWA || m == ModeWI }

@@ -1,9 +1,10 @@
 package ocf
 
 // request is the engine's view of one volume IO: the core lines it touches,
-// the cache lines they map to (pinned while the request runs) and snapshots
-// of their masks taken under Cache.mu. Requests are pooled, so a cache hit
-// allocates nothing.
+// the cache lines they map to and snapshots of their masks taken under
+// Cache.mu. It lives on the caller's stack; requests of up to inlineLines
+// lines keep their per-line state inline, so a cache hit allocates nothing.
+// Larger requests borrow it from Cache.scratch.
 type request struct {
 	c   *Cache
 	co  *Core
@@ -14,70 +15,129 @@ type request struct {
 	first uint64 // first core line touched
 	n     uint64 // number of core lines touched
 
-	lines []lineIdx    // per core line: its pinned cache line, or noLine
-	valid []sectorMask // per core line: valid mask at lookup
-	dirty []sectorMask // per core line: dirty mask at lookup
-
 	hits      int  // lines in which every touched sector is valid
 	dirtyAny  bool // some touched sector is dirty
 	dirtyAll  bool // every touched sector is dirty
 	occPct    int  // cache occupancy at lookup, percent
 	cacheFull bool // engine.md's "full" for sequential cutoff
-}
+	// allocated is set once allocLocked ran: lines left empty by a failure
+	// must then be tidied (see tidy).
+	allocated bool
 
-func (c *Cache) getRequest(co *Core, buf []byte, off, length int64) *request {
-	r := c.reqPool.Get().(*request)
-	ls := c.layout.lineSize
-	first := uint64(off / ls)
-	n := uint64((off+length+ls-1)/ls) - first
-	r.c, r.co, r.buf, r.off, r.len, r.first, r.n = c, co, buf, off, length, first, n
-	if uint64(cap(r.lines)) < n {
-		r.lines = make([]lineIdx, n)
-		r.valid = make([]sectorMask, n)
-		r.dirty = make([]sectorMask, n)
+	scratch *requestScratch // borrowed for large requests, else nil
+	inline  struct {
+		lines               [inlineLines]lineIdx
+		valid, dirty, touch [inlineLines]sectorMask
 	}
-	r.lines, r.valid, r.dirty = r.lines[:n], r.valid[:n], r.dirty[:n]
-	for k := range r.lines {
-		r.lines[k] = noLine
+}
+
+// inlineLines is how many lines a request holds without borrowing scratch:
+// enough for a 4 KiB IO at any alignment and line size.
+const inlineLines = 2
+
+// requestScratch is per-line state for requests of many lines.
+type requestScratch struct {
+	lines               []lineIdx
+	valid, dirty, touch []sectorMask
+}
+
+// init prepares r for an IO of length bytes at off on co.
+func (r *request) init(c *Cache, co *Core, buf []byte, off, length int64) {
+	shift := c.layout.lineShift
+	first := uint64(off) >> shift
+	n := (uint64(off+length)+uint64(c.layout.lineSize)-1)>>shift - first
+	*r = request{c: c, co: co, buf: buf, off: off, len: length, first: first, n: n}
+	if n > inlineLines {
+		sc := c.scratch.Get().(*requestScratch)
+		if uint64(cap(sc.lines)) < n {
+			sc.lines = make([]lineIdx, n)
+			sc.valid, sc.dirty, sc.touch = make([]sectorMask, n), make([]sectorMask, n), make([]sectorMask, n)
+		}
+		r.scratch = sc
 	}
-	return r
+	lines, touch := r.lines(), r.touch()
+	for k := range lines {
+		lines[k] = noLine
+		touch[k], _, _ = r.span(k)
+	}
 }
 
-func (c *Cache) putRequest(r *request) {
-	r.c, r.co, r.buf = nil, nil, nil
-	c.reqPool.Put(r)
+// touch returns, per core line of r, the sectors r covers in it.
+func (r *request) touch() []sectorMask {
+	if r.scratch != nil {
+		return r.scratch.touch[:r.n]
+	}
+	return r.inline.touch[:r.n]
 }
 
-// touched returns the sectors [s0, s1) of core line first+k that r covers,
+// lines returns, per core line of r, its cache line or noLine. (The
+// per-line slices are computed, not stored, so that r does not point into
+// itself, which would move it to the heap.)
+func (r *request) lines() []lineIdx {
+	if r.scratch != nil {
+		return r.scratch.lines[:r.n]
+	}
+	return r.inline.lines[:r.n]
+}
+
+// valid returns, per core line of r, its valid mask at lookup.
+func (r *request) valid() []sectorMask {
+	if r.scratch != nil {
+		return r.scratch.valid[:r.n]
+	}
+	return r.inline.valid[:r.n]
+}
+
+// dirty returns, per core line of r, its dirty mask at lookup.
+func (r *request) dirty() []sectorMask {
+	if r.scratch != nil {
+		return r.scratch.dirty[:r.n]
+	}
+	return r.inline.dirty[:r.n]
+}
+
+// done returns borrowed scratch.
+func (r *request) done() {
+	if r.scratch != nil {
+		r.c.scratch.Put(r.scratch)
+		r.scratch = nil
+	}
+}
+
+// touched returns the mask of the sectors of core line first+k that r
+// covers.
+func (r *request) touched(k int) sectorMask { return r.touch()[k] }
+
+// span returns the sectors [s0, s1) of core line first+k that r covers,
 // and their mask.
-func (r *request) touched(k int) (m sectorMask, s0, s1 int) {
+func (r *request) span(k int) (m sectorMask, s0, s1 int) {
 	ls := r.c.layout.lineSize
-	lineStart := int64(r.first+uint64(k)) * ls
+	lineStart := int64(r.first+uint64(k)) << r.c.layout.lineShift
 	start := max(r.off, lineStart)
 	end := min(r.off+r.len, lineStart+ls)
-	s0, s1 = int((start-lineStart)/sectorSize), int((end-lineStart)/sectorSize)
+	s0, s1 = int(uint64(start-lineStart)>>9), int(uint64(end-lineStart)>>9)
 	return rangeMask(s0, s1), s0, s1
 }
 
-// lookupLocked maps r's core lines, pins the mapped cache lines, touches
-// them in the LRU and snapshots their masks.
+// lookupLocked maps r's core lines, touches the mapped cache lines in the
+// LRU and snapshots their masks. The caller holds r's stripes, which keeps
+// the lines from being evicted until it lets go.
 func (r *request) lookupLocked() {
 	c := r.c
 	lines := c.mu.lines
 	r.hits, r.dirtyAny, r.dirtyAll = 0, false, true
-	for k := range r.lines {
-		t, _, _ := r.touched(k)
+	for k := range r.lines() {
+		t := r.touched(k)
 		i := c.mu.mapping.lookup(lines, r.co.id, uint32(r.first+uint64(k)))
-		r.lines[k] = i
+		r.lines()[k] = i
 		if i == noLine {
-			r.valid[k], r.dirty[k] = sectorMask{}, sectorMask{}
+			r.valid()[k], r.dirty()[k] = sectorMask{}, sectorMask{}
 			r.dirtyAll = false
 			continue
 		}
 		ln := &lines[i]
-		ln.pins++
 		c.mu.lists.moveToFront(lines, ln.list, i)
-		r.valid[k], r.dirty[k] = ln.valid, ln.dirty
+		r.valid()[k], r.dirty()[k] = ln.valid, ln.dirty
 		if ln.valid.contains(t) {
 			r.hits++
 		}
@@ -95,10 +155,11 @@ func (r *request) lookupLocked() {
 
 // allocLocked maps a cache line for every unmapped core line of r. It
 // reports false if the cache had no line to give; lines taken so far stay
-// pinned in r and are freed by release.
+// in r (empty) for tidy.
 func (r *request) allocLocked() bool {
 	c := r.c
-	for k, i := range r.lines {
+	r.allocated = true
+	for k, i := range r.lines() {
 		if i != noLine {
 			continue
 		}
@@ -107,34 +168,48 @@ func (r *request) allocLocked() bool {
 		// lookup (readers share the stripe lock).
 		if i = c.mu.mapping.lookup(c.mu.lines, r.co.id, coreLine); i != noLine {
 			ln := &c.mu.lines[i]
-			ln.pins++
-			r.valid[k], r.dirty[k] = ln.valid, ln.dirty
+			r.valid()[k], r.dirty()[k] = ln.valid, ln.dirty
 		} else if i = c.allocLocked(r.co, coreLine); i == noLine {
 			return false
 		}
-		r.lines[k] = i
+		r.lines()[k] = i
 	}
 	return true
 }
 
-// release unpins r's lines.
-func (r *request) release() {
+// tidy unmaps the lines r allocated but left empty (a failed fill, a
+// request that fell back to pass-through). It runs after r let go of its
+// stripes: a line whose stripe it cannot lock is in use by another request
+// (a reader filling the same line), which then tidies it, or by an
+// unrelated one, and then stays mapped, empty, until evicted.
+func (r *request) tidy() {
+	if !r.allocated {
+		return
+	}
 	c := r.c
 	c.mu.Lock()
-	for k, i := range r.lines {
-		if i != noLine {
-			c.unpinLocked(i)
-			r.lines[k] = noLine
+	defer c.mu.Unlock()
+	for _, i := range r.lines() {
+		if i == noLine || !c.mu.lines[i].valid.empty() || !c.mu.lines[i].mapped() {
+			continue
+		}
+		ln := &c.mu.lines[i]
+		if ln.core != r.co.id || uint64(ln.coreLine) < r.first || uint64(ln.coreLine) >= r.first+r.n {
+			continue // reused since
+		}
+		s := c.stripes.index(ln.core, uint64(ln.coreLine))
+		if c.stripes.locks[s].TryLock() {
+			c.unmapLocked(i)
+			c.stripes.locks[s].Unlock()
 		}
 	}
-	c.mu.Unlock()
 }
 
 // promote asks the promotion policy about every unmapped line of r; all must
 // be admitted for the request to insert.
 func (r *request) promote() bool {
 	ok := true
-	for k, i := range r.lines {
+	for k, i := range r.lines() {
 		if i == noLine && !r.c.promotion.Promote(r.co.id, r.first+uint64(k), r.occPct) {
 			ok = false // keep asking: policies count accesses
 		}
@@ -152,12 +227,12 @@ const (
 )
 
 func (r *request) selected(k int, sel selector) sectorMask {
-	t, _, _ := r.touched(k)
+	t := r.touched(k)
 	switch sel {
 	case selDirty:
-		return t.and(r.dirty[k])
+		return t.and(r.dirty()[k])
 	case selMissing:
-		return t.andNot(r.valid[k])
+		return t.andNot(r.valid()[k])
 	}
 	return t
 }
@@ -185,7 +260,7 @@ func (r *request) cacheIO(sel selector, write, fua bool) error {
 		pendLen = 0
 		return err
 	}
-	for k, i := range r.lines {
+	for k, i := range r.lines() {
 		if i == noLine {
 			continue
 		}
@@ -213,23 +288,26 @@ func (r *request) cacheIO(sel selector, write, fua bool) error {
 	return issue()
 }
 
-// invalidate drops the covered sectors of r's mapped lines from the cache;
-// with keepDirty, dirty sectors stay (used when the core write failed and the
-// core's copy may be torn).
+// invalidate drops the covered sectors of r's mapped lines from the cache,
+// and lines left empty; with keepDirty, dirty sectors stay (used when the
+// core write failed and the core's copy may be torn). The caller holds r's
+// stripes exclusively.
 func (r *request) invalidate(keepDirty bool) {
 	c := r.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, i := range r.lines {
+	for k, i := range r.lines() {
 		if i == noLine {
 			continue
 		}
-		t, _, _ := r.touched(k)
+		t := r.touched(k)
 		ln := &c.mu.lines[i]
 		if keepDirty {
 			t = t.andNot(ln.dirty)
 		}
 		c.setMasksLocked(i, ln.valid.andNot(t), ln.dirty.andNot(t))
+		c.dropEmptyLocked(i)
+		r.lines()[k] = noLine
 	}
 }
 
@@ -239,11 +317,11 @@ func (r *request) markWritten(dirty bool) {
 	c := r.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, i := range r.lines {
+	for k, i := range r.lines() {
 		if i == noLine {
 			continue
 		}
-		t, _, _ := r.touched(k)
+		t := r.touched(k)
 		ln := &c.mu.lines[i]
 		d := ln.dirty.andNot(t)
 		if dirty {
@@ -259,11 +337,11 @@ func (r *request) markFilled() {
 	c := r.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, i := range r.lines {
+	for k, i := range r.lines() {
 		if i == noLine {
 			continue
 		}
-		t, _, _ := r.touched(k)
+		t := r.touched(k)
 		ln := &c.mu.lines[i]
 		c.setMasksLocked(i, ln.valid.or(t), ln.dirty)
 	}

@@ -73,6 +73,19 @@ func (s *stripes) unlockRange(core CoreID, first, n uint64, exclusive bool) {
 	}
 }
 
+// lockAll exclusively locks every stripe, in ascending order.
+func (s *stripes) lockAll() {
+	for i := range s.locks {
+		s.locks[i].Lock()
+	}
+}
+
+func (s *stripes) unlockAll() {
+	for i := range s.locks {
+		s.locks[i].Unlock()
+	}
+}
+
 // lockSet exclusively locks an arbitrary set of stripe indices in ascending
 // order, dropping duplicates; it returns the sorted set for unlockSet.
 func (s *stripes) lockSet(idx []int) []int {

@@ -54,7 +54,7 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 	if err != nil {
 		return fmt.Errorf("OCF vbdev %q: add core %q: %w", p.Name, p.CoreBdev, err)
 	}
-	if err := m.reg.Register(newVolume(co)); err != nil {
+	if err := m.reg.Register(co); err != nil {
 		if rerr := inst.cache.RemoveCore(co, false); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
@@ -113,7 +113,7 @@ func (m *Manager) detachLocked(v *Vbdev, flush bool) error {
 		}
 		if err := v.inst.cache.RemoveCore(v.core, flush); err != nil {
 			// Keep the core and its data; bring the volume back.
-			if rerr := m.reg.Register(newVolume(v.core)); rerr != nil {
+			if rerr := m.reg.Register(v.core); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
 			return fmt.Errorf("OCF vbdev %q: remove core %q: %w", p.Name, p.CoreBdev, err)

@@ -187,7 +187,7 @@ func (d *Device) Close() error {
 // rejected IO is not delayed.
 func (d *Device) forward(op string, off, length int64, call func() error) (reached bool, err error) {
 	if op != "flush" {
-		if err := bdev.CheckIO(d.info, op, off, length); err != nil {
+		if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 			return false, err
 		}
 	}

@@ -124,7 +124,7 @@ func (d *Device) Close() error {
 func (d *Device) do(op Op, call func(*Corruption) error) error {
 	name := op.Kind.String()
 	if op.Kind != OpFlush {
-		if err := bdev.CheckIO(d.info, name, op.Offset, op.Len); err != nil {
+		if err := bdev.CheckIO(&d.info, name, op.Offset, op.Len); err != nil {
 			return err
 		}
 	}

@@ -194,7 +194,7 @@ var errReadOnly = fmt.Errorf("device opened read-only: %w", unix.EROFS)
 // begin validates an IO and takes the shared lock, returning the open fd.
 // On success the caller must call d.mu.RUnlock when the IO is done.
 func (d *Device) begin(op string, off, length int64, write bool) (int, error) {
-	if err := bdev.CheckIO(d.info, op, off, length); err != nil {
+	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 		return -1, err
 	}
 	d.mu.RLock()

@@ -77,7 +77,7 @@ func (d *Device) copyBlocks(dst, src []byte, off, n int64, toDevice bool) {
 
 // ReadAt implements bdev.Device.
 func (d *Device) ReadAt(p []byte, off int64) error {
-	if err := bdev.CheckIO(d.info, "read", off, int64(len(p))); err != nil {
+	if err := bdev.CheckIO(&d.info, "read", off, int64(len(p))); err != nil {
 		return err
 	}
 	d.mu.RLock()
@@ -91,7 +91,7 @@ func (d *Device) ReadAt(p []byte, off int64) error {
 
 // WriteAt implements bdev.Device. Memory is always durable, so fua is moot.
 func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
-	if err := bdev.CheckIO(d.info, "write", off, int64(len(p))); err != nil {
+	if err := bdev.CheckIO(&d.info, "write", off, int64(len(p))); err != nil {
 		return err
 	}
 	d.mu.RLock()
@@ -124,7 +124,7 @@ func (d *Device) ZeroesOnDiscard() bool { return true }
 func (d *Device) WriteZeroes(off, length int64) error { return d.zero("write-zeroes", off, length) }
 
 func (d *Device) zero(op string, off, length int64) error {
-	if err := bdev.CheckIO(d.info, op, off, length); err != nil {
+	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 		return err
 	}
 	d.mu.RLock()

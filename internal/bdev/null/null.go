@@ -43,7 +43,7 @@ func (d *Device) Info() bdev.Info { return d.info }
 
 // check validates an IO and reports ErrClosed after Close.
 func (d *Device) check(op string, off, length int64) error {
-	if err := bdev.CheckIO(d.info, op, off, length); err != nil {
+	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 		return err
 	}
 	if d.closed.Load() {
