@@ -23,7 +23,7 @@ func (a *API) registerFramework() {
 	a.srv.Register("rpc_get_methods", a.srv.GetMethodsHandler(), always)
 	a.srv.Register("spdk_get_version", a.getVersion, always)
 	a.srv.Register("framework_wait_init", a.waitInit, always)
-	a.srv.Register("framework_start_init", a.startInit, jsonrpc.AllowedIn(jsonrpc.StateStartup))
+	a.srv.Register("framework_start_init", a.startInit, jsonrpc.AllowedIn(jsonrpc.StateStartup), jsonrpc.ListedOnlyWhenAllowed())
 	a.srv.Register("framework_get_subsystems", a.getSubsystems, always)
 	a.srv.Register("framework_get_config", a.getConfig, always)
 	a.srv.Register("spdk_kill_instance", a.killInstance, always)
