@@ -1,6 +1,7 @@
 package ocf
 
 import (
+	"blockcache/internal/ocf/metadata"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -454,10 +455,13 @@ func TestStripesLockSet(t *testing.T) {
 }
 
 func TestComputeLayout(t *testing.T) {
-	alignUp := func(n int64) int64 { return (n + metaAlign - 1) / metaAlign * metaAlign }
+	alignUp := func(n int64) int64 { return (n + 4095) / 4096 * 4096 }
 	for _, ls := range []int64{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10} {
+		eps := int64(metadata.EntriesPerSector(int(ls / 512)))
+		entryArea := func(n int64) int64 { return (n + eps - 1) / eps * 512 }
+		superblockArea := int64(metadata.SuperblockArea)
 		// The smallest device holding one line, and one byte less.
-		smallest := alignUp(superblockArea+entryBytes) + ls
+		smallest := alignUp(superblockArea+entryArea(1)) + ls
 		sizes := []int64{smallest, smallest + 511, smallest + ls - 1, smallest + ls, 1 << 20, 100<<20 + 12345, 1 << 30, 1 << 40}
 		for _, dev := range sizes {
 			l, err := computeLayout(dev, ls)
@@ -471,13 +475,13 @@ func TestComputeLayout(t *testing.T) {
 				t.Errorf("computeLayout(%d, %d): %d lines", dev, ls, n)
 			case l.lineSize != ls:
 				t.Errorf("computeLayout(%d, %d): line size %d", dev, ls, l.lineSize)
-			case l.dataOffset%metaAlign != 0:
+			case l.dataOffset%4096 != 0:
 				t.Errorf("computeLayout(%d, %d): data offset %d not aligned", dev, ls, l.dataOffset)
-			case l.dataOffset < superblockArea+n*entryBytes:
+			case l.dataOffset < superblockArea+entryArea(n):
 				t.Errorf("computeLayout(%d, %d): entries of %d lines overlap the data at %d", dev, ls, n, l.dataOffset)
 			case l.dataOffset+n*ls > dev:
 				t.Errorf("computeLayout(%d, %d): %d lines at %d run past the device", dev, ls, n, l.dataOffset)
-			case alignUp(superblockArea+(n+1)*entryBytes)+(n+1)*ls <= dev:
+			case alignUp(superblockArea+entryArea(n+1))+(n+1)*ls <= dev:
 				t.Errorf("computeLayout(%d, %d): %d lines, but %d fit", dev, ls, n, n+1)
 			}
 			if got, want := l.lineOffset(lineIdx(n-1), 3), l.dataOffset+(n-1)*ls+3*512; got != want {
@@ -487,7 +491,7 @@ func TestComputeLayout(t *testing.T) {
 		if l, err := computeLayout(smallest, ls); err != nil || l.numLines != 1 {
 			t.Errorf("computeLayout(%d, %d) = %d lines, %v; want exactly 1", smallest, ls, l.numLines, err)
 		}
-		for _, dev := range []int64{0, 512, superblockArea, smallest - 1} {
+		for _, dev := range []int64{0, 512, int64(metadata.SuperblockArea), smallest - 1} {
 			if _, err := computeLayout(dev, ls); !errors.Is(err, ErrCacheTooSmall) {
 				t.Errorf("computeLayout(%d, %d): %v, want ErrCacheTooSmall", dev, ls, err)
 			}

@@ -43,11 +43,7 @@ type Env struct {
 
 // CacheDevBytes returns a cache device size holding at least lines lines of
 // lineSize bytes after the metadata.
-func CacheDevBytes(lines int, lineSize int64) int64 {
-	// Superblocks, entries (16 bytes a line) rounded to 4 KiB, then data.
-	meta := int64(8<<10) + (int64(lines)*16+4095)/4096*4096
-	return meta + int64(lines)*lineSize
-}
+func CacheDevBytes(lines int, lineSize int64) int64 { return ocf.DeviceBytesFor(lines, lineSize) }
 
 // TB is the part of testing.TB that New needs; *testing.T and *rapid.T both
 // provide it.
