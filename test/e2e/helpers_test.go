@@ -530,3 +530,32 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	}
 	return p
 }
+
+// bdevInfo is an element of bdev_get_bdevs.
+type bdevInfo struct {
+	Name             string          `json:"name"`
+	Aliases          []string        `json:"aliases"`
+	ProductName      string          `json:"product_name"`
+	BlockSize        uint32          `json:"block_size"`
+	NumBlocks        uint64          `json:"num_blocks"`
+	UUID             string          `json:"uuid"`
+	Claimed          bool            `json:"claimed"`
+	ClaimType        string          `json:"claim_type"`
+	SupportedIOTypes map[string]bool `json:"supported_io_types"`
+	DriverSpecific   json.RawMessage `json:"driver_specific"`
+}
+
+// ocfDriverSpecific is an OCF vbdev's driver_specific object.
+type ocfDriverSpecific struct {
+	CacheDevice      string `json:"cache_device"`
+	CoreDevice       string `json:"core_device"`
+	Mode             string `json:"mode"`
+	CacheLineSize    uint64 `json:"cache_line_size"`
+	MetadataVolatile bool   `json:"metadata_volatile"`
+}
+
+// nbdDisk is an element of nbd_get_disks.
+type nbdDisk struct {
+	NBDDevice string `json:"nbd_device"`
+	BdevName  string `json:"bdev_name"`
+}
