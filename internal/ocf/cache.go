@@ -2,10 +2,14 @@ package ocf
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/google/uuid"
+
 	"blockcache/internal/bdev"
+	"blockcache/internal/ocf/metadata"
 )
 
 // Config configures a cache instance.
@@ -18,6 +22,13 @@ type Config struct {
 	Promotion PromotionPolicy
 	// SeqCutoff decides which requests bypass the cache; nil means CutoffNever.
 	SeqCutoff SeqCutoff
+	// VolatileMetadata keeps the metadata in memory only (SPDK's
+	// metadata_volatile): nothing is written to the cache device's metadata
+	// area, and the cache cannot be loaded after a stop.
+	VolatileMetadata bool
+	// Progress, if set, is told how far long operations ("init", "load",
+	// "flush") are, in their own units.
+	Progress func(op string, done, total int64)
 }
 
 // Cache is a cache instance: one cache device shared by one or more cores.
@@ -25,7 +36,7 @@ type Config struct {
 // IO goes through a Core and may be issued from any number of goroutines.
 // Data-path exclusion is per core line (see stripes); Cache.mu guards only
 // metadata and is never held across device IO. Management operations
-// (AddCore, RemoveCore, SetMode, FlushDirty) are serialised by mgmt.
+// (AddCore, RemoveCore, SetMode, FlushDirty, Stop) are serialised by mgmt.
 type Cache struct {
 	dev    bdev.Device
 	layout layout
@@ -40,6 +51,8 @@ type Cache struct {
 	scratch sync.Pool // *requestScratch, for requests of many lines
 	bufPool sync.Pool // *[]byte of lineSize bytes, for cleaning
 
+	meta persistState
+
 	mgmt sync.Mutex // serialises management operations
 
 	mu struct {
@@ -47,13 +60,34 @@ type Cache struct {
 		lines   []line // indexed by lineIdx
 		mapping mapping
 		lists   lists
+		// cores holds attached cores and, after Load, the detached cores
+		// the metadata records (state has stateRemoved until AddCore).
 		cores   map[CoreID]*Core
 		stopped bool
+		// metaDirty has a bit per entry sector changed since it was last
+		// written; metaUrgent is set when one of the changes must be
+		// written by the next flush (see persist.go).
+		metaDirty  []uint64
+		metaUrgent bool
 	}
 }
 
-// New creates a cache on dev with empty, in-memory metadata.
+// New creates a cache on dev, initialising its metadata: whatever the
+// device held is forgotten.
 func New(dev bdev.Device, cfg Config) (*Cache, error) {
+	c, err := newCache(dev, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.meta.id = uuid.New()
+	if err := c.initMetadata(); err != nil {
+		return nil, fmt.Errorf("cache device %q: %w", dev.Info().Name, err)
+	}
+	return c, nil
+}
+
+// newCache builds an empty cache on dev without touching the device.
+func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	info := dev.Info()
 	if info.BlockSize != sectorSize {
 		return nil, fmt.Errorf("cache device %q: block size %d: %w (the cache device must have 512-byte blocks)", info.Name, info.BlockSize, ErrInvalidConfig)
@@ -75,6 +109,7 @@ func New(dev bdev.Device, cfg Config) (*Cache, error) {
 		promotion:      cfg.Promotion,
 		cutoff:         cfg.SeqCutoff,
 		stripes:        newStripes(lay.numLines),
+		meta:           persistState{volatile: cfg.VolatileMetadata, progress: cfg.Progress},
 	}
 	if c.promotion == nil {
 		c.promotion = PromoteAlways{}
@@ -90,12 +125,19 @@ func New(dev bdev.Device, cfg Config) (*Cache, error) {
 	c.mu.mapping = newMapping(lay.numLines)
 	c.mu.lists.init()
 	c.mu.cores = make(map[CoreID]*Core)
+	c.mu.metaDirty = make([]uint64, (lay.EntrySectors+63)/64)
 	for i := lay.numLines - 1; i >= 0; i-- {
 		c.mu.lines[i].hashNext = noLine
 		c.mu.lists.pushFront(c.mu.lines, listFree, lineIdx(i))
 	}
 	return c, nil
 }
+
+// ID returns the cache's identity, recorded in its metadata.
+func (c *Cache) ID() uuid.UUID { return c.meta.id }
+
+// VolatileMetadata reports whether the metadata is kept in memory only.
+func (c *Cache) VolatileMetadata() bool { return c.meta.volatile }
 
 // Device returns the cache device.
 func (c *Cache) Device() bdev.Device { return c.dev }
@@ -123,12 +165,16 @@ func (c *Cache) SetMode(m Mode, flushFirst bool) error {
 		}
 	}
 	c.mode.Store(uint32(m))
+	if err := c.writeSuperblock(false); err != nil {
+		return fmt.Errorf("set cache mode %s: %w", m, err)
+	}
 	return nil
 }
 
 // CoreConfig describes a core to add to a cache.
 type CoreConfig struct {
-	// ID is the core's id within the cache; it must be unused.
+	// ID is the core's id within the cache: unused, or the id of a core the
+	// loaded metadata records (which attaches the device to its data).
 	ID CoreID
 	// Device is the backing (slow) device.
 	Device bdev.Device
@@ -137,7 +183,8 @@ type CoreConfig struct {
 	Volume bdev.Info
 }
 
-// AddCore attaches a core to the cache and returns its volume.
+// AddCore attaches a core to the cache and returns its volume. The core is
+// recorded in the metadata before AddCore returns.
 func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
@@ -153,29 +200,64 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	}
 	vol := cfg.Volume
 	vol.BlockSize, vol.NumBlocks = info.BlockSize, info.NumBlocks
-	co := &Core{cache: c, id: cfg.ID, dev: cfg.Device, info: vol}
+	record := metadata.CoreRecord{ID: uint16(cfg.ID), SizeBytes: uint64(info.SizeBytes()), VolumeUUID: vol.UUID, CoreName: info.Name, VolumeName: vol.Name}
 
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.mu.stopped {
+		c.mu.Unlock()
 		return nil, fmt.Errorf("add core %q: %w", info.Name, ErrStopped)
-	}
-	if _, ok := c.mu.cores[cfg.ID]; ok {
-		return nil, fmt.Errorf("add core %q: id %d: %w", info.Name, cfg.ID, ErrCoreExists)
 	}
 	for _, o := range c.mu.cores {
 		if o.dev == cfg.Device {
+			c.mu.Unlock()
 			return nil, fmt.Errorf("add core %q: device already a core of this cache: %w", info.Name, ErrCoreExists)
 		}
 	}
-	c.mu.cores[cfg.ID] = co
+	co := c.mu.cores[cfg.ID]
+	switch {
+	case co == nil:
+		co = &Core{cache: c, id: cfg.ID}
+		c.mu.cores[cfg.ID] = co
+	case co.dev != nil || co.state.Load()&stateRemoved == 0:
+		c.mu.Unlock()
+		return nil, fmt.Errorf("add core %q: id %d: %w", info.Name, cfg.ID, ErrCoreExists)
+	case co.record.SizeBytes != record.SizeBytes:
+		c.mu.Unlock()
+		return nil, fmt.Errorf("add core %q: its size %d differs from the %d bytes the cache recorded for core %d (%q): %w",
+			info.Name, record.SizeBytes, co.record.SizeBytes, cfg.ID, co.record.CoreName, ErrInvalidConfig)
+	}
+	co.dev, co.info, co.record = cfg.Device, vol, record
+	co.state.Store(0)
+	c.mu.Unlock()
+	if err := c.writeSuperblock(false); err != nil {
+		return nil, fmt.Errorf("add core %q: %w", info.Name, err)
+	}
 	return co, nil
 }
 
-// RemoveCore detaches a core. In-flight IO on it finishes first; later IO
-// fails with ErrStopped. With flush, its dirty data is written back to the
-// core device first (the permanent, clean removal of bdev_ocf_delete); the
-// core's lines are then dropped from the cache either way.
+// Detached returns the cores the metadata records that have no device
+// attached (after Load, or after RemoveCore without flush).
+func (c *Cache) Detached() []metadata.CoreRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []metadata.CoreRecord
+	for _, co := range c.mu.cores {
+		if co.dev == nil {
+			out = append(out, co.record)
+		}
+	}
+	slices.SortFunc(out, func(a, b metadata.CoreRecord) int { return int(a.ID) - int(b.ID) })
+	return out
+}
+
+// RemoveCore takes a core out of service. In-flight IO on it finishes
+// first; later IO fails with ErrStopped.
+//
+// With flush (bdev_ocf_delete's permanent removal) its dirty data is
+// written back to the core device first, then its lines and its record are
+// dropped. Without flush (shutdown, hot-remove) the core is only detached:
+// its lines and record stay, in memory and on the cache device, so AddCore
+// with the same id, or a later Load, brings its data back.
 func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
@@ -184,22 +266,34 @@ func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	}
 	co.state.Or(stateRemoved)
 	c.drain()
-	if flush {
-		if err := c.flushDirty(co, nil); err != nil {
-			co.state.And(^uint32(stateRemoved)) // the core stays, with its data
-			return fmt.Errorf("remove core %q: %w", co.info.Name, err)
-		}
+	if !flush {
+		c.mu.Lock()
+		co.dev = nil
+		c.mu.Unlock()
+		return nil
+	}
+	if err := c.flushDirty(co, nil); err != nil {
+		co.state.And(^uint32(stateRemoved)) // the core stays, with its data
+		return fmt.Errorf("remove core %q: %w", co.info.Name, err)
 	}
 	c.stripes.lockAll()
-	defer c.stripes.unlockAll()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for i := range c.mu.lines {
 		if ln := &c.mu.lines[i]; ln.mapped() && ln.core == co.id {
 			c.unmapLocked(lineIdx(i))
 		}
 	}
 	delete(c.mu.cores, co.id)
+	c.mu.Unlock()
+	c.stripes.unlockAll()
+	// The entries must say "unmapped" before the record goes: a loader
+	// rejects dirty entries of unrecorded cores.
+	if err := c.syncMetadata(true); err != nil {
+		return fmt.Errorf("remove core %q: %w", co.info.Name, err)
+	}
+	if err := c.writeSuperblock(false); err != nil {
+		return fmt.Errorf("remove core %q: %w", co.info.Name, err)
+	}
 	return nil
 }
 
@@ -214,94 +308,14 @@ func (c *Cache) drain() {
 func (c *Cache) Cores() []*Core {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]*Core, 0, len(c.mu.cores))
-	for id := CoreID(0); len(out) < len(c.mu.cores); id++ {
-		if co, ok := c.mu.cores[id]; ok {
+	var out []*Core
+	for _, co := range c.mu.cores {
+		if co.dev != nil {
 			out = append(out, co)
 		}
 	}
+	slices.SortFunc(out, func(a, b *Core) int { return int(a.id) - int(b.id) })
 	return out
-}
-
-// occupancyPctLocked is the share of lines in use, 0..100.
-func (c *Cache) occupancyPctLocked() int {
-	return 100 * (c.layout.numLines - c.mu.lists[listFree].n) / c.layout.numLines
-}
-
-// allocLocked maps a line for (core, coreLine), taking a free line or
-// evicting the least recently used clean line that no request is using (its
-// stripe can be locked). The new line is empty and at the head of the clean
-// list. It returns noLine when every line is dirty or in use.
-func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
-	lines := c.mu.lines
-	i := c.mu.lists[listFree].head
-	if i == noLine {
-		for j := c.mu.lists[listClean].tail; j != noLine; j = lines[j].prev {
-			s := c.stripes.index(lines[j].core, uint64(lines[j].coreLine))
-			if c.stripes.locks[s].TryLock() {
-				c.unmapLocked(j)
-				c.stripes.locks[s].Unlock()
-				i = j
-				break
-			}
-		}
-		if i == noLine {
-			return noLine
-		}
-	}
-	c.mu.lists.remove(lines, i)
-	ln := &lines[i]
-	ln.core, ln.coreLine = co.id, coreLine
-	ln.valid, ln.dirty = sectorMask{}, sectorMask{}
-	c.mu.mapping.insert(lines, i)
-	c.mu.lists.pushFront(lines, listClean, i)
-	co.occupied++
-	return i
-}
-
-// unmapLocked drops line i's mapping and puts it on the free list. The
-// caller holds the stripe of the line's core line exclusively, or knows no
-// one else can (eviction's TryLock, RemoveCore's lock on every stripe).
-func (c *Cache) unmapLocked(i lineIdx) {
-	ln := &c.mu.lines[i]
-	co := c.mu.cores[ln.core]
-	co.occupied--
-	if ln.list == listDirty {
-		co.dirtyLines--
-	}
-	c.mu.mapping.remove(c.mu.lines, i)
-	c.mu.lists.remove(c.mu.lines, i)
-	ln.valid, ln.dirty = sectorMask{}, sectorMask{}
-	c.mu.lists.pushFront(c.mu.lines, listFree, i)
-}
-
-// setMasksLocked updates line i's masks, moving it between the clean and
-// dirty lists as needed and to the head of its list. The caller holds the
-// line's stripe exclusively, or only adds valid bits.
-func (c *Cache) setMasksLocked(i lineIdx, valid, dirty sectorMask) {
-	ln := &c.mu.lines[i]
-	co := c.mu.cores[ln.core]
-	ln.valid, ln.dirty = valid, dirty
-	want := listClean
-	if !dirty.empty() {
-		want = listDirty
-	}
-	if ln.list != want {
-		if want == listDirty {
-			co.dirtyLines++
-		} else {
-			co.dirtyLines--
-		}
-	}
-	c.mu.lists.moveToFront(c.mu.lines, want, i)
-}
-
-// dropEmptyLocked unmaps line i if it holds nothing. The caller holds its
-// stripe exclusively.
-func (c *Cache) dropEmptyLocked(i lineIdx) {
-	if c.mu.lines[i].valid.empty() {
-		c.unmapLocked(i)
-	}
 }
 
 // dirtyLines returns the number of lines holding dirty data.
@@ -311,20 +325,33 @@ func (c *Cache) dirtyLines() int {
 	return c.mu.lists[listDirty].n
 }
 
-// Stop stops a cache whose cores were all removed: the cache device is
-// flushed and no core can be added any more.
+// Stop stops a cache whose cores were all removed or detached: every
+// metadata change is written, the superblock marked clean and the device
+// flushed, so the next Load needs no recovery. No core can be added after.
 func (c *Cache) Stop() error {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
+	name := c.dev.Info().Name
 	c.mu.Lock()
-	n := len(c.mu.cores)
-	c.mu.stopped = n == 0
+	attached := 0
+	for _, co := range c.mu.cores {
+		if co.dev != nil {
+			attached++
+		}
+	}
+	c.mu.stopped = attached == 0
 	c.mu.Unlock()
-	if n > 0 {
-		return fmt.Errorf("stop cache on %q: %d cores still attached: %w", c.dev.Info().Name, n, ErrCoreExists)
+	if attached > 0 {
+		return fmt.Errorf("stop cache on %q: %d cores still attached: %w", name, attached, ErrCoreExists)
+	}
+	if err := c.syncMetadata(true); err != nil {
+		return fmt.Errorf("stop cache on %q: %w", name, err)
+	}
+	if err := c.writeSuperblock(true); err != nil {
+		return fmt.Errorf("stop cache on %q: %w", name, err)
 	}
 	if err := c.dev.Flush(); err != nil {
-		return fmt.Errorf("stop cache on %q: flush: %w", c.dev.Info().Name, err)
+		return fmt.Errorf("stop cache on %q: flush: %w", name, err)
 	}
 	return nil
 }

@@ -49,10 +49,20 @@ func (c *Cache) flushDirty(co *Core, progress func(done, total int)) error {
 }
 
 // cleanForRoom writes back the least recently used dirty lines so that a
-// request needing n lines can map them. Errors leave lines dirty; the
-// request then falls back to pass-through.
+// request needing n lines can map them, and writes the metadata so that
+// lines whose durable entries still claim dirty data can be reused. Errors
+// leave lines as they were; the request then falls back to pass-through.
 func (c *Cache) cleanForRoom(n int) {
 	_, _ = c.cleanBatch(nil, max(n, 32))
+	_ = c.syncMetadata(false)
+}
+
+// canMakeRoom reports whether cleanForRoom could free lines: some are
+// dirty, or wait for their metadata.
+func (c *Cache) canMakeRoom() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.lists[listDirty].n > 0 || c.mu.metaUrgent || c.mu.lists[listLimbo].n > 0
 }
 
 // cleanCandidate is a dirty line chosen for cleaning.
@@ -74,10 +84,11 @@ func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
 	lines := c.mu.lines
 	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit; j = lines[j].prev {
 		ln := &lines[j]
-		if co != nil && ln.core != co.id {
-			continue
+		owner := c.mu.cores[ln.core]
+		if (co != nil && ln.core != co.id) || owner.dev == nil {
+			continue // another core's, or a detached core's (no device to write to)
 		}
-		cands = append(cands, cleanCandidate{idx: j, core: c.mu.cores[ln.core], coreLine: ln.coreLine})
+		cands = append(cands, cleanCandidate{idx: j, core: owner, coreLine: ln.coreLine})
 		stripeIdx = append(stripeIdx, c.stripes.index(ln.core, uint64(ln.coreLine)))
 	}
 	c.mu.Unlock()
@@ -142,6 +153,11 @@ func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
 	c.mu.Unlock()
 	if len(errs) > 0 {
 		return cleaned, errors.Join(errs...)
+	}
+	// Until their clean entries are durable, the lines are not reused
+	// (line.durableDirty); write them now so they can be.
+	if err := c.syncMetadata(false); err != nil {
+		return cleaned, fmt.Errorf("clean: %w", err)
 	}
 	return cleaned, nil
 }

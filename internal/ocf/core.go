@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/ocf/metadata"
 )
 
 // Core is a core device attached to a cache, and the cached volume built on
@@ -13,8 +14,12 @@ import (
 type Core struct {
 	cache *Cache
 	id    CoreID
-	dev   bdev.Device
-	info  bdev.Info // the volume's description; immutable
+	// dev, info and record are set when the core is attached (AddCore);
+	// dev is nil while detached. Guarded by cache.mu; IO reads them without
+	// it, which is safe because they change only while no IO is admitted.
+	dev    bdev.Device
+	info   bdev.Info // the volume's description
+	record metadata.CoreRecord
 
 	stats counters
 
@@ -122,7 +127,8 @@ func (co *Core) Flush() error {
 	if err := co.admit("flush"); err != nil {
 		return err
 	}
-	if err := co.cache.dev.Flush(); err != nil {
+	// The cache device first (data, then the metadata mapping it).
+	if err := co.cache.syncMetadata(false); err != nil {
 		co.stats.cacheWrErrors.Add(1)
 		return fmt.Errorf("%s flush: cache device: %w", co.info.Name, err)
 	}
@@ -140,7 +146,7 @@ func (co *Core) Stats() Stats {
 	var s Stats
 	co.stats.addTo(&s)
 	c.mu.Lock()
-	occupied, dirty, free := co.occupied, co.dirtyLines, c.mu.lists[listFree].n
+	occupied, dirty, free := co.occupied, co.dirtyLines, c.layout.numLines-c.occupiedLocked()
 	c.mu.Unlock()
 	c.fillUsage(&s, occupied, dirty, free)
 	return s

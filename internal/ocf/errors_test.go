@@ -3,6 +3,7 @@ package ocf_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"blockcache/internal/bdev"
@@ -244,11 +245,18 @@ func TestErrCacheWriteFallsBackToCore(t *testing.T) {
 			d := tagged('D', off, n)
 			volWrite(t, co, d, off, false)
 			d2 := tagged('E', 2*4096, 4096)
-			volWrite(t, co, d2, 2*4096, true)
+			// A FUA write must also make durable the metadata that says the
+			// dirty 'C' sectors are gone (else a crash would bring them
+			// back over the acknowledged data); the cache device refuses
+			// that write, so the FUA write fails though its data reached
+			// the core.
+			if err := co.WriteAt(d2, 2*4096, true); err == nil || !strings.Contains(err.Error(), "FUA") {
+				t.Fatalf("FUA write with the cache device failing: %v, want a FUA metadata error", err)
+			}
 			f.cacheWr.injected(t, "cache write")
 			f.cacheWr.off()
-			if e := co.Stats().Errors; e.CacheWr != 2 || e.CoreTotal != 0 {
-				t.Errorf("errors %+v, want two cache_volume_wr", e)
+			if e := co.Stats().Errors; e.CacheWr != 3 || e.CoreTotal != 0 {
+				t.Errorf("errors %+v, want three cache_volume_wr (two data writes, one metadata)", e)
 			}
 			expectBytes(t, "core has the fallen-back write", devRead(t, f.CoreDevs[0], off, n), d)
 			expectBytes(t, "core has the fallen-back miss", devRead(t, f.CoreDevs[0], 2*4096, 4096), d2)

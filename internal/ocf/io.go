@@ -82,7 +82,7 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 		c.mu.Lock()
 		insert = r.allocLocked()
 		c.mu.Unlock()
-		if !insert && !lastTry && c.dirtyLines() > 0 {
+		if !insert && !lastTry && c.canMakeRoom() {
 			return true, nil
 		}
 	}
@@ -130,6 +130,14 @@ func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 		retry, err := c.writeOnce(&r, fua, attempt > 0)
 		if !retry {
 			r.done()
+			if err == nil && fua && c.metaUrgent() {
+				// FUA: the metadata that maps the data, or records that
+				// dirty data is gone, is durable before the write returns.
+				if err = c.syncMetadata(false); err != nil {
+					co.stats.cacheWrErrors.Add(1)
+					err = fmt.Errorf("%s write at %d: FUA: %w", co.info.Name, off, err)
+				}
+			}
 			return err
 		}
 		c.cleanForRoom(int(r.n))
@@ -183,7 +191,7 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 		c.mu.Lock()
 		insert = r.allocLocked()
 		c.mu.Unlock()
-		if !insert && !lastTry && c.dirtyLines() > 0 {
+		if !insert && !lastTry && c.canMakeRoom() {
 			return true, nil
 		}
 	}

@@ -20,6 +20,7 @@ const (
 	listFree  listID = iota // unmapped; valid and dirty are empty
 	listClean               // mapped, no dirty sector; eviction candidates
 	listDirty               // mapped, at least one dirty sector
+	listLimbo               // unmapped, but its durable entry still claims dirty data
 	numLists
 )
 
@@ -44,7 +45,12 @@ type line struct {
 	next     lineIdx
 	core     CoreID
 	list     listID
+	// durableDirty is true while the line's entry on the cache device
+	// claims dirty sectors. Such a line is never given to another core
+	// line: after a crash, recovery would take the new data for the old
+	// core line's. Set by syncMetadata from what it wrote.
+	durableDirty bool
 }
 
 // mapped reports whether the line holds a core line.
-func (l *line) mapped() bool { return l.list != listFree }
+func (l *line) mapped() bool { return l.list == listClean || l.list == listDirty }

@@ -148,7 +148,7 @@ func (r *request) lookupLocked() {
 			r.dirtyAll = false
 		}
 	}
-	free := c.mu.lists[listFree].n
+	free := c.layout.numLines - c.occupiedLocked()
 	r.occPct = c.occupancyPctLocked()
 	r.cacheFull = uint64(free) < 512+r.n
 }

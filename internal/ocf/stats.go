@@ -159,8 +159,8 @@ func (c *Cache) fillUsage(s *Stats, occupied, dirty, free int) {
 func (c *Cache) Stats() Stats {
 	var s Stats
 	c.mu.Lock()
-	occupied := c.layout.numLines - c.mu.lists[listFree].n
-	dirty, free := c.mu.lists[listDirty].n, c.mu.lists[listFree].n
+	occupied := c.occupiedLocked()
+	dirty, free := c.mu.lists[listDirty].n, c.layout.numLines-occupied
 	cores := make([]*Core, 0, len(c.mu.cores))
 	for _, co := range c.mu.cores {
 		cores = append(cores, co)

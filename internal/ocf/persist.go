@@ -1,0 +1,257 @@
+package ocf
+
+import (
+	"fmt"
+	mbits "math/bits"
+	"slices"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/ocf/metadata"
+)
+
+// Persistent metadata (format: package metadata).
+//
+// The in-memory line state is the truth; the cache device holds a copy that
+// is brought up to date by syncMetadata. Every change marks its line's entry
+// sector; changes to what is dirty (and unmappings of lines whose durable
+// entry claims dirty data) are urgent: a volume flush or FUA write persists
+// them before it returns. Other changes (clean fills, clean mappings) are
+// written with the next sync, at the latest at a clean stop.
+//
+// Three rules make the copy safe to load after a crash:
+//   - An entry is encoded only after the data it describes was written, and
+//     the cache device is flushed between encoding and writing the entry, so
+//     a durable entry never claims data that is not durable.
+//   - A line whose durable entry claims dirty sectors (line.durableDirty) is
+//     never given to another core line until an entry saying otherwise is
+//     durable (unmapped such lines wait in limbo).
+//   - After an unclean stop only dirty sectors are trusted: a clean line may
+//     have been reused, or its core copy rewritten, after its entry was
+//     written (the trap of durability.md), so clean sectors are dropped.
+//
+// Lock order: stripes, then meta.sync, then Cache.mu.
+
+// persistState is the engine's side of the metadata.
+type persistState struct {
+	volatile bool      // metadata in memory only; nothing written
+	id       uuid.UUID // cache id, in the superblock and every entry sector
+	progress func(op string, done, total int64)
+
+	// sync serialises metadata writes and guards seq.
+	sync sync.Mutex
+	seq  uint64 // sequence number of the newest superblock written
+}
+
+// syncChunkSectors bounds one encode-flush-write round of syncMetadata.
+const syncChunkSectors = 2048
+
+// markSectorLocked marks line i's entry sector for the next metadata write;
+// urgent means a flush or FUA must write it.
+func (c *Cache) markSectorLocked(i lineIdx, urgent bool) {
+	if c.meta.volatile {
+		return
+	}
+	s := c.layout.sectorOf(i)
+	c.mu.metaDirty[s/64] |= 1 << (s % 64)
+	if urgent {
+		c.mu.metaUrgent = true
+	}
+}
+
+// metaUrgent reports whether urgent metadata changes wait to be written.
+func (c *Cache) metaUrgent() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.metaUrgent
+}
+
+// entryLocked is line i's entry as it is now.
+func (c *Cache) entryLocked(i int) metadata.Entry {
+	ln := &c.mu.lines[i]
+	if !ln.mapped() {
+		return metadata.Unmapped
+	}
+	return metadata.Entry{Core: uint16(ln.core), CoreLine: ln.coreLine, Valid: ln.valid, Dirty: ln.dirty}
+}
+
+// syncMetadata writes the marked entry sectors when an urgent change waits
+// (or, with all, whatever is marked), making every acknowledged change to
+// dirty data durable. It flushes the cache device in any case, so data
+// written before it is durable too.
+func (c *Cache) syncMetadata(all bool) error {
+	if c.meta.volatile {
+		return c.dev.Flush()
+	}
+	c.meta.sync.Lock()
+	defer c.meta.sync.Unlock()
+	c.mu.Lock()
+	if !c.mu.metaUrgent && !all {
+		c.mu.Unlock()
+		return c.dev.Flush()
+	}
+	var sectors []int
+	for w, bits := range c.mu.metaDirty {
+		for ; bits != 0; bits &= bits - 1 {
+			sectors = append(sectors, w*64+mbits.TrailingZeros64(bits))
+		}
+	}
+	c.mu.metaUrgent = false
+	clear(c.mu.metaDirty)
+	c.mu.Unlock()
+
+	if len(sectors) == 0 {
+		return c.dev.Flush()
+	}
+	for start := 0; start < len(sectors); start += syncChunkSectors {
+		chunk := sectors[start:min(start+syncChunkSectors, len(sectors))]
+		if err := c.writeEntrySectors(chunk); err != nil {
+			c.mu.Lock()
+			for _, s := range sectors[start:] {
+				c.mu.metaDirty[s/64] |= 1 << (s % 64)
+			}
+			c.mu.metaUrgent = true
+			c.mu.Unlock()
+			return fmt.Errorf("write cache metadata: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeEntrySectors encodes sectors (ascending), flushes the cache device so
+// the data their entries describe is durable, writes them, flushes again,
+// and records what is now durable.
+func (c *Cache) writeEntrySectors(sectors []int) error {
+	eps := c.layout.perSector
+	spl := c.sectorsPerLine
+	buf := make([]byte, len(sectors)*metadata.SectorBytes)
+	durableDirty := make([]uint64, len(sectors)) // per sector, bit per slot
+	entries := make([]metadata.Entry, eps)
+
+	c.mu.Lock()
+	for j, s := range sectors {
+		n := min(eps, c.layout.numLines-s*eps)
+		for slot := range n {
+			e := c.entryLocked(s*eps + slot)
+			entries[slot] = e
+			if e.Dirty != [2]uint64{} {
+				durableDirty[j] |= 1 << slot
+			}
+		}
+		metadata.EncodeSector(buf[j*metadata.SectorBytes:], uint32(s), c.meta.id, spl, entries[:n])
+	}
+	c.mu.Unlock()
+
+	if err := c.dev.Flush(); err != nil {
+		return err
+	}
+	for j := 0; j < len(sectors); {
+		k := j + 1
+		for k < len(sectors) && sectors[k] == sectors[k-1]+1 {
+			k++
+		}
+		off := c.layout.EntrySectorOffset(int64(sectors[j]))
+		if err := c.dev.WriteAt(buf[j*metadata.SectorBytes:k*metadata.SectorBytes], off, false); err != nil {
+			return err
+		}
+		j = k
+	}
+	if err := c.dev.Flush(); err != nil {
+		return err
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for j, s := range sectors {
+		n := min(eps, c.layout.numLines-s*eps)
+		for slot := range n {
+			i := lineIdx(s*eps + slot)
+			ln := &c.mu.lines[i]
+			ln.durableDirty = durableDirty[j]&(1<<slot) != 0
+			if ln.list == listLimbo && !ln.durableDirty {
+				c.mu.lists.remove(c.mu.lines, i)
+				c.mu.lists.pushFront(c.mu.lines, listFree, i)
+			}
+		}
+	}
+	return nil
+}
+
+// superblockLocked builds the superblock of the cache as it is. The caller
+// holds meta.sync.
+func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
+	sb := &metadata.Superblock{CacheID: c.meta.id, Geometry: c.layout.Geometry, Mode: uint8(c.Mode())}
+	if clean {
+		sb.Flags |= metadata.FlagClean
+	}
+	c.mu.Lock()
+	for _, co := range c.mu.cores {
+		sb.Cores = append(sb.Cores, co.record)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(sb.Cores, func(a, b metadata.CoreRecord) int { return int(a.ID) - int(b.ID) })
+	return sb
+}
+
+// writeSuperblock writes the superblock: both copies, one after the other,
+// so that either copy alone describes the cache after a crash; a clean mark
+// at stop goes to one copy only (the other, older, copy then says "not
+// clean", which costs a recovery scan if it is ever used, nothing more).
+func (c *Cache) writeSuperblock(clean bool) error {
+	if c.meta.volatile {
+		return nil
+	}
+	c.meta.sync.Lock()
+	defer c.meta.sync.Unlock()
+	copies := 2
+	if clean {
+		copies = 1
+	}
+	for range copies {
+		sb := c.superblockLocked(clean)
+		sb.Seq = c.meta.seq + 1
+		b, err := sb.Encode()
+		if err != nil {
+			return fmt.Errorf("write superblock: %w", err)
+		}
+		b = append(b, make([]byte, (metadata.SectorBytes-len(b)%metadata.SectorBytes)%metadata.SectorBytes)...)
+		off := int64(sb.Seq%2) * metadata.SuperblockCopyBytes
+		if err := c.dev.WriteAt(b, off, true); err != nil {
+			return fmt.Errorf("write superblock copy %d: %w", sb.Seq%2, err)
+		}
+		c.meta.seq = sb.Seq
+	}
+	return nil
+}
+
+// initMetadata writes a fresh metadata area: every entry unmapped, then the
+// superblock.
+func (c *Cache) initMetadata() error {
+	if c.meta.volatile {
+		return nil
+	}
+	total := c.layout.EntrySectors
+	const chunk = syncChunkSectors
+	buf := make([]byte, chunk*metadata.SectorBytes)
+	for s := int64(0); s < total; s += chunk {
+		n := min(chunk, total-s)
+		for j := range n {
+			metadata.EncodeSector(buf[j*metadata.SectorBytes:], uint32(s+j), c.meta.id, c.sectorsPerLine, nil)
+		}
+		if err := c.dev.WriteAt(buf[:n*metadata.SectorBytes], c.layout.EntrySectorOffset(s), false); err != nil {
+			return fmt.Errorf("initialise cache metadata: %w", err)
+		}
+		c.reportProgress("init", s+n, total)
+	}
+	if err := c.dev.Flush(); err != nil {
+		return fmt.Errorf("initialise cache metadata: %w", err)
+	}
+	return c.writeSuperblock(false)
+}
+
+func (c *Cache) reportProgress(op string, done, total int64) {
+	if c.meta.progress != nil {
+		c.meta.progress(op, done, total)
+	}
+}
