@@ -23,6 +23,7 @@ and JSON configs work unchanged.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd())
+	root.AddCommand(newRPCCmd(), newBdevCmd(), newCacheCmd(), newExportCmd(), newConfigCmd(), newVersionCmd())
 	return root
 }
 

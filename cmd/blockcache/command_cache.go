@@ -1,0 +1,235 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"blockcache/internal/rpcclient"
+)
+
+// cacheModes are OCF's cache modes, as bdev_ocf_create and
+// bdev_ocf_set_cache_mode take them.
+var cacheModes = []string{"wt", "wb", "wa", "wi", "pt", "wo"}
+
+// cacheLineSizes are the line sizes bdev_ocf_create takes, in KiB.
+var cacheLineSizes = []uint64{4, 8, 16, 32, 64}
+
+const modeHelp = "wt (write-through), wb (write-back), wa (write-around), wi (write-invalidate), pt (pass-through), wo (write-only)"
+
+func checkMode(mode string) error {
+	if !slices.Contains(cacheModes, mode) {
+		return fmt.Errorf("unknown cache mode %q: use %s", mode, modeHelp)
+	}
+	return nil
+}
+
+func newCacheCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cache",
+		Short: "Create, inspect and manage cached volumes (OCF vbdevs)",
+		Args:  cobra.NoArgs,
+		RunE:  groupRunE,
+	}
+	o := addClientFlags(cmd)
+	cmd.AddCommand(
+		newCacheCreateCmd(o),
+		newCacheDeleteCmd(o),
+		newCacheListCmd(o),
+		newCacheStatsCmd(o),
+		newCacheSetModeCmd(o),
+		newCacheResetStatsCmd(o),
+	)
+	return cmd
+}
+
+// ocfCreateParams are bdev_ocf_create's params; cache_line_size is sent
+// only when given, as rpc.py does.
+type ocfCreateParams struct {
+	Name          string `json:"name"`
+	Mode          string `json:"mode"`
+	CacheLineSize uint64 `json:"cache_line_size,omitempty"`
+	CacheBdevName string `json:"cache_bdev_name"`
+	CoreBdevName  string `json:"core_bdev_name"`
+}
+
+func newCacheCreateCmd(o *clientOpts) *cobra.Command {
+	var p ocfCreateParams
+	cmd := &cobra.Command{
+		Use:   "create NAME --cache BDEV --core BDEV [--mode MODE] [--line-size-kib N]",
+		Short: "Create a cached volume NAME: BDEV --cache in front of BDEV --core (bdev_ocf_create)",
+		Long: `Create the cached volume NAME, with the bdev --cache caching the bdev --core
+(bdev_ocf_create). If either bdev does not exist yet, the volume waits for it
+(cache list shows it as not started). Prints the volume's name.
+
+Modes: ` + modeHelp + `.`,
+		Example: `  blockcache cache create Cache1 --mode wb --cache Malloc0 --core Malloc1 --line-size-kib 16`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p.Name = args[0]
+			if err := checkMode(p.Mode); err != nil {
+				return fmt.Errorf("cache create %s: --mode: %w", p.Name, err)
+			}
+			if p.CacheLineSize != 0 && !slices.Contains(cacheLineSizes, p.CacheLineSize) {
+				return fmt.Errorf("cache create %s: --line-size-kib must be 4, 8, 16, 32 or 64, not %d", p.Name, p.CacheLineSize)
+			}
+			return o.with(func(c *rpcclient.Client) error {
+				raw, err := call(c, "cache create "+p.Name, "bdev_ocf_create", p, nil)
+				if err != nil {
+					return err
+				}
+				return printResult(cmd.OutOrStdout(), raw)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&p.Mode, "mode", "m", "wt", "cache mode: "+strings.Join(cacheModes, ", "))
+	f.StringVar(&p.CacheBdevName, "cache", "", "the cache bdev (the fast device)")
+	f.StringVar(&p.CoreBdevName, "core", "", "the core bdev (the slow device)")
+	f.Uint64Var(&p.CacheLineSize, "line-size-kib", 0, "cache line size in KiB: 4, 8, 16, 32 or 64 (default 4)")
+	cmd.MarkFlagRequired("cache") //nolint:errcheck // the flag exists
+	cmd.MarkFlagRequired("core")  //nolint:errcheck // the flag exists
+	return cmd
+}
+
+func newCacheDeleteCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Delete the cached volume NAME, releasing its cache and core bdevs (bdev_ocf_delete)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.with(func(c *rpcclient.Client) error {
+				_, err := call(c, "cache delete "+args[0], "bdev_ocf_delete", map[string]string{"name": args[0]}, nil)
+				return err
+			})
+		},
+	}
+}
+
+// ocfBdev is one element of bdev_ocf_get_bdevs.
+type ocfBdev struct {
+	Name    string `json:"name"`
+	Started bool   `json:"started"`
+	Cache   struct {
+		Name     string `json:"name"`
+		Attached bool   `json:"attached"`
+	} `json:"cache"`
+	Core struct {
+		Name     string `json:"name"`
+		Attached bool   `json:"attached"`
+	} `json:"core"`
+}
+
+// ocfDriverSpecific is the driver_specific object of an OCF vbdev in
+// bdev_get_bdevs.
+type ocfDriverSpecific struct {
+	CacheDevice   string `json:"cache_device"`
+	CoreDevice    string `json:"core_device"`
+	Mode          string `json:"mode"`
+	CacheLineSize uint64 `json:"cache_line_size"` // KiB
+}
+
+// ocfDetails returns the driver_specific objects of the started OCF
+// vbdevs, by name.
+func ocfDetails(c *rpcclient.Client, what string) (map[string]ocfDriverSpecific, error) {
+	var bdevs []bdevObject
+	if _, err := call(c, what, "bdev_get_bdevs", nil, &bdevs); err != nil {
+		return nil, err
+	}
+	out := map[string]ocfDriverSpecific{}
+	for _, b := range bdevs {
+		var ds ocfDriverSpecific
+		if len(b.DriverSpecific) > 0 && json.Unmarshal(b.DriverSpecific, &ds) == nil && ds.Mode != "" {
+			out[b.Name] = ds
+		}
+	}
+	return out, nil
+}
+
+func newCacheListCmd(o *clientOpts) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list [NAME]",
+		Aliases: []string{"ls"},
+		Short:   "List cached volumes (bdev_ocf_get_bdevs); NAME matches a volume, cache or core bdev",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var params any
+			what := "cache list"
+			if len(args) == 1 {
+				params = map[string]string{"name": args[0]}
+				what += " " + args[0]
+			}
+			return o.with(func(c *rpcclient.Client) error {
+				var vbdevs []ocfBdev
+				raw, err := call(c, what, "bdev_ocf_get_bdevs", params, &vbdevs)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printResult(cmd.OutOrStdout(), raw)
+				}
+				details, err := ocfDetails(c, what)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTARTED\tMODE\tLINE SIZE\tCACHE\tCACHE ATTACHED\tCORE\tCORE ATTACHED")
+				for _, v := range vbdevs {
+					mode, line := "-", "-"
+					if d, ok := details[v.Name]; ok {
+						mode, line = d.Mode, strconv.FormatUint(d.CacheLineSize, 10)+" KiB"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, yesNo(v.Started), mode, line,
+						v.Cache.Name, yesNo(v.Cache.Attached), v.Core.Name, yesNo(v.Core.Attached))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print bdev_ocf_get_bdevs' result as JSON instead of a table")
+	return cmd
+}
+
+func newCacheSetModeCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "set-mode NAME MODE",
+		Short: "Change the cache mode of NAME (bdev_ocf_set_cache_mode)",
+		Long:  "Change the cache mode of the volume NAME and print the new mode.\n\nModes: " + modeHelp + ".",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, mode := args[0], args[1]
+			if err := checkMode(mode); err != nil {
+				return fmt.Errorf("cache set-mode %s: %w", name, err)
+			}
+			return o.with(func(c *rpcclient.Client) error {
+				raw, err := call(c, "cache set-mode "+name, "bdev_ocf_set_cache_mode",
+					map[string]string{"name": name, "mode": mode}, nil)
+				if err != nil {
+					return err
+				}
+				return printResult(cmd.OutOrStdout(), raw)
+			})
+		},
+	}
+}
+
+func newCacheResetStatsCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset-stats NAME",
+		Short: "Zero the statistics of NAME (bdev_ocf_reset_stats)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.with(func(c *rpcclient.Client) error {
+				_, err := call(c, "cache reset-stats "+args[0], "bdev_ocf_reset_stats", map[string]string{"name": args[0]}, nil)
+				return err
+			})
+		},
+	}
+}
