@@ -60,6 +60,7 @@ empty and persists nothing, like an SPDK target.`,
 	f.StringVar(&cfg.NBDListen, "nbd-listen", "127.0.0.1:10809", "NBD TCP listen address (empty for none)")
 	f.StringVar(&cfg.NBDSocket, "nbd-socket", "", "NBD Unix socket path (empty for none)")
 	f.BoolVar(&cfg.Bare, "bare", false, "start with no bdevs and persist nothing, like an SPDK target")
+	f.BoolVar(&cfg.ShutdownFlush, "shutdown-flush", true, "write dirty data back to the cores at shutdown (false: keep it in the caches for a fast restart)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }

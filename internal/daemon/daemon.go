@@ -40,6 +40,10 @@ type Config struct {
 	NBDSocket string
 	// Bare starts with no bdevs and persists nothing, like an SPDK target.
 	Bare bool
+	// ShutdownFlush writes each cache's dirty data back to its cores at
+	// shutdown. Without it the dirty data stays in the caches (their
+	// metadata is persistent) and is loaded at the next start.
+	ShutdownFlush bool
 	// Log receives one line per management event.
 	Log *slog.Logger
 	// Version is reported by spdk_get_version.
@@ -219,7 +223,7 @@ func (d *Daemon) shutdown() error {
 		errs = append(errs, fmt.Errorf("nbd shutdown: %w", err))
 	}
 	d.api.StopExports()
-	if err := d.ocf.Shutdown(); err != nil {
+	if err := d.ocf.Shutdown(d.cfg.ShutdownFlush); err != nil {
 		errs = append(errs, err)
 	}
 	d.ocf.Close()

@@ -41,6 +41,9 @@ type ocfCreateParams struct {
 	CacheLineSize uint64 `json:"cache_line_size"`
 	CacheBdevName string `json:"cache_bdev_name" rpc:"required"`
 	CoreBdevName  string `json:"core_bdev_name" rpc:"required"`
+	// Force is blockcache's: reinitialise a cache device that holds another
+	// cache or damaged metadata. Never written to configs.
+	Force bool `json:"force,omitempty"`
 }
 
 func (a *API) ocfCreate(_ context.Context, params json.RawMessage) (any, error) {
@@ -49,7 +52,7 @@ func (a *API) ocfCreate(_ context.Context, params json.RawMessage) (any, error) 
 		return nil, err
 	}
 	_, err := a.svc.OCF.Create(vbdev.Params{Name: p.Name, Mode: p.Mode, LineSizeKiB: p.CacheLineSize,
-		CacheBdev: p.CacheBdevName, CoreBdev: p.CoreBdevName})
+		CacheBdev: p.CacheBdevName, CoreBdev: p.CoreBdevName, Force: p.Force})
 	if err != nil {
 		return nil, ocfFailure("Could not create OCF vbdev", err)
 	}
@@ -174,7 +177,7 @@ func (a *API) ocfDriverSpecific(name string) any {
 		Mode             string `json:"mode"`
 		CacheLineSize    uint64 `json:"cache_line_size"`
 		MetadataVolatile bool   `json:"metadata_volatile"`
-	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, false}
+	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, in.MetadataVolatile}
 }
 
 // ocfConfig returns the bdev_ocf_create entries of the started vbdevs.

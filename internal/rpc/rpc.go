@@ -92,6 +92,8 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.ENODEV
 	case errors.Is(err, vbdev.ErrNotStarted):
 		return syscall.ENODEV
+	case errors.Is(err, vbdev.ErrForeignCache):
+		return syscall.EEXIST
 	}
 	return bdev.Errno(err)
 }

@@ -14,4 +14,7 @@ var (
 	ErrNoSuchVbdev = errors.New("no such OCF vbdev")
 	// ErrNotStarted: the vbdev waits for a base bdev, so it has no cache yet.
 	ErrNotStarted = errors.New("vbdev not started")
+	// ErrForeignCache: the cache device holds another cache (or metadata
+	// that cannot be read); only force reinitialises it.
+	ErrForeignCache = errors.New("cache device holds another cache")
 )

@@ -29,6 +29,9 @@ type Params struct {
 	LineSizeKiB uint64
 	CacheBdev   string
 	CoreBdev    string
+	// Force reinitialises a cache device that holds another cache or
+	// damaged metadata, discarding it.
+	Force bool
 }
 
 // Vbdev is one OCF vbdev: a core on a cache instance, exported as a bdev

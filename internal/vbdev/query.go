@@ -18,6 +18,9 @@ type Info struct {
 	// (LineSizeKiB 0 if the default was asked for).
 	Mode        string
 	LineSizeKiB uint64
+	// MetadataVolatile is true when the cache keeps its metadata in memory
+	// only (never, today: blockcache always persists it).
+	MetadataVolatile bool
 }
 
 func (v *Vbdev) info() Info {
@@ -30,6 +33,9 @@ func (v *Vbdev) info() Info {
 		CoreAttached:  v.coreClaim != nil,
 		Mode:          v.effectiveMode().String(),
 		LineSizeKiB:   uint64(v.effectiveLineSize() / 1024),
+	}
+	if v.inst != nil && v.inst.cache != nil {
+		in.MetadataVolatile = v.inst.cache.VolatileMetadata()
 	}
 	return in
 }

@@ -72,17 +72,16 @@ func (m *Manager) hotRemoveCache(name string) {
 }
 
 // Shutdown stops every cache for a daemon shutdown (the seed's "dirty"
-// unregister path): each cache's dirty data is written back first, then the
-// volumes are unregistered and the caches stopped, but the vbdevs are not
-// deleted from a saved config, which brings them back. (Metadata is in
-// memory only so far, so the write-back is not optional: skipping it would
-// lose the dirty data.)
-func (m *Manager) Shutdown() error {
+// unregister path): with writeBack each cache's dirty data is written back
+// first; then the volumes are unregistered, the cores detached (kept in the
+// cache's metadata) and the caches stopped and marked clean, so the next
+// start loads them intact, dirty data included.
+func (m *Manager) Shutdown(writeBack bool) error {
 	m.lock()
 	defer m.unlock()
 	var first error
 	for _, v := range slices.Clone(m.mu.vbdevs) {
-		if v.core != nil {
+		if writeBack && v.core != nil {
 			if err := v.inst.cache.FlushDirty(v.core, nil); err != nil && first == nil {
 				first = fmt.Errorf("shutdown: OCF vbdev %q: write back: %w", v.params.Name, err)
 			}

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/ocf"
+	"blockcache/internal/ocf/metadata"
 )
 
 // tryStartLocked attaches whichever of v's bases exist and are not attached
@@ -35,16 +37,16 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 	}
 	inst := v.inst
 	if inst.cache == nil {
-		c, err := ocf.New(inst.claim.Device(), ocf.Config{LineSize: inst.lineSize, Mode: inst.mode})
-		if err != nil {
+		if err := m.startCacheLocked(inst, v); err != nil {
 			return fmt.Errorf("OCF vbdev %q: start cache %q: %w", p.Name, inst.name, err)
 		}
-		inst.cache = c
-		m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines())
 	}
-	id, err := freeCoreID(inst.cache)
+	id, recorded, err := coreIDFor(inst.cache, p.CoreBdev)
 	if err != nil {
 		return fmt.Errorf("OCF vbdev %q: add core: %w", p.Name, err)
+	}
+	if recorded != nil && recorded.VolumeName == p.Name {
+		v.uuid = recorded.VolumeUUID // the volume keeps its identity
 	}
 	co, err := inst.cache.AddCore(ocf.CoreConfig{
 		ID:     id,
@@ -87,18 +89,97 @@ func (m *Manager) attachCacheLocked(v *Vbdev) error {
 	return nil
 }
 
-// freeCoreID returns the lowest core id unused in c.
-func freeCoreID(c *ocf.Cache) (ocf.CoreID, error) {
+// coreIDFor returns the id under which core bdev coreName joins c: the id
+// the cache's metadata recorded for it (recorded is then that record), or
+// the lowest id neither attached nor recorded.
+func coreIDFor(c *ocf.Cache, coreName string) (id ocf.CoreID, recorded *metadata.CoreRecord, err error) {
 	used := map[ocf.CoreID]bool{}
 	for _, co := range c.Cores() {
 		used[co.ID()] = true
 	}
+	for _, r := range c.Detached() {
+		if r.CoreName == coreName {
+			return ocf.CoreID(r.ID), &r, nil
+		}
+		used[ocf.CoreID(r.ID)] = true
+	}
 	for id := ocf.CoreID(0); id < ocf.MaxCores; id++ {
 		if !used[id] {
-			return id, nil
+			return id, nil, nil
 		}
 	}
-	return 0, fmt.Errorf("cache holds %d cores already: %w", ocf.MaxCores, ErrInvalidParam)
+	return 0, nil, fmt.Errorf("cache holds %d cores already: %w", ocf.MaxCores, ErrInvalidParam)
+}
+
+// startCacheLocked starts inst's engine cache for its first vbdev v: it
+// loads the cache the device holds when that cache records v's core, and
+// initialises the device when it holds no cache (or an empty one). A device
+// holding another cache, or damaged metadata, is refused unless v asked for
+// force.
+func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
+	dev := inst.claim.Device()
+	p := v.params
+	sb, err := ocf.Probe(dev)
+	load := false
+	switch {
+	case errors.Is(err, metadata.ErrNoMetadata):
+	case err != nil && !p.Force:
+		return fmt.Errorf("%w: %w (force discards it and reinitialises the device)", ErrForeignCache, err)
+	case err != nil:
+		m.log.Warn("reinitialising a cache device with unreadable metadata (force)", "cache", inst.name, "err", err)
+	case len(sb.Cores) == 0:
+	case recordsCore(sb, p.CoreBdev):
+		load = true
+	case !p.Force:
+		return fmt.Errorf("%w: the device holds cache %s with cores %s, not %q (force discards it and reinitialises the device)",
+			ErrForeignCache, sb.CacheID, coreNames(sb), p.CoreBdev)
+	default:
+		m.log.Warn("reinitialising a cache device that held another cache (force)", "cache", inst.name, "cores", coreNames(sb))
+	}
+	cfg := ocf.Config{LineSize: inst.lineSize, Mode: inst.mode}
+	if !load {
+		c, err := ocf.New(dev, cfg)
+		if err != nil {
+			return err
+		}
+		inst.cache = c
+		m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines(), "id", c.ID())
+		return nil
+	}
+	c, rep, err := ocf.Load(dev, cfg)
+	if err != nil {
+		return err
+	}
+	if p.LineSizeKiB != 0 && int64(p.LineSizeKiB)*1024 != c.LineSize() {
+		return fmt.Errorf("%w: the cache on the device has %d KiB lines, not %d KiB", ErrInvalidParam, c.LineSize()/1024, p.LineSizeKiB)
+	}
+	if c.Mode() != v.mode {
+		m.log.Warn("loaded cache keeps its recorded mode", "cache", inst.name, "mode", c.Mode().String(), "requested", v.mode.String())
+	}
+	inst.cache, inst.mode, inst.lineSize = c, c.Mode(), c.LineSize()
+	if rep.Damaged != nil {
+		m.log.Warn("cache metadata: one superblock copy is damaged; the other was used", "cache", inst.name, "damage", rep.Damaged)
+	}
+	m.log.Info("cache loaded", "cache", inst.name, "clean_shutdown", rep.Clean, "lines", rep.Lines,
+		"dirty_lines", rep.DirtyLines, "dropped_clean_lines", rep.DroppedClean, "mode", c.Mode().String(), "id", c.ID())
+	return nil
+}
+
+func recordsCore(sb *metadata.Superblock, coreName string) bool {
+	for _, r := range sb.Cores {
+		if r.CoreName == coreName {
+			return true
+		}
+	}
+	return false
+}
+
+func coreNames(sb *metadata.Superblock) string {
+	var names []string
+	for _, r := range sb.Cores {
+		names = append(names, fmt.Sprintf("%q", r.CoreName))
+	}
+	return strings.Join(names, ", ")
 }
 
 // detachLocked undoes tryStartLocked: the volume is unregistered (its users,

@@ -206,3 +206,67 @@ func TestHotRemove(t *testing.T) {
 		t.Error("C2 volume still registered")
 	}
 }
+
+// TestRestartLoadsCache: a manager shut down without write-back leaves the
+// dirty data in the cache; a new manager over the same devices loads it,
+// with the same volume UUID.
+func TestRestartLoadsCache(t *testing.T) {
+	e := newEnv(t)
+	cache := e.malloc("Cache", 8)
+	core := e.malloc("Core", 4)
+	e.create("C1", "wb", "Cache", "Core")
+	vol, _ := e.reg.Lookup("C1")
+	id := vol.Info().UUID
+	data := bytes.Repeat([]byte{0x77}, 4096)
+	if err := vol.WriteAt(data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Shutdown(false); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4096)
+	if err := core.ReadAt(got, 0); err != nil || bytes.Equal(got, data) {
+		t.Fatalf("the core has the dirty data after a shutdown without write-back (err %v)", err)
+	}
+
+	e2 := newEnv(t)
+	for _, d := range []bdev.Device{cache, core} {
+		if err := e2.reg.Register(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e2.create("C1", "wt", "Cache", "Core") // the recorded mode (wb) wins
+	if in, _ := e2.m.Get("C1"); !in.Started || in.Mode != "wb" {
+		t.Fatalf("after restart: %+v, want started in the recorded wb mode", in)
+	}
+	vol2, _ := e2.reg.Lookup("C1")
+	if vol2.Info().UUID != id {
+		t.Errorf("volume UUID %s after restart, want %s", vol2.Info().UUID, id)
+	}
+	if err := vol2.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("dirty data lost across restart (err %v)", err)
+	}
+}
+
+// TestForeignCacheNeedsForce: a cache device holding another cache's
+// metadata is refused unless force is given.
+func TestForeignCacheNeedsForce(t *testing.T) {
+	e := newEnv(t)
+	e.malloc("Cache", 8)
+	e.malloc("Core1", 4)
+	e.malloc("Core2", 4)
+	e.create("C1", "wb", "Cache", "Core1")
+	if err := e.m.Shutdown(false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.m.Create(vbdev.Params{Name: "C2", Mode: "wt", CacheBdev: "Cache", CoreBdev: "Core2"})
+	if !errors.Is(err, vbdev.ErrForeignCache) {
+		t.Fatalf("create on a device holding another cache: %v, want ErrForeignCache", err)
+	}
+	if _, claimed := e.reg.ClaimOwner("Cache"); claimed {
+		t.Error("refused create left the cache claimed")
+	}
+	if _, err := e.m.Create(vbdev.Params{Name: "C2", Mode: "wt", CacheBdev: "Cache", CoreBdev: "Core2", Force: true}); err != nil {
+		t.Fatalf("create with force: %v", err)
+	}
+}
