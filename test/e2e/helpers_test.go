@@ -173,6 +173,8 @@ type Daemon struct {
 
 	clientMu sync.Mutex
 	client   *rpcclient.Client
+	// called records the methods called through Call and CallErr.
+	called map[string]bool
 }
 
 // StartDaemon starts blockcache serve with an NBD server on a free port
@@ -204,7 +206,8 @@ func startProcess(t *testing.T, o DaemonOpts) *Daemon {
 		args = append(args, "--config", o.Config)
 	}
 	args = append(args, o.Args...)
-	d := &Daemon{t: t, Sock: o.Sock, DataDir: o.DataDir, stdout: newLineLog(), stderr: newLineLog(), exited: make(chan struct{})}
+	d := &Daemon{t: t, Sock: o.Sock, DataDir: o.DataDir, stdout: newLineLog(), stderr: newLineLog(),
+		exited: make(chan struct{}), called: map[string]bool{}}
 	d.cmd = exec.Command(binPath, args...)
 	d.cmd.Dir = t.TempDir()
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
@@ -330,7 +333,9 @@ func (d *Daemon) Client(t *testing.T) *rpcclient.Client {
 	d.clientMu.Lock()
 	defer d.clientMu.Unlock()
 	if d.client == nil {
-		c, err := rpcclient.Dial(d.Sock, rpcclient.WithTimeout(30*time.Second), rpcclient.WithConnectRetries(10))
+		// Not closed at t's cleanup (t may be a subtest): the daemon's
+		// cleanup closes it.
+		c, err := d.dial()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,6 +343,35 @@ func (d *Daemon) Client(t *testing.T) *rpcclient.Client {
 	}
 	return d.client
 }
+
+func (d *Daemon) dial() (*rpcclient.Client, error) {
+	return rpcclient.Dial(d.Sock, rpcclient.WithTimeout(30*time.Second), rpcclient.WithConnectRetries(10))
+}
+
+// Dial opens another client connection, closed at t's cleanup.
+func (d *Daemon) Dial(t *testing.T) *rpcclient.Client {
+	t.Helper()
+	c, err := d.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// markCalled records that a method was exercised.
+func (d *Daemon) markCalled(method string) {
+	d.clientMu.Lock()
+	defer d.clientMu.Unlock()
+	d.called[method] = true
+}
+
+func (d *Daemon) wasCalled(method string) bool {
+	d.clientMu.Lock()
+	defer d.clientMu.Unlock()
+	return d.called[method]
+}
+
 
 func (d *Daemon) closeClient() {
 	d.clientMu.Lock()
@@ -351,6 +385,7 @@ func (d *Daemon) closeClient() {
 // Call calls a method and fails the test on any error.
 func (d *Daemon) Call(t *testing.T, method string, params any) json.RawMessage {
 	t.Helper()
+	d.markCalled(method)
 	res, err := d.Client(t).Call(method, params)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, mustJSON(params), err)
@@ -370,6 +405,7 @@ func (d *Daemon) CallInto(t *testing.T, method string, params, out any) {
 // CallErr calls a method that must fail with an error reply and returns it.
 func (d *Daemon) CallErr(t *testing.T, method string, params any) *jsonrpc.Error {
 	t.Helper()
+	d.markCalled(method)
 	res, err := d.Client(t).Call(method, params)
 	return replyError(t, method, params, res, err)
 }
