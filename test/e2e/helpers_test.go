@@ -372,7 +372,6 @@ func (d *Daemon) wasCalled(method string) bool {
 	return d.called[method]
 }
 
-
 func (d *Daemon) closeClient() {
 	d.clientMu.Lock()
 	defer d.clientMu.Unlock()

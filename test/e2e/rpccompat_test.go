@@ -771,7 +771,9 @@ func comparableBdevs(t *testing.T, d *Daemon) string {
 	t.Helper()
 	var list []map[string]json.RawMessage
 	d.CallInto(t, "bdev_get_bdevs", nil, &list)
-	slices.SortFunc(list, func(a, b map[string]json.RawMessage) int { return strings.Compare(string(a["name"]), string(b["name"])) })
+	slices.SortFunc(list, func(a, b map[string]json.RawMessage) int {
+		return strings.Compare(string(a["name"]), string(b["name"]))
+	})
 	for _, b := range list {
 		if string(b["product_name"]) == `"SPDK OCF"` {
 			delete(b, "uuid")
