@@ -209,10 +209,15 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 // writeCore writes r's buffer to the core. On failure the core's copy of the
 // range is unknown, so clean cached copies are dropped (reads then come from
 // the core consistently) while dirty ones, the newest acknowledged data, stay.
+//
+// Every caller then clears the dirty bits of the range (the core holds the
+// newest data). Once that change reaches the metadata, a crash would read the
+// range from the core, so the core's copy must be durable first: when the
+// range held dirty data, the write is made durable (FUA) before returning.
 func (c *Cache) writeCore(r *request, fua bool) error {
 	co := r.co
 	co.stats.coreWrBytes.Add(uint64(r.len))
-	if err := co.dev.WriteAt(r.buf, r.off, fua); err != nil {
+	if err := co.dev.WriteAt(r.buf, r.off, fua || r.dirtyAny); err != nil {
 		co.stats.coreWrErrors.Add(1)
 		r.invalidate(true)
 		return fmt.Errorf("%s write at %d: core device: %w", co.info.Name, r.off, err)
@@ -272,6 +277,14 @@ func (c *Cache) discard(co *Core, off, length int64) error {
 	if err := bdev.Discard(co.dev, off, length); err != nil {
 		co.stats.coreWrErrors.Add(1)
 		return fmt.Errorf("%s discard at %d: core device: %w", co.info.Name, off, err)
+	}
+	if r.dirtyAny {
+		// As in writeCore: the core's new contents must be durable before
+		// the metadata can say the dirty sectors are gone.
+		if err := co.dev.Flush(); err != nil {
+			co.stats.coreWrErrors.Add(1)
+			return fmt.Errorf("%s discard at %d: flush core device: %w", co.info.Name, off, err)
+		}
 	}
 	r.invalidate(false)
 	return nil

@@ -1,0 +1,249 @@
+package ocf_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/google/uuid"
+	"pgregory.net/rapid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/crashdev"
+	"blockcache/internal/bdev/malloc"
+	"blockcache/internal/ocf"
+)
+
+// TestCrashConsistency cuts power at random points of random operation
+// sequences, in every mode and line size, and checks durability.md's
+// contract on what the cache loads from the crash-cloned devices.
+//
+// The model keeps, per sector, the write that is durable (the last one
+// acknowledged with FUA or before a completed flush; 0 = the initial zeroes)
+// and every write acknowledged since. After a crash, each sector must read
+// back one of those, whole (each sector's content names its write, core and
+// sector, so torn or misplaced data is caught), and read the same twice.
+// Then the sequence goes on from the recovered state and may crash again.
+func TestCrashConsistency(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		lineSize := rapid.SampledFrom([]int64{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10}).Draw(rt, "lineSize")
+		mode := rapid.SampledFrom(ocf.Modes()).Draw(rt, "mode")
+		lines := rapid.IntRange(2, 10).Draw(rt, "lines")
+		nCores := rapid.IntRange(1, 2).Draw(rt, "cores")
+		coreBytes := lineSize * int64(rapid.IntRange(2, 12).Draw(rt, "coreLines"))
+		seed := rapid.Uint64().Draw(rt, "seed")
+		w := newCrashWorld(rt, lineSize, mode, lines, nCores, coreBytes, seed)
+		for crash := 0; crash < 2; crash++ {
+			steps := rapid.IntRange(1, 40).Draw(rt, fmt.Sprintf("steps%d", crash))
+			for range steps {
+				w.step(rt)
+			}
+			w.crashAndRecover(rt)
+		}
+	})
+}
+
+type crashWorld struct {
+	lineSize  int64
+	coreBytes int64
+	rng       *rand.Rand
+
+	cacheDev *crashdev.Device
+	coreDevs []*crashdev.Device
+	cache    *ocf.Cache
+	cores    []*ocf.Core
+
+	nextWrite uint64
+	// Per core, per sector: the durable write and the writes acknowledged
+	// since (possible after a crash). cur is the latest acknowledged.
+	durable  [][]uint64
+	possible [][][]uint64
+	cur      [][]uint64
+}
+
+func crashDevice(t *rapid.T, name string, bytes int64) *crashdev.Device {
+	m, err := malloc.New(name, uuid.Nil, 512, uint64(bytes/512))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crashdev.New(m)
+}
+
+func newCrashWorld(t *rapid.T, lineSize int64, mode ocf.Mode, lines, nCores int, coreBytes int64, seed uint64) *crashWorld {
+	w := &crashWorld{lineSize: lineSize, coreBytes: coreBytes, rng: rand.New(rand.NewPCG(seed, seed^0x9e37))}
+	w.cacheDev = crashDevice(t, "cache", ocf.DeviceBytesFor(lines, lineSize))
+	c, err := ocf.New(w.cacheDev, ocf.Config{LineSize: lineSize, Mode: mode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cache = c
+	sectors := int(coreBytes / 512)
+	for i := range nCores {
+		dev := crashDevice(t, fmt.Sprintf("core%d", i), coreBytes)
+		co, err := c.AddCore(ocf.CoreConfig{ID: ocf.CoreID(i), Device: dev, Volume: bdev.Info{Name: fmt.Sprintf("vol%d", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.coreDevs = append(w.coreDevs, dev)
+		w.cores = append(w.cores, co)
+		w.durable = append(w.durable, make([]uint64, sectors))
+		w.cur = append(w.cur, make([]uint64, sectors))
+		p := make([][]uint64, sectors)
+		for s := range p {
+			p[s] = []uint64{0}
+		}
+		w.possible = append(w.possible, p)
+	}
+	return w
+}
+
+// sectorContent is what write id puts in sector s of core: the id, the
+// core and the sector, then a filler derived from them. Write 0 is zeroes.
+func sectorContent(id uint64, core, s int) []byte {
+	b := make([]byte, 512)
+	if id == 0 {
+		return b
+	}
+	binary.LittleEndian.PutUint64(b[0:], id)
+	binary.LittleEndian.PutUint32(b[8:], uint32(core))
+	binary.LittleEndian.PutUint32(b[12:], uint32(s))
+	for i := 16; i < 512; i++ {
+		b[i] = byte(id*31 + uint64(s)*7 + uint64(i))
+	}
+	return b
+}
+
+// decode names the write a sector's content came from, or fails.
+func decodeSector(b []byte, core, s int) (uint64, error) {
+	id := binary.LittleEndian.Uint64(b[0:])
+	if !bytes.Equal(b, sectorContent(id, core, s)) {
+		return 0, fmt.Errorf("core %d sector %d: content is no whole write of this sector (torn, misplaced or garbage); starts %x", core, s, b[:16])
+	}
+	return id, nil
+}
+
+func (w *crashWorld) span(t *rapid.T) (core, s0, n int) {
+	core = rapid.IntRange(0, len(w.cores)-1).Draw(t, "core")
+	sectors := int(w.coreBytes / 512)
+	s0 = rapid.IntRange(0, sectors-1).Draw(t, "sector")
+	n = rapid.IntRange(1, min(sectors-s0, int(2*w.lineSize/512))).Draw(t, "n")
+	return
+}
+
+func (w *crashWorld) step(t *rapid.T) {
+	switch op := rapid.IntRange(0, 9).Draw(t, "op"); op {
+	case 0, 1, 2, 3: // write
+		core, s0, n := w.span(t)
+		fua := rapid.Bool().Draw(t, "fua")
+		w.nextWrite++
+		id := w.nextWrite
+		buf := make([]byte, 0, n*512)
+		for s := s0; s < s0+n; s++ {
+			buf = append(buf, sectorContent(id, core, s)...)
+		}
+		if err := w.cores[core].WriteAt(buf, int64(s0)*512, fua); err != nil {
+			t.Fatalf("write core %d sectors %d+%d: %v", core, s0, n, err)
+		}
+		for s := s0; s < s0+n; s++ {
+			w.cur[core][s] = id
+			if fua {
+				w.durable[core][s], w.possible[core][s] = id, []uint64{id}
+			} else {
+				w.possible[core][s] = append(w.possible[core][s], id)
+			}
+		}
+	case 4, 5: // read: the latest acknowledged write of every sector
+		core, s0, n := w.span(t)
+		buf := make([]byte, n*512)
+		if err := w.cores[core].ReadAt(buf, int64(s0)*512); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		for k := range n {
+			got, err := decodeSector(buf[k*512:(k+1)*512], core, s0+k)
+			if err != nil || got != w.cur[core][s0+k] {
+				t.Fatalf("read core %d sector %d: write %d (%v), want %d", core, s0+k, got, err, w.cur[core][s0+k])
+			}
+		}
+	case 6: // flush: everything acknowledged on the core becomes durable
+		core := rapid.IntRange(0, len(w.cores)-1).Draw(t, "core")
+		if err := w.cores[core].Flush(); err != nil {
+			t.Fatalf("flush: %v", err)
+		}
+		for s, id := range w.cur[core] {
+			w.durable[core][s], w.possible[core][s] = id, []uint64{id}
+		}
+	case 7:
+		if err := w.cache.SetMode(rapid.SampledFrom(ocf.Modes()).Draw(t, "mode"), rapid.Bool().Draw(t, "flushFirst")); err != nil {
+			t.Fatalf("set mode: %v", err)
+		}
+	case 8:
+		if err := w.cache.FlushDirty(nil, nil); err != nil {
+			t.Fatalf("flush dirty: %v", err)
+		}
+	case 9: // discard: reads back zeroes, durable only after a flush
+		core, s0, n := w.span(t)
+		if err := w.cores[core].Discard(int64(s0)*512, int64(n)*512); err != nil {
+			t.Fatalf("discard: %v", err)
+		}
+		for s := s0; s < s0+n; s++ {
+			w.cur[core][s] = 0
+			w.possible[core][s] = append(w.possible[core][s], 0)
+		}
+	}
+}
+
+func (w *crashWorld) crashAndRecover(t *rapid.T) {
+	pct := rapid.SampledFrom([]int{0, 50, 100}).Draw(t, "unflushedPercent")
+	clone := func(d *crashdev.Device) *crashdev.Device {
+		c, err := d.CrashClone(crashdev.CrashCloneConfig{UnflushedPercent: pct, RNG: w.rng})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cacheDev := clone(w.cacheDev)
+	var coreDevs []*crashdev.Device
+	for _, d := range w.coreDevs {
+		coreDevs = append(coreDevs, clone(d))
+	}
+	c, rep, err := ocf.Load(cacheDev, ocf.Config{})
+	if err != nil {
+		t.Fatalf("load after crash: %v", err)
+	}
+	var cores []*ocf.Core
+	for i, d := range coreDevs {
+		co, err := c.AddCore(ocf.CoreConfig{ID: ocf.CoreID(i), Device: d, Volume: w.cores[i].Info()})
+		if err != nil {
+			t.Fatalf("attach core %d after crash: %v", i, err)
+		}
+		cores = append(cores, co)
+	}
+	if errs := c.Check(); len(errs) > 0 {
+		t.Fatalf("check after load (%+v): %v", rep, errs)
+	}
+	for core, co := range cores {
+		img := make([]byte, w.coreBytes)
+		if err := co.ReadAt(img, 0); err != nil {
+			t.Fatalf("read after crash: %v", err)
+		}
+		again := make([]byte, w.coreBytes)
+		if err := co.ReadAt(again, 0); err != nil || !bytes.Equal(img, again) {
+			t.Fatalf("core %d reads differently twice after recovery (%v)", core, err)
+		}
+		for s := range w.cur[core] {
+			got, err := decodeSector(img[s*512:(s+1)*512], core, s)
+			if err != nil {
+				t.Fatalf("after crash (%+v): %v", rep, err)
+			}
+			if !slices.Contains(w.possible[core][s], got) {
+				t.Fatalf("after crash (%+v): core %d sector %d holds write %d; durable is %d, acknowledged since %v",
+					rep, core, s, got, w.durable[core][s], w.possible[core][s])
+			}
+			w.cur[core][s], w.durable[core][s], w.possible[core][s] = got, got, []uint64{got}
+		}
+	}
+	w.cacheDev, w.coreDevs, w.cache, w.cores = cacheDev, coreDevs, c, cores
+}
