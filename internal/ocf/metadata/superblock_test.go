@@ -278,6 +278,23 @@ func TestSuperblockRejectsInconsistent(t *testing.T) {
 	}
 }
 
+// TestSuperblockRejectsLineSize encodes superblocks whose line size is
+// outside 4–64 KiB or not a power of two, with the geometry such a line size
+// would give, so that only the line size check can reject them.
+func TestSuperblockRejectsLineSize(t *testing.T) {
+	for _, ls := range []int64{512, 2048, 12288, 128 << 10} {
+		s := sampleSuperblock()
+		s.Geometry = metadata.ComputeGeometry(sampleDevBytes, ls)
+		b, err := s.Encode()
+		if err != nil {
+			continue // refusing to encode it is fine too
+		}
+		if _, err := metadata.DecodeSuperblock(b, sampleDevBytes); !metadata.IsCorrupt(err) {
+			t.Errorf("line size %d: Decode = %v, want a corruption error", ls, err)
+		}
+	}
+}
+
 func TestSuperblockVersion(t *testing.T) {
 	b := mustEncode(t, sampleSuperblock())
 	b[8] = 2
