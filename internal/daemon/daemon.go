@@ -208,17 +208,31 @@ func serveErr(what string, err, closed error) error {
 	return fmt.Errorf("%s server: %w", what, err)
 }
 
+// Shutdown time limits: running RPC handlers get rpcShutdownGrace before
+// their contexts are cancelled; NBD clients get nbdShutdownTimeout to finish
+// the requests they sent.
+const (
+	rpcShutdownGrace   = 5 * time.Second
+	nbdShutdownTimeout = 30 * time.Second
+)
+
 func (d *Daemon) shutdown() error {
 	d.persistMu.Lock()
 	d.persist = false // teardown is not a configuration change
 	d.persistMu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var errs []error
-	if err := d.rpc.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("rpc shutdown: %w", err))
+	// RPCs that wait (bdev_get_bdevs with a timeout) do not end on their
+	// own: give running handlers a moment, then cancel them. That is the
+	// normal way out for such calls, not a failed shutdown, and it must not
+	// eat into the time NBD clients get to drain.
+	rpcCtx, cancelRPC := context.WithTimeout(context.Background(), rpcShutdownGrace)
+	if err := d.rpc.Shutdown(rpcCtx); err != nil {
+		d.log.Warn("rpc shutdown: handlers still running were cancelled", "grace", rpcShutdownGrace, "err", err)
 	}
+	cancelRPC()
+	ctx, cancel := context.WithTimeout(context.Background(), nbdShutdownTimeout)
+	defer cancel()
 	if err := d.nbd.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("nbd shutdown: %w", err))
 	}
