@@ -39,6 +39,10 @@ func (c *Cache) flushDirty(co *Core, progress func(done, total int)) error {
 			return err
 		}
 		if n == 0 {
+			// Record the lines as clean, so they can be reused.
+			if err := c.syncMetadata(false); err != nil {
+				return fmt.Errorf("flush: %w", err)
+			}
 			return nil
 		}
 		done += n
@@ -154,11 +158,8 @@ func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
 	if len(errs) > 0 {
 		return cleaned, errors.Join(errs...)
 	}
-	// Until their clean entries are durable, the lines are not reused
-	// (line.durableDirty); write them now so they can be.
-	if err := c.syncMetadata(false); err != nil {
-		return cleaned, fmt.Errorf("clean: %w", err)
-	}
+	// Until their clean entries are durable the lines are not reused
+	// (line.durableDirty); the callers write the metadata once they are done.
 	return cleaned, nil
 }
 

@@ -42,6 +42,7 @@ type persistState struct {
 	// sync serialises metadata writes and guards seq.
 	sync sync.Mutex
 	seq  uint64 // sequence number of the newest superblock written
+	bufs sync.Pool // *[]byte of syncChunkSectors sectors
 }
 
 // syncChunkSectors bounds one encode-flush-write round of syncMetadata.
@@ -65,15 +66,6 @@ func (c *Cache) metaUrgent() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.mu.metaUrgent
-}
-
-// entryLocked is line i's entry as it is now.
-func (c *Cache) entryLocked(i int) metadata.Entry {
-	ln := &c.mu.lines[i]
-	if !ln.mapped() {
-		return metadata.Unmapped
-	}
-	return metadata.Entry{Core: uint16(ln.core), CoreLine: ln.coreLine, Valid: ln.valid, Dirty: ln.dirty}
 }
 
 // syncMetadata writes the marked entry sectors when an urgent change waits
@@ -125,21 +117,30 @@ func (c *Cache) syncMetadata(all bool) error {
 func (c *Cache) writeEntrySectors(sectors []int) error {
 	eps := c.layout.perSector
 	spl := c.sectorsPerLine
-	buf := make([]byte, len(sectors)*metadata.SectorBytes)
-	durableDirty := make([]uint64, len(sectors)) // per sector, bit per slot
-	entries := make([]metadata.Entry, eps)
+	bufp := c.meta.bufs.Get().(*[]byte)
+	defer c.meta.bufs.Put(bufp)
+	buf := (*bufp)[:len(sectors)*metadata.SectorBytes]
+	var durableDirty [syncChunkSectors]uint64 // per sector, bit per slot
 
 	c.mu.Lock()
 	for j, s := range sectors {
 		n := min(eps, c.layout.numLines-s*eps)
+		w := metadata.NewSector(buf[j*metadata.SectorBytes:], uint32(s), c.meta.id, spl)
 		for slot := range n {
-			e := c.entryLocked(s*eps + slot)
-			entries[slot] = e
-			if e.Dirty != [2]uint64{} {
+			ln := &c.mu.lines[s*eps+slot]
+			if !ln.mapped() {
+				continue
+			}
+			e := metadata.Entry{Core: uint16(ln.core), CoreLine: ln.coreLine, Valid: ln.valid, Dirty: ln.dirty}
+			if err := w.Put(slot, &e); err != nil {
+				c.mu.Unlock()
+				return err // the in-memory state breaks an invariant
+			}
+			if !ln.dirty.empty() {
 				durableDirty[j] |= 1 << slot
 			}
 		}
-		metadata.EncodeSector(buf[j*metadata.SectorBytes:], uint32(s), c.meta.id, spl, entries[:n])
+		w.Seal()
 	}
 	c.mu.Unlock()
 
@@ -237,7 +238,8 @@ func (c *Cache) initMetadata() error {
 	for s := int64(0); s < total; s += chunk {
 		n := min(chunk, total-s)
 		for j := range n {
-			metadata.EncodeSector(buf[j*metadata.SectorBytes:], uint32(s+j), c.meta.id, c.sectorsPerLine, nil)
+			w := metadata.NewSector(buf[j*metadata.SectorBytes:], uint32(s+j), c.meta.id, c.sectorsPerLine)
+			w.Seal()
 		}
 		if err := c.dev.WriteAt(buf[:n*metadata.SectorBytes], c.layout.EntrySectorOffset(s), false); err != nil {
 			return fmt.Errorf("initialise cache metadata: %w", err)

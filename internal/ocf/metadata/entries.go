@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 
 	"github.com/google/uuid"
@@ -26,26 +27,78 @@ var Unmapped = Entry{Core: NoCore}
 func cacheTag(id uuid.UUID) uint64 { return binary.LittleEndian.Uint64(id[:8]) }
 
 // EncodeSector fills b (SectorBytes long) as entry sector index of cache id
-// from entries (at most EntriesPerSector; missing slots are Unmapped).
-func EncodeSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int, entries []Entry) {
-	clear(b[:SectorBytes])
+// from entries (at most EntriesPerSector; missing slots are Unmapped). It
+// fails, writing nothing valid, on an entry the decoder would reject: too
+// many, masks beyond the line, dirty sectors not valid, or an unmapped
+// entry with contents.
+func EncodeSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int, entries []Entry) error {
+	if len(entries) > EntriesPerSector(sectorsPerLine) {
+		return fmt.Errorf("encode entry sector %d: %d entries, at most %d fit", index, len(entries), EntriesPerSector(sectorsPerLine))
+	}
+	s := NewSector(b, index, id, sectorsPerLine)
+	for slot := range entries {
+		if err := s.Put(slot, &entries[slot]); err != nil {
+			return err
+		}
+	}
+	s.Seal()
+	return nil
+}
+
+// SectorWriter encodes one entry sector in place: NewSector, Put each
+// mapped entry (slots not put stay unmapped), Seal.
+type SectorWriter struct {
+	b              []byte
+	index          uint32
+	sectorsPerLine int
+	size           int // entry size
+	full           [2]uint64
+}
+
+// NewSector starts entry sector index of cache id in b (SectorBytes long),
+// every slot unmapped.
+func NewSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int) SectorWriter {
+	b = b[:SectorBytes]
+	clear(b)
 	le := binary.LittleEndian
 	le.PutUint32(b[4:], index)
 	le.PutUint64(b[8:], cacheTag(id))
-	size, maskBytes := EntrySize(sectorsPerLine), sectorsPerLine/8
-	eps := EntriesPerSector(sectorsPerLine)
-	for slot := range eps {
-		e := Unmapped
-		if slot < len(entries) {
-			e = entries[slot]
-		}
-		o := entrySectorHeader + slot*size
-		le.PutUint32(b[o:], e.CoreLine)
-		le.PutUint16(b[o+4:], e.Core)
-		putMask(b[o+8:o+8+maskBytes], e.Valid)
-		putMask(b[o+8+maskBytes:o+8+2*maskBytes], e.Dirty)
+	w := SectorWriter{b: b, index: index, sectorsPerLine: sectorsPerLine, size: EntrySize(sectorsPerLine)}
+	for i := range sectorsPerLine {
+		w.full[i/64] |= 1 << (i % 64)
 	}
-	le.PutUint32(b[0:], Checksum(b[4:SectorBytes]))
+	for slot := range EntriesPerSector(sectorsPerLine) {
+		le.PutUint16(b[entrySectorHeader+slot*w.size+4:], NoCore)
+	}
+	return w
+}
+
+// Put encodes e into slot.
+func (w *SectorWriter) Put(slot int, e *Entry) error {
+	if slot >= EntriesPerSector(w.sectorsPerLine) {
+		return fmt.Errorf("encode entry sector %d: slot %d out of range", w.index, slot)
+	}
+	switch {
+	case !e.Mapped() && (e.CoreLine != 0 || e.Valid != [2]uint64{} || e.Dirty != [2]uint64{}):
+		return fmt.Errorf("encode entry sector %d slot %d: unmapped entry with contents", w.index, slot)
+	case e.Valid[0]&^w.full[0] != 0 || e.Valid[1]&^w.full[1] != 0:
+		return fmt.Errorf("encode entry sector %d slot %d: valid sectors beyond the line", w.index, slot)
+	case e.Dirty[0]&^e.Valid[0] != 0 || e.Dirty[1]&^e.Valid[1] != 0:
+		return fmt.Errorf("encode entry sector %d slot %d: dirty sectors not valid", w.index, slot)
+	}
+	le := binary.LittleEndian
+	maskBytes := w.sectorsPerLine / 8
+	o := entrySectorHeader + slot*w.size
+	le.PutUint32(w.b[o:], e.CoreLine)
+	le.PutUint16(w.b[o+4:], e.Core)
+	putMask(w.b[o+8:o+8+maskBytes], e.Valid)
+	putMask(w.b[o+8+maskBytes:o+8+2*maskBytes], e.Dirty)
+	return nil
+}
+
+// Seal writes the sector's checksum.
+func (w *SectorWriter) Seal() {
+	binary.LittleEndian.PutUint32(w.b[0:], Checksum(w.b[4:SectorBytes]))
 }
 
 // DecodeSector validates entry sector index of cache id and decodes its

@@ -53,8 +53,15 @@ func (s *Superblock) Encode() ([]byte, error) {
 	if n > SuperblockCopyBytes {
 		return nil, fmt.Errorf("encode superblock: %d cores need %d bytes, more than the %d reserved", len(s.Cores), n, SuperblockCopyBytes)
 	}
-	if len(s.Cores) > 0xFFFF {
-		return nil, fmt.Errorf("encode superblock: %d cores", len(s.Cores))
+	if ls := s.Geometry.LineSize; ls < 4096 || ls > 65536 || ls&(ls-1) != 0 {
+		return nil, fmt.Errorf("encode superblock: line size %d", ls)
+	}
+	seen := map[uint16]bool{}
+	for _, c := range s.Cores {
+		if c.ID == NoCore || seen[c.ID] {
+			return nil, fmt.Errorf("encode superblock: bad or repeated core id %d", c.ID)
+		}
+		seen[c.ID] = true
 	}
 	b := make([]byte, n)
 	le := binary.LittleEndian
