@@ -41,7 +41,7 @@ type persistState struct {
 
 	// sync serialises metadata writes and guards seq.
 	sync sync.Mutex
-	seq  uint64 // sequence number of the newest superblock written
+	seq  uint64    // sequence number of the newest superblock written
 	bufs sync.Pool // *[]byte of syncChunkSectors sectors
 }
 
