@@ -17,6 +17,8 @@ func (a *API) registerOCF() {
 	a.srv.Register("bdev_ocf_get_stats", a.ocfGetStats)
 	a.srv.Register("bdev_ocf_reset_stats", a.ocfResetStats)
 	a.srv.Register("bdev_ocf_set_cache_mode", a.mutating(a.ocfSetCacheMode))
+	a.srv.Register("bdev_ocf_flush_start", a.ocfFlushStart)
+	a.srv.Register("bdev_ocf_flush_status", a.ocfFlushStatus)
 	// The 2020 names, still accepted by SPDK as deprecated aliases.
 	a.srv.RegisterAlias("construct_ocf_bdev", "bdev_ocf_create")
 	a.srv.RegisterAlias("delete_ocf_bdev", "bdev_ocf_delete")
@@ -189,4 +191,51 @@ func (a *API) ocfConfig() []configEntry {
 		}})
 	}
 	return out
+}
+
+func (a *API) ocfFlushStart(_ context.Context, params json.RawMessage) (any, error) {
+	var p nameParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	err := a.svc.OCF.FlushStart(p.Name)
+	switch {
+	case errors.Is(err, vbdev.ErrNoSuchVbdev):
+		return nil, errNoSuchVbdev(p.Name)
+	case errors.Is(err, vbdev.ErrNotStarted):
+		return nil, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "Couldn't flush cache: device not attached").WithData("%v", err)
+	case err != nil:
+		return nil, ocfFailure("Could not lock cache", err)
+	}
+	return true, nil
+}
+
+// flushStatusObject is bdev_ocf_flush_status' result: SPDK's in_progress
+// and, once finished, status (0 or a negative errno); blockcache adds how
+// many lines the flush has written back of how many.
+type flushStatusObject struct {
+	InProgress   bool   `json:"in_progress"`
+	Status       *int32 `json:"status,omitempty"`
+	FlushedLines int    `json:"flushed_lines"`
+	TotalLines   int    `json:"total_lines"`
+}
+
+func (a *API) ocfFlushStatus(_ context.Context, params json.RawMessage) (any, error) {
+	var p nameParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	st, err := a.svc.OCF.FlushStatus(p.Name)
+	if err != nil {
+		return nil, errNoSuchVbdev(p.Name)
+	}
+	out := flushStatusObject{InProgress: st.InProgress, FlushedLines: st.Done, TotalLines: st.Total}
+	if !st.InProgress {
+		var status int32
+		if st.Err != nil {
+			status = -int32(errnoOf(st.Err))
+		}
+		out.Status = &status
+	}
+	return out, nil
 }

@@ -45,6 +45,7 @@ type Vbdev struct {
 	coreClaim *bdev.Claim // held while the core bdev is attached
 	inst      *instance   // set while the cache bdev is attached
 	core      *ocf.Core   // set while started
+	flush     *flushJob   // the last bdev_ocf_flush_start, if any
 }
 
 // instance is a cache instance: one cache bdev, claimed once, shared by the

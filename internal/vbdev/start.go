@@ -136,7 +136,14 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	default:
 		m.log.Warn("reinitialising a cache device that held another cache (force)", "cache", inst.name, "cores", coreNames(sb))
 	}
-	cfg := ocf.Config{LineSize: inst.lineSize, Mode: inst.mode}
+	log := m.log.With("cache", inst.name)
+	progress := map[string]func(done, total int64){}
+	cfg := ocf.Config{LineSize: inst.lineSize, Mode: inst.mode, Progress: func(op string, done, total int64) {
+		if progress[op] == nil {
+			progress[op] = newProgressLog(log, "cache "+op)
+		}
+		progress[op](done, total)
+	}}
 	if !load {
 		c, err := ocf.New(dev, cfg)
 		if err != nil {
