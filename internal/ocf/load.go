@@ -1,6 +1,7 @@
 package ocf
 
 import (
+	"errors"
 	"fmt"
 
 	"blockcache/internal/bdev"
@@ -54,6 +55,24 @@ type LoadReport struct {
 // damaged (an error wrapping metadata.ErrCorrupt naming the region) or the
 // device holds no cache (metadata.ErrNoMetadata).
 func Load(dev bdev.Device, cfg Config) (*Cache, *LoadReport, error) {
+	return load(dev, cfg, false)
+}
+
+// Verify reads and checks the metadata of a cache device without changing
+// it, as Load would see it, and then runs Check on the result: the offline
+// `blockcache check`. The cache built is dropped.
+func Verify(dev bdev.Device, progress func(op string, done, total int64)) (*LoadReport, error) {
+	c, rep, err := load(dev, Config{Progress: progress}, true)
+	if err != nil {
+		return rep, err
+	}
+	if errs := c.Check(); len(errs) > 0 {
+		return rep, fmt.Errorf("%w: %w", metadata.ErrCorrupt, errors.Join(errs...))
+	}
+	return rep, nil
+}
+
+func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, error) {
 	name := dev.Info().Name
 	sb, damaged, err := readSuperblock(dev)
 	if err != nil {
@@ -78,6 +97,9 @@ func Load(dev bdev.Device, cfg Config) (*Cache, *LoadReport, error) {
 	}
 	if err := c.loadEntries(rep); err != nil {
 		return nil, nil, fmt.Errorf("load cache %q: %w", name, err)
+	}
+	if readOnly {
+		return c, rep, nil
 	}
 	// From now on the cache runs: mark it not clean, in both copies.
 	if err := c.writeSuperblock(false); err != nil {

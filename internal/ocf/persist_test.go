@@ -179,3 +179,29 @@ func imageDevice(t *testing.T, img []byte) bdev.Device {
 	}
 	return d
 }
+
+// TestVerifyIsReadOnly: Verify checks a device without writing to it, and
+// reports damage as Load does.
+func TestVerifyIsReadOnly(t *testing.T) {
+	env := ocftest.New(t, ocftest.Options{Lines: 64, Mode: ocf.ModeWB, CoreBytes: 1 << 20})
+	if err := env.Cores[0].WriteAt(pattern(3, 8192), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	stopAll(t, env)
+	img := make([]byte, env.CacheDev.Info().SizeBytes())
+	if err := env.CacheDev.ReadAt(img, 0); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ocf.Verify(env.CacheDev, nil)
+	if err != nil || !rep.Clean || rep.DirtyLines != 2 {
+		t.Fatalf("verify: %+v, %v; want clean with 2 dirty lines", rep, err)
+	}
+	after := make([]byte, len(img))
+	if err := env.CacheDev.ReadAt(after, 0); err != nil || !bytes.Equal(img, after) {
+		t.Fatalf("verify changed the device (err %v)", err)
+	}
+	img[metadata.SuperblockArea+20] ^= 8
+	if _, err := ocf.Verify(imageDevice(t, img), nil); !metadata.IsCorrupt(err) {
+		t.Fatalf("verify of a damaged device: %v, want corruption", err)
+	}
+}
