@@ -163,3 +163,147 @@ func TestSecondDaemonSameSocket(t *testing.T) {
 	d.Call(t, "spdk_get_version", nil)
 	d.Stop(t)
 }
+
+// sparseFiles creates empty files of the given sizes in a new directory.
+func sparseFiles(t *testing.T, sizes map[string]int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, size := range sizes {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// wbOnFiles creates aio bdevs on cache.bin and core.bin in dir, a
+// write-back vbdev Vol on them and its export; it returns the export URI.
+func (d *Daemon) wbOnFiles(t *testing.T, dir string) string {
+	t.Helper()
+	d.Call(t, "bdev_aio_create", aioParams(filepath.Join(dir, "cache.bin"), "VCache"))
+	d.Call(t, "bdev_aio_create", aioParams(filepath.Join(dir, "core.bin"), "VCore"))
+	d.Call(t, "bdev_ocf_create", ocfParams("Vol", "wb", "VCache", "VCore", 0))
+	var uri string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol"}, &uri)
+	return uri
+}
+
+// TestRestartKeepsDirtyData stops a daemon with --shutdown-flush=false, so
+// the dirty data stays in the cache, and checks that the next start loads
+// the cache and serves it, with the volume's UUID unchanged.
+func TestRestartKeepsDirtyData(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "qemu-img")
+	dataDir := filepath.Join(t.TempDir(), "data")
+	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 32 << 20})
+	d := StartDaemon(t, DaemonOpts{DataDir: dataDir, Args: []string{"--shutdown-flush=false"}})
+	uri := d.wbOnFiles(t, files)
+	data := randomBytes(6, imageSize)
+	img := writeFile(t, t.TempDir(), "image.raw", data)
+	run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
+	dirty := d.stats(t, "Vol").Usage.Dirty.Count
+	if dirty == 0 {
+		t.Fatal("no dirty data before shutdown")
+	}
+	before, _ := d.getBdev(t, "Vol")
+	d.Stop(t)
+
+	core, err := os.ReadFile(filepath.Join(files, "core.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(core[:imageSize], data) {
+		t.Fatalf("with --shutdown-flush=false the core already holds everything (%d dirty 4 KiB blocks before shutdown)", dirty)
+	}
+
+	d2 := StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	if !strings.Contains(d2.Stderr(), "cache loaded") {
+		t.Fatalf("the restart did not load the cache:\n%s", d2.Stderr())
+	}
+	after, _ := d2.getBdev(t, "Vol")
+	if after.UUID != before.UUID {
+		t.Fatalf("volume UUID %s after restart, was %s", after.UUID, before.UUID)
+	}
+	if got := d2.stats(t, "Vol").Usage.Dirty.Count; got != dirty {
+		t.Errorf("%d dirty 4 KiB blocks after loading, %d before shutdown", got, dirty)
+	}
+	out := run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
+	if !strings.Contains(out, "Images are identical") {
+		t.Fatalf("after loading the dirty cache: %s", out)
+	}
+	// This time the shutdown writes back: the core file alone is complete.
+	d2.Stop(t)
+	core, err = os.ReadFile(filepath.Join(files, "core.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(core[:imageSize], data) {
+		t.Fatalf("core after a flushing shutdown: %d bytes differ", countDiff(core[:imageSize], data))
+	}
+}
+
+// TestRestartAfterKill kills a daemon with SIGKILL after a client wrote
+// and flushed, and checks that a restart serves the flushed data.
+func TestRestartAfterKill(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "qemu-img")
+	dataDir := filepath.Join(t.TempDir(), "data")
+	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 32 << 20})
+	d := StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	uri := d.wbOnFiles(t, files)
+	img := writeFile(t, t.TempDir(), "image.raw", randomBytes(7, imageSize))
+	// qemu-img flushes the target before it exits.
+	run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
+	if d.stats(t, "Vol").Usage.Dirty.Count == 0 {
+		t.Fatal("no dirty data before the kill")
+	}
+	d.Kill(t)
+
+	d2 := StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	out := run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
+	if !strings.Contains(out, "Images are identical") {
+		t.Fatalf("after SIGKILL and restart: %s", out)
+	}
+	d2.Stop(t)
+}
+
+// TestForeignCacheDevice reuses a cache file that holds another cache:
+// bdev_ocf_create must refuse it (and leave nothing behind) unless forced,
+// and load it for the core it records.
+func TestForeignCacheDevice(t *testing.T) {
+	t.Parallel()
+	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 16 << 20, "other.bin": 16 << 20})
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+	uri := d.wbOnFiles(t, files)
+	qemuIO(t, uri, "write -P 0x61 0 256k")
+	d.Stop(t)
+
+	d2 := StartDaemon(t, DaemonOpts{Bare: true})
+	d2.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "cache.bin"), "VCache"))
+	d2.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "other.bin"), "Other"))
+	d2.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "core.bin"), "VCore"))
+	je := d2.CallErr(t, "bdev_ocf_create", ocfParams("New", "wt", "VCache", "Other", 0))
+	if je.Code != -32603 || !strings.HasPrefix(je.Message, "Could not create OCF vbdev: -") || !strings.Contains(je.Data, "holds") {
+		t.Fatalf("bdev_ocf_create on a cache device holding another cache: %+v", je)
+	}
+	if vb := d2.ocfBdevs(t, ""); len(vb) != 0 {
+		t.Fatalf("the refused create left %+v", vb)
+	}
+	d2.expectClaimed(t, "VCache", false)
+	d2.expectClaimed(t, "Other", false)
+
+	// The core the cache records: loaded, with its data.
+	d2.Call(t, "bdev_ocf_create", ocfParams("Vol", "wb", "VCache", "VCore", 0))
+	d2.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol"})
+	qemuIO(t, d2.URI("Vol"), "read -P 0x61 0 256k")
+	d2.Call(t, "bdev_ocf_delete", map[string]any{"name": "Vol"})
+
+	// After bdev_ocf_delete the cache records no core: a new one may use it.
+	d2.Call(t, "bdev_ocf_create", ocfParams("New", "wt", "VCache", "Other", 0))
+	d2.Call(t, "bdev_ocf_delete", map[string]any{"name": "New"})
+	d2.Stop(t)
+}
