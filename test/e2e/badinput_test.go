@@ -467,3 +467,77 @@ func TestNBDClientVanishes(t *testing.T) {
 	}
 	d.Stop(t)
 }
+
+// TestHotRemoveCacheUnderIO deletes the cache bdev shared by two
+// write-through volumes while a client writes to each: the writes must end
+// in errors rather than hang, both volumes must go, and each core must hold
+// every write that was acknowledged.
+func TestHotRemoveCacheUnderIO(t *testing.T) {
+	t.Parallel()
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+	d.Call(t, "bdev_malloc_create", mallocParams("SharedCache", 8, 512))
+	const blocks = 1024 // 4 MiB of 4 KiB blocks written over and over
+	type writer struct {
+		vol      string
+		acked    map[uint64]uint64 // block -> last acknowledged value
+		inflight [2]uint64         // block, value of the write not yet answered
+		err      error
+	}
+	writers := []*writer{{vol: "HotA"}, {vol: "HotB"}}
+	done := make(chan *writer, len(writers))
+	for _, w := range writers {
+		d.Call(t, "bdev_malloc_create", mallocParams(w.vol+"_core", 8, 512))
+		d.Call(t, "bdev_ocf_create", ocfParams(w.vol, "wt", "SharedCache", w.vol+"_core", 0))
+		d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": w.vol})
+		c := d.nbdDial(t, w.vol)
+		w.acked = map[uint64]uint64{}
+		go func() {
+			buf := make([]byte, 4096)
+			for v := uint64(1); ; v++ {
+				blk := (v * 7919) % blocks
+				for i := 0; i < len(buf); i += 8 {
+					binary.LittleEndian.PutUint64(buf[i:], v)
+				}
+				w.inflight = [2]uint64{blk, v}
+				if err := c.WriteAt(buf, blk*4096, 0); err != nil {
+					w.err = err
+					done <- w
+					return
+				}
+				w.acked[blk] = v
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	d.Call(t, "bdev_malloc_delete", map[string]any{"name": "SharedCache"})
+	for range writers {
+		select {
+		case w := <-done:
+			if len(w.acked) == 0 {
+				t.Fatalf("%s: no write was acknowledged before the removal (%v)", w.vol, w.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("writes to a volume whose cache was hot-removed neither fail nor end")
+		}
+	}
+	if vb := d.ocfBdevs(t, ""); len(vb) != 0 {
+		t.Fatalf("vbdevs after the cache was removed: %+v", vb)
+	}
+	expectJSON(t, "nbd_get_disks", d.Call(t, "nbd_get_disks", nil), "[]")
+	for _, w := range writers {
+		d.expectClaimed(t, w.vol+"_core", false)
+		d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": w.vol + "_core"})
+		c := d.nbdDial(t, w.vol+"_core")
+		core := make([]byte, blocks*4096)
+		if err := c.ReadAt(core, 0); err != nil {
+			t.Fatal(err)
+		}
+		for blk, v := range w.acked {
+			got := binary.LittleEndian.Uint64(core[blk*4096:])
+			if got != v && !(w.inflight[0] == blk && w.inflight[1] == got) {
+				t.Fatalf("%s: block %d holds write %d on the core, but write %d was acknowledged (write-through)", w.vol, blk, got, v)
+			}
+		}
+	}
+	d.Stop(t)
+}

@@ -307,3 +307,52 @@ func TestForeignCacheDevice(t *testing.T) {
 	d2.Call(t, "bdev_ocf_delete", map[string]any{"name": "New"})
 	d2.Stop(t)
 }
+
+// TestConfigFiles starts the daemon on hand-written configs: one that
+// creates an OCF vbdev before its bases (it must start once they appear),
+// and broken ones (the daemon must exit non-zero naming the problem).
+func TestConfigFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	early := writeFile(t, dir, "early.json", []byte(`{"subsystems":[
+	  {"subsystem":"nbd","config":[{"method":"nbd_start_disk","params":{"bdev_name":"Early"}}]},
+	  {"subsystem":"bdev","config":[
+	    {"method":"bdev_ocf_create","params":{"name":"Early","mode":"wb","cache_bdev_name":"EC","core_bdev_name":"ED","cache_line_size":0}},
+	    {"method":"bdev_malloc_create","params":{"name":"ED","num_blocks":32768,"block_size":512}},
+	    {"method":"bdev_malloc_create","params":{"name":"EC","num_blocks":16384,"block_size":512}},
+	    {"method":"bdev_wait_for_examine"}]},
+	  {"subsystem":"scheduler","config":[]}]}`))
+	d := StartDaemon(t, DaemonOpts{Bare: true, Config: early})
+	d.waitStdout(t, "export Early: "+d.URI("Early"))
+	if vb := d.ocfBdevs(t, "Early"); len(vb) != 1 || !vb[0].Started {
+		t.Fatalf("a vbdev configured before its bases: %+v", vb)
+	}
+	qemuIO(t, d.URI("Early"), "write -P 0x10 0 64k", "read -P 0x10 0 64k")
+	d.Stop(t)
+
+	for _, c := range []struct {
+		name, config, want string
+	}{
+		{"unknown-method", `{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_malloc_create","params":{"name":"A","num_blocks":100,"block_size":512}},{"method":"bogus_method"}]}]}`,
+			"entry 1 (bogus_method): Method not found"},
+		{"bad-params", `{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_malloc_create","params":{"name":"A"}}]}]}`,
+			"entry 0 (bdev_malloc_create): spdk_json_decode_object failed"},
+		{"truncated", `{"subsystems":`, "parse config"},
+		{"missing", "", "read config"},
+	} {
+		path := filepath.Join(dir, c.name+".json")
+		if c.config != "" {
+			writeFile(t, dir, c.name+".json", []byte(c.config))
+		}
+		p := startProcess(t, DaemonOpts{Bare: true, Config: path})
+		if code := p.Wait(t, 20*time.Second); code == 0 {
+			t.Fatalf("%s: serve --config exited with status 0", c.name)
+		}
+		if !strings.Contains(p.Stderr(), c.want) {
+			t.Fatalf("%s: stderr does not say %q:\n%s", c.name, c.want, p.Stderr())
+		}
+		if _, err := os.Stat(p.Sock); err == nil {
+			t.Fatalf("%s: the RPC socket was left behind", c.name)
+		}
+	}
+}

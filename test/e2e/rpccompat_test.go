@@ -30,7 +30,7 @@ var registeredMethods = []string{
 	"bdev_delay_create", "bdev_delay_delete", "bdev_delay_update_latency",
 	"bdev_error_create", "bdev_error_delete", "bdev_error_inject_error",
 	"bdev_ocf_create", "bdev_ocf_delete", "bdev_ocf_get_bdevs", "bdev_ocf_get_stats",
-	"bdev_ocf_reset_stats", "bdev_ocf_set_cache_mode",
+	"bdev_ocf_reset_stats", "bdev_ocf_set_cache_mode", "bdev_ocf_flush_start", "bdev_ocf_flush_status",
 	"nbd_start_disk", "nbd_stop_disk", "nbd_get_disks",
 }
 
@@ -537,6 +537,42 @@ func TestRPCCompat(t *testing.T) {
 				t.Fatalf("%s driver_specific after set_cache_mode wb: %s", v, b.DriverSpecific)
 			}
 		}
+		// A background flush writes the dirty data back.
+		qemuIO(t, uri, "write -P 0x34 2m 1m")
+		if s := d.stats(t, "Ocf0"); s.Usage.Dirty.Count == 0 {
+			t.Fatalf("no dirty data to flush in wb: %+v", s.Usage)
+		}
+		expectJSON(t, "bdev_ocf_flush_start", d.Call(t, "bdev_ocf_flush_start", map[string]any{"name": "Ocf0"}), "true")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			raw := d.Call(t, "bdev_ocf_flush_status", map[string]any{"name": "Ocf0"})
+			var st struct {
+				InProgress bool   `json:"in_progress"`
+				Status     *int32 `json:"status"`
+			}
+			json.Unmarshal(raw, &st)
+			keys := objectKeys(t, raw)
+			if st.InProgress {
+				if len(keys) == 0 || keys[0] != "in_progress" || slices.Contains(keys, "status") {
+					t.Fatalf("bdev_ocf_flush_status while flushing: %s", raw)
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("flush still in progress after 10 s: %s", raw)
+				}
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			if len(keys) < 2 || keys[0] != "in_progress" || keys[1] != "status" || st.Status == nil || *st.Status != 0 {
+				t.Fatalf("bdev_ocf_flush_status when done: %s, want in_progress false and status 0 first", raw)
+			}
+			break
+		}
+		if s := d.stats(t, "Ocf0"); s.Usage.Dirty.Count != 0 {
+			t.Fatalf("%d dirty blocks after the flush finished", s.Usage.Dirty.Count)
+		}
+		d.expectError(t, "bdev_ocf_flush_start", map[string]any{"name": "Nope"}, -32602, "No such device")
+		d.expectError(t, "bdev_ocf_flush_status", map[string]any{"name": "Nope"}, -32602, "No such device")
+		d.expectError(t, "bdev_ocf_flush_start", map[string]any{}, -32602, "Invalid parameters")
 		expectJSON(t, "Ocf0 config entry", d.configEntry(t, "bdev_ocf_create", "name", "Ocf0"),
 			`{"name":"Ocf0","mode":"wb","cache_line_size":16,"cache_bdev_name":"Cache0","core_bdev_name":"Core0"}`)
 		checkConfigOrder(t, d.configEntries(t, "bdev"))
@@ -558,6 +594,7 @@ func TestRPCCompat(t *testing.T) {
 				t.Fatalf("a vbdev that has not started is in the config: %s", e)
 			}
 		}
+		d.expectError(t, "bdev_ocf_flush_start", map[string]any{"name": "Wait0"}, -32602, "Couldn't flush cache: device not attached")
 		d.expectError(t, "bdev_ocf_create", ocfParams("Wait0", "wt", "LateCache", "Core2", 0), -32603, "Could not create OCF vbdev: -1")
 		d.Call(t, "bdev_malloc_create", mallocParams("LateCache", 8, 512))
 		if got := d.ocfBdevs(t, "Wait0"); len(got) != 1 || !got[0].Started || !got[0].Cache.Attached {
