@@ -42,6 +42,10 @@ type Vbdev struct {
 	mode   ocf.Mode // requested mode
 	uuid   uuid.UUID
 
+	// auto is set for a vbdev examine re-created from cache metadata, until
+	// a bdev_ocf_create for it adopts it.
+	auto bool
+
 	coreClaim *bdev.Claim // held while the core bdev is attached
 	inst      *instance   // set while the cache bdev is attached
 	core      *ocf.Core   // set while started
@@ -130,13 +134,20 @@ func (m *Manager) drainLocked() {
 		if len(evs) == 0 {
 			return
 		}
-		for range evs {
+		for _, ev := range evs {
 			// Any addition may complete several waiting vbdevs (a shared
 			// cache); attach everything that can be attached now.
+			known := false
 			for _, v := range m.mu.vbdevs {
+				known = known || v.params.CacheBdev == ev.Name || v.params.CoreBdev == ev.Name
 				if v.core == nil {
-					m.tryStartLocked(v)
+					if err := m.tryStartLocked(v); err != nil {
+						m.log.Warn("OCF vbdev cannot start yet", "vbdev", v.params.Name, "err", err)
+					}
 				}
+			}
+			if !known {
+				m.examineLocked(ev)
 			}
 		}
 	}
@@ -163,6 +174,12 @@ func (m *Manager) Create(p Params) (*Vbdev, error) {
 	}
 	m.lock()
 	defer m.unlock()
+	if v := m.findLocked(p.Name); v != nil && v.auto && v.params.CacheBdev == p.CacheBdev && v.params.CoreBdev == p.CoreBdev {
+		// Examine re-created it from the cache's metadata (a config
+		// replayed over existing devices): the create adopts it.
+		v.auto = false
+		return v, nil
+	}
 	if _, err := m.reg.Lookup(p.Name); err == nil || m.findLocked(p.Name) != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, ErrNameExists)
 	}

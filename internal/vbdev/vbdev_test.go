@@ -270,3 +270,54 @@ func TestForeignCacheNeedsForce(t *testing.T) {
 		t.Fatalf("create with force: %v", err)
 	}
 }
+
+// TestExamineAutoLoads: a bdev holding cache metadata, registered with a
+// manager that never heard of it, brings its vbdevs back by itself (in any
+// order of cache and core), loading the data; a later bdev_ocf_create with
+// the same parameters (a replayed config) adopts the vbdev.
+func TestExamineAutoLoads(t *testing.T) {
+	e := newEnv(t)
+	cache := e.malloc("Cache", 8)
+	core1 := e.malloc("Core1", 4)
+	core2 := e.malloc("Core2", 4)
+	e.create("C1", "wb", "Cache", "Core1")
+	e.create("C2", "wb", "Cache", "Core2")
+	data := bytes.Repeat([]byte{0x3c}, 4096)
+	for _, name := range []string{"C1", "C2"} {
+		vol, _ := e.reg.Lookup(name)
+		if err := vol.WriteAt(data, 8192, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.m.Shutdown(false); err != nil {
+		t.Fatal(err)
+	}
+
+	e2 := newEnv(t)
+	for _, d := range []bdev.Device{core1, cache, core2} { // core first, then cache
+		if err := e2.reg.Register(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"C1", "C2"} {
+		if !e2.started(name) {
+			t.Fatalf("%s not re-created and started from the cache metadata", name)
+		}
+		vol, _ := e2.reg.Lookup(name)
+		got := make([]byte, 4096)
+		if err := vol.ReadAt(got, 8192); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: dirty data not loaded (err %v)", name, err)
+		}
+	}
+	if in, _ := e2.m.Get("C1"); in.Mode != "wb" {
+		t.Errorf("re-created in mode %s, want the recorded wb", in.Mode)
+	}
+	// A replayed config: the same create is accepted, a different one not.
+	e2.create("C1", "wb", "Cache", "Core1")
+	if _, err := e2.m.Create(vbdev.Params{Name: "C2", Mode: "wb", CacheBdev: "Cache", CoreBdev: "Core1"}); !errors.Is(err, vbdev.ErrNameExists) {
+		t.Errorf("create with other bases over an auto-created vbdev: %v", err)
+	}
+	if len(e2.m.List("")) != 2 {
+		t.Errorf("vbdevs: %+v", e2.m.List(""))
+	}
+}
