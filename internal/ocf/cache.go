@@ -53,6 +53,12 @@ type Cache struct {
 
 	meta persistState
 
+	fallback struct {
+		threshold atomic.Uint32 // 0: off
+		errors    atomic.Uint64 // cache errors since the threshold was set
+		active    atomic.Bool
+	}
+
 	mgmt sync.Mutex // serialises management operations
 
 	mu struct {

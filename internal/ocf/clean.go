@@ -177,7 +177,7 @@ func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte) error {
 		b := buf[s0*sectorSize : s1*sectorSize]
 		co.stats.cacheRdBytes.Add(uint64(len(b)))
 		if err := c.dev.ReadAt(b, c.layout.lineOffset(cd.idx, s0)); err != nil {
-			co.stats.cacheRdErrors.Add(1)
+			co.cacheError(true)
 			return fmt.Errorf("clean line %d of %s: %w: %w", cd.coreLine, co.info.Name, ErrDirtyUnreadable, err)
 		}
 		co.stats.coreWrBytes.Add(uint64(len(b)))

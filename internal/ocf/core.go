@@ -129,7 +129,7 @@ func (co *Core) Flush() error {
 	}
 	// The cache device first (data, then the metadata mapping it).
 	if err := co.cache.syncMetadata(false); err != nil {
-		co.stats.cacheWrErrors.Add(1)
+		co.cacheError(false)
 		return fmt.Errorf("%s flush: cache device: %w", co.info.Name, err)
 	}
 	if err := co.dev.Flush(); err != nil {

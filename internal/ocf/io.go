@@ -43,7 +43,7 @@ func (c *Cache) readOnce(r *request, lastTry bool) (retry bool, err error) {
 // readLocked is readOnce with r's stripes held shared.
 func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 	co := r.co
-	mode := c.Mode()
+	mode := c.effectiveMode()
 	c.mu.Lock()
 	r.lookupLocked()
 	c.mu.Unlock()
@@ -59,7 +59,7 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 			if err := r.cacheIO(selTouched, false, false); err == nil {
 				return false, nil
 			}
-			co.stats.cacheRdErrors.Add(1)
+			co.cacheError(true)
 		}
 		return false, c.readAround(r)
 	case r.hits == int(r.n):
@@ -69,7 +69,7 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 		}
 		// Serve from the core where it holds the data; dirty sectors must
 		// still come from the cache or the request fails.
-		co.stats.cacheRdErrors.Add(1)
+		co.cacheError(true)
 		return false, c.readAround(r)
 	}
 
@@ -96,7 +96,7 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 	}
 	if err := r.cacheIO(selMissing, true, false); err != nil {
 		// The client has its data; the lines simply stay unfilled.
-		co.stats.cacheWrErrors.Add(1)
+		co.cacheError(false)
 		return false, nil
 	}
 	r.markFilled()
@@ -116,7 +116,7 @@ func (c *Cache) readAround(r *request) error {
 		return nil
 	}
 	if err := r.cacheIO(selDirty, false, false); err != nil {
-		co.stats.cacheRdErrors.Add(1)
+		co.cacheError(true)
 		return fmt.Errorf("%s read at %d: %w: %w", co.info.Name, r.off, ErrDirtyUnreadable, err)
 	}
 	return nil
@@ -134,7 +134,7 @@ func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 				// FUA: the metadata that maps the data, or records that
 				// dirty data is gone, is durable before the write returns.
 				if err = c.syncMetadata(false); err != nil {
-					co.stats.cacheWrErrors.Add(1)
+					co.cacheError(false)
 					err = fmt.Errorf("%s write at %d: FUA: %w", co.info.Name, off, err)
 				}
 			}
@@ -158,7 +158,7 @@ func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error)
 // writeLocked is writeOnce with r's stripes held exclusively.
 func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err error) {
 	co := r.co
-	mode := c.Mode()
+	mode := c.effectiveMode()
 	c.mu.Lock()
 	r.lookupLocked()
 	c.mu.Unlock()
@@ -242,7 +242,7 @@ func (c *Cache) writeThrough(r *request, fua bool) error {
 		return err
 	}
 	if err := r.cacheIO(selTouched, true, false); err != nil {
-		r.co.stats.cacheWrErrors.Add(1)
+		r.co.cacheError(false)
 		r.invalidate(false)
 		return nil
 	}
@@ -254,7 +254,7 @@ func (c *Cache) writeThrough(r *request, fua bool) error {
 // the cache device fails, the write goes to the core instead.
 func (c *Cache) writeBack(r *request, fua bool) error {
 	if err := r.cacheIO(selTouched, true, fua); err != nil {
-		r.co.stats.cacheWrErrors.Add(1)
+		r.co.cacheError(false)
 		return c.writeInvalidate(r, fua)
 	}
 	r.markWritten(true)

@@ -87,6 +87,9 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		return nil, nil, fmt.Errorf("load cache %q: %w", name, err)
 	}
 	c.meta.id, c.meta.seq = sb.CacheID, sb.Seq
+	if t := sb.Params[paramFallbackPT]; t <= MaxFallbackPTThreshold {
+		c.fallback.threshold.Store(t)
+	}
 	rep := &LoadReport{Superblock: sb, Clean: sb.Clean(), Damaged: damaged}
 	for _, r := range sb.Cores {
 		if int(r.ID) >= MaxCores {

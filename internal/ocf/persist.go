@@ -45,6 +45,11 @@ type persistState struct {
 	bufs sync.Pool // *[]byte of syncChunkSectors sectors
 }
 
+// Slots of the superblock's policy parameters.
+const (
+	paramFallbackPT = iota // fallback pass-through error threshold
+)
+
 // syncChunkSectors bounds one encode-flush-write round of syncMetadata.
 const syncChunkSectors = 2048
 
@@ -183,6 +188,7 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 // holds meta.sync.
 func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
 	sb := &metadata.Superblock{CacheID: c.meta.id, Geometry: c.layout.Geometry, Mode: uint8(c.Mode())}
+	sb.Params[paramFallbackPT] = c.fallback.threshold.Load()
 	if clean {
 		sb.Flags |= metadata.FlagClean
 	}

@@ -78,6 +78,9 @@ type Stats struct {
 	// CacheSize4K is the cache's capacity in 4 KiB blocks, the base of the
 	// usage percentages.
 	CacheSize4K uint64
+	// FallbackPT is true while the cache serves pass-through after too
+	// many cache-device errors.
+	FallbackPT bool
 }
 
 // UsageStats is cache occupancy in 4 KiB blocks (whole lines counted).
@@ -153,6 +156,7 @@ func (c *Cache) fillUsage(s *Stats, occupied, dirty, free int) {
 		Dirty:     uint64(dirty) * per4K,
 	}
 	s.CacheSize4K = uint64(c.layout.numLines) * per4K
+	s.FallbackPT = c.fallback.active.Load()
 }
 
 // Stats returns the cache-wide statistics: the sum over its cores.

@@ -19,6 +19,7 @@ func (a *API) registerOCF() {
 	a.srv.Register("bdev_ocf_set_cache_mode", a.mutating(a.ocfSetCacheMode))
 	a.srv.Register("bdev_ocf_flush_start", a.ocfFlushStart)
 	a.srv.Register("bdev_ocf_flush_status", a.ocfFlushStatus)
+	a.srv.Register("bdev_ocf_set_fallback_pt", a.mutating(a.ocfSetFallbackPT))
 	// The 2020 names, still accepted by SPDK as deprecated aliases.
 	a.srv.RegisterAlias("construct_ocf_bdev", "bdev_ocf_create")
 	a.srv.RegisterAlias("delete_ocf_bdev", "bdev_ocf_delete")
@@ -89,6 +90,9 @@ type ocfBdevObject struct {
 	Started bool          `json:"started"`
 	Cache   ocfBaseObject `json:"cache"`
 	Core    ocfBaseObject `json:"core"`
+	// FallbackPT is blockcache's: the cache serves pass-through after too
+	// many cache-device errors.
+	FallbackPT bool `json:"fallback_pt"`
 }
 
 type optionalNameParams struct {
@@ -107,10 +111,11 @@ func (a *API) ocfGetBdevs(_ context.Context, params json.RawMessage) (any, error
 	out := make([]ocfBdevObject, 0, len(list))
 	for _, in := range list {
 		out = append(out, ocfBdevObject{
-			Name:    in.Name,
-			Started: in.Started,
-			Cache:   ocfBaseObject{Name: in.CacheBdev, Attached: in.CacheAttached},
-			Core:    ocfBaseObject{Name: in.CoreBdev, Attached: in.CoreAttached},
+			Name:       in.Name,
+			Started:    in.Started,
+			Cache:      ocfBaseObject{Name: in.CacheBdev, Attached: in.CacheAttached},
+			Core:       ocfBaseObject{Name: in.CoreBdev, Attached: in.CoreAttached},
+			FallbackPT: in.FallbackPT,
 		})
 	}
 	return out, nil
@@ -238,4 +243,28 @@ func (a *API) ocfFlushStatus(_ context.Context, params json.RawMessage) (any, er
 		out.Status = &status
 	}
 	return out, nil
+}
+
+type setFallbackPTParams struct {
+	Name      string `json:"name" rpc:"required"`
+	Threshold uint32 `json:"threshold" rpc:"required"`
+}
+
+// ocfSetFallbackPT is blockcache's: set the cache-error threshold of
+// fallback pass-through (0 off, at most 1000000).
+func (a *API) ocfSetFallbackPT(_ context.Context, params json.RawMessage) (any, error) {
+	var p setFallbackPTParams
+	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
+		return nil, err
+	}
+	err := a.svc.OCF.SetFallbackPT(p.Name, p.Threshold)
+	switch {
+	case errors.Is(err, vbdev.ErrNoSuchVbdev):
+		return nil, errNoSuchVbdev(p.Name)
+	case errors.Is(err, vbdev.ErrInvalidParam):
+		return nil, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "threshold %d out of range (allowed 0..1000000)", p.Threshold).WithData("%v", err)
+	case err != nil:
+		return nil, ocfFailure("Could not set fallback pass-through threshold", err)
+	}
+	return true, nil
 }

@@ -21,6 +21,10 @@ type Info struct {
 	// MetadataVolatile is true when the cache keeps its metadata in memory
 	// only (never, today: blockcache always persists it).
 	MetadataVolatile bool
+	// FallbackPT is true when the cache fell back to pass-through after
+	// FallbackPTThreshold cache-device errors (0: never falls back).
+	FallbackPT          bool
+	FallbackPTThreshold uint32
 }
 
 func (v *Vbdev) info() Info {
@@ -36,6 +40,8 @@ func (v *Vbdev) info() Info {
 	}
 	if v.inst != nil && v.inst.cache != nil {
 		in.MetadataVolatile = v.inst.cache.VolatileMetadata()
+		in.FallbackPT, _ = v.inst.cache.FallbackPT()
+		in.FallbackPTThreshold = v.inst.cache.FallbackPTThreshold()
 	}
 	return in
 }
@@ -150,4 +156,20 @@ func (m *Manager) CreateParams() []Params {
 		out = append(out, p)
 	}
 	return out
+}
+
+// SetFallbackPT sets the number of cache-device errors after which the
+// cache a vbdev runs on falls back to pass-through (0: never), leaving a
+// fallback in force.
+func (m *Manager) SetFallbackPT(name string, threshold uint32) error {
+	m.lock()
+	defer m.unlock()
+	v, err := m.startedLocked(name)
+	if err != nil {
+		return err
+	}
+	if err := v.inst.cache.SetFallbackPTThreshold(threshold); err != nil {
+		return fmt.Errorf("OCF vbdev %q: %w: %w", name, ErrInvalidParam, err)
+	}
+	return nil
 }
