@@ -184,7 +184,10 @@ func (a *API) ocfDriverSpecific(name string) any {
 		Mode             string `json:"mode"`
 		CacheLineSize    uint64 `json:"cache_line_size"`
 		MetadataVolatile bool   `json:"metadata_volatile"`
-	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, in.MetadataVolatile}
+		// blockcache's, after SPDK's keys.
+		FallbackPT          bool   `json:"fallback_pt"`
+		FallbackPTThreshold uint32 `json:"fallback_pt_threshold"`
+	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, in.MetadataVolatile, in.FallbackPT, in.FallbackPTThreshold}
 }
 
 // ocfConfig returns the bdev_ocf_create entries of the started vbdevs.

@@ -83,8 +83,6 @@ type StatsObject struct {
 	Requests requestsObject `json:"requests"`
 	Blocks   blocksObject   `json:"blocks"`
 	Errors   errorsObject   `json:"errors"`
-	// FallbackPT is blockcache's, after SPDK's four groups.
-	FallbackPT bool `json:"fallback_pt"`
 }
 
 // statsObject renders s. Usage percentages are of the cache size, request
@@ -116,6 +114,5 @@ func statsObject(s ocf.Stats) StatsObject {
 			CacheVolumeRd: entry(e.CacheRd, e.Total, unitsRequests), CacheVolumeWr: entry(e.CacheWr, e.Total, unitsRequests), CacheVolumeTotal: entry(e.CacheTotal, e.Total, unitsRequests),
 			Total: entry(e.Total, e.Total, unitsRequests),
 		},
-		FallbackPT: s.FallbackPT,
 	}
 }
