@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"blockcache/internal/config"
 )
 
 // Document is an SPDK JSON config: what rpc.py save_config prints and
@@ -69,4 +71,27 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// readINI reads a legacy INI config as a Document.
+func readINI(path string) (*Document, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read ini config: %w", err)
+	}
+	defer f.Close()
+	calls, err := config.ParseINI(path, f)
+	if err != nil {
+		return nil, fmt.Errorf("ini config: %w", err)
+	}
+	ss := Subsystem{Subsystem: "bdev"}
+	for _, c := range calls {
+		params, err := json.Marshal(c.Params)
+		if err != nil {
+			return nil, err
+		}
+		ss.Config = append(ss.Config, Method{Method: c.Method, Params: params})
+	}
+	ss.Config = append(ss.Config, Method{Method: "bdev_wait_for_examine"})
+	return &Document{Subsystems: []Subsystem{ss}}, nil
 }

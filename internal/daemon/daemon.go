@@ -31,6 +31,9 @@ type Config struct {
 	// ConfigFile, if set, is an SPDK JSON config replayed at start instead
 	// of the data directory's persisted state.
 	ConfigFile string
+	// INIFile, if set, is a legacy SPDK INI config ([Malloc], [AIO], [OCF]
+	// sections) replayed at start instead of the persisted state.
+	INIFile string
 	// DataDir holds the persisted config (config.json) and the embedded
 	// default's image files. Ignored with Bare.
 	DataDir string
@@ -276,8 +279,12 @@ func (d *Daemon) loadStartupConfig(ctx context.Context) error {
 	var err error
 	persisted := filepath.Join(d.cfg.DataDir, ConfigFileName)
 	switch {
+	case d.cfg.ConfigFile != "" && d.cfg.INIFile != "":
+		return fmt.Errorf("--config and --ini exclude each other")
 	case d.cfg.ConfigFile != "":
 		doc, err = ReadDocument(d.cfg.ConfigFile)
+	case d.cfg.INIFile != "":
+		doc, err = readINI(d.cfg.INIFile)
 	case d.cfg.Bare:
 		return nil
 	default:
