@@ -89,6 +89,11 @@ func (a *API) nbdStartDisk(_ context.Context, params json.RawMessage) (any, erro
 		return nil, errnoReply(err)
 	}
 	e := &exportInfo{bdevName: dev.Info().Name, device: a.svc.NBDURI(dev.Info().Name)}
+	if a.exports.find(e.device) != nil {
+		// The export is named after the bdev, so its "nbd device" is in
+		// use: SPDK's answer for a busy /dev/nbdX.
+		return nil, jsonrpc.ErrnoError(syscall.EBUSY).WithData("%s is already exported as %s", e.bdevName, e.device)
+	}
 	claim, err := a.svc.Registry.Claim(e.bdevName, "nbd", func() { a.stopExport(e) })
 	if err != nil {
 		return nil, errnoReply(err)

@@ -94,6 +94,11 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.ENODEV
 	case errors.Is(err, vbdev.ErrForeignCache):
 		return syscall.EEXIST
+	case errors.Is(err, bdev.ErrDeviceClaimed):
+		// SPDK's bdev_open refuses to open a claimed bdev for writing
+		// with -EPERM ("module already claimed it"), which the OCF, delay,
+		// error and NBD methods pass on.
+		return syscall.EPERM
 	}
 	return bdev.Errno(err)
 }
