@@ -207,7 +207,7 @@ func TestBadParams(t *testing.T) {
 		{"bdev_ocf_create", `{"name":"O","mode":"wt","cache_bdev_name":"a","core_bdev_name":"b","cache_line_size":-4}`, -32602, invalid},
 		{"bdev_ocf_create", `{"name":"O","mode":"wt","cache_bdev_name":"a"}`, -32602, invalid},
 		{"bdev_ocf_create", `{"name":"","mode":"wt","cache_bdev_name":"a","core_bdev_name":"b"}`, -32603, "Could not create OCF vbdev: -22"},
-		{"bdev_ocf_create", `{"name":"O","mode":"wt","cache_bdev_name":"Base","core_bdev_name":"Base"}`, -32603, "Could not create OCF vbdev: -16"},
+		{"bdev_ocf_create", `{"name":"O","mode":"wt","cache_bdev_name":"Base","core_bdev_name":"Base"}`, -32603, "Could not create OCF vbdev: -1"},
 		{"bdev_ocf_delete", `{}`, -32602, invalid},
 		{"bdev_ocf_get_bdevs", `{"name":1}`, -32602, invalid},
 		{"bdev_ocf_get_stats", `{"name":"O","extra":1}`, -32602, invalid},
@@ -539,5 +539,83 @@ func TestHotRemoveCacheUnderIO(t *testing.T) {
 			}
 		}
 	}
+	d.Stop(t)
+}
+
+// TestCacheDeviceErrors puts a write-back cache on an error-injection bdev
+// (SPDK's bdev_error) and fails cache reads and writes under a client: no
+// request may fail or return stale data while the core or the dirty data
+// can serve it, the errors must be counted, and the fallback pass-through
+// threshold must trip.
+func TestCacheDeviceErrors(t *testing.T) {
+	t.Parallel()
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+	d.Call(t, "bdev_malloc_create", mallocParams("FlakyBase", 8, 512))
+	d.Call(t, "bdev_malloc_create", mallocParams("FlakyCore", 16, 512))
+	d.Call(t, "bdev_error_create", map[string]any{"base_name": "FlakyBase"})
+	d.Call(t, "bdev_ocf_create", ocfParams("Flaky", "wb", "EE_FlakyBase", "FlakyCore", 0))
+	uri := d.URI("Flaky")
+	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Flaky"})
+	qemuIO(t, uri, "write -P 0xa1 0 1m")
+	if s := d.stats(t, "Flaky"); s.Usage.Dirty.Count == 0 {
+		t.Fatalf("no dirty data after a wb write: %+v", s.Usage)
+	}
+	inject := func(ioType string, n int) {
+		t.Helper()
+		d.Call(t, "bdev_error_inject_error", map[string]any{"name": "EE_FlakyBase", "io_type": ioType, "error_type": "failure", "num": n})
+	}
+	// Failed cache writes: the data goes to the core instead.
+	inject("write", 2)
+	qemuIO(t, uri, "write -P 0xb2 1m 256k", "write -P 0xb3 2m 256k", "read -P 0xb2 1m 256k", "read -P 0xb3 2m 256k")
+	// A failed read of dirty data is retried, never answered from the core.
+	inject("read", 1)
+	qemuIO(t, uri, "read -P 0xa1 0 1m")
+	var errs struct {
+		Errors struct {
+			CacheRd statLeaf `json:"cache_volume_rd"`
+			CacheWr statLeaf `json:"cache_volume_wr"`
+			Total   statLeaf `json:"total"`
+		} `json:"errors"`
+	}
+	d.CallInto(t, "bdev_ocf_get_stats", map[string]any{"name": "Flaky"}, &errs)
+	if errs.Errors.CacheWr.Count == 0 || errs.Errors.CacheRd.Count == 0 || errs.Errors.Total.Count < 2 {
+		t.Fatalf("cache device errors not counted: %+v", errs.Errors)
+	}
+
+	// Fallback pass-through after 3 more errors.
+	expectJSON(t, "bdev_ocf_set_fallback_pt", d.Call(t, "bdev_ocf_set_fallback_pt", map[string]any{"name": "Flaky", "threshold": 3}), "true")
+	d.expectError(t, "bdev_ocf_set_fallback_pt", map[string]any{"name": "Flaky", "threshold": 1000001}, -32602, "threshold 1000001 out of range (allowed 0..1000000)")
+	d.expectError(t, "bdev_ocf_set_fallback_pt", map[string]any{"name": "Nope", "threshold": 3}, -32602, "No such device")
+	d.expectError(t, "bdev_ocf_set_fallback_pt", map[string]any{"name": "Flaky"}, -32602, "Invalid parameters")
+	fallback := func() bool {
+		t.Helper()
+		var vb []struct {
+			FallbackPT *bool `json:"fallback_pt"`
+		}
+		d.CallInto(t, "bdev_ocf_get_bdevs", map[string]any{"name": "Flaky"}, &vb)
+		if len(vb) != 1 || vb[0].FallbackPT == nil {
+			t.Fatalf("bdev_ocf_get_bdevs Flaky: %+v", vb)
+		}
+		return *vb[0].FallbackPT
+	}
+	if fallback() {
+		t.Fatal("fallback pass-through before any error")
+	}
+	inject("write", 3)
+	qemuIO(t, uri, "write -P 0xc4 4m 64k", "write -P 0xc5 5m 64k", "write -P 0xc6 6m 64k", "write -P 0xc7 7m 64k")
+	if !fallback() {
+		t.Fatal("no fallback pass-through after 3 cache write errors with threshold 3")
+	}
+	b, _ := d.getBdev(t, "Flaky")
+	if !strings.Contains(string(b.DriverSpecific), `"fallback_pt":true`) {
+		t.Fatalf("driver_specific in fallback: %s", b.DriverSpecific)
+	}
+	// Everything still reads back, dirty data from the cache included.
+	qemuIO(t, uri, "read -P 0xa1 0 1m", "read -P 0xb2 1m 256k", "read -P 0xb3 2m 256k",
+		"read -P 0xc4 4m 64k", "read -P 0xc7 7m 64k", "write -P 0xd8 8m 64k", "read -P 0xd8 8m 64k")
+	// Deleting the vbdev writes the dirty data back: the core alone is right.
+	d.Call(t, "bdev_ocf_delete", map[string]any{"name": "Flaky"})
+	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "FlakyCore"})
+	qemuIO(t, d.URI("FlakyCore"), "read -P 0xa1 0 1m", "read -P 0xb3 2m 256k", "read -P 0xc7 7m 64k", "read -P 0xd8 8m 64k")
 	d.Stop(t)
 }
