@@ -45,7 +45,10 @@ type Cache struct {
 
 	mode      atomic.Uint32 // a Mode
 	promotion PromotionPolicy
-	cutoff    SeqCutoff
+	// cutoff, when set (Config.SeqCutoff), replaces the per-core sequential
+	// cutoff; defaultSeqCutoff is what new cores start with.
+	cutoff           SeqCutoff
+	defaultSeqCutoff SeqCutoffParams
 
 	stripes stripes
 	scratch sync.Pool // *requestScratch, for requests of many lines
@@ -120,8 +123,8 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	if c.promotion == nil {
 		c.promotion = PromoteAlways{}
 	}
-	if c.cutoff == nil {
-		c.cutoff = CutoffNever{}
+	if c.defaultSeqCutoff, err = (SeqCutoffParams{}).withDefaults(); err != nil {
+		return nil, err
 	}
 	c.mode.Store(uint32(cfg.Mode))
 	c.scratch.New = func() any { return new(requestScratch) }
@@ -233,7 +236,17 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 		return nil, fmt.Errorf("add core %q: its size %d differs from the %d bytes the cache recorded for core %d (%q): %w",
 			info.Name, record.SizeBytes, co.record.SizeBytes, cfg.ID, co.record.CoreName, ErrInvalidConfig)
 	}
+	seq := c.defaultSeqCutoff
+	if co.dev == nil && co.record.CoreName != "" {
+		// Re-attaching a recorded core: it keeps its sequential cutoff.
+		if p, err := (SeqCutoffParams{Policy: SeqCutoffPolicy(co.record.SeqCutoff), ThresholdBytes: co.record.SeqThreshold,
+			PromotionCount: co.record.SeqPromotionCount}).withDefaults(); err == nil {
+			seq = p
+		}
+	}
+	record.SeqCutoff, record.SeqThreshold, record.SeqPromotionCount = uint8(seq.Policy), seq.ThresholdBytes, seq.PromotionCount
 	co.dev, co.info, co.record = cfg.Device, vol, record
+	co.seq = newSeqDetector(seq)
 	co.state.Store(0)
 	c.mu.Unlock()
 	if err := c.writeSuperblock(false); err != nil {

@@ -22,6 +22,7 @@ type Core struct {
 	record metadata.CoreRecord
 
 	stats counters
+	seq   *seqDetector // sequential cutoff state; set at AddCore
 
 	// state holds the stateClosed and stateRemoved bits. An IO checks it
 	// after taking its stripes; whoever sets a bit then takes and releases

@@ -77,7 +77,7 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 	if r.hits > 0 {
 		class = classPartialMiss
 	}
-	insert := !c.cutoff.Bypass(co.id, r.off, r.len, false, r.cacheFull) && r.promote()
+	insert := !co.bypass(r.off, r.len, false, r.cacheFull) && r.promote()
 	if insert {
 		c.mu.Lock()
 		insert = r.allocLocked()
@@ -186,7 +186,7 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 	case r.hits < int(r.n):
 		class = classPartialMiss
 	}
-	insert := !c.cutoff.Bypass(co.id, r.off, r.len, true, r.cacheFull) && r.promote()
+	insert := !co.bypass(r.off, r.len, true, r.cacheFull) && r.promote()
 	if insert {
 		c.mu.Lock()
 		insert = r.allocLocked()

@@ -46,7 +46,11 @@
 //	  2    2 reserved (zero)
 //	  4    8 core size, bytes
 //	 12   16 volume UUID
-//	 28    1 n = length of the core bdev name, then n bytes
+//	 28    1 sequential cutoff policy (ocf.SeqCutoffPolicy numbering)
+//	 29    3 reserved (zero)
+//	 32    4 sequential cutoff threshold, bytes
+//	 36    4 sequential cutoff promotion count
+//	 40    1 n = length of the core bdev name, then n bytes
 //	  .    1 m = length of the volume name, then m bytes
 //
 // # Entry sector (512 bytes)
@@ -103,7 +107,7 @@ const (
 	// superblockFixed is the size of the superblock before core records.
 	superblockFixed = 148
 	// coreRecordFixed is the size of a core record without its names.
-	coreRecordFixed = 30
+	coreRecordFixed = 42
 	// MaxNameBytes bounds the names in a core record.
 	MaxNameBytes = 255
 	// NumParams is the number of policy parameter slots.

@@ -116,14 +116,15 @@ func FuzzDecodeSector(f *testing.F) {
 	})
 }
 
-// reservedOffsets returns the offsets of the two-byte reserved fields of an
-// encoded s: after the core count, and in each core record.
+// reservedOffsets returns offsets of two-byte windows covering the reserved
+// bytes of an encoded s: after the core count, and in each core record
+// (bytes 2-3 and 29-31).
 func reservedOffsets(s *metadata.Superblock) []int {
 	offs := []int{146}
 	off := 148
 	for _, c := range s.Cores {
-		offs = append(offs, off+2)
-		off += 30 + len(c.CoreName) + len(c.VolumeName)
+		offs = append(offs, off+2, off+29, off+30)
+		off += 42 + len(c.CoreName) + len(c.VolumeName)
 	}
 	return offs
 }

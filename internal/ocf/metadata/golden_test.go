@@ -235,16 +235,16 @@ func TestFormatOffsets(t *testing.T) {
 		{"param15@140", uint64(le.Uint32(b[140:])), uint64(s.Params[15])},
 		{"cores@144", uint64(le.Uint16(b[144:])), 2},
 		{"core0.size@152", le.Uint64(b[152:]), 10 << 30},
-		{"core0.nameLen@176", uint64(b[176]), uint64(len("Nvme0n1"))},
+		{"core0.nameLen@188", uint64(b[188]), uint64(len("Nvme0n1"))},
 	} {
 		if f.got != f.want {
 			t.Errorf("superblock %s = %#x, want %#x", f.name, f.got, f.want)
 		}
 	}
-	if string(b[:8]) != metadata.Magic || !bytes.Equal(b[32:48], sampleCacheID[:]) || string(b[177:184]) != "Nvme0n1" {
+	if string(b[:8]) != metadata.Magic || !bytes.Equal(b[32:48], sampleCacheID[:]) || string(b[189:196]) != "Nvme0n1" {
 		t.Error("superblock magic, cache UUID or first core name not where format.go draws them")
 	}
-	if len(b) != 148+2*30+len("Nvme0n1cache0-Nvme0n1Malloc1vol") {
+	if len(b) != 148+2*42+len("Nvme0n1cache0-Nvme0n1Malloc1vol") {
 		t.Errorf("superblock length %d", len(b))
 	}
 

@@ -37,6 +37,11 @@ type CoreRecord struct {
 	VolumeUUID uuid.UUID
 	CoreName   string // the core bdev's name
 	VolumeName string // the cached volume's name
+	// The core's sequential cutoff: policy number, threshold in bytes,
+	// promotion count (zero: the defaults).
+	SeqCutoff         uint8
+	SeqThreshold      uint32
+	SeqPromotionCount uint32
 }
 
 // Encode returns the superblock's bytes (at most SuperblockCopyBytes), its
@@ -85,7 +90,10 @@ func (s *Superblock) Encode() ([]byte, error) {
 		le.PutUint16(b[off:], c.ID)
 		le.PutUint64(b[off+4:], c.SizeBytes)
 		copy(b[off+12:off+28], c.VolumeUUID[:])
-		off += 28
+		b[off+28] = c.SeqCutoff
+		le.PutUint32(b[off+32:], c.SeqThreshold)
+		le.PutUint32(b[off+36:], c.SeqPromotionCount)
+		off += 40
 		b[off] = byte(len(c.CoreName))
 		off += 1 + copy(b[off+1:], c.CoreName)
 		b[off] = byte(len(c.VolumeName))
@@ -150,7 +158,10 @@ func DecodeSuperblock(b []byte, devBytes int64) (*Superblock, error) {
 		c.ID = le.Uint16(b[off:])
 		c.SizeBytes = le.Uint64(b[off+4:])
 		copy(c.VolumeUUID[:], b[off+12:off+28])
-		off += 28
+		c.SeqCutoff = b[off+28]
+		c.SeqThreshold = le.Uint32(b[off+32:])
+		c.SeqPromotionCount = le.Uint32(b[off+36:])
+		off += 40
 		var ok bool
 		if c.CoreName, off, ok = readName(b[:n], off); !ok {
 			return nil, corruptf("superblock core record %d: name runs past the end", i)

@@ -149,15 +149,16 @@ func TestSuperblockEncodeLimits(t *testing.T) {
 		t.Error("Encode accepted a 256-byte core name")
 	}
 
-	// Cores of 540 bytes (both names 255) plus one of 48 fill a copy exactly.
+	// 118 cores of 552 bytes (both names 255) plus one of 252 fill a copy
+	// exactly: 148 + 118*552 + 252 = 65536.
 	full := func(extra int) *metadata.Superblock {
 		s := sampleSuperblock()
 		s.Cores = nil
 		long := strings.Repeat("x", metadata.MaxNameBytes)
-		for i := range 121 {
+		for i := range 118 {
 			s.Cores = append(s.Cores, metadata.CoreRecord{ID: uint16(i), CoreName: long, VolumeName: long})
 		}
-		return withCore(s, metadata.CoreRecord{ID: 121, CoreName: strings.Repeat("y", 18+extra)})
+		return withCore(s, metadata.CoreRecord{ID: 118, CoreName: strings.Repeat("y", 210+extra)})
 	}
 	b := mustEncode(t, full(0))
 	if len(b) != metadata.SuperblockCopyBytes {
@@ -257,7 +258,7 @@ func TestSuperblockRejectsInconsistent(t *testing.T) {
 		"one more line":        func(b []byte) { b[56]++ },
 		"data offset moved":    func(b []byte) { b[73] += 0x10 },
 		"entry area moved":     func(b []byte) { b[65]++ },
-		"duplicate core id":    func(b []byte) { b[148+30+7+14] = 0 }, // core 1's id := core 0's
+		"duplicate core id":    func(b []byte) { b[148+42+7+14] = 0 }, // core 1's id := core 0's
 		"core id NoCore":       func(b []byte) { b[148], b[149] = 0xFF, 0xFF },
 		"one core fewer":       func(b []byte) { b[144] = 1 },
 		"one core more":        func(b []byte) { b[144] = 3 },
