@@ -342,11 +342,13 @@ func (d *Daemon) Replay(ctx context.Context, doc *Document) error {
 	return nil
 }
 
-// Document returns the daemon's current configuration, as save_config would.
+// Document returns the daemon's current configuration as it is persisted:
+// what save_config would write, plus the OCF vbdevs still waiting for a
+// base bdev.
 func (d *Daemon) Document() (*Document, error) {
 	doc := &Document{}
 	for _, name := range subsystemOrder {
-		entries, err := d.api.SubsystemConfig(name)
+		entries, err := d.api.PersistentConfig(name)
 		if err != nil {
 			return nil, err
 		}

@@ -108,13 +108,25 @@ func (a *API) getConfig(_ context.Context, params json.RawMessage) (any, error) 
 
 // SubsystemConfig returns framework_get_config's entries for a subsystem.
 func (a *API) SubsystemConfig(name string) ([]configEntry, error) {
+	return a.subsystemConfig(name, false)
+}
+
+// PersistentConfig returns the entries the daemon persists for a
+// subsystem: SubsystemConfig's, plus the OCF vbdevs still waiting for a
+// base bdev. framework_get_config leaves those out, as SPDK does, but a
+// restart must bring them back, waiting.
+func (a *API) PersistentConfig(name string) ([]configEntry, error) {
+	return a.subsystemConfig(name, true)
+}
+
+func (a *API) subsystemConfig(name string, withWaiting bool) ([]configEntry, error) {
 	out := []configEntry{}
 	switch name {
 	case "bdev":
 		for _, b := range a.bases.list() {
 			out = append(out, b.config())
 		}
-		out = append(out, a.ocfConfig()...)
+		out = append(out, a.ocfConfig(withWaiting)...)
 		out = append(out, configEntry{Method: "bdev_wait_for_examine"})
 	case "nbd":
 		out = append(out, a.nbdConfig()...)

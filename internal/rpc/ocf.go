@@ -190,10 +190,23 @@ func (a *API) ocfDriverSpecific(name string) any {
 	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, in.MetadataVolatile, in.FallbackPT, in.FallbackPTThreshold}
 }
 
-// ocfConfig returns the bdev_ocf_create entries of the started vbdevs.
-func (a *API) ocfConfig() []configEntry {
-	var out []configEntry
+// ocfConfig returns the bdev_ocf_create entries of the started vbdevs, in
+// creation order, and with withWaiting those of the vbdevs waiting for a
+// base bdev too (with the mode and line size they were created with).
+func (a *API) ocfConfig(withWaiting bool) []configEntry {
+	started := map[string]vbdev.Params{}
 	for _, p := range a.svc.OCF.CreateParams() {
+		started[p.Name] = p
+	}
+	var out []configEntry
+	for _, in := range a.svc.OCF.List("") {
+		p, ok := started[in.Name]
+		if !ok {
+			if !withWaiting {
+				continue
+			}
+			p = vbdev.Params{Name: in.Name, Mode: in.Mode, LineSizeKiB: in.LineSizeKiB, CacheBdev: in.CacheBdev, CoreBdev: in.CoreBdev}
+		}
 		out = append(out, configEntry{Method: "bdev_ocf_create", Params: ocfCreateParams{
 			Name: p.Name, Mode: p.Mode, CacheLineSize: p.LineSizeKiB, CacheBdevName: p.CacheBdev, CoreBdevName: p.CoreBdev,
 		}})
