@@ -409,3 +409,30 @@ func TestExamineAutoLoad(t *testing.T) {
 		d.Stop(t)
 	}
 }
+
+// TestRestartKeepsWaitingVbdev creates, in a daemon that persists its
+// state, a vbdev whose cache bdev does not exist yet, restarts, and then
+// creates the cache: the vbdev must still be there, waiting, and start.
+func TestRestartKeepsWaitingVbdev(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 16 << 20})
+	d := StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	d.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "core.bin"), "WCore"))
+	d.Call(t, "bdev_ocf_create", ocfParams("Waiting", "wb", "WCache", "WCore", 16))
+	d.Stop(t)
+
+	d2 := StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	vb := d2.ocfBdevs(t, "")
+	if len(vb) != 2 || vb[1].Name != "Waiting" || vb[1].Started || !vb[1].Core.Attached {
+		t.Fatalf("after a restart, vbdevs %+v, want cache0 and Waiting (not started, core attached)", vb)
+	}
+	d2.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "cache.bin"), "WCache"))
+	b, _ := d2.getBdev(t, "Waiting")
+	var ds ocfDriverSpecific
+	json.Unmarshal(b.DriverSpecific, &ds)
+	if ds.Mode != "wb" || ds.CacheLineSize != 16 {
+		t.Fatalf("Waiting once started: %s, want mode wb and 16 KiB lines", b.DriverSpecific)
+	}
+	d2.Stop(t)
+}
