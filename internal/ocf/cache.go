@@ -18,8 +18,11 @@ type Config struct {
 	LineSize int64
 	// Mode is the initial cache mode.
 	Mode Mode
-	// Promotion decides which misses are inserted; nil means PromoteAlways.
+	// Promotion, if set, replaces the built-in promotion policies (tests);
+	// otherwise PromotionParams chooses one.
 	Promotion PromotionPolicy
+	// PromotionParams chooses the built-in promotion policy.
+	PromotionParams PromotionParams
 	// SeqCutoff decides which requests bypass the cache; nil means CutoffNever.
 	SeqCutoff SeqCutoff
 	// VolatileMetadata keeps the metadata in memory only (SPDK's
@@ -43,8 +46,8 @@ type Cache struct {
 	// sectorsPerLine is lineSize / 512.
 	sectorsPerLine int
 
-	mode      atomic.Uint32 // a Mode
-	promotion PromotionPolicy
+	mode atomic.Uint32 // a Mode
+	prom promotionHolder
 	// cutoff, when set (Config.SeqCutoff), replaces the per-core sequential
 	// cutoff; defaultSeqCutoff is what new cores start with.
 	cutoff           SeqCutoff
@@ -115,13 +118,22 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 		dev:            dev,
 		layout:         lay,
 		sectorsPerLine: int(cfg.LineSize / sectorSize),
-		promotion:      cfg.Promotion,
 		cutoff:         cfg.SeqCutoff,
 		stripes:        newStripes(lay.numLines),
 		meta:           persistState{volatile: cfg.VolatileMetadata, progress: cfg.Progress},
 	}
-	if c.promotion == nil {
-		c.promotion = PromoteAlways{}
+	pp, err := cfg.PromotionParams.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c.prom.params, c.prom.policy = pp, cfg.Promotion
+	if c.prom.policy == nil {
+		c.prom.policy = PromoteAlways{}
+		if pp.Kind == PromoteNHitKind {
+			if c.prom.policy, err = NewNHit(pp, lay.numLines); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if c.defaultSeqCutoff, err = (SeqCutoffParams{}).withDefaults(); err != nil {
 		return nil, err

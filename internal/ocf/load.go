@@ -82,6 +82,8 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		return nil, nil, fmt.Errorf("load cache %q: %w", name, fmt.Errorf("%w: mode %d", metadata.ErrCorrupt, sb.Mode))
 	}
 	cfg.LineSize, cfg.Mode, cfg.VolatileMetadata = sb.Geometry.LineSize, Mode(sb.Mode), false
+	cfg.PromotionParams = PromotionParams{Kind: PromotionKind(sb.Promotion), InsertionThreshold: sb.Params[paramNHitInsertion],
+		TriggerThreshold: sb.Params[paramNHitTrigger], TriggerSet: true}
 	c, err := newCache(dev, cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load cache %q: %w", name, err)

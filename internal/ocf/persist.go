@@ -47,7 +47,9 @@ type persistState struct {
 
 // Slots of the superblock's policy parameters.
 const (
-	paramFallbackPT = iota // fallback pass-through error threshold
+	paramFallbackPT    = iota // fallback pass-through error threshold
+	paramNHitInsertion        // nhit insertion threshold
+	paramNHitTrigger          // nhit trigger threshold, percent
 )
 
 // syncChunkSectors bounds one encode-flush-write round of syncMetadata.
@@ -189,6 +191,9 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
 	sb := &metadata.Superblock{CacheID: c.meta.id, Geometry: c.layout.Geometry, Mode: uint8(c.Mode())}
 	sb.Params[paramFallbackPT] = c.fallback.threshold.Load()
+	pp := c.Promotion()
+	sb.Promotion = uint8(pp.Kind)
+	sb.Params[paramNHitInsertion], sb.Params[paramNHitTrigger] = pp.InsertionThreshold, pp.TriggerThreshold
 	if clean {
 		sb.Flags |= metadata.FlagClean
 	}

@@ -209,8 +209,9 @@ func (r *request) tidy() {
 // be admitted for the request to insert.
 func (r *request) promote() bool {
 	ok := true
+	pol := r.c.prom.get()
 	for k, i := range r.lines() {
-		if i == noLine && !r.c.promotion.Promote(r.co.id, r.first+uint64(k), r.occPct) {
+		if i == noLine && !pol.Promote(r.co.id, r.first+uint64(k), r.occPct) {
 			ok = false // keep asking: policies count accesses
 		}
 	}
