@@ -34,6 +34,9 @@ type baseBdev struct {
 	driverSpecific func() any
 	// claim is held on the base bdev of a wrapper (delay, error).
 	claim *bdev.Claim
+	// deps name the bdevs it is built on (a wrapper's base), which its
+	// config entry must follow.
+	deps []string
 	// injector arms the faults of an error bdev.
 	injector *errinj.SPDKInjector
 }

@@ -123,10 +123,12 @@ func (a *API) subsystemConfig(name string, withWaiting bool) ([]configEntry, err
 	out := []configEntry{}
 	switch name {
 	case "bdev":
+		var items []configItem
 		for _, b := range a.bases.list() {
-			out = append(out, b.config())
+			items = append(items, configItem{name: b.name, deps: b.deps, entry: b.config()})
 		}
-		out = append(out, a.ocfConfig(withWaiting)...)
+		items = append(items, a.ocfConfig(withWaiting)...)
+		out = append(out, dependencyOrder(items)...)
 		out = append(out, configEntry{Method: "bdev_wait_for_examine"})
 	case "nbd":
 		out = append(out, a.nbdConfig()...)
@@ -134,6 +136,51 @@ func (a *API) subsystemConfig(name string, withWaiting bool) ([]configEntry, err
 		return nil, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "Subsystem '%s' not found", name)
 	}
 	return out, nil
+}
+
+// configItem is a bdev's create entry with the names of the bdevs it is
+// built on.
+type configItem struct {
+	name  string
+	deps  []string
+	entry configEntry
+}
+
+// dependencyOrder returns the entries of items, in their order except that
+// each comes after the entries creating the bdevs it is built on (a delay
+// or error bdev over an OCF vbdev, an OCF vbdev over a delay bdev), so that
+// replaying them in order succeeds. Dependencies that no item creates are
+// ignored.
+func dependencyOrder(items []configItem) []configEntry {
+	listed := map[string]bool{}
+	for _, it := range items {
+		listed[it.name] = true
+	}
+	done := map[string]bool{}
+	var out []configEntry
+	for len(items) > 0 {
+		var rest []configItem
+		for _, it := range items {
+			ready := true
+			for _, d := range it.deps {
+				ready = ready && (!listed[d] || done[d])
+			}
+			if !ready {
+				rest = append(rest, it)
+				continue
+			}
+			out = append(out, it.entry)
+			done[it.name] = true
+		}
+		if len(rest) == len(items) { // a cycle cannot be built; keep the order
+			for _, it := range rest {
+				out = append(out, it.entry)
+			}
+			break
+		}
+		items = rest
+	}
+	return out
 }
 
 type killParams struct {

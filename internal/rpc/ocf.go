@@ -193,12 +193,12 @@ func (a *API) ocfDriverSpecific(name string) any {
 // ocfConfig returns the bdev_ocf_create entries of the started vbdevs, in
 // creation order, and with withWaiting those of the vbdevs waiting for a
 // base bdev too (with the mode and line size they were created with).
-func (a *API) ocfConfig(withWaiting bool) []configEntry {
+func (a *API) ocfConfig(withWaiting bool) []configItem {
 	started := map[string]vbdev.Params{}
 	for _, p := range a.svc.OCF.CreateParams() {
 		started[p.Name] = p
 	}
-	var out []configEntry
+	var out []configItem
 	for _, in := range a.svc.OCF.List("") {
 		p, ok := started[in.Name]
 		if !ok {
@@ -207,9 +207,10 @@ func (a *API) ocfConfig(withWaiting bool) []configEntry {
 			}
 			p = vbdev.Params{Name: in.Name, Mode: in.Mode, LineSizeKiB: in.LineSizeKiB, CacheBdev: in.CacheBdev, CoreBdev: in.CoreBdev}
 		}
-		out = append(out, configEntry{Method: "bdev_ocf_create", Params: ocfCreateParams{
-			Name: p.Name, Mode: p.Mode, CacheLineSize: p.LineSizeKiB, CacheBdevName: p.CacheBdev, CoreBdevName: p.CoreBdev,
-		}})
+		out = append(out, configItem{name: p.Name, deps: []string{p.CacheBdev, p.CoreBdev},
+			entry: configEntry{Method: "bdev_ocf_create", Params: ocfCreateParams{
+				Name: p.Name, Mode: p.Mode, CacheLineSize: p.LineSizeKiB, CacheBdevName: p.CacheBdev, CoreBdevName: p.CoreBdev,
+			}}})
 	}
 	return out
 }

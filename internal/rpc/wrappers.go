@@ -80,7 +80,7 @@ func (a *API) delayCreate(_ context.Context, params json.RawMessage) (any, error
 		return nil, jsonrpc.ErrnoError(syscall.EINVAL).WithData("%v", err)
 	}
 	p.UUID = d.Info().UUID.String()
-	b := &baseBdev{name: p.Name, module: "delay", dev: d, claim: claim}
+	b := &baseBdev{name: p.Name, module: "delay", dev: d, claim: claim, deps: []string{p.BaseBdevName}}
 	b.config = func() configEntry {
 		cfg := p
 		l := d.Latencies()
@@ -145,7 +145,7 @@ func (a *API) errorCreate(_ context.Context, params json.RawMessage) (any, error
 	}
 	d, inj := errinj.NewErrorBdev(base, id)
 	p.UUID = id.String()
-	b := &baseBdev{name: name, module: "error", dev: d, claim: claim, injector: inj,
+	b := &baseBdev{name: name, module: "error", dev: d, claim: claim, injector: inj, deps: []string{p.BaseName},
 		config: func() configEntry { return configEntry{Method: "bdev_error_create", Params: p} }}
 	if err := a.registerBase(b); err != nil {
 		claim.Release()
