@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/rpcclient"
 )
 
 // rawRPC is a JSON-RPC connection written byte by byte.
@@ -618,4 +620,65 @@ func TestCacheDeviceErrors(t *testing.T) {
 	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "FlakyCore"})
 	qemuIO(t, d.URI("FlakyCore"), "read -P 0xa1 0 1m", "read -P 0xb3 2m 256k", "read -P 0xc7 7m 64k", "read -P 0xd8 8m 64k")
 	d.Stop(t)
+}
+
+// TestNestedOCFRemoval stacks an OCF vbdev on another (V2's core is V1)
+// and removes the lower one by bdev_ocf_delete, by hot-removing its core,
+// and by SIGTERM: the upper one must go with it, without hanging.
+//
+// Known bug (internal/vbdev): each of these deadlocks. The manager holds
+// its lock while detachLocked unregisters V1; the registry then calls V2's
+// core-claim callback, hotRemoveCore, which takes the same lock. The
+// management of every cache hangs, and so does SIGTERM. The test runs only
+// with BLOCKCACHE_E2E_KNOWN_BUGS=1 until that is fixed.
+func TestNestedOCFRemoval(t *testing.T) {
+	if os.Getenv("BLOCKCACHE_E2E_KNOWN_BUGS") == "" {
+		t.Skip("known deadlock in internal/vbdev (removing an OCF vbdev that is the base of another); set BLOCKCACHE_E2E_KNOWN_BUGS=1 to run")
+	}
+	t.Parallel()
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+	c, err := rpcclient.Dial(d.Sock, rpcclient.WithTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	call := func(method string, params any) {
+		t.Helper()
+		if _, err := c.Call(method, params); err != nil {
+			t.Fatalf("%s %s: %v", method, mustJSON(params), err)
+		}
+	}
+	build := func() {
+		t.Helper()
+		for _, n := range []string{"C1", "D1", "C2"} {
+			call("bdev_malloc_create", mallocParams(n, 8, 512))
+		}
+		call("bdev_ocf_create", ocfParams("V1", "wt", "C1", "D1", 0))
+		call("bdev_ocf_create", ocfParams("V2", "wt", "C2", "V1", 0))
+	}
+	gone := func(what string) {
+		t.Helper()
+		if _, err := c.Call("bdev_get_bdevs", map[string]any{"name": "V2"}); err == nil {
+			t.Fatalf("%s: V2 is still registered", what)
+		}
+		d.expectClaimed(t, "C2", false)
+		for _, n := range []string{"C1", "D1", "C2"} {
+			c.Call("bdev_malloc_delete", map[string]any{"name": n})
+		}
+	}
+	build()
+	call("bdev_ocf_delete", map[string]any{"name": "V1"})
+	gone("bdev_ocf_delete V1")
+	build()
+	call("bdev_malloc_delete", map[string]any{"name": "D1"})
+	gone("hot-remove of D1")
+	build()
+	d.closeClient()
+	c.Close()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.Wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM", code)
+	}
 }

@@ -878,6 +878,11 @@ func TestSaveConfigLoadConfig(t *testing.T) {
 		"avg_read_latency": 1, "p99_read_latency": 2, "avg_write_latency": 3, "p99_write_latency": 4})
 	a.Call(t, "bdev_malloc_create", mallocParams("SEBase", 1, 512))
 	a.Call(t, "bdev_error_create", map[string]any{"base_name": "SEBase"})
+	// Wrappers over an OCF vbdev: the config must create each bdev after
+	// the ones it is built on.
+	a.Call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "SVol2", "name": "SSlowVol",
+		"avg_read_latency": 1, "p99_read_latency": 2, "avg_write_latency": 3, "p99_write_latency": 4})
+	a.Call(t, "bdev_error_create", map[string]any{"base_name": "SSlowVol"})
 	a.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "SVol"})
 	saved, err := a.Client(t).SaveConfig()
 	if err != nil {
