@@ -24,6 +24,8 @@ and JSON configs work unchanged.`,
 	}
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newRPCCmd(), newBdevCmd(), newCacheCmd(), newExportCmd(), newConfigCmd(), newVersionCmd())
+	subcommandNamed(root, "cache").AddCommand(newCacheFlushCmds()...)
+	root.AddCommand(newCheckCmd(), newInspectCmd())
 	return root
 }
 

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// flushStatusJSON runs cache flush-status --json.
+func flushStatusJSON(t *testing.T, d *testDaemon, name string) map[string]any {
+	t.Helper()
+	out := d.ok(t, "cache", "flush-status", name, "--json")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("cache flush-status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+func dirtyCount(t *testing.T, d *testDaemon, name string) uint64 {
+	t.Helper()
+	return statsJSON(t, d, name)["usage"]["dirty"].Count
+}
+
+func TestCacheFlush(t *testing.T) {
+	d := startDaemon(t)
+	d.malloc(t, "M0", 8192, 512)  // cache, 4 MiB: about 1000 lines of 4 KiB
+	d.malloc(t, "M1", 65536, 512) // core, 32 MiB
+	// Every write to the core takes 5 ms, so writing back 300 lines one
+	// by one takes 1.5 s at least: long enough to watch.
+	d.call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "M1", "name": "Slow1",
+		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": 5000, "p99_write_latency": 5000})
+	d.ok(t, "cache", "create", "C0", "--mode", "wb", "--cache", "M0", "--core", "Slow1")
+
+	// No flush yet.
+	if got := d.ok(t, "cache", "flush-status", "C0"); got != "C0: flush finished, status 0 (success), 0 of 0 dirty lines written back\n" {
+		t.Errorf("flush-status before any flush: %q", got)
+	}
+
+	const lines = 300
+	d.ok(t, "export", "start", "C0")
+	nbdIO(t, d, "C0", lines)
+	d.ok(t, "export", "stop", "C0")
+	if n := dirtyCount(t, d, "C0"); n != lines {
+		t.Fatalf("dirty after %d writes in wb: %d", lines, n)
+	}
+
+	// --no-wait starts it and returns at once.
+	start := time.Now()
+	if got := d.ok(t, "cache", "flush", "C0", "--no-wait"); got != "C0: flush started\n" {
+		t.Errorf("cache flush --no-wait printed %q", got)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("cache flush --no-wait took %v", el)
+	}
+	if got := d.ok(t, "cache", "flush-status", "C0"); !strings.HasPrefix(got, "C0: flush in progress, ") || !strings.Contains(got, " dirty lines written back") {
+		t.Errorf("flush-status during the flush: %q", got)
+	}
+	if st := flushStatusJSON(t, d, "C0"); st["in_progress"] != true || st["status"] != nil {
+		t.Errorf("flush-status --json during the flush: %v", st)
+	}
+
+	// cache flush waits for the flush running, with a bar on stderr.
+	r := d.cli(t, "cache", "flush", "C0", "--progress")
+	if r.code != 0 || r.stdout != "C0: flushed, 300 of 300 dirty lines written back\n" {
+		t.Fatalf("cache flush: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "flush C0") || !strings.Contains(r.stderr, "/300") {
+		t.Errorf("cache flush --progress: no progress bar on stderr: %q", r.stderr)
+	}
+	if n := dirtyCount(t, d, "C0"); n != 0 {
+		t.Errorf("dirty after cache flush: %d", n)
+	}
+	if got := d.ok(t, "cache", "flush-status", "C0"); got != "C0: flush finished, status 0 (success), 300 of 300 dirty lines written back\n" {
+		t.Errorf("flush-status after the flush: %q", got)
+	}
+	if st := flushStatusJSON(t, d, "C0"); st["in_progress"] != false || st["status"] != 0.0 || st["flushed_lines"] != 300.0 || st["total_lines"] != 300.0 {
+		t.Errorf("flush-status --json after the flush: %v", st)
+	}
+
+	// Dirty data again, flushed by cache flush alone; stderr is not a
+	// terminal, so no bar.
+	d.ok(t, "export", "start", "C0")
+	nbdIO(t, d, "C0", 10)
+	d.ok(t, "export", "stop", "C0")
+	if n := dirtyCount(t, d, "C0"); n != 10 {
+		t.Fatalf("dirty after 10 more writes: %d", n)
+	}
+	if got := d.ok(t, "cache", "flush", "C0"); got != "C0: flushed, 10 of 10 dirty lines written back\n" {
+		t.Errorf("cache flush printed %q", got)
+	}
+	if n := dirtyCount(t, d, "C0"); n != 0 {
+		t.Errorf("dirty after the second cache flush: %d", n)
+	}
+	// Nothing dirty: nothing to do.
+	if got := d.ok(t, "cache", "flush", "C0"); got != "C0: flushed, 0 of 0 dirty lines written back\n" {
+		t.Errorf("cache flush with nothing dirty printed %q", got)
+	}
+
+	d.fails(t, []string{"cache", "flush", "C9"}, "blockcache: cache flush C9: No such device")
+	d.fails(t, []string{"cache", "flush", "C9", "--no-wait"}, "blockcache: cache flush C9: No such device")
+	d.fails(t, []string{"cache", "flush-status", "C9"}, "blockcache: cache flush-status C9: No such device")
+	d.fails(t, []string{"cache", "flush"}, "accepts 1 arg(s), received 0")
+}
+
+func TestCacheFlushFails(t *testing.T) {
+	d := startDaemon(t)
+	d.malloc(t, "M0", 8192, 512)
+	d.malloc(t, "M1", 65536, 512)
+	d.call(t, "bdev_error_create", map[string]any{"base_name": "M1"})
+	d.ok(t, "cache", "create", "C0", "--mode", "wb", "--cache", "M0", "--core", "EE_M1")
+	d.ok(t, "export", "start", "C0")
+	nbdIO(t, d, "C0", 4)
+	d.ok(t, "export", "stop", "C0")
+	d.call(t, "bdev_error_inject_error", map[string]any{"name": "EE_M1", "io_type": "write", "error_type": "failure", "num": 1000})
+
+	d.fails(t, []string{"cache", "flush", "C0"}, "blockcache: cache flush C0: flush failed with status -5 (input/output error), ")
+	if got := d.ok(t, "cache", "flush-status", "C0"); !strings.HasPrefix(got, "C0: flush failed, status -5 (input/output error), ") {
+		t.Errorf("flush-status after a failed flush: %q", got)
+	}
+	if st := flushStatusJSON(t, d, "C0"); st["in_progress"] != false || st["status"] != -5.0 {
+		t.Errorf("flush-status --json after a failed flush: %v", st)
+	}
+	if n := dirtyCount(t, d, "C0"); n != 4 {
+		t.Errorf("dirty after a failed flush: %d, want 4", n)
+	}
+
+	// Once the core takes writes again, the flush goes through.
+	d.call(t, "bdev_error_inject_error", map[string]any{"name": "EE_M1", "io_type": "clear", "error_type": "failure"})
+	if got := d.ok(t, "cache", "flush", "C0"); got != "C0: flushed, 4 of 4 dirty lines written back\n" {
+		t.Errorf("cache flush after clearing the errors printed %q", got)
+	}
+	if n := dirtyCount(t, d, "C0"); n != 0 {
+		t.Errorf("dirty after the flush: %d", n)
+	}
+}
+
+func TestCacheFlushClientFlags(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bc-cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "nobody.sock")
+	for _, args := range [][]string{{"cache", "flush", "C0"}, {"cache", "flush", "C0", "--no-wait"}, {"cache", "flush-status", "C0"}} {
+		checkFails(t, args, runCLI(t, "", append(args, "-s", sock)...),
+			"blockcache: cannot reach the daemon at "+sock+": connect: no such file or directory")
+		checkFails(t, args, runCLI(t, "", append(args, "-s", sock, "--timeout", "0s")...), "--timeout must be positive")
+		t.Setenv(EnvRPCSocket, sock)
+		checkFails(t, args, runCLI(t, "", args...), "cannot reach the daemon at "+sock+":")
+	}
+	r := runCLI(t, "", "cache", "--help")
+	for _, c := range []string{"flush", "flush-status"} {
+		if !strings.Contains(r.stdout, "\n  "+c+" ") {
+			t.Errorf("cache --help does not list %q:\n%s", c, r.stdout)
+		}
+	}
+	r = runCLI(t, "", "--help")
+	for _, c := range []string{"check", "inspect"} {
+		if !strings.Contains(r.stdout, "\n  "+c+" ") {
+			t.Errorf("--help does not list %q:\n%s", c, r.stdout)
+		}
+	}
+}
+
+func TestProgressView(t *testing.T) {
+	var b strings.Builder
+	pv := newProgressView(&b, "flush C0", "lines", true, 0)
+	pv.update(0, 0) // total unknown yet: nothing
+	if b.Len() != 0 || pv.shown() {
+		t.Errorf("progress with no total drew %q", b.String())
+	}
+	pv.update(3, 10)
+	if !pv.shown() || !strings.Contains(b.String(), "flush C0") || !strings.Contains(b.String(), "3/10") {
+		t.Errorf("progress 3/10 drew %q", b.String())
+	}
+	pv.update(12, 20) // the total grew
+	if !strings.Contains(b.String(), "12/20") {
+		t.Errorf("progress 12/20 drew %q", b.String())
+	}
+	n := b.Len()
+	pv.finish()
+	if !strings.HasSuffix(b.String(), "\r") || b.Len() == n {
+		t.Errorf("finish did not erase the bar: %q", b.String()[n:])
+	}
+
+	// Not a terminal and not forced, or not yet long enough: nothing.
+	for _, pv := range []*progressView{
+		newProgressView(&b, "x", "lines", false, 0),
+		newProgressView(&b, "x", "lines", true, time.Hour),
+	} {
+		b.Reset()
+		pv.update(3, 10)
+		pv.finish()
+		if b.Len() != 0 || pv.shown() {
+			t.Errorf("progress drew %q", b.String())
+		}
+	}
+}
