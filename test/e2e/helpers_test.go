@@ -26,7 +26,8 @@ import (
 	"blockcache/internal/rpcclient"
 )
 
-// binPath is the blockcache binary TestMain built.
+// binPath is the blockcache binary TestMain built (with the race detector
+// when BLOCKCACHE_E2E_RACE is set).
 var binPath string
 
 func TestMain(m *testing.M) {
@@ -51,7 +52,13 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	binPath = filepath.Join(dir, "blockcache")
-	build := exec.Command(goTool, "build", "-o", binPath, "./cmd/blockcache")
+	args := []string{"build", "-o", binPath}
+	if os.Getenv("BLOCKCACHE_E2E_RACE") != "" {
+		// A daemon built with the race detector exits with status 66 when
+		// it found a race, which Stop reports.
+		args = append(args, "-race")
+	}
+	build := exec.Command(goTool, append(args, "./cmd/blockcache")...)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: building blockcache (go build -o %s ./cmd/blockcache in %s) failed: %v\n%s", binPath, root, err, out)

@@ -6,11 +6,15 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/nbd/nbdclient"
 )
 
 // qemuIO runs qemu-io commands on uri and fails on a pattern mismatch or a
@@ -433,6 +437,120 @@ func TestRestartKeepsWaitingVbdev(t *testing.T) {
 	json.Unmarshal(b.DriverSpecific, &ds)
 	if ds.Mode != "wb" || ds.CacheLineSize != 16 {
 		t.Fatalf("Waiting once started: %s, want mode wb and 16 KiB lines", b.DriverSpecific)
+	}
+	d2.Stop(t)
+}
+
+// TestConcurrentManagement runs management RPCs from several clients at
+// once in a daemon that persists every change, with IO on a volume, and
+// checks that the persisted state is the final one and loads again.
+func TestConcurrentManagement(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	d := StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	d.waitStdout(t, "export cache0: ")
+	const workers, rounds = 6, 8
+	errc := make(chan error, workers+1)
+	stopIO := make(chan struct{})
+	ioDone := make(chan error, 1)
+	go func() {
+		c, err := nbdclient.Dial("tcp", d.NBDAddr, nbdclient.Options{Export: "cache0", StructuredReplies: true})
+		if err != nil {
+			ioDone <- err
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 65536)
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stopIO:
+				ioDone <- nil
+				return
+			default:
+			}
+			if err := c.WriteAt(buf, (i%512)*65536, 0); err != nil {
+				ioDone <- err
+				return
+			}
+		}
+	}()
+	for w := range workers {
+		go func() {
+			c, err := d.dial()
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer c.Close()
+			call := func(method string, params any) error {
+				if _, err := c.Call(method, params); err != nil {
+					return fmt.Errorf("worker %d: %s %s: %w", w, method, mustJSON(params), err)
+				}
+				return nil
+			}
+			for r := range rounds {
+				p := fmt.Sprintf("W%dR%d", w, r)
+				steps := []struct {
+					m string
+					p any
+				}{
+					{"bdev_malloc_create", mallocParams(p+"c", 4, 512)},
+					{"bdev_malloc_create", mallocParams(p+"d", 8, 512)},
+					{"bdev_ocf_create", ocfParams(p, []string{"wt", "wb", "wa", "wi", "pt", "wo"}[r%6], p+"c", p+"d", 0)},
+					{"nbd_start_disk", map[string]any{"bdev_name": p}},
+					{"bdev_ocf_get_stats", map[string]any{"name": p}},
+					{"bdev_get_bdevs", nil},
+					{"framework_get_config", map[string]any{"name": "bdev"}},
+				}
+				if r%2 == 0 { // leave the odd rounds' volumes in place
+					steps = append(steps, []struct {
+						m string
+						p any
+					}{
+						{"nbd_stop_disk", map[string]any{"nbd_device": d.URI(p)}},
+						{"bdev_ocf_delete", map[string]any{"name": p}},
+						{"bdev_malloc_delete", map[string]any{"name": p + "c"}},
+						{"bdev_malloc_delete", map[string]any{"name": p + "d"}},
+					}...)
+				}
+				for _, s := range steps {
+					if err := call(s.m, s.p); err != nil {
+						errc <- err
+						return
+					}
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stopIO)
+	if err := <-ioDone; err != nil {
+		t.Fatalf("IO on cache0 during the management storm: %v", err)
+	}
+	want := d.bdevNames(t)
+	if len(want) != 3+workers*rounds/2*3 {
+		t.Fatalf("%d bdevs after the storm, want %d: %v", len(want), 3+workers*rounds/2*3, want)
+	}
+	var disks []nbdDisk
+	d.CallInto(t, "nbd_get_disks", nil, &disks)
+	d.Stop(t)
+
+	d2 := StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	got := d2.bdevNames(t)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("bdevs after restart differ:\n got %v\nwant %v", got, want)
+	}
+	var disks2 []nbdDisk
+	d2.CallInto(t, "nbd_get_disks", nil, &disks2)
+	if len(disks2) != len(disks) {
+		t.Fatalf("%d exports after restart, %d before", len(disks2), len(disks))
 	}
 	d2.Stop(t)
 }
