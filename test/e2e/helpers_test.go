@@ -159,6 +159,8 @@ type DaemonOpts struct {
 	DataDir string
 	// Sock is the -r socket path; a fresh temporary one if empty.
 	Sock string
+	// NBDListen is --nbd-listen, 127.0.0.1:0 if empty; "none" for none.
+	NBDListen string
 	// Args are extra arguments.
 	Args []string
 }
@@ -168,7 +170,8 @@ type Daemon struct {
 	t       *testing.T
 	Sock    string
 	DataDir string
-	// NBDAddr is the NBD server's host:port, parsed from the ready line.
+	// NBDAddr is the NBD server's host:port, parsed from the ready line;
+	// empty when it listens on no TCP address.
 	NBDAddr string
 
 	cmd    *exec.Cmd
@@ -205,7 +208,13 @@ func startProcess(t *testing.T, o DaemonOpts) *Daemon {
 	if o.DataDir == "" {
 		o.DataDir = filepath.Join(t.TempDir(), "data")
 	}
-	args := []string{"serve", "-r", o.Sock, "--nbd-listen", "127.0.0.1:0", "--data-dir", o.DataDir}
+	switch o.NBDListen {
+	case "":
+		o.NBDListen = "127.0.0.1:0"
+	case "none":
+		o.NBDListen = ""
+	}
+	args := []string{"serve", "-r", o.Sock, "--nbd-listen=" + o.NBDListen, "--data-dir", o.DataDir}
 	if o.Bare {
 		args = append(args, "--bare")
 	}
@@ -247,12 +256,14 @@ func (d *Daemon) waitReady(timeout time.Duration) error {
 	for {
 		line, ok, more := d.stderr.find("blockcache ready")
 		if ok {
-			_, after, found := strings.Cut(line, " nbd=nbd://")
+			_, after, found := strings.Cut(line, " nbd=")
 			if !found {
 				return fmt.Errorf("no nbd= address in the ready line %q", line)
 			}
-			addr, _, _ := strings.Cut(after, " ")
-			d.NBDAddr = strings.TrimSuffix(addr, "/")
+			uri, _, _ := strings.Cut(after, " ")
+			if addr, ok := strings.CutPrefix(uri, "nbd://"); ok {
+				d.NBDAddr = strings.TrimSuffix(addr, "/")
+			}
 			return nil
 		}
 		select {

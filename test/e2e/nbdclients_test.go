@@ -332,3 +332,31 @@ func TestModeSwitchUnderIO(t *testing.T) {
 		t.Fatalf("fio --verify_only on the core after bdev_ocf_delete:\n%s", out)
 	}
 }
+
+// TestNBDUnixSocket runs the daemon with NBD on a Unix socket only: the
+// exports' URIs are nbd+unix ones and real clients use them.
+func TestNBDUnixSocket(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(shortTempDir(t), "nbd.sock")
+	d := StartDaemon(t, DaemonOpts{Bare: true, NBDListen: "none", Args: []string{"--nbd-socket", sock}})
+	if !strings.Contains(d.Stderr(), `nbd="nbd+unix:///?socket=`+sock+`"`) {
+		t.Fatalf("ready line does not name the NBD socket:\n%s", d.Stderr())
+	}
+	d.Call(t, "bdev_malloc_create", mallocParams("UCache", 8, 512))
+	d.Call(t, "bdev_malloc_create", mallocParams("UCore", 16, 512))
+	d.Call(t, "bdev_ocf_create", ocfParams("UVol", "wb", "UCache", "UCore", 0))
+	var uri string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "UVol"}, &uri)
+	if want := "nbd+unix:///UVol?socket=" + sock; uri != want {
+		t.Fatalf("nbd_start_disk returned %q, want %q", uri, want)
+	}
+	qemuIO(t, uri, "write -P 0x5e 0 128k", "read -P 0x5e 0 128k")
+	out := run(t, nil, "nbdinfo", "--json", uri)
+	if !strings.Contains(out, `"export-size": 16777216`) {
+		t.Fatalf("nbdinfo %s:\n%s", uri, out)
+	}
+	d.Stop(t)
+	if _, err := os.Stat(sock); err == nil {
+		t.Fatal("the NBD socket is left behind after shutdown")
+	}
+}
