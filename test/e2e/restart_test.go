@@ -554,3 +554,47 @@ func TestConcurrentManagement(t *testing.T) {
 	}
 	d2.Stop(t)
 }
+
+// TestLegacyINI starts the daemon on a legacy SPDK INI config (the seed's
+// [OCF] section over [Malloc] and [AIO] bases) with --ini.
+func TestLegacyINI(t *testing.T) {
+	t.Parallel()
+	files := sparseFiles(t, map[string]int64{"core.bin": 16 << 20})
+	dir := t.TempDir()
+	ini := writeFile(t, dir, "old.ini", []byte(`# an SPDK v20.10 config
+[Global]
+  ReactorMask 0x1
+[Malloc]
+  NumberOfLuns 2
+  LunSizeInMB 8
+[AIO]
+  AIO `+filepath.Join(files, "core.bin")+` AIO0
+[OCF]
+  OCF Legacy wb 8 Malloc0 AIO0
+`))
+	d := StartDaemon(t, DaemonOpts{Bare: true, Args: []string{"--ini", ini}})
+	if names := d.bdevNames(t); !slices.Equal(names, []string{"Malloc0", "Malloc1", "AIO0", "Legacy"}) {
+		t.Fatalf("bdevs from the INI config: %v", names)
+	}
+	b, _ := d.getBdev(t, "Legacy")
+	expectPrefixJSON(t, "Legacy driver_specific", b.DriverSpecific,
+		`{"cache_device":"Malloc0","core_device":"AIO0","mode":"wb","cache_line_size":8,"metadata_volatile":false}`)
+	var uri string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Legacy"}, &uri)
+	qemuIO(t, uri, "write -P 0x0d 0 64k", "read -P 0x0d 0 64k")
+	d.Stop(t)
+
+	bad := writeFile(t, dir, "bad.ini", []byte("[OCF]\n  OCF Broken wb\n"))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ini", bad}, "bad.ini:2:"},
+		{[]string{"--ini", ini, "--config", ini}, "--config and --ini exclude each other"},
+	} {
+		p := startProcess(t, DaemonOpts{Bare: true, Args: c.args})
+		if code := p.Wait(t, 20*time.Second); code == 0 || !strings.Contains(p.Stderr(), c.want) {
+			t.Fatalf("serve %v: status %d, want non-zero and %q in:\n%s", c.args, code, c.want, p.Stderr())
+		}
+	}
+}
