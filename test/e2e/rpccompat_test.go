@@ -303,6 +303,15 @@ func TestRPCCompat(t *testing.T) {
 		if byAlias, rawAlias := d.getBdev(t, id); byAlias.Name != "M1" || !bytes.Equal(rawAlias, raw) {
 			t.Fatalf("bdev_get_bdevs by alias %s: %s", id, rawAlias)
 		}
+		// A bdev named by its own UUID gets no alias.
+		const selfID = "0b9a4c1e-7f6d-4e2a-8c3b-5d4e6f708192"
+		p = mallocParams(selfID, 1, 512)
+		p["uuid"] = selfID
+		d.Call(t, "bdev_malloc_create", p)
+		if b, raw := d.getBdev(t, selfID); b.UUID != selfID || len(b.Aliases) != 0 || b.Aliases == nil {
+			t.Fatalf("bdev named by its UUID: %s, want aliases []", raw)
+		}
+		d.Call(t, "bdev_malloc_delete", map[string]any{"name": selfID})
 		d.expectError(t, "bdev_get_bdevs", map[string]any{"name": "NoSuchBdev"}, -19, "No such device")
 		d.expectError(t, "bdev_get_bdevs", map[string]any{"name": "M1", "bogus": 1}, -32603, "spdk_json_decode_object failed")
 
