@@ -360,3 +360,70 @@ func TestNBDUnixSocket(t *testing.T) {
 		t.Fatal("the NBD socket is left behind after shutdown")
 	}
 }
+
+// TestNbdsh drives a write-back volume with libnbd's nbdsh: zeroing and
+// trimming over dirty cache lines, FUA, many requests in flight, and
+// requests the server must reject with the connection staying usable.
+func TestNbdsh(t *testing.T) {
+	t.Parallel()
+	env := nbdshEnv(t)
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+	uri := d.createCachedVolume(t, "Sh", "wb", cacheMiB, 16, 8)
+	script := `
+import os
+SIZE = 16 << 20
+assert h.get_size() == SIZE, h.get_size()
+assert h.get_block_size(nbd.SIZE_MINIMUM) == 512
+assert h.get_block_size(nbd.SIZE_PREFERRED) == 8192, h.get_block_size(nbd.SIZE_PREFERRED)
+assert h.can_flush() and h.can_fua() and h.can_zero() and not h.is_read_only()
+
+buf = os.urandom(4 << 20)
+h.pwrite(buf, 0)
+# Zeroes over dirty lines, part of a line included.
+h.zero(512 << 10, 1 << 20)
+h.zero(4096, (3 << 20) + 512, nbd.CMD_FLAG_NO_HOLE)
+got = h.pread(4 << 20, 0)
+want = bytearray(buf)
+want[1 << 20:(1 << 20) + (512 << 10)] = bytes(512 << 10)
+want[(3 << 20) + 512:(3 << 20) + 512 + 4096] = bytes(4096)
+assert got == bytes(want), "zeroes over dirty data read back wrong"
+if h.can_trim():
+    h.trim(65536, 2 << 20)
+    h.pwrite(b"\x5a" * 65536, 2 << 20, nbd.CMD_FLAG_FUA)
+    assert h.pread(65536, 2 << 20) == b"\x5a" * 65536
+h.flush()
+
+pending = {h.aio_pwrite(bytes([i]) * 8192, (8 << 20) + i * 8192) for i in range(96)}
+while pending:
+    h.poll(-1)
+    pending = {c for c in pending if not h.aio_command_completed(c)}
+for i in range(96):
+    assert h.pread(8192, (8 << 20) + i * 8192) == bytes([i]) * 8192
+
+h.set_strict_mode(0)
+def fails(errno, f, *args):
+    try:
+        f(*args)
+    except nbd.Error as e:
+        assert e.errno == errno, (f.__name__, args, e.errno, e.string)
+        return
+    raise AssertionError("%s%r succeeded" % (f.__name__, args))
+fails("EINVAL", h.pread, 512, 100)
+fails("EINVAL", h.pwrite, bytes(100), 4096)
+fails("EINVAL", h.pread, 1024, SIZE - 512)
+fails("ENOSPC", h.pwrite, bytes(1024), SIZE - 512)
+assert h.pread(4096, 0) == buf[:4096]
+print("nbdsh ok")
+`
+	out := run(t, env, "nbdsh", "-u", uri, "-c", script)
+	if !strings.Contains(out, "nbdsh ok") {
+		t.Fatalf("nbdsh:\n%s", out)
+	}
+	// What nbdsh left must survive write-back to the core.
+	d.Call(t, "nbd_stop_disk", map[string]any{"nbd_device": uri})
+	d.Call(t, "bdev_ocf_delete", map[string]any{"name": "Sh"})
+	var core string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Sh_core"}, &core)
+	qemuIO(t, core, "read -P 0 1m 512k", "read -P 0x5f 9166848 8k") // block 95 of the aio writes
+	d.Stop(t)
+}
