@@ -22,12 +22,14 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/invariants"
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/rpcclient"
 )
 
-// binPath is the blockcache binary TestMain built (with the race detector
-// when BLOCKCACHE_E2E_RACE is set).
+// binPath is the blockcache binary TestMain built (with the invariants tag
+// when the test has it or -race, and with the race detector when
+// BLOCKCACHE_E2E_RACE is set).
 var binPath string
 
 func TestMain(m *testing.M) {
@@ -53,6 +55,11 @@ func buildAndRun(m *testing.M) int {
 	}
 	binPath = filepath.Join(dir, "blockcache")
 	args := []string{"build", "-o", binPath}
+	if invariants.Enabled {
+		// The test runs with the invariants tag (or -race, as make test
+		// does): so does the daemon, self-checks and rare paths included.
+		args = append(args, "-tags", "invariants")
+	}
 	if os.Getenv("BLOCKCACHE_E2E_RACE") != "" {
 		// A daemon built with the race detector exits with status 66 when
 		// it found a race, which Stop reports.
