@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -32,6 +33,11 @@ type Config struct {
 	// Progress, if set, is told how far long operations ("init", "load",
 	// "flush") are, in their own units.
 	Progress func(op string, done, total int64)
+	// Cleaning chooses the background cleaning policy; the zero value means
+	// DefaultCleaningParams.
+	Cleaning *CleaningParams
+	// Clock gives the cleaning policies the time; nil means SystemClock.
+	Clock Clock
 }
 
 // Cache is a cache instance: one cache device shared by one or more cores.
@@ -59,6 +65,10 @@ type Cache struct {
 
 	meta persistState
 
+	cleaner cleanerState
+	clock   Clock
+	epoch   time.Time // the zero of line.dirtySince
+
 	fallback struct {
 		threshold atomic.Uint32 // 0: off
 		errors    atomic.Uint64 // cache errors since the threshold was set
@@ -81,6 +91,8 @@ type Cache struct {
 		// written by the next flush (see persist.go).
 		metaDirty  []uint64
 		metaUrgent bool
+		// chunkDirty counts dirty lines per acp chunk (core<<32 | chunk).
+		chunkDirty map[uint64]int32
 	}
 }
 
@@ -139,6 +151,19 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	c.mode.Store(uint32(cfg.Mode))
+	c.clock = cfg.Clock
+	if c.clock == nil {
+		c.clock = SystemClock{}
+	}
+	c.epoch = c.clock.Now()
+	c.cleaner.params = DefaultCleaningParams()
+	if cfg.Cleaning != nil {
+		if err := cfg.Cleaning.Validate(); err != nil {
+			return nil, err
+		}
+		c.cleaner.params = *cfg.Cleaning
+	}
+	c.cleaner.wake = make(chan struct{}, 1)
 	c.scratch.New = func() any { return new(requestScratch) }
 	c.bufPool.New = func() any { b := make([]byte, cfg.LineSize); return &b }
 	c.meta.bufs.New = func() any { b := make([]byte, syncChunkSectors*metadata.SectorBytes); return &b }
@@ -148,6 +173,7 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	c.mu.lists.init()
 	c.mu.cores = make(map[CoreID]*Core)
 	c.mu.metaDirty = make([]uint64, (lay.EntrySectors+63)/64)
+	c.mu.chunkDirty = make(map[uint64]int32)
 	for i := lay.numLines - 1; i >= 0; i-- {
 		c.mu.lines[i].hashNext = noLine
 		c.mu.lists.pushFront(c.mu.lines, listFree, lineIdx(i))
@@ -376,6 +402,7 @@ func (c *Cache) Stop() error {
 	if attached > 0 {
 		return fmt.Errorf("stop cache on %q: %d cores still attached: %w", name, attached, ErrCoreExists)
 	}
+	c.stopCleaner()
 	if err := c.syncMetadata(true); err != nil {
 		return fmt.Errorf("stop cache on %q: %w", name, err)
 	}

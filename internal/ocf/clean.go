@@ -79,25 +79,44 @@ type cleanCandidate struct {
 }
 
 // cleanBatch cleans up to limit dirty lines of core co (any core if nil),
-// least recently used first. It returns how many lines it cleaned; when some
-// failed, the first error (the lines stay dirty).
+// those dirty the longest first. It returns how many lines it cleaned; when
+// some failed, the first error (the lines stay dirty).
 func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
 	cands := make([]cleanCandidate, 0, min(limit, flushBatchLines))
-	stripeIdx := make([]int, 0, cap(cands))
 	c.mu.Lock()
 	lines := c.mu.lines
 	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit; j = lines[j].prev {
-		ln := &lines[j]
-		owner := c.mu.cores[ln.core]
-		if (co != nil && ln.core != co.id) || owner.dev == nil {
-			continue // another core's, or a detached core's (no device to write to)
+		if co != nil && lines[j].core != co.id {
+			continue
 		}
-		cands = append(cands, cleanCandidate{idx: j, core: owner, coreLine: ln.coreLine})
-		stripeIdx = append(stripeIdx, c.stripes.index(ln.core, uint64(ln.coreLine)))
+		cands = c.appendCandidateLocked(cands, j)
 	}
 	c.mu.Unlock()
+	return c.cleanLines(cands)
+}
+
+// appendCandidateLocked adds dirty line j to cands unless its core is
+// detached (no device to write to).
+func (c *Cache) appendCandidateLocked(cands []cleanCandidate, j lineIdx) []cleanCandidate {
+	ln := &c.mu.lines[j]
+	owner := c.mu.cores[ln.core]
+	if owner.dev == nil {
+		return cands
+	}
+	return append(cands, cleanCandidate{idx: j, core: owner, coreLine: ln.coreLine})
+}
+
+// cleanLines writes back the chosen lines: their stripes are locked, those
+// still dirty and mapped as chosen have their dirty sectors copied to the
+// core, the cores are flushed, then the sectors are marked clean.
+func (c *Cache) cleanLines(cands []cleanCandidate) (int, error) {
 	if len(cands) == 0 {
 		return 0, nil
+	}
+	lines := c.mu.lines
+	stripeIdx := make([]int, 0, len(cands))
+	for _, cd := range cands {
+		stripeIdx = append(stripeIdx, c.stripes.index(cd.core.id, uint64(cd.coreLine)))
 	}
 
 	locked := c.stripes.lockSet(stripeIdx)

@@ -18,8 +18,8 @@ type listID uint8
 
 const (
 	listFree  listID = iota // unmapped; valid and dirty are empty
-	listClean               // mapped, no dirty sector; eviction candidates
-	listDirty               // mapped, at least one dirty sector
+	listClean               // mapped, no dirty sector; LRU order, eviction candidates
+	listDirty               // mapped, at least one dirty sector; in the order lines became dirty
 	listLimbo               // unmapped, but its durable entry still claims dirty data
 	numLists
 )
@@ -43,8 +43,11 @@ type line struct {
 	hashNext lineIdx    // next line in the same mapping bucket
 	prev     lineIdx    // neighbours on the list named by list
 	next     lineIdx
-	core     CoreID
-	list     listID
+	// dirtySince is when the line last became dirty, in seconds since the
+	// cache started (for alru's staleness).
+	dirtySince uint32
+	core       CoreID
+	list       listID
 	// durableDirty is true while the line's entry on the cache device
 	// claims dirty sectors. Such a line is never given to another core
 	// line: after a crash, recovery would take the new data for the old

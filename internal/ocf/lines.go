@@ -59,6 +59,7 @@ func (c *Cache) unmapLocked(i lineIdx) {
 	co.occupied--
 	if ln.list == listDirty {
 		co.dirtyLines--
+		c.chunkDirtyLocked(ln, -1)
 	}
 	urgent := ln.durableDirty || !ln.dirty.empty()
 	c.mu.mapping.remove(c.mu.lines, i)
@@ -85,14 +86,21 @@ func (c *Cache) setMasksLocked(i lineIdx, valid, dirty sectorMask) {
 	if !dirty.empty() {
 		want = listDirty
 	}
-	if ln.list != want {
-		if want == listDirty {
-			co.dirtyLines++
-		} else {
-			co.dirtyLines--
-		}
+	switch {
+	case ln.list == want && want == listDirty:
+		// The dirty list stays in the order lines became dirty.
+	case want == listDirty:
+		co.dirtyLines++
+		c.chunkDirtyLocked(ln, 1)
+		ln.dirtySince = c.secondsLocked()
+		c.mu.lists.moveToFront(c.mu.lines, want, i)
+	case ln.list == listDirty:
+		co.dirtyLines--
+		c.chunkDirtyLocked(ln, -1)
+		c.mu.lists.moveToFront(c.mu.lines, want, i)
+	default:
+		c.mu.lists.moveToFront(c.mu.lines, want, i)
 	}
-	c.mu.lists.moveToFront(c.mu.lines, want, i)
 	c.markSectorLocked(i, urgent)
 }
 

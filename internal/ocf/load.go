@@ -3,6 +3,7 @@ package ocf
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/ocf/metadata"
@@ -82,6 +83,16 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		return nil, nil, fmt.Errorf("load cache %q: %w", name, fmt.Errorf("%w: mode %d", metadata.ErrCorrupt, sb.Mode))
 	}
 	cfg.LineSize, cfg.Mode, cfg.VolatileMetadata = sb.Geometry.LineSize, Mode(sb.Mode), false
+	cfg.Cleaning = &CleaningParams{
+		Kind: CleaningKind(sb.Cleaning),
+		ALRU: ALRUParams{
+			WakeUp:            time.Duration(sb.Params[paramALRUWakeUp]) * time.Second,
+			StalenessTime:     time.Duration(sb.Params[paramALRUStaleness]) * time.Second,
+			FlushMaxBuffers:   sb.Params[paramALRUFlushMax],
+			ActivityThreshold: time.Duration(sb.Params[paramALRUActivity]) * time.Millisecond,
+		},
+		ACP: ACPParams{WakeUp: time.Duration(sb.Params[paramACPWakeUp]) * time.Millisecond, FlushMaxBuffers: sb.Params[paramACPFlushMax]},
+	}
 	cfg.PromotionParams = PromotionParams{Kind: PromotionKind(sb.Promotion), InsertionThreshold: sb.Params[paramNHitInsertion],
 		TriggerThreshold: sb.Params[paramNHitTrigger], TriggerSet: true}
 	c, err := newCache(dev, cfg)

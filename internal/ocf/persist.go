@@ -5,6 +5,7 @@ import (
 	mbits "math/bits"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -50,6 +51,12 @@ const (
 	paramFallbackPT    = iota // fallback pass-through error threshold
 	paramNHitInsertion        // nhit insertion threshold
 	paramNHitTrigger          // nhit trigger threshold, percent
+	paramALRUWakeUp           // seconds
+	paramALRUStaleness        // seconds
+	paramALRUFlushMax         // lines
+	paramALRUActivity         // milliseconds
+	paramACPWakeUp            // milliseconds
+	paramACPFlushMax          // lines
 )
 
 // syncChunkSectors bounds one encode-flush-write round of syncMetadata.
@@ -194,6 +201,14 @@ func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
 	pp := c.Promotion()
 	sb.Promotion = uint8(pp.Kind)
 	sb.Params[paramNHitInsertion], sb.Params[paramNHitTrigger] = pp.InsertionThreshold, pp.TriggerThreshold
+	cp := c.Cleaning()
+	sb.Cleaning = uint8(cp.Kind)
+	sb.Params[paramALRUWakeUp] = uint32(cp.ALRU.WakeUp / time.Second)
+	sb.Params[paramALRUStaleness] = uint32(cp.ALRU.StalenessTime / time.Second)
+	sb.Params[paramALRUFlushMax] = cp.ALRU.FlushMaxBuffers
+	sb.Params[paramALRUActivity] = uint32(cp.ALRU.ActivityThreshold / time.Millisecond)
+	sb.Params[paramACPWakeUp] = uint32(cp.ACP.WakeUp / time.Millisecond)
+	sb.Params[paramACPFlushMax] = cp.ACP.FlushMaxBuffers
 	if clean {
 		sb.Flags |= metadata.FlagClean
 	}

@@ -136,7 +136,9 @@ func (r *request) lookupLocked() {
 			continue
 		}
 		ln := &lines[i]
-		c.mu.lists.moveToFront(lines, ln.list, i)
+		if ln.list == listClean {
+			c.mu.lists.moveToFront(lines, listClean, i) // LRU touch
+		}
 		r.valid()[k], r.dirty()[k] = ln.valid, ln.dirty
 		if ln.valid.contains(t) {
 			r.hits++

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // Unit tests of the engine's building blocks: sector masks, the mapping
@@ -504,5 +505,13 @@ func TestComputeLayout(t *testing.T) {
 		if ValidLineSize(ls) {
 			t.Errorf("ValidLineSize(%d) = true", ls)
 		}
+	}
+}
+
+// TestLineSize pins the per-line metadata at 56 bytes: with the mapping's
+// bucket it keeps a 4 KiB line within the 64-byte RAM budget.
+func TestLineSize(t *testing.T) {
+	if n := unsafe.Sizeof(line{}); n != 56 {
+		t.Fatalf("line is %d bytes, want 56 (reorder fields to avoid padding)", n)
 	}
 }

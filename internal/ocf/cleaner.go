@@ -1,0 +1,299 @@
+package ocf
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Background cleaning (engine.md, Cleaning). The decisions are made by
+// CleanStep, which takes the time as an argument and says when it wants to
+// run next; the goroutine started by StartCleaner only calls it on a timer,
+// so tests drive the policies with a fake clock and no sleeps.
+
+// CleaningKind names a cleaning policy.
+type CleaningKind uint8
+
+// The policies; the numbers are stored on disk and must never change.
+const (
+	CleanALRU CleaningKind = iota // idle-time cleaning of stale lines (default)
+	CleanACP                      // continuous cleaning, densest chunks first
+	CleanNOP                      // no background cleaning
+	numCleaningKinds
+)
+
+var cleaningNames = [numCleaningKinds]string{"alru", "acp", "nop"}
+
+func (k CleaningKind) String() string {
+	if k < numCleaningKinds {
+		return cleaningNames[k]
+	}
+	return fmt.Sprintf("CleaningKind(%d)", uint8(k))
+}
+
+// ParseCleaningKind parses alru, acp or nop.
+func ParseCleaningKind(s string) (CleaningKind, error) {
+	for i, n := range cleaningNames {
+		if n == s {
+			return CleaningKind(i), nil
+		}
+	}
+	return 0, fmt.Errorf("cleaning policy %q: %w (want alru, acp or nop)", s, ErrInvalidConfig)
+}
+
+// ALRUParams are the alru policy's parameters.
+type ALRUParams struct {
+	WakeUp            time.Duration // between cleaning rounds; 0..3600 s, default 20 s
+	StalenessTime     time.Duration // how long a line must be dirty; 1..3600 s, default 120 s
+	FlushMaxBuffers   uint32        // lines per round; 1..10000, default 100
+	ActivityThreshold time.Duration // idle time before cleaning; 0..1000 s, default 10 s
+}
+
+// ACPParams are the acp policy's parameters.
+type ACPParams struct {
+	WakeUp          time.Duration // between rounds; 0..10 s, default 10 ms
+	FlushMaxBuffers uint32        // lines per round; 1..10000, default 128
+}
+
+// CleaningParams choose the cleaning policy and hold every policy's
+// parameters (kept when the policy changes).
+type CleaningParams struct {
+	Kind CleaningKind
+	ALRU ALRUParams
+	ACP  ACPParams
+}
+
+// DefaultCleaningParams are OCF's defaults: alru.
+func DefaultCleaningParams() CleaningParams {
+	return CleaningParams{
+		Kind: CleanALRU,
+		ALRU: ALRUParams{WakeUp: 20 * time.Second, StalenessTime: 120 * time.Second, FlushMaxBuffers: 100, ActivityThreshold: 10 * time.Second},
+		ACP:  ACPParams{WakeUp: 10 * time.Millisecond, FlushMaxBuffers: 128},
+	}
+}
+
+// Validate checks every parameter against OCF's ranges, naming the first
+// one out of range.
+func (p CleaningParams) Validate() error {
+	type check struct {
+		name     string
+		v, lo, h int64
+		unit     string
+	}
+	for _, c := range []check{
+		{"alru wake_up", int64(p.ALRU.WakeUp / time.Second), 0, 3600, "s"},
+		{"alru staleness_time", int64(p.ALRU.StalenessTime / time.Second), 1, 3600, "s"},
+		{"alru flush_max_buffers", int64(p.ALRU.FlushMaxBuffers), 1, 10000, ""},
+		{"alru activity_threshold", int64(p.ALRU.ActivityThreshold / time.Millisecond), 0, 1000000, "ms"},
+		{"acp wake_up", int64(p.ACP.WakeUp / time.Millisecond), 0, 10000, "ms"},
+		{"acp flush_max_buffers", int64(p.ACP.FlushMaxBuffers), 1, 10000, ""},
+	} {
+		if c.v < c.lo || c.v > c.h {
+			return fmt.Errorf("cleaning parameter %s = %d%s: %w (allowed %d..%d%s)", c.name, c.v, c.unit, ErrInvalidConfig, c.lo, c.h, c.unit)
+		}
+	}
+	if p.Kind >= numCleaningKinds {
+		return fmt.Errorf("cleaning policy %d: %w", p.Kind, ErrInvalidConfig)
+	}
+	return nil
+}
+
+// acpChunkBytes is the span of core the acp policy ranks by dirtiness, as
+// OCF's ACP_CHUNK_SIZE.
+const acpChunkBytes = 100 << 20
+
+// idleWait is how long an idle cleaner (nop, nothing dirty) sleeps before
+// looking again; a parameter change wakes it at once.
+const idleWait = time.Minute
+
+// cleanerState is the background cleaner's state. params is guarded by mu;
+// the rest belongs to CleanStep's caller.
+type cleanerState struct {
+	mu     sync.Mutex
+	params CleaningParams
+
+	lastIO     uint64    // IO count seen by the last step
+	lastActive time.Time // when the IO count last changed
+
+	wake chan struct{} // a parameter change
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Cleaning returns the cache's cleaning parameters.
+func (c *Cache) Cleaning() CleaningParams {
+	c.cleaner.mu.Lock()
+	defer c.cleaner.mu.Unlock()
+	return c.cleaner.params
+}
+
+// SetCleaning changes the cleaning policy and parameters and records them
+// in the metadata; a running cleaner picks them up at once.
+func (c *Cache) SetCleaning(p CleaningParams) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	c.cleaner.mu.Lock()
+	c.cleaner.params = p
+	c.cleaner.mu.Unlock()
+	select {
+	case c.cleaner.wake <- struct{}{}:
+	default:
+	}
+	return c.writeSuperblock(false)
+}
+
+// ioCount is the number of requests served so far, from the statistics:
+// the cleaner's activity signal, at no cost to the data path.
+func (c *Cache) ioCount() uint64 {
+	var n uint64
+	for _, co := range c.Cores() {
+		s := &co.stats
+		n += s.rdHits.Load() + s.rdPartialMisses.Load() + s.rdFullMisses.Load() + s.rdPT.Load() +
+			s.wrHits.Load() + s.wrPartialMisses.Load() + s.wrFullMisses.Load() + s.wrPT.Load()
+	}
+	return n
+}
+
+// CleanStep runs the cleaning policy once at time now and returns how many
+// lines it cleaned and how long to wait before the next step. It must not
+// be called concurrently with itself.
+func (c *Cache) CleanStep(now time.Time) (cleaned int, next time.Duration, err error) {
+	p := c.Cleaning()
+	st := &c.cleaner
+	if n := c.ioCount(); n != st.lastIO || st.lastActive.IsZero() {
+		st.lastIO, st.lastActive = n, now
+	}
+	switch p.Kind {
+	case CleanALRU:
+		idle := now.Sub(st.lastActive)
+		if idle < p.ALRU.ActivityThreshold {
+			return 0, p.ALRU.ActivityThreshold - idle, nil
+		}
+		cleaned, err = c.cleanStale(now, p.ALRU)
+		return cleaned, p.ALRU.WakeUp, err
+	case CleanACP:
+		cleaned, err = c.cleanDensest(int(p.ACP.FlushMaxBuffers))
+		return cleaned, p.ACP.WakeUp, err
+	}
+	return 0, idleWait, nil
+}
+
+// cleanStale cleans up to FlushMaxBuffers lines dirty for at least
+// StalenessTime, oldest first.
+func (c *Cache) cleanStale(now time.Time, p ALRUParams) (int, error) {
+	c.mu.Lock()
+	limit := c.secondsAt(now.Add(-p.StalenessTime))
+	var cands []cleanCandidate
+	lines := c.mu.lines
+	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < int(p.FlushMaxBuffers); j = lines[j].prev {
+		if lines[j].dirtySince > limit || now.Sub(c.epoch) < p.StalenessTime {
+			break // the list is in dirty order: the rest are younger
+		}
+		cands = c.appendCandidateLocked(cands, j)
+	}
+	c.mu.Unlock()
+	return c.cleanAndSync(cands)
+}
+
+// cleanDensest cleans up to limit dirty lines of the core chunk with the
+// most dirty lines.
+func (c *Cache) cleanDensest(limit int) (int, error) {
+	c.mu.Lock()
+	var best uint64
+	most := int32(0)
+	for k, n := range c.mu.chunkDirty {
+		if n > most || (n == most && k < best) {
+			best, most = k, n
+		}
+	}
+	if most == 0 {
+		c.mu.Unlock()
+		return 0, nil
+	}
+	core, chunk := CoreID(best>>32), uint32(best)
+	perChunk := uint32(acpChunkBytes / c.layout.lineSize)
+	var cands []cleanCandidate
+	for l := chunk * perChunk; l < (chunk+1)*perChunk && len(cands) < limit && len(cands) < int(most); l++ {
+		if i := c.mu.mapping.lookup(c.mu.lines, core, l); i != noLine && c.mu.lines[i].list == listDirty {
+			cands = c.appendCandidateLocked(cands, i)
+		}
+	}
+	c.mu.Unlock()
+	return c.cleanAndSync(cands)
+}
+
+// cleanAndSync cleans cands and writes the metadata that lets them be
+// reused.
+func (c *Cache) cleanAndSync(cands []cleanCandidate) (int, error) {
+	if len(cands) == 0 {
+		return 0, nil
+	}
+	n, err := c.cleanLines(cands)
+	if serr := c.syncMetadata(false); err == nil {
+		err = serr
+	}
+	return n, err
+}
+
+// chunkDirtyLocked adds d to the dirty-line count of ln's acp chunk.
+func (c *Cache) chunkDirtyLocked(ln *line, d int32) {
+	k := uint64(ln.core)<<32 | uint64(ln.coreLine)/uint64(acpChunkBytes/c.layout.lineSize)
+	if n := c.mu.chunkDirty[k] + d; n > 0 {
+		c.mu.chunkDirty[k] = n
+	} else {
+		delete(c.mu.chunkDirty, k)
+	}
+}
+
+// secondsLocked is now in the cache's seconds (dirtySince's unit).
+func (c *Cache) secondsLocked() uint32 { return c.secondsAt(c.clock.Now()) }
+
+func (c *Cache) secondsAt(t time.Time) uint32 {
+	d := t.Sub(c.epoch)
+	if d < 0 {
+		return 0
+	}
+	return uint32(d / time.Second)
+}
+
+// StartCleaner runs the cleaning policy in the background until Stop.
+func (c *Cache) StartCleaner() {
+	st := &c.cleaner
+	st.mu.Lock()
+	if st.stop != nil {
+		st.mu.Unlock()
+		return
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	st.stop, st.done = stop, done
+	st.mu.Unlock()
+	go func() {
+		defer close(done)
+		for {
+			_, next, _ := c.CleanStep(c.clock.Now())
+			t := time.NewTimer(next)
+			select {
+			case <-t.C:
+			case <-st.wake:
+				t.Stop()
+			case <-stop:
+				t.Stop()
+				return
+			}
+		}
+	}()
+}
+
+// stopCleaner stops the background cleaner, if any, and waits for it.
+func (c *Cache) stopCleaner() {
+	st := &c.cleaner
+	st.mu.Lock()
+	stop, done := st.stop, st.done
+	st.stop = nil
+	st.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+}
