@@ -58,11 +58,12 @@ func (m *Manager) FlushStart(name string) error {
 		})
 		job.mu.Lock()
 		job.running, job.err = false, err
+		done := job.done
 		job.mu.Unlock()
 		if err != nil {
 			log.Error("flush failed", "err", err)
 		} else {
-			log.Info("flush finished", "lines", job.done)
+			log.Info("flush finished", "lines", done)
 		}
 	}()
 	return nil

@@ -67,9 +67,12 @@ type instance struct {
 // Manager owns a daemon's OCF vbdevs. It reacts to registry events
 // (examine: waiting vbdevs start when their bases appear) and hot-removes.
 //
-// mu serialises every management operation. Registry events that arrive
-// while it is held (typically caused by the holder itself, e.g. registering
-// a volume) are queued and handled by the holder before it lets go.
+// mu serialises every management operation. Registry events and hot-remove
+// callbacks become actions queued on the manager: run at once when the lock
+// is free, else by the holder before it lets go. The holder may be the very
+// goroutine that caused them (registering a volume; unregistering a volume
+// that another vbdev uses as its core), which is why they cannot wait for
+// the lock.
 type Manager struct {
 	reg *bdev.Registry
 	log *slog.Logger
@@ -81,8 +84,8 @@ type Manager struct {
 		vbdevs    []*Vbdev // creation order
 		instances map[string]*instance
 	}
-	evmu   sync.Mutex
-	events []bdev.Event // queued registry events, guarded by evmu
+	qmu     sync.Mutex
+	actions []func() // queued work to run under mu, guarded by qmu
 }
 
 // NewManager returns a manager over reg and subscribes it to reg's events.
@@ -96,18 +99,29 @@ func NewManager(reg *bdev.Registry, log *slog.Logger) *Manager {
 // lock takes the management lock.
 func (m *Manager) lock() { m.mu.Lock() }
 
-// unlock handles the queued registry events, then releases the lock. The
-// recheck after Unlock catches an event queued after the last drain.
+// unlock runs the queued actions, then releases the lock. The recheck
+// after Unlock catches an action queued after the last drain.
 func (m *Manager) unlock() {
 	for {
 		m.drainLocked()
 		m.mu.Unlock()
-		m.evmu.Lock()
-		pending := len(m.events) > 0
-		m.evmu.Unlock()
+		m.qmu.Lock()
+		pending := len(m.actions) > 0
+		m.qmu.Unlock()
 		if !pending || !m.mu.TryLock() {
 			return
 		}
+	}
+}
+
+// enqueue queues an action to run under mu and runs it now if the lock is
+// free.
+func (m *Manager) enqueue(action func()) {
+	m.qmu.Lock()
+	m.actions = append(m.actions, action)
+	m.qmu.Unlock()
+	if m.mu.TryLock() {
+		m.unlock()
 	}
 }
 
@@ -115,41 +129,41 @@ func (m *Manager) onEvent(ev bdev.Event) {
 	if ev.Kind != bdev.EventAdded {
 		return // removals reach us through the claims' hot-remove callbacks
 	}
-	m.evmu.Lock()
-	m.events = append(m.events, ev)
-	m.evmu.Unlock()
-	if m.mu.TryLock() {
-		m.unlock()
+	m.enqueue(func() { m.bdevAddedLocked(ev) })
+}
+
+// drainLocked runs the queued actions, including those they queue.
+func (m *Manager) drainLocked() {
+	for {
+		m.qmu.Lock()
+		actions := m.actions
+		m.actions = nil
+		m.qmu.Unlock()
+		if len(actions) == 0 {
+			return
+		}
+		for _, a := range actions {
+			a()
+		}
 	}
 }
 
-// drainLocked examines newly added bdevs: any vbdev waiting for one of them
-// attaches it and starts if it can.
-func (m *Manager) drainLocked() {
-	for {
-		m.evmu.Lock()
-		evs := m.events
-		m.events = nil
-		m.evmu.Unlock()
-		if len(evs) == 0 {
-			return
-		}
-		for _, ev := range evs {
-			// Any addition may complete several waiting vbdevs (a shared
-			// cache); attach everything that can be attached now.
-			known := false
-			for _, v := range m.mu.vbdevs {
-				known = known || v.params.CacheBdev == ev.Name || v.params.CoreBdev == ev.Name
-				if v.core == nil {
-					if err := m.tryStartLocked(v); err != nil {
-						m.log.Warn("OCF vbdev cannot start yet", "vbdev", v.params.Name, "err", err)
-					}
-				}
-			}
-			if !known {
-				m.examineLocked(ev)
+// bdevAddedLocked is examine: any vbdev waiting for the new bdev attaches it
+// and starts if it can; a bdev no vbdev names is probed for cache metadata.
+func (m *Manager) bdevAddedLocked(ev bdev.Event) {
+	// Any addition may complete several waiting vbdevs (a shared cache);
+	// attach everything that can be attached now.
+	known := false
+	for _, v := range m.mu.vbdevs {
+		known = known || v.params.CacheBdev == ev.Name || v.params.CoreBdev == ev.Name
+		if v.core == nil {
+			if err := m.tryStartLocked(v); err != nil {
+				m.log.Warn("OCF vbdev cannot start yet", "vbdev", v.params.Name, "err", err)
 			}
 		}
+	}
+	if !known {
+		m.examineLocked(ev)
 	}
 }
 

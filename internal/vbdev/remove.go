@@ -37,10 +37,13 @@ func (m *Manager) forgetLocked(v *Vbdev) {
 }
 
 // hotRemoveCore runs when v's core bdev is unregistered: v goes away without
-// writing anything to the missing core.
+// writing anything to the missing core (its data stays in the cache's
+// metadata). It is a claim callback: see Manager on why it is queued.
 func (m *Manager) hotRemoveCore(v *Vbdev) {
-	m.lock()
-	defer m.unlock()
+	m.enqueue(func() { m.hotRemoveCoreLocked(v) })
+}
+
+func (m *Manager) hotRemoveCoreLocked(v *Vbdev) {
 	if !slices.Contains(m.mu.vbdevs, v) {
 		return
 	}
@@ -53,10 +56,12 @@ func (m *Manager) hotRemoveCore(v *Vbdev) {
 }
 
 // hotRemoveCache runs when a cache bdev is unregistered: every vbdev on it
-// goes away.
+// goes away. A claim callback, queued like hotRemoveCore.
 func (m *Manager) hotRemoveCache(name string) {
-	m.lock()
-	defer m.unlock()
+	m.enqueue(func() { m.hotRemoveCacheLocked(name) })
+}
+
+func (m *Manager) hotRemoveCacheLocked(name string) {
 	inst := m.mu.instances[name]
 	if inst == nil {
 		return
