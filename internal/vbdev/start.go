@@ -150,6 +150,7 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 			return err
 		}
 		inst.cache = c
+		c.StartCleaner()
 		m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines(), "id", c.ID())
 		return nil
 	}
@@ -164,6 +165,7 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 		m.log.Warn("loaded cache keeps its recorded mode", "cache", inst.name, "mode", c.Mode().String(), "requested", v.mode.String())
 	}
 	inst.cache, inst.mode, inst.lineSize = c, c.Mode(), c.LineSize()
+	c.StartCleaner()
 	if rep.Damaged != nil {
 		m.log.Warn("cache metadata: one superblock copy is damaged; the other was used", "cache", inst.name, "damage", rep.Damaged)
 	}
