@@ -107,11 +107,12 @@ const acpChunkBytes = 100 << 20
 const idleWait = time.Minute
 
 // cleanerState is the background cleaner's state. params is guarded by mu;
-// the rest belongs to CleanStep's caller.
+// lastIO and lastActive by step, which serialises CleanStep.
 type cleanerState struct {
 	mu     sync.Mutex
 	params CleaningParams
 
+	step       sync.Mutex
 	lastIO     uint64    // IO count seen by the last step
 	lastActive time.Time // when the IO count last changed
 
@@ -156,11 +157,13 @@ func (c *Cache) ioCount() uint64 {
 }
 
 // CleanStep runs the cleaning policy once at time now and returns how many
-// lines it cleaned and how long to wait before the next step. It must not
-// be called concurrently with itself.
+// lines it cleaned and how long to wait before the next step. Concurrent
+// calls run one after the other.
 func (c *Cache) CleanStep(now time.Time) (cleaned int, next time.Duration, err error) {
 	p := c.Cleaning()
 	st := &c.cleaner
+	st.step.Lock()
+	defer st.step.Unlock()
 	if n := c.ioCount(); n != st.lastIO || st.lastActive.IsZero() {
 		st.lastIO, st.lastActive = n, now
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 
@@ -26,6 +27,21 @@ func TestModel(t *testing.T) {
 		coreBytes := lineSize * int64(rapid.IntRange(2, 24).Draw(rt, "coreLines"))
 		env := ocftest.New(rt, ocftest.Options{Lines: lines, LineSize: lineSize, Mode: mode, Cores: nCores, CoreBytes: coreBytes})
 		m := newModel(env, coreBytes)
+		if rapid.Bool().Draw(rt, "backgroundCleaner") {
+			// acp every millisecond, racing with the operations below.
+			p := ocf.DefaultCleaningParams()
+			p.Kind, p.ACP.WakeUp = ocf.CleanACP, time.Millisecond
+			if err := env.Cache.SetCleaning(p); err != nil {
+				rt.Fatal(err)
+			}
+			env.Cache.StartCleaner()
+			rt.Cleanup(func() {
+				for _, co := range env.Cores {
+					_ = env.Cache.RemoveCore(co, false)
+				}
+				_ = env.Cache.Stop()
+			})
+		}
 		rt.Repeat(m.actions(rt, lineSize))
 	})
 }
@@ -133,6 +149,34 @@ func (m *model) actions(t *rapid.T, lineSize int64) map[string]func(*rapid.T) {
 				m.mayDirty = false
 			}
 			m.checkCores(t, "after cache flush")
+		},
+		"setPolicies": func(t *rapid.T) {
+			pp := ocf.PromotionParams{Kind: rapid.SampledFrom([]ocf.PromotionKind{ocf.PromoteAlwaysKind, ocf.PromoteNHitKind}).Draw(t, "promotion"),
+				InsertionThreshold: uint32(rapid.IntRange(2, 4).Draw(t, "insertion")),
+				TriggerThreshold:   uint32(rapid.IntRange(0, 100).Draw(t, "trigger")), TriggerSet: true}
+			if err := c.SetPromotion(pp); err != nil {
+				t.Fatalf("set promotion: %v", err)
+			}
+			sp := ocf.SeqCutoffParams{Policy: rapid.SampledFrom([]ocf.SeqCutoffPolicy{ocf.SeqCutoffFull, ocf.SeqCutoffAlways, ocf.SeqCutoffNever}).Draw(t, "seqPolicy"),
+				ThresholdBytes: uint32(rapid.IntRange(1, 16).Draw(t, "seqKiB")) * 1024, PromotionCount: uint32(rapid.IntRange(1, 3).Draw(t, "seqCount"))}
+			for _, co := range m.env.Cores {
+				if err := co.SetSeqCutoff(sp); err != nil {
+					t.Fatalf("set seq cutoff: %v", err)
+				}
+			}
+		},
+		"cleanStep": func(t *rapid.T) {
+			// One round of alru or acp now (alru with no staleness or
+			// idleness required), from the test's goroutine.
+			p := ocf.DefaultCleaningParams()
+			p.Kind = rapid.SampledFrom([]ocf.CleaningKind{ocf.CleanALRU, ocf.CleanACP, ocf.CleanNOP}).Draw(t, "cleaning")
+			p.ALRU.StalenessTime, p.ALRU.ActivityThreshold = time.Second, 0
+			if err := c.SetCleaning(p); err != nil {
+				t.Fatalf("set cleaning: %v", err)
+			}
+			if _, _, err := c.CleanStep(time.Now().Add(time.Hour)); err != nil {
+				t.Fatalf("clean step: %v", err)
+			}
 		},
 		"": func(t *rapid.T) { m.checkInvariants(t) },
 	}
