@@ -1,6 +1,7 @@
 package ocf_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -193,55 +194,73 @@ func BenchmarkReadMiss4K(b *testing.B) {
 }
 
 // BenchmarkWriteBackRandom4K measures what persistent metadata costs: 4 KiB
-// write-back writes at random offsets in a 16 MiB working set, with a
-// volume flush every 32 writes (as a file system's journal commits) and the
-// dirty data written back every 1024 writes (so that writes keep turning
-// clean lines dirty, which is what the metadata must record), with
-// persistent and with volatile (memory-only) metadata, on malloc devices.
+// write-back writes at random offsets in a 16 MiB working set, the dirty
+// data written back every 1024 writes (so writes keep turning clean lines
+// dirty, which is what the metadata must record), with persistent and with
+// volatile (memory-only) metadata, on malloc devices (so the CPU cost shows,
+// undiluted by device time). "noflush" never flushes the volume, as fio's
+// randwrite; "flush32" flushes every 32 writes, as a file system's commits,
+// which makes the persistent variant write entry sectors each time.
 func BenchmarkWriteBackRandom4K(b *testing.B) {
-	for _, volatile := range []bool{false, true} {
-		name := "persistent"
-		if volatile {
-			name = "volatile"
+	for _, flushEvery := range []int{0, 32} {
+		for _, volatile := range []bool{false, true} {
+			name := "noflush"
+			if flushEvery > 0 {
+				name = fmt.Sprintf("flush%d", flushEvery)
+			}
+			if volatile {
+				name += "/volatile"
+			} else {
+				name += "/persistent"
+			}
+			b.Run(name, func(b *testing.B) { writeBackBench(b, volatile, flushEvery) })
 		}
-		b.Run(name, func(b *testing.B) {
-			const lines = 4096
-			cdev, err := malloc.New("cache", uuid.Nil, 512, uint64(ocf.DeviceBytesFor(lines, 4096)/512))
-			if err != nil {
+	}
+}
+
+func writeBackBench(b *testing.B, volatile bool, flushEvery int) {
+	const lines = 4096
+	cdev, err := malloc.New("cache", uuid.Nil, 512, uint64(ocf.DeviceBytesFor(lines, 4096)/512))
+	if err != nil {
+		b.Fatal(err)
+	}
+	nop := ocf.DefaultCleaningParams()
+	nop.Kind = ocf.CleanNOP
+	c, err := ocf.New(cdev, ocf.Config{Mode: ocf.ModeWB, VolatileMetadata: volatile, Cleaning: &nop})
+	if err != nil {
+		b.Fatal(err)
+	}
+	core, err := malloc.New("core", uuid.Nil, 512, lines*8)
+	if err != nil {
+		b.Fatal(err)
+	}
+	co, err := c.AddCore(ocf.CoreConfig{Device: core, Volume: bdev.Info{Name: "vol"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	never := ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}
+	if err := co.SetSeqCutoff(never); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, benchBlock)
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.ReportAllocs()
+	b.SetBytes(benchBlock)
+	n := 0
+	for b.Loop() {
+		if err := co.WriteAt(buf, int64(rng.IntN(lines))*benchBlock, false); err != nil {
+			b.Fatal(err)
+		}
+		n++
+		if flushEvery > 0 && n%flushEvery == 0 {
+			if err := co.Flush(); err != nil {
 				b.Fatal(err)
 			}
-			c, err := ocf.New(cdev, ocf.Config{Mode: ocf.ModeWB, VolatileMetadata: volatile})
-			if err != nil {
+		}
+		if n%1024 == 0 {
+			if err := c.FlushDirty(nil, nil); err != nil {
 				b.Fatal(err)
 			}
-			core, err := malloc.New("core", uuid.Nil, 512, lines*8)
-			if err != nil {
-				b.Fatal(err)
-			}
-			co, err := c.AddCore(ocf.CoreConfig{Device: core, Volume: bdev.Info{Name: "vol"}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			buf := make([]byte, benchBlock)
-			rng := rand.New(rand.NewPCG(1, 2))
-			b.ReportAllocs()
-			b.SetBytes(benchBlock)
-			n := 0
-			for b.Loop() {
-				if err := co.WriteAt(buf, int64(rng.IntN(lines))*benchBlock, false); err != nil {
-					b.Fatal(err)
-				}
-				if n++; n%32 == 0 {
-					if err := co.Flush(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if n%1024 == 0 {
-					if err := c.FlushDirty(nil, nil); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-		})
+		}
 	}
 }
