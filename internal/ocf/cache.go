@@ -376,12 +376,6 @@ func (c *Cache) Cores() []*Core {
 	return out
 }
 
-// dirtyLines returns the number of lines holding dirty data.
-func (c *Cache) dirtyLines() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.mu.lists[listDirty].n
-}
 
 // Stop stops a cache whose cores were all removed or detached: every
 // metadata change is written, the superblock marked clean and the device
