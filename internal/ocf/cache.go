@@ -376,7 +376,6 @@ func (c *Cache) Cores() []*Core {
 	return out
 }
 
-
 // Stop stops a cache whose cores were all removed or detached: every
 // metadata change is written, the superblock marked clean and the device
 // flushed, so the next Load needs no recovery. No core can be added after.
