@@ -45,6 +45,7 @@ func newCacheCmd() *cobra.Command {
 		newCacheSetModeCmd(o),
 		newCacheResetStatsCmd(o),
 	)
+	cmd.AddCommand(newCachePolicyCmds(o)...)
 	return cmd
 }
 

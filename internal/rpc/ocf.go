@@ -17,9 +17,14 @@ func (a *API) registerOCF() {
 	a.srv.Register("bdev_ocf_get_stats", a.ocfGetStats)
 	a.srv.Register("bdev_ocf_reset_stats", a.ocfResetStats)
 	a.srv.Register("bdev_ocf_set_cache_mode", a.mutating(a.ocfSetCacheMode))
+	a.srv.Register("bdev_ocf_set_seqcutoff", a.mutating(a.ocfSetSeqCutoff))
 	a.srv.Register("bdev_ocf_flush_start", a.ocfFlushStart)
 	a.srv.Register("bdev_ocf_flush_status", a.ocfFlushStatus)
 	a.srv.Register("bdev_ocf_set_fallback_pt", a.mutating(a.ocfSetFallbackPT))
+	// blockcache's (ocf_policy.go).
+	a.srv.Register("bdev_ocf_set_cleaning", a.mutating(a.ocfSetCleaning))
+	a.srv.Register("bdev_ocf_set_promotion", a.mutating(a.ocfSetPromotion))
+	a.srv.Register("bdev_ocf_get_policies", a.ocfGetPolicies)
 	// The 2020 names, still accepted by SPDK as deprecated aliases.
 	a.srv.RegisterAlias("construct_ocf_bdev", "bdev_ocf_create")
 	a.srv.RegisterAlias("delete_ocf_bdev", "bdev_ocf_delete")
@@ -193,12 +198,16 @@ func (a *API) ocfDriverSpecific(name string) any {
 // ocfConfig returns the bdev_ocf_create entries of the started vbdevs, in
 // creation order, and with withWaiting those of the vbdevs waiting for a
 // base bdev too (with the mode and line size they were created with).
+// After each started vbdev's entry come the entries restoring its policies
+// where they differ from the defaults (policyConfig); the cache's cleaning
+// and promotion after its first started vbdev only.
 func (a *API) ocfConfig(withWaiting bool) []configItem {
 	started := map[string]vbdev.Params{}
 	for _, p := range a.svc.OCF.CreateParams() {
 		started[p.Name] = p
 	}
 	var out []configItem
+	cacheDone := map[string]bool{}
 	for _, in := range a.svc.OCF.List("") {
 		p, ok := started[in.Name]
 		if !ok {
@@ -211,6 +220,10 @@ func (a *API) ocfConfig(withWaiting bool) []configItem {
 			entry: configEntry{Method: "bdev_ocf_create", Params: ocfCreateParams{
 				Name: p.Name, Mode: p.Mode, CacheLineSize: p.LineSizeKiB, CacheBdevName: p.CacheBdev, CoreBdevName: p.CoreBdev,
 			}}})
+		if ok {
+			out = append(out, a.policyConfig(p.Name, !cacheDone[p.CacheBdev])...)
+			cacheDone[p.CacheBdev] = true
+		}
 	}
 	return out
 }

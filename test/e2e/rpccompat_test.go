@@ -31,7 +31,8 @@ var registeredMethods = []string{
 	"bdev_error_create", "bdev_error_delete", "bdev_error_inject_error",
 	"bdev_ocf_create", "bdev_ocf_delete", "bdev_ocf_get_bdevs", "bdev_ocf_get_stats",
 	"bdev_ocf_reset_stats", "bdev_ocf_set_cache_mode", "bdev_ocf_flush_start", "bdev_ocf_flush_status",
-	"bdev_ocf_set_fallback_pt", // blockcache's
+	"bdev_ocf_set_seqcutoff",
+	"bdev_ocf_set_fallback_pt", "bdev_ocf_set_cleaning", "bdev_ocf_set_promotion", "bdev_ocf_get_policies", // blockcache's
 	"nbd_start_disk", "nbd_stop_disk", "nbd_get_disks",
 }
 
@@ -615,6 +616,9 @@ func TestRPCCompat(t *testing.T) {
 			`{"name":"Ocf0","mode":"wb","cache_line_size":16,"cache_bdev_name":"Cache0","core_bdev_name":"Core0"}`)
 		checkConfigOrder(t, d.configEntries(t, "bdev"))
 
+		// Policies (policies_test.go), on the two vbdevs sharing Cache0.
+		checkPolicyMethods(t, d, "Ocf0", "Ocf1")
+
 		// A vbdev waiting for its cache.
 		d.CallInto(t, "bdev_ocf_create", ocfParams("Wait0", "wt", "LateCache", "Core2", 0), &name)
 		if name != "Wait0" {
@@ -634,6 +638,7 @@ func TestRPCCompat(t *testing.T) {
 		}
 		d.expectError(t, "bdev_ocf_flush_start", map[string]any{"name": "Wait0"}, -32602, "Couldn't flush cache: device not attached")
 		d.expectError(t, "bdev_ocf_set_fallback_pt", map[string]any{"name": "Wait0", "threshold": 5}, -32603, "Could not set fallback pass-through threshold: -19")
+		checkPolicyMethodsNotStarted(t, d, "Wait0")
 		d.expectError(t, "bdev_ocf_create", ocfParams("Wait0", "wt", "LateCache", "Core2", 0), -32603, "Could not create OCF vbdev: -1")
 		d.Call(t, "bdev_malloc_create", mallocParams("LateCache", 8, 512))
 		if got := d.ocfBdevs(t, "Wait0"); len(got) != 1 || !got[0].Started || !got[0].Cache.Attached {
