@@ -42,7 +42,7 @@ func ParseSeqCutoffPolicy(s string) (SeqCutoffPolicy, error) {
 const (
 	DefaultSeqCutoffThreshold      = 1 << 20 // bytes, Open CAS Linux's default
 	DefaultSeqCutoffPromotionCount = 8
-	MaxSeqCutoffThreshold          = 4 << 30 // bytes
+	MaxSeqCutoffThreshold          = 1<<32 - 1 // bytes (4 GiB less a byte: the field is 32 bits)
 	MaxSeqCutoffPromotionCount     = 65535
 	seqStreams                     = 128 // streams tracked per core, as OCF
 )

@@ -1,6 +1,7 @@
 package vbdev
 
 import (
+	"errors"
 	"fmt"
 
 	"blockcache/internal/ocf"
@@ -13,6 +14,15 @@ type Policies struct {
 	Cleaning  ocf.CleaningParams
 	Promotion ocf.PromotionParams
 	SeqCutoff ocf.SeqCutoffParams
+}
+
+// policyError wraps a setter's failure: ErrInvalidParam for a value out of
+// range, the error as it is (an IO failure writing the metadata) otherwise.
+func policyError(name string, err error) error {
+	if errors.Is(err, ocf.ErrInvalidConfig) {
+		return fmt.Errorf("OCF vbdev %q: %w: %w", name, ErrInvalidParam, err)
+	}
+	return fmt.Errorf("OCF vbdev %q: %w", name, err)
 }
 
 // GetPolicies returns a started vbdev's policies.
@@ -38,7 +48,7 @@ func (m *Manager) SetCleaning(name string, edit func(*ocf.CleaningParams)) error
 	p := v.inst.cache.Cleaning()
 	edit(&p)
 	if err := v.inst.cache.SetCleaning(p); err != nil {
-		return fmt.Errorf("OCF vbdev %q: %w: %w", name, ErrInvalidParam, err)
+		return policyError(name, err)
 	}
 	m.log.Info("cleaning policy set", "vbdev", name, "cache", v.params.CacheBdev, "policy", p.Kind.String())
 	return nil
@@ -56,7 +66,7 @@ func (m *Manager) SetPromotion(name string, edit func(*ocf.PromotionParams)) err
 	p := v.inst.cache.Promotion()
 	edit(&p)
 	if err := v.inst.cache.SetPromotion(p); err != nil {
-		return fmt.Errorf("OCF vbdev %q: %w: %w", name, ErrInvalidParam, err)
+		return policyError(name, err)
 	}
 	m.log.Info("promotion policy set", "vbdev", name, "cache", v.params.CacheBdev, "policy", p.Kind.String())
 	return nil
@@ -74,7 +84,7 @@ func (m *Manager) SetSeqCutoff(name string, edit func(*ocf.SeqCutoffParams)) err
 	p := v.core.SeqCutoff()
 	edit(&p)
 	if err := v.core.SetSeqCutoff(p); err != nil {
-		return fmt.Errorf("OCF vbdev %q: %w: %w", name, ErrInvalidParam, err)
+		return policyError(name, err)
 	}
 	m.log.Info("sequential cutoff set", "vbdev", name, "policy", p.Policy.String(), "threshold_bytes", p.ThresholdBytes, "promotion_count", p.PromotionCount)
 	return nil
