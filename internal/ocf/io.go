@@ -73,18 +73,10 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 		return false, c.readAround(r)
 	}
 
-	class := classFullMiss
-	if r.hits > 0 {
-		class = classPartialMiss
-	}
-	insert := !co.bypass(r.off, r.len, false, r.cacheFull) && r.promote()
-	if insert {
-		c.mu.Lock()
-		insert = r.allocLocked()
-		c.mu.Unlock()
-		if !insert && !lastTry && c.canMakeRoom() {
-			return true, nil
-		}
+	class := r.missClass()
+	insert, retry := c.mapForInsert(r, false, lastTry)
+	if retry {
+		return true, nil
 	}
 	if !insert {
 		co.stats.countRead(classPT)
@@ -101,6 +93,32 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 	}
 	r.markFilled()
 	return false, nil
+}
+
+// mapForInsert decides whether r inserts its missing lines (sequential
+// cutoff, then promotion) and maps them. When the cache has no line to give
+// but could make room, it asks for a retry (the caller drops its locks and
+// cleans first) unless this is the last try; otherwise the request goes
+// pass-through.
+func (c *Cache) mapForInsert(r *request, write, lastTry bool) (insert, retry bool) {
+	if r.co.bypass(r.off, r.len, write, r.cacheFull) || !r.promote() {
+		return false, false
+	}
+	c.mu.Lock()
+	insert = r.allocLocked()
+	c.mu.Unlock()
+	return insert, !insert && !lastTry && c.canMakeRoom()
+}
+
+// missClass classifies r by its hits: hit, partial or full miss.
+func (r *request) missClass() reqClass {
+	switch {
+	case r.hits == 0:
+		return classFullMiss
+	case r.hits < int(r.n):
+		return classPartialMiss
+	}
+	return classHit
 }
 
 // readAround reads r's range from the core and lays the dirty sectors from
@@ -179,21 +197,10 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 	}
 
 	// wt, wb, wo: every line of the request is mapped.
-	class := classHit
-	switch {
-	case r.hits == 0:
-		class = classFullMiss
-	case r.hits < int(r.n):
-		class = classPartialMiss
-	}
-	insert := !co.bypass(r.off, r.len, true, r.cacheFull) && r.promote()
-	if insert {
-		c.mu.Lock()
-		insert = r.allocLocked()
-		c.mu.Unlock()
-		if !insert && !lastTry && c.canMakeRoom() {
-			return true, nil
-		}
+	class := r.missClass()
+	insert, retry := c.mapForInsert(r, true, lastTry)
+	if retry {
+		return true, nil
 	}
 	if !insert {
 		co.stats.countWrite(classPT)
