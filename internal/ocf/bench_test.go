@@ -168,6 +168,11 @@ func BenchmarkReadMiss4K(b *testing.B) {
 		const coreLines = 16384
 		env := ocftest.New(b, ocftest.Options{Lines: 256, Mode: ocf.ModeWT, CoreBytes: coreLines * benchBlock})
 		co := env.Cores[0]
+		// The reads go round robin, a sequential stream: keep the
+		// sequential cutoff from taking them around the cache.
+		if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}); err != nil {
+			b.Fatal(err)
+		}
 		var next atomic.Int64
 		done := func(b *testing.B) {
 			r := co.Stats().Requests
