@@ -79,23 +79,38 @@ func (p SeqCutoffParams) withDefaults() (SeqCutoffParams, error) {
 
 // seqStream is one tracked stream: the next byte it would touch.
 type seqStream struct {
-	next   int64
-	bytes  uint64
-	reqs   uint32
-	write  bool
-	stamp  uint64 // last use, for LRU replacement
-	active bool
+	next       int64
+	bytes      uint64
+	reqs       uint32
+	write      bool
+	prev, succ int16 // LRU neighbours (-1: none)
 }
 
-// seqDetector is one core's stream table. Safe for concurrent use.
+// streamKey finds a stream by the request that would continue it.
+type streamKey struct {
+	next  int64
+	write bool
+}
+
+// seqDetector is one core's stream table: seqStreams streams in an LRU list
+// (head most recent), indexed by the offset each expects next, so a request
+// costs O(1). Safe for concurrent use.
 type seqDetector struct {
-	mu      sync.Mutex
-	params  SeqCutoffParams
-	streams [seqStreams]seqStream
-	clock   uint64
+	mu         sync.Mutex
+	params     SeqCutoffParams
+	streams    [seqStreams]seqStream
+	byNext     map[streamKey]int16
+	head, tail int16
 }
 
-func newSeqDetector(p SeqCutoffParams) *seqDetector { return &seqDetector{params: p} }
+func newSeqDetector(p SeqCutoffParams) *seqDetector {
+	d := &seqDetector{params: p, byNext: make(map[streamKey]int16, seqStreams), head: 0, tail: seqStreams - 1}
+	for i := range d.streams {
+		d.streams[i] = seqStream{next: -1, prev: int16(i - 1), succ: int16(i + 1)}
+	}
+	d.streams[seqStreams-1].succ = -1
+	return d
+}
 
 func (d *seqDetector) set(p SeqCutoffParams) {
 	d.mu.Lock()
@@ -109,6 +124,23 @@ func (d *seqDetector) get() SeqCutoffParams {
 	return d.params
 }
 
+// toFront makes stream i the most recently used.
+func (d *seqDetector) toFront(i int16) {
+	if d.head == i {
+		return
+	}
+	s := &d.streams[i]
+	d.streams[s.prev].succ = s.succ
+	if s.succ >= 0 {
+		d.streams[s.succ].prev = s.prev
+	} else {
+		d.tail = s.prev
+	}
+	s.prev, s.succ = -1, d.head
+	d.streams[d.head].prev = i
+	d.head = i
+}
+
 // bypass records the request in the stream table and reports whether it
 // goes pass-through.
 func (d *seqDetector) bypass(off, length int64, write, cacheFull bool) bool {
@@ -118,28 +150,23 @@ func (d *seqDetector) bypass(off, length int64, write, cacheFull bool) bool {
 	if p.Policy == SeqCutoffNever {
 		return false
 	}
-	d.clock++
-	var s *seqStream
-	victim := &d.streams[0]
-	for i := range d.streams {
-		st := &d.streams[i]
-		if st.active && st.next == off && st.write == write {
-			s = st
-			break
+	i, ok := d.byNext[streamKey{off, write}]
+	if ok {
+		delete(d.byNext, streamKey{off, write})
+	} else {
+		// A new stream replaces the least recently used one.
+		i = d.tail
+		if old := &d.streams[i]; old.next >= 0 {
+			delete(d.byNext, streamKey{old.next, old.write})
 		}
-		// Replace a free slot, else the least recently used stream.
-		if victim.active && (!st.active || st.stamp < victim.stamp) {
-			victim = st
-		}
+		d.streams[i].bytes, d.streams[i].reqs, d.streams[i].write = 0, 0, write
 	}
-	if s == nil {
-		s = victim
-		*s = seqStream{active: true, write: write}
-	}
+	s := &d.streams[i]
 	s.next = off + length
 	s.bytes += uint64(length)
 	s.reqs++
-	s.stamp = d.clock
+	d.byNext[streamKey{s.next, write}] = i
+	d.toFront(i)
 	sequential := s.bytes >= uint64(p.ThresholdBytes) && s.reqs >= p.PromotionCount
 	return sequential && (p.Policy == SeqCutoffAlways || cacheFull)
 }
