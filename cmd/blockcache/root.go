@@ -26,6 +26,7 @@ and JSON configs work unchanged.`,
 	root.AddCommand(newRPCCmd(), newBdevCmd(), newCacheCmd(), newExportCmd(), newConfigCmd(), newVersionCmd())
 	subcommandNamed(root, "cache").AddCommand(newCacheFlushCmds()...)
 	root.AddCommand(newCheckCmd(), newInspectCmd())
+	root.AddCommand(newSimCmd())
 	return root
 }
 
