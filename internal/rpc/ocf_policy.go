@@ -23,7 +23,7 @@ import (
 // Sequential cutoff limits on the wire: rpc.py's threshold is in KiB.
 const (
 	minSeqThresholdKiB = 1
-	maxSeqThresholdKiB = ocf.MaxSeqCutoffThreshold / 1024 // 4194304 KiB = 4 GiB
+	maxSeqThresholdKiB = (ocf.MaxSeqCutoffThreshold + 1) / 1024 // 4194304 KiB = 4 GiB, stored as 4 GiB less a byte
 	minSeqPromotion    = 1
 	maxSeqPromotion    = ocf.MaxSeqCutoffPromotionCount
 )
