@@ -34,7 +34,7 @@ func (c *Cache) flushDirty(co *Core, progress func(done, total int)) error {
 	c.mu.Unlock()
 	done := 0
 	for {
-		n, err := c.cleanBatch(co, flushBatchLines)
+		n, err := c.cleanBatch(co, flushBatchLines, false)
 		if err != nil {
 			return err
 		}
@@ -57,7 +57,7 @@ func (c *Cache) flushDirty(co *Core, progress func(done, total int)) error {
 // lines whose durable entries still claim dirty data can be reused. Errors
 // leave lines as they were; the request then falls back to pass-through.
 func (c *Cache) cleanForRoom(n int) {
-	_, _ = c.cleanBatch(nil, max(n, 32))
+	_, _ = c.cleanBatch(nil, max(n, 32), true)
 	_ = c.syncMetadata(false)
 }
 
@@ -81,7 +81,11 @@ type cleanCandidate struct {
 // cleanBatch cleans up to limit dirty lines of core co (any core if nil),
 // those dirty the longest first. It returns how many lines it cleaned; when
 // some failed, the first error (the lines stay dirty).
-func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
+//
+// With cold, the cleaned lines go to the LRU end of the clean list (they
+// were the least recently used dirty lines, cleaned to be evicted);
+// otherwise they keep their recency at the head.
+func (c *Cache) cleanBatch(co *Core, limit int, cold bool) (int, error) {
 	cands := make([]cleanCandidate, 0, min(limit, flushBatchLines))
 	c.mu.Lock()
 	lines := c.mu.lines
@@ -92,7 +96,7 @@ func (c *Cache) cleanBatch(co *Core, limit int) (int, error) {
 		cands = c.appendCandidateLocked(cands, j)
 	}
 	c.mu.Unlock()
-	return c.cleanLines(cands)
+	return c.cleanLines(cands, cold)
 }
 
 // appendCandidateLocked adds dirty line j to cands unless its core is
@@ -109,7 +113,7 @@ func (c *Cache) appendCandidateLocked(cands []cleanCandidate, j lineIdx) []clean
 // cleanLines writes back the chosen lines: their stripes are locked, those
 // still dirty and mapped as chosen have their dirty sectors copied to the
 // core, the cores are flushed, then the sectors are marked clean.
-func (c *Cache) cleanLines(cands []cleanCandidate) (int, error) {
+func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 	if len(cands) == 0 {
 		return 0, nil
 	}
@@ -168,6 +172,10 @@ func (c *Cache) cleanLines(cands []cleanCandidate) (int, error) {
 		ln := &lines[cd.idx]
 		if cd.err == nil {
 			c.setMasksLocked(cd.idx, ln.valid, ln.dirty.andNot(cd.dirty))
+			if cold && ln.list == listClean {
+				c.mu.lists.remove(lines, cd.idx)
+				c.mu.lists.pushBack(lines, listClean, cd.idx)
+			}
 			cleaned++
 		} else {
 			errs = append(errs, cd.err)

@@ -2,6 +2,7 @@ package ocf
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -183,16 +184,25 @@ func (c *Cache) CleanStep(now time.Time) (cleaned int, next time.Duration, err e
 }
 
 // cleanStale cleans up to FlushMaxBuffers lines dirty for at least
-// StalenessTime, oldest first.
+// StalenessTime, those dirty the longest first. The dirty list is in LRU
+// order (for eviction), so it is scanned whole: once a wake-up (20 s by
+// default), a few nanoseconds a dirty line.
 func (c *Cache) cleanStale(now time.Time, p ALRUParams) (int, error) {
+	if now.Sub(c.epoch) < p.StalenessTime {
+		return 0, nil
+	}
 	c.mu.Lock()
 	limit := c.secondsAt(now.Add(-p.StalenessTime))
-	var cands []cleanCandidate
+	var stale []lineIdx
 	lines := c.mu.lines
-	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < int(p.FlushMaxBuffers); j = lines[j].prev {
-		if lines[j].dirtySince > limit || now.Sub(c.epoch) < p.StalenessTime {
-			break // the list is in dirty order: the rest are younger
+	for j := c.mu.lists[listDirty].tail; j != noLine; j = lines[j].prev {
+		if lines[j].dirtySince <= limit {
+			stale = append(stale, j)
 		}
+	}
+	slices.SortStableFunc(stale, func(a, b lineIdx) int { return int(lines[a].dirtySince) - int(lines[b].dirtySince) })
+	var cands []cleanCandidate
+	for _, j := range stale[:min(len(stale), int(p.FlushMaxBuffers))] {
 		cands = c.appendCandidateLocked(cands, j)
 	}
 	c.mu.Unlock()
@@ -232,7 +242,7 @@ func (c *Cache) cleanAndSync(cands []cleanCandidate) (int, error) {
 	if len(cands) == 0 {
 		return 0, nil
 	}
-	n, err := c.cleanLines(cands)
+	n, err := c.cleanLines(cands, false)
 	if serr := c.syncMetadata(false); err == nil {
 		err = serr
 	}

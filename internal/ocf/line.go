@@ -19,7 +19,7 @@ type listID uint8
 const (
 	listFree  listID = iota // unmapped; valid and dirty are empty
 	listClean               // mapped, no dirty sector; LRU order, eviction candidates
-	listDirty               // mapped, at least one dirty sector; in the order lines became dirty
+	listDirty               // mapped, at least one dirty sector; LRU order
 	listLimbo               // unmapped, but its durable entry still claims dirty data
 	numLists
 )

@@ -87,8 +87,8 @@ func (c *Cache) setMasksLocked(i lineIdx, valid, dirty sectorMask) {
 		want = listDirty
 	}
 	switch {
-	case ln.list == want && want == listDirty:
-		// The dirty list stays in the order lines became dirty.
+	case ln.list == want:
+		c.mu.lists.moveToFront(c.mu.lines, want, i)
 	case want == listDirty:
 		co.dirtyLines++
 		c.chunkDirtyLocked(ln, 1)

@@ -33,6 +33,20 @@ func (ls *lists) pushFront(lines []line, id listID, i lineIdx) {
 	l.n++
 }
 
+// pushBack puts line i, which is on no list, at the tail of list id.
+func (ls *lists) pushBack(lines []line, id listID, i lineIdx) {
+	l := &ls[id]
+	ln := &lines[i]
+	ln.list, ln.next, ln.prev = id, noLine, l.tail
+	if l.tail != noLine {
+		lines[l.tail].next = i
+	} else {
+		l.head = i
+	}
+	l.tail = i
+	l.n++
+}
+
 // remove takes line i off its list.
 func (ls *lists) remove(lines []line, i lineIdx) {
 	ln := &lines[i]

@@ -136,9 +136,7 @@ func (r *request) lookupLocked() {
 			continue
 		}
 		ln := &lines[i]
-		if ln.list == listClean {
-			c.mu.lists.moveToFront(lines, listClean, i) // LRU touch
-		}
+		c.mu.lists.moveToFront(lines, ln.list, i) // LRU touch
 		r.valid()[k], r.dirty()[k] = ln.valid, ln.dirty
 		if ln.valid.contains(t) {
 			r.hits++
