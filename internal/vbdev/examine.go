@@ -38,7 +38,8 @@ func (m *Manager) examineLocked(ev bdev.Event) {
 			m.log.Warn("examine: a bdev already has the recorded volume name; not re-creating it", "cache", ev.Name, "volume", r.VolumeName)
 			continue
 		}
-		v := &Vbdev{params: Params{Name: r.VolumeName, Mode: mode, CacheBdev: ev.Name, CoreBdev: r.CoreName}, uuid: r.VolumeUUID, auto: true}
+		v := &Vbdev{params: Params{Name: r.VolumeName, Mode: mode, LineSizeKiB: uint64(sb.Geometry.LineSize / 1024),
+			CacheBdev: ev.Name, CoreBdev: r.CoreName}, uuid: r.VolumeUUID, auto: true}
 		v.mode, _ = ocf.ParseMode(mode)
 		m.mu.vbdevs = append(m.mu.vbdevs, v)
 		m.log.Info("examine: cache metadata found; OCF vbdev re-created, waiting for its core", "cache", ev.Name, "vbdev", r.VolumeName, "core", r.CoreName, "mode", mode)
