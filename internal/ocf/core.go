@@ -111,12 +111,6 @@ func (co *Core) Discard(off, length int64) error {
 	if err := bdev.CheckIO(&co.info, "discard", off, length); err != nil || length == 0 {
 		return err
 	}
-	if err := co.admit("discard"); err != nil {
-		return err
-	}
-	if !bdev.CanDiscard(co.dev) {
-		return fmt.Errorf("%s discard: core %s: %w", co.info.Name, co.dev.Info().Name, bdev.ErrNotSupported)
-	}
 	return co.cache.discard(co, off, length)
 }
 
@@ -125,6 +119,11 @@ func (co *Core) Discard(off, length int64) error {
 // otherwise). It does not write dirty data back to the core; see
 // Cache.FlushDirty.
 func (co *Core) Flush() error {
+	// Hold a stripe, as IO does, so that RemoveCore's drain waits for the
+	// flush before it detaches the core device.
+	s := &co.cache.stripes.locks[0]
+	s.RLock()
+	defer s.RUnlock()
 	if err := co.admit("flush"); err != nil {
 		return err
 	}
