@@ -35,9 +35,36 @@ type conn struct {
 	ex         *export
 	structured bool
 
-	wmu      sync.Mutex // held while writing one whole reply to nc
-	work     chan *job  // admitted requests for idle workers; closed by serve when reading stops
-	inflight sync.WaitGroup
+	// The reading turn of transmit's goroutines (see transmit), passed to
+	// an idle one over turn; whoever ends reading sends why on ended and
+	// closes turn.
+	turn  chan struct{}
+	ended chan error
+	hb    [requestHeaderLen]byte // the header being read; only by the turn holder
+	// inline is the state of requests executed by the reader (see
+	// transmit). seq, skip and backoff belong to the holder of the turn;
+	// running is the seq of the inline request executing, 0 for none; seen
+	// is what the watchdog found running last time; armed is set while its
+	// timer is.
+	inline struct {
+		running, seen atomic.Uint64
+		armed         atomic.Bool
+		seq           uint64
+		skip, backoff int
+		timer         *time.Timer // calls watchdog
+	}
+
+	wmu sync.Mutex // held while writing to nc
+	// out queues replies behind the one being written (see send).
+	out struct {
+		sync.Mutex
+		queue, spare []*job
+		writing      bool
+	}
+	iov   [][]byte    // the iovecs of a batch; only under wmu
+	wbufs net.Buffers // the same, as net.Buffers.WriteTo consumes them
+
+	inflight sync.WaitGroup // admitted requests not yet answered
 	limit    inflightLimiter
 	requests atomic.Uint64 // requests admitted, for the disconnect log
 	broken   atomic.Bool   // a reply could not be written; no more are attempted
@@ -55,8 +82,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 		br:     bufio.NewReaderSize(nc, 64<<10),
 		remote: nc.RemoteAddr().String(),
 		done:   make(chan struct{}),
-		work:   make(chan *job),
+		iov:    make([][]byte, 0, 2*maxInflightRequests),
 	}
+	c.out.queue = make([]*job, 0, maxInflightRequests)
+	c.out.spare = make([]*job, 0, maxInflightRequests)
 	if c.remote == "" || c.remote == "@" {
 		c.remote = "unix:" + nc.LocalAddr().String()
 	}
@@ -98,8 +127,7 @@ func (c *conn) serve() {
 	start := time.Now()
 	c.srv.log.Info("nbd connect", "remote", c.remote)
 	err := c.session()
-	close(c.work) // idle workers exit; busy ones after their job
-	c.inflight.Wait()
+	c.inflight.Wait() // the requests already read are answered
 	c.nc.Close()
 	c.srv.forget(c)
 	name := ""
@@ -116,8 +144,8 @@ func (c *conn) serve() {
 func (c *conn) session() (err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			err = c.panicked(p) // logged before the client sees the close
 			c.nc.Close()
-			err = c.panicked(p)
 		}
 	}()
 	c.setReadDeadline(time.Now().Add(c.srv.handshakeTimeout))

@@ -28,12 +28,29 @@ func (l *inflightLimiter) init() { l.cond.L = &l.mu }
 
 func (l *inflightLimiter) acquire(payload int64) {
 	l.mu.Lock()
-	for l.count >= maxInflightRequests || (l.count > 0 && l.bytes+payload > maxInflightBytes) {
+	for l.full(payload) {
 		l.cond.Wait()
 	}
 	l.count++
 	l.bytes += payload
 	l.mu.Unlock()
+}
+
+// tryAcquire is acquire if it would not wait; it reports whether it did.
+func (l *inflightLimiter) tryAcquire(payload int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.full(payload) {
+		return false
+	}
+	l.count++
+	l.bytes += payload
+	return true
+}
+
+// full reports whether a request of payload bytes must wait. l.mu is held.
+func (l *inflightLimiter) full(payload int64) bool {
+	return l.count >= maxInflightRequests || (l.count > 0 && l.bytes+payload > maxInflightBytes)
 }
 
 func (l *inflightLimiter) release(payload int64) {

@@ -3,7 +3,6 @@ package nbd
 import (
 	"encoding/binary"
 	"errors"
-	"net"
 	"strings"
 	"time"
 )
@@ -11,17 +10,20 @@ import (
 // maxErrorMessage bounds the human-readable message of an error chunk.
 const maxErrorMessage = 1024
 
-// reply answers an executed request. Without structured replies a READ gets
-// a simple reply followed by its data; with them, a single OFFSET_DATA chunk
-// flagged DONE (so NBD_CMD_FLAG_DF always holds). Other successful requests
-// get a simple reply, which the spec allows in either mode.
-func (c *conn) reply(j *job, err error) error {
+// prepareReply lays out the reply to an executed request in j.vec. Without
+// structured replies a READ gets a simple reply followed by its data; with
+// them, a single OFFSET_DATA chunk flagged DONE (so NBD_CMD_FLAG_DF always
+// holds). Other successful requests get a simple reply, which the spec
+// allows in either mode.
+func (c *conn) prepareReply(j *job, err error) {
 	if err != nil {
-		return c.replyError(j.req, err)
+		j.vec = [2][]byte{c.errorReply(j.hdr[:], j.req, err), nil}
+		return
 	}
 	if j.req.typ != cmdRead {
 		putSimpleReply(j.hdr[:simpleReplyLen], 0, j.req.handle)
-		return c.write(j.hdr[:simpleReplyLen])
+		j.vec = [2][]byte{j.hdr[:simpleReplyLen], nil}
+		return
 	}
 	data := *j.buf
 	var h []byte
@@ -34,19 +36,17 @@ func (c *conn) reply(j *job, err error) error {
 		h = j.hdr[:simpleReplyLen]
 	}
 	j.vec = [2][]byte{h, data}
-	j.bufs = j.vec[:]
-	return c.writeVec(&j.bufs)
 }
 
-// replyError answers a request with errnoFor(err): a simple reply, or with
+// errorReply returns the reply to a request failed with errnoFor(err): a
+// simple reply (in scratch, at least simpleReplyLen long), or with
 // structured replies an NBD_REPLY_TYPE_ERROR chunk carrying err's text,
 // which the spec prefers and requires for READ.
-func (c *conn) replyError(r requestHeader, err error) error {
+func (c *conn) errorReply(scratch []byte, r requestHeader, err error) []byte {
 	errno := errnoFor(err)
 	if !c.structured {
-		var b [simpleReplyLen]byte
-		putSimpleReply(b[:], errno, r.handle)
-		return c.write(b[:])
+		putSimpleReply(scratch[:simpleReplyLen], errno, r.handle)
+		return scratch[:simpleReplyLen]
 	}
 	msg := err.Error()
 	if len(msg) > maxErrorMessage {
@@ -57,7 +57,14 @@ func (c *conn) replyError(r requestHeader, err error) error {
 	binary.BigEndian.PutUint32(b[structuredReplyLen:], errno)
 	binary.BigEndian.PutUint16(b[structuredReplyLen+4:], uint16(len(msg)))
 	copy(b[structuredReplyLen+6:], msg)
-	return c.write(b)
+	return b
+}
+
+// replyError answers a rejected request (one that never became a job) at
+// once, from the reading goroutine.
+func (c *conn) replyError(r requestHeader, err error) error {
+	var scratch [simpleReplyLen]byte
+	return c.write(c.errorReply(scratch[:], r, err))
 }
 
 // errBroken is returned for replies after one failed: the stream may hold
@@ -76,15 +83,100 @@ func (c *conn) write(b []byte) error {
 	return err
 }
 
-// writeVec sends a reply made of several buffers (header and data) with one
-// writev where the connection supports it. It consumes *v.
-func (c *conn) writeVec(v *net.Buffers) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.broken.Load() {
-		return errBroken
+// send queues the reply laid out in j.vec and takes ownership of j: the job
+// is finished (its buffer recycled, its limiter slot released) once the
+// reply has been written or has failed. With hold, the reply is only
+// queued: the caller promises a flush (or another send) soon.
+//
+// Replies are combined: the goroutine that finds nobody writing becomes the
+// writer and sends everything queued with one writev, again and again until
+// the queue is empty; replies that complete meanwhile are queued behind it
+// and their goroutines go back to work at once. Under load this turns one
+// syscall per reply into one per batch; alone (one request in flight) the
+// request's own goroutine writes its reply directly.
+func (c *conn) send(j *job, hold bool) {
+	c.out.Lock()
+	c.out.queue = append(c.out.queue, j)
+	if hold || c.out.writing {
+		c.out.Unlock()
+		return
 	}
+	c.writeQueued()
+}
+
+// flush writes the queued replies unless another goroutine is doing so.
+func (c *conn) flush() {
+	c.out.Lock()
+	if c.out.writing || len(c.out.queue) == 0 {
+		c.out.Unlock()
+		return
+	}
+	c.writeQueued()
+}
+
+// writeQueued writes batches of queued replies until the queue is empty.
+// It is called with c.out locked, nobody writing and a reply queued, and
+// returns with c.out unlocked.
+func (c *conn) writeQueued() {
+	c.out.writing = true
+	for {
+		batch := c.out.queue
+		c.out.queue = c.out.spare[:0]
+		c.out.Unlock()
+
+		c.writeBatch(batch)
+		clear(batch) // drop the finished jobs
+
+		c.out.Lock()
+		c.out.spare = batch[:0]
+		if len(c.out.queue) == 0 {
+			c.out.writing = false
+			c.out.Unlock()
+			return
+		}
+	}
+}
+
+// writeBatch writes the replies of batch with as few syscalls as the
+// connection allows (one writev on TCP and Unix sockets) and finishes the
+// jobs. A failed write breaks the connection.
+func (c *conn) writeBatch(batch []*job) {
+	c.wmu.Lock()
+	err := errBroken
+	if !c.broken.Load() {
+		iov := c.iov[:0]
+		for _, j := range batch {
+			iov = append(iov, j.vec[0])
+			if len(j.vec[1]) > 0 {
+				iov = append(iov, j.vec[1])
+			}
+		}
+		c.wbufs = iov
+		err = c.writeIOV()
+		clear(iov) // hold no payload buffers
+		if cap(iov) > cap(c.iov) {
+			c.iov = iov[:0] // keep what a large batch grew
+		}
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(err)
+	}
+	for _, j := range batch {
+		c.finish(j)
+	}
+}
+
+// writeIOV writes c.wbufs, consuming them. A panic of the connection's
+// Write (a net.Conn not from package net) is logged and returned as an
+// error, so that the queued replies are still finished.
+func (c *conn) writeIOV() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = c.panicked(p)
+		}
+	}()
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.replyTimeout))
-	_, err := v.WriteTo(c.nc)
+	_, err = c.wbufs.WriteTo(c.nc)
 	return err
 }

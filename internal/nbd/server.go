@@ -118,10 +118,12 @@ func newExport(e Export) (*export, error) {
 // value is not usable; call NewServer. All methods are safe for concurrent
 // use.
 //
-// Each connection has one goroutine reading requests and one goroutine per
-// request in flight (at most 128, and 64 MiB of payload); replies go out in
-// completion order under a per-connection write lock. Every goroutine
-// recovers panics, logs them and closes its connection.
+// Each connection is served by a set of goroutines that take turns reading
+// requests (at most 128 requests, and 64 MiB of payload, in flight): fast
+// requests are executed by the goroutine that read them, slow ones in
+// parallel; replies go out in completion order, several per write when they
+// complete together (see conn.transmit). Every goroutine recovers panics,
+// logs them and closes its connection.
 type Server struct {
 	log  *slog.Logger
 	bufs bufferPool

@@ -3,21 +3,19 @@ package nbd
 import (
 	"errors"
 	"io"
-	"net"
+	"time"
 
 	"blockcache/internal/bdev"
 )
 
-// job is one admitted request: its header, its payload buffer and scratch
-// space for its reply. Jobs are pooled per server so that the hot path does
-// not allocate.
+// job is one admitted request: its header, its payload buffer and its
+// reply. Jobs are pooled per server so that the hot path does not allocate.
 type job struct {
 	req  requestHeader
 	held int64   // payload bytes counted against the connection's limiter
 	buf  *[]byte // WRITE payload or READ data, from Server.bufs; nil otherwise
 	hdr  [structuredReplyLen + 8]byte
-	vec  [2][]byte
-	bufs net.Buffers
+	vec  [2][]byte // the reply: header (or error chunk), then READ data
 }
 
 func (s *Server) getJob() *job { return s.jobs.Get().(*job) }
@@ -30,68 +28,258 @@ func (s *Server) putJob(j *job) {
 	s.jobs.Put(j)
 }
 
-// transmit reads requests until the client disconnects, the stream breaks,
-// or beginClose stops it. Each valid request is handed to a worker
-// goroutine, so the next request is read while earlier ones execute, and
-// replies go out in completion order. Invalid requests are answered here,
-// after draining a WRITE's payload so that the stream stays in sync.
+// finish recycles an answered (or abandoned) job and releases its slot.
+func (c *conn) finish(j *job) {
+	held := j.held
+	c.srv.putJob(j)
+	c.limit.release(held)
+	c.inflight.Done()
+}
+
+// transmit serves requests until the client disconnects, the stream breaks,
+// or beginClose stops it, and returns why reading stopped. Requests in
+// flight may still be executing when it returns.
+//
+// The connection is served by a set of goroutines in the leader/follower
+// pattern of nbdkit's worker threads: one of them at a time holds the
+// reading turn and reads a request. Invalid requests it answers itself,
+// after draining a WRITE's payload so that the stream stays in sync. A
+// valid one it either
+//
+//   - executes and answers itself, keeping the turn ("inline"), while the
+//     device answers fast: a cache hit takes a microsecond or two, far less
+//     than waking another goroutine and, on a small machine, than the CPU
+//     the runtime's scheduler would take from the client doing it. The
+//     replies to requests that arrived together are then written together
+//     (see send), or
+//   - passes the turn to an idle goroutine (starting one if none is idle)
+//     and then executes and answers the request, while the next one is
+//     already being read; replies go out in completion order. So a slow
+//     request never holds up the ones sent after it.
+//
+// A request executed inline that takes longer than inlineFast makes the
+// connection pass the turn for the next inlineBackoff requests or more
+// (see inlineOK). One that takes far longer (blocked in the device, or its
+// reply blocked on a client that does not read) has the turn taken from it
+// by a watchdog (see watchdog) after one to two inlinePeriods.
+//
+// The goroutines are started on demand and kept until transmission ends,
+// so a steady load starts none and allocates nothing per request; there are
+// at most about maxInflightRequests of them, since the limiter bounds the
+// busy ones. The connection's own goroutine is the first reader.
 func (c *conn) transmit() error {
-	var hb [requestHeaderLen]byte
+	c.turn = make(chan struct{})
+	c.ended = make(chan error, 1)
+	c.inline.timer = time.AfterFunc(time.Hour, c.watchdog)
+	c.inline.timer.Stop()
+	defer c.inline.timer.Stop()
+	c.inline.backoff = inlineBackoff
+	c.follow(true)
+	return <-c.ended
+}
+
+// Inline execution (see transmit).
+const (
+	// inlineFast is the longest a request may take in the device for the
+	// next ones to be executed inline too. A 4 KiB cache hit on memory takes
+	// about a microsecond, a 128 KiB one about ten; an SSD read at least
+	// tens of microseconds, during which other requests should proceed.
+	inlineFast = 50 * time.Microsecond
+	// inlineBackoff is how many requests a connection passes the turn for
+	// after an inline request was slow; it doubles, up to maxInlineBackoff,
+	// while inline requests keep being slow, so that a slow device is
+	// hardly ever made to serve requests one at a time.
+	inlineBackoff    = 64
+	maxInlineBackoff = 64 << 10
+	// inlinePeriod is the watchdog's period: a request executed inline
+	// keeps the requests after it from being read for less than two
+	// periods. A timer per request would cost more than the request
+	// (arming one wakes the runtime's poller); one per period costs little.
+	inlinePeriod = time.Millisecond
+)
+
+// follow is the life of one of the connection's goroutines: wait for the
+// reading turn (unless it starts with it), read a request, execute and
+// answer it, passing the turn on first unless executing inline; until
+// reading ends.
+func (c *conn) follow(haveTurn bool) {
 	for {
-		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
-			return c.readError(err)
+		if !haveTurn {
+			if _, ok := <-c.turn; !ok {
+				return // reading ended
+			}
 		}
-		req, err := parseRequest(&hb)
+		haveTurn = false
+		j, err := c.next()
 		if err != nil {
-			return err // out of sync: hard disconnect
+			c.flush()      // replies held back by inline requests
+			c.ended <- err // the one goroutine that ends reading
+			close(c.turn)  // wakes the idle ones, which exit
+			return
+		}
+		if c.inlineOK() {
+			haveTurn = c.handleInline(j)
+			continue
+		}
+		c.passTurn()
+		c.handle(j)
+	}
+}
+
+// passTurn hands the reading turn to an idle goroutine, or to a new one.
+// Only the holder of the turn calls it.
+func (c *conn) passTurn() {
+	select {
+	case c.turn <- struct{}{}:
+	default:
+		go c.follow(true)
+	}
+}
+
+// inlineOK reports whether the request just read is to be executed inline:
+// no inline request was slow lately. Only the holder of the turn calls it.
+func (c *conn) inlineOK() bool {
+	if c.inline.skip > 0 {
+		c.inline.skip--
+		return false
+	}
+	return true
+}
+
+// handleInline executes and answers j while holding the turn, under the
+// watchdog. The reply is held back while another request is already
+// buffered, to go out with the replies to the next requests (flushed at the
+// latest before next would block). handleInline reports whether the caller
+// still holds the turn, that is whether the watchdog did not take it.
+func (c *conn) handleInline(j *job) bool {
+	hold := c.br.Buffered() >= requestHeaderLen // while the turn is surely ours
+	c.inline.seq++
+	id := c.inline.seq
+	c.inline.running.Store(id)
+	if c.inline.armed.CompareAndSwap(false, true) {
+		c.inline.timer.Reset(inlinePeriod)
+	}
+	start := time.Now()
+	ok := c.prepare(j)
+	took := time.Since(start)
+	if ok {
+		c.send(j, hold)
+	} else {
+		c.finish(j)
+	}
+	if !c.inline.running.CompareAndSwap(id, 0) {
+		// The watchdog took the turn (and set the backoff), and maybe
+		// flushed before j was queued.
+		if hold {
+			c.flush()
+		}
+		return false
+	}
+	if took > inlineFast {
+		c.inline.skip = c.inline.backoff
+		c.inline.backoff = min(2*c.inline.backoff, maxInlineBackoff)
+	} else {
+		c.inline.backoff = inlineBackoff
+	}
+	return true
+}
+
+// watchdog runs every inlinePeriod while requests are executed inline. One
+// that it finds running on two calls in a row has run for at least a
+// period: it takes the turn from the goroutine executing it, passes it on,
+// and writes the replies that goroutine held back. With no inline request
+// running it stops until the next one arms it again.
+func (c *conn) watchdog() {
+	id := c.inline.running.Load()
+	if id != 0 && id == c.inline.seen.Load() && c.inline.running.CompareAndSwap(id, 0) {
+		// The turn is now ours: its holder is busy with its request, and
+		// will not read again before it receives the turn from the channel.
+		c.inline.skip = c.inline.backoff
+		c.inline.backoff = min(2*c.inline.backoff, maxInlineBackoff)
+		c.passTurn()
+		c.flush()
+		id = 0
+	}
+	c.inline.seen.Store(id)
+	if id != 0 {
+		c.inline.timer.Reset(inlinePeriod)
+		return
+	}
+	// Disarm; but a request that started meanwhile may have found the
+	// timer armed and not armed it: look again.
+	c.inline.armed.Store(false)
+	if c.inline.running.Load() != 0 && c.inline.armed.CompareAndSwap(false, true) {
+		c.inline.timer.Reset(inlinePeriod)
+	}
+}
+
+// next reads requests until one is admitted, which it returns as a job
+// counted in c.inflight, answering invalid ones itself. An error means that
+// reading is over: a disconnect, a broken stream, or a panic (after which
+// the socket is closed).
+func (c *conn) next() (j *job, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			j, err = nil, c.panicked(p) // logged before the client sees the close
+			c.nc.Close()
+		}
+	}()
+	for {
+		if c.br.Buffered() < requestHeaderLen {
+			c.flush() // about to wait for the client: send what is held back
+		}
+		if _, err := io.ReadFull(c.br, c.hb[:]); err != nil {
+			return nil, c.readError(err)
+		}
+		req, err := parseRequest(&c.hb)
+		if err != nil {
+			return nil, err // out of sync: hard disconnect
 		}
 		if req.typ == cmdDisc {
-			return errDisconnect
+			return nil, errDisconnect
 		}
 		if err := validate(req, c.ex, c.structured); err != nil {
 			if req.typ == cmdWrite {
+				if c.br.Buffered() < int(req.length) {
+					c.flush()
+				}
 				if _, err := c.br.Discard(int(req.length)); err != nil {
-					return c.readError(err)
+					return nil, c.readError(err)
 				}
 			}
 			c.srv.log.Debug("nbd request rejected", "remote", c.remote, "cmd", req.typ,
 				"flags", req.flags, "offset", req.offset, "length", req.length, "err", err)
 			if err := c.replyError(req, err); err != nil {
 				c.fail(err)
-				return err
+				return nil, err
 			}
 			continue
 		}
 
 		held := payloadBytes(req)
-		c.limit.acquire(held)
+		if !c.limit.tryAcquire(held) {
+			// Waiting for requests in flight to finish: the replies held
+			// back must go out first, or their slots are never released.
+			c.flush()
+			c.limit.acquire(held)
+		}
 		j := c.srv.getJob()
 		j.req = req
 		if req.typ == cmdWrite {
 			j.buf = c.srv.bufs.get(int(req.length))
+			if c.br.Buffered() < int(req.length) {
+				c.flush()
+			}
 			if _, err := io.ReadFull(c.br, *j.buf); err != nil {
 				c.srv.putJob(j)
 				c.limit.release(held)
-				return c.readError(err)
+				return nil, c.readError(err)
 			}
 		}
 		c.requests.Add(1)
 		c.inflight.Add(1)
 		j.held = held
-		select {
-		case c.work <- j: // an idle worker took it
-		default:
-			go c.worker(j) // at most maxInflightRequests exist: the limiter bounds busy ones
-		}
-	}
-}
-
-// worker runs jobs of one connection until transmission ends. Workers are
-// started on demand and then kept, so a steady load starts no goroutines
-// and allocates nothing per request.
-func (c *conn) worker(j *job) {
-	for ; j != nil; j = <-c.work {
-		c.handle(j)
+		return j, nil
 	}
 }
 
@@ -166,26 +354,33 @@ func allowedFlags(typ command, flags txFlags, structured bool) cmdFlags {
 	return f
 }
 
-// handle executes one admitted request and answers it.
+// handle executes one admitted request and sends its reply, which
+// finishes the job. A panic closes the connection (the request will never
+// be answered) and is logged.
 func (c *conn) handle(j *job) {
+	if c.prepare(j) {
+		c.send(j, false)
+	} else {
+		c.finish(j)
+	}
+}
+
+// prepare executes j and lays out its reply; false if that panicked.
+func (c *conn) prepare(j *job) (ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			c.nc.Close() // the request will never be answered: end the session
-			c.panicked(p)
+			c.panicked(p) // logged before the client sees the close
+			c.nc.Close()  // end the session
+			ok = false
 		}
-		held := j.held
-		c.srv.putJob(j)
-		c.limit.release(held)
-		c.inflight.Done()
 	}()
 	err := c.execute(j)
 	if err != nil {
 		c.srv.log.Debug("nbd request failed", "remote", c.remote, "cmd", j.req.typ,
 			"offset", j.req.offset, "length", j.req.length, "err", err)
 	}
-	if err := c.reply(j, err); err != nil {
-		c.fail(err)
-	}
+	c.prepareReply(j, err)
+	return true
 }
 
 // execute performs a validated request on the device. A READ leaves its

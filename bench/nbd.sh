@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# bench/nbd.sh: fio through NBD against blockcache (an OCF volume on malloc
+# cache and core bdevs) and against nbdkit's memory plugin as the reference,
+# in one run, and a table of medians and blockcache/nbdkit ratios.
+#
+# Not part of `make test`. Run from anywhere:  bench/nbd.sh
+# Knobs (environment):
+#   REPS=3          repetitions of each row per server (median is reported)
+#   RUNTIME=5       seconds of each fio run (plus RAMP seconds of warm-up)
+#   RAMP=1          fio ramp_time in seconds, not measured
+#   MODE=wt         cache mode of the OCF volume (wt, wb, ...)
+#   WS_MIB=128      working set: every row does IO to the first WS_MIB MiB
+#   CACHE_MIB=256   malloc cache bdev size
+#   CORE_MIB=1024   malloc core bdev size (and the nbdkit memory size)
+#   SEQ_QD=8        queue depth of the 128 KiB sequential rows
+#   ROWS="..."      subset of rows to run, by name (see ROW_SPECS below)
+#   BC_PORT=10911 KIT_PORT=10912   TCP ports of the two servers
+#   SERVER_CPUS=, FIO_CPUS=   taskset CPU lists for the servers and for fio,
+#                   e.g. SERVER_CPUS=0 FIO_CPUS=1 (default: no pinning)
+#   REV=commit      build that commit (git archive) instead of the working tree
+#   BLOCKCACHE=path use this binary instead of building anything
+#   KEEP=1          keep the work directory (fio JSON, server logs)
+#   PROFILE=1       run blockcache as bench/profile (the same daemon in-process,
+#                   with net/http/pprof), take a CPU profile of its first run of
+#                   each row, print the top of each and keep them (implies KEEP=1)
+#   PPROF_PORT=10913  where bench/profile serves pprof
+set -euo pipefail
+
+REPS=${REPS:-3}
+RUNTIME=${RUNTIME:-5}
+RAMP=${RAMP:-1}
+MODE=${MODE:-wt}
+WS_MIB=${WS_MIB:-128}
+CACHE_MIB=${CACHE_MIB:-256}
+CORE_MIB=${CORE_MIB:-1024}
+SEQ_QD=${SEQ_QD:-8}
+BC_PORT=${BC_PORT:-10911}
+KIT_PORT=${KIT_PORT:-10912}
+KEEP=${KEEP:-0}
+PROFILE=${PROFILE:-0}
+PPROF_PORT=${PPROF_PORT:-10913}
+[ "$PROFILE" != 1 ] || KEEP=1
+SERVER_CPUS=${SERVER_CPUS:-}
+FIO_CPUS=${FIO_CPUS:-}
+
+# name:rw:bs:iodepth
+ROW_SPECS=(
+	"randread-4k-qd1:randread:4k:1"
+	"randread-4k-qd32:randread:4k:32"
+	"randwrite-4k-qd32:randwrite:4k:32"
+	"seqread-128k-qd${SEQ_QD}:read:128k:${SEQ_QD}"
+	"seqwrite-128k-qd${SEQ_QD}:write:128k:${SEQ_QD}"
+)
+ROWS=${ROWS:-}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+die() { echo "nbd.sh: $*" >&2; exit 1; }
+
+# --- dependencies ---------------------------------------------------------
+need_pkgs=()
+command -v fio >/dev/null || need_pkgs+=(fio)
+command -v nbdkit >/dev/null || need_pkgs+=(nbdkit)
+command -v nbdinfo >/dev/null || need_pkgs+=(libnbd-bin)
+command -v jq >/dev/null || need_pkgs+=(jq)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	echo "installing: ${need_pkgs[*]}"
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+if [ "$PROFILE" = 1 ]; then
+	command -v curl >/dev/null || die "PROFILE=1 needs curl"
+	[ -z "${BLOCKCACHE:-}" ] || die "PROFILE=1 builds bench/profile; it cannot use BLOCKCACHE"
+fi
+fio --enghelp 2>/dev/null | grep -qw nbd || die "this fio has no nbd ioengine (it needs libnbd); install a fio built with it"
+
+work=$(mktemp -d /tmp/blockcache-bench.XXXXXX)
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [ "$KEEP" = 1 ]; then
+		echo "work directory kept: $work"
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- blockcache binary ------------------------------------------------------
+src_desc=
+pkg=./cmd/blockcache
+[ "$PROFILE" != 1 ] || pkg=./bench/profile
+if [ -n "${BLOCKCACHE:-}" ]; then
+	bc_bin=$BLOCKCACHE
+	src_desc="binary $BLOCKCACHE"
+elif [ -n "${REV:-}" ]; then
+	mkdir "$work/src"
+	(cd "$repo" && git archive "$REV") | tar -x -C "$work/src" || die "git archive $REV failed"
+	bc_bin=$work/blockcache
+	(cd "$work/src" && go build -o "$bc_bin" "$pkg") || die "go build of $REV failed"
+	src_desc="commit $(cd "$repo" && git rev-parse --short "$REV")"
+else
+	# Build the working tree into the work directory, so a parallel
+	# `make build` cannot swap the binary under the benchmark.
+	bc_bin=$work/blockcache
+	(cd "$repo" && go build -o "$bc_bin" "$pkg") ||
+		die "go build of the working tree failed (REV=HEAD builds the last commit)"
+	src_desc="working tree at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- . 2>/dev/null || echo '+changes')"
+fi
+
+# --- servers ----------------------------------------------------------------
+server_pin=()
+fio_pin=()
+[ -z "$SERVER_CPUS" ] || server_pin=(taskset -c "$SERVER_CPUS")
+[ -z "$FIO_CPUS" ] || fio_pin=(taskset -c "$FIO_CPUS")
+
+wait_port() { # host port
+	local i
+	for i in $(seq 100); do
+		if nbdinfo --size "nbd://$1:$2/$3" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+cat >"$work/config.json" <<EOF
+{"subsystems": [
+ {"subsystem": "bdev", "config": [
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": $((CACHE_MIB * 2048)), "block_size": 512}},
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc1", "num_blocks": $((CORE_MIB * 2048)), "block_size": 512}},
+  {"method": "bdev_ocf_create", "params": {"name": "Cache0", "mode": "$MODE", "cache_bdev_name": "Malloc0", "core_bdev_name": "Malloc1"}}
+ ]},
+ {"subsystem": "nbd", "config": [
+  {"method": "nbd_start_disk", "params": {"bdev_name": "Cache0"}}
+ ]}
+]}
+EOF
+
+if [ "$PROFILE" = 1 ]; then
+	"${server_pin[@]}" "$bc_bin" -r "$work/rpc.sock" --nbd-listen "127.0.0.1:$BC_PORT" \
+		--config "$work/config.json" --pprof "127.0.0.1:$PPROF_PORT" >"$work/blockcache.log" 2>&1 &
+else
+	"${server_pin[@]}" "$bc_bin" serve --bare -r "$work/rpc.sock" --nbd-listen "127.0.0.1:$BC_PORT" \
+		--config "$work/config.json" --log-level warn >"$work/blockcache.log" 2>&1 &
+fi
+pids+=($!)
+"${server_pin[@]}" nbdkit --exit-with-parent -f -p "$KIT_PORT" -i 127.0.0.1 memory "${CORE_MIB}M" >"$work/nbdkit.log" 2>&1 &
+pids+=($!)
+
+declare -A URI=(
+	[blockcache]="nbd://127.0.0.1:$BC_PORT/Cache0"
+	[nbdkit]="nbd://127.0.0.1:$KIT_PORT/"
+)
+declare -A PID=([blockcache]=${pids[0]} [nbdkit]=${pids[1]})
+wait_port 127.0.0.1 "$BC_PORT" Cache0 || { cat "$work/blockcache.log" >&2; die "blockcache did not come up"; }
+wait_port 127.0.0.1 "$KIT_PORT" "" || { cat "$work/nbdkit.log" >&2; die "nbdkit did not come up"; }
+
+# --- machine ------------------------------------------------------------------
+echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "host:       $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
+echo "fio:        $(fio --version)   nbdkit: $(nbdkit --version | head -1)   $(go version 2>/dev/null | cut -d' ' -f3)"
+if [ "$PROFILE" = 1 ]; then
+	echo "blockcache: bench/profile (the daemon in-process, pprof on 127.0.0.1:$PPROF_PORT), $src_desc"
+else
+	echo "blockcache: $("$bc_bin" --version), $src_desc"
+fi
+echo "setup:      OCF $MODE on malloc cache ${CACHE_MIB} MiB + malloc core ${CORE_MIB} MiB; nbdkit memory ${CORE_MIB}M (default threads)"
+echo "pinning:    servers ${SERVER_CPUS:-any CPU}, fio ${FIO_CPUS:-any CPU}"
+echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
+echo "runs:       working set ${WS_MIB} MiB, ${REPS} reps x ${RUNTIME}s (+${RAMP}s ramp) per row and server, alternating"
+echo
+
+# --- fio --------------------------------------------------------------------
+clk_tck=$(getconf CLK_TCK)
+# cpu_ticks PID: user+system CPU time of a process, all its threads.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run_fio SERVER NAME RW BS QD -> prints "iops bw_bytes server_cpu_us_per_io"
+# The server's CPU time is taken over the whole run, ramp included, and
+# divided by the IOs of the whole run (IOPS times runtime plus ramp).
+run_fio() {
+	local srv=$1 name=$2 rw=$3 bs=$4 qd=$5 out c0 c1
+	out=$work/$name.$srv.$(date +%s%N).json
+	local dir=read
+	case $rw in *write*) dir=write ;; esac
+	c0=$(cpu_ticks "${PID[$srv]}")
+	"${fio_pin[@]}" fio --name="$name" --ioengine=nbd --uri="${URI[$srv]}" \
+		--rw="$rw" --bs="$bs" --iodepth="$qd" --size="${WS_MIB}M" \
+		--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
+		--norandommap --randrepeat=0 \
+		--output-format=json --output="$out" >/dev/null 2>"$out.err" ||
+		{ cat "$out.err" >&2; die "fio $name against $srv failed"; }
+	c1=$(cpu_ticks "${PID[$srv]}")
+	jq -r --arg d "$dir" --argjson cpu "$(((c1 - c0) * 1000000 / clk_tck))" --argjson secs "$((RUNTIME + RAMP))" \
+		'.jobs[0][$d] | "\(.iops) \(.bw_bytes) \(if .iops > 0 then $cpu / (.iops * $secs) else 0 end)"' "$out"
+}
+
+# Fill the working set on both servers, so reads are cache hits on
+# blockcache and nbdkit's sparse memory is allocated.
+for srv in blockcache nbdkit; do
+	fio --name=fill --ioengine=nbd --uri="${URI[$srv]}" --rw=write --bs=1M --iodepth=8 \
+		--size="${WS_MIB}M" --output-format=json --output="$work/fill.$srv.json" >/dev/null 2>&1 ||
+		die "fill of $srv failed"
+done
+
+median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+
+rows=()
+for spec in "${ROW_SPECS[@]}"; do
+	IFS=: read -r name _ <<<"$spec"
+	if [ -z "$ROWS" ] || [[ " $ROWS " == *" $name "* ]]; then
+		rows+=("$spec")
+	fi
+done
+[ ${#rows[@]} -gt 0 ] || die "ROWS=\"$ROWS\" matches no row"
+
+table=$work/table
+printf '%-20s %10s %10s %6s %9s %9s %6s %8s %8s\n' row "bc IOPS" "kit IOPS" ratio "bc MB/s" "kit MB/s" ratio "bc us/IO" "kit us/IO" >"$table"
+for spec in "${rows[@]}"; do
+	IFS=: read -r name rw bs qd <<<"$spec"
+	: >"$work/$name.blockcache" && : >"$work/$name.nbdkit"
+	for rep in $(seq "$REPS"); do
+		# Alternate which server goes first, so slow drift hits both alike.
+		order=(blockcache nbdkit)
+		[ $((rep % 2)) = 0 ] && order=(nbdkit blockcache)
+		for srv in "${order[@]}"; do
+			prof=
+			if [ "$PROFILE" = 1 ] && [ "$srv" = blockcache ] && [ "$rep" = 1 ]; then
+				curl -s -o "$work/$name.pprof" \
+					"http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$((RUNTIME + RAMP))" &
+				prof=$!
+			fi
+			r=$(run_fio "$srv" "$name" "$rw" "$bs" "$qd")
+			[ -z "$prof" ] || wait "$prof"
+			echo "$r" >>"$work/$name.$srv"
+			read -r iops bw cpu <<<"$r"
+			printf '  %-20s rep %d %-10s %10.0f IOPS %8.1f MB/s %7.1f us CPU/IO\n' "$name" "$rep" "$srv" \
+				"$iops" "$(awk -v b="$bw" 'BEGIN{print b/1e6}')" "$cpu" >&2
+		done
+	done
+	bi=$(cut -d' ' -f1 "$work/$name.blockcache" | median)
+	ki=$(cut -d' ' -f1 "$work/$name.nbdkit" | median)
+	bb=$(cut -d' ' -f2 "$work/$name.blockcache" | median)
+	kb=$(cut -d' ' -f2 "$work/$name.nbdkit" | median)
+	bc=$(cut -d' ' -f3 "$work/$name.blockcache" | median)
+	kc=$(cut -d' ' -f3 "$work/$name.nbdkit" | median)
+	awk -v n="$name" -v bi="$bi" -v ki="$ki" -v bb="$bb" -v kb="$kb" -v bc="$bc" -v kc="$kc" 'BEGIN {
+		printf "%-20s %10.0f %10.0f %6.2f %9.1f %9.1f %6.2f %8.1f %8.1f\n", n, bi, ki, bi/ki, bb/1e6, kb/1e6, bb/kb, bc, kc }' >>"$table"
+done
+
+# Confirm the read rows hit the cache (JSON-RPC bdev_ocf_get_stats).
+if command -v python3 >/dev/null; then
+	python3 - "$work/rpc.sock" <<'EOF' || true
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "bdev_ocf_get_stats",
+                      "params": {"name": "Cache0"}}).encode())
+buf = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+    try:
+        r = json.loads(buf)
+        break
+    except ValueError:
+        pass
+q = r["result"]["requests"]
+rd = q["rd_total"]["count"]
+print("\nblockcache OCF stats: %d reads, %.2f%% hits (%d full misses, %d partial); %d writes"
+      % (rd, 100.0 * q["rd_hits"]["count"] / max(rd, 1), q["rd_full_misses"]["count"],
+         q["rd_partial_misses"]["count"], q["wr_total"]["count"]))
+EOF
+fi
+
+if [ "$PROFILE" = 1 ]; then
+	for spec in "${rows[@]}"; do
+		IFS=: read -r name _ <<<"$spec"
+		echo
+		echo "== CPU profile of blockcache, $name (go tool pprof -top $bc_bin $work/$name.pprof)"
+		go tool pprof -top -nodecount=25 "$bc_bin" "$work/$name.pprof" 2>/dev/null | sed -n '4,32p'
+	done
+fi
+
+echo
+echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at end"
+echo "medians of $REPS runs; ratio = blockcache / nbdkit (>= 1.00: blockcache at least matches);"
+echo "us/IO = server CPU time (all threads, user+system) per IO, lower is better"
+cat "$table"
