@@ -17,8 +17,10 @@ const flushBatchLines = 128
 // FlushDirty writes back every dirty line of core co, or of every core when
 // co is nil, and flushes the cores (the "flush cache" management operation).
 // progress, when not nil, is called after each batch with the lines cleaned
-// so far and the number that were dirty when the flush started. Lines made
-// dirty while it runs are written back too.
+// so far and the number that were dirty when the flush started. It stops
+// once it has written back that many lines (or found no more dirty ones),
+// so writers that keep dirtying lines cannot keep it running for ever;
+// lines made dirty while it runs may stay dirty.
 func (c *Cache) FlushDirty(co *Core, progress func(done, total int)) error {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
@@ -38,14 +40,17 @@ func (c *Cache) flushDirty(co *Core, progress func(done, total int)) error {
 		if err != nil {
 			return err
 		}
-		if n == 0 {
+		done += n
+		if n == 0 || done >= total {
 			// Record the lines as clean, so they can be reused.
 			if err := c.syncMetadata(false); err != nil {
 				return fmt.Errorf("flush: %w", err)
 			}
+			if progress != nil && n > 0 {
+				progress(done, max(total, done))
+			}
 			return nil
 		}
-		done += n
 		if progress != nil {
 			progress(done, max(total, done))
 		}
