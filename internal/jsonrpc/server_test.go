@@ -559,7 +559,7 @@ print(json.dumps(call(3, "sum", {"a": "x"})))
 func TestPythonRawDecodeClient(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
-		t.Skip("python3 not installed")
+		t.Fatal("python3 not installed: run `make deps` (python3-libnbd brings it)")
 	}
 	ts := newTestServer(t, Options{})
 	out, err := exec.Command(py, "-c", pyClient, ts.path).CombinedOutput()

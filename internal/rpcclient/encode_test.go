@@ -107,11 +107,11 @@ func TestEncodeRequestMatchesRPCPy(t *testing.T) {
 
 // TestEncodeRequestAgainstPython builds the same requests with Python's json
 // module the way client.py does (remove_null, then json.dumps(req,
-// indent=2)) and compares bytes. It is skipped without python3.
+// indent=2)) and compares bytes. It needs python3 (`make deps` installs it).
 func TestEncodeRequestAgainstPython(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
-		t.Skip("python3 not installed")
+		t.Fatal("python3 not installed: run `make deps` (python3-libnbd brings it)")
 	}
 	for _, tc := range encodeCases {
 		params := tc.python
