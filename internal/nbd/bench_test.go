@@ -73,6 +73,7 @@ func benchIO(b *testing.B, cmd command, size int, depth int) {
 	}
 }
 
-func BenchmarkRead4K(b *testing.B)   { benchIO(b, cmdRead, 4096, 32) }
-func BenchmarkWrite4K(b *testing.B)  { benchIO(b, cmdWrite, 4096, 32) }
-func BenchmarkRead128K(b *testing.B) { benchIO(b, cmdRead, 128<<10, 16) }
+func BenchmarkRead4K(b *testing.B)    { benchIO(b, cmdRead, 4096, 32) }
+func BenchmarkWrite4K(b *testing.B)   { benchIO(b, cmdWrite, 4096, 32) }
+func BenchmarkRead128K(b *testing.B)  { benchIO(b, cmdRead, 128<<10, 16) }
+func BenchmarkWrite128K(b *testing.B) { benchIO(b, cmdWrite, 128<<10, 16) }

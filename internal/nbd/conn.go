@@ -26,7 +26,7 @@ var (
 type conn struct {
 	srv    *Server
 	nc     net.Conn
-	br     *bufio.Reader // requests; used only by the connection's goroutine
+	br     *bufio.Reader // requests; used only by the holder of the reading turn
 	remote string
 	done   chan struct{} // closed when the connection is closed and forgotten
 

@@ -268,7 +268,7 @@ func (c *conn) next() (j *job, err error) {
 		if req.typ == cmdWrite {
 			j.buf = c.srv.bufs.get(int(req.length))
 			if c.br.Buffered() < int(req.length) {
-				c.flush()
+				c.flush() // about to wait for the client: send what is held back
 			}
 			if _, err := io.ReadFull(c.br, *j.buf); err != nil {
 				c.srv.putJob(j)
