@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/nbd.sh: fio through NBD against blockcache (an OCF volume on malloc
 # cache and core bdevs) and against nbdkit's memory plugin as the reference,
-# in one run, and a table of medians and blockcache/nbdkit ratios.
+# in one run, and a table of medians and blockcache/nbdkit ratios. Optionally
+# a second blockcache build (BASE_REV, BASE_BLOCKCACHE) runs alongside, for
+# a before/after comparison that the machine's drift affects alike.
 #
 # Not part of `make test`. Run from anywhere:  bench/nbd.sh
 # Knobs (environment):
@@ -14,16 +16,16 @@
 #   CORE_MIB=1024   malloc core bdev size (and the nbdkit memory size)
 #   SEQ_QD=8        queue depth of the 128 KiB sequential rows
 #   ROWS="..."      subset of rows to run, by name (see ROW_SPECS below)
-#   BC_PORT=10911 KIT_PORT=10912   TCP ports of the two servers
 #   SERVER_CPUS=, FIO_CPUS=   taskset CPU lists for the servers and for fio,
 #                   e.g. SERVER_CPUS=0 FIO_CPUS=1 (default: no pinning)
 #   REV=commit      build that commit (git archive) instead of the working tree
 #   BLOCKCACHE=path use this binary instead of building anything
+#   BASE_REV=commit, BASE_BLOCKCACHE=path   also run this blockcache ("base")
+#   PORT=10911      first TCP port; the servers use the next few
 #   KEEP=1          keep the work directory (fio JSON, server logs)
 #   PROFILE=1       run blockcache as bench/profile (the same daemon in-process,
 #                   with net/http/pprof), take a CPU profile of its first run of
 #                   each row, print the top of each and keep them (implies KEEP=1)
-#   PPROF_PORT=10913  where bench/profile serves pprof
 set -euo pipefail
 
 REPS=${REPS:-3}
@@ -34,14 +36,14 @@ WS_MIB=${WS_MIB:-128}
 CACHE_MIB=${CACHE_MIB:-256}
 CORE_MIB=${CORE_MIB:-1024}
 SEQ_QD=${SEQ_QD:-8}
-BC_PORT=${BC_PORT:-10911}
-KIT_PORT=${KIT_PORT:-10912}
+PORT=${PORT:-10911}
 KEEP=${KEEP:-0}
 PROFILE=${PROFILE:-0}
-PPROF_PORT=${PPROF_PORT:-10913}
 [ "$PROFILE" != 1 ] || KEEP=1
 SERVER_CPUS=${SERVER_CPUS:-}
 FIO_CPUS=${FIO_CPUS:-}
+BASE_REV=${BASE_REV:-}
+BASE_BLOCKCACHE=${BASE_BLOCKCACHE:-}
 
 # name:rw:bs:iodepth
 ROW_SPECS=(
@@ -96,44 +98,51 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- blockcache binary ------------------------------------------------------
-src_desc=
+# --- blockcache binaries ------------------------------------------------------
+# build OUT PKG REV: build PKG of commit REV, or of the working tree if REV is
+# empty, into OUT (in the work directory, so that a parallel `make build`
+# cannot swap the binary under the benchmark); prints where it came from.
+build() {
+	local out=$1 pkg=$2 rev=$3 src
+	if [ -n "$rev" ]; then
+		src=$work/src.$(basename "$out")
+		mkdir "$src"
+		(cd "$repo" && git archive "$rev") | tar -x -C "$src" || die "git archive $rev failed"
+		(cd "$src" && go build -o "$out" "$pkg") || die "go build of $rev failed"
+		echo "commit $(cd "$repo" && git rev-parse --short "$rev")"
+	else
+		(cd "$repo" && go build -o "$out" "$pkg") ||
+			die "go build of the working tree failed (REV=HEAD builds the last commit)"
+		echo "working tree at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- . 2>/dev/null || echo '+changes')"
+	fi
+}
+
 pkg=./cmd/blockcache
 [ "$PROFILE" != 1 ] || pkg=./bench/profile
 if [ -n "${BLOCKCACHE:-}" ]; then
 	bc_bin=$BLOCKCACHE
-	src_desc="binary $BLOCKCACHE"
-elif [ -n "${REV:-}" ]; then
-	mkdir "$work/src"
-	(cd "$repo" && git archive "$REV") | tar -x -C "$work/src" || die "git archive $REV failed"
-	bc_bin=$work/blockcache
-	(cd "$work/src" && go build -o "$bc_bin" "$pkg") || die "go build of $REV failed"
-	src_desc="commit $(cd "$repo" && git rev-parse --short "$REV")"
+	bc_desc="binary $BLOCKCACHE"
 else
-	# Build the working tree into the work directory, so a parallel
-	# `make build` cannot swap the binary under the benchmark.
 	bc_bin=$work/blockcache
-	(cd "$repo" && go build -o "$bc_bin" "$pkg") ||
-		die "go build of the working tree failed (REV=HEAD builds the last commit)"
-	src_desc="working tree at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- . 2>/dev/null || echo '+changes')"
+	bc_desc=$(build "$bc_bin" "$pkg" "${REV:-}")
 fi
+servers=(blockcache)
+if [ -n "$BASE_BLOCKCACHE" ]; then
+	base_bin=$BASE_BLOCKCACHE
+	base_desc="binary $BASE_BLOCKCACHE"
+	servers+=(base)
+elif [ -n "$BASE_REV" ]; then
+	base_bin=$work/base
+	base_desc=$(build "$base_bin" ./cmd/blockcache "$BASE_REV")
+	servers+=(base)
+fi
+servers+=(nbdkit)
 
 # --- servers ----------------------------------------------------------------
 server_pin=()
 fio_pin=()
 [ -z "$SERVER_CPUS" ] || server_pin=(taskset -c "$SERVER_CPUS")
 [ -z "$FIO_CPUS" ] || fio_pin=(taskset -c "$FIO_CPUS")
-
-wait_port() { # host port
-	local i
-	for i in $(seq 100); do
-		if nbdinfo --size "nbd://$1:$2/$3" >/dev/null 2>&1; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	return 1
-}
 
 cat >"$work/config.json" <<EOF
 {"subsystems": [
@@ -148,34 +157,58 @@ cat >"$work/config.json" <<EOF
 ]}
 EOF
 
-if [ "$PROFILE" = 1 ]; then
-	"${server_pin[@]}" "$bc_bin" -r "$work/rpc.sock" --nbd-listen "127.0.0.1:$BC_PORT" \
-		--config "$work/config.json" --pprof "127.0.0.1:$PPROF_PORT" >"$work/blockcache.log" 2>&1 &
-else
-	"${server_pin[@]}" "$bc_bin" serve --bare -r "$work/rpc.sock" --nbd-listen "127.0.0.1:$BC_PORT" \
-		--config "$work/config.json" --log-level warn >"$work/blockcache.log" 2>&1 &
-fi
-pids+=($!)
-"${server_pin[@]}" nbdkit --exit-with-parent -f -p "$KIT_PORT" -i 127.0.0.1 memory "${CORE_MIB}M" >"$work/nbdkit.log" 2>&1 &
-pids+=($!)
-
-declare -A URI=(
-	[blockcache]="nbd://127.0.0.1:$BC_PORT/Cache0"
-	[nbdkit]="nbd://127.0.0.1:$KIT_PORT/"
-)
-declare -A PID=([blockcache]=${pids[0]} [nbdkit]=${pids[1]})
-wait_port 127.0.0.1 "$BC_PORT" Cache0 || { cat "$work/blockcache.log" >&2; die "blockcache did not come up"; }
-wait_port 127.0.0.1 "$KIT_PORT" "" || { cat "$work/nbdkit.log" >&2; die "nbdkit did not come up"; }
+declare -A URI PID
+pprof_port=$((PORT + 5))
+for srv in "${servers[@]}"; do
+	case $srv in
+	blockcache)
+		port=$PORT
+		if [ "$PROFILE" = 1 ]; then
+			"${server_pin[@]}" "$bc_bin" -r "$work/rpc.sock" --nbd-listen "127.0.0.1:$port" \
+				--config "$work/config.json" --pprof "127.0.0.1:$pprof_port" >"$work/blockcache.log" 2>&1 &
+		else
+			"${server_pin[@]}" "$bc_bin" serve --bare -r "$work/rpc.sock" --nbd-listen "127.0.0.1:$port" \
+				--config "$work/config.json" --log-level warn >"$work/blockcache.log" 2>&1 &
+		fi
+		URI[$srv]="nbd://127.0.0.1:$port/Cache0"
+		;;
+	base)
+		port=$((PORT + 1))
+		"${server_pin[@]}" "$base_bin" serve --bare -r "$work/rpc-base.sock" --nbd-listen "127.0.0.1:$port" \
+			--config "$work/config.json" --log-level warn >"$work/base.log" 2>&1 &
+		URI[$srv]="nbd://127.0.0.1:$port/Cache0"
+		;;
+	nbdkit)
+		port=$((PORT + 2))
+		"${server_pin[@]}" nbdkit --exit-with-parent -f -p "$port" -i 127.0.0.1 memory "${CORE_MIB}M" >"$work/nbdkit.log" 2>&1 &
+		URI[$srv]="nbd://127.0.0.1:$port/"
+		;;
+	esac
+	pids+=($!)
+	PID[$srv]=$!
+done
+for srv in "${servers[@]}"; do
+	up=0
+	for _ in $(seq 100); do
+		if nbdinfo --size "${URI[$srv]}" >/dev/null 2>&1; then
+			up=1
+			break
+		fi
+		sleep 0.1
+	done
+	[ "$up" = 1 ] || { cat "$work/$srv.log" >&2; die "$srv did not come up"; }
+done
 
 # --- machine ------------------------------------------------------------------
 echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "host:       $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
 echo "fio:        $(fio --version)   nbdkit: $(nbdkit --version | head -1)   $(go version 2>/dev/null | cut -d' ' -f3)"
 if [ "$PROFILE" = 1 ]; then
-	echo "blockcache: bench/profile (the daemon in-process, pprof on 127.0.0.1:$PPROF_PORT), $src_desc"
+	echo "blockcache: bench/profile (the daemon in-process, pprof on 127.0.0.1:$pprof_port), $bc_desc"
 else
-	echo "blockcache: $("$bc_bin" --version), $src_desc"
+	echo "blockcache: $("$bc_bin" --version), $bc_desc"
 fi
+[ -z "${base_bin:-}" ] || echo "base:       $("$base_bin" --version), $base_desc"
 echo "setup:      OCF $MODE on malloc cache ${CACHE_MIB} MiB + malloc core ${CORE_MIB} MiB; nbdkit memory ${CORE_MIB}M (default threads)"
 echo "pinning:    servers ${SERVER_CPUS:-any CPU}, fio ${FIO_CPUS:-any CPU}"
 echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
@@ -207,9 +240,9 @@ run_fio() {
 		'.jobs[0][$d] | "\(.iops) \(.bw_bytes) \(if .iops > 0 then $cpu / (.iops * $secs) else 0 end)"' "$out"
 }
 
-# Fill the working set on both servers, so reads are cache hits on
+# Fill the working set on every server, so that reads are cache hits on
 # blockcache and nbdkit's sparse memory is allocated.
-for srv in blockcache nbdkit; do
+for srv in "${servers[@]}"; do
 	fio --name=fill --ioengine=nbd --uri="${URI[$srv]}" --rw=write --bs=1M --iodepth=8 \
 		--size="${WS_MIB}M" --output-format=json --output="$work/fill.$srv.json" >/dev/null 2>&1 ||
 		die "fill of $srv failed"
@@ -227,37 +260,47 @@ done
 [ ${#rows[@]} -gt 0 ] || die "ROWS=\"$ROWS\" matches no row"
 
 table=$work/table
-printf '%-20s %10s %10s %6s %9s %9s %6s %8s %8s\n' row "bc IOPS" "kit IOPS" ratio "bc MB/s" "kit MB/s" ratio "bc us/IO" "kit us/IO" >"$table"
+{
+	printf '%-18s %9s %9s %6s %9s %9s %6s %8s %8s' row "bc IOPS" "kit IOPS" ratio "bc MB/s" "kit MB/s" ratio "bc us/IO" "kit us/IO"
+	[ -z "${base_bin:-}" ] || printf ' %9s %8s %7s' "base IOPS" "base us" "bc/base"
+	echo
+} >"$table"
+nsrv=${#servers[@]}
 for spec in "${rows[@]}"; do
 	IFS=: read -r name rw bs qd <<<"$spec"
-	: >"$work/$name.blockcache" && : >"$work/$name.nbdkit"
+	for srv in "${servers[@]}"; do
+		: >"$work/$name.$srv"
+	done
 	for rep in $(seq "$REPS"); do
-		# Alternate which server goes first, so slow drift hits both alike.
-		order=(blockcache nbdkit)
-		[ $((rep % 2)) = 0 ] && order=(nbdkit blockcache)
+		# Rotate which server goes first, so that slow drift hits all alike.
+		order=()
+		for i in $(seq 0 $((nsrv - 1))); do
+			order+=("${servers[$(((i + rep - 1) % nsrv))]}")
+		done
 		for srv in "${order[@]}"; do
 			prof=
 			if [ "$PROFILE" = 1 ] && [ "$srv" = blockcache ] && [ "$rep" = 1 ]; then
 				curl -s -o "$work/$name.pprof" \
-					"http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$((RUNTIME + RAMP))" &
+					"http://127.0.0.1:$pprof_port/debug/pprof/profile?seconds=$((RUNTIME + RAMP))" &
 				prof=$!
 			fi
 			r=$(run_fio "$srv" "$name" "$rw" "$bs" "$qd")
 			[ -z "$prof" ] || wait "$prof"
 			echo "$r" >>"$work/$name.$srv"
 			read -r iops bw cpu <<<"$r"
-			printf '  %-20s rep %d %-10s %10.0f IOPS %8.1f MB/s %7.1f us CPU/IO\n' "$name" "$rep" "$srv" \
+			printf '  %-18s rep %d %-10s %10.0f IOPS %8.1f MB/s %7.1f us CPU/IO\n' "$name" "$rep" "$srv" \
 				"$iops" "$(awk -v b="$bw" 'BEGIN{print b/1e6}')" "$cpu" >&2
 		done
 	done
-	bi=$(cut -d' ' -f1 "$work/$name.blockcache" | median)
-	ki=$(cut -d' ' -f1 "$work/$name.nbdkit" | median)
-	bb=$(cut -d' ' -f2 "$work/$name.blockcache" | median)
-	kb=$(cut -d' ' -f2 "$work/$name.nbdkit" | median)
-	bc=$(cut -d' ' -f3 "$work/$name.blockcache" | median)
-	kc=$(cut -d' ' -f3 "$work/$name.nbdkit" | median)
-	awk -v n="$name" -v bi="$bi" -v ki="$ki" -v bb="$bb" -v kb="$kb" -v bc="$bc" -v kc="$kc" 'BEGIN {
-		printf "%-20s %10.0f %10.0f %6.2f %9.1f %9.1f %6.2f %8.1f %8.1f\n", n, bi, ki, bi/ki, bb/1e6, kb/1e6, bb/kb, bc, kc }' >>"$table"
+	med() { cut -d' ' -f"$2" "$work/$name.$1" | median; }
+	{
+		awk -v n="$name" -v bi="$(med blockcache 1)" -v ki="$(med nbdkit 1)" -v bb="$(med blockcache 2)" \
+			-v kb="$(med nbdkit 2)" -v bc="$(med blockcache 3)" -v kc="$(med nbdkit 3)" 'BEGIN {
+			printf "%-18s %9.0f %9.0f %6.2f %9.1f %9.1f %6.2f %8.1f %8.1f", n, bi, ki, bi/ki, bb/1e6, kb/1e6, bb/kb, bc, kc }'
+		[ -z "${base_bin:-}" ] || awk -v bi="$(med blockcache 1)" -v si="$(med base 1)" -v sc="$(med base 3)" 'BEGIN {
+			printf " %9.0f %8.1f %7.2f", si, sc, bi/si }'
+		echo
+	} >>"$table"
 done
 
 # Confirm the read rows hit the cache (JSON-RPC bdev_ocf_get_stats).
