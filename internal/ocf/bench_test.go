@@ -81,12 +81,13 @@ func BenchmarkMemcpy4K(b *testing.B) {
 func BenchmarkMemcpy4KWorkingSet(b *testing.B) {
 	benchBoth(b, func(*testing.B) benchCase {
 		src := make([]byte, benchHotLines*benchBlock)
+		var next atomic.Int64
 		return benchCase{newOp: func() func() {
 			dst := make([]byte, benchBlock)
-			next := 0
+			walk := hotWalk(next.Add(1) - 1)
 			return func() {
-				copy(dst, src[next*benchBlock:(next+1)*benchBlock])
-				next = (next + 1) % benchHotLines
+				l := walk()
+				copy(dst, src[l*benchBlock:(l+1)*benchBlock])
 			}
 		}}
 	})
@@ -96,9 +97,22 @@ func BenchmarkMemcpy4KWorkingSet(b *testing.B) {
 // cache, spread over many stripes.
 const benchHotLines = 256
 
+// hotWalk returns the g-th goroutine's walk over benchHotLines lines: from
+// its own starting line, with its own odd stride (so it visits every line),
+// so that goroutines do not fall into step on the same lines, which no
+// workload of independent clients does for long.
+func hotWalk(g int64) func() int64 {
+	line, stride := (g*37)%benchHotLines, 2*g+1
+	return func() int64 {
+		l := line
+		line = (line + stride) % benchHotLines
+		return l
+	}
+}
+
 // hitBench builds a cache of 1024 4 KiB lines in mode, warms benchHotLines
-// lines with warm, and returns per-goroutine ops that act on them round
-// robin, each goroutine from its own starting line.
+// lines with warm, and returns per-goroutine ops that act on them, each
+// goroutine on its own walk (hotWalk).
 func hitBench(b *testing.B, mode ocf.Mode, write bool) benchCase {
 	env := ocftest.New(b, ocftest.Options{Lines: 1024, Mode: mode, CoreBytes: 16 << 20})
 	co := env.Cores[0]
@@ -128,8 +142,9 @@ func hitBench(b *testing.B, mode ocf.Mode, write bool) benchCase {
 	}
 	newOp := func() func() {
 		p := make([]byte, benchBlock)
-		line := next.Add(37) % benchHotLines
+		walk := hotWalk(next.Add(1) - 1)
 		return func() {
+			line := walk()
 			var err error
 			if write {
 				err = co.WriteAt(p, line*benchBlock, false)
@@ -138,9 +153,6 @@ func hitBench(b *testing.B, mode ocf.Mode, write bool) benchCase {
 			}
 			if err != nil {
 				b.Error(err)
-			}
-			if line++; line == benchHotLines {
-				line = 0
 			}
 		}
 	}

@@ -175,7 +175,7 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	c.mu.metaDirty = make([]uint64, (lay.EntrySectors+63)/64)
 	c.mu.chunkDirty = make(map[uint64]int32)
 	for i := lay.numLines - 1; i >= 0; i-- {
-		c.mu.lines[i].hashNext = noLine
+		c.mu.lines[i].hashNext.Store(int32(noLine))
 		c.mu.lists.pushFront(c.mu.lines, listFree, lineIdx(i))
 	}
 	return c, nil
@@ -337,7 +337,7 @@ func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	c.stripes.lockAll()
 	c.mu.Lock()
 	for i := range c.mu.lines {
-		if ln := &c.mu.lines[i]; ln.mapped() && ln.core == co.id {
+		if ln := &c.mu.lines[i]; ln.mapped() && ln.core() == co.id {
 			c.unmapLocked(lineIdx(i))
 		}
 	}

@@ -27,8 +27,8 @@ func (c *Cache) Check() []error {
 				break
 			}
 			seen[i] = true
-			if lines[i].list != id {
-				report("line %d: on list %d but says list %d", i, id, lines[i].list)
+			if lines[i].list() != id {
+				report("line %d: on list %d but says list %d", i, id, lines[i].list())
 			}
 			if lines[i].prev != prev {
 				report("line %d: prev %d, want %d", i, lines[i].prev, prev)
@@ -55,26 +55,26 @@ func (c *Cache) Check() []error {
 		ln := &lines[i]
 		idx := lineIdx(i)
 		if !ln.mapped() {
-			if !ln.valid.empty() || !ln.dirty.empty() {
-				report("free line %d: valid %x dirty %x", i, ln.valid, ln.dirty)
+			if !ln.validMask().empty() || !ln.dirty.empty() {
+				report("free line %d: valid %x dirty %x", i, ln.validMask(), ln.dirty)
 			}
 			continue
 		}
-		if _, ok := c.mu.cores[ln.core]; !ok {
-			report("line %d: mapped to unknown core %d", i, ln.core)
+		if _, ok := c.mu.cores[ln.core()]; !ok {
+			report("line %d: mapped to unknown core %d", i, ln.core())
 		}
-		if got := c.mu.mapping.lookup(lines, ln.core, ln.coreLine); got != idx {
-			report("line %d: core %d line %d looks up to %d", i, ln.core, ln.coreLine, got)
+		if got := c.mu.mapping.lookup(lines, ln.core(), ln.coreLine()); got != idx {
+			report("line %d: core %d line %d looks up to %d", i, ln.core(), ln.coreLine(), got)
 		}
-		if !ln.valid.contains(ln.dirty) {
-			report("line %d: dirty %x not within valid %x", i, ln.dirty, ln.valid)
+		if !ln.validMask().contains(ln.dirty) {
+			report("line %d: dirty %x not within valid %x", i, ln.dirty, ln.validMask())
 		}
-		if (ln.list == listDirty) == ln.dirty.empty() {
-			report("line %d: on list %d with dirty mask %x", i, ln.list, ln.dirty)
+		if (ln.list() == listDirty) == ln.dirty.empty() {
+			report("line %d: on list %d with dirty mask %x", i, ln.list(), ln.dirty)
 		}
-		occupied[ln.core]++
+		occupied[ln.core()]++
 		if !ln.dirty.empty() {
-			dirty[ln.core]++
+			dirty[ln.core()]++
 		}
 	}
 	for id, co := range c.mu.cores {

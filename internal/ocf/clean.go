@@ -95,7 +95,7 @@ func (c *Cache) cleanBatch(co *Core, limit int, cold bool) (int, error) {
 	c.mu.Lock()
 	lines := c.mu.lines
 	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit; j = lines[j].prev {
-		if co != nil && lines[j].core != co.id {
+		if co != nil && lines[j].core() != co.id {
 			continue
 		}
 		cands = c.appendCandidateLocked(cands, j)
@@ -108,11 +108,11 @@ func (c *Cache) cleanBatch(co *Core, limit int, cold bool) (int, error) {
 // detached (no device to write to).
 func (c *Cache) appendCandidateLocked(cands []cleanCandidate, j lineIdx) []cleanCandidate {
 	ln := &c.mu.lines[j]
-	owner := c.mu.cores[ln.core]
+	owner := c.mu.cores[ln.core()]
 	if owner.dev == nil {
 		return cands
 	}
-	return append(cands, cleanCandidate{idx: j, core: owner, coreLine: ln.coreLine})
+	return append(cands, cleanCandidate{idx: j, core: owner, coreLine: ln.coreLine()})
 }
 
 // cleanLines writes back the chosen lines: their stripes are locked, those
@@ -137,7 +137,7 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 	kept := cands[:0]
 	for _, cd := range cands {
 		ln := &lines[cd.idx]
-		if ln.list != listDirty || ln.core != cd.core.id || ln.coreLine != cd.coreLine {
+		if ln.list() != listDirty || ln.core() != cd.core.id || ln.coreLine() != cd.coreLine {
 			continue
 		}
 		cd.dirty = ln.dirty
@@ -176,8 +176,8 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 	for _, cd := range cands {
 		ln := &lines[cd.idx]
 		if cd.err == nil {
-			c.setMasksLocked(cd.idx, ln.valid, ln.dirty.andNot(cd.dirty))
-			if cold && ln.list == listClean {
+			c.setMasksLocked(cd.idx, ln.validMask(), ln.dirty.andNot(cd.dirty))
+			if cold && ln.list() == listClean {
 				c.mu.lists.remove(lines, cd.idx)
 				c.mu.lists.pushBack(lines, listClean, cd.idx)
 			}

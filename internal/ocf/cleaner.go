@@ -196,11 +196,11 @@ func (c *Cache) cleanStale(now time.Time, p ALRUParams) (int, error) {
 	var stale []lineIdx
 	lines := c.mu.lines
 	for j := c.mu.lists[listDirty].tail; j != noLine; j = lines[j].prev {
-		if lines[j].dirtySince <= limit {
+		if lines[j].dirtySince() <= limit {
 			stale = append(stale, j)
 		}
 	}
-	slices.SortStableFunc(stale, func(a, b lineIdx) int { return int(lines[a].dirtySince) - int(lines[b].dirtySince) })
+	slices.SortStableFunc(stale, func(a, b lineIdx) int { return int(lines[a].dirtySince()) - int(lines[b].dirtySince()) })
 	var cands []cleanCandidate
 	for _, j := range stale[:min(len(stale), int(p.FlushMaxBuffers))] {
 		cands = c.appendCandidateLocked(cands, j)
@@ -228,7 +228,7 @@ func (c *Cache) cleanDensest(limit int) (int, error) {
 	perChunk := uint32(acpChunkBytes / c.layout.lineSize)
 	var cands []cleanCandidate
 	for l := chunk * perChunk; l < (chunk+1)*perChunk && len(cands) < limit && len(cands) < int(most); l++ {
-		if i := c.mu.mapping.lookup(c.mu.lines, core, l); i != noLine && c.mu.lines[i].list == listDirty {
+		if i := c.mu.mapping.lookup(c.mu.lines, core, l); i != noLine && c.mu.lines[i].list() == listDirty {
 			cands = c.appendCandidateLocked(cands, i)
 		}
 	}
@@ -251,7 +251,7 @@ func (c *Cache) cleanAndSync(cands []cleanCandidate) (int, error) {
 
 // chunkDirtyLocked adds d to the dirty-line count of ln's acp chunk.
 func (c *Cache) chunkDirtyLocked(ln *line, d int32) {
-	k := uint64(ln.core)<<32 | uint64(ln.coreLine)/uint64(acpChunkBytes/c.layout.lineSize)
+	k := uint64(ln.core())<<32 | uint64(ln.coreLine())/uint64(acpChunkBytes/c.layout.lineSize)
 	if n := c.mu.chunkDirty[k] + d; n > 0 {
 		c.mu.chunkDirty[k] = n
 	} else {

@@ -18,21 +18,37 @@ func (c *Cache) occupancyPctLocked() int {
 // stripe can be locked) and whose durable entry claims no dirty data. The
 // new line is empty and at the head of the clean list. It returns noLine when
 // no line can be given.
+//
+// Hits served without Cache.mu (hit.go) cannot move their line in the LRU;
+// they mark it referenced instead, and eviction gives a referenced line a
+// second chance: it clears the mark and moves the line to the head, as the
+// hit would have. Each line is passed over at most once per scan, since
+// the lines it moves come back with the mark cleared.
 func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
 	lines := c.mu.lines
 	i := c.mu.lists[listFree].head
 	if i == noLine {
-		for j := c.mu.lists[listClean].tail; j != noLine; j = lines[j].prev {
-			if lines[j].durableDirty {
-				continue
+		for j := c.mu.lists[listClean].tail; j != noLine; {
+			prev := lines[j].prev
+			switch {
+			case lines[j].referenced():
+				c.mu.lists.moveToFront(lines, listClean, j)
+				if prev == noLine {
+					continue // j was and is the head: it is next in order
+				}
+			case lines[j].durableDirty():
+			default:
+				s := c.stripes.index(lines[j].core(), uint64(lines[j].coreLine()))
+				if c.stripes.locks[s].TryLock() {
+					c.unmapLocked(j)
+					c.stripes.locks[s].Unlock()
+					i = j
+				}
 			}
-			s := c.stripes.index(lines[j].core, uint64(lines[j].coreLine))
-			if c.stripes.locks[s].TryLock() {
-				c.unmapLocked(j)
-				c.stripes.locks[s].Unlock()
-				i = j
+			if i != noLine {
 				break
 			}
+			j = prev
 		}
 		if i == noLine {
 			return noLine
@@ -40,8 +56,9 @@ func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
 	}
 	c.mu.lists.remove(lines, i)
 	ln := &lines[i]
-	ln.core, ln.coreLine = co.id, coreLine
-	ln.valid, ln.dirty = sectorMask{}, sectorMask{}
+	ln.setID(co.id, coreLine)
+	ln.setValid(sectorMask{})
+	ln.dirty = sectorMask{}
 	c.mu.mapping.insert(lines, i)
 	c.mu.lists.pushFront(lines, listClean, i)
 	co.occupied++
@@ -55,17 +72,18 @@ func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
 // use it (eviction's TryLock, a lock on every stripe).
 func (c *Cache) unmapLocked(i lineIdx) {
 	ln := &c.mu.lines[i]
-	co := c.mu.cores[ln.core]
+	co := c.mu.cores[ln.core()]
 	co.occupied--
-	if ln.list == listDirty {
+	if ln.list() == listDirty {
 		co.dirtyLines--
 		c.chunkDirtyLocked(ln, -1)
 	}
-	urgent := ln.durableDirty || !ln.dirty.empty()
+	urgent := ln.durableDirty() || !ln.dirty.empty()
 	c.mu.mapping.remove(c.mu.lines, i)
 	c.mu.lists.remove(c.mu.lines, i)
-	ln.valid, ln.dirty = sectorMask{}, sectorMask{}
-	if ln.durableDirty {
+	ln.setValid(sectorMask{})
+	ln.dirty = sectorMask{}
+	if ln.durableDirty() {
 		c.mu.lists.pushFront(c.mu.lines, listLimbo, i)
 	} else {
 		c.mu.lists.pushFront(c.mu.lines, listFree, i)
@@ -79,22 +97,23 @@ func (c *Cache) unmapLocked(i lineIdx) {
 // mask is urgent for the metadata: a flush or FUA must persist it.
 func (c *Cache) setMasksLocked(i lineIdx, valid, dirty sectorMask) {
 	ln := &c.mu.lines[i]
-	co := c.mu.cores[ln.core]
+	co := c.mu.cores[ln.core()]
 	urgent := ln.dirty != dirty
-	ln.valid, ln.dirty = valid, dirty
+	ln.setValid(valid)
+	ln.dirty = dirty
 	want := listClean
 	if !dirty.empty() {
 		want = listDirty
 	}
 	switch {
-	case ln.list == want:
+	case ln.list() == want:
 		c.mu.lists.moveToFront(c.mu.lines, want, i)
 	case want == listDirty:
 		co.dirtyLines++
 		c.chunkDirtyLocked(ln, 1)
-		ln.dirtySince = c.secondsLocked()
+		ln.setDirtySince(c.secondsLocked())
 		c.mu.lists.moveToFront(c.mu.lines, want, i)
-	case ln.list == listDirty:
+	case ln.list() == listDirty:
 		co.dirtyLines--
 		c.chunkDirtyLocked(ln, -1)
 		c.mu.lists.moveToFront(c.mu.lines, want, i)
@@ -107,7 +126,7 @@ func (c *Cache) setMasksLocked(i lineIdx, valid, dirty sectorMask) {
 // dropEmptyLocked unmaps line i if it holds nothing. The caller holds its
 // stripe exclusively.
 func (c *Cache) dropEmptyLocked(i lineIdx) {
-	if c.mu.lines[i].valid.empty() {
+	if c.mu.lines[i].validMask().empty() {
 		c.unmapLocked(i)
 	}
 }

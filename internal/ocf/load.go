@@ -217,12 +217,12 @@ func (c *Cache) loadEntryLocked(i lineIdx, e metadata.Entry, rep *LoadReport) er
 	}
 	c.mu.lists.remove(c.mu.lines, i)
 	ln := &c.mu.lines[i]
-	ln.core, ln.coreLine = co.id, e.CoreLine
+	ln.setID(co.id, e.CoreLine)
 	c.mu.mapping.insert(c.mu.lines, i)
 	c.mu.lists.pushFront(c.mu.lines, listClean, i)
 	co.occupied++
 	c.setMasksLocked(i, valid, dirty)
-	ln.durableDirty = !dirty.empty()
+	ln.setDurableDirty(!dirty.empty())
 	rep.Lines++
 	if !dirty.empty() {
 		rep.DirtyLines++

@@ -23,7 +23,8 @@ func (ls *lists) init() {
 func (ls *lists) pushFront(lines []line, id listID, i lineIdx) {
 	l := &ls[id]
 	ln := &lines[i]
-	ln.list, ln.prev, ln.next = id, noLine, l.head
+	ln.setList(id)
+	ln.prev, ln.next = noLine, l.head
 	if l.head != noLine {
 		lines[l.head].prev = i
 	} else {
@@ -37,7 +38,8 @@ func (ls *lists) pushFront(lines []line, id listID, i lineIdx) {
 func (ls *lists) pushBack(lines []line, id listID, i lineIdx) {
 	l := &ls[id]
 	ln := &lines[i]
-	ln.list, ln.next, ln.prev = id, noLine, l.tail
+	ln.setList(id)
+	ln.next, ln.prev = noLine, l.tail
 	if l.tail != noLine {
 		lines[l.tail].next = i
 	} else {
@@ -50,7 +52,7 @@ func (ls *lists) pushBack(lines []line, id listID, i lineIdx) {
 // remove takes line i off its list.
 func (ls *lists) remove(lines []line, i lineIdx) {
 	ln := &lines[i]
-	l := &ls[ln.list]
+	l := &ls[ln.list()]
 	if ln.prev != noLine {
 		lines[ln.prev].next = ln.next
 	} else {
@@ -68,7 +70,7 @@ func (ls *lists) remove(lines []line, i lineIdx) {
 // moveToFront moves line i to the head of list id (its own list, for an LRU
 // touch, or another one when it turns clean or dirty).
 func (ls *lists) moveToFront(lines []line, id listID, i lineIdx) {
-	if lines[i].list == id && ls[id].head == i {
+	if lines[i].list() == id && ls[id].head == i {
 		return
 	}
 	ls.remove(lines, i)

@@ -145,7 +145,7 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 			if !ln.mapped() {
 				continue
 			}
-			e := metadata.Entry{Core: uint16(ln.core), CoreLine: ln.coreLine, Valid: ln.valid, Dirty: ln.dirty}
+			e := metadata.Entry{Core: uint16(ln.core()), CoreLine: ln.coreLine(), Valid: ln.validMask(), Dirty: ln.dirty}
 			if err := w.Put(slot, &e); err != nil {
 				c.mu.Unlock()
 				return err // the in-memory state breaks an invariant
@@ -183,8 +183,8 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 		for slot := range n {
 			i := lineIdx(s*eps + slot)
 			ln := &c.mu.lines[i]
-			ln.durableDirty = durableDirty[j]&(1<<slot) != 0
-			if ln.list == listLimbo && !ln.durableDirty {
+			ln.setDurableDirty(durableDirty[j]&(1<<slot) != 0)
+			if ln.list() == listLimbo && !ln.durableDirty() {
 				c.mu.lists.remove(c.mu.lines, i)
 				c.mu.lists.pushFront(c.mu.lines, listFree, i)
 			}

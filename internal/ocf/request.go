@@ -136,9 +136,9 @@ func (r *request) lookupLocked() {
 			continue
 		}
 		ln := &lines[i]
-		c.mu.lists.moveToFront(lines, ln.list, i) // LRU touch
-		r.valid()[k], r.dirty()[k] = ln.valid, ln.dirty
-		if ln.valid.contains(t) {
+		c.mu.lists.moveToFront(lines, ln.list(), i) // LRU touch
+		r.valid()[k], r.dirty()[k] = ln.validMask(), ln.dirty
+		if ln.validMask().contains(t) {
 			r.hits++
 		}
 		if !ln.dirty.and(t).empty() {
@@ -168,7 +168,7 @@ func (r *request) allocLocked() bool {
 		// lookup (readers share the stripe lock).
 		if i = c.mu.mapping.lookup(c.mu.lines, r.co.id, coreLine); i != noLine {
 			ln := &c.mu.lines[i]
-			r.valid()[k], r.dirty()[k] = ln.valid, ln.dirty
+			r.valid()[k], r.dirty()[k] = ln.validMask(), ln.dirty
 		} else if i = c.allocLocked(r.co, coreLine); i == noLine {
 			return false
 		}
@@ -190,14 +190,14 @@ func (r *request) tidy() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, i := range r.lines() {
-		if i == noLine || !c.mu.lines[i].valid.empty() || !c.mu.lines[i].mapped() {
+		if i == noLine || !c.mu.lines[i].validMask().empty() || !c.mu.lines[i].mapped() {
 			continue
 		}
 		ln := &c.mu.lines[i]
-		if ln.core != r.co.id || uint64(ln.coreLine) < r.first || uint64(ln.coreLine) >= r.first+r.n {
+		if ln.core() != r.co.id || uint64(ln.coreLine()) < r.first || uint64(ln.coreLine()) >= r.first+r.n {
 			continue // reused since
 		}
-		s := c.stripes.index(ln.core, uint64(ln.coreLine))
+		s := c.stripes.index(ln.core(), uint64(ln.coreLine()))
 		if c.stripes.locks[s].TryLock() {
 			c.unmapLocked(i)
 			c.stripes.locks[s].Unlock()
@@ -306,7 +306,7 @@ func (r *request) invalidate(keepDirty bool) {
 		if keepDirty {
 			t = t.andNot(ln.dirty)
 		}
-		c.setMasksLocked(i, ln.valid.andNot(t), ln.dirty.andNot(t))
+		c.setMasksLocked(i, ln.validMask().andNot(t), ln.dirty.andNot(t))
 		c.dropEmptyLocked(i)
 		r.lines()[k] = noLine
 	}
@@ -328,7 +328,7 @@ func (r *request) markWritten(dirty bool) {
 		if dirty {
 			d = ln.dirty.or(t)
 		}
-		c.setMasksLocked(i, ln.valid.or(t), d)
+		c.setMasksLocked(i, ln.validMask().or(t), d)
 	}
 }
 
@@ -344,6 +344,6 @@ func (r *request) markFilled() {
 		}
 		t := r.touched(k)
 		ln := &c.mu.lines[i]
-		c.setMasksLocked(i, ln.valid.or(t), ln.dirty)
+		c.setMasksLocked(i, ln.validMask().or(t), ln.dirty)
 	}
 }

@@ -17,6 +17,27 @@ type counters struct {
 	// Failed requests, by the device that failed.
 	coreRdErrors, coreWrErrors   atomic.Uint64
 	cacheRdErrors, cacheWrErrors atomic.Uint64
+
+	// hits counts the reads served by the hit path (hit.go), apart from
+	// the counters above: sharded by stripe, so that CPUs hitting
+	// different lines do not write the same CPU cache line.
+	hits [hitShards]hitCounter
+}
+
+const hitShards = 32
+
+// hitCounter is one shard of the hit path's counters: read hits and their
+// bytes (volume and cache traffic alike), alone on a 64-byte line.
+type hitCounter struct {
+	reads, bytes atomic.Uint64
+	_            [64 - 16]byte
+}
+
+// countHit counts a read hit of n bytes served by the hit path.
+func (c *counters) countHit(stripe int, n uint64) {
+	h := &c.hits[stripe&(hitShards-1)]
+	h.reads.Add(1)
+	h.bytes.Add(n)
 }
 
 func (c *counters) reset() {
@@ -28,6 +49,10 @@ func (c *counters) reset() {
 		&c.coreRdErrors, &c.coreWrErrors, &c.cacheRdErrors, &c.cacheWrErrors,
 	} {
 		a.Store(0)
+	}
+	for i := range c.hits {
+		c.hits[i].reads.Store(0)
+		c.hits[i].bytes.Store(0)
 	}
 }
 
@@ -111,8 +136,13 @@ func blocks4K(bytes uint64) uint64 { return (bytes + 4095) / 4096 }
 
 // snapshot adds c's counters into s.
 func (c *counters) addTo(s *Stats) {
+	var hitReads, hitBytes uint64
+	for i := range c.hits {
+		hitReads += c.hits[i].reads.Load()
+		hitBytes += c.hits[i].bytes.Load()
+	}
 	r := &s.Requests
-	r.RdHits += c.rdHits.Load()
+	r.RdHits += c.rdHits.Load() + hitReads
 	r.RdPartialMisses += c.rdPartialMisses.Load()
 	r.RdFullMisses += c.rdFullMisses.Load()
 	r.RdPT += c.rdPT.Load()
@@ -128,9 +158,9 @@ func (c *counters) addTo(s *Stats) {
 	b := &s.Blocks
 	b.CoreRd += blocks4K(c.coreRdBytes.Load())
 	b.CoreWr += blocks4K(c.coreWrBytes.Load())
-	b.CacheRd += blocks4K(c.cacheRdBytes.Load())
+	b.CacheRd += blocks4K(c.cacheRdBytes.Load() + hitBytes)
 	b.CacheWr += blocks4K(c.cacheWrBytes.Load())
-	b.VolumeRd += blocks4K(c.volumeRdBytes.Load())
+	b.VolumeRd += blocks4K(c.volumeRdBytes.Load() + hitBytes)
 	b.VolumeWr += blocks4K(c.volumeWrBytes.Load())
 	b.CoreTotal = b.CoreRd + b.CoreWr
 	b.CacheTotal = b.CacheRd + b.CacheWr

@@ -12,8 +12,15 @@ import (
 // locks cannot deadlock. Readers take them shared, writers, discards and the
 // cleaner exclusively. Cache.mu is never held while waiting for a stripe.
 type stripes struct {
-	locks []sync.RWMutex
+	locks []stripeLock
 	mask  uint64
+}
+
+// stripeLock is a stripe's lock alone on a 64-byte CPU cache line, so that
+// requests on neighbouring stripes from different CPUs do not contend on it.
+type stripeLock struct {
+	sync.RWMutex
+	_ [64 - 24]byte
 }
 
 const coreSkew = 0x9E37
@@ -23,7 +30,7 @@ func newStripes(numLines int) stripes {
 	for n < numLines && n < 4096 {
 		n <<= 1
 	}
-	return stripes{locks: make([]sync.RWMutex, n), mask: uint64(n - 1)}
+	return stripes{locks: make([]stripeLock, n), mask: uint64(n - 1)}
 }
 
 func (s *stripes) index(core CoreID, coreLine uint64) int {

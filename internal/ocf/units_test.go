@@ -151,7 +151,8 @@ func TestNextRun(t *testing.T) {
 func unitLines(n int) []line {
 	lines := make([]line, n)
 	for i := range lines {
-		lines[i].hashNext, lines[i].prev, lines[i].next = noLine, noLine, noLine
+		lines[i].hashNext.Store(int32(noLine))
+		lines[i].prev, lines[i].next = noLine, noLine
 	}
 	return lines
 }
@@ -166,17 +167,17 @@ func TestMappingCollisions(t *testing.T) {
 			lines := unitLines(size)
 			// Keys that all land in bucket b, so the lines chain: found by
 			// search (with one bucket everything collides).
-			b := m.bucket(0, 0)
+			b := m.bucket(lineKey(0, 0))
 			var keys [][2]uint32 // core, coreLine
 			for k := uint32(0); len(keys) < size; k++ {
 				for core := range uint32(3) {
-					if len(keys) < size && m.bucket(CoreID(core), k) == b {
+					if len(keys) < size && m.bucket(lineKey(CoreID(core), k)) == b {
 						keys = append(keys, [2]uint32{core, k})
 					}
 				}
 			}
 			for i, k := range keys {
-				lines[i].core, lines[i].coreLine = CoreID(k[0]), k[1]
+				lines[i].setID(CoreID(k[0]), k[1])
 				m.insert(lines, lineIdx(i))
 			}
 			check := func(present map[int]bool) {
@@ -218,14 +219,11 @@ func TestMappingCollisions(t *testing.T) {
 				}
 				m.remove(lines, lineIdx(i))
 				delete(present, i)
-				if lines[i].hashNext != noLine {
-					t.Fatalf("removed line %d still chained to %d", i, lines[i].hashNext)
-				}
 				check(present)
 			}
-			for _, h := range m.buckets {
-				if h != noLine {
-					t.Fatalf("bucket not empty after removing every line: %v", m.buckets)
+			for b := range m.buckets {
+				if h := lineIdx(m.buckets[b].Load()); h != noLine {
+					t.Fatalf("bucket %d not empty after removing every line: head %d", b, h)
 				}
 			}
 			m.insert(lines, 0)
@@ -246,8 +244,8 @@ func walkList(t *testing.T, ls *lists, lines []line, id listID) []lineIdx {
 	var out []lineIdx
 	prev := noLine
 	for i := ls[id].head; i != noLine; i = lines[i].next {
-		if lines[i].prev != prev || lines[i].list != id {
-			t.Fatalf("list %d: line %d has prev %d list %d, want prev %d", id, i, lines[i].prev, lines[i].list, prev)
+		if lines[i].prev != prev || lines[i].list() != id {
+			t.Fatalf("list %d: line %d has prev %d list %d, want prev %d", id, i, lines[i].prev, lines[i].list(), prev)
 		}
 		out = append(out, i)
 		prev = i

@@ -4,6 +4,7 @@ package malloc
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 
@@ -14,12 +15,25 @@ import (
 type Device struct {
 	info bdev.Info
 
-	// mu guards data against Close; IO takes it shared, so IO to distinct
-	// ranges runs in parallel. Each chunk of lockChunk bytes is copied under
-	// its stripe lock, so overlapping IO never tears a block.
-	mu     sync.RWMutex
-	data   []byte // nil after Close
-	stripe [64]sync.Mutex
+	// data is the device's memory, nil after Close. IO loads it once; IO
+	// already running when Close swaps it out finishes on the old memory,
+	// which the garbage collector frees after it. Each chunk of lockChunk
+	// bytes is copied under its stripe lock, so overlapping IO never tears
+	// a block; IO to distinct chunks runs in parallel.
+	data   atomic.Pointer[[]byte]
+	stripe []paddedMutex // up to maxStripes, one per chunk on small devices
+}
+
+// maxStripes is the most stripe locks a device has: 64 KiB of locks, so
+// that IO from different CPUs to different chunks rarely shares a lock.
+const maxStripes = 1024
+
+// paddedMutex is a chunk's lock (reads share it) alone on its CPU cache
+// line, so that IO to neighbouring chunks from different CPUs does not
+// contend on the line.
+type paddedMutex struct {
+	sync.RWMutex
+	_ [64 - 24]byte
 }
 
 // New returns a zero-filled device of numBlocks blocks of blockSize bytes.
@@ -33,10 +47,11 @@ func New(name string, id uuid.UUID, blockSize uint32, numBlocks uint64) (*Device
 	if id == uuid.Nil {
 		id = uuid.New()
 	}
-	return &Device{
-		info: bdev.Info{Name: name, UUID: id, ProductName: "Malloc disk", BlockSize: blockSize, NumBlocks: numBlocks},
-		data: make([]byte, int64(blockSize)*int64(numBlocks)),
-	}, nil
+	d := &Device{info: bdev.Info{Name: name, UUID: id, ProductName: "Malloc disk", BlockSize: blockSize, NumBlocks: numBlocks}}
+	data := make([]byte, int64(blockSize)*int64(numBlocks))
+	d.data.Store(&data)
+	d.stripe = make([]paddedMutex, min(maxStripes, (int64(len(data))+d.lockChunk()-1)/d.lockChunk()))
+	return d, nil
 }
 
 // Info implements bdev.Device.
@@ -61,7 +76,11 @@ func (d *Device) copyBlocks(dst, src []byte, off, n int64, toDevice bool) {
 		pos := off + done
 		step := min(chunk-pos%chunk, n-done)
 		m := &d.stripe[(pos/chunk)%int64(len(d.stripe))]
-		m.Lock()
+		if toDevice {
+			m.Lock()
+		} else {
+			m.RLock()
+		}
 		switch {
 		case toDevice && src == nil:
 			clear(dst[pos : pos+step])
@@ -70,7 +89,11 @@ func (d *Device) copyBlocks(dst, src []byte, off, n int64, toDevice bool) {
 		default:
 			copy(dst[done:done+step], src[pos:pos+step])
 		}
-		m.Unlock()
+		if toDevice {
+			m.Unlock()
+		} else {
+			m.RUnlock()
+		}
 		done += step
 	}
 }
@@ -80,12 +103,11 @@ func (d *Device) ReadAt(p []byte, off int64) error {
 	if err := bdev.CheckIO(&d.info, "read", off, int64(len(p))); err != nil {
 		return err
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.data == nil {
+	data := d.memory()
+	if data == nil {
 		return bdev.ErrClosed
 	}
-	d.copyBlocks(p, d.data, off, int64(len(p)), false)
+	d.copyBlocks(p, data, off, int64(len(p)), false)
 	return nil
 }
 
@@ -94,20 +116,18 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	if err := bdev.CheckIO(&d.info, "write", off, int64(len(p))); err != nil {
 		return err
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.data == nil {
+	data := d.memory()
+	if data == nil {
 		return bdev.ErrClosed
 	}
-	d.copyBlocks(d.data, p, off, int64(len(p)), true)
+	d.copyBlocks(data, p, off, int64(len(p)), true)
 	return nil
 }
 
 // Flush implements bdev.Device.
 func (d *Device) Flush() error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.data == nil {
+	data := d.memory()
+	if data == nil {
 		return bdev.ErrClosed
 	}
 	return nil
@@ -127,19 +147,24 @@ func (d *Device) zero(op string, off, length int64) error {
 	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 		return err
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.data == nil {
+	data := d.memory()
+	if data == nil {
 		return bdev.ErrClosed
 	}
-	d.copyBlocks(d.data, nil, off, length, true)
+	d.copyBlocks(data, nil, off, length, true)
 	return nil
 }
 
 // Close implements bdev.Device and frees the memory.
 func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.data = nil
+	d.data.Store(nil)
+	return nil
+}
+
+// memory returns the device's memory, or nil once closed.
+func (d *Device) memory() []byte {
+	if p := d.data.Load(); p != nil {
+		return *p
+	}
 	return nil
 }

@@ -1,0 +1,94 @@
+package ocf
+
+// The hit path: a read that lies within one cache line whose sectors are all
+// valid is served without Cache.mu. It takes the line's stripe shared, as
+// every read does, looks the line up lock-free, reads the cache device and
+// counts a hit; it neither moves the line in the LRU (it marks it referenced,
+// see allocLocked) nor allocates. Anything else, or anything it is unsure of,
+// goes the general way (io.go).
+//
+// Why the lock-free lookup is sound: with the stripe of (core, core line)
+// held, no one can map or unmap that key but readers of the same stripe
+// (eviction and invalidation need the stripe exclusively), and readers only
+// map lines empty and then add valid bits after the data is on the cache
+// device. The mapping's chains are relinked by atomic stores under
+// Cache.mu, so a walk that races with a change of some other key's chain
+// may miss (and the read takes the general path), but a line it finds with
+// the key is that key's line, and the valid bits it loads stand for data
+// that is there and stays there while the stripe is held.
+
+// maxProbe bounds the lock-free chain walk. Chains hold one or two lines on
+// average; a walk that goes on longer is racing with heavy relinking, and
+// the general path, under Cache.mu, answers it for sure.
+const maxProbe = 16
+
+// probe is mapping.lookup without Cache.mu, bounded by maxProbe steps. The
+// caller holds the stripe of (core, coreLine).
+func (c *Cache) probe(core CoreID, coreLine uint32) lineIdx {
+	m, lines := &c.mu.mapping, c.mu.lines
+	want := lineKey(core, coreLine)
+	i := lineIdx(m.buckets[m.bucket(want)].Load())
+	for range maxProbe {
+		if i == noLine {
+			return noLine
+		}
+		k := lines[i].key.Load()
+		if k&keyIDMask == want {
+			if id := listID(k >> keyListShift); id != listClean && id != listDirty {
+				return noLine
+			}
+			return i
+		}
+		i = lineIdx(lines[i].hashNext.Load())
+	}
+	return noLine
+}
+
+// readHit serves p at off from the cache if it is a single-line hit. It
+// reports whether it served the read; when it did not, it did nothing and
+// counted nothing.
+func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) {
+	lay := &c.layout
+	last := off + int64(len(p)) - 1
+	coreLine := uint64(off) >> lay.lineShift
+	if uint64(last)>>lay.lineShift != coreLine {
+		return false, nil
+	}
+	if m := c.effectiveMode(); m == ModePT || m == ModeWO {
+		return false, nil
+	}
+	inLine := off & (lay.lineSize - 1)
+	want := rangeMask(int(inLine>>9), int((last&(lay.lineSize-1))>>9)+1)
+
+	stripe := c.stripes.index(co.id, coreLine)
+	lock := &c.stripes.locks[stripe]
+	lock.RLock()
+	defer lock.RUnlock()
+	if co.state.Load() != 0 {
+		return false, nil // stopping or closed: the general path says how
+	}
+	i := c.probe(co.id, uint32(coreLine))
+	if i == noLine {
+		return false, nil
+	}
+	ln := &c.mu.lines[i]
+	if !ln.validMask().contains(want) {
+		return false, nil
+	}
+	ln.reference()
+	co.stats.countHit(stripe, uint64(len(p)))
+	if err = c.dev.ReadAt(p, lay.lineOffset(i, 0)+inLine); err == nil {
+		return true, nil
+	}
+	// As in readLocked: serve from the core, with dirty sectors from the
+	// cache (which fails the read if they cannot be read).
+	co.cacheError(true)
+	var r request
+	r.init(c, co, p, off, int64(len(p)))
+	c.mu.Lock()
+	r.lookupLocked()
+	c.mu.Unlock()
+	err = c.readAround(&r)
+	r.done()
+	return true, err
+}
