@@ -16,8 +16,11 @@
 #   CORE_MIB=1024   malloc core bdev size (and the nbdkit memory size)
 #   SEQ_QD=8        queue depth of the 128 KiB sequential rows
 #   ROWS="..."      subset of rows to run, by name (see ROW_SPECS below)
-#   SERVER_CPUS=, FIO_CPUS=   taskset CPU lists for the servers and for fio,
-#                   e.g. SERVER_CPUS=0 FIO_CPUS=1 (default: no pinning)
+#   PIN=1           pin the servers to CPU 0 and fio to CPU 1 (on a machine
+#                   with 2 CPUs or more), so that each side has a CPU of its
+#                   own, as SPDK's pinned reactors would; PIN=0: no pinning
+#   SERVER_CPUS=, FIO_CPUS=   taskset CPU lists for the servers and for fio
+#                   (override PIN's choice)
 #   REV=commit      build that commit (git archive) instead of the working tree
 #   BLOCKCACHE=path use this binary instead of building anything
 #   BASE_REV=commit, BASE_BLOCKCACHE=path   also run this blockcache ("base")
@@ -40,6 +43,11 @@ PORT=${PORT:-10911}
 KEEP=${KEEP:-0}
 PROFILE=${PROFILE:-0}
 [ "$PROFILE" != 1 ] || KEEP=1
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+	SERVER_CPUS=${SERVER_CPUS:-0}
+	FIO_CPUS=${FIO_CPUS:-1}
+fi
 SERVER_CPUS=${SERVER_CPUS:-}
 FIO_CPUS=${FIO_CPUS:-}
 BASE_REV=${BASE_REV:-}
