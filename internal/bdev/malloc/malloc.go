@@ -57,15 +57,19 @@ func New(name string, id uuid.UUID, blockSize uint32, numBlocks uint64) (*Device
 // Info implements bdev.Device.
 func (d *Device) Info() bdev.Info { return d.info }
 
-// lockChunk is the span one stripe lock covers: whole blocks, at least 4 KiB,
-// so a 4 KiB IO takes one lock and no block is ever torn.
+// lockChunk is the span one stripe lock covers: whole blocks, at least
+// lockSpan bytes, so that no block is ever torn, an aligned 4 KiB IO takes
+// one lock, and a 128 KiB one eight rather than thirty-two.
 func (d *Device) lockChunk() int64 {
 	bs := int64(d.info.BlockSize)
-	if bs >= 4096 {
+	if bs >= lockSpan {
 		return bs
 	}
-	return 4096 / bs * bs
+	return lockSpan / bs * bs
 }
+
+// lockSpan is the span of a stripe lock on devices of smaller blocks.
+const lockSpan = 16 << 10
 
 // copyBlocks copies n bytes chunk by chunk under each chunk's stripe lock so
 // that concurrent overlapping IO never tears a block. A nil src with toDevice
