@@ -41,6 +41,9 @@ type conn struct {
 	turn  chan struct{}
 	ended chan error
 	hb    [requestHeaderLen]byte // the header being read; only by the turn holder
+	// largeWrite is set when the last request read was a large WRITE (see
+	// readHeader); only the turn holder uses it.
+	largeWrite bool
 	// inline is the state of requests executed by the reader (see
 	// transmit). seq, skip and backoff belong to the holder of the turn;
 	// running is the seq of the inline request executing, 0 for none; seen

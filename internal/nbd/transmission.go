@@ -228,7 +228,7 @@ func (c *conn) next() (j *job, err error) {
 		if c.br.Buffered() < requestHeaderLen {
 			c.flush() // about to wait for the client: send what is held back
 		}
-		if _, err := io.ReadFull(c.br, c.hb[:]); err != nil {
+		if err := c.readHeader(); err != nil {
 			return nil, c.readError(err)
 		}
 		req, err := parseRequest(&c.hb)
@@ -276,11 +276,30 @@ func (c *conn) next() (j *job, err error) {
 				return nil, c.readError(err)
 			}
 		}
+		c.largeWrite = req.typ == cmdWrite && req.length >= largeWrite
 		c.requests.Add(1)
 		c.inflight.Add(1)
 		j.held = held
 		return j, nil
 	}
+}
+
+// largeWrite is the payload size from which a WRITE's payload is read past
+// the reader's buffer (see readHeader).
+const largeWrite = 32 << 10
+
+// readHeader reads the next request's header into c.hb. After a large
+// WRITE, with nothing buffered, it reads the header alone from the socket:
+// another large WRITE likely follows, and a buffered read would take up to
+// a buffer's worth of its payload along, to be copied out again; read
+// apart, the payload goes from the socket straight into the job's buffer.
+func (c *conn) readHeader() error {
+	if c.largeWrite && c.br.Buffered() == 0 {
+		_, err := io.ReadFull(c.nc, c.hb[:])
+		return err
+	}
+	_, err := io.ReadFull(c.br, c.hb[:])
+	return err
 }
 
 // payloadBytes is the buffer a request holds while in flight.
