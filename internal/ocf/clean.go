@@ -88,17 +88,26 @@ type cleanCandidate struct {
 // some failed, the first error (the lines stay dirty).
 //
 // With cold, the cleaned lines go to the LRU end of the clean list (they
-// were the least recently used dirty lines, cleaned to be evicted);
-// otherwise they keep their recency at the head.
+// were the least recently used dirty lines, cleaned to be evicted), and a
+// line hit since it was last moved gets a second chance instead, as in
+// allocLocked; otherwise they keep their recency at the head.
 func (c *Cache) cleanBatch(co *Core, limit int, cold bool) (int, error) {
 	cands := make([]cleanCandidate, 0, min(limit, flushBatchLines))
 	c.mu.Lock()
 	lines := c.mu.lines
-	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit; j = lines[j].prev {
-		if co != nil && lines[j].core() != co.id {
-			continue
+	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit; {
+		prev := lines[j].prev
+		switch {
+		case co != nil && lines[j].core() != co.id:
+		case cold && lines[j].referenced():
+			c.mu.lists.moveToFront(lines, listDirty, j)
+			if prev == noLine {
+				continue // j was and is the head: it is next in order
+			}
+		default:
+			cands = c.appendCandidateLocked(cands, j)
 		}
-		cands = c.appendCandidateLocked(cands, j)
+		j = prev
 	}
 	c.mu.Unlock()
 	return c.cleanLines(cands, cold)
