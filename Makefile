@@ -36,9 +36,11 @@ staticcheck:
 	$(GOBIN)/staticcheck -tags $(TAGS) $(PKGS)
 
 # unit runs every test (unit, property, fuzz seed corpora, end-to-end) under
-# the race detector with the invariants build tag on.
+# the race detector with the invariants build tag on. -count=1: the
+# end-to-end tests build and run the daemon binary themselves, which go
+# test's result cache cannot see, so a cached pass could be stale.
 unit:
-	$(GO) test -race -tags $(TAGS) -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -tags $(TAGS) -timeout 15m $(PKGS)
 
 test: deps vet staticcheck build unit
 
