@@ -264,7 +264,7 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	co := c.mu.cores[cfg.ID]
 	switch {
 	case co == nil:
-		co = &Core{cache: c, id: cfg.ID}
+		co = &Core{cache: c, id: cfg.ID, stats: newCounters()}
 		c.mu.cores[cfg.ID] = co
 	case co.dev != nil || co.state.Load()&stateRemoved == 0:
 		c.mu.Unlock()

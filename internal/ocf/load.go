@@ -108,7 +108,7 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		if int(r.ID) >= MaxCores {
 			return nil, nil, fmt.Errorf("load cache %q: %w: core id %d out of range", name, metadata.ErrCorrupt, r.ID)
 		}
-		c.mu.cores[CoreID(r.ID)] = &Core{cache: c, id: CoreID(r.ID), record: r}
+		c.mu.cores[CoreID(r.ID)] = &Core{cache: c, id: CoreID(r.ID), record: r, stats: newCounters()}
 		c.mu.cores[CoreID(r.ID)].state.Store(stateRemoved) // detached until AddCore
 	}
 	if err := c.loadEntries(rep); err != nil {

@@ -20,9 +20,13 @@ type counters struct {
 
 	// hits counts the reads served by the hit path (hit.go), apart from
 	// the counters above: sharded by stripe, so that CPUs hitting
-	// different lines do not write the same CPU cache line.
-	hits [hitShards]hitCounter
+	// different lines do not write the same CPU cache line. Allocated on
+	// its own (newCounters), which aligns it to its size: a shard never
+	// straddles two CPU cache lines.
+	hits *[hitShards]hitCounter
 }
+
+func newCounters() counters { return counters{hits: new([hitShards]hitCounter)} }
 
 const hitShards = 32
 
