@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"blockcache/internal/bdev"
 )
 
 // Cleaning writes dirty sectors back to the core. A batch of lines is locked
@@ -79,7 +81,8 @@ type cleanCandidate struct {
 	idx      lineIdx
 	core     *Core
 	coreLine uint32
-	dirty    sectorMask // dirty at the time the batch locked it
+	dirty    sectorMask  // dirty at the time the batch locked it
+	dev      bdev.Device // the core device at that time
 	err      error
 }
 
@@ -141,12 +144,20 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 	defer c.stripes.unlockSet(locked)
 
 	// Between choosing and locking, a line may have been cleaned, evicted or
-	// remapped; keep those still dirty and mapped as chosen.
+	// remapped, and its core detached; keep those still dirty and mapped as
+	// chosen, of cores with a device. The device is taken now, under
+	// Cache.mu: a detach (RemoveCore without flush) that drained before the
+	// stripes were locked here may clear Core.dev at any time. Writing back
+	// to a device being detached is harmless: the data is right, and if the
+	// device is closed the write fails and the line stays dirty.
 	c.mu.Lock()
 	kept := cands[:0]
 	for _, cd := range cands {
 		ln := &lines[cd.idx]
 		if ln.list() != listDirty || ln.core() != cd.core.id || ln.coreLine() != cd.coreLine {
+			continue
+		}
+		if cd.dev = cd.core.dev; cd.dev == nil {
 			continue
 		}
 		cd.dirty = ln.dirty
@@ -169,11 +180,11 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 			continue
 		}
 		flushed = append(flushed, cd.core)
-		if err := cd.core.dev.Flush(); err != nil {
+		if err := cd.dev.Flush(); err != nil {
 			cd.core.stats.coreWrErrors.Add(1)
 			for j := range cands {
 				if cands[j].core == cd.core && cands[j].err == nil {
-					cands[j].err = fmt.Errorf("clean: flush core %s: %w", cd.core.dev.Info().Name, err)
+					cands[j].err = fmt.Errorf("clean: flush core %s: %w", cd.dev.Info().Name, err)
 				}
 			}
 		}
@@ -222,7 +233,7 @@ func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte) error {
 			return fmt.Errorf("clean line %d of %s: %w: %w", cd.coreLine, co.info.Name, ErrDirtyUnreadable, err)
 		}
 		co.stats.coreWrBytes.Add(uint64(len(b)))
-		if err := co.dev.WriteAt(b, lineStart+int64(s0)*sectorSize, false); err != nil {
+		if err := cd.dev.WriteAt(b, lineStart+int64(s0)*sectorSize, false); err != nil {
 			co.stats.coreWrErrors.Add(1)
 			return fmt.Errorf("clean line %d of %s: core device: %w", cd.coreLine, co.info.Name, err)
 		}
