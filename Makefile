@@ -11,7 +11,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # as the benchmark reference.
 DEB_PKGS  := libnbd-bin qemu-utils fio nbdkit jq python3-libnbd
 
-.PHONY: all build test deps vet staticcheck unit fuzz-seeds bench clean
+.PHONY: all build test deps vet staticcheck unit norace fuzz-seeds bench clean
 
 all: build
 
@@ -42,7 +42,15 @@ staticcheck:
 unit:
 	$(GO) test -race -count=1 -tags $(TAGS) -timeout 15m $(PKGS)
 
-test: deps vet staticcheck build unit
+# norace runs the concurrency and stress tests once more without the race
+# detector: the lock-free read paths (malloc's optimistic copy) are compiled
+# only then, and the timing without the detector's slowdown finds other
+# interleavings.
+NORACE_TESTS := Torn|Concurrent|ReadHit|HeavyIO|RandomLifecycle|Racing
+norace:
+	$(GO) test -count=1 -tags $(TAGS) -timeout 5m -run '$(NORACE_TESTS)' ./internal/bdev/malloc ./internal/ocf ./internal/vbdev
+
+test: deps vet staticcheck build unit norace
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -1,21 +1,24 @@
 package ocf
 
 // The hit path: a read that lies within one cache line whose sectors are all
-// valid is served without Cache.mu. It takes the line's stripe shared, as
-// every read does, looks the line up lock-free, reads the cache device and
+// valid is served without Cache.mu and, most of the time, without its
+// stripe lock. It looks the line up lock-free, reads the cache device and
 // counts a hit; it neither moves the line in the LRU (it marks it referenced,
 // see allocLocked) nor allocates. Anything else, or anything it is unsure of,
 // goes the general way (io.go).
 //
 // Why the lock-free lookup is sound: with the stripe of (core, core line)
-// held, no one can map or unmap that key but readers of the same stripe
-// (eviction and invalidation need the stripe exclusively), and readers only
-// map lines empty and then add valid bits after the data is on the cache
-// device. The mapping's chains are relinked by atomic stores under
-// Cache.mu, so a walk that races with a change of some other key's chain
-// may miss (and the read takes the general path), but a line it finds with
-// the key is that key's line, and the valid bits it loads stand for data
-// that is there and stays there while the stripe is held.
+// held, or with no exclusive holder of it between the start and the end of
+// the read (the stripe's sequence count says so, see stripeLock), no one can
+// map or unmap that key but readers of the same stripe (eviction and
+// invalidation need the stripe exclusively), and readers only map lines
+// empty and then add valid bits after the data is on the cache device, and
+// never rewrite valid data but with the same bytes. The mapping's chains are
+// relinked by atomic stores under Cache.mu, so a walk that races with a
+// change of some other key's chain may miss (and the read takes the general
+// path), but a line it finds with the key is that key's line, and the valid
+// bits it loads stand for data that is there and stays there while no one
+// holds the stripe exclusively.
 
 // maxProbe bounds the lock-free chain walk. Chains hold one or two lines on
 // average; a walk that goes on longer is racing with heavy relinking, and
@@ -47,6 +50,14 @@ func (c *Cache) probe(core CoreID, coreLine uint32) lineIdx {
 // readHit serves p at off from the cache if it is a single-line hit. It
 // reports whether it served the read; when it did not, it did nothing and
 // counted nothing.
+//
+// It first tries without the stripe lock: it reads the stripe's sequence
+// count, looks the line up, reads the cache device, and keeps the result if
+// the count is still what it was, that is, if no writer, eviction or core
+// removal held the stripe meanwhile. That spares the hit two atomic
+// read-modify-writes, the second of which waits for the copy's stores to
+// drain. When the count moved, or the cache device failed, it does it again
+// under the stripe lock, where a failure is handled.
 func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) {
 	lay := &c.layout
 	last := off + int64(len(p)) - 1
@@ -59,24 +70,32 @@ func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) 
 	}
 	inLine := off & (lay.lineSize - 1)
 	want := rangeMask(int(inLine>>9), int((last&(lay.lineSize-1))>>9)+1)
-
 	stripe := c.stripes.index(co.id, coreLine)
 	lock := &c.stripes.locks[stripe]
+
+	if seq, ok := lock.readBegin(); ok {
+		i := c.hitLine(co, uint32(coreLine), want)
+		if i == noLine {
+			return false, nil
+		}
+		// Counted before the copy, not after: the atomic add would wait
+		// for the copy's stores to drain.
+		co.stats.countHit(stripe, uint64(len(p)), 1)
+		if c.dev.ReadAt(p, lay.lineOffset(i, 0)+inLine) == nil && lock.readValid(seq) {
+			c.mu.lines[i].reference()
+			return true, nil
+		}
+		co.stats.countHit(stripe, uint64(len(p)), -1)
+	}
+
 	lock.RLock()
 	defer lock.RUnlock()
-	if co.state.Load() != 0 {
-		return false, nil // stopping or closed: the general path says how
-	}
-	i := c.probe(co.id, uint32(coreLine))
+	i := c.hitLine(co, uint32(coreLine), want)
 	if i == noLine {
 		return false, nil
 	}
-	ln := &c.mu.lines[i]
-	if !ln.validMask().contains(want) {
-		return false, nil
-	}
-	ln.reference()
-	co.stats.countHit(stripe, uint64(len(p)))
+	c.mu.lines[i].reference()
+	co.stats.countHit(stripe, uint64(len(p)), 1)
 	if err = c.dev.ReadAt(p, lay.lineOffset(i, 0)+inLine); err == nil {
 		return true, nil
 	}
@@ -91,4 +110,19 @@ func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) 
 	err = c.readAround(&r)
 	r.done()
 	return true, err
+}
+
+// hitLine returns the line holding every sector of want of coreLine, or
+// noLine if there is none (or the core is going away: the general path says
+// how). Unless the caller holds the stripe, the answer stands only if the
+// stripe's sequence count did not move meanwhile.
+func (c *Cache) hitLine(co *Core, coreLine uint32, want sectorMask) lineIdx {
+	if co.state.Load() != 0 {
+		return noLine
+	}
+	i := c.probe(co.id, coreLine)
+	if i == noLine || !c.mu.lines[i].validMask().contains(want) {
+		return noLine
+	}
+	return i
 }

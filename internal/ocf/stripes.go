@@ -3,6 +3,7 @@ package ocf
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // stripes are the data-path locks. Core line l of core c is guarded by
@@ -18,10 +19,50 @@ type stripes struct {
 
 // stripeLock is a stripe's lock alone on a 64-byte CPU cache line, so that
 // requests on neighbouring stripes from different CPUs do not contend on it.
+//
+// Besides the lock it keeps a sequence count, odd while an exclusive holder
+// has it, that the hit path reads instead of taking the lock: a read that
+// finds the count even and unchanged around its work ran while no one held
+// the stripe exclusively (see hit.go). Every exclusive lock and unlock goes
+// through Lock, TryLock and Unlock below, which keep the count.
 type stripeLock struct {
-	sync.RWMutex
-	_ [64 - 24]byte
+	mu  sync.RWMutex
+	seq atomic.Uint32
+	_   [64 - 28]byte
 }
+
+func (l *stripeLock) RLock()         { l.mu.RLock() }
+func (l *stripeLock) TryRLock() bool { return l.mu.TryRLock() }
+func (l *stripeLock) RUnlock()       { l.mu.RUnlock() }
+
+func (l *stripeLock) Lock() {
+	l.mu.Lock()
+	l.seq.Add(1)
+}
+
+func (l *stripeLock) TryLock() bool {
+	if !l.mu.TryLock() {
+		return false
+	}
+	l.seq.Add(1)
+	return true
+}
+
+func (l *stripeLock) Unlock() {
+	l.seq.Add(1)
+	l.mu.Unlock()
+}
+
+// readBegin returns the sequence count to pass to readValid, and false if
+// an exclusive holder has the stripe now.
+func (l *stripeLock) readBegin() (uint32, bool) {
+	s := l.seq.Load()
+	return s, s&1 == 0
+}
+
+// readValid reports whether no exclusive holder took the stripe since
+// readBegin returned seq.
+func (l *stripeLock) readValid(seq uint32) bool { return l.seq.Load() == seq }
 
 const coreSkew = 0x9E37
 

@@ -513,3 +513,39 @@ func TestLineSize(t *testing.T) {
 		t.Fatalf("line is %d bytes, want 56 (reorder fields to avoid padding)", n)
 	}
 }
+
+func TestStripeLockSequence(t *testing.T) {
+	var l stripeLock
+	seq, ok := l.readBegin()
+	if !ok || !l.readValid(seq) {
+		t.Fatal("an idle stripe does not validate a read")
+	}
+	l.RLock()
+	if !l.readValid(seq) {
+		t.Error("a shared holder invalidated a read")
+	}
+	if l.TryLock() {
+		t.Fatal("TryLock took a stripe held shared")
+	}
+	if !l.readValid(seq) {
+		t.Error("a failed TryLock invalidated a read")
+	}
+	l.RUnlock()
+	for name, lock := range map[string]func(){
+		"Lock":    l.Lock,
+		"TryLock": func() { l.TryLock() },
+	} {
+		seq, _ := l.readBegin()
+		lock()
+		if _, ok := l.readBegin(); ok {
+			t.Errorf("%s: a read may begin while the stripe is held exclusively", name)
+		}
+		l.Unlock()
+		if l.readValid(seq) {
+			t.Errorf("%s: a read that spanned an exclusive hold validates", name)
+		}
+		if _, ok := l.readBegin(); !ok {
+			t.Errorf("%s: a read may not begin after Unlock", name)
+		}
+	}
+}

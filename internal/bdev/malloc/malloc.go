@@ -3,6 +3,7 @@ package malloc
 
 import (
 	"fmt"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 
@@ -17,23 +18,29 @@ type Device struct {
 
 	// data is the device's memory, nil after Close. IO loads it once; IO
 	// already running when Close swaps it out finishes on the old memory,
-	// which the garbage collector frees after it. Each chunk of lockChunk
-	// bytes is copied under its stripe lock, so overlapping IO never tears
-	// a block; IO to distinct chunks runs in parallel.
-	data   atomic.Pointer[[]byte]
-	stripe []paddedMutex // up to maxStripes, one per chunk on small devices
+	// which the garbage collector frees after it. Each chunk of chunk
+	// bytes is copied as one atomic step under its stripe lock, so
+	// overlapping IO never tears a block; IO to distinct chunks runs in
+	// parallel.
+	data atomic.Pointer[[]byte]
+
+	chunk      int64       // bytes a stripe lock covers, see chunkBytes
+	chunkShift uint        // log2(chunk) if chunk is a power of two, else 0
+	stripe     []chunkLock // a power of two, up to maxStripes
 }
 
 // maxStripes is the most stripe locks a device has: 64 KiB of locks, so
 // that IO from different CPUs to different chunks rarely shares a lock.
 const maxStripes = 1024
 
-// paddedMutex is a chunk's lock (reads share it) alone on its CPU cache
-// line, so that IO to neighbouring chunks from different CPUs does not
-// contend on the line.
-type paddedMutex struct {
-	sync.RWMutex
-	_ [64 - 24]byte
+// chunkLock guards a chunk, alone on its CPU cache line so that IO to
+// neighbouring chunks from different CPUs does not contend on the line.
+// Writers hold mu and keep seq odd while they copy; readers read without
+// the lock when they can (see readChunk) and take mu shared otherwise.
+type chunkLock struct {
+	mu  sync.RWMutex
+	seq atomic.Uint32
+	_   [64 - 28]byte
 }
 
 // New returns a zero-filled device of numBlocks blocks of blockSize bytes.
@@ -50,56 +57,93 @@ func New(name string, id uuid.UUID, blockSize uint32, numBlocks uint64) (*Device
 	d := &Device{info: bdev.Info{Name: name, UUID: id, ProductName: "Malloc disk", BlockSize: blockSize, NumBlocks: numBlocks}}
 	data := make([]byte, int64(blockSize)*int64(numBlocks))
 	d.data.Store(&data)
-	d.stripe = make([]paddedMutex, min(maxStripes, (int64(len(data))+d.lockChunk()-1)/d.lockChunk()))
+	d.chunk = chunkBytes(int64(blockSize))
+	if d.chunk&(d.chunk-1) == 0 {
+		d.chunkShift = uint(bits.TrailingZeros64(uint64(d.chunk)))
+	}
+	chunks := (int64(len(data)) + d.chunk - 1) / d.chunk
+	d.stripe = make([]chunkLock, min(maxStripes, 1<<bits.Len64(uint64(chunks-1))))
 	return d, nil
 }
 
 // Info implements bdev.Device.
 func (d *Device) Info() bdev.Info { return d.info }
 
-// lockChunk is the span one stripe lock covers: whole blocks, at least
-// lockSpan bytes, so that no block is ever torn, an aligned 4 KiB IO takes
-// one lock, and a 128 KiB one eight rather than thirty-two.
-func (d *Device) lockChunk() int64 {
-	bs := int64(d.info.BlockSize)
+// chunkBytes is the span one stripe lock covers on a device of blocks of bs
+// bytes: whole blocks, at least lockSpan bytes, so that no block is ever
+// torn, an aligned 4 KiB IO takes one lock, and a 128 KiB one eight rather
+// than thirty-two.
+func chunkBytes(bs int64) int64 {
 	if bs >= lockSpan {
 		return bs
 	}
 	return lockSpan / bs * bs
 }
 
+// chunkAt returns the lock of the chunk holding byte pos, and the end of
+// that chunk. The common chunk sizes are powers of two, spared a division.
+func (d *Device) chunkAt(pos int64) (*chunkLock, int64) {
+	var i int64
+	if d.chunkShift != 0 {
+		i = pos >> d.chunkShift
+	} else {
+		i = pos / d.chunk
+	}
+	return &d.stripe[i&int64(len(d.stripe)-1)], (i + 1) * d.chunk
+}
+
 // lockSpan is the span of a stripe lock on devices of smaller blocks.
 const lockSpan = 16 << 10
 
-// copyBlocks copies n bytes chunk by chunk under each chunk's stripe lock so
-// that concurrent overlapping IO never tears a block. A nil src with toDevice
-// zeroes the range.
+// copyBlocks copies n bytes chunk by chunk, each as one atomic step, so
+// that concurrent overlapping IO never tears a block. A nil src with
+// toDevice zeroes the range.
 func (d *Device) copyBlocks(dst, src []byte, off, n int64, toDevice bool) {
-	chunk := d.lockChunk()
 	for done := int64(0); done < n; {
 		pos := off + done
-		step := min(chunk-pos%chunk, n-done)
-		m := &d.stripe[(pos/chunk)%int64(len(d.stripe))]
-		if toDevice {
-			m.Lock()
-		} else {
-			m.RLock()
-		}
+		l, end := d.chunkAt(pos)
+		step := min(end-pos, n-done)
 		switch {
-		case toDevice && src == nil:
-			clear(dst[pos : pos+step])
-		case toDevice:
-			copy(dst[pos:pos+step], src[done:done+step])
+		case !toDevice:
+			readChunk(l, dst[done:done+step], src[pos:pos+step])
 		default:
-			copy(dst[done:done+step], src[pos:pos+step])
-		}
-		if toDevice {
-			m.Unlock()
-		} else {
-			m.RUnlock()
+			l.mu.Lock()
+			l.seq.Add(1)
+			if src == nil {
+				clear(dst[pos : pos+step])
+			} else {
+				copy(dst[pos:pos+step], src[done:done+step])
+			}
+			l.seq.Add(1)
+			l.mu.Unlock()
 		}
 		done += step
 	}
+}
+
+// readChunk copies src, the device's memory within one chunk, to dst.
+//
+// Where optimisticReads allows, it first copies without the lock, as a
+// seqlock reader does: it keeps the copy if seq was even before and is
+// unchanged after, that is, if no writer was in the chunk meanwhile. That
+// spares a read hit two atomic read-modify-writes, the second of which would
+// wait for the copy's stores to drain. A copy that raced a writer may hold
+// a mix of both, which is why it is checked and then dropped; Go's memory
+// model gives a racy copy of plain bytes exactly that (some mix of the
+// writes), nothing worse. If a writer was there, it copies again under the
+// lock, so a reader is never starved.
+func readChunk(l *chunkLock, dst, src []byte) {
+	if optimisticReads {
+		if s := l.seq.Load(); s&1 == 0 {
+			copy(dst, src)
+			if l.seq.Load() == s {
+				return
+			}
+		}
+	}
+	l.mu.RLock()
+	copy(dst, src)
+	l.mu.RUnlock()
 }
 
 // ReadAt implements bdev.Device.

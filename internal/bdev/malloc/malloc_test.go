@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -83,45 +84,54 @@ func TestAbilities(t *testing.T) {
 }
 
 // TestReadsNeverSeeTornBlocks races readers against writers that fill whole
-// ranges with one byte each; every block a reader sees must be uniform.
+// ranges with one byte each; every block a reader sees must be uniform. Run
+// without the race detector it checks the optimistic reads (readChunk).
 func TestReadsNeverSeeTornBlocks(t *testing.T) {
-	const bs, blocks = 512, 64
-	d, _ := malloc.New("m", uuid.Nil, bs, blocks)
-	defer d.Close()
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for w := range 4 {
-		wg.Go(func() {
-			p := bytes.Repeat([]byte{byte(w + 1)}, 16*bs)
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
+	for _, tc := range []struct {
+		bs, blocks, writeBlocks int
+	}{
+		{512, 64, 16}, // writes and reads across chunks
+		{4096, 4, 4},  // one chunk, rewritten whole: the most races per read
+		{4096, 16, 1}, // single blocks
+	} {
+		t.Run(fmt.Sprintf("%dx%d", tc.bs, tc.blocks), func(t *testing.T) {
+			d, _ := malloc.New("m", uuid.Nil, uint32(tc.bs), uint64(tc.blocks))
+			defer d.Close()
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			for w := range 2 {
+				wg.Go(func() {
+					p := bytes.Repeat([]byte{byte(w + 1)}, tc.writeBlocks*tc.bs)
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						at := (i*7 + w) % (tc.blocks - tc.writeBlocks + 1)
+						if err := d.WriteAt(p, int64(at*tc.bs), false); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			defer wg.Wait()
+			defer close(stop)
+			p := make([]byte, tc.blocks*tc.bs)
+			for deadline := time.Now().Add(150 * time.Millisecond); time.Now().Before(deadline); {
+				if err := d.ReadAt(p, 0); err != nil {
+					t.Fatal(err)
 				}
-				if err := d.WriteAt(p, int64((i*7+w)%(blocks-16))*bs, false); err != nil {
-					t.Error(err)
-					return
+				for b := range tc.blocks {
+					blk := p[b*tc.bs : (b+1)*tc.bs]
+					if !bytes.Equal(blk, bytes.Repeat(blk[:1], tc.bs)) {
+						t.Fatalf("block %d torn", b)
+					}
 				}
 			}
 		})
 	}
-	p := make([]byte, blocks*bs)
-	for range 300 {
-		if err := d.ReadAt(p, 0); err != nil {
-			t.Fatal(err)
-		}
-		for b := range blocks {
-			blk := p[b*bs : (b+1)*bs]
-			if !bytes.Equal(blk, bytes.Repeat(blk[:1], bs)) {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("block %d torn", b)
-			}
-		}
-	}
-	close(stop)
-	wg.Wait()
 }
 
 // TestCloseWaitsForInFlightIO checks that Close does not free the memory
