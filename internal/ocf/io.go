@@ -2,6 +2,7 @@ package ocf
 
 import (
 	"fmt"
+	"slices"
 
 	"blockcache/internal/bdev"
 )
@@ -106,6 +107,9 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 func (c *Cache) mapForInsert(r *request, write, lastTry bool) (insert, retry bool) {
 	if r.co.bypass(r.off, r.len, write, r.cacheFull) || !r.promote() {
 		return false, false
+	}
+	if !slices.Contains(r.lines(), noLine) {
+		return true, false // a hit in every line: nothing to map
 	}
 	c.mu.Lock()
 	insert = r.allocLocked()

@@ -314,21 +314,33 @@ func (r *request) invalidate(keepDirty bool) {
 
 // markWritten records that the covered sectors of every mapped line now hold
 // the request's data: valid, and dirty or clean as given.
+//
+// Lines whose masks it would not change (a write-through over clean valid
+// sectors, a write-back over dirty ones) are left alone: their entries and
+// list places stay as lookup left them, so such a write takes Cache.mu only
+// for its lookup. The masks lookup saw are still the line's: the caller
+// holds the stripes exclusively.
 func (r *request) markWritten(dirty bool) {
 	c := r.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	locked := false
 	for k, i := range r.lines() {
 		if i == noLine {
 			continue
 		}
 		t := r.touched(k)
-		ln := &c.mu.lines[i]
-		d := ln.dirty.andNot(t)
+		v, d := r.valid()[k].or(t), r.dirty()[k].andNot(t)
 		if dirty {
-			d = ln.dirty.or(t)
+			d = r.dirty()[k].or(t)
 		}
-		c.setMasksLocked(i, ln.validMask().or(t), d)
+		if v == r.valid()[k] && d == r.dirty()[k] {
+			continue
+		}
+		if !locked {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			locked = true
+		}
+		c.setMasksLocked(i, v, d)
 	}
 }
 
