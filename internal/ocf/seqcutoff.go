@@ -86,30 +86,84 @@ type seqStream struct {
 	prev, succ int16 // LRU neighbours (-1: none)
 }
 
-// streamKey finds a stream by the request that would continue it.
-type streamKey struct {
-	next  int64
-	write bool
-}
-
 // seqDetector is one core's stream table: seqStreams streams in an LRU list
 // (head most recent), indexed by the offset each expects next, so a request
 // costs O(1). Safe for concurrent use.
+//
+// The index is an open-addressed table with linear probing, four slots per
+// stream, rather than a Go map: every request of the core passes through
+// here under mu, and the map's hashing and growth checks made that critical
+// section the one contended lock of parallel write hits.
 type seqDetector struct {
 	mu         sync.Mutex
 	params     SeqCutoffParams
 	streams    [seqStreams]seqStream
-	byNext     map[streamKey]int16
+	index      [seqIndexSlots]int16 // 1 + the stream expecting (next, write); 0: empty
 	head, tail int16
 }
 
+const (
+	seqIndexBits  = 9
+	seqIndexSlots = 1 << seqIndexBits // 4 per stream
+)
+
 func newSeqDetector(p SeqCutoffParams) *seqDetector {
-	d := &seqDetector{params: p, byNext: make(map[streamKey]int16, seqStreams), head: 0, tail: seqStreams - 1}
+	d := &seqDetector{params: p, head: 0, tail: seqStreams - 1}
 	for i := range d.streams {
 		d.streams[i] = seqStream{next: -1, prev: int16(i - 1), succ: int16(i + 1)}
 	}
 	d.streams[seqStreams-1].succ = -1
 	return d
+}
+
+// home is the index slot where the search for (next, write) starts.
+func seqHome(next int64, write bool) int {
+	h := uint64(next) << 1
+	if write {
+		h |= 1
+	}
+	return int(h * 0x9E3779B97F4A7C15 >> (64 - seqIndexBits))
+}
+
+// find returns the slot of the stream expecting (next, write) and the
+// stream, or the empty slot where it would go and -1.
+func (d *seqDetector) find(next int64, write bool) (slot int, stream int16) {
+	for slot = seqHome(next, write); ; slot = (slot + 1) & (seqIndexSlots - 1) {
+		e := d.index[slot]
+		if e == 0 {
+			return slot, -1
+		}
+		if s := &d.streams[e-1]; s.next == next && s.write == write {
+			return slot, e - 1
+		}
+	}
+}
+
+// unindex empties slot and shifts back the entries after it that would
+// otherwise no longer be found (linear probing's deletion, no tombstones).
+func (d *seqDetector) unindex(slot int) {
+	const mask = seqIndexSlots - 1
+	d.index[slot] = 0
+	for j := (slot + 1) & mask; d.index[j] != 0; j = (j + 1) & mask {
+		s := &d.streams[d.index[j]-1]
+		home := seqHome(s.next, s.write)
+		if dh := (home - slot) & mask; dh != 0 && dh <= (j-slot)&mask {
+			continue // still reachable from its home
+		}
+		d.index[slot], d.index[j] = d.index[j], 0
+		slot = j
+	}
+}
+
+// reindex records that stream i now expects (next, write). A stream that
+// expected the same had two streams meet; it is forgotten.
+func (d *seqDetector) reindex(i int16, next int64, write bool) {
+	slot, other := d.find(next, write)
+	if other >= 0 {
+		d.streams[other].next = -1
+	}
+	d.index[slot] = i + 1
+	d.streams[i].next, d.streams[i].write = next, write
 }
 
 func (d *seqDetector) set(p SeqCutoffParams) {
@@ -145,29 +199,30 @@ func (d *seqDetector) toFront(i int16) {
 // goes pass-through.
 func (d *seqDetector) bypass(off, length int64, write, cacheFull bool) bool {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	p := d.params
 	if p.Policy == SeqCutoffNever {
+		d.mu.Unlock()
 		return false
 	}
-	i, ok := d.byNext[streamKey{off, write}]
-	if ok {
-		delete(d.byNext, streamKey{off, write})
+	slot, i := d.find(off, write)
+	if i >= 0 {
+		d.unindex(slot)
 	} else {
 		// A new stream replaces the least recently used one.
 		i = d.tail
 		if old := &d.streams[i]; old.next >= 0 {
-			delete(d.byNext, streamKey{old.next, old.write})
+			oldSlot, _ := d.find(old.next, old.write)
+			d.unindex(oldSlot)
 		}
-		d.streams[i].bytes, d.streams[i].reqs, d.streams[i].write = 0, 0, write
+		d.streams[i].bytes, d.streams[i].reqs = 0, 0
 	}
 	s := &d.streams[i]
-	s.next = off + length
+	d.reindex(i, off+length, write)
 	s.bytes += uint64(length)
 	s.reqs++
-	d.byNext[streamKey{s.next, write}] = i
 	d.toFront(i)
 	sequential := s.bytes >= uint64(p.ThresholdBytes) && s.reqs >= p.PromotionCount
+	d.mu.Unlock()
 	return sequential && (p.Policy == SeqCutoffAlways || cacheFull)
 }
 

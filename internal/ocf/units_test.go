@@ -549,3 +549,104 @@ func TestStripeLockSequence(t *testing.T) {
 		}
 	}
 }
+
+// refDetector is the stream table the simple way, with a Go map: the model
+// seqDetector's open-addressed index must agree with.
+type refDetector struct {
+	streams map[int]*refStream // by LRU age: higher is more recent
+	clock   int
+}
+
+type refStream struct {
+	next        int64
+	write       bool
+	bytes, reqs uint64
+}
+
+func (r *refDetector) bypass(p SeqCutoffParams, off, length int64, write, cacheFull bool) bool {
+	r.clock++
+	var s *refStream
+	for age, st := range r.streams {
+		if st.next == off && st.write == write {
+			s = st
+			delete(r.streams, age)
+			break
+		}
+	}
+	if s == nil {
+		if len(r.streams) == seqStreams {
+			oldest := -1
+			for age := range r.streams {
+				if oldest < 0 || age < oldest {
+					oldest = age
+				}
+			}
+			delete(r.streams, oldest)
+		}
+		s = &refStream{}
+	}
+	for _, st := range r.streams { // two streams met: the other is forgotten
+		if st.next == off+length && st.write == write {
+			st.next = -1
+		}
+	}
+	s.next, s.write = off+length, write
+	s.bytes += uint64(length)
+	s.reqs++
+	r.streams[r.clock] = s
+	sequential := s.bytes >= uint64(p.ThresholdBytes) && s.reqs >= uint64(p.PromotionCount)
+	return sequential && (p.Policy == SeqCutoffAlways || cacheFull)
+}
+
+func TestSeqDetectorMatchesMapModel(t *testing.T) {
+	p := SeqCutoffParams{Policy: SeqCutoffAlways, ThresholdBytes: 8192, PromotionCount: 2}
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		d := newSeqDetector(p)
+		ref := &refDetector{streams: map[int]*refStream{}}
+		for op := range 20000 {
+			// Offsets from a small space, so that streams continue, meet and
+			// collide in the index; a few large ones.
+			off := int64(rng.IntN(600)) * 4096
+			if rng.IntN(50) == 0 {
+				off = rng.Int64N(1 << 40)
+			}
+			length := int64(1+rng.IntN(3)) * 4096
+			write := rng.IntN(2) == 0
+			got, want := d.bypass(off, length, write, false), ref.bypass(p, off, length, write, false)
+			if got != want {
+				t.Fatalf("seed %d op %d: bypass(%d, %d, %v) = %v, model says %v", seed, op, off, length, write, got, want)
+			}
+			if op%997 == 0 {
+				checkSeqIndex(t, d)
+			}
+		}
+		checkSeqIndex(t, d)
+	}
+}
+
+// checkSeqIndex checks that every stream expecting an offset is found
+// through the index, and that the index holds nothing else.
+func checkSeqIndex(t *testing.T, d *seqDetector) {
+	t.Helper()
+	live := 0
+	for i := range d.streams {
+		s := &d.streams[i]
+		if s.next < 0 {
+			continue
+		}
+		live++
+		if _, got := d.find(s.next, s.write); got != int16(i) {
+			t.Fatalf("stream %d (next %d, write %v) found as %d", i, s.next, s.write, got)
+		}
+	}
+	used := 0
+	for _, e := range d.index {
+		if e != 0 {
+			used++
+		}
+	}
+	if used != live {
+		t.Fatalf("index holds %d entries, %d streams are live", used, live)
+	}
+}
