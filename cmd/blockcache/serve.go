@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"blockcache/internal/cpumask"
 	"blockcache/internal/daemon"
 )
 
@@ -21,7 +22,7 @@ const DefaultRPCSocket = "/var/tmp/blockcache.sock"
 
 func newServeCmd() *cobra.Command {
 	cfg := daemon.Config{}
-	var logLevel string
+	var logLevel, mask string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon",
@@ -41,6 +42,16 @@ empty and persists nothing, like an SPDK target.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if mask != "" {
+				set, err := cpumask.Parse(mask)
+				if err != nil {
+					return fmt.Errorf("-m/--cpumask: %w", err)
+				}
+				if err := cpumask.Pin(set); err != nil {
+					return fmt.Errorf("-m/--cpumask %s: %w", mask, err)
+				}
+				cfg.Log.Info("pinned", "cpus", cpumask.String(set), "gomaxprocs", set.Count())
+			}
 			cfg.Version = version
 			out := cmd.OutOrStdout()
 			cfg.OnReady = func(d *daemon.Daemon) { printHowToReach(out, d) }
@@ -63,6 +74,7 @@ empty and persists nothing, like an SPDK target.`,
 	f.BoolVar(&cfg.Bare, "bare", false, "start with no bdevs and persist nothing, like an SPDK target")
 	f.BoolVar(&cfg.ShutdownFlush, "shutdown-flush", true, "write dirty data back to the cores at shutdown (false: keep it in the caches for a fast restart)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVarP(&mask, "cpumask", "m", "", "run on these CPUs only (SPDK's -m: a hex mask like 0x3 or a list like [0,2-3]), with one Go scheduler slot each; default: all CPUs")
 	return cmd
 }
 

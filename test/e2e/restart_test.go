@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"blockcache/internal/nbd/nbdclient"
 )
 
@@ -596,5 +598,53 @@ func TestLegacyINI(t *testing.T) {
 		if code := p.Wait(t, 20*time.Second); code == 0 || !strings.Contains(p.Stderr(), c.want) {
 			t.Fatalf("serve %v: status %d, want non-zero and %q in:\n%s", c.args, code, c.want, p.Stderr())
 		}
+	}
+}
+
+// TestCPUMask starts the daemon with SPDK's -m: every thread of it must be
+// allowed only the CPU of the mask, and it must still serve. A mask naming
+// a CPU the process cannot use fails the start with a message naming it.
+func TestCPUMask(t *testing.T) {
+	t.Parallel()
+	d := StartDaemon(t, DaemonOpts{Bare: true, Args: []string{"-m", "0x1"}})
+	d.Call(t, "bdev_malloc_create", mallocParams("M0", 8, 512))
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", d.cmd.Process.Pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of the daemon: %v %v", tasks, err)
+	}
+	for _, status := range tasks {
+		b, err := os.ReadFile(status)
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok && strings.TrimSpace(v) != "0" {
+				t.Errorf("%s: Cpus_allowed_list %s, want 0", status, strings.TrimSpace(v))
+			}
+		}
+	}
+	if !strings.Contains(d.Stderr(), "msg=pinned cpus=0 gomaxprocs=1") {
+		t.Errorf("no log line of the pinning:\n%s", d.Stderr())
+	}
+	d.Stop(t)
+
+	// One CPU past the highest this process may use.
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		t.Fatal(err)
+	}
+	beyond := 0
+	for c := range len(allowed) * 64 {
+		if allowed.IsSet(c) {
+			beyond = c + 1
+		}
+	}
+	mask := fmt.Sprintf("[%d]", beyond)
+	bad := startProcess(t, DaemonOpts{Bare: true, Args: []string{"-m", mask}})
+	if code := bad.Wait(t, 20*time.Second); code == 0 {
+		t.Fatalf("a daemon pinned to CPU %d, which it may not use, exited with status 0", beyond)
+	}
+	if msg := bad.Stderr(); !strings.Contains(msg, fmt.Sprintf("-m/--cpumask %s: CPU %d is not available", mask, beyond)) {
+		t.Errorf("message does not name the CPU:\n%s", msg)
 	}
 }
