@@ -91,6 +91,9 @@ type Cache struct {
 		// written by the next flush (see persist.go).
 		metaDirty  []uint64
 		metaUrgent bool
+		// metaSyncing is set while a sync writes urgent changes it took:
+		// they are not durable yet, though metaUrgent no longer says so.
+		metaSyncing bool
 		// chunkDirty counts dirty lines per acp chunk (core<<32 | chunk).
 		chunkDirty map[uint64]int32
 	}

@@ -75,11 +75,14 @@ func (c *Cache) markSectorLocked(i lineIdx, urgent bool) {
 	}
 }
 
-// metaUrgent reports whether urgent metadata changes wait to be written.
+// metaUrgent reports whether urgent metadata changes are not durable yet:
+// they wait to be written, or a sync is writing them. A FUA write whose own
+// change of dirty state was taken by a sync still in flight must wait for
+// it too (syncMetadata does, on meta.sync).
 func (c *Cache) metaUrgent() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.mu.metaUrgent
+	return c.mu.metaUrgent || c.mu.metaSyncing
 }
 
 // syncMetadata writes the marked entry sectors when an urgent change waits
@@ -105,7 +108,13 @@ func (c *Cache) syncMetadata(all bool) error {
 	}
 	c.mu.metaUrgent = false
 	clear(c.mu.metaDirty)
+	c.mu.metaSyncing = true
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.mu.metaSyncing = false
+		c.mu.Unlock()
+	}()
 
 	if len(sectors) == 0 {
 		return c.dev.Flush()
