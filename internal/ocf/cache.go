@@ -331,6 +331,10 @@ func (c *Cache) RemoveCore(co *Core, flush bool) error {
 		c.mu.Lock()
 		co.dev = nil
 		c.mu.Unlock()
+		// A cleaning batch that locked its stripes after the drain above
+		// may hold the device it read before it was cleared: wait for it,
+		// so that nothing writes to the device once this returns.
+		c.drain()
 		return nil
 	}
 	if err := c.flushDirty(co, nil); err != nil {

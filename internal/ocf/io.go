@@ -109,7 +109,11 @@ func (c *Cache) mapForInsert(r *request, write, lastTry bool) (insert, retry boo
 		return false, false
 	}
 	if !slices.Contains(r.lines(), noLine) {
-		return true, false // a hit in every line: nothing to map
+		// Every line is mapped: nothing to allocate. Some may be mapped
+		// empty by a reader whose fill failed and whose tidy could not
+		// lock the stripe this request holds: this request tidies them.
+		r.allocated = true
+		return true, false
 	}
 	c.mu.Lock()
 	insert = r.allocLocked()

@@ -183,7 +183,7 @@ func (r *request) allocLocked() bool {
 // (a reader filling the same line), which then tidies it, or by an
 // unrelated one, and then stays mapped, empty, until evicted.
 func (r *request) tidy() {
-	if !r.allocated {
+	if !r.allocated || !r.anyEmpty() {
 		return
 	}
 	c := r.c
@@ -203,6 +203,20 @@ func (r *request) tidy() {
 			c.stripes.locks[s].Unlock()
 		}
 	}
+}
+
+// anyEmpty reports whether some line of r holds no valid sector now, a
+// lock-free look that spares tidy Cache.mu in the common case of a request
+// that left every line filled. A line it sees filled is not tidy's to
+// unmap even if it empties later: whoever empties it holds its stripe
+// exclusively and drops it then.
+func (r *request) anyEmpty() bool {
+	for _, i := range r.lines() {
+		if i != noLine && r.c.mu.lines[i].validMask().empty() {
+			return true
+		}
+	}
+	return false
 }
 
 // promote asks the promotion policy about every unmapped line of r; all must

@@ -51,14 +51,18 @@ func (c *counters) countHit(stripe int, n uint64, delta int64) {
 }
 
 // hitTotals returns the hit path's reads and bytes, summed over the shards.
+// A shard can hold a count taken back after a reset zeroed it (a lock-free
+// hit that failed its check, see readHit), so the shards are summed as
+// signed numbers and a total below zero reads as zero.
 func (c *counters) hitTotals() (reads, bytes uint64) {
+	var r, b int64
 	for i := range c.hits {
 		h := &c.hits[i]
-		r4 := h.reads4K.Load()
-		reads += r4 + h.reads.Load()
-		bytes += 4096*r4 + h.bytes.Load()
+		r4 := int64(h.reads4K.Load())
+		r += r4 + int64(h.reads.Load())
+		b += 4096*r4 + int64(h.bytes.Load())
 	}
-	return reads, bytes
+	return uint64(max(r, 0)), uint64(max(b, 0))
 }
 
 func (c *counters) reset() {

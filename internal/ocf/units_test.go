@@ -650,3 +650,24 @@ func checkSeqIndex(t *testing.T, d *seqDetector) {
 		t.Fatalf("index holds %d entries, %d streams are live", used, live)
 	}
 }
+
+// TestHitCountTakenBackAfterReset: a lock-free hit counts before its copy
+// and takes the count back if its check fails; a reset in between must not
+// leave a shard that sums to 2^64-1.
+func TestHitCountTakenBackAfterReset(t *testing.T) {
+	c := newCounters()
+	c.countHit(3, 4096, 1)
+	c.countHit(5, 1024, 1)
+	c.reset()
+	c.countHit(3, 4096, -1)
+	c.countHit(5, 1024, -1)
+	if r, b := c.hitTotals(); r != 0 || b != 0 {
+		t.Errorf("after a reset between a count and its take-back: %d reads, %d bytes, want 0, 0", r, b)
+	}
+	c.reset()
+	c.countHit(7, 4096, 1)
+	c.countHit(7, 1024, 1)
+	if r, b := c.hitTotals(); r != 2 || b != 5120 {
+		t.Errorf("%d reads, %d bytes, want 2, 5120", r, b)
+	}
+}
