@@ -3,7 +3,6 @@
 package cpumask
 
 import (
-	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -99,58 +98,42 @@ func String(set unix.CPUSet) string {
 	return strings.Join(parts, ",")
 }
 
-// Pin restricts every thread of the process to the CPUs of set and sizes
-// the Go scheduler to them (GOMAXPROCS), as SPDK runs one reactor per CPU of
-// its mask. Every CPU of set must be one the process may use now.
+// Pin makes the process run on the CPUs of set only, and sizes the Go
+// scheduler to them (GOMAXPROCS), as SPDK runs one reactor per CPU of its
+// mask. Every CPU of set must be one the process may use now.
+//
+// Affinity belongs to each thread, and a new thread inherits its creator's.
+// Setting it on the threads the runtime has already started could miss one
+// being created meanwhile, so Pin sets it on the calling thread only and
+// re-executes the program from there (the same process id, arguments and
+// environment): every thread of the new image descends from that one. In
+// the new image the process already runs on set, and Pin returns nil. So
+// call it first thing, before the program opens anything; on success in the
+// old image it does not return.
 func Pin(set unix.CPUSet) error {
-	var allowed unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+	var cur unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cur); err != nil {
 		return fmt.Errorf("read the allowed CPUs: %w", err)
 	}
+	if cur == set {
+		runtime.GOMAXPROCS(set.Count())
+		return nil
+	}
 	for c := 0; c < maxCPUs; c++ {
-		if set.IsSet(c) && !allowed.IsSet(c) {
-			return fmt.Errorf("CPU %d is not available to this process (allowed: %s)", c, String(allowed))
+		if set.IsSet(c) && !cur.IsSet(c) {
+			return fmt.Errorf("CPU %d is not available to this process (allowed: %s)", c, String(cur))
 		}
 	}
-	// Affinity is per thread, and a new thread inherits its creator's:
-	// set it on every thread there is until no unpinned one is left (the
-	// runtime may start threads meanwhile).
-	pinned := map[int]bool{}
-	for {
-		tids, err := threads()
-		if err != nil {
-			return err
-		}
-		fresh := 0
-		for _, tid := range tids {
-			if pinned[tid] {
-				continue
-			}
-			fresh++
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("pin thread %d to CPUs %s: %w", tid, String(set), err)
-			}
-			pinned[tid] = true
-		}
-		if fresh == 0 {
-			break
-		}
-	}
-	runtime.GOMAXPROCS(set.Count())
-	return nil
-}
-
-// threads lists the process's thread ids.
-func threads() ([]int, error) {
-	entries, err := os.ReadDir("/proc/self/task")
+	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("list threads: %w", err)
+		return fmt.Errorf("find the program to re-execute: %w", err)
 	}
-	tids := make([]int, 0, len(entries))
-	for _, e := range entries {
-		if tid, err := strconv.Atoi(e.Name()); err == nil {
-			tids = append(tids, tid)
-		}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("pin to CPUs %s: %w", String(set), err)
 	}
-	return tids, nil
+	err = unix.Exec(exe, os.Args, os.Environ())
+	unix.SchedSetaffinity(0, &cur) //nolint:errcheck // best effort: Exec failed
+	return fmt.Errorf("re-execute %s pinned to CPUs %s: %w", exe, String(set), err)
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -84,7 +85,8 @@ func pinChild(t *testing.T) {
 			last = c
 		}
 	}
-	// Start threads first, so that Pin has some to find.
+	// Threads that exist before Pin, busy in a system call, so that a
+	// Pin that set only the threads it found could miss them.
 	done := make(chan struct{})
 	for range 4 {
 		go func() {
@@ -92,12 +94,12 @@ func pinChild(t *testing.T) {
 			<-done
 		}()
 	}
+	defer close(done)
 	var one unix.CPUSet
 	one.Set(last)
-	if err := Pin(one); err != nil {
+	if err := Pin(one); err != nil { // re-executes this test once
 		t.Fatal(err)
 	}
-	close(done)
 	if n := runtime.GOMAXPROCS(0); n != 1 {
 		t.Errorf("GOMAXPROCS %d after pinning to one CPU", n)
 	}
@@ -120,4 +122,19 @@ func pinChild(t *testing.T) {
 		t.Errorf("Pin to an unavailable CPU: %v", err)
 	}
 	t.Logf("pinned: %d threads on CPU %d", len(tids), last)
+}
+
+// threads lists the process's thread ids.
+func threads() ([]int, error) {
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, err
+	}
+	tids := make([]int, 0, len(entries))
+	for _, e := range entries {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
 }
