@@ -205,14 +205,15 @@ func (r *request) tidy() {
 	}
 }
 
-// anyEmpty reports whether some line of r holds no valid sector now, a
-// lock-free look that spares tidy Cache.mu in the common case of a request
-// that left every line filled. A line it sees filled is not tidy's to
-// unmap even if it empties later: whoever empties it holds its stripe
-// exclusively and drops it then.
+// anyEmpty reports whether some mapped line of r held no valid sector at
+// lookup (or was mapped by r, empty), which spares tidy Cache.mu in the
+// common case. A line that held data then is not tidy's to unmap even if it
+// was emptied since: whoever emptied it held its stripe exclusively and
+// dropped it then. It reads only r's own copy of the masks, not the lines,
+// whose CPU cache lines other CPUs write.
 func (r *request) anyEmpty() bool {
-	for _, i := range r.lines() {
-		if i != noLine && r.c.mu.lines[i].validMask().empty() {
+	for k, i := range r.lines() {
+		if i != noLine && r.valid()[k].empty() {
 			return true
 		}
 	}
