@@ -3,13 +3,13 @@ package ocf_test
 import (
 	"bytes"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/ocf"
 	"blockcache/internal/ocf/metadata"
@@ -208,30 +208,14 @@ func TestVerifyIsReadOnly(t *testing.T) {
 	}
 }
 
-// flushGate blocks the first Flush after arming until released: a metadata
-// sync caught between taking the urgent changes and making them durable.
-type flushGate struct {
-	bdev.Device
-	armed            atomic.Bool
-	entered, release chan struct{}
-}
-
-func (d *flushGate) Flush() error {
-	if d.armed.CompareAndSwap(true, false) {
-		close(d.entered)
-		<-d.release
-	}
-	return d.Device.Flush()
-}
-
 // TestFUAWaitsForSyncInFlight: a FUA write over sectors already dirty
 // changes no metadata of its own, but the change that made them dirty may
 // have been taken by a sync still writing it. The FUA write must not return
 // before that sync has made it durable.
 func TestFUAWaitsForSyncInFlight(t *testing.T) {
-	gate := &flushGate{entered: make(chan struct{}), release: make(chan struct{})}
+	var gate *bdevtest.FlushGate
 	env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: ocf.ModeWB, WrapCache: func(d bdev.Device) bdev.Device {
-		gate.Device = d
+		gate = bdevtest.NewFlushGate(d)
 		return gate
 	}})
 	co := env.Cores[0]
@@ -239,10 +223,10 @@ func TestFUAWaitsForSyncInFlight(t *testing.T) {
 	const off = 4096
 	volWrite(t, co, tagged('1', off, 4096), off, false) // dirty, not yet durable
 
-	gate.armed.Store(true)
+	gate.Arm()
 	synced := make(chan error, 1)
 	go func() { synced <- co.Flush() }() // the sync takes the change, then blocks
-	<-gate.entered
+	<-gate.Entered()
 
 	wrote := make(chan error, 1)
 	go func() { wrote <- co.WriteAt(tagged('2', off, 4096), off, true) }()
@@ -251,7 +235,7 @@ func TestFUAWaitsForSyncInFlight(t *testing.T) {
 		t.Fatalf("FUA write returned (%v) while the sync making its line's dirty state durable was still in flight", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	close(gate.release)
+	gate.Release()
 	if err := <-synced; err != nil {
 		t.Fatalf("flush: %v", err)
 	}

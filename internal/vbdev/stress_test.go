@@ -19,13 +19,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/ocf"
 	"blockcache/internal/vbdev"
@@ -1087,22 +1087,6 @@ func TestExamineKeepsRecordedLineSize(t *testing.T) {
 	}
 }
 
-// gatedFlush is a device whose next Flush, once armed, waits until
-// released.
-type gatedFlush struct {
-	bdev.Device
-	armed            atomic.Bool
-	entered, release chan struct{}
-}
-
-func (g *gatedFlush) Flush() error {
-	if g.armed.CompareAndSwap(true, false) {
-		close(g.entered)
-		<-g.release
-	}
-	return g.Device.Flush()
-}
-
 // TestFlushRacingCoreHotRemove: a volume Flush that was admitted, and is
 // writing the cache's metadata, when the core bdev is hot-removed must
 // end with success or a clean error. (TestHotRemoveDuringHeavyIO found it
@@ -1115,7 +1099,7 @@ func TestFlushRacingCoreHotRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := &gatedFlush{Device: m, entered: make(chan struct{}), release: make(chan struct{})}
+	cache := bdevtest.NewFlushGate(m)
 	if err := e.reg.Register(cache); err != nil {
 		t.Fatal(err)
 	}
@@ -1127,7 +1111,7 @@ func TestFlushRacingCoreHotRemove(t *testing.T) {
 	if err := vol.WriteAt(bytes.Repeat([]byte{1}, 4096), 0, false); err != nil {
 		t.Fatal(err)
 	}
-	cache.armed.Store(true)
+	cache.Arm()
 	flushed := make(chan error, 1)
 	go func() {
 		defer func() {
@@ -1138,7 +1122,7 @@ func TestFlushRacingCoreHotRemove(t *testing.T) {
 		flushed <- vol.Flush()
 	}()
 	select {
-	case <-cache.entered:
+	case <-cache.Entered():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the volume flush never flushed the cache device")
 	}
@@ -1154,7 +1138,7 @@ func TestFlushRacingCoreHotRemove(t *testing.T) {
 		removed <- err
 	case <-time.After(200 * time.Millisecond):
 	}
-	close(cache.release)
+	cache.Release()
 	select {
 	case err := <-flushed:
 		if err != nil && !cleanIOError(err) {
