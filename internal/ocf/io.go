@@ -105,7 +105,7 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 // cleans first) unless this is the last try; otherwise the request goes
 // pass-through.
 func (c *Cache) mapForInsert(r *request, write, lastTry bool) (insert, retry bool) {
-	if r.co.bypass(r.off, r.len, write, r.cacheFull) || !r.promote() {
+	if r.co.bypass(r, write) || !r.promote() {
 		return false, false
 	}
 	if !slices.Contains(r.lines(), noLine) {
@@ -188,9 +188,11 @@ func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error)
 func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err error) {
 	co := r.co
 	mode := c.effectiveMode()
-	c.mu.Lock()
-	r.lookupLocked()
-	c.mu.Unlock()
+	if !r.lookupFast() {
+		c.mu.Lock()
+		r.lookupLocked()
+		c.mu.Unlock()
+	}
 
 	switch mode {
 	case ModeWI, ModePT:

@@ -18,8 +18,9 @@ type request struct {
 	hits      int  // lines in which every touched sector is valid
 	dirtyAny  bool // some touched sector is dirty
 	dirtyAll  bool // every touched sector is dirty
-	occPct    int  // cache occupancy at lookup, percent
-	cacheFull bool // engine.md's "full" for sequential cutoff
+	occPct    int  // cache occupancy at lookup, percent (lookupLocked)
+	cacheFull bool // engine.md's "full" for sequential cutoff, once fullKnown
+	fullKnown bool // occPct and cacheFull are set (see full)
 	// allocated is set once allocLocked ran: lines left empty by a failure
 	// must then be tidied (see tidy).
 	allocated bool
@@ -148,9 +149,56 @@ func (r *request) lookupLocked() {
 			r.dirtyAll = false
 		}
 	}
+	r.occupancyLocked()
+}
+
+// occupancyLocked sets occPct and cacheFull from the cache's occupancy now.
+func (r *request) occupancyLocked() {
+	c := r.c
 	free := c.layout.numLines - c.occupiedLocked()
 	r.occPct = c.occupancyPctLocked()
 	r.cacheFull = uint64(free) < 512+r.n
+	r.fullKnown = true
+}
+
+// full reports engine.md's "full cache" for sequential cutoff: as lookup
+// saw it, or, after lookupFast, as it is now.
+func (r *request) full() bool {
+	if !r.fullKnown {
+		r.c.mu.Lock()
+		r.occupancyLocked()
+		r.c.mu.Unlock()
+	}
+	return r.cacheFull
+}
+
+// lookupFast is lookupLocked without Cache.mu for a request of one line
+// that is mapped; it reports false, having done nothing, otherwise. The
+// caller holds the line's stripe exclusively, so no one can map, unmap or
+// change the line under it, and the masks it reads are the line's. The
+// line is marked referenced rather than moved in the LRU list (lazy
+// promotion, as a read hit does), and the occupancy is left for full to
+// find if the sequential cutoff needs it.
+func (r *request) lookupFast() bool {
+	if r.n != 1 {
+		return false
+	}
+	c := r.c
+	i := c.probe(r.co.id, uint32(r.first))
+	if i == noLine {
+		return false // a miss, or a lock-free walk that lost a race
+	}
+	ln := &c.mu.lines[i]
+	t := r.touched(0)
+	v, d := ln.validMask(), ln.dirty
+	r.lines()[0], r.valid()[0], r.dirty()[0] = i, v, d
+	r.hits = 0
+	if v.contains(t) {
+		r.hits = 1
+	}
+	r.dirtyAny, r.dirtyAll = !d.and(t).empty(), d.contains(t)
+	ln.reference()
+	return true
 }
 
 // allocLocked maps a cache line for every unmapped core line of r. It

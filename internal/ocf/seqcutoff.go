@@ -195,14 +195,14 @@ func (d *seqDetector) toFront(i int16) {
 	d.head = i
 }
 
-// bypass records the request in the stream table and reports whether it
-// goes pass-through.
-func (d *seqDetector) bypass(off, length int64, write, cacheFull bool) bool {
+// observe records the request in the stream table and reports whether it
+// continues a stream that is now sequential, with the policy to apply.
+func (d *seqDetector) observe(off, length int64, write bool) (sequential bool, policy SeqCutoffPolicy) {
 	d.mu.Lock()
 	p := d.params
 	if p.Policy == SeqCutoffNever {
 		d.mu.Unlock()
-		return false
+		return false, p.Policy
 	}
 	slot, i := d.find(off, write)
 	if i >= 0 {
@@ -221,18 +221,20 @@ func (d *seqDetector) bypass(off, length int64, write, cacheFull bool) bool {
 	s.bytes += uint64(length)
 	s.reqs++
 	d.toFront(i)
-	sequential := s.bytes >= uint64(p.ThresholdBytes) && s.reqs >= p.PromotionCount
+	sequential = s.bytes >= uint64(p.ThresholdBytes) && s.reqs >= p.PromotionCount
 	d.mu.Unlock()
-	return sequential && (p.Policy == SeqCutoffAlways || cacheFull)
+	return sequential, p.Policy
 }
 
-// bypass reports whether a request goes pass-through as part of a
-// sequential stream.
-func (co *Core) bypass(off, length int64, write, cacheFull bool) bool {
+// bypass reports whether request r goes pass-through as part of a
+// sequential stream. The cache's fullness is found only when the policy
+// needs it (r.full may take Cache.mu).
+func (co *Core) bypass(r *request, write bool) bool {
 	if c := co.cache; c.cutoff != nil {
-		return c.cutoff.Bypass(co.id, off, length, write, cacheFull)
+		return c.cutoff.Bypass(co.id, r.off, r.len, write, r.full())
 	}
-	return co.seq.bypass(off, length, write, cacheFull)
+	sequential, policy := co.seq.observe(r.off, r.len, write)
+	return sequential && (policy == SeqCutoffAlways || policy == SeqCutoffFull && r.full())
 }
 
 // SetSeqCutoff sets the core's sequential cutoff policy and parameters

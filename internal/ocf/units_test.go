@@ -613,9 +613,10 @@ func TestSeqDetectorMatchesMapModel(t *testing.T) {
 			}
 			length := int64(1+rng.IntN(3)) * 4096
 			write := rng.IntN(2) == 0
-			got, want := d.bypass(off, length, write, false), ref.bypass(p, off, length, write, false)
+			seq, policy := d.observe(off, length, write)
+			got, want := seq && policy == SeqCutoffAlways, ref.bypass(p, off, length, write, false)
 			if got != want {
-				t.Fatalf("seed %d op %d: bypass(%d, %d, %v) = %v, model says %v", seed, op, off, length, write, got, want)
+				t.Fatalf("seed %d op %d: observe(%d, %d, %v) says bypass %v, model says %v", seed, op, off, length, write, got, want)
 			}
 			if op%997 == 0 {
 				checkSeqIndex(t, d)
