@@ -64,7 +64,7 @@ func Parse(s string) (unix.CPUSet, error) {
 }
 
 // maxCPUs is how many CPUs a unix.CPUSet holds.
-var maxCPUs = len(unix.CPUSet{}) * 64
+const maxCPUs = len(unix.CPUSet{}) * 64
 
 func cpuNumber(s string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(s))

@@ -128,7 +128,6 @@ func (r *request) lookupLocked() {
 	lines := c.mu.lines
 	r.hits, r.dirtyAny, r.dirtyAll = 0, false, true
 	for k := range r.lines() {
-		t := r.touched(k)
 		i := c.mu.mapping.lookup(lines, r.co.id, uint32(r.first+uint64(k)))
 		r.lines()[k] = i
 		if i == noLine {
@@ -136,20 +135,29 @@ func (r *request) lookupLocked() {
 			r.dirtyAll = false
 			continue
 		}
-		ln := &lines[i]
-		c.mu.lists.moveToFront(lines, ln.list(), i) // LRU touch
-		r.valid()[k], r.dirty()[k] = ln.validMask(), ln.dirty
-		if ln.validMask().contains(t) {
-			r.hits++
-		}
-		if !ln.dirty.and(t).empty() {
-			r.dirtyAny = true
-		}
-		if !ln.dirty.contains(t) {
-			r.dirtyAll = false
-		}
+		c.mu.lists.moveToFront(lines, lines[i].list(), i) // LRU touch
+		r.record(k, i)
 	}
 	r.occupancyLocked()
+}
+
+// record snapshots the masks of line i, mapped for r's k-th core line, and
+// counts it in hits, dirtyAny and dirtyAll. The caller holds the line's
+// stripe.
+func (r *request) record(k int, i lineIdx) {
+	ln := &r.c.mu.lines[i]
+	t := r.touched(k)
+	v, d := ln.validMask(), ln.dirty
+	r.valid()[k], r.dirty()[k] = v, d
+	if v.contains(t) {
+		r.hits++
+	}
+	if !d.and(t).empty() {
+		r.dirtyAny = true
+	}
+	if !d.contains(t) {
+		r.dirtyAll = false
+	}
 }
 
 // occupancyLocked sets occPct and cacheFull from the cache's occupancy now.
@@ -188,16 +196,10 @@ func (r *request) lookupFast() bool {
 	if i == noLine {
 		return false // a miss, or a lock-free walk that lost a race
 	}
-	ln := &c.mu.lines[i]
-	t := r.touched(0)
-	v, d := ln.validMask(), ln.dirty
-	r.lines()[0], r.valid()[0], r.dirty()[0] = i, v, d
-	r.hits = 0
-	if v.contains(t) {
-		r.hits = 1
-	}
-	r.dirtyAny, r.dirtyAll = !d.and(t).empty(), d.contains(t)
-	ln.reference()
+	r.lines()[0] = i
+	r.hits, r.dirtyAny, r.dirtyAll = 0, false, true
+	r.record(0, i)
+	c.mu.lines[i].reference()
 	return true
 }
 
