@@ -19,7 +19,7 @@ func (d *Device) Discard(off, length int64) error {
 	if err != nil {
 		return err
 	}
-	defer d.mu.RUnlock()
+	defer d.end()
 	if length == 0 {
 		return nil
 	}
@@ -49,7 +49,7 @@ func (d *Device) WriteZeroes(off, length int64) error {
 	if err != nil {
 		return err
 	}
-	defer d.mu.RUnlock()
+	defer d.end()
 	if length == 0 {
 		return nil
 	}

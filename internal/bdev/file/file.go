@@ -1,7 +1,13 @@
 // Package file provides SPDK's aio bdev: a block device over a regular file
 // or a host block device, doing synchronous positioned IO (pread, pwrite)
 // from the calling goroutine. Go runs each blocking call on its own thread,
-// so many goroutines issuing IO get real queue depth without an event loop.
+// so many goroutines issuing IO get real queue depth without an event loop;
+// a per-device queue depth bounds those threads (see Options.QueueDepth).
+//
+// Ownership: a device holds its file for itself alone, for its whole life,
+// with an open file description lock and, on a block device, O_EXCL (see
+// openExclusive). A second opener, here or in another process, gets an
+// error wrapping ErrInUse that names the holder where it can be found.
 //
 // Atomicity: overlapping concurrent writes are applied by the kernel. For a
 // regular file opened without Direct the inode lock serializes them, so no
@@ -47,7 +53,15 @@ type Options struct {
 	Size int64
 	// UUID is the device's identity; zero picks a random one.
 	UUID uuid.UUID
+	// QueueDepth bounds the IOs in system calls at once, each of which
+	// holds an OS thread while it blocks; further IOs wait in Go (a parked
+	// goroutine, no thread) until one ends. 0 means DefaultQueueDepth.
+	QueueDepth int
 }
+
+// DefaultQueueDepth is the queue depth of a device opened with none given:
+// SPDK's aio bdev's (SPDK_AIO_QUEUE_DEPTH).
+const DefaultQueueDepth = 128
 
 // Device is a block device over an open file descriptor. It is safe for
 // concurrent use.
@@ -59,6 +73,11 @@ type Device struct {
 	blockDev   bool // path is a block device, not a regular file
 	bounceSize int  // bytes per bounce buffer: whole blocks, about 1 MiB
 	sys        sysCalls
+
+	// slots has one element per IO in its system calls: an IO sends before
+	// its first call and receives after its last (begin, end), so at most
+	// cap(slots) threads block in this device's calls.
+	slots chan struct{}
 
 	// mu makes Close wait for in-flight IO: every IO holds it shared for the
 	// whole of its system calls, Close holds it exclusively. fd is -1 after
@@ -74,7 +93,10 @@ type Device struct {
 }
 
 // Open opens path, a regular file or a block device, as a device called
-// name.
+// name, and holds it exclusively (a read lock with ReadOnly) until Close.
+// It refuses any other kind of file at once with an error wrapping
+// bdev.ErrInvalidIO, and a path another opener holds with one wrapping
+// ErrInUse.
 func Open(name, path string, opts Options) (*Device, error) {
 	fail := func(err error) (*Device, error) {
 		return nil, fmt.Errorf("open file device %q on %s: %w", name, path, err)
@@ -94,14 +116,24 @@ func Open(name, path string, opts Options) (*Device, error) {
 	if opts.Direct {
 		flags |= unix.O_DIRECT
 	}
-	fd, err := openRetry(path, flags)
-	if err != nil {
-		if opts.Direct && errors.Is(err, unix.EINVAL) {
-			return fail(fmt.Errorf("file system does not support O_DIRECT: %w", err))
-		}
+	if opts.QueueDepth < 0 {
+		return fail(fmt.Errorf("queue depth %d is negative: %w", opts.QueueDepth, bdev.ErrInvalidIO))
+	}
+	fd, _, err := openExclusive(path, flags, opts.ReadOnly)
+	switch {
+	case errors.Is(err, ErrInUse):
+		return nil, fmt.Errorf("open file device %q: %w", name, err) // the error names the path
+	case opts.Direct && errors.Is(err, unix.EINVAL):
+		return fail(fmt.Errorf("file system does not support O_DIRECT: %w", err))
+	case err != nil:
 		return fail(err)
 	}
-	d := &Device{path: path, readOnly: opts.ReadOnly, direct: opts.Direct, fd: fd, sys: realSysCalls}
+	depth := opts.QueueDepth
+	if depth == 0 {
+		depth = DefaultQueueDepth
+	}
+	d := &Device{path: path, readOnly: opts.ReadOnly, direct: opts.Direct, fd: fd, sys: realSysCalls,
+		slots: make(chan struct{}, depth)}
 	info, err := d.describe(name, opts)
 	if err != nil {
 		unix.Close(fd)
@@ -191,8 +223,9 @@ func (d *Device) ioError(op string, off, length int64, err error) error {
 // errReadOnly is the cause of every write-like IO on a read-only device.
 var errReadOnly = fmt.Errorf("device opened read-only: %w", unix.EROFS)
 
-// begin validates an IO and takes the shared lock, returning the open fd.
-// On success the caller must call d.mu.RUnlock when the IO is done.
+// begin validates an IO, takes the shared lock and then a queue slot,
+// waiting for one while the queue is full, and returns the open fd. On
+// success the caller must call d.end when the IO is done.
 func (d *Device) begin(op string, off, length int64, write bool) (int, error) {
 	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 		return -1, err
@@ -206,5 +239,12 @@ func (d *Device) begin(op string, off, length int64, write bool) (int, error) {
 		d.mu.RUnlock()
 		return -1, d.ioError(op, off, length, errReadOnly)
 	}
+	d.slots <- struct{}{}
 	return d.fd, nil
+}
+
+// end gives back the queue slot and the shared lock begin took.
+func (d *Device) end() {
+	<-d.slots
+	d.mu.RUnlock()
 }

@@ -126,6 +126,7 @@ func TestOpenDescribesRegularFile(t *testing.T) {
 	if !bdev.CanDiscard(d) || !bdev.CanWriteZeroes(d) || !bdev.ZeroesOnDiscard(d) {
 		t.Fatal("a regular file discards to zeroes and writes zeroes")
 	}
+	d.Close()
 	if d2 := mustOpen(t, path, file.Options{}); d2.Info().UUID == uuid.Nil || d2.Info().UUID == id {
 		t.Fatalf("nil UUID option gave %v", d2.Info().UUID)
 	}
@@ -143,6 +144,7 @@ func TestOpenBlockDevice(t *testing.T) {
 				t.Fatal("block device: IsBlockDevice false or ZeroesOnDiscard true")
 			}
 			if sector == 4096 {
+				d.Close()
 				if _, err := file.Open("x", dev, file.Options{BlockSize: 512}); !errors.Is(err, bdev.ErrInvalidIO) {
 					t.Fatalf("block size below the logical block size: %v, want ErrInvalidIO", err)
 				}
@@ -164,7 +166,7 @@ func TestOpenErrors(t *testing.T) {
 		want error
 	}{
 		{"missing file", filepath.Join(dir, "missing"), file.Options{}, os.ErrNotExist},
-		{"directory", dir, file.Options{}, syscall.EISDIR},
+		{"directory", dir, file.Options{}, bdev.ErrInvalidIO},
 		{"directory read-only", dir, file.Options{ReadOnly: true}, bdev.ErrInvalidIO},
 		{"smaller than a block", small, file.Options{}, bdev.ErrInvalidIO},
 		{"block size not a sector multiple", sparsePath(t, testSize), file.Options{BlockSize: 1000}, bdev.ErrInvalidIO},
@@ -266,6 +268,7 @@ func TestReadOnly(t *testing.T) {
 	path := sparsePath(t, testSize)
 	rw := mustOpen(t, path, file.Options{})
 	bdevtest.MustWrite(t, rw, bdevtest.Pattern(4, 512), 0, true)
+	rw.Close()
 	d := mustOpen(t, path, file.Options{ReadOnly: true})
 	if !d.ReadOnly() {
 		t.Fatal("ReadOnly() = false")

@@ -37,7 +37,7 @@ func (d *Device) ReadAt(p []byte, off int64) error {
 	if err != nil {
 		return err
 	}
-	defer d.mu.RUnlock()
+	defer d.end()
 	if err := d.readAll(fd, p, off); err != nil {
 		return d.ioError("read", off, int64(len(p)), err)
 	}
@@ -51,7 +51,7 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	defer d.mu.RUnlock()
+	defer d.end()
 	if fua {
 		err = d.writeDurable(fd, p, off)
 	} else {
@@ -63,8 +63,9 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	return nil
 }
 
-// Flush implements bdev.Device with fdatasync. It is a no-op on a read-only
-// device, which has nothing to make durable.
+// Flush implements bdev.Device with fdatasync, which takes a queue slot as
+// any IO does. It is a no-op on a read-only device, which has nothing to
+// make durable.
 func (d *Device) Flush() error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -74,6 +75,8 @@ func (d *Device) Flush() error {
 	if d.readOnly {
 		return nil
 	}
+	d.slots <- struct{}{}
+	defer func() { <-d.slots }()
 	if err := d.fdatasync(d.fd); err != nil {
 		return d.ioError("flush", 0, 0, err)
 	}
