@@ -23,8 +23,33 @@ func (e *Entry) Mapped() bool { return e.Core != NoCore }
 // Unmapped is the entry of a line that holds nothing.
 var Unmapped = Entry{Core: NoCore}
 
-// cacheTag is the part of the cache UUID every entry sector carries.
-func cacheTag(id uuid.UUID) uint64 { return binary.LittleEndian.Uint64(id[:8]) }
+// Tag is the part of the cache UUID every entry sector carries: its first 8
+// bytes. It tells a cache's entry sectors apart from another cache's, and
+// identifies the cache when both superblock copies are lost.
+type Tag uint64
+
+// TagOf returns the tag of cache id.
+func TagOf(id uuid.UUID) Tag { return Tag(binary.LittleEndian.Uint64(id[:8])) }
+
+// String renders the tag as the start of the cache UUID it comes from,
+// e.g. "5c1f2a3b-4c5d-6e7f".
+func (t Tag) String() string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(t))
+	return fmt.Sprintf("%x-%x-%x", b[0:4], b[4:6], b[6:8])
+}
+
+// SectorTag reports whether b holds a sealed entry sector written as entry
+// sector index (its checksum and index match) and returns the cache tag it
+// carries. It decodes no entry; with no superblock to name the cache, it is
+// how a scan recognises what is left of one.
+func SectorTag(b []byte, index uint32) (Tag, bool) {
+	le := binary.LittleEndian
+	if len(b) < SectorBytes || le.Uint32(b[0:]) != Checksum(b[4:SectorBytes]) || le.Uint32(b[4:]) != index {
+		return 0, false
+	}
+	return Tag(le.Uint64(b[8:])), true
+}
 
 // EncodeSector fills b (SectorBytes long) as entry sector index of cache id
 // from entries (at most EntriesPerSector; missing slots are Unmapped). It
@@ -62,7 +87,7 @@ func NewSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int) SectorW
 	clear(b)
 	le := binary.LittleEndian
 	le.PutUint32(b[4:], index)
-	le.PutUint64(b[8:], cacheTag(id))
+	le.PutUint64(b[8:], uint64(TagOf(id)))
 	w := SectorWriter{b: b, index: index, sectorsPerLine: sectorsPerLine, size: EntrySize(sectorsPerLine)}
 	for i := range sectorsPerLine {
 		w.full[i/64] |= 1 << (i % 64)
@@ -106,6 +131,11 @@ func (w *SectorWriter) Seal() {
 // with ErrCorrupt on a checksum, index or cache id mismatch, or on an entry
 // whose dirty sectors are not all valid.
 func DecodeSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int, out []Entry) error {
+	return DecodeSectorOfTag(b, index, TagOf(id), sectorsPerLine, out)
+}
+
+// DecodeSectorOfTag is DecodeSector for a cache known only by its tag.
+func DecodeSectorOfTag(b []byte, index uint32, tag Tag, sectorsPerLine int, out []Entry) error {
 	le := binary.LittleEndian
 	if len(b) < SectorBytes {
 		return corruptf("entry sector %d truncated", index)
@@ -116,7 +146,7 @@ func DecodeSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int, out 
 	if got := le.Uint32(b[4:]); got != index {
 		return corruptf("entry sector %d: holds sector %d (misdirected write)", index, got)
 	}
-	if got := le.Uint64(b[8:]); got != cacheTag(id) {
+	if got := le.Uint64(b[8:]); got != uint64(tag) {
 		return corruptf("entry sector %d: belongs to another cache (tag %016x)", index, got)
 	}
 	size, maskBytes := EntrySize(sectorsPerLine), sectorsPerLine/8

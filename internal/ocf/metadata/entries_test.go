@@ -210,3 +210,39 @@ func TestCount(t *testing.T) {
 		}
 	}
 }
+
+// TestSectorTag checks the scan's view of an entry sector: the tag of a
+// sealed sector at its own index, nothing for a zeroed, damaged or
+// misplaced one, and decoding by tag alone.
+func TestSectorTag(t *testing.T) {
+	b := make([]byte, metadata.SectorBytes)
+	metadata.EncodeSector(b, 9, sampleCacheID, 8, sampleEntries(8))
+	tag, ok := metadata.SectorTag(b, 9)
+	if !ok || tag != metadata.TagOf(sampleCacheID) {
+		t.Fatalf("SectorTag = %v, %v; want %v", tag, ok, metadata.TagOf(sampleCacheID))
+	}
+	if got, want := tag.String(), "0f1e2d3c-4b5a-4978"; got != want {
+		t.Errorf("tag renders as %q, want %q (the start of %s)", got, want, sampleCacheID)
+	}
+	if _, ok := metadata.SectorTag(b, 10); ok {
+		t.Error("sector 9 accepted as sector 10")
+	}
+	if _, ok := metadata.SectorTag(make([]byte, metadata.SectorBytes), 0); ok {
+		t.Error("zeroed sector accepted")
+	}
+	if _, ok := metadata.SectorTag(b[:100], 9); ok {
+		t.Error("truncated sector accepted")
+	}
+	damaged := append([]byte(nil), b...)
+	damaged[300] ^= 1
+	if _, ok := metadata.SectorTag(damaged, 9); ok {
+		t.Error("damaged sector accepted")
+	}
+	out := make([]metadata.Entry, metadata.EntriesPerSector(8))
+	if err := metadata.DecodeSectorOfTag(b, 9, tag, 8, out); err != nil || out[1] != sampleEntries(8)[1] {
+		t.Errorf("DecodeSectorOfTag = %v, slot 1 %+v", err, out[1])
+	}
+	if err := metadata.DecodeSectorOfTag(b, 9, tag+1, 8, out); !metadata.IsCorrupt(err) {
+		t.Errorf("another tag: %v, want a corruption error", err)
+	}
+}

@@ -22,7 +22,7 @@
 //
 //	off size field
 //	  0    8 magic "BCACHESB"
-//	  8    4 format version (Version)
+//	  8    4 format version (Version; 1 is still read)
 //	 12    4 CRC32C (Castagnoli) of bytes [16, Length)
 //	 16    4 Length
 //	 20    4 flags: bit 0 = clean shutdown
@@ -52,6 +52,13 @@
 //	 36    4 sequential cutoff promotion count
 //	 40    1 n = length of the core bdev name, then n bytes
 //	  .    1 m = length of the volume name, then m bytes
+//	  .    1 k = length of the core device's identity, then k bytes
+//	         (version 2 only; version 1 records end after the volume name)
+//
+// The identity tells the core device apart from another of the same name
+// and size: "file:<st_dev major>:<minor>:<inode>" for a regular file, a
+// stable id such as a /dev/disk/by-id name for a block device, empty when
+// unknown (every version 1 record).
 //
 // # Entry sector (512 bytes)
 //
@@ -82,8 +89,11 @@ package metadata
 const (
 	// Magic opens every superblock copy.
 	Magic = "BCACHESB"
-	// Version is the format version this package writes and reads.
-	Version = 1
+	// Version is the format version this package writes. It reads this
+	// one and VersionV1.
+	Version = 2
+	// VersionV1 is the first format: core records without an identity.
+	VersionV1 = 1
 
 	// SuperblockCopyBytes is the space reserved for one superblock copy.
 	SuperblockCopyBytes = 64 << 10
@@ -106,9 +116,12 @@ const (
 
 	// superblockFixed is the size of the superblock before core records.
 	superblockFixed = 148
-	// coreRecordFixed is the size of a core record without its names.
-	coreRecordFixed = 42
-	// MaxNameBytes bounds the names in a core record.
+	// coreRecordFixed is the size of a core record without its names and
+	// identity: the fixed fields and the three length bytes.
+	coreRecordFixed = 43
+	// coreRecordFixedV1 is the same in version 1, which has no identity.
+	coreRecordFixedV1 = 42
+	// MaxNameBytes bounds the names and the identity in a core record.
 	MaxNameBytes = 255
 	// NumParams is the number of policy parameter slots.
 	NumParams = 16

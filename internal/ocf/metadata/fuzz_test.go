@@ -44,6 +44,9 @@ func FuzzDecodeSuperblock(f *testing.F) {
 			t.Fatalf("re-encoded superblock does not decode: %v", err)
 		}
 		requireEqualSuperblock(t, s2, s)
+		if b[8] == metadata.VersionV1 {
+			return // re-encoded in the current version, which is longer
+		}
 		// The encoding is canonical: the accepted bytes are the re-encoded
 		// ones, but for the checksum and reserved bytes (which Decode does
 		// not check; see reservedOffsets).
@@ -124,7 +127,7 @@ func reservedOffsets(s *metadata.Superblock) []int {
 	off := 148
 	for _, c := range s.Cores {
 		offs = append(offs, off+2, off+29, off+30)
-		off += 42 + len(c.CoreName) + len(c.VolumeName)
+		off += 43 + len(c.CoreName) + len(c.VolumeName) + len(c.Identity)
 	}
 	return offs
 }

@@ -28,8 +28,10 @@ var (
 	sampleVolume2 = uuid.MustParse("aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee")
 )
 
-// sampleSuperblock is the superblock pinned by testdata/superblock.golden:
-// 4 KiB lines on a 1 GiB cache device, two named cores.
+// sampleSuperblock is the superblock pinned by testdata/superblock-v2.golden:
+// 4 KiB lines on a 1 GiB cache device, two named cores with identities.
+// testdata/superblock-v1.golden pins its version 1 encoding, written before
+// core records had identities.
 func sampleSuperblock() *metadata.Superblock {
 	s := &metadata.Superblock{
 		Flags:     metadata.FlagClean,
@@ -39,8 +41,10 @@ func sampleSuperblock() *metadata.Superblock {
 		Mode:      1,
 		Promotion: 2, Cleaning: 3, SeqCutoff: 4,
 		Cores: []metadata.CoreRecord{
-			{ID: 0, SizeBytes: 10 << 30, VolumeUUID: sampleVolume1, CoreName: "Nvme0n1", VolumeName: "cache0-Nvme0n1"},
-			{ID: 7, SizeBytes: 1<<40 + 512, VolumeUUID: sampleVolume2, CoreName: "Malloc1", VolumeName: "vol"},
+			{ID: 0, SizeBytes: 10 << 30, VolumeUUID: sampleVolume1, CoreName: "Nvme0n1", VolumeName: "cache0-Nvme0n1",
+				Identity: "by-id:nvme-eui.0025388b71b3e2f1"},
+			{ID: 7, SizeBytes: 1<<40 + 512, VolumeUUID: sampleVolume2, CoreName: "Malloc1", VolumeName: "vol",
+				Identity: "file:259:3:1234567"},
 		},
 	}
 	for i := range s.Params {
@@ -123,12 +127,36 @@ func checkGolden(t *testing.T, name string, b []byte) {
 	}
 }
 
+// undump parses what dump renders.
+func undump(t *testing.T, name string) []byte {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for i, line := range strings.Split(strings.TrimSpace(string(text)), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || fields[0] != fmt.Sprintf("%04x", len(b)) {
+			t.Fatalf("%s line %d: %q is not a dump line at offset %04x", name, i+1, line, len(b))
+		}
+		for _, f := range fields[1:] {
+			var c byte
+			if _, err := fmt.Sscanf(f, "%02x", &c); err != nil {
+				t.Fatalf("%s line %d: %q: %v", name, i+1, f, err)
+			}
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
 func TestGoldenSuperblock(t *testing.T) {
 	b, err := sampleSuperblock().Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkGolden(t, "superblock.golden", b)
+	checkGolden(t, "superblock-v2.golden", b)
 	// The golden bytes decode to the sample: the pinned bytes are readable,
 	// not just reproducible.
 	s, err := metadata.DecodeSuperblock(b, sampleDevBytes)
@@ -136,6 +164,46 @@ func TestGoldenSuperblock(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireEqualSuperblock(t, s, sampleSuperblock())
+}
+
+// TestGoldenSuperblockV1 decodes the version 1 bytes pinned before core
+// records had identities: caches written by older builds still load, their
+// cores' identities unknown (empty).
+func TestGoldenSuperblockV1(t *testing.T) {
+	b := undump(t, "superblock-v1.golden")
+	if v := binary.LittleEndian.Uint32(b[8:]); v != metadata.VersionV1 {
+		t.Fatalf("superblock-v1.golden holds version %d", v)
+	}
+	s, err := metadata.DecodeSuperblock(b, sampleDevBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sampleSuperblock()
+	for i := range want.Cores {
+		want.Cores[i].Identity = ""
+	}
+	requireEqualSuperblock(t, s, want)
+	// Re-encoding writes the current version, which decodes the same.
+	b2, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := binary.LittleEndian.Uint32(b2[8:]); v != metadata.Version {
+		t.Errorf("re-encoded as version %d, want %d", v, metadata.Version)
+	}
+	s2, err := metadata.DecodeSuperblock(b2, sampleDevBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqualSuperblock(t, s2, want)
+	// A version 1 record is read without identities: bytes where a
+	// version 2 record has them are left over, which is corruption.
+	v1 := append([]byte(nil), b2...)
+	binary.LittleEndian.PutUint32(v1[8:], metadata.VersionV1)
+	binary.LittleEndian.PutUint32(v1[12:], metadata.Checksum(v1[16:]))
+	if _, err := metadata.DecodeSuperblock(v1, sampleDevBytes); !metadata.IsCorrupt(err) {
+		t.Errorf("version 2 core records labelled version 1: Decode = %v, want a corruption error", err)
+	}
 }
 
 func TestGoldenEntrySector(t *testing.T) {
@@ -162,7 +230,8 @@ func TestFormatConstants(t *testing.T) {
 		t.Errorf("Magic = %q", metadata.Magic)
 	}
 	for name, c := range map[string]struct{ got, want int64 }{
-		"Version":             {metadata.Version, 1},
+		"Version":             {metadata.Version, 2},
+		"VersionV1":           {metadata.VersionV1, 1},
 		"SuperblockCopyBytes": {metadata.SuperblockCopyBytes, 64 << 10},
 		"SuperblockArea":      {metadata.SuperblockArea, 128 << 10},
 		"SectorBytes":         {metadata.SectorBytes, 512},
@@ -244,7 +313,11 @@ func TestFormatOffsets(t *testing.T) {
 	if string(b[:8]) != metadata.Magic || !bytes.Equal(b[32:48], sampleCacheID[:]) || string(b[189:196]) != "Nvme0n1" {
 		t.Error("superblock magic, cache UUID or first core name not where format.go draws them")
 	}
-	if len(b) != 148+2*42+len("Nvme0n1cache0-Nvme0n1Malloc1vol") {
+	// Core 0's identity follows its volume name.
+	if id := s.Cores[0].Identity; int(b[211]) != len(id) || string(b[212:212+len(id)]) != id {
+		t.Errorf("core 0 identity not after its volume name: % x", b[211:212+len(id)])
+	}
+	if len(b) != 148+2*43+len("Nvme0n1cache0-Nvme0n1Malloc1vol")+len(s.Cores[0].Identity)+len(s.Cores[1].Identity) {
 		t.Errorf("superblock length %d", len(b))
 	}
 

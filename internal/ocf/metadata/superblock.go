@@ -37,6 +37,9 @@ type CoreRecord struct {
 	VolumeUUID uuid.UUID
 	CoreName   string // the core bdev's name
 	VolumeName string // the cached volume's name
+	// Identity names the core device itself, whatever its bdev name (see
+	// the package doc); empty when unknown, as in every version 1 record.
+	Identity string
 	// The core's sequential cutoff: policy number, threshold in bytes,
 	// promotion count (zero: the defaults).
 	SeqCutoff         uint8
@@ -53,7 +56,10 @@ func (s *Superblock) Encode() ([]byte, error) {
 		if len(c.CoreName) > MaxNameBytes || len(c.VolumeName) > MaxNameBytes {
 			return nil, fmt.Errorf("encode superblock: core %d: name longer than %d bytes", c.ID, MaxNameBytes)
 		}
-		n += coreRecordFixed + len(c.CoreName) + len(c.VolumeName)
+		if len(c.Identity) > MaxNameBytes {
+			return nil, fmt.Errorf("encode superblock: core %d: identity longer than %d bytes", c.ID, MaxNameBytes)
+		}
+		n += coreRecordFixed + len(c.CoreName) + len(c.VolumeName) + len(c.Identity)
 	}
 	if n > SuperblockCopyBytes {
 		return nil, fmt.Errorf("encode superblock: %d cores need %d bytes, more than the %d reserved", len(s.Cores), n, SuperblockCopyBytes)
@@ -98,6 +104,8 @@ func (s *Superblock) Encode() ([]byte, error) {
 		off += 1 + copy(b[off+1:], c.CoreName)
 		b[off] = byte(len(c.VolumeName))
 		off += 1 + copy(b[off+1:], c.VolumeName)
+		b[off] = byte(len(c.Identity))
+		off += 1 + copy(b[off+1:], c.Identity)
 	}
 	le.PutUint32(b[12:], Checksum(b[16:n]))
 	return b, nil
@@ -105,9 +113,10 @@ func (s *Superblock) Encode() ([]byte, error) {
 
 // DecodeSuperblock validates and decodes one superblock copy read from the
 // device (at least its first Length bytes; SuperblockCopyBytes is always
-// enough). It checks the magic, then the version, then the length and
-// checksum, then the geometry against devBytes, each with its own error:
-// ErrNoMetadata, ErrVersion, or ErrCorrupt naming what is wrong.
+// enough), of format Version or VersionV1. It checks the magic, then the
+// version, then the length and checksum, then the geometry against
+// devBytes, each with its own error: ErrNoMetadata, ErrVersion, or
+// ErrCorrupt naming what is wrong.
 func DecodeSuperblock(b []byte, devBytes int64) (*Superblock, error) {
 	le := binary.LittleEndian
 	if len(b) < 8 || string(b[0:8]) != Magic {
@@ -116,8 +125,13 @@ func DecodeSuperblock(b []byte, devBytes int64) (*Superblock, error) {
 	if len(b) < superblockFixed {
 		return nil, corruptf("superblock truncated to %d bytes", len(b))
 	}
-	if v := le.Uint32(b[8:]); v != Version {
-		return nil, fmt.Errorf("%w: %d (this build reads %d)", ErrVersion, v, Version)
+	version := le.Uint32(b[8:])
+	if version != Version && version != VersionV1 {
+		return nil, fmt.Errorf("%w: %d (this build reads %d and %d)", ErrVersion, version, VersionV1, Version)
+	}
+	recordFixed := coreRecordFixed
+	if version == VersionV1 {
+		recordFixed = coreRecordFixedV1
 	}
 	n := int(le.Uint32(b[16:]))
 	if n < superblockFixed || n > SuperblockCopyBytes || n > len(b) {
@@ -151,7 +165,7 @@ func DecodeSuperblock(b []byte, devBytes int64) (*Superblock, error) {
 	off := superblockFixed
 	seen := map[uint16]bool{}
 	for i := range ncores {
-		if off+coreRecordFixed > n {
+		if off+recordFixed > n {
 			return nil, corruptf("superblock core record %d runs past the end", i)
 		}
 		var c CoreRecord
@@ -168,6 +182,11 @@ func DecodeSuperblock(b []byte, devBytes int64) (*Superblock, error) {
 		}
 		if c.VolumeName, off, ok = readName(b[:n], off); !ok {
 			return nil, corruptf("superblock core record %d: volume name runs past the end", i)
+		}
+		if version != VersionV1 {
+			if c.Identity, off, ok = readName(b[:n], off); !ok {
+				return nil, corruptf("superblock core record %d: identity runs past the end", i)
+			}
 		}
 		if c.ID == NoCore || seen[c.ID] {
 			return nil, corruptf("superblock core record %d: bad or repeated core id %d", i, c.ID)

@@ -68,6 +68,7 @@ func randomSuperblock(r *rand.Rand, devBytes int64, ncores int) *metadata.Superb
 			SizeBytes:  r.Uint64(),
 			CoreName:   randomName(r, r.IntN(40)),
 			VolumeName: randomName(r, r.IntN(40)),
+			Identity:   randomName(r, r.IntN(40)),
 		}
 		for j := range c.VolumeUUID {
 			c.VolumeUUID[j] = byte(r.Uint32())
@@ -91,7 +92,7 @@ func TestSuperblockRoundTrip(t *testing.T) {
 		"many cores": randomSuperblock(r, 3<<40, 300),
 		"longest names": func() *metadata.Superblock {
 			s := sampleSuperblock()
-			s.Cores[0].CoreName, s.Cores[1].VolumeName = long, long
+			s.Cores[0].CoreName, s.Cores[1].VolumeName, s.Cores[1].Identity = long, long, long
 			s.Cores[1].CoreName = ""
 			return s
 		}(),
@@ -148,9 +149,14 @@ func TestSuperblockEncodeLimits(t *testing.T) {
 	if _, err := s.Encode(); err == nil {
 		t.Error("Encode accepted a 256-byte core name")
 	}
+	s = sampleSuperblock()
+	s.Cores[1].Identity = strings.Repeat("i", metadata.MaxNameBytes+1)
+	if _, err := s.Encode(); err == nil {
+		t.Error("Encode accepted a 256-byte identity")
+	}
 
-	// 118 cores of 552 bytes (both names 255) plus one of 252 fill a copy
-	// exactly: 148 + 118*552 + 252 = 65536.
+	// 118 cores of 553 bytes (both names 255, no identity) plus one of 134
+	// fill a copy exactly: 148 + 118*553 + 134 = 65536.
 	full := func(extra int) *metadata.Superblock {
 		s := sampleSuperblock()
 		s.Cores = nil
@@ -158,7 +164,7 @@ func TestSuperblockEncodeLimits(t *testing.T) {
 		for i := range 118 {
 			s.Cores = append(s.Cores, metadata.CoreRecord{ID: uint16(i), CoreName: long, VolumeName: long})
 		}
-		return withCore(s, metadata.CoreRecord{ID: 118, CoreName: strings.Repeat("y", 210+extra)})
+		return withCore(s, metadata.CoreRecord{ID: 118, CoreName: strings.Repeat("y", 91+extra)})
 	}
 	b := mustEncode(t, full(0))
 	if len(b) != metadata.SuperblockCopyBytes {
@@ -258,11 +264,12 @@ func TestSuperblockRejectsInconsistent(t *testing.T) {
 		"one more line":        func(b []byte) { b[56]++ },
 		"data offset moved":    func(b []byte) { b[73] += 0x10 },
 		"entry area moved":     func(b []byte) { b[65]++ },
-		"duplicate core id":    func(b []byte) { b[148+42+7+14] = 0 }, // core 1's id := core 0's
+		"duplicate core id":    func(b []byte) { b[148+43+7+14+31] = 0 }, // core 1's id := core 0's
 		"core id NoCore":       func(b []byte) { b[148], b[149] = 0xFF, 0xFF },
 		"one core fewer":       func(b []byte) { b[144] = 1 },
 		"one core more":        func(b []byte) { b[144] = 3 },
-		"name past the end":    func(b []byte) { b[len(b)-4] = 200 }, // core 1's volume name length
+		"name past the end":    func(b []byte) { b[len(b)-23] = 200 }, // core 1's volume name length
+		"identity past end":    func(b []byte) { b[len(b)-19] = 200 }, // core 1's identity length
 		"length below fixed":   func(b []byte) { b[16], b[17] = 100, 0 },
 		"length above a copy":  func(b []byte) { b[16], b[17], b[18] = 0, 0, 2 },
 		"length beyond buffer": func(b []byte) { b[17]++ },
@@ -298,15 +305,15 @@ func TestSuperblockRejectsLineSize(t *testing.T) {
 
 func TestSuperblockVersion(t *testing.T) {
 	b := mustEncode(t, sampleSuperblock())
-	b[8] = 2
+	b[8] = metadata.Version + 1
 	if _, err := metadata.DecodeSuperblock(b, sampleDevBytes); !errors.Is(err, metadata.ErrVersion) {
-		t.Fatalf("version 2: %v", err)
+		t.Fatalf("version %d: %v", b[8], err)
 	}
 	// The version is checked before the checksum and the geometry: a newer
 	// format is reported as such, not as corruption.
 	b[20] ^= 0xFF
 	if _, err := metadata.DecodeSuperblock(b, 12345); !errors.Is(err, metadata.ErrVersion) || metadata.IsCorrupt(err) {
-		t.Fatalf("version 2 with a bad checksum: %v", err)
+		t.Fatalf("version %d with a bad checksum: %v", b[8], err)
 	}
 }
 
