@@ -280,8 +280,7 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	seq := c.defaultSeqCutoff
 	if co.dev == nil && co.record.CoreName != "" {
 		// Re-attaching a recorded core: it keeps its sequential cutoff.
-		if p, err := (SeqCutoffParams{Policy: SeqCutoffPolicy(co.record.SeqCutoff), ThresholdBytes: co.record.SeqThreshold,
-			PromotionCount: co.record.SeqPromotionCount}).withDefaults(); err == nil {
+		if p, err := recordedSeqCutoff(co.record); err == nil {
 			seq = p
 		}
 	}

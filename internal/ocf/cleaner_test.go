@@ -33,7 +33,10 @@ func cleanerCache(t *testing.T, clk *fakeClock, p ocf.CleaningParams) (*ocf.Cach
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ocf.New(cdev, ocf.Config{Mode: ocf.ModeWB, Clock: clk, Cleaning: &p})
+	// No sequential cutoff: with 256 lines the cache is always "full" for
+	// OCF's default (fewer than 512 free lines), which would send every
+	// write continuing the last one around the cache.
+	c, err := ocf.New(cdev, ocf.Config{Mode: ocf.ModeWB, Clock: clk, Cleaning: &p, SeqCutoff: ocf.CutoffNever{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@ package ocf
 // The hit path: a read that lies within one cache line whose sectors are all
 // valid is served without Cache.mu and, most of the time, without its
 // stripe lock. It looks the line up lock-free, reads the cache device and
-// counts a hit; it neither moves the line in the LRU (it marks it referenced,
-// see allocLocked) nor allocates. Anything else, or anything it is unsure of,
+// counts a hit, in every mode but pass-through (write-only included: OCF
+// serves a wo read whose sectors are all valid from the cache); it neither
+// moves the line in the LRU (it marks it referenced, see allocLocked) nor
+// allocates. Anything else, or anything it is unsure of,
 // goes the general way (io.go).
 //
 // Why the lock-free lookup is sound: with the stripe of (core, core line)
@@ -65,7 +67,7 @@ func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) 
 	if uint64(last)>>lay.lineShift != coreLine {
 		return false, nil
 	}
-	if m := c.effectiveMode(); m == ModePT || m == ModeWO {
+	if c.effectiveMode() == ModePT {
 		return false, nil
 	}
 	inLine := off & (lay.lineSize - 1)

@@ -56,16 +56,6 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 	case mode == ModePT:
 		co.stats.countRead(classPT)
 		return false, c.readAround(r)
-	case mode == ModeWO:
-		// OCF counts every write-only read as a full miss; it never inserts.
-		co.stats.countRead(classFullMiss)
-		if r.dirtyAll {
-			if err := r.cacheIO(selTouched, false, false); err == nil {
-				return false, nil
-			}
-			co.cacheError(true)
-		}
-		return false, c.readAround(r)
 	case r.hits == int(r.n):
 		co.stats.countRead(classHit)
 		if err := r.cacheIO(selTouched, false, false); err == nil {
@@ -78,6 +68,16 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 	}
 
 	class := r.missClass()
+	if mode == ModeWO {
+		// A write-only read that misses anywhere reads the core with the
+		// dirty sectors laid over, after the sequential cutoff check, and
+		// never inserts.
+		if co.bypass(r, false) {
+			class = classPT
+		}
+		co.stats.countRead(class)
+		return false, c.readAround(r)
+	}
 	insert, retry := c.mapForInsert(r, false, lastTry)
 	if retry {
 		return true, nil

@@ -18,6 +18,9 @@ import (
 // cache. Every read must equal the model; after a cache flush the core
 // devices alone must equal it; whenever no dirty data can exist the cores
 // must equal it too. Stats and metadata invariants are checked after each op.
+// Each read is also checked against the cache's state just before it (see
+// checkReadClass): how it is counted, where its data came from, and, in wo,
+// that it inserted nothing.
 func TestModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		lineSize := rapid.SampledFrom([]int64{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10}).Draw(rt, "lineSize")
@@ -27,7 +30,7 @@ func TestModel(t *testing.T) {
 		coreBytes := lineSize * int64(rapid.IntRange(2, 24).Draw(rt, "coreLines"))
 		env := ocftest.New(rt, ocftest.Options{Lines: lines, LineSize: lineSize, Mode: mode, Cores: nCores, CoreBytes: coreBytes})
 		m := newModel(env, coreBytes)
-		if rapid.Bool().Draw(rt, "backgroundCleaner") {
+		if m.background = rapid.Bool().Draw(rt, "backgroundCleaner"); m.background {
 			// acp every millisecond, racing with the operations below.
 			p := ocf.DefaultCleaningParams()
 			p.Kind, p.ACP.WakeUp = ocf.CleanACP, time.Millisecond
@@ -52,6 +55,9 @@ type model struct {
 	want      [][]byte // per core: the volume's expected contents
 	mayDirty  bool     // a write-back mode was used since the last full flush
 	seq       byte
+	// background is set when the cleaner runs concurrently: it moves
+	// block counters and clears dirty bits at any time.
+	background bool
 }
 
 func newModel(env *ocftest.Env, coreBytes int64) *model {
@@ -92,13 +98,17 @@ func (m *model) actions(t *rapid.T, lineSize int64) map[string]func(*rapid.T) {
 		},
 		"read": func(t *rapid.T) {
 			core, off, n := m.span(t, lineSize)
+			co := m.env.Cores[core]
+			before := co.SectorStates(off, n)
+			co.ResetStats()
 			got := make([]byte, n)
-			if err := m.env.Cores[core].ReadAt(got, off); err != nil {
+			if err := co.ReadAt(got, off); err != nil {
 				t.Fatalf("read core %d at %d len %d: %v", core, off, n, err)
 			}
 			if !bytes.Equal(got, m.want[core][off:off+n]) {
 				t.Fatalf("read core %d at %d len %d (mode %s): %s", core, off, n, c.Mode(), firstDiff(got, m.want[core][off:off+n]))
 			}
+			m.checkReadClass(t, co, off, n, lineSize, before)
 		},
 		"discard": func(t *rapid.T) {
 			core, off, n := m.span(t, lineSize)
@@ -179,6 +189,79 @@ func (m *model) actions(t *rapid.T, lineSize int64) map[string]func(*rapid.T) {
 			}
 		},
 		"": func(t *rapid.T) { m.checkInvariants(t) },
+	}
+}
+
+// checkReadClass checks one read of [off, off+n) of co, with the stats
+// reset just before it, against before, the cache's state of its sectors
+// then. A line is a hit when every sector the read touches in it is valid;
+// the read is a hit if all its lines are, a full miss if none is, else a
+// partial miss (engine.md, OCF). A hit is counted so in every mode but pt
+// and served from the cache alone; a miss may instead be counted rd_pt
+// (promotion, sequential cutoff, no line to map) and reads the core, with
+// the dirty sectors from the cache. A wo read never inserts.
+func (m *model) checkReadClass(t *rapid.T, co *ocf.Core, off, n, lineSize int64, before []ocf.SectorState) {
+	mode := m.env.Cache.Mode()
+	lines, hitLines, dirtyBytes := 0, 0, uint64(0)
+	for first := int64(0); first < int64(len(before)); {
+		end := min(int64(len(before)), ((off/512+first)/(lineSize/512)+1)*(lineSize/512)-off/512)
+		hit := true
+		for _, s := range before[first:end] {
+			hit = hit && s.Valid
+			if s.Dirty {
+				dirtyBytes += 512
+			}
+		}
+		lines++
+		if hit {
+			hitLines++
+		}
+		first = end
+	}
+	class := rdPartial
+	switch {
+	case hitLines == lines:
+		class = rdHit
+	case hitLines == 0:
+		class = rdFull
+	}
+	what := fmt.Sprintf("read at %d len %d in %s (%d of %d lines hit)", off, n, mode, hitLines, lines)
+	s := co.Stats()
+	switch {
+	case mode == ocf.ModePT:
+		class = rdPT
+		fallthrough
+	case class == rdHit:
+		if s.Requests != class {
+			t.Fatalf("%s: counted %+v, want %+v", what, s.Requests, class)
+		}
+	case s.Requests != class && s.Requests != rdPT:
+		t.Fatalf("%s: counted %+v, want %+v or rd_pt", what, s.Requests, class)
+	}
+	blocks := func(b uint64) uint64 { return (b + 4095) / 4096 }
+	b := s.Blocks
+	if !m.background {
+		if class == rdHit && mode != ocf.ModePT {
+			if b.CoreRd != 0 || b.CacheRd != blocks(uint64(n)) {
+				t.Fatalf("%s: a hit moved %+v, want everything from the cache", what, b)
+			}
+		} else if b.CoreRd != blocks(uint64(n)) || b.CacheRd < blocks(dirtyBytes) ||
+			(mode == ocf.ModeWO || mode == ocf.ModePT) && b.CacheRd != blocks(dirtyBytes) {
+			// (Other modes may clean lines to make room: more cache reads.)
+			t.Fatalf("%s: a miss moved %+v, want all from the core and %d dirty bytes from the cache", what, b, dirtyBytes)
+		}
+	}
+	if mode != ocf.ModeWO {
+		return
+	}
+	if b.CacheWr != 0 {
+		t.Fatalf("%s: wrote %d blocks to the cache", what, b.CacheWr)
+	}
+	after := co.SectorStates(off, n)
+	for k := range after {
+		if after[k].Valid != before[k].Valid || after[k].Dirty && !before[k].Dirty || !m.background && after[k] != before[k] {
+			t.Fatalf("%s: sector %d went from %+v to %+v; a wo read changes nothing", what, off/512+int64(k), before[k], after[k])
+		}
 	}
 }
 

@@ -19,7 +19,7 @@ type request struct {
 	dirtyAny  bool // some touched sector is dirty
 	dirtyAll  bool // every touched sector is dirty
 	occPct    int  // cache occupancy at lookup, percent (lookupLocked)
-	cacheFull bool // engine.md's "full" for sequential cutoff, once fullKnown
+	cacheFull bool // engine.md's "full" for sequential cutoff (free lines ≤ 512 + n), once fullKnown
 	fullKnown bool // occPct and cacheFull are set (see full)
 	// allocated is set once allocLocked ran: lines left empty by a failure
 	// must then be tidied (see tidy).
@@ -165,7 +165,7 @@ func (r *request) occupancyLocked() {
 	c := r.c
 	free := c.layout.numLines - c.occupiedLocked()
 	r.occPct = c.occupancyPctLocked()
-	r.cacheFull = uint64(free) < 512+r.n
+	r.cacheFull = uint64(free) <= 512+r.n // OCF's ocf_seq_cutoff_is_on
 	r.fullKnown = true
 }
 

@@ -3,10 +3,14 @@ package ocf
 import (
 	"fmt"
 	"sync"
+
+	"blockcache/internal/ocf/metadata"
 )
 
-// Sequential cutoff (engine.md): large sequential streams bypass the cache.
-// Each core tracks up to seqStreams streams, least recently used replaced.
+// Sequential cutoff (engine.md), OCF's rule: a request that starts where a
+// tracked stream of the same direction ended continues it, and is cut off
+// once the stream's bytes so far plus its own reach the threshold. Each core
+// tracks up to seqStreams streams, least recently used replaced.
 
 // SeqCutoffPolicy says when sequential streams bypass the cache.
 type SeqCutoffPolicy uint8
@@ -38,23 +42,32 @@ func ParseSeqCutoffPolicy(s string) (SeqCutoffPolicy, error) {
 	return 0, fmt.Errorf("sequential cutoff policy %q: %w (want always, full or never)", s, ErrInvalidConfig)
 }
 
-// Sequential cutoff defaults and limits.
+// Sequential cutoff defaults and limits. The defaults are the OCF
+// library's, which SPDK's OCF bdev keeps since it never sets them.
 const (
-	DefaultSeqCutoffThreshold      = 1 << 20 // bytes, Open CAS Linux's default
+	DefaultSeqCutoffThreshold      = 1024 // bytes
 	DefaultSeqCutoffPromotionCount = 8
 	MaxSeqCutoffThreshold          = 1<<32 - 1 // bytes (4 GiB less a byte: the field is 32 bits)
 	MaxSeqCutoffPromotionCount     = 65535
 	seqStreams                     = 128 // streams tracked per core, as OCF
+
+	// legacySeqCutoffThreshold is what a threshold of 0 in a core record
+	// meant when the default was Open CAS Linux's 1 MiB. Every record
+	// written since holds its value explicitly, so only an old record
+	// holds 0, and it keeps the 1 MiB it had.
+	legacySeqCutoffThreshold = 1 << 20
 )
 
 // SeqCutoffParams configure one core's sequential cutoff.
 type SeqCutoffParams struct {
 	Policy SeqCutoffPolicy
-	// ThresholdBytes: a stream is sequential once it has read or written
-	// this many consecutive bytes. 0 means the default.
+	// ThresholdBytes: a request that continues a stream is cut off when
+	// the stream's bytes plus its own reach this many. 0 means the default.
 	ThresholdBytes uint32
-	// PromotionCount: a stream must also have made this many requests since
-	// it (re)started. 0 means the default.
+	// PromotionCount is OCF's count of requests after which a stream moves
+	// from a per-queue table to the core's table. blockcache keeps one
+	// table per core, so it is recorded and shown but changes nothing that
+	// is cut off. 0 means the default.
 	PromotionCount uint32
 }
 
@@ -77,11 +90,26 @@ func (p SeqCutoffParams) withDefaults() (SeqCutoffParams, error) {
 	return p, nil
 }
 
-// seqStream is one tracked stream: the next byte it would touch.
+// recordedSeqCutoff returns the parameters a core record holds, as they
+// were meant when written: a 0 threshold is the old 1 MiB default, not
+// today's (see legacySeqCutoffThreshold).
+func recordedSeqCutoff(rec metadata.CoreRecord) (SeqCutoffParams, error) {
+	p := SeqCutoffParams{Policy: SeqCutoffPolicy(rec.SeqCutoff), ThresholdBytes: rec.SeqThreshold, PromotionCount: rec.SeqPromotionCount}
+	if p.ThresholdBytes == 0 {
+		p.ThresholdBytes = legacySeqCutoffThreshold
+	}
+	p, err := p.withDefaults()
+	if err != nil {
+		return p, fmt.Errorf("core record %d (%q): %w", rec.ID, rec.CoreName, err)
+	}
+	return p, nil
+}
+
+// seqStream is one tracked stream: the next byte it would touch and how
+// many bytes it has moved.
 type seqStream struct {
 	next       int64
 	bytes      uint64
-	reqs       uint32
 	write      bool
 	prev, succ int16 // LRU neighbours (-1: none)
 }
@@ -196,7 +224,9 @@ func (d *seqDetector) toFront(i int16) {
 }
 
 // observe records the request in the stream table and reports whether it
-// continues a stream that is now sequential, with the policy to apply.
+// continues a stream that, with it, reaches the threshold, with the policy
+// to apply. A request that starts no known stream starts one of its own
+// bytes and is never sequential itself.
 func (d *seqDetector) observe(off, length int64, write bool) (sequential bool, policy SeqCutoffPolicy) {
 	d.mu.Lock()
 	p := d.params
@@ -207,6 +237,7 @@ func (d *seqDetector) observe(off, length int64, write bool) (sequential bool, p
 	slot, i := d.find(off, write)
 	if i >= 0 {
 		d.unindex(slot)
+		sequential = d.streams[i].bytes+uint64(length) >= uint64(p.ThresholdBytes)
 	} else {
 		// A new stream replaces the least recently used one.
 		i = d.tail
@@ -214,14 +245,11 @@ func (d *seqDetector) observe(off, length int64, write bool) (sequential bool, p
 			oldSlot, _ := d.find(old.next, old.write)
 			d.unindex(oldSlot)
 		}
-		d.streams[i].bytes, d.streams[i].reqs = 0, 0
+		d.streams[i].bytes = 0
 	}
-	s := &d.streams[i]
 	d.reindex(i, off+length, write)
-	s.bytes += uint64(length)
-	s.reqs++
+	d.streams[i].bytes += uint64(length)
 	d.toFront(i)
-	sequential = s.bytes >= uint64(p.ThresholdBytes) && s.reqs >= p.PromotionCount
 	d.mu.Unlock()
 	return sequential, p.Policy
 }
