@@ -80,14 +80,26 @@ type Daemon struct {
 
 	stop     chan string // spdk_kill_instance's signal name
 	stopOnce sync.Once
+
+	// dirLock holds the data directory (nil with Bare) from the start of
+	// New until shutdown has closed every device (lock.go).
+	dirLock *dirLock
 }
 
-// New builds a daemon and opens its sockets; nothing is served until Run.
+// New builds a daemon, takes its data directory's lock (unless Bare; a
+// directory another daemon holds fails with ErrDataDirInUse before
+// anything is touched) and opens its sockets; nothing is served until Run.
 func New(cfg Config) (*Daemon, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, stop: make(chan string, 1)}
+	if !cfg.Bare {
+		var err error
+		if d.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	d.reg = bdev.NewRegistry()
 	d.ocf = vbdev.NewManager(d.reg, d.log)
 	d.nbd = nbd.NewServer(d.log)
@@ -96,11 +108,13 @@ func New(cfg Config) (*Daemon, error) {
 
 	var err error
 	if d.rpcListener, err = jsonrpc.Listen(cfg.RPCSocket); err != nil {
+		d.dirLock.release()
 		return nil, fmt.Errorf("rpc socket: %w", err)
 	}
 	if cfg.NBDListen != "" {
 		if d.nbdTCP, err = net.Listen("tcp", cfg.NBDListen); err != nil {
 			d.closeListeners()
+			d.dirLock.release()
 			return nil, fmt.Errorf("nbd listen %s: %w", cfg.NBDListen, err)
 		}
 	}
@@ -108,6 +122,7 @@ func New(cfg Config) (*Daemon, error) {
 		os.Remove(cfg.NBDSocket)
 		if d.nbdUnix, err = net.Listen("unix", cfg.NBDSocket); err != nil {
 			d.closeListeners()
+			d.dirLock.release()
 			return nil, fmt.Errorf("nbd socket %s: %w", cfg.NBDSocket, err)
 		}
 	}
@@ -255,6 +270,9 @@ func (d *Daemon) shutdown() error {
 	d.closeListeners()
 	if d.cfg.NBDSocket != "" {
 		os.Remove(d.cfg.NBDSocket)
+	}
+	if err := d.dirLock.release(); err != nil {
+		errs = append(errs, err)
 	}
 	err := errors.Join(errs...)
 	if err != nil {
