@@ -3,6 +3,7 @@ package malloc
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,8 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/excerpt"
+	"blockcache/internal/sysmem"
 )
 
 // Device is a block device held in memory. Discard zeroes the range.
@@ -29,6 +32,10 @@ type Device struct {
 	stripe     []chunkLock // a power of two, up to maxStripes
 }
 
+// pageBytes is the stride at which New touches the memory it allocates:
+// the smallest page size of the platforms Go runs on.
+const pageBytes = 4096
+
 // maxStripes is the most stripe locks a device has: 64 KiB of locks, so
 // that IO from different CPUs to different chunks rarely shares a lock.
 const maxStripes = 1024
@@ -43,19 +50,43 @@ type chunkLock struct {
 	_   [64 - 28]byte
 }
 
-// New returns a zero-filled device of numBlocks blocks of blockSize bytes.
+// New returns a zero-filled device of numBlocks blocks of blockSize bytes,
+// refusing a size the machine cannot give (see NewChecked).
 func New(name string, id uuid.UUID, blockSize uint32, numBlocks uint64) (*Device, error) {
+	return NewChecked(name, id, blockSize, numBlocks, sysmem.Probe{})
+}
+
+// NewChecked is New with the memory figures read through mem. Before
+// allocating it refuses a size that is zero or overflows a byte offset
+// (ErrInvalidIO, EINVAL) and one larger than mem says the process can still
+// get (a *sysmem.ShortError, ENOMEM), which would otherwise end the process
+// with "runtime: out of memory" or get it killed later. The memory is then
+// touched page by page, so that the kernel backs it now, as SPDK's pinned
+// allocation does, and the next check counts it as used: an allocation left
+// untouched would not show in MemAvailable, and device after device would
+// pass the check until writes filled them.
+func NewChecked(name string, id uuid.UUID, blockSize uint32, numBlocks uint64, mem sysmem.Probe) (*Device, error) {
 	if blockSize == 0 || blockSize%bdev.SectorSize != 0 {
-		return nil, fmt.Errorf("malloc %q: block size %d is not a multiple of %d: %w", name, blockSize, bdev.SectorSize, bdev.ErrInvalidIO)
+		return nil, fmt.Errorf("malloc %s: block size %d is not a multiple of %d: %w", excerpt.Quote(name), blockSize, bdev.SectorSize, bdev.ErrInvalidIO)
 	}
 	if numBlocks == 0 {
-		return nil, fmt.Errorf("malloc %q: zero blocks: %w", name, bdev.ErrInvalidIO)
+		return nil, fmt.Errorf("malloc %s: zero blocks: %w", excerpt.Quote(name), bdev.ErrInvalidIO)
+	}
+	if numBlocks > math.MaxInt64/uint64(blockSize) {
+		return nil, fmt.Errorf("malloc %s: %d blocks of %d bytes overflow a 64-bit byte size: %w", excerpt.Quote(name), numBlocks, blockSize, bdev.ErrInvalidIO)
+	}
+	size := int64(blockSize) * int64(numBlocks)
+	if err := mem.Check(size); err != nil {
+		return nil, fmt.Errorf("malloc %s of %d blocks of %d bytes: %w", excerpt.Quote(name), numBlocks, blockSize, err)
 	}
 	if id == uuid.Nil {
 		id = uuid.New()
 	}
 	d := &Device{info: bdev.Info{Name: name, UUID: id, ProductName: "Malloc disk", BlockSize: blockSize, NumBlocks: numBlocks}}
-	data := make([]byte, int64(blockSize)*int64(numBlocks))
+	data := make([]byte, size)
+	for i := 0; i < len(data); i += pageBytes {
+		data[i] = 0
+	}
 	d.data.Store(&data)
 	d.chunk = chunkBytes(int64(blockSize))
 	if d.chunk&(d.chunk-1) == 0 {

@@ -43,6 +43,8 @@ func TestNew(t *testing.T) {
 		{"block size not a sector multiple", 1000, 8, false},
 		{"block size below a sector", 256, 8, false},
 		{"zero blocks", 512, 0, false},
+		{"2^55 blocks wrap to 0 bytes", 512, 1 << 55, false},
+		{"one block past int64", 4096, 1<<63/4096 + 1, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
