@@ -19,13 +19,26 @@ import (
 const (
 	exitDamaged    = 1 // the metadata is damaged, or the device could not be read
 	exitNoMetadata = 2 // the device holds no cache
+	exitInUse      = 3 // a daemon (or another program) holds the device
 )
 
 // openCacheDevice opens a cache device (an image file or a block device)
-// read-only, with the 512-byte blocks the engine reads it in. The device
-// is named after the file, so that errors naming it stay short.
+// read-only, with the 512-byte blocks the engine reads it in, under a
+// shared lock: it fails with file.ErrInUse while a daemon holds the device,
+// and keeps a daemon from taking it while open. The device is named after
+// the file, so that errors naming it stay short.
 func openCacheDevice(path string) (*file.Device, error) {
 	return file.Open(filepath.Base(path), path, file.Options{ReadOnly: true, BlockSize: metadata.SectorBytes})
+}
+
+// openFailed reports a device an offline tool could not open. A device in
+// use says so, and what to do, and exits with exitInUse.
+func openFailed(cmd *cobra.Command, tool, path string, err error) error {
+	if errors.Is(err, file.ErrInUse) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "blockcache: %s %s: %v; stop the daemon, or delete the bdev on it (bdev_aio_delete), first\n", tool, path, err)
+		return exitError{exitInUse}
+	}
+	return fmt.Errorf("%s %s: %w", tool, path, err)
 }
 
 // superblockCopy names the copy a superblock of sequence seq is written to
@@ -54,10 +67,12 @@ terminal (or with --progress).
 
 Exit status: 0 when the metadata is sound; 1 when it is damaged (the message
 names the damaged region, e.g. the entry sector and the lines it holds) or
-DEVICE cannot be read; 2 when DEVICE holds no cache at all.
+DEVICE cannot be read; 2 when DEVICE holds no cache at all; 3 when DEVICE is
+in use.
 
-The cache device of a running daemon is a moving target: check it while the
-daemon is stopped.`,
+The cache device of a running daemon is a moving target: DEVICE is opened
+with a shared lock, which fails while a daemon holds it (the message names
+the daemon's pid); stop the daemon first.`,
 		Example: `  blockcache check ./blockcache-data/cache.img`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -75,7 +90,7 @@ func runCheck(cmd *cobra.Command, path string, forceProgress bool, progressAfter
 	stderr := cmd.ErrOrStderr()
 	dev, err := openCacheDevice(path)
 	if err != nil {
-		return fmt.Errorf("check %s: %w", path, err)
+		return openFailed(cmd, "check", path, err)
 	}
 	defer dev.Close()
 	pv := newProgressView(stderr, "load "+dev.Info().Name, "sectors", forceProgress, progressAfter)

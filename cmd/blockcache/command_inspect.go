@@ -39,7 +39,8 @@ goes on.
 
 Exit status: 0 when a current superblock was found (even if entry sectors
 are damaged: check gives the verdict); 1 when neither copy is valid or
-DEVICE cannot be read; 2 when DEVICE holds no cache at all.`,
+DEVICE cannot be read; 2 when DEVICE holds no cache at all; 3 when DEVICE is
+in use (a daemon holds it: stop the daemon first).`,
 		Example: `  blockcache inspect ./blockcache-data/cache.img
   blockcache inspect ./blockcache-data/cache.img --entries --json | jq '.entries.lines[] | select(.dirty_sectors > 0)'`,
 		Args: cobra.ExactArgs(1),
@@ -162,7 +163,7 @@ func runInspect(cmd *cobra.Command, path string, withEntries, asJSON bool) error
 	stderr := cmd.ErrOrStderr()
 	dev, err := openCacheDevice(path)
 	if err != nil {
-		return fmt.Errorf("inspect %s: %w", path, err)
+		return openFailed(cmd, "inspect", path, err)
 	}
 	defer dev.Close()
 	devBytes := dev.Info().SizeBytes()
