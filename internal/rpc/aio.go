@@ -10,7 +10,9 @@ import (
 
 // aioParams are bdev_aio_create's parameters; rpc.py always sends readonly,
 // fallocate and nowait. The file bdev serves them with pread/pwrite; nowait
-// and fallocate are accepted and recorded.
+// and fallocate are accepted and recorded. The bdev holds its file alone
+// for its life: a file held elsewhere is refused with -16 (file.ErrInUse
+// wraps EBUSY), anything but a regular file or block device with -22.
 type aioParams struct {
 	Name      string `json:"name" rpc:"required"`
 	Filename  string `json:"filename" rpc:"required"`
