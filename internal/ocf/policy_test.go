@@ -2,6 +2,7 @@ package ocf_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"blockcache/internal/ocf"
@@ -56,9 +57,9 @@ func TestNHitPromotion(t *testing.T) {
 	}
 }
 
-// TestSeqCutoff: a sequential stream past the threshold (and promotion
-// count) bypasses the cache while random IO does not; "full" only cuts off
-// when the cache is full, "never" never.
+// TestSeqCutoff: the requests of a sequential stream from the one that
+// takes it to the threshold on bypass the cache while random IO does not;
+// "full" only cuts off when the cache is full, "never" never.
 func TestSeqCutoff(t *testing.T) {
 	env := ocftest.New(t, ocftest.Options{Lines: 64, Mode: ocf.ModeWT, CoreBytes: 4 << 20})
 	c, co := env.Cache, env.Cores[0]
@@ -110,5 +111,52 @@ func TestSeqCutoff(t *testing.T) {
 	}
 	if p := co.SeqCutoff(); p.Policy != ocf.SeqCutoffNever || p.ThresholdBytes != 16<<10 {
 		t.Errorf("seq cutoff params %+v", p)
+	}
+}
+
+// TestSeqCutoffDefaultsAsSPDK: a new core has OCF's library defaults (full,
+// 1 KiB, 8), so the second request of any stream goes pass-through when the
+// cache is full, that is when at most 512 + 1 lines are free (OCF's <=), as
+// on SPDK's OCF bdev; nothing is cut off in a cache with room.
+func TestSeqCutoffDefaultsAsSPDK(t *testing.T) {
+	for _, lines := range []int{16, 514, 515, 1024} {
+		t.Run(fmt.Sprintf("%d lines", lines), func(t *testing.T) {
+			env := ocftest.New(t, ocftest.Options{Lines: lines, Mode: ocf.ModeWT, CoreBytes: 1 << 20})
+			if n := env.Cache.NumLines(); n != lines {
+				t.Fatalf("cache of %d lines, want %d", n, lines)
+			}
+			co := env.Cores[0]
+			if got, want := co.SeqCutoff(), (ocf.SeqCutoffParams{Policy: ocf.SeqCutoffFull, ThresholdBytes: 1024, PromotionCount: 8}); got != want {
+				t.Fatalf("new core's sequential cutoff %+v, want %+v", got, want)
+			}
+			buf := make([]byte, 4096)
+			occupied := 0
+			for _, step := range []struct {
+				write, second bool
+				off           int64
+			}{{true, false, 0}, {true, true, 4096}, {false, false, 65536}, {false, true, 69632}} {
+				cut := step.second && lines-occupied <= 512+1
+				if !cut {
+					occupied++ // a miss, inserted
+				}
+				co.ResetStats()
+				op, err := "read", error(nil)
+				if step.write {
+					op, err = "write", co.WriteAt(buf, step.off, false)
+				} else {
+					err = co.ReadAt(buf, step.off)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := co.Stats().Requests
+				if got := r.RdPT+r.WrPT == 1; got != cut {
+					t.Errorf("%s at %d: counted %+v, want cut off %v", op, step.off, r, cut)
+				}
+			}
+			if want := uint64(occupied); env.Cache.Stats().Usage.Occupancy != want {
+				t.Errorf("occupancy %d, want %d", env.Cache.Stats().Usage.Occupancy, want)
+			}
+		})
 	}
 }

@@ -558,18 +558,20 @@ type refDetector struct {
 }
 
 type refStream struct {
-	next        int64
-	write       bool
-	bytes, reqs uint64
+	next  int64
+	write bool
+	bytes uint64
 }
 
 func (r *refDetector) bypass(p SeqCutoffParams, off, length int64, write, cacheFull bool) bool {
 	r.clock++
 	var s *refStream
+	sequential := false
 	for age, st := range r.streams {
 		if st.next == off && st.write == write {
 			s = st
 			delete(r.streams, age)
+			sequential = s.bytes+uint64(length) >= uint64(p.ThresholdBytes)
 			break
 		}
 	}
@@ -592,15 +594,15 @@ func (r *refDetector) bypass(p SeqCutoffParams, off, length int64, write, cacheF
 	}
 	s.next, s.write = off+length, write
 	s.bytes += uint64(length)
-	s.reqs++
 	r.streams[r.clock] = s
-	sequential := s.bytes >= uint64(p.ThresholdBytes) && s.reqs >= uint64(p.PromotionCount)
 	return sequential && (p.Policy == SeqCutoffAlways || cacheFull)
 }
 
 func TestSeqDetectorMatchesMapModel(t *testing.T) {
-	p := SeqCutoffParams{Policy: SeqCutoffAlways, ThresholdBytes: 8192, PromotionCount: 2}
 	for seed := range uint64(20) {
+		// Thresholds below, within and above one request's size; the
+		// promotion count must not matter.
+		p := SeqCutoffParams{Policy: SeqCutoffAlways, ThresholdBytes: []uint32{1024, 8192, 40960}[seed%3], PromotionCount: []uint32{1, 8, 65535}[seed%5%3]}
 		rng := rand.New(rand.NewPCG(seed, 7))
 		d := newSeqDetector(p)
 		ref := &refDetector{streams: map[int]*refStream{}}
