@@ -25,6 +25,18 @@
 // the JSON-RPC 2.0 superset). Methods return their own codes, including
 // SPDK's "-errno, strerror(errno)" errors (ErrnoError).
 //
+// # Limits
+//
+// One client cannot make the server hold much: a request (a top-level value,
+// a whole batch included) of more than Options.MaxRequestBytes (4 MiB) is
+// answered with -32700 and the connection closed; a connection buffers at
+// most 64 KiB of a request unless it holds one of Options.MaxLargeRequests
+// (2) server-wide slots, which it must fill within
+// Options.LargeRequestTimeout (30 s); an id longer than 128 bytes (SPDK's
+// limit) or a batch of more than 128 requests is -32600. Error messages
+// quote client input as excerpts (internal/excerpt), and every error's
+// message and data are cut to 512 bytes.
+//
 // # States
 //
 // Like SPDK, the server is in a State: StateStartup until the framework is

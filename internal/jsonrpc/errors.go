@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"syscall"
+
+	"blockcache/internal/excerpt"
 )
 
 // JSON-RPC 2.0 error codes, and SPDK's -32604 for a method called in the
@@ -54,6 +56,19 @@ func (e *Error) Error() string {
 // Errorf returns an Error with the given code and a formatted message.
 func Errorf(code int, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// bounded returns e, or a copy whose message and data are cut to
+// maxErrorText bytes each, keeping head and tail, so that no reply carries
+// much of what a client sent whatever a handler quoted.
+func (e *Error) bounded() *Error {
+	if len(e.Message) <= maxErrorText && len(e.Data) <= maxErrorText {
+		return e
+	}
+	c := *e
+	c.Message = excerpt.Text(c.Message, maxErrorText)
+	c.Data = excerpt.Text(c.Data, maxErrorText)
+	return &c
 }
 
 // WithData returns a copy of e carrying data as its "data" member.

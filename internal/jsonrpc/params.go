@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"blockcache/internal/excerpt"
 )
 
 // DecodeParams decodes a method's params into dst, a non-nil pointer
@@ -69,12 +71,18 @@ func (e *paramError) Error() string {
 	if e.path == "" {
 		return "params: " + e.msg
 	}
-	return fmt.Sprintf("parameter %q: %s", e.path, e.msg)
+	return "parameter " + excerpt.Quote(e.path) + ": " + e.msg
 }
 
+// perrf builds a paramError. Messages quote what failed through literal or
+// excerpt.Quote; the cut to maxParamMsg catches errors of other packages
+// (an UnmarshalJSON method's, say) that quote more.
 func perrf(path, format string, args ...any) error {
-	return &paramError{path: path, msg: fmt.Sprintf(format, args...)}
+	return &paramError{path: path, msg: excerpt.Text(fmt.Sprintf(format, args...), maxParamMsg)}
 }
+
+// maxParamMsg bounds what a paramError says about the value.
+const maxParamMsg = 256
 
 func join(path, key string) string {
 	if path == "" {
@@ -236,7 +244,7 @@ func decodeValue(raw []byte, v reflect.Value, path string) error {
 		}
 		f, err := strconv.ParseFloat(strings.TrimSpace(string(raw)), t.Bits())
 		if err != nil {
-			return perrf(path, "%s out of range for float%d", strings.TrimSpace(string(raw)), t.Bits())
+			return perrf(path, "%s out of range for float%d", literal(strings.TrimSpace(string(raw))), t.Bits())
 		}
 		v.SetFloat(f)
 		return nil
@@ -417,7 +425,7 @@ func buildStructInfo(t reflect.Type) *structInfo {
 // zeros of the significand are folded into a negative exponent, and a
 // positive exponent is multiplied into the significand while it fits.
 func splitNumber(lit string) (neg bool, sig uint64, exp int64, err error) {
-	errRange := fmt.Errorf("%s out of range", lit)
+	errRange := fmt.Errorf("%s out of range", literal(lit))
 	s := lit
 	if strings.HasPrefix(s, "-") {
 		neg = true
@@ -454,7 +462,7 @@ func splitNumber(lit string) (neg bool, sig uint64, exp int64, err error) {
 				fracDigits++
 			}
 		default:
-			return false, 0, 0, fmt.Errorf("%q is not a number", lit)
+			return false, 0, 0, fmt.Errorf("%s is not a number", excerpt.Quote(lit))
 		}
 	}
 	if expDigits > math.MaxInt64 {
@@ -486,7 +494,7 @@ func numberToUint(lit string, bits int) (uint64, error) {
 		return 0, err
 	}
 	if exp != 0 || neg || (bits < 64 && sig > 1<<bits-1) {
-		return 0, fmt.Errorf("%s is not a uint%d", lit, bits)
+		return 0, fmt.Errorf("%s is not a uint%d", literal(lit), bits)
 	}
 	return sig, nil
 }
@@ -499,10 +507,19 @@ func numberToInt(lit string, bits int) (int64, error) {
 	}
 	limit := uint64(1) << (bits - 1) // |min|; max is limit-1
 	if exp != 0 || (neg && sig > limit) || (!neg && sig >= limit) {
-		return 0, fmt.Errorf("%s is not an int%d", lit, bits)
+		return 0, fmt.Errorf("%s is not an int%d", literal(lit), bits)
 	}
 	if neg {
 		return -int64(sig-1) - 1, nil
 	}
 	return int64(sig), nil
+}
+
+// literal is a number literal as messages quote it: as it is, or an
+// excerpt if it is long.
+func literal(lit string) string {
+	if len(lit) <= excerpt.MaxBytes {
+		return lit
+	}
+	return excerpt.Quote(lit)
 }

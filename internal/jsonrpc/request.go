@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"blockcache/internal/excerpt"
 	"blockcache/internal/jsonrpc/jsontext"
 )
 
@@ -35,16 +36,25 @@ func errorResponse(id json.RawMessage, e *Error) *response {
 	if id == nil {
 		id = jsonNull
 	}
-	return &response{JSONRPC: "2.0", ID: id, Error: e}
+	return &response{JSONRPC: "2.0", ID: id, Error: e.bounded()}
+}
+
+// idBytes is the length of an id as SPDK measures it: a string's without
+// its quotes, a number's literal.
+func idBytes(val json.RawMessage) int {
+	if kindOf(val) == kindString {
+		return len(val) - 2
+	}
+	return len(val)
 }
 
 // parseRequest validates one request object the way SPDK's
 // parse_single_request does: "method" must be a string; "jsonrpc", if
 // present, must be "2.0" (SPDK accepts it absent); "id" must be a string,
-// number or null; "params" an object, array or null; no other member and no
-// member twice. On failure it returns CodeInvalidRequest, and req.id holds
-// whatever valid id it read, so the error can still be matched to the
-// request.
+// number or null of at most maxIDBytes; "params" an object, array or null;
+// no other member and no member twice. On failure it returns
+// CodeInvalidRequest, and req.id holds whatever valid id it read, so the
+// error can still be matched to the request.
 func parseRequest(raw []byte) (request, *Error) {
 	var req request
 	var reason string // the first problem found
@@ -57,7 +67,7 @@ func parseRequest(raw []byte) (request, *Error) {
 	// Walk every member even after a problem, to find the id.
 	err := objectMembers(raw, func(key string, val json.RawMessage) error {
 		if seen[key] {
-			fail("duplicate member %q", key)
+			fail("duplicate member %s", excerpt.Quote(key))
 			if key == "id" {
 				req.id = nil
 			}
@@ -83,14 +93,16 @@ func parseRequest(raw []byte) (request, *Error) {
 				fail(`"params" must be an object or an array`)
 			}
 		case "id":
-			switch kindOf(val) {
-			case kindString, kindNumber, kindNull:
+			switch k := kindOf(val); {
+			case (k == kindString || k == kindNumber) && idBytes(val) > maxIDBytes:
+				fail(`"id" of %d bytes is longer than %d`, idBytes(val), maxIDBytes)
+			case k == kindString, k == kindNumber, k == kindNull:
 				req.id = val
 			default:
 				fail(`"id" must be a string, a number or null`)
 			}
 		default:
-			fail("unknown member %q", key)
+			fail("unknown member %s", excerpt.Quote(key))
 		}
 		return nil
 	})
@@ -124,6 +136,10 @@ func (s *Server) handleValue(ctx context.Context, raw []byte) []byte {
 		}
 		if len(elems) == 0 {
 			return s.encode(errorResponse(nil, &Error{Code: CodeInvalidRequest, Message: MsgInvalidRequest, Data: "empty batch"}))
+		}
+		if len(elems) > maxBatch {
+			return s.encode(errorResponse(nil, &Error{Code: CodeInvalidRequest, Message: MsgInvalidRequest,
+				Data: fmt.Sprintf("batch of %d requests; at most %d are allowed", len(elems), maxBatch)}))
 		}
 		var replies []*response
 		for _, e := range elems {
@@ -161,7 +177,7 @@ func (s *Server) handleRequest(ctx context.Context, raw []byte) *response {
 		if err != nil {
 			code = err.Code
 		}
-		s.log.Debug("rpc", "method", req.method, "id", string(req.id), "code", code, "took", time.Since(start))
+		s.log.Debug("rpc", "method", excerpt.Quote(req.method), "id", string(req.id), "code", code, "took", time.Since(start))
 	}
 	if req.id == nil {
 		return nil
@@ -181,8 +197,8 @@ func (s *Server) call(ctx context.Context, req request) (result json.RawMessage,
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("rpc handler panicked", "method", req.method, "panic", p, "stack", string(debug.Stack()))
-			result, rerr = nil, &Error{Code: CodeInternalError, Message: MsgInternalError, Data: fmt.Sprintf("panic: %v", p)}
+			s.log.Error("rpc handler panicked", "method", req.method, "panic", excerpt.Text(fmt.Sprint(p), maxErrorText), "stack", string(debug.Stack()))
+			result, rerr = nil, (&Error{Code: CodeInternalError, Message: MsgInternalError, Data: fmt.Sprintf("panic: %v", p)}).bounded()
 		}
 	}()
 	v, err := m.handler(ctx, req.params)
@@ -199,12 +215,13 @@ func (s *Server) call(ctx context.Context, req request) (result json.RawMessage,
 
 // toError maps a handler's error to the error sent: an *Error anywhere in the
 // chain is sent as is, anything else as CodeInternalError with its text.
+// Either way message and data are bounded (see Error.bounded).
 func toError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) && e != nil {
-		return e
+		return e.bounded()
 	}
-	return &Error{Code: CodeInternalError, Message: err.Error()}
+	return (&Error{Code: CodeInternalError, Message: err.Error()}).bounded()
 }
 
 // encode marshals a reply and re-encodes it as SPDK's writer would.

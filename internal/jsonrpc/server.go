@@ -13,10 +13,6 @@ import (
 	"time"
 )
 
-// DefaultMaxRequestBytes caps one request (one top-level JSON value,
-// including a whole batch) unless Options.MaxRequestBytes says otherwise.
-const DefaultMaxRequestBytes = 64 << 20
-
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("jsonrpc: server closed")
 
@@ -28,6 +24,15 @@ type Options struct {
 	// answered with a parse error and the connection is closed. 0 means
 	// DefaultMaxRequestBytes.
 	MaxRequestBytes int64
+	// MaxLargeRequests bounds how many requests of more than 64 KiB are
+	// read and handled at once across all connections; others wait. 0
+	// means DefaultMaxLargeRequests.
+	MaxLargeRequests int
+	// LargeRequestTimeout is how long a request of more than 64 KiB may
+	// take to arrive once its turn came; a slower one is answered with a
+	// parse error and its connection closed. 0 means
+	// DefaultLargeRequestTimeout.
+	LargeRequestTimeout time.Duration
 	// OmitErrorData drops the "data" member from error replies, making them
 	// byte-identical to SPDK's.
 	OmitErrorData bool
@@ -56,8 +61,14 @@ type Server struct {
 	cancel  context.CancelFunc
 
 	// closing is set by Shutdown and Close; connections finish the request
-	// in hand and exit.
+	// in hand and exit. done is closed at the same time, for those waiting
+	// on largeSlots.
 	closing atomic.Bool
+	done    chan struct{}
+
+	// largeSlots holds a token per request of more than smallRequestBytes
+	// being read or handled (see requestReader).
+	largeSlots chan struct{}
 
 	mu struct {
 		sync.Mutex
@@ -73,6 +84,12 @@ func NewServer(opts Options) *Server {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = DefaultMaxRequestBytes
 	}
+	if opts.MaxLargeRequests <= 0 {
+		opts.MaxLargeRequests = DefaultMaxLargeRequests
+	}
+	if opts.LargeRequestTimeout <= 0 {
+		opts.LargeRequestTimeout = DefaultLargeRequestTimeout
+	}
 	if opts.InitialState == 0 {
 		opts.InitialState = StateStartup
 	}
@@ -83,6 +100,8 @@ func NewServer(opts Options) *Server {
 	s.reg.methods = map[string]*method{}
 	s.state.Store(uint32(opts.InitialState))
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.done = make(chan struct{})
+	s.largeSlots = make(chan struct{}, opts.MaxLargeRequests)
 	s.mu.listeners = map[net.Listener]struct{}{}
 	s.mu.conns = map[net.Conn]struct{}{}
 	return s
@@ -176,19 +195,41 @@ func (s *Server) serveConn(nc net.Conn) {
 	if err != nil && !s.closing.Load() {
 		s.log.Debug("jsonrpc connection closed", "err", err)
 	}
+	if errors.Is(err, errTooLarge) {
+		discardUnread(nc)
+	}
 }
 
-// errTooLarge ends a connection whose current request exceeds the cap.
-var errTooLarge = errors.New("request too large")
+// discardUnread reads and drops what the client is still sending, for up
+// to a second, before the connection is closed: closing a TCP socket with
+// unread data resets it, and the reset can destroy the error reply before
+// the client reads it. Nothing read is kept.
+func discardUnread(nc net.Conn) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite() //nolint:errcheck // best effort
+	}
+	nc.SetReadDeadline(time.Now().Add(time.Second)) //nolint:errcheck
+	var buf [32 << 10]byte
+	for {
+		if _, err := nc.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
 
 // serveStream reads JSON values from r and writes a reply to w for each that
 // needs one. It returns nil when r ends cleanly between values, and an error
 // after a parse error (which is answered first: a JSON stream cannot be
 // resynchronized, so SPDK closes the connection too), a write error, or
 // shutdown.
+//
+// Requests of more than smallRequestBytes are read and handled holding a
+// large-request slot (see requestReader); the slot is given back before the
+// reply is written, so a client that does not read its replies holds none.
 func (s *Server) serveStream(ctx context.Context, r io.Reader, w io.Writer) error {
-	lr := &limitedReader{r: r, max: s.opts.MaxRequestBytes}
-	dec := json.NewDecoder(lr)
+	rr := newRequestReader(s, r)
+	defer rr.release()
+	dec := json.NewDecoder(rr)
 	for {
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
@@ -197,8 +238,10 @@ func (s *Server) serveStream(ctx context.Context, r io.Reader, w io.Writer) erro
 			}
 			return s.readFailed(w, err)
 		}
-		lr.start = dec.InputOffset()
-		if reply := s.handleValue(ctx, raw); reply != nil {
+		reply := s.handleValue(ctx, raw)
+		raw = nil
+		dec = rr.next(dec)
+		if reply != nil {
 			if _, err := w.Write(append(reply, '\n')); err != nil {
 				return err
 			}
@@ -223,36 +266,16 @@ func (s *Server) readFailed(w io.Writer, err error) error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		data = "connection closed in the middle of a JSON value"
 	case errors.Is(err, errTooLarge):
-		data = fmt.Sprintf("request exceeds %d bytes", s.opts.MaxRequestBytes)
+		data = fmt.Sprintf("request exceeds %d bytes; closing the connection", s.opts.MaxRequestBytes)
+	case errors.Is(err, errSlowRequest):
+		data = fmt.Sprintf("request of more than %d bytes not complete within %v; closing the connection", smallRequestBytes, s.opts.LargeRequestTimeout)
 	default:
 		return err // a read error: nobody to answer
 	}
 	s.log.Debug("jsonrpc parse error; closing connection", "reason", data)
 	reply := s.encode(errorResponse(nil, &Error{Code: CodeParseError, Message: MsgParseError, Data: data}))
 	w.Write(append(reply, '\n')) //nolint:errcheck // closing anyway
-	return fmt.Errorf("parse error: %s", data)
-}
-
-// limitedReader fails once the value being decoded has used more than max
-// bytes. start is the stream offset where that value began.
-type limitedReader struct {
-	r     io.Reader
-	read  int64 // bytes returned so far
-	start int64
-	max   int64
-}
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	room := l.start + l.max - l.read
-	if room <= 0 {
-		return 0, errTooLarge
-	}
-	if int64(len(p)) > room {
-		p = p[:room]
-	}
-	n, err := l.r.Read(p)
-	l.read += int64(n)
-	return n, err
+	return fmt.Errorf("parse error: %s: %w", data, err)
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, lets every
@@ -297,7 +320,9 @@ func (s *Server) Close() error {
 func (s *Server) beginClose() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closing.Store(true)
+	if !s.closing.Swap(true) {
+		close(s.done)
+	}
 	for l := range s.mu.listeners {
 		l.Close()
 		delete(s.mu.listeners, l)
