@@ -11,6 +11,7 @@ import (
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/ocf/metadata"
+	"blockcache/internal/sysmem"
 )
 
 // Config configures a cache instance.
@@ -38,6 +39,10 @@ type Config struct {
 	Cleaning *CleaningParams
 	// Clock gives the cleaning policies the time; nil means SystemClock.
 	Clock Clock
+	// Memory tells how much memory the process can still get, which the
+	// cache's metadata must fit in (see MemoryNeeded); the zero value reads
+	// the real /proc and /sys.
+	Memory sysmem.Probe
 }
 
 // Cache is a cache instance: one cache device shared by one or more cores.
@@ -127,6 +132,9 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	}
 	lay, err := computeLayout(info.SizeBytes(), cfg.LineSize)
 	if err != nil {
+		return nil, fmt.Errorf("cache device %q: %w", info.Name, err)
+	}
+	if err := checkMemory(cfg.Memory, info.SizeBytes(), cfg.LineSize); err != nil {
 		return nil, fmt.Errorf("cache device %q: %w", info.Name, err)
 	}
 	c := &Cache{
