@@ -259,7 +259,8 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	}
 	vol := cfg.Volume
 	vol.BlockSize, vol.NumBlocks = info.BlockSize, info.NumBlocks
-	record := metadata.CoreRecord{ID: uint16(cfg.ID), SizeBytes: uint64(info.SizeBytes()), VolumeUUID: vol.UUID, CoreName: info.Name, VolumeName: vol.Name}
+	record := metadata.CoreRecord{ID: uint16(cfg.ID), SizeBytes: uint64(info.SizeBytes()), VolumeUUID: vol.UUID, CoreName: info.Name, VolumeName: vol.Name,
+		Identity: bdev.IdentityOf(cfg.Device)}
 
 	c.mu.Lock()
 	if c.mu.stopped {
