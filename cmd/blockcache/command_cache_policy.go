@@ -94,15 +94,17 @@ func newCacheSetSeqCutoffCmd(o *clientOpts) *cobra.Command {
 		"Set the sequential cutoff of the volume NAME (bdev_ocf_set_seqcutoff)",
 		`Set when sequential streams on the volume NAME bypass the cache
 (bdev_ocf_set_seqcutoff): always, full (only when the cache is full; the
-default) or never. A stream counts as sequential once it has moved
---threshold-kib KiB (1..4194304, default 1024) in --promotion-count requests
-(1..65535, default 8). A flag not given leaves its value unchanged. The
-cutoff is the volume's own, not shared with other volumes on its cache.`,
+default) or never. A request that continues a stream (starts where it
+ended, same direction) is cut off once the stream's bytes plus its own reach
+--threshold-kib KiB (1..4194304, default 1). --promotion-count (1..65535,
+default 8) is recorded and shown, as SPDK takes it; it does not change what
+is cut off. A flag not given leaves its value unchanged. The cutoff is the
+volume's own, not shared with other volumes on its cache.`,
 		`  blockcache cache set-seqcutoff Cache1 --policy always --threshold-kib 512`,
 		"bdev_ocf_set_seqcutoff", "sequential cutoff", seqCutoffPolicies,
 		[]*uintFlag{
 			{flag: "threshold-kib", key: "threshold", usage: "sequential stream threshold in KiB, 1..4194304 (default: unchanged)"},
-			{flag: "promotion-count", key: "promotion_count", usage: "requests before a stream is sequential, 1..65535 (default: unchanged)"},
+			{flag: "promotion-count", key: "promotion_count", usage: "OCF's stream promotion count, 1..65535 (default: unchanged)"},
 		})
 }
 

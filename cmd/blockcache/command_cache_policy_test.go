@@ -57,7 +57,7 @@ var defaultPolicyRows = map[string]string{
 	"promotion insertion-threshold":    "3",
 	"promotion trigger-threshold":      "80 %",
 	"seqcutoff policy":                 "full",
-	"seqcutoff threshold-kib":          "1024 KiB",
+	"seqcutoff threshold-kib":          "1 KiB",
 	"seqcutoff promotion-count":        "8",
 }
 
@@ -77,7 +77,7 @@ func TestCachePolicyCommands(t *testing.T) {
 		} `json:"seqcutoff"`
 	}
 	out := d.ok(t, "cache", "policies", "C0", "--json")
-	if err := json.Unmarshal([]byte(out), &js); err != nil || string(js.Cleaning["policy"]) != `"alru"` || js.SeqCutoff.Threshold != 1024 {
+	if err := json.Unmarshal([]byte(out), &js); err != nil || string(js.Cleaning["policy"]) != `"alru"` || js.SeqCutoff.Threshold != 1 {
 		t.Errorf("cache policies --json: %v\n%s", err, out)
 	}
 	if k := orderedKeys(t, out); !slices.Equal(k, []string{"cleaning", "promotion", "seqcutoff"}) {

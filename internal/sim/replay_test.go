@@ -79,8 +79,9 @@ func replay(t *testing.T, reqs []Request, p Policy, cfg Config) Result {
 }
 
 // TestSeqCutoffBypassesScans: with sequential cutoff always, scans go
-// pass-through once they are 1 MiB long (the threshold), so fewer lines are
-// inserted and the random part hits more than with cutoff never.
+// pass-through from their second request on (with the 1 KiB default
+// threshold, any request that continues a stream reaches it), so fewer
+// lines are inserted and the random part hits more than with cutoff never.
 func TestSeqCutoffBypassesScans(t *testing.T) {
 	reqs, p, cfg := scanTestTrace(t)
 	for _, mode := range []ocf.Mode{ocf.ModeWT, ocf.ModeWB} {
@@ -90,8 +91,8 @@ func TestSeqCutoffBypassesScans(t *testing.T) {
 		if n.scanPT != 0 {
 			t.Errorf("%s: cutoff never: %d scan requests pass-through", mode, n.scanPT)
 		}
-		// All but the first MiB of each scan bypasses the cache.
-		cut := float64(p.ScanBytes-ocf.DefaultSeqCutoffThreshold) / float64(p.ScanBytes)
+		// All but the first request of each scan bypasses the cache.
+		cut := float64(p.ScanBytes-p.StreamRequestBytes) / float64(p.ScanBytes)
 		if float64(a.scanPT) < 0.95*cut*float64(a.scanReqs) {
 			t.Errorf("%s: cutoff always: %d of %d scan requests pass-through, want about %.0f%%", mode, a.scanPT, a.scanReqs, 100*cut)
 		}

@@ -18,7 +18,7 @@ import (
 const defaultPolicies = `{"cleaning":{"policy":"alru","alru":{"wake_up":20,"staleness_time":120,"flush_max_buffers":100,"activity_threshold":10000},` +
 	`"acp":{"wake_up":10,"flush_max_buffers":128}},` +
 	`"promotion":{"policy":"always","nhit":{"insertion_threshold":3,"trigger_threshold":80}},` +
-	`"seqcutoff":{"policy":"full","threshold":1024,"promotion_count":8}}`
+	`"seqcutoff":{"policy":"full","threshold":1,"promotion_count":8}}`
 
 // policiesResult is bdev_ocf_get_policies' result.
 type policiesResult struct {
@@ -162,7 +162,7 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 	}
 	seq(v0, map[string]any{"policy": "always", "threshold": 64, "promotion_count": 4})
 	checkSeq(v0, seqCutoffResult{"always", 64, 4})
-	checkSeq(v1, seqCutoffResult{"full", 1024, 8})
+	checkSeq(v1, seqCutoffResult{"full", 1, 8})
 	seq(v0, map[string]any{"policy": "never"}) // absent: unchanged
 	checkSeq(v0, seqCutoffResult{"never", 64, 4})
 	seq(v0, map[string]any{"policy": "full", "threshold": 0, "promotion_count": 0}) // 0: unchanged
@@ -290,8 +290,8 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 	checkConfigOrder(t, d.configEntries(t, "bdev"))
 
 	// Back to the defaults: the config is SPDK's shape again.
-	seq(v0, map[string]any{"policy": "full", "threshold": 1024, "promotion_count": 8})
-	seq(v1, map[string]any{"policy": "full", "threshold": 1024})
+	seq(v0, map[string]any{"policy": "full", "threshold": 1, "promotion_count": 8})
+	seq(v1, map[string]any{"policy": "full", "threshold": 1})
 	d.Call(t, "bdev_ocf_set_cleaning", map[string]any{"name": v1, "policy": "alru", "alru_wake_up": 20, "alru_staleness_time": 120,
 		"alru_flush_max_buffers": 100, "alru_activity_threshold": 10000, "acp_wake_up": 10, "acp_flush_max_buffers": 128})
 	d.Call(t, "bdev_ocf_set_promotion", map[string]any{"name": v1, "policy": "always", "insertion_threshold": 3, "trigger_threshold": 80})
