@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -75,14 +74,11 @@ func (a *API) nbdStartDisk(_ context.Context, params json.RawMessage) (any, erro
 		return nil, err
 	}
 	if isKernelNBD(p.NBDDevice) {
-		// Attaching through the kernel needs the nbd module; where it is
-		// missing, say so rather than pretend.
-		if _, err := os.Stat(p.NBDDevice); err != nil {
-			return nil, jsonrpc.Errorf(-int(syscall.ENODEV), "nbd device not found").
-				WithData("%s: %v; the kernel nbd module is not available here: omit nbd_device to export over blockcache's NBD server", p.NBDDevice, err)
-		}
-		return nil, jsonrpc.Errorf(-int(syscall.ENODEV), "illegal nbd device %s", p.NBDDevice).
-			WithData("attaching kernel NBD devices is not supported; omit nbd_device to export over blockcache's NBD server")
+		// blockcache never attaches kernel NBD devices, on any host: the
+		// reply says so and where the export is reached instead.
+		return nil, jsonrpc.Errorf(-int(syscall.ENODEV), "kernel NBD devices are not supported: %s", p.NBDDevice).
+			WithData("blockcache exports bdevs over its own NBD server: omit nbd_device, and %s is reached at %s",
+				p.BdevName, a.svc.NBDURI(p.BdevName))
 	}
 	dev, err := a.svc.Registry.Lookup(p.BdevName)
 	if err != nil {

@@ -707,9 +707,11 @@ func TestRPCCompat(t *testing.T) {
 		d.expectError(t, "nbd_start_disk", map[string]any{"bdev_name": "N0"}, -16, "Device or resource busy")
 		d.expectError(t, "nbd_start_disk", map[string]any{"bdev_name": "Nope"}, -19, "No such device")
 		d.expectError(t, "nbd_start_disk", map[string]any{}, -32603, "spdk_json_decode_object failed")
-		if je := d.CallErr(t, "nbd_start_disk", map[string]any{"bdev_name": "N0", "nbd_device": "/dev/nbd0"}); je.Code != -19 ||
-			(je.Message != "nbd device not found" && je.Message != "illegal nbd device /dev/nbd0") {
-			t.Fatalf("nbd_start_disk on /dev/nbd0: %+v", je)
+		// Kernel NBD devices are refused wherever the node exists or not,
+		// with the URI the export is reached at instead.
+		if je := d.expectError(t, "nbd_start_disk", map[string]any{"bdev_name": "N0", "nbd_device": "/dev/nbd0"}, -19,
+			"kernel NBD devices are not supported: /dev/nbd0"); !strings.Contains(je.Data, "own NBD server") || !strings.Contains(je.Data, d.URI("N0")) {
+			t.Fatalf("nbd_start_disk on /dev/nbd0: data %q, want blockcache's NBD server and %s", je.Data, d.URI("N0"))
 		}
 		qemuIO(t, uri, "write -P 0x77 0 64k", "read -P 0x77 0 64k")
 		expectJSON(t, "nbd_stop_disk", d.Call(t, "nbd_stop_disk", map[string]any{"nbd_device": uri}), "true")
