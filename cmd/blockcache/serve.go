@@ -14,6 +14,7 @@ import (
 
 	"blockcache/internal/cpumask"
 	"blockcache/internal/daemon"
+	"blockcache/internal/nbd"
 )
 
 // DefaultRPCSocket is where the daemon listens for JSON-RPC, as SPDK's
@@ -52,6 +53,9 @@ empty and persists nothing, like an SPDK target.`,
 				}
 				cfg.Log.Info("pinned", "cpus", cpumask.String(set), "gomaxprocs", set.Count())
 			}
+			if err := checkNBDFlags(cfg.NBD); err != nil {
+				return err
+			}
 			cfg.Version = version
 			out := cmd.OutOrStdout()
 			cfg.OnReady = func(d *daemon.Daemon) { printHowToReach(out, d) }
@@ -71,11 +75,31 @@ empty and persists nothing, like an SPDK target.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "blockcache-data", "directory for persisted state and the embedded default's images")
 	f.StringVar(&cfg.NBDListen, "nbd-listen", "127.0.0.1:10809", "NBD TCP listen address (empty for none)")
 	f.StringVar(&cfg.NBDSocket, "nbd-socket", "", "NBD Unix socket path (empty for none)")
+	f.IntVar(&cfg.NBD.MaxConnections, "nbd-max-connections", nbd.DefaultMaxConnections, "NBD connections open at once, all listeners together; more are closed at once")
+	f.DurationVar(&cfg.NBD.HandshakeTimeout, "nbd-handshake-timeout", nbd.DefaultHandshakeTimeout, "disconnect an NBD client that has not finished negotiating after this long")
+	f.DurationVar(&cfg.NBD.PayloadTimeout, "nbd-payload-timeout", nbd.DefaultPayloadTimeout, "disconnect an NBD client whose WRITE payload has not arrived after this long")
+	f.Int64Var(&cfg.NBD.MaxInflightBytes, "nbd-max-inflight-bytes", nbd.DefaultMaxInflightBytes, "payload bytes held by NBD requests of all connections together; a request beyond it waits")
 	f.BoolVar(&cfg.Bare, "bare", false, "start with no bdevs and persist nothing, like an SPDK target")
 	f.BoolVar(&cfg.ShutdownFlush, "shutdown-flush", true, "write dirty data back to the cores at shutdown (false: keep it in the caches for a fast restart)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVarP(&mask, "cpumask", "m", "", "run on these CPUs only (SPDK's -m: a hex mask like 0x3 or a list like [0,2-3]), with one Go scheduler slot each; default: all CPUs")
 	return cmd
+}
+
+// checkNBDFlags refuses NBD bounds out of range, naming the flag (zero
+// would mean nbd's default, which is not what a user asking for 0 meant).
+func checkNBDFlags(o nbd.Options) error {
+	switch {
+	case o.MaxConnections < 1:
+		return fmt.Errorf("--nbd-max-connections %d: must be at least 1", o.MaxConnections)
+	case o.HandshakeTimeout <= 0:
+		return fmt.Errorf("--nbd-handshake-timeout %v: must be positive", o.HandshakeTimeout)
+	case o.PayloadTimeout <= 0:
+		return fmt.Errorf("--nbd-payload-timeout %v: must be positive", o.PayloadTimeout)
+	case o.MaxInflightBytes < nbd.MaxRequestBytes:
+		return fmt.Errorf("--nbd-max-inflight-bytes %d: must be at least %d, the largest NBD request", o.MaxInflightBytes, nbd.MaxRequestBytes)
+	}
+	return nil
 }
 
 // printHowToReach tells the user how to reach each export.

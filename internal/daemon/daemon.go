@@ -41,6 +41,10 @@ type Config struct {
 	NBDListen string
 	// NBDSocket is a Unix socket path for the NBD server; empty for none.
 	NBDSocket string
+	// NBD bounds what NBD clients can make the daemon hold (connections,
+	// negotiation and payload time, payload bytes in flight); zero fields
+	// take nbd's defaults.
+	NBD nbd.Options
 	// Bare starts with no bdevs and persists nothing, like an SPDK target.
 	Bare bool
 	// ShutdownFlush writes each cache's dirty data back to its cores at
@@ -93,7 +97,11 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Log, stop: make(chan string, 1)}
+	nbdServer, err := nbd.NewServer(cfg.Log, cfg.NBD)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Log, nbd: nbdServer, stop: make(chan string, 1)}
 	if !cfg.Bare {
 		var err error
 		if d.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
@@ -102,11 +110,9 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.reg = bdev.NewRegistry()
 	d.ocf = vbdev.NewManager(d.reg, d.log)
-	d.nbd = nbd.NewServer(d.log)
 	d.rpc = jsonrpc.NewServer(jsonrpc.Options{Logger: d.log})
 	d.rpc.SetState(jsonrpc.StateRuntime)
 
-	var err error
 	if d.rpcListener, err = jsonrpc.Listen(cfg.RPCSocket); err != nil {
 		d.dirLock.release()
 		return nil, fmt.Errorf("rpc socket: %w", err)

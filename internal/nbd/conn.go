@@ -20,6 +20,7 @@ var (
 	errHangup        = errors.New("client hung up")
 	errClosedBySrv   = errors.New("closed by server (export removed or shutdown)")
 	errServerClosing = errors.New("server is shutting down")
+	errSlowPayload   = errors.New("WRITE payload not received within the payload timeout")
 )
 
 // conn is one client connection, from accept to close.
@@ -76,6 +77,9 @@ type conn struct {
 		sync.Mutex
 		closing bool // set once by beginClose; the read deadline is then in the past
 	}
+	// closed is closed by beginClose, to stop a wait for the server's
+	// payload budget.
+	closed chan struct{}
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -85,6 +89,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		br:     bufio.NewReaderSize(nc, 64<<10),
 		remote: nc.RemoteAddr().String(),
 		done:   make(chan struct{}),
+		closed: make(chan struct{}),
 		iov:    make([][]byte, 0, 2*maxInflightRequests),
 	}
 	c.out.queue = make([]*job, 0, maxInflightRequests)
@@ -98,14 +103,16 @@ func newConn(s *Server, nc net.Conn) *conn {
 
 // beginClose asks the connection to stop reading requests, answer those in
 // flight, and close. It wakes a blocked read by moving the read deadline
-// into the past; a request whose header was read before then is answered,
-// one cut off mid-payload is dropped.
+// into the past, and a wait for the payload budget; a request whose header
+// was read before then is answered, one cut off mid-payload (or still
+// waiting for budget) is dropped.
 func (c *conn) beginClose() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.mu.closing {
 		c.mu.closing = true
 		c.nc.SetReadDeadline(time.Unix(1, 0))
+		close(c.closed)
 	}
 }
 
@@ -151,10 +158,14 @@ func (c *conn) session() (err error) {
 			c.nc.Close()
 		}
 	}()
-	c.setReadDeadline(time.Now().Add(c.srv.handshakeTimeout))
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.handshakeTimeout))
+	timeout := c.srv.opts.HandshakeTimeout
+	c.setReadDeadline(time.Now().Add(timeout))
+	c.nc.SetWriteDeadline(time.Now().Add(timeout))
 	neg, err := negotiate(c.br, bufio.NewWriterSize(c.nc, 4096), connCatalog{c})
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.closing() {
+			return fmt.Errorf("negotiation not finished within the handshake timeout of %v", timeout)
+		}
 		return c.readError(err)
 	}
 	c.structured = neg.structured

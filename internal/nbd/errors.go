@@ -23,6 +23,9 @@ var (
 	// serve (no device, a block size NBD cannot express, a bad name). It
 	// wraps syscall.EINVAL.
 	ErrInvalidExport = fmt.Errorf("nbd: invalid export: %w", syscall.EINVAL)
+	// ErrInvalidOptions is returned by NewServer for Options out of range.
+	// It wraps syscall.EINVAL.
+	ErrInvalidOptions = fmt.Errorf("nbd: invalid options: %w", syscall.EINVAL)
 )
 
 // Reasons validate rejects a request for. Each wraps the errno the client

@@ -181,15 +181,15 @@ func FuzzSession(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		tl := &testLogger{t: t}
-		s := NewServer(slog.New(tl))
+		s := mustNewServer(t, slog.New(tl))
 		dev := newMalloc(t, "fuzz", 128)
 		if err := s.AddExport(Export{Name: "disk", Device: dev}); err != nil {
 			t.Fatal(err)
 		}
 		cli, srv := net.Pipe()
-		c := newConn(s, srv)
-		if !s.track(c) {
-			t.Fatal("server refused the connection")
+		c, err := s.admit(srv)
+		if err != nil {
+			t.Fatalf("server refused the connection: %v", err)
 		}
 		go c.serve()
 		drained := make(chan struct{})

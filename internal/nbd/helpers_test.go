@@ -21,27 +21,49 @@ import (
 	"blockcache/internal/nbd/nbdclient"
 )
 
-// testLogger sends server logs to t.Log and remembers errors (panics).
+// testLogger sends server logs to t.Log and remembers errors (panics) and
+// every line at Info and above.
 type testLogger struct {
 	t           testing.TB
 	mu          sync.Mutex
 	errors      []string
+	lines       []string    // message and attributes, as key=value
 	allowErrors atomic.Bool // the test provokes logged errors (panics) on purpose
 }
 
 func (l *testLogger) Enabled(context.Context, slog.Level) bool { return true }
 func (l *testLogger) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
+	l.mu.Lock()
 	if r.Level >= slog.LevelError {
-		l.mu.Lock()
 		l.errors = append(l.errors, r.Message)
-		l.mu.Unlock()
 	}
+	if r.Level >= slog.LevelInfo {
+		l.lines = append(l.lines, r.Message+b.String())
+	}
+	l.mu.Unlock()
 	if testing.Verbose() {
-		var b strings.Builder
-		r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
 		l.t.Logf("%s %s%s", r.Level, r.Message, b.String())
 	}
 	return nil
+}
+
+// find returns the lines logged so far that contain every one of parts.
+func (l *testLogger) find(parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, line := range l.lines {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
 }
 func (l *testLogger) WithAttrs([]slog.Attr) slog.Handler { return l }
 func (l *testLogger) WithGroup(string) slog.Handler      { return l }
@@ -83,8 +105,17 @@ func startServer(t testing.TB, exports ...Export) *testServer {
 // serves.
 func startServerWith(t testing.TB, adjust func(*Server), exports ...Export) *testServer {
 	t.Helper()
+	return startServerOpts(t, Options{}, adjust, exports...)
+}
+
+// startServerOpts is startServerWith with Options.
+func startServerOpts(t testing.TB, o Options, adjust func(*Server), exports ...Export) *testServer {
+	t.Helper()
 	tl := &testLogger{t: t}
-	s := NewServer(slog.New(tl))
+	s, err := NewServer(slog.New(tl), o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if adjust != nil {
 		adjust(s)
 	}

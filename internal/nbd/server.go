@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -124,20 +125,31 @@ func newExport(e Export) (*export, error) {
 // parallel; replies go out in completion order, several per write when they
 // complete together (see conn.transmit). Every goroutine recovers panics,
 // logs them and closes its connection.
+//
+// What all clients together can make the server hold is bounded by
+// Options: connections (and file descriptors, see fdGuard), the time a
+// negotiation or a WRITE's payload may take, and the payload bytes in
+// flight (see budget). Payload buffers go back to a bounded pool, and their
+// memory to the OS once the server is idle (see trimmer).
 type Server struct {
-	log  *slog.Logger
-	bufs bufferPool
-	jobs sync.Pool // *job
+	log    *slog.Logger
+	opts   Options // immutable, defaults applied
+	bufs   bufferPool
+	budget *budget
+	trim   trimmer
+	fds    *fdGuard
+	jobs   sync.Pool // *job
+
+	refusals refusalLog
 
 	// zeroes returns a shared, never written, zero buffer for WRITE_ZEROES on
 	// devices without bdev.WriteZeroer.
 	zeroes func() []byte
 
-	// handshakeTimeout bounds option haggling; replyTimeout bounds each reply
-	// write, so a client that stops reading cannot hold a request (and
-	// RemoveExport, Shutdown) forever. Fixed at NewServer; tests shorten them.
-	handshakeTimeout time.Duration
-	replyTimeout     time.Duration
+	// replyTimeout bounds each reply write, so a client that stops reading
+	// cannot hold a request (and RemoveExport, Shutdown) forever. Fixed at
+	// NewServer; tests shorten it.
+	replyTimeout time.Duration
 
 	mu struct {
 		sync.Mutex
@@ -148,23 +160,37 @@ type Server struct {
 	}
 }
 
-// NewServer returns a server with no exports. A nil log discards logging.
-func NewServer(log *slog.Logger) *Server {
+// NewServer returns a server with no exports, bounded by o (zero fields
+// take their defaults). A nil log discards logging. It fails with
+// ErrInvalidOptions if a field of o is out of range.
+func NewServer(log *slog.Logger, o Options) (*Server, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log:              log,
-		zeroes:           sync.OnceValue(func() []byte { return make([]byte, 1<<20) }),
-		handshakeTimeout: 30 * time.Second,
-		replyTimeout:     60 * time.Second,
+		log:          log,
+		opts:         o,
+		budget:       newBudget(o.MaxInflightBytes),
+		fds:          newFDGuard(),
+		zeroes:       sync.OnceValue(func() []byte { return make([]byte, 1<<20) }),
+		replyTimeout: 60 * time.Second,
 	}
+	s.trim = trimmer{bufs: &s.bufs, idle: func() bool { return s.budget.used.Load() == 0 }, free: debug.FreeOSMemory}
 	s.jobs.New = func() any { return new(job) }
 	s.mu.exports = make(map[string]*export)
 	s.mu.listeners = make(map[*net.Listener]struct{})
 	s.mu.conns = make(map[*conn]struct{})
-	return s
+	return s, nil
 }
+
+// BufferedBytes returns the payload bytes (WRITE payloads being received
+// or written, READ data being read or sent) that requests hold now, of all
+// connections together; at most Options.MaxInflightBytes.
+func (s *Server) BufferedBytes() int64 { return s.budget.used.Load() }
 
 // AddExport offers e to clients. It fails with ErrExportExists if the name
 // is taken, ErrInvalidExport if e cannot be served, and ErrServerClosed
@@ -255,17 +281,21 @@ func (s *Server) Serve(l net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
-			// Out of file descriptors and the like: wait and retry, as
-			// net/http does.
+			// Out of file descriptors (another part of the process took
+			// the reserve) and the like: wait and retry, as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			s.log.Warn("nbd accept failed; retrying", "addr", l.Addr().String(), "err", err, "backoff", backoff)
 			time.Sleep(backoff)
 			continue
 		}
 		backoff = 0
-		c := newConn(s, nc)
-		if !s.track(c) {
+		c, err := s.admit(nc)
+		if errors.Is(err, ErrServerClosed) {
 			nc.Close()
+			continue // the next Accept fails
+		}
+		if err != nil {
+			s.refuse(nc, err)
 			continue
 		}
 		go c.serve()
@@ -278,6 +308,7 @@ func (s *Server) Serve(l net.Listener) error {
 // first, the remaining connections are closed at once and ctx's error is
 // returned (joined with any flush error); the devices are still flushed.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.trim.stop()
 	s.mu.Lock()
 	s.mu.shuttingDown = true
 	for l := range s.mu.listeners {
@@ -321,17 +352,6 @@ func (s *Server) shuttingDown() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mu.shuttingDown
-}
-
-// track registers a new connection; false once shutting down.
-func (s *Server) track(c *conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.mu.shuttingDown {
-		return false
-	}
-	s.mu.conns[c] = struct{}{}
-	return true
 }
 
 // forget unregisters a closed connection from the server and its export.

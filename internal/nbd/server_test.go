@@ -3,6 +3,7 @@ package nbd
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -18,7 +19,7 @@ import (
 )
 
 func TestAddExportValidates(t *testing.T) {
-	s := NewServer(nil)
+	s := mustNewServer(t, nil)
 	dev := newMalloc(t, "m0", 64)
 	odd, err := malloc.New("odd", uuid.Nil, 1536, 64) // not a power of two
 	if err != nil {
@@ -131,11 +132,21 @@ func TestRemoveExportDisconnectsClients(t *testing.T) {
 	}
 }
 
+// mustNewServer is NewServer with default options.
+func mustNewServer(t testing.TB, log *slog.Logger) *Server {
+	t.Helper()
+	s, err := NewServer(log, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // newBareServer serves exports on TCP without startServer's cleanup, for
 // tests that shut down themselves.
 func newBareServer(t *testing.T, exports ...Export) (*Server, string, chan error) {
 	t.Helper()
-	s := NewServer(nil)
+	s := mustNewServer(t, nil)
 	for _, e := range exports {
 		if err := s.AddExport(e); err != nil {
 			t.Fatal(err)

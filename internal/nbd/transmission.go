@@ -2,7 +2,9 @@ package nbd
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"blockcache/internal/bdev"
@@ -12,7 +14,7 @@ import (
 // reply. Jobs are pooled per server so that the hot path does not allocate.
 type job struct {
 	req  requestHeader
-	held int64   // payload bytes counted against the connection's limiter
+	held int64   // payload bytes counted against the limiter and the budget
 	buf  *[]byte // WRITE payload or READ data, from Server.bufs; nil otherwise
 	hdr  [structuredReplyLen + 8]byte
 	vec  [2][]byte // the reply: header (or error chunk), then READ data
@@ -32,8 +34,38 @@ func (s *Server) putJob(j *job) {
 func (c *conn) finish(j *job) {
 	held := j.held
 	c.srv.putJob(j)
-	c.limit.release(held)
+	c.unhold(held)
 	c.inflight.Done()
+}
+
+// hold admits a request holding payload bytes: a slot and the bytes in the
+// connection's limiter, then the bytes in the server's budget. While
+// either is full it flushes the replies held back (their slots and bytes
+// are released only once written) and waits, reading nothing. It returns
+// false, holding nothing, if beginClose ended the wait for the budget.
+// Only the holder of the turn calls it.
+func (c *conn) hold(payload int64) bool {
+	if !c.limit.tryAcquire(payload) {
+		c.flush()
+		c.limit.acquire(payload)
+	}
+	if payload == 0 || c.srv.budget.tryAcquire(payload) {
+		return true
+	}
+	c.flush()
+	if !c.srv.budget.acquire(payload, c.closed) {
+		c.limit.release(payload)
+		return false
+	}
+	return true
+}
+
+// unhold releases what hold took.
+func (c *conn) unhold(payload int64) {
+	if payload > 0 && c.srv.budget.release(payload) == 0 {
+		c.srv.trim.becameIdle()
+	}
+	c.limit.release(payload)
 }
 
 // transmit serves requests until the client disconnects, the stream breaks,
@@ -240,11 +272,11 @@ func (c *conn) next() (j *job, err error) {
 		}
 		if err := validate(req, c.ex, c.structured); err != nil {
 			if req.typ == cmdWrite {
-				if c.br.Buffered() < int(req.length) {
-					c.flush()
-				}
-				if _, err := c.br.Discard(int(req.length)); err != nil {
-					return nil, c.readError(err)
+				if err := c.readPayload(int(req.length), func() error {
+					_, err := c.br.Discard(int(req.length))
+					return err
+				}); err != nil {
+					return nil, err
 				}
 			}
 			c.srv.log.Debug("nbd request rejected", "remote", c.remote, "cmd", req.typ,
@@ -257,23 +289,20 @@ func (c *conn) next() (j *job, err error) {
 		}
 
 		held := payloadBytes(req)
-		if !c.limit.tryAcquire(held) {
-			// Waiting for requests in flight to finish: the replies held
-			// back must go out first, or their slots are never released.
-			c.flush()
-			c.limit.acquire(held)
+		if !c.hold(held) {
+			return nil, errClosedBySrv
 		}
 		j := c.srv.getJob()
 		j.req = req
 		if req.typ == cmdWrite {
 			j.buf = c.srv.bufs.get(int(req.length))
-			if c.br.Buffered() < int(req.length) {
-				c.flush() // about to wait for the client: send what is held back
-			}
-			if _, err := io.ReadFull(c.br, *j.buf); err != nil {
+			if err := c.readPayload(len(*j.buf), func() error {
+				_, err := io.ReadFull(c.br, *j.buf)
+				return err
+			}); err != nil {
 				c.srv.putJob(j)
-				c.limit.release(held)
-				return nil, c.readError(err)
+				c.unhold(held)
+				return nil, err
 			}
 		}
 		c.largeWrite = req.typ == cmdWrite && req.length >= largeWrite
@@ -282,6 +311,26 @@ func (c *conn) next() (j *job, err error) {
 		j.held = held
 		return j, nil
 	}
+}
+
+// readPayload runs read, which consumes a WRITE's payload of n bytes. If
+// the payload is not buffered yet, it first sends the replies held back
+// (the client may wait for them) and gives the client the payload timeout
+// to send it; a client that takes longer is disconnected. The error says
+// why reading failed, as readError does.
+func (c *conn) readPayload(n int, read func() error) error {
+	if c.br.Buffered() >= n {
+		return c.readError(read())
+	}
+	c.flush()
+	timeout := c.srv.opts.PayloadTimeout
+	c.setReadDeadline(time.Now().Add(timeout))
+	err := read()
+	c.setReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) && !c.closing() {
+		return fmt.Errorf("%w (%v): %d-byte payload", errSlowPayload, timeout, n)
+	}
+	return c.readError(err)
 }
 
 // largeWrite is the payload size from which a WRITE's payload is read past
