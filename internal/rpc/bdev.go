@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/excerpt"
 	"blockcache/internal/jsonrpc"
 )
 
@@ -146,7 +147,7 @@ func (a *API) getBdevs(ctx context.Context, params json.RawMessage) (any, error)
 			return []bdevObject{a.describe(d)}, nil
 		}
 		if !errors.Is(err, bdev.ErrNoSuchDevice) || time.Now().After(deadline) {
-			return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("bdev %q not found", p.Name)
+			return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("bdev %s not found", excerpt.Quote(p.Name))
 		}
 		select {
 		case <-ctx.Done():

@@ -51,7 +51,9 @@ func (a *API) mallocCreate(_ context.Context, params json.RawMessage) (any, erro
 	if p.Name == "" {
 		p.Name = a.bases.autoName(a.svc.Registry, "Malloc")
 	}
+	a.sizing.Lock()
 	d, err := malloc.New(p.Name, id, p.BlockSize, p.NumBlocks)
+	a.sizing.Unlock()
 	if err != nil {
 		return nil, errnoReply(err)
 	}

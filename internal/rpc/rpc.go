@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync"
 	"syscall"
 
 	"blockcache/internal/bdev"
@@ -43,6 +44,10 @@ type API struct {
 	srv     *jsonrpc.Server
 	bases   *baseTable
 	exports *exportTable
+	// sizing serialises creating RAM-backed bdevs, so that two creations
+	// cannot both pass the memory check (malloc.New) before either has
+	// taken its memory.
+	sizing sync.Mutex
 }
 
 // Register registers every method on srv.

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"syscall"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/delay"
 	"blockcache/internal/bdev/errinj"
+	"blockcache/internal/excerpt"
 	"blockcache/internal/jsonrpc"
 )
 
@@ -58,9 +60,34 @@ type delayParams struct {
 
 func us(v uint64) time.Duration { return time.Duration(v) * time.Microsecond }
 
+// maxLatencyUS is the longest latency, in µs, that a time.Duration holds
+// (about 292 years); SPDK converts to ticks without a check and wraps.
+const maxLatencyUS = math.MaxInt64 / uint64(time.Microsecond)
+
+// latencyParam is a latency parameter's name and value in µs.
+type latencyParam struct {
+	name string
+	us   uint64
+}
+
+// checkLatencies refuses a latency that would overflow a time.Duration,
+// which would otherwise wrap to a negative or a short delay.
+func checkLatencies(ls ...latencyParam) error {
+	for _, l := range ls {
+		if l.us > maxLatencyUS {
+			return jsonrpc.ErrnoError(syscall.EINVAL).WithData("%s %d µs overflows (at most %d)", l.name, l.us, maxLatencyUS)
+		}
+	}
+	return nil
+}
+
 func (a *API) delayCreate(_ context.Context, params json.RawMessage) (any, error) {
 	var p delayParams
 	if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
+		return nil, err
+	}
+	if err := checkLatencies(latencyParam{"avg_read_latency", p.AvgReadLatency}, latencyParam{"p99_read_latency", p.P99ReadLatency},
+		latencyParam{"avg_write_latency", p.AvgWriteLatency}, latencyParam{"p99_write_latency", p.P99WriteLatency}); err != nil {
 		return nil, err
 	}
 	id, err := parseUUID(p.UUID)
@@ -108,7 +135,10 @@ func (a *API) delayUpdateLatency(_ context.Context, params json.RawMessage) (any
 	}
 	b := a.bases.get(p.DelayBdevName)
 	if b == nil || b.module != "delay" {
-		return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no delay bdev named %q", p.DelayBdevName)
+		return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no delay bdev named %s", excerpt.Quote(p.DelayBdevName))
+	}
+	if err := checkLatencies(latencyParam{"latency_us", p.LatencyUS}); err != nil {
+		return nil, err
 	}
 	kind, err := delay.ParseLatencyKind(p.LatencyType)
 	if err != nil {
@@ -171,7 +201,7 @@ func (a *API) errorInject(_ context.Context, params json.RawMessage) (any, error
 	}
 	b := a.bases.get(p.Name)
 	if b == nil || b.module != "error" {
-		return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no error bdev named %q", p.Name)
+		return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no error bdev named %s", excerpt.Quote(p.Name))
 	}
 	ioType, err := errinj.ParseIOType(p.IOType)
 	if err != nil {
