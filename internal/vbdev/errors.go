@@ -17,4 +17,13 @@ var (
 	// ErrForeignCache: the cache device holds another cache (or metadata
 	// that cannot be read); only force reinitialises it.
 	ErrForeignCache = errors.New("cache device holds another cache")
+	// ErrNotBlank: the cache device holds no cache metadata but is not
+	// blank: the remains of a cache whose superblocks are lost, or a file
+	// system, swap, volume manager, RAID or partition table signature;
+	// only force initialises it (EEXIST, as for another cache).
+	ErrNotBlank = errors.New("cache device is not blank")
+	// ErrCoreMismatch: the core bdev is not the device the cache's
+	// metadata recorded under its name: its size or identity differ
+	// (EINVAL).
+	ErrCoreMismatch = errors.New("core device is not the one the cache recorded")
 )

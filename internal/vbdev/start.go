@@ -7,8 +7,10 @@ import (
 	"strings"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/signature"
 	"blockcache/internal/ocf"
 	"blockcache/internal/ocf/metadata"
+	"blockcache/internal/ocf/recovery"
 )
 
 // tryStartLocked attaches whichever of v's bases exist and are not attached
@@ -44,6 +46,11 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 	id, recorded, err := coreIDFor(inst.cache, p.CoreBdev)
 	if err != nil {
 		return fmt.Errorf("OCF vbdev %q: add core: %w", p.Name, err)
+	}
+	if recorded != nil {
+		if err := m.checkCoreIdentity(inst, recorded, v.coreClaim.Device()); err != nil {
+			return fmt.Errorf("OCF vbdev %q: attach core %q: %w", p.Name, p.CoreBdev, err)
+		}
 	}
 	if recorded != nil && recorded.VolumeName == p.Name {
 		v.uuid = recorded.VolumeUUID // the volume keeps its identity
@@ -113,9 +120,10 @@ func coreIDFor(c *ocf.Cache, coreName string) (id ocf.CoreID, recorded *metadata
 
 // startCacheLocked starts inst's engine cache for its first vbdev v: it
 // loads the cache the device holds when that cache records v's core, and
-// initialises the device when it holds no cache (or an empty one). A device
-// holding another cache, or damaged metadata, is refused unless v asked for
-// force.
+// initialises the device when it is blank or holds a cache without cores.
+// Anything else is refused unless v asked for force: another cache,
+// damaged metadata, the remains of a cache whose superblocks are lost, a
+// file system or other signature (see checkBlank).
 func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	dev := inst.claim.Device()
 	p := v.params
@@ -123,10 +131,13 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	load := false
 	switch {
 	case errors.Is(err, metadata.ErrNoMetadata):
+		if err := m.checkBlank(inst, dev, p.Force); err != nil {
+			return err
+		}
 	case err != nil && !p.Force:
-		return fmt.Errorf("%w: %w (force discards it and reinitialises the device)", ErrForeignCache, err)
+		return fmt.Errorf("%w: %w (run 'blockcache recover' to write its dirty data back, or pass force to discard it and reinitialise the device)", ErrForeignCache, err)
 	case err != nil:
-		m.log.Warn("reinitialising a cache device with unreadable metadata (force)", "cache", inst.name, "err", err)
+		m.warnDiscard(inst, dev, "reinitialising a cache device with unreadable metadata (force)", "err", err)
 	case len(sb.Cores) == 0:
 	case recordsCore(sb, p.CoreBdev):
 		load = true
@@ -134,7 +145,7 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 		return fmt.Errorf("%w: the device holds cache %s with cores %s, not %q (force discards it and reinitialises the device)",
 			ErrForeignCache, sb.CacheID, coreNames(sb), p.CoreBdev)
 	default:
-		m.log.Warn("reinitialising a cache device that held another cache (force)", "cache", inst.name, "cores", coreNames(sb))
+		m.warnDiscard(inst, dev, "reinitialising a cache device that held another cache (force)", "cache_id", sb.CacheID.String(), "cores", coreNames(sb))
 	}
 	log := m.log.With("cache", inst.name)
 	progress := map[string]func(done, total int64){}
@@ -172,6 +183,105 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	m.log.Info("cache loaded", "cache", inst.name, "clean_shutdown", rep.Clean, "lines", rep.Lines,
 		"dirty_lines", rep.DirtyLines, "dropped_clean_lines", rep.DroppedClean, "mode", c.Mode().String(), "id", c.ID())
 	return nil
+}
+
+// checkBlank decides whether a cache device whose superblocks hold no
+// metadata may be initialised: only when nothing is on it. Entry sectors
+// carrying a cache tag are the remains of a cache whose superblocks were
+// lost, and may describe dirty data the cores lack; a file system, swap,
+// volume manager, RAID or partition table signature is someone's data.
+// Either is refused with an error wrapping ErrNotBlank, unless force, which
+// logs what it overwrites.
+func (m *Manager) checkBlank(inst *instance, dev bdev.Device, force bool) error {
+	sigs, err := signature.DetectDevice(dev)
+	if err != nil {
+		return fmt.Errorf("cache device %q: %w", inst.name, err)
+	}
+	if len(sigs) > 0 {
+		if !force {
+			return fmt.Errorf("%w: cache device %q holds no cache but %s: refusing to overwrite it (wipe the device first, e.g. wipefs -a, or pass force)",
+				ErrNotBlank, inst.name, signature.Describe(sigs))
+		}
+		m.log.Warn("initialising a cache over a device that is not blank (force): what it held is overwritten", "cache", inst.name, "found", signature.Describe(sigs))
+	}
+	scan := recovery.ScanTags(dev, newProgressLog(m.log.With("cache", inst.name), "scan for cache remains"))
+	tag, sectors := scan.Dominant()
+	if sectors == 0 {
+		return nil
+	}
+	plan, perr := recovery.Analyze(dev, recovery.Options{})
+	dirty := "dirty lines may be on it"
+	if perr == nil {
+		dirty = fmt.Sprintf("%s dirty lines in the entries still readable", groupThousands(int64(len(plan.Dirty))))
+		if len(plan.Lost) > 0 {
+			dirty += fmt.Sprintf(", more may be in %s damaged entry sectors", groupThousands(plan.DamagedSectors))
+		}
+	}
+	if !force {
+		return fmt.Errorf("%w: cache device %q holds no readable superblock but %s entry sectors of cache %s (%s): run 'blockcache recover' to write them back, or pass force to discard them",
+			ErrNotBlank, inst.name, groupThousands(sectors), tag, dirty)
+	}
+	m.warnDiscard(inst, dev, "initialising over the remains of a cache whose superblocks are lost (force)", "cache_tag", tag.String(), "entry_sectors", sectors)
+	return nil
+}
+
+// warnDiscard logs, loudly, that force reinitialises inst's device and how
+// many dirty lines that discards, counted from the entries still readable.
+func (m *Manager) warnDiscard(inst *instance, dev bdev.Device, msg string, args ...any) {
+	args = append([]any{"cache", inst.name}, args...)
+	plan, err := recovery.Analyze(dev, recovery.Options{})
+	if err != nil {
+		m.log.Warn(msg+"; its dirty lines cannot be counted", append(args, "count_err", err)...)
+		return
+	}
+	args = append(args, "dirty_lines_discarded", len(plan.Dirty), "dirty_bytes_discarded", plan.DirtyBytes())
+	if plan.DamagedSectors > 0 {
+		args = append(args, "damaged_entry_sectors", plan.DamagedSectors)
+	}
+	m.log.Warn(msg+": its dirty data is discarded", args...)
+}
+
+// checkCoreIdentity refuses to attach dev as the core the metadata
+// recorded as rec unless it is that core: the same size and, when both are
+// known, the same identity (bdev.Identifier). A bdev name alone proves
+// nothing: disks are renumbered, files replaced. The error wraps
+// ErrCoreMismatch and names both; the cache keeps the core's data.
+func (m *Manager) checkCoreIdentity(inst *instance, rec *metadata.CoreRecord, dev bdev.Device) error {
+	info := dev.Info()
+	id := bdev.IdentityOf(dev)
+	sameID := rec.Identity == "" || id == "" || rec.Identity == id
+	if uint64(info.SizeBytes()) == rec.SizeBytes && sameID {
+		switch {
+		case rec.Identity == "":
+			m.log.Info("core identity not recorded (metadata written before format version 2): attached by bdev name and size",
+				"cache", inst.name, "core", info.Name, "core_id", rec.ID, "identity", id)
+		case id == "":
+			m.log.Warn("core device cannot tell its identity: attached by bdev name and size", "cache", inst.name, "core", info.Name,
+				"core_id", rec.ID, "recorded_identity", rec.Identity)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: cache %q recorded core %d as %q, %d bytes, identity %s; bdev %q is %d bytes, identity %s: refusing to attach it, the cache keeps the core's data",
+		ErrCoreMismatch, inst.name, rec.ID, rec.CoreName, rec.SizeBytes, orUnknown(rec.Identity), info.Name, info.SizeBytes(), orUnknown(id))
+}
+
+func orUnknown(id string) string {
+	if id == "" {
+		return "unknown"
+	}
+	return fmt.Sprintf("%q", id)
+}
+
+// groupThousands renders n with commas every three digits: 1,234,567.
+func groupThousands(n int64) string {
+	if n < 0 {
+		return "-" + groupThousands(-n)
+	}
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 func recordsCore(sb *metadata.Superblock, coreName string) bool {
