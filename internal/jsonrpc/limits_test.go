@@ -66,7 +66,7 @@ func TestOversizeRequestAnsweredShortly(t *testing.T) {
 }
 
 func TestLargeRequestsWaitForASlot(t *testing.T) {
-	const timeout = 600 * time.Millisecond
+	const timeout = 1500 * time.Millisecond
 	ts := newTestServer(t, Options{MaxLargeRequests: 1, LargeRequestTimeout: timeout})
 
 	// A starts a large request and stalls: it holds the only slot.
@@ -82,7 +82,7 @@ func TestLargeRequestsWaitForASlot(t *testing.T) {
 	if r := c.call(3, "sum", `{"a":1}`); r.Error != nil {
 		t.Fatal(r.Error)
 	}
-	b.noReply(timeout / 3)
+	b.noReply(timeout / 4)
 
 	// A runs out of time: answered, closed, and B goes ahead.
 	r := a.reply()
