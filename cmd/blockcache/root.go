@@ -25,7 +25,7 @@ and JSON configs work unchanged.`,
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newRPCCmd(), newBdevCmd(), newCacheCmd(), newExportCmd(), newConfigCmd(), newVersionCmd())
 	subcommandNamed(root, "cache").AddCommand(newCacheFlushCmds()...)
-	root.AddCommand(newCheckCmd(), newInspectCmd())
+	root.AddCommand(newCheckCmd(), newInspectCmd(), newRecoverCmd())
 	root.AddCommand(newSimCmd())
 	return root
 }
