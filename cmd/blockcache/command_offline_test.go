@@ -53,7 +53,9 @@ func buildImage(t *testing.T, clean bool) (string, uuid.UUID) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ocf.New(dev, ocf.Config{Mode: ocf.ModeWT, LineSize: imageLine})
+	// No sequential cutoff: the cache is small enough to count as full,
+	// and the default cutoff would send the consecutive writes around it.
+	c, err := ocf.New(dev, ocf.Config{Mode: ocf.ModeWT, LineSize: imageLine, SeqCutoff: ocf.CutoffNever{}})
 	if err != nil {
 		t.Fatal(err)
 	}
