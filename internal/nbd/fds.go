@@ -31,10 +31,10 @@ var errFDReserve = errors.New("file descriptors nearly exhausted")
 // fdGuard decides whether the process can afford one more descriptor. It
 // is safe for concurrent use.
 //
-// Counting (a read of /proc/self/fd) costs about a microsecond per open
-// descriptor, too much for every accept: between counts the guard
-// estimates the last count plus the descriptors admitted since. Closes are
-// not subtracted, so the estimate errs high.
+// Counting reads /proc/self/fd, a cost that grows with the descriptors
+// open, too much for every accept: between counts the guard estimates the
+// last count plus the descriptors admitted since. Closes are not
+// subtracted, so the estimate errs high.
 type fdGuard struct {
 	reserve int
 	limit   func() (int, error) // the soft RLIMIT_NOFILE; tests substitute theirs
