@@ -97,8 +97,10 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.ENODEV
 	case errors.Is(err, vbdev.ErrNotStarted):
 		return syscall.ENODEV
-	case errors.Is(err, vbdev.ErrForeignCache):
+	case errors.Is(err, vbdev.ErrForeignCache), errors.Is(err, vbdev.ErrNotBlank):
 		return syscall.EEXIST
+	case errors.Is(err, vbdev.ErrCoreMismatch):
+		return syscall.EINVAL
 	case errors.Is(err, bdev.ErrDeviceClaimed):
 		// SPDK's bdev_open refuses to open a claimed bdev for writing
 		// with -EPERM ("module already claimed it"), which the OCF, delay,
