@@ -197,31 +197,37 @@ func (m *Manager) checkBlank(inst *instance, dev bdev.Device, force bool) error 
 	if err != nil {
 		return fmt.Errorf("cache device %q: %w", inst.name, err)
 	}
-	if len(sigs) > 0 {
-		if !force {
-			return fmt.Errorf("%w: cache device %q holds no cache but %s: refusing to overwrite it (wipe the device first, e.g. wipefs -a, or pass force)",
-				ErrNotBlank, inst.name, signature.Describe(sigs))
-		}
-		m.log.Warn("initialising a cache over a device that is not blank (force): what it held is overwritten", "cache", inst.name, "found", signature.Describe(sigs))
-	}
 	scan := recovery.ScanTags(dev, newProgressLog(m.log.With("cache", inst.name), "scan for cache remains"))
 	tag, sectors := scan.Dominant()
-	if sectors == 0 {
-		return nil
-	}
-	plan, perr := recovery.Analyze(dev, recovery.Options{})
-	dirty := "dirty lines may be on it"
-	if perr == nil {
-		dirty = fmt.Sprintf("%s dirty lines in the entries still readable", groupThousands(int64(len(plan.Dirty))))
-		if len(plan.Lost) > 0 {
-			dirty += fmt.Sprintf(", more may be in %s damaged entry sectors", groupThousands(plan.DamagedSectors))
+	var found []string
+	if sectors > 0 {
+		dirty := "dirty lines may be on it"
+		if plan, err := recovery.Analyze(dev, recovery.Options{}); err == nil {
+			dirty = fmt.Sprintf("%s dirty lines in the entries still readable", groupThousands(int64(len(plan.Dirty))))
+			if plan.DamagedSectors > 0 {
+				dirty += fmt.Sprintf(", more may be in %s damaged entry sectors", groupThousands(plan.DamagedSectors))
+			}
 		}
+		found = append(found, fmt.Sprintf("%s entry sectors of cache %s (%s)", groupThousands(sectors), tag, dirty))
 	}
-	if !force {
-		return fmt.Errorf("%w: cache device %q holds no readable superblock but %s entry sectors of cache %s (%s): run 'blockcache recover' to write them back, or pass force to discard them",
-			ErrNotBlank, inst.name, groupThousands(sectors), tag, dirty)
+	if len(sigs) > 0 {
+		found = append(found, signature.Describe(sigs))
 	}
-	m.warnDiscard(inst, dev, "initialising over the remains of a cache whose superblocks are lost (force)", "cache_tag", tag.String(), "entry_sectors", sectors)
+	switch {
+	case len(found) == 0:
+		return nil
+	case !force && sectors > 0:
+		return fmt.Errorf("%w: cache device %q holds no readable superblock but %s: run 'blockcache recover' to write them back, or pass force to discard them",
+			ErrNotBlank, inst.name, strings.Join(found, " and "))
+	case !force:
+		return fmt.Errorf("%w: cache device %q holds no cache but %s: refusing to overwrite it (wipe the device first, e.g. wipefs -a, or pass force)",
+			ErrNotBlank, inst.name, strings.Join(found, " and "))
+	case sectors > 0:
+		m.warnDiscard(inst, dev, "initialising over the remains of a cache whose superblocks are lost (force)",
+			"cache_tag", tag.String(), "entry_sectors", sectors, "found", strings.Join(found, " and "))
+	default:
+		m.log.Warn("initialising a cache over a device that is not blank (force): what it held is overwritten", "cache", inst.name, "found", strings.Join(found, " and "))
+	}
 	return nil
 }
 

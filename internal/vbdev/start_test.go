@@ -82,7 +82,11 @@ func TestLostSuperblocksRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	tag := metadata.TagOf(probe.CacheID)
-	if err := cache.WriteAt(make([]byte, metadata.SuperblockArea), 0, false); err != nil {
+	// The superblocks zeroed, and a partition table over the first
+	// (someone took the device for a new disk).
+	zeroed := make([]byte, metadata.SuperblockArea)
+	copy(zeroed[512:], "EFI PART")
+	if err := cache.WriteAt(zeroed, 0, false); err != nil {
 		t.Fatal(err)
 	}
 
@@ -92,7 +96,8 @@ func TestLostSuperblocksRefused(t *testing.T) {
 		t.Fatalf("create over zeroed superblocks: %v, want ErrNotBlank", err)
 	}
 	for _, want := range []string{`cache device "Cache" holds no readable superblock but`, "entry sectors of cache " + tag.String(),
-		"37 dirty lines in the entries still readable", "run 'blockcache recover' to write them back, or pass force to discard them"} {
+		"37 dirty lines in the entries still readable", ") and gpt partition table (magic at byte 512)",
+		"run 'blockcache recover' to write them back, or pass force to discard them"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
@@ -192,7 +197,7 @@ func TestCoreIdentityMismatch(t *testing.T) {
 		if e.started("C1") {
 			t.Fatalf("%s: C1 started on the wrong core", c.name)
 		}
-		refusal := lineWith(log.String(), "level=WARN", vbdev.ErrCoreMismatch.Error())
+		refusal := lineWith(log.String(), vbdev.ErrCoreMismatch.Error())
 		want := []string{fmt.Sprintf(`recorded core 0 as \"Core\", 4194304 bytes, identity \"%s\"`, right.Identity()),
 			fmt.Sprintf(`bdev \"Core\" is %d bytes, identity \"%s\"`, wrong.Info().SizeBytes(), wrong.Identity()),
 			"the cache keeps the core's data"}
@@ -201,9 +206,12 @@ func TestCoreIdentityMismatch(t *testing.T) {
 				t.Errorf("%s: refusal %q does not say %q\n%s", c.name, refusal, w, log)
 			}
 		}
-		// A create with the same parameters adopts the examined vbdev,
-		// which still does not start.
-		e.create("C1", "wb", "Cache", "Core")
+		// A create with the same parameters takes over the examined vbdev,
+		// which still does not start: if the create says so, it says why.
+		_, err := e.m.Create(vbdev.Params{Name: "C1", Mode: "wb", CacheBdev: "Cache", CoreBdev: "Core"})
+		if err != nil && !errors.Is(err, vbdev.ErrCoreMismatch) {
+			t.Fatalf("%s: create over the examined vbdev: %v, want nil or ErrCoreMismatch", c.name, err)
+		}
 		if e.started("C1") {
 			t.Fatalf("%s: C1 started on the wrong core after a create", c.name)
 		}
