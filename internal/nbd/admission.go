@@ -24,20 +24,39 @@ const refusalLogEvery = 10 * time.Second
 // connection cap or the descriptor reserve (nc is then the caller's to
 // close), or ErrServerClosed.
 func (s *Server) admit(nc net.Conn) (*conn, error) {
+	// The cap first: it is cheap, and a connection it refuses must not
+	// count in the descriptor estimate.
+	if err := s.roomFor(); err != nil {
+		return nil, err
+	}
 	if err := s.fds.admit(time.Now()); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.shuttingDown {
-		return nil, ErrServerClosed
-	}
-	if len(s.mu.conns) >= s.opts.MaxConnections {
-		return nil, fmt.Errorf("%w of %d connections", errAtConnectionCap, s.opts.MaxConnections)
+	if err := s.roomForLocked(); err != nil {
+		return nil, err // another listener's connection took the last slot
 	}
 	c := newConn(s, nc)
 	s.mu.conns[c] = struct{}{}
 	return c, nil
+}
+
+// roomFor reports why the server takes no more connections, or nil.
+func (s *Server) roomFor() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roomForLocked()
+}
+
+func (s *Server) roomForLocked() error {
+	if s.mu.shuttingDown {
+		return ErrServerClosed
+	}
+	if len(s.mu.conns) >= s.opts.MaxConnections {
+		return fmt.Errorf("%w of %d connections", errAtConnectionCap, s.opts.MaxConnections)
+	}
+	return nil
 }
 
 // refuse closes a connection admit refused, and logs it unless another

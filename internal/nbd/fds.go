@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// File descriptors. Go raises the soft RLIMIT_NOFILE to the hard limit at
-// start (os package, Linux), so the limit checked here is the most the
-// process can have. A connection is refused while the open descriptors,
+// File descriptors. Go raises the soft RLIMIT_NOFILE to (about) the hard
+// limit when a program starts (package syscall), so the limit checked here
+// is about the most the process can have. A connection is refused while the open descriptors,
 // itself included, leave fewer than fdReserve below the limit: the
 // JSON-RPC socket, device files and the runtime always find one.
 const (
