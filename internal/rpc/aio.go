@@ -3,7 +3,9 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
+	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/file"
 	"blockcache/internal/jsonrpc"
 )
@@ -53,6 +55,11 @@ func (a *API) aioCreate(_ context.Context, params json.RawMessage) (any, error) 
 	id, err := parseUUID(p.UUID)
 	if err != nil {
 		return nil, err
+	}
+	// A taken name is SPDK's -17 whatever the file: ask before opening it,
+	// since a second bdev on the same file would be refused as busy first.
+	if _, err := a.svc.Registry.Lookup(p.Name); err == nil {
+		return nil, errnoReply(fmt.Errorf("bdev_aio_create: name %q is taken: %w", p.Name, bdev.ErrExists))
 	}
 	d, err := file.Open(p.Name, p.Filename, file.Options{BlockSize: p.BlockSize, ReadOnly: p.ReadOnly, UUID: id})
 	if err != nil {
