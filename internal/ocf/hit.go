@@ -6,8 +6,8 @@ package ocf
 // counts a hit, in every mode but pass-through (write-only included: OCF
 // serves a wo read whose sectors are all valid from the cache); it neither
 // moves the line in the LRU (it marks it referenced, see allocLocked) nor
-// allocates. Anything else, or anything it is unsure of,
-// goes the general way (io.go).
+// allocates. Anything else, or anything it is unsure of, goes the general
+// way (io.go).
 //
 // Why the lock-free lookup is sound: with the stripe of (core, core line)
 // held, or with no exclusive holder of it between the start and the end of

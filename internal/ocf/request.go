@@ -17,7 +17,6 @@ type request struct {
 
 	hits      int  // lines in which every touched sector is valid
 	dirtyAny  bool // some touched sector is dirty
-	dirtyAll  bool // every touched sector is dirty
 	occPct    int  // cache occupancy at lookup, percent (lookupLocked)
 	cacheFull bool // engine.md's "full" for sequential cutoff (free lines ≤ 512 + n), once fullKnown
 	fullKnown bool // occPct and cacheFull are set (see full)
@@ -126,13 +125,12 @@ func (r *request) span(k int) (m sectorMask, s0, s1 int) {
 func (r *request) lookupLocked() {
 	c := r.c
 	lines := c.mu.lines
-	r.hits, r.dirtyAny, r.dirtyAll = 0, false, true
+	r.hits, r.dirtyAny = 0, false
 	for k := range r.lines() {
 		i := c.mu.mapping.lookup(lines, r.co.id, uint32(r.first+uint64(k)))
 		r.lines()[k] = i
 		if i == noLine {
 			r.valid()[k], r.dirty()[k] = sectorMask{}, sectorMask{}
-			r.dirtyAll = false
 			continue
 		}
 		c.mu.lists.moveToFront(lines, lines[i].list(), i) // LRU touch
@@ -142,8 +140,7 @@ func (r *request) lookupLocked() {
 }
 
 // record snapshots the masks of line i, mapped for r's k-th core line, and
-// counts it in hits, dirtyAny and dirtyAll. The caller holds the line's
-// stripe.
+// counts it in hits and dirtyAny. The caller holds the line's stripe.
 func (r *request) record(k int, i lineIdx) {
 	ln := &r.c.mu.lines[i]
 	t := r.touched(k)
@@ -154,9 +151,6 @@ func (r *request) record(k int, i lineIdx) {
 	}
 	if !d.and(t).empty() {
 		r.dirtyAny = true
-	}
-	if !d.contains(t) {
-		r.dirtyAll = false
 	}
 }
 
@@ -197,7 +191,7 @@ func (r *request) lookupFast() bool {
 		return false // a miss, or a lock-free walk that lost a race
 	}
 	r.lines()[0] = i
-	r.hits, r.dirtyAny, r.dirtyAll = 0, false, true
+	r.hits, r.dirtyAny = 0, false
 	r.record(0, i)
 	c.mu.lines[i].reference()
 	return true
