@@ -21,31 +21,31 @@ import (
 // Anything else (a FIFO, a socket, a character device, a directory) is
 // refused without being opened, and the open itself is non-blocking, so
 // that a FIFO put in the path's place meanwhile cannot hang it.
-func openExclusive(path string, flags int, readOnly bool) (fd int, blockDev bool, err error) {
+func openExclusive(path string, flags int, readOnly bool) (int, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return -1, false, fmt.Errorf("stat: %w", err)
+		return -1, fmt.Errorf("stat: %w", err)
 	}
 	if err := checkKind(st.Mode); err != nil {
-		return -1, false, err
+		return -1, err
 	}
-	blockDev = st.Mode&unix.S_IFMT == unix.S_IFBLK
+	blockDev := st.Mode&unix.S_IFMT == unix.S_IFBLK
 	flags |= unix.O_NONBLOCK | unix.O_NOCTTY
 	if blockDev {
 		flags |= unix.O_EXCL
 	}
-	fd, err = openRetry(path, flags)
+	fd, err := openRetry(path, flags)
 	if err != nil {
 		if blockDev && err == unix.EBUSY {
-			return -1, false, inUse(path, true, st.Dev, st.Ino)
+			return -1, inUse(path, true, st.Dev, st.Ino)
 		}
-		return -1, false, err
+		return -1, err
 	}
 	if err := takeOpened(fd, path, readOnly, blockDev); err != nil {
 		unix.Close(fd)
-		return -1, false, err
+		return -1, err
 	}
-	return fd, blockDev, nil
+	return fd, nil
 }
 
 // takeOpened checks that fd is still the kind of file path was, makes it

@@ -101,6 +101,9 @@ func Open(name, path string, opts Options) (*Device, error) {
 	fail := func(err error) (*Device, error) {
 		return nil, fmt.Errorf("open file device %q on %s: %w", name, path, err)
 	}
+	if opts.QueueDepth < 0 {
+		return fail(fmt.Errorf("queue depth %d is negative: %w", opts.QueueDepth, bdev.ErrInvalidIO))
+	}
 	if opts.Create {
 		if opts.ReadOnly {
 			return fail(fmt.Errorf("create and read-only exclude each other: %w", bdev.ErrInvalidIO))
@@ -116,10 +119,7 @@ func Open(name, path string, opts Options) (*Device, error) {
 	if opts.Direct {
 		flags |= unix.O_DIRECT
 	}
-	if opts.QueueDepth < 0 {
-		return fail(fmt.Errorf("queue depth %d is negative: %w", opts.QueueDepth, bdev.ErrInvalidIO))
-	}
-	fd, _, err := openExclusive(path, flags, opts.ReadOnly)
+	fd, err := openExclusive(path, flags, opts.ReadOnly)
 	switch {
 	case errors.Is(err, ErrInUse):
 		return nil, fmt.Errorf("open file device %q: %w", name, err) // the error names the path
