@@ -6,6 +6,7 @@
 package vbdev
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -50,6 +51,10 @@ type Vbdev struct {
 	inst      *instance   // set while the cache bdev is attached
 	core      *ocf.Core   // set while started
 	flush     *flushJob   // the last bdev_ocf_flush_start, if any
+
+	// failed is why the last start failed (StateFailed); nil otherwise.
+	// While it is set v holds no claims and core and inst are nil.
+	failed error
 }
 
 // instance is a cache instance: one cache bdev, claimed once, shared by the
@@ -150,16 +155,25 @@ func (m *Manager) drainLocked() {
 
 // bdevAddedLocked is examine: any vbdev waiting for the new bdev attaches it
 // and starts if it can; a bdev no vbdev names is probed for cache metadata.
+//
+// A failed vbdev retries only when the new bdev is one of its own bases (the
+// operator re-created it, presumably repaired), not on every addition.
 func (m *Manager) bdevAddedLocked(ev bdev.Event) {
 	// Any addition may complete several waiting vbdevs (a shared cache);
 	// attach everything that can be attached now.
 	known := false
 	for _, v := range m.mu.vbdevs {
-		known = known || v.params.CacheBdev == ev.Name || v.params.CoreBdev == ev.Name
-		if v.core == nil {
-			if err := m.tryStartLocked(v); err != nil {
-				m.log.Warn("OCF vbdev cannot start yet", "vbdev", v.params.Name, "err", err)
+		names := v.params.CacheBdev == ev.Name || v.params.CoreBdev == ev.Name
+		known = known || names
+		switch v.state() {
+		case StateStarted:
+		case StateFailed:
+			if names {
+				m.log.Info("a base of a failed OCF vbdev was added: retrying its start", "vbdev", v.params.Name, "bdev", ev.Name)
+				m.startLocked(v) //nolint:errcheck // logged, and kept as v.failed
 			}
+		default:
+			m.startLocked(v) //nolint:errcheck // logged, and kept as v.failed
 		}
 	}
 	if !known {
@@ -167,14 +181,52 @@ func (m *Manager) bdevAddedLocked(ev bdev.Event) {
 	}
 }
 
+// startLocked is tryStartLocked for a vbdev that stays whatever happens: a
+// failure releases what the attempt attached and leaves v failed, with the
+// error as its reason, logged. A force in v's params is spent by a start
+// that got as far as failing: a later retry must ask for it again.
+func (m *Manager) startLocked(v *Vbdev) error {
+	v.failed = nil
+	err := m.tryStartLocked(v)
+	if err == nil {
+		return nil
+	}
+	if derr := m.detachLocked(v, false); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	v.failed = err
+	v.params.Force = false
+	m.log.Error("OCF vbdev failed to start; it is kept, failed, until deleted or retried", "vbdev", v.params.Name,
+		"cache", v.params.CacheBdev, "core", v.params.CoreBdev, "err", err)
+	return err
+}
+
 // Close unsubscribes the manager from its registry.
 func (m *Manager) Close() { m.unsubscribe() }
 
-// Create adds a vbdev. Missing bases are not an error: the vbdev waits for
-// them and starts when they appear. It returns an error wrapping
-// ErrNameExists or ErrInvalidParam, or one from a failed start, in which case
-// nothing remains of the vbdev.
+// Create adds a vbdev (bdev_ocf_create). Missing bases are not an error:
+// the vbdev waits for them and starts when they appear. It returns an error
+// wrapping ErrNameExists or ErrInvalidParam, or one from a failed start, in
+// which case nothing remains of the vbdev.
+//
+// Naming a failed vbdev with its own cache and core retries its start with
+// p's mode, line size and force; if that fails too, the vbdev stays failed
+// as it was, with the new reason.
 func (m *Manager) Create(p Params) (*Vbdev, error) {
+	return m.create(p, false)
+}
+
+// Restore adds a vbdev from a start-up config. It is Create, except that a
+// start that fails keeps the vbdev, failed (StateFailed), with the error as
+// its reason, and returns it with that error: the volume's definition must
+// survive a damaged cache, so that it stays in the config and can be
+// repaired and retried. A vbdev that examine re-created from the cache's
+// metadata and that already failed is adopted as it is.
+func (m *Manager) Restore(p Params) (*Vbdev, error) {
+	return m.create(p, true)
+}
+
+func (m *Manager) create(p Params, keepFailed bool) (*Vbdev, error) {
 	mode, err := ocf.ParseMode(p.Mode)
 	if err != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: %w: %w", p.Name, ErrInvalidParam, err)
@@ -188,11 +240,25 @@ func (m *Manager) Create(p Params) (*Vbdev, error) {
 	}
 	m.lock()
 	defer m.unlock()
-	if v := m.findLocked(p.Name); v != nil && v.auto && v.params.CacheBdev == p.CacheBdev && v.params.CoreBdev == p.CoreBdev {
-		// Examine re-created it from the cache's metadata (a config
-		// replayed over existing devices): the create adopts it.
-		v.auto = false
-		return v, nil
+	if v := m.findLocked(p.Name); v != nil && v.params.CacheBdev == p.CacheBdev && v.params.CoreBdev == p.CoreBdev {
+		switch {
+		case v.auto && (v.failed == nil || keepFailed):
+			// Examine re-created it from the cache's metadata (a config
+			// replayed over existing devices): the create adopts it.
+			v.auto = false
+			if v.state() == StateWaiting {
+				// Examine starts what it re-creates but cannot keep a
+				// failure: one may be sitting half-attached.
+				m.startLocked(v) //nolint:errcheck // kept as v.failed
+			}
+			if v.failed != nil {
+				return v, v.failed
+			}
+			return v, nil
+		case v.failed != nil && !keepFailed:
+			v.auto = false
+			return v, m.retryLocked(v, p, mode)
+		}
 	}
 	if _, err := m.reg.Lookup(p.Name); err == nil || m.findLocked(p.Name) != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, ErrNameExists)
@@ -202,11 +268,14 @@ func (m *Manager) Create(p Params) (*Vbdev, error) {
 			return nil, fmt.Errorf("create OCF vbdev %q: core bdev %q is already used by OCF vbdev %q: %w", p.Name, p.CoreBdev, o.params.Name, bdev.ErrDeviceClaimed)
 		}
 	}
-	if err := m.compatibleLocked(p.CacheBdev, mode, lineSize); err != nil {
+	if err := m.compatibleLocked(nil, p.CacheBdev, mode, lineSize); err != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
 	}
 	v := &Vbdev{params: p, mode: mode, uuid: uuid.New()}
 	m.mu.vbdevs = append(m.mu.vbdevs, v)
+	if keepFailed {
+		return v, m.startLocked(v)
+	}
 	if err := m.tryStartLocked(v); err != nil {
 		m.detachLocked(v, false)
 		m.mu.vbdevs = slices.DeleteFunc(m.mu.vbdevs, func(x *Vbdev) bool { return x == v })
@@ -215,12 +284,29 @@ func (m *Manager) Create(p Params) (*Vbdev, error) {
 	return v, nil
 }
 
+// retryLocked starts the failed vbdev v again with the mode, line size and
+// force of p (a bdev_ocf_create naming it). If the start fails, v keeps its
+// former parameters and is failed with the new reason.
+func (m *Manager) retryLocked(v *Vbdev, p Params, mode ocf.Mode) error {
+	if err := m.compatibleLocked(v, p.CacheBdev, mode, int64(p.LineSizeKiB)*1024); err != nil {
+		return fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
+	}
+	oldParams, oldMode := v.params, v.mode
+	v.params, v.mode = p, mode
+	m.log.Info("retrying the start of a failed OCF vbdev", "vbdev", p.Name, "cache", p.CacheBdev, "core", p.CoreBdev, "force", p.Force)
+	if err := m.startLocked(v); err != nil {
+		v.params, v.mode = oldParams, oldMode
+		return err
+	}
+	return nil
+}
+
 // compatibleLocked checks a new vbdev's explicit mode and line size against
-// the other vbdevs naming the same cache bdev: mode and line size are per
-// cache.
-func (m *Manager) compatibleLocked(cacheBdev string, mode ocf.Mode, lineSize int64) error {
+// the other vbdevs (other than self) naming the same cache bdev: mode and
+// line size are per cache.
+func (m *Manager) compatibleLocked(self *Vbdev, cacheBdev string, mode ocf.Mode, lineSize int64) error {
 	for _, o := range m.mu.vbdevs {
-		if o.params.CacheBdev != cacheBdev {
+		if o == self || o.params.CacheBdev != cacheBdev {
 			continue
 		}
 		if cur := o.effectiveMode(); mode != cur {

@@ -8,8 +8,12 @@ import (
 
 // Info describes a vbdev as bdev_ocf_get_bdevs shows it.
 type Info struct {
-	Name          string
-	Started       bool
+	Name string
+	// State is started, waiting or failed; Started is State == StateStarted.
+	State   State
+	Started bool
+	// Err is why the last start failed, when State is StateFailed.
+	Err           error
 	CacheBdev     string
 	CacheAttached bool
 	CoreBdev      string
@@ -30,7 +34,9 @@ type Info struct {
 func (v *Vbdev) info() Info {
 	in := Info{
 		Name:          v.params.Name,
+		State:         v.state(),
 		Started:       v.core != nil,
+		Err:           v.failed,
 		CacheBdev:     v.params.CacheBdev,
 		CacheAttached: v.inst != nil,
 		CoreBdev:      v.params.CoreBdev,
@@ -78,7 +84,10 @@ func (m *Manager) startedLocked(name string) (*Vbdev, error) {
 	if v == nil {
 		return nil, fmt.Errorf("OCF vbdev %q: %w", name, ErrNoSuchVbdev)
 	}
-	if v.core == nil {
+	switch v.state() {
+	case StateFailed:
+		return nil, fmt.Errorf("OCF vbdev %q: %w: its start failed: %v", name, ErrNotStarted, v.failed)
+	case StateWaiting:
 		return nil, fmt.Errorf("OCF vbdev %q: %w (waiting for its cache or core bdev)", name, ErrNotStarted)
 	}
 	return v, nil

@@ -483,6 +483,10 @@ type lcVbdev struct {
 	cache   string
 	auto    bool // re-created by examine, not yet adopted by a create
 	started bool
+	// failed: its start was refused once both bases were there; it holds
+	// no claim and retries only when a base of its own is registered or a
+	// create names it (lifecycle.md).
+	failed bool
 }
 
 const (
@@ -527,13 +531,28 @@ func (l *lifecycle) home(i int) string {
 	return h
 }
 
+// names reports whether a vbdev that is not failed names cache (holding
+// its claim while it is registered).
 func (l *lifecycle) names(cache string) bool {
 	for _, v := range l.vb {
-		if v != nil && v.cache == cache {
+		if v != nil && !v.failed && v.cache == cache {
 			return true
 		}
 	}
 	return false
+}
+
+// start is simStart for a vbdev that stays whatever happens: a refusal
+// leaves it failed.
+func (l *lifecycle) start(i int) error {
+	v := l.vb[i]
+	v.failed = false
+	err := l.simStart(i)
+	if err != nil {
+		v.failed = true
+		l.counts["vbdev failed"]++
+	}
+	return err
 }
 
 // simStart is the model of starting vbdev i: it waits for missing bases;
@@ -559,7 +578,7 @@ func (l *lifecycle) settle() {
 	for changed := true; changed; {
 		changed = false
 		for _, i := range l.order {
-			if v := l.vb[i]; !v.started && l.simStart(i) == nil && v.started {
+			if v := l.vb[i]; !v.started && !v.failed && l.start(i) == nil && v.started {
 				changed = true
 			}
 		}
@@ -597,6 +616,11 @@ func (l *lifecycle) opCreate(i int) {
 	case v != nil && v.auto:
 		v.auto = false // adopted
 		l.counts["create adopting an examined vbdev"]++
+	case v != nil && v.failed:
+		if want = l.start(i); want == nil {
+			l.counts["create retrying a failed vbdev"]++
+			l.settle()
+		}
 	case v != nil:
 		want = vbdev.ErrNameExists
 		l.counts["create of an existing name"]++
@@ -641,6 +665,8 @@ func (l *lifecycle) opDelete(i int) {
 	if v.started {
 		delete(l.recs[v.cache], i)
 		l.counts["delete of a started vbdev"]++
+	} else if v.failed {
+		l.counts["delete of a failed vbdev"]++
 	} else {
 		l.counts["delete of a waiting vbdev"]++
 	}
@@ -663,7 +689,7 @@ func (l *lifecycle) opUnregister(name string) {
 		l.run[name] = false
 	}
 	for _, i := range slices.Clone(l.order) {
-		if v := l.vb[i]; lcCore(i) == name || v.cache == name {
+		if v := l.vb[i]; !v.failed && (lcCore(i) == name || v.cache == name) {
 			l.forget(i) // the dirty path: the records stay
 		}
 	}
@@ -679,7 +705,10 @@ func (l *lifecycle) opRegister(name string) {
 	l.reg[name] = true
 	known := slices.ContainsFunc(l.order, func(i int) bool { return lcCore(i) == name || l.vb[i].cache == name })
 	for _, i := range slices.Clone(l.order) {
-		l.simStart(i) // a refusal leaves it waiting
+		v := l.vb[i]
+		if !v.failed || lcCore(i) == name || v.cache == name {
+			l.start(i) // a refusal leaves it failed
+		}
 	}
 	if _, isCache := lcCacheCfg[name]; isCache && !known {
 		for i := range lcCores {
@@ -818,11 +847,11 @@ func (l *lifecycle) check(full bool, also ...int) {
 	list := l.e.m.List("")
 	var got, want []string
 	for _, in := range list {
-		got = append(got, fmt.Sprintf("%s(cache %s attached=%v, core %s attached=%v, started=%v)", in.Name, in.CacheBdev, in.CacheAttached, in.CoreBdev, in.CoreAttached, in.Started))
+		got = append(got, fmt.Sprintf("%s(cache %s attached=%v, core %s attached=%v, started=%v, failed=%v)", in.Name, in.CacheBdev, in.CacheAttached, in.CoreBdev, in.CoreAttached, in.Started, in.State == vbdev.StateFailed))
 	}
 	for _, i := range l.order {
 		v := l.vb[i]
-		want = append(want, fmt.Sprintf("%s(cache %s attached=%v, core %s attached=%v, started=%v)", lcVol(i), v.cache, l.reg[v.cache], lcCore(i), l.reg[lcCore(i)], v.started))
+		want = append(want, fmt.Sprintf("%s(cache %s attached=%v, core %s attached=%v, started=%v, failed=%v)", lcVol(i), v.cache, l.reg[v.cache] && !v.failed, lcCore(i), l.reg[lcCore(i)] && !v.failed, v.started, v.failed))
 	}
 	slices.Sort(got)
 	slices.Sort(want)
@@ -854,7 +883,7 @@ func (l *lifecycle) check(full bool, also ...int) {
 		} else {
 			var i int
 			fmt.Sscanf(name, "K%d", &i)
-			claim = l.vb[i] != nil
+			claim = l.vb[i] != nil && !l.vb[i].failed
 		}
 		owner, claimed := l.e.reg.ClaimOwner(name)
 		if claimed != claim || claimed && owner != "bdev_ocf" {
