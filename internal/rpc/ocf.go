@@ -54,12 +54,32 @@ type ocfCreateParams struct {
 	Force bool `json:"force,omitempty"`
 }
 
-func (a *API) ocfCreate(_ context.Context, params json.RawMessage) (any, error) {
+// startupKey marks the context of a call that replays the start-up config.
+type startupKey struct{}
+
+// AtStartup returns ctx marked as replaying the start-up config. A
+// bdev_ocf_create called with it whose start fails still answers the
+// error, but keeps the vbdev, failed, with the error as its reason
+// (vbdev.Manager.Restore), where at run time nothing would remain of it.
+func AtStartup(ctx context.Context) context.Context {
+	return context.WithValue(ctx, startupKey{}, true)
+}
+
+func atStartup(ctx context.Context) bool {
+	v, _ := ctx.Value(startupKey{}).(bool)
+	return v
+}
+
+func (a *API) ocfCreate(ctx context.Context, params json.RawMessage) (any, error) {
 	var p ocfCreateParams
 	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
 		return nil, err
 	}
-	_, err := a.svc.OCF.Create(vbdev.Params{Name: p.Name, Mode: p.Mode, LineSizeKiB: p.CacheLineSize,
+	create := a.svc.OCF.Create
+	if atStartup(ctx) {
+		create = a.svc.OCF.Restore
+	}
+	_, err := create(vbdev.Params{Name: p.Name, Mode: p.Mode, LineSizeKiB: p.CacheLineSize,
 		CacheBdev: p.CacheBdevName, CoreBdev: p.CoreBdevName, Force: p.Force})
 	if err != nil {
 		return nil, ocfFailure("Could not create OCF vbdev", err)
@@ -98,6 +118,11 @@ type ocfBdevObject struct {
 	// FallbackPT is blockcache's: the cache serves pass-through after too
 	// many cache-device errors.
 	FallbackPT bool `json:"fallback_pt"`
+	// Failed and Error are blockcache's: the vbdev's start failed (a
+	// damaged cache at start-up, say) and why; it stays, holding no bdev,
+	// until deleted or retried (docs/lifecycle.md).
+	Failed bool   `json:"failed"`
+	Error  string `json:"error,omitempty"`
 }
 
 type optionalNameParams struct {
@@ -115,13 +140,18 @@ func (a *API) ocfGetBdevs(_ context.Context, params json.RawMessage) (any, error
 	}
 	out := make([]ocfBdevObject, 0, len(list))
 	for _, in := range list {
-		out = append(out, ocfBdevObject{
+		o := ocfBdevObject{
 			Name:       in.Name,
 			Started:    in.Started,
 			Cache:      ocfBaseObject{Name: in.CacheBdev, Attached: in.CacheAttached},
 			Core:       ocfBaseObject{Name: in.CoreBdev, Attached: in.CoreAttached},
 			FallbackPT: in.FallbackPT,
-		})
+			Failed:     in.State == vbdev.StateFailed,
+		}
+		if in.Err != nil {
+			o.Error = in.Err.Error()
+		}
+		out = append(out, o)
 	}
 	return out, nil
 }
@@ -195,9 +225,12 @@ func (a *API) ocfDriverSpecific(name string) any {
 	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, in.MetadataVolatile, in.FallbackPT, in.FallbackPTThreshold}
 }
 
-// ocfConfig returns the bdev_ocf_create entries of the started vbdevs, in
-// creation order, and with withWaiting those of the vbdevs waiting for a
-// base bdev too (with the mode and line size they were created with).
+// ocfConfig returns the bdev_ocf_create entries of the started and the
+// failed vbdevs, in creation order, and with withWaiting those of the
+// vbdevs waiting for a base bdev too (failed and waiting ones with the mode
+// and line size they were created with). A failed vbdev is a volume whose
+// cache could not be loaded: dropping it from a saved config would lose
+// its definition.
 // After each started vbdev's entry come the entries restoring its policies
 // where they differ from the defaults (policyConfig); the cache's cleaning
 // and promotion after its first started vbdev only.
@@ -211,7 +244,7 @@ func (a *API) ocfConfig(withWaiting bool) []configItem {
 	for _, in := range a.svc.OCF.List("") {
 		p, ok := started[in.Name]
 		if !ok {
-			if !withWaiting {
+			if !withWaiting && in.State != vbdev.StateFailed {
 				continue
 			}
 			p = vbdev.Params{Name: in.Name, Mode: in.Mode, LineSizeKiB: in.LineSizeKiB, CacheBdev: in.CacheBdev, CoreBdev: in.CoreBdev}
