@@ -125,6 +125,19 @@ type ocfBdev struct {
 		Name     string `json:"name"`
 		Attached bool   `json:"attached"`
 	} `json:"core"`
+	Failed bool   `json:"failed"`
+	Error  string `json:"error"`
+}
+
+// state is the vbdev's lifecycle state as cache list shows it.
+func (v ocfBdev) state() string {
+	switch {
+	case v.Started:
+		return "started"
+	case v.Failed:
+		return "failed"
+	}
+	return "waiting"
 }
 
 // ocfDriverSpecific is the driver_specific object of an OCF vbdev in
@@ -159,7 +172,11 @@ func newCacheListCmd(o *clientOpts) *cobra.Command {
 		Use:     "list [NAME]",
 		Aliases: []string{"ls"},
 		Short:   "List cached volumes (bdev_ocf_get_bdevs); NAME matches a volume, cache or core bdev",
-		Args:    cobra.MaximumNArgs(1),
+		Long: `List cached volumes (bdev_ocf_get_bdevs); NAME matches a volume, cache or
+core bdev. STATE is started, waiting (a base bdev is missing; the volume
+starts when it appears) or failed (its start failed, e.g. a damaged cache at
+start-up; REASON says why; retry with cache create, or cache delete).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var params any
 			what := "cache list"
@@ -181,14 +198,20 @@ func newCacheListCmd(o *clientOpts) *cobra.Command {
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTARTED\tMODE\tLINE SIZE\tCACHE\tCACHE ATTACHED\tCORE\tCORE ATTACHED")
+				// REASON is last: a failed volume's reason is long, and
+				// a trailing cell widens no column.
+				fmt.Fprintln(tw, "NAME\tSTATE\tMODE\tLINE SIZE\tCACHE\tCACHE ATTACHED\tCORE\tCORE ATTACHED\tREASON")
 				for _, v := range vbdevs {
 					mode, line := "-", "-"
 					if d, ok := details[v.Name]; ok {
 						mode, line = d.Mode, strconv.FormatUint(d.CacheLineSize, 10)+" KiB"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, yesNo(v.Started), mode, line,
-						v.Cache.Name, yesNo(v.Cache.Attached), v.Core.Name, yesNo(v.Core.Attached))
+					reason := "-"
+					if v.Failed {
+						reason = v.Error
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.state(), mode, line,
+						v.Cache.Name, yesNo(v.Cache.Attached), v.Core.Name, yesNo(v.Core.Attached), reason)
 				}
 				return tw.Flush()
 			})

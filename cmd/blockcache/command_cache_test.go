@@ -101,8 +101,8 @@ func TestCacheCommands(t *testing.T) {
 	}
 	out := d.ok(t, "cache", "list")
 	checkRowCount(t, out, 1)
-	checkRow(t, out, "C0", "yes", "wt", "8 KiB", "M0", "yes", "M1", "yes")
-	checkRow(t, d.ok(t, "cache", "list", "M0"), "C0", "yes", "wt", "8 KiB", "M0", "yes", "M1", "yes") // by cache name
+	checkRow(t, out, "C0", "started", "wt", "8 KiB", "M0", "yes", "M1", "yes", "-")
+	checkRow(t, d.ok(t, "cache", "list", "M0"), "C0", "started", "wt", "8 KiB", "M0", "yes", "M1", "yes", "-") // by cache name
 	out = d.ok(t, "bdev", "list")
 	checkRow(t, out, "M0", "Malloc disk", "4 MiB", "512", "yes")
 	checkRow(t, out, "C0", "SPDK OCF", "32 MiB", "512", "no")
@@ -113,7 +113,7 @@ func TestCacheCommands(t *testing.T) {
 
 	// A volume waiting for its core is listed as not started.
 	d.ok(t, "cache", "create", "C1", "--cache", "M0", "--core", "Later")
-	checkRow(t, d.ok(t, "cache", "list", "C1"), "C1", "no", "-", "-", "M0", "yes", "Later", "no")
+	checkRow(t, d.ok(t, "cache", "list", "C1"), "C1", "waiting", "-", "-", "M0", "yes", "Later", "no", "-")
 	d.ok(t, "cache", "delete", "C1")
 
 	d.fails(t, []string{"cache", "create", "C2", "--mode", "fast", "--cache", "M0", "--core", "M1"}, "unknown cache mode \"fast\"")
@@ -163,7 +163,7 @@ func TestCacheCommands(t *testing.T) {
 	if got := d.ok(t, "cache", "set-mode", "C0", "wb"); got != "wb\n" {
 		t.Errorf("cache set-mode printed %q", got)
 	}
-	checkRow(t, d.ok(t, "cache", "list"), "C0", "yes", "wb", "8 KiB", "M0", "yes", "M1", "yes")
+	checkRow(t, d.ok(t, "cache", "list"), "C0", "started", "wb", "8 KiB", "M0", "yes", "M1", "yes", "-")
 	var bdevs []struct {
 		DriverSpecific ocfDriverSpecific `json:"driver_specific"`
 	}
