@@ -81,6 +81,9 @@ type Daemon struct {
 	// persist is false while the start-up config replays and with Bare.
 	persistMu sync.Mutex
 	persist   bool
+	// carried are the start-up entries that failed, kept in the persisted
+	// config while they apply (carry.go).
+	carried carried
 
 	stop     chan string // spdk_kill_instance's signal name
 	stopOnce sync.Once
@@ -336,39 +339,10 @@ func (d *Daemon) loadStartupConfig(ctx context.Context) error {
 	return nil
 }
 
-// subsystemOrder is the order subsystems replay in.
-var subsystemOrder = []string{"bdev", "nbd"}
-
-// Replay calls every method of doc in-process, subsystem by subsystem in
-// init order. The first failure stops it with an error naming the entry.
-func (d *Daemon) Replay(ctx context.Context, doc *Document) error {
-	for _, name := range subsystemOrder {
-		for _, ss := range doc.Subsystems {
-			if ss.Subsystem != name {
-				continue
-			}
-			for i, m := range ss.Config {
-				if _, err := d.rpc.Call(ctx, m.Method, m.Params); err != nil {
-					return fmt.Errorf("config: subsystem %s entry %d (%s): %w", name, i, m.Method, err)
-				}
-			}
-		}
-	}
-	for _, ss := range doc.Subsystems {
-		known := false
-		for _, name := range subsystemOrder {
-			known = known || ss.Subsystem == name
-		}
-		if !known && len(ss.Config) > 0 {
-			d.log.Warn("config: subsystem not supported; its entries were skipped", "subsystem", ss.Subsystem, "entries", len(ss.Config))
-		}
-	}
-	return nil
-}
-
 // Document returns the daemon's current configuration as it is persisted:
 // what save_config would write, plus the OCF vbdevs still waiting for a
-// base bdev.
+// base bdev and the start-up entries that failed, while they apply
+// (carry.go; those that no longer do are dropped for good).
 func (d *Daemon) Document() (*Document, error) {
 	doc := &Document{}
 	for _, name := range subsystemOrder {
@@ -386,7 +360,18 @@ func (d *Daemon) Document() (*Document, error) {
 		}
 		doc.Subsystems = append(doc.Subsystems, ss)
 	}
+	d.carried.mergeInto(doc, d.bdevExists)
 	return doc, nil
+}
+
+// bdevExists reports whether a bdev, or an OCF vbdev started or not, is
+// called name.
+func (d *Daemon) bdevExists(name string) bool {
+	if _, err := d.reg.Lookup(name); err == nil {
+		return true
+	}
+	_, err := d.ocf.Get(name)
+	return err == nil
 }
 
 // saveState persists the configuration in the data directory, atomically.
