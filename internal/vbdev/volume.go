@@ -4,19 +4,17 @@ package vbdev
 // string, so scripts that select OCF vbdevs by product name keep working.
 const ProductName = "SPDK OCF"
 
-// State is where a vbdev is in its lifecycle.
+// State is where a vbdev is in its lifecycle. The transitions:
 //
-//	            base missing              bases present, start fails
-//	  create ───────────────▶ waiting ─────────────────────────────▶ failed
-//	     │                      │                                     │  ▲
-//	     │ start succeeds       │ last base appears, start succeeds   │  │ retry fails
-//	     ▼                      ▼                                     ▼  │
-//	  started ◀─────────────────────────────────────────────────── retry
+//	create, a base missing               -> waiting
+//	create or its last base added, start -> started, or failed
+//	failed, retried, start               -> started, waiting, or failed (new reason)
+//	any state, Delete                    -> gone
 //
-// A retry is a bdev_ocf_create naming the failed vbdev with its bases, or
-// one of its bases being added again. Only a start-up config (Restore) or
-// a waiting vbdev reaches failed: a bdev_ocf_create whose start fails leaves
-// nothing behind. Delete removes a vbdev in any state.
+// A retry is a bdev_ocf_create naming the failed vbdev with its own bases,
+// or one of those bases being added again. Only Restore (the start-up
+// config) or a waiting vbdev reaches failed: a bdev_ocf_create whose own
+// start fails leaves nothing behind, as in SPDK.
 type State int
 
 const (
