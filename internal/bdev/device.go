@@ -121,3 +121,63 @@ func CanWriteZeroes(d Device) bool {
 	}
 	return ok
 }
+
+// Immediate is implemented by devices whose every IO completes without
+// waiting for anything but the CPU and memory: RAM disks (malloc) and the
+// null device. A transport may execute their IO on the goroutine that reads
+// requests, and a cache whose devices are all immediate is immediate too.
+// Wrappers (delay, error injection) are not, whatever they wrap.
+type Immediate interface {
+	Immediate()
+}
+
+// IsImmediate reports whether d implements Immediate.
+func IsImmediate(d Device) bool {
+	_, ok := d.(Immediate)
+	return ok
+}
+
+// TryReader is implemented by devices that can tell a read they can serve at
+// once from one that may wait. TryReadAt either serves the read exactly as
+// ReadAt would and returns served true, or does nothing and returns false
+// when serving it could wait: for a slower device below (a cache miss), or
+// for a lock held across such IO by another request. A cache volume serves
+// a read that hits.
+//
+// Transports use it to execute on the goroutine that reads requests only
+// work that cannot hold up the requests behind it, and to hand the rest to
+// goroutines of their own (see the NBD server's transmission).
+type TryReader interface {
+	TryReadAt(p []byte, off int64) (served bool, err error)
+}
+
+// TryWriter is TryReader's counterpart for writes: TryWriteAt writes as
+// WriteAt would and returns true, or does nothing and returns false when the
+// write could wait.
+type TryWriter interface {
+	TryWriteAt(p []byte, off int64, fua bool) (served bool, err error)
+}
+
+// TryReadAt serves a read of d at once if d can: always when d is
+// Immediate, else as d's TryReadAt decides. It reports false, doing
+// nothing, if d could wait or cannot tell.
+func TryReadAt(d Device, p []byte, off int64) (served bool, err error) {
+	switch x := d.(type) {
+	case Immediate:
+		return true, d.ReadAt(p, off)
+	case TryReader:
+		return x.TryReadAt(p, off)
+	}
+	return false, nil
+}
+
+// TryWriteAt is TryReadAt for writes.
+func TryWriteAt(d Device, p []byte, off int64, fua bool) (served bool, err error) {
+	switch x := d.(type) {
+	case Immediate:
+		return true, d.WriteAt(p, off, fua)
+	case TryWriter:
+		return x.TryWriteAt(p, off, fua)
+	}
+	return false, nil
+}

@@ -48,6 +48,11 @@ type export struct {
 	minBlock uint32  // device block size; every IO is aligned to it
 	prefs    uint32  // preferred block size
 	flags    txFlags // transmission flags, except SEND_DF which depends on the connection
+	// tryRead and tryWrite are set when the device can say whether it
+	// serves a READ or WRITE at once (bdev.Immediate, bdev.TryReader,
+	// bdev.TryWriter): only such requests are executed inline (see
+	// handleInline).
+	tryRead, tryWrite bool
 
 	// conns are the connections in transmission (or about to be) on this
 	// export. Guarded by Server.mu; removed is set once by RemoveExport,
@@ -111,6 +116,8 @@ func newExport(e Export) (*export, error) {
 		minBlock: bs,
 		prefs:    prefs,
 		flags:    flags,
+		tryRead:  isTryReader(e.Device),
+		tryWrite: isTryWriter(e.Device),
 		conns:    make(map[*conn]struct{}),
 	}, nil
 }
@@ -150,6 +157,9 @@ type Server struct {
 	// cannot hold a request (and RemoveExport, Shutdown) forever. Fixed at
 	// NewServer; tests shorten it.
 	replyTimeout time.Duration
+	// inlinePeriod is the inline watchdog's period (see transmit); tests
+	// lengthen it to show what does not depend on the watchdog.
+	inlinePeriod time.Duration
 
 	mu struct {
 		sync.Mutex
@@ -178,6 +188,7 @@ func NewServer(log *slog.Logger, o Options) (*Server, error) {
 		fds:          newFDGuard(),
 		zeroes:       sync.OnceValue(func() []byte { return make([]byte, 1<<20) }),
 		replyTimeout: 60 * time.Second,
+		inlinePeriod: inlinePeriod,
 	}
 	s.trim = trimmer{bufs: &s.bufs, idle: func() bool { return s.budget.used.Load() == 0 }, free: debug.FreeOSMemory}
 	s.jobs.New = func() any { return new(job) }
@@ -403,4 +414,14 @@ func (s *Server) listExports() []*export {
 	}
 	slices.SortFunc(out, func(a, b *export) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+func isTryReader(d bdev.Device) bool {
+	_, ok := d.(bdev.TryReader)
+	return ok || bdev.IsImmediate(d)
+}
+
+func isTryWriter(d bdev.Device) bool {
+	_, ok := d.(bdev.TryWriter)
+	return ok || bdev.IsImmediate(d)
 }

@@ -78,12 +78,15 @@ func (c *conn) unhold(payload int64) {
 // after draining a WRITE's payload so that the stream stays in sync. A
 // valid one it either
 //
-//   - executes and answers itself, keeping the turn ("inline"), while the
-//     device answers fast: a cache hit takes a microsecond or two, far less
-//     than waking another goroutine and, on a small machine, than the CPU
-//     the runtime's scheduler would take from the client doing it. The
-//     replies to requests that arrived together are then written together
-//     (see send), or
+//   - executes and answers it itself, keeping the turn ("inline"), when the
+//     device can serve it without waiting (bdev.TryReader, bdev.TryWriter:
+//     memory, or a cache hit) and answers fast: a cache hit takes a
+//     microsecond or two, far less than waking another goroutine and, on a
+//     small machine, than the CPU the runtime's scheduler would take from
+//     the client doing it. The replies to requests that arrived together
+//     are then written together (see send). A request that may wait (a
+//     cache miss, a write through to the core, any flush) is never executed
+//     inline, so that it cannot hold up the requests read after it; or
 //   - passes the turn to an idle goroutine (starting one if none is idle)
 //     and then executes and answers the request, while the next one is
 //     already being read; replies go out in completion order. So a slow
@@ -150,8 +153,15 @@ func (c *conn) follow(haveTurn bool) {
 			return
 		}
 		if c.inlineOK() {
-			haveTurn = c.handleInline(j)
-			continue
+			executed, kept := c.handleInline(j)
+			if executed {
+				haveTurn = kept
+				continue
+			}
+			if !kept {
+				c.handle(j) // the watchdog passed the turn on already
+				continue
+			}
 		}
 		c.passTurn()
 		c.handle(j)
@@ -179,33 +189,40 @@ func (c *conn) inlineOK() bool {
 }
 
 // handleInline executes and answers j while holding the turn, under the
-// watchdog. The reply is held back while another request is already
-// buffered, to go out with the replies to the next requests (flushed at the
-// latest before next would block). handleInline reports whether the caller
-// still holds the turn, that is whether the watchdog did not take it.
-func (c *conn) handleInline(j *job) bool {
+// watchdog, if the device can serve it without waiting (see bdev.TryReader):
+// a request that may wait for a slower device, or for a lock another request
+// holds across such IO, must not hold up the requests behind it. The reply
+// is held back while another request is already buffered, to go out with
+// the replies to the next requests (flushed at the latest before next would
+// block). handleInline reports whether it executed j, and whether the
+// caller still holds the turn, that is whether the watchdog did not take it.
+func (c *conn) handleInline(j *job) (executed, haveTurn bool) {
+	if !c.canTry(j.req.typ) {
+		return false, true
+	}
 	hold := c.br.Buffered() >= requestHeaderLen // while the turn is surely ours
 	c.inline.seq++
 	id := c.inline.seq
 	c.inline.running.Store(id)
 	if c.inline.armed.CompareAndSwap(false, true) {
-		c.inline.timer.Reset(inlinePeriod)
+		c.inline.timer.Reset(c.srv.inlinePeriod)
 	}
 	start := time.Now()
-	ok := c.prepare(j)
+	executed, ok := c.prepare(j, true)
 	took := time.Since(start)
-	if ok {
-		c.send(j, hold)
-	} else {
+	switch {
+	case !ok:
 		c.finish(j)
+	case executed:
+		c.send(j, hold)
 	}
 	if !c.inline.running.CompareAndSwap(id, 0) {
 		// The watchdog took the turn (and set the backoff), and maybe
 		// flushed before j was queued.
-		if hold {
+		if hold && executed {
 			c.flush()
 		}
-		return false
+		return executed || !ok, false
 	}
 	if took > inlineFast {
 		c.inline.skip = c.inline.backoff
@@ -213,7 +230,19 @@ func (c *conn) handleInline(j *job) bool {
 	} else {
 		c.inline.backoff = inlineBackoff
 	}
-	return true
+	return executed || !ok, true
+}
+
+// canTry reports whether requests of type typ may be tried inline: the
+// export's device can tell whether it would serve them without waiting.
+func (c *conn) canTry(typ command) bool {
+	switch typ {
+	case cmdRead:
+		return c.ex.tryRead
+	case cmdWrite:
+		return c.ex.tryWrite
+	}
+	return false
 }
 
 // watchdog runs every inlinePeriod while requests are executed inline. One
@@ -234,14 +263,14 @@ func (c *conn) watchdog() {
 	}
 	c.inline.seen.Store(id)
 	if id != 0 {
-		c.inline.timer.Reset(inlinePeriod)
+		c.inline.timer.Reset(c.srv.inlinePeriod)
 		return
 	}
 	// Disarm; but a request that started meanwhile may have found the
 	// timer armed and not armed it: look again.
 	c.inline.armed.Store(false)
 	if c.inline.running.Load() != 0 && c.inline.armed.CompareAndSwap(false, true) {
-		c.inline.timer.Reset(inlinePeriod)
+		c.inline.timer.Reset(c.srv.inlinePeriod)
 	}
 }
 
@@ -426,15 +455,18 @@ func allowedFlags(typ command, flags txFlags, structured bool) cmdFlags {
 // finishes the job. A panic closes the connection (the request will never
 // be answered) and is logged.
 func (c *conn) handle(j *job) {
-	if c.prepare(j) {
+	if _, ok := c.prepare(j, false); ok {
 		c.send(j, false)
 	} else {
 		c.finish(j)
 	}
 }
 
-// prepare executes j and lays out its reply; false if that panicked.
-func (c *conn) prepare(j *job) (ok bool) {
+// prepare executes j and lays out its reply; ok is false if that panicked.
+// With try it executes j only if the device serves it without waiting, and
+// reports in executed whether it did; otherwise j is left as it was, to be
+// prepared again without try.
+func (c *conn) prepare(j *job, try bool) (executed, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.panicked(p) // logged before the client sees the close
@@ -442,41 +474,58 @@ func (c *conn) prepare(j *job) (ok bool) {
 			ok = false
 		}
 	}()
-	err := c.execute(j)
+	executed, err := c.execute(j, try)
+	if !executed {
+		return false, true
+	}
 	if err != nil {
 		c.srv.log.Debug("nbd request failed", "remote", c.remote, "cmd", j.req.typ,
 			"offset", j.req.offset, "length", j.req.length, "err", err)
 	}
 	c.prepareReply(j, err)
-	return true
+	return true, true
 }
 
-// execute performs a validated request on the device. A READ leaves its
-// data in j.buf.
-func (c *conn) execute(j *job) error {
+// execute performs a validated request on the device; with try only if the
+// device can serve it at once (a READ or WRITE; see bdev.TryReader), and
+// reports whether it did. A READ leaves its data in j.buf.
+func (c *conn) execute(j *job, try bool) (executed bool, err error) {
 	dev := c.ex.Device
 	off, n := int64(j.req.offset), int64(j.req.length)
 	fua := j.req.flags&cmdFlagFUA != 0
 	switch j.req.typ {
 	case cmdRead:
-		j.buf = c.srv.bufs.get(int(n))
-		return dev.ReadAt(*j.buf, off)
+		if j.buf == nil {
+			j.buf = c.srv.bufs.get(int(n))
+		}
+		if try {
+			return bdev.TryReadAt(dev, *j.buf, off)
+		}
+		return true, dev.ReadAt(*j.buf, off)
 	case cmdWrite:
-		return dev.WriteAt(*j.buf, off, fua)
+		if try {
+			return bdev.TryWriteAt(dev, *j.buf, off, fua)
+		}
+		return true, dev.WriteAt(*j.buf, off, fua)
+	}
+	if try {
+		return false, nil
+	}
+	switch j.req.typ {
 	case cmdFlush:
-		return dev.Flush()
+		return true, dev.Flush()
 	case cmdTrim:
 		err := bdev.Discard(dev, off, n)
 		if err == nil && fua {
 			err = dev.Flush()
 		}
-		return err
+		return true, err
 	case cmdWriteZeroes:
 		// NBD_CMD_FLAG_NO_HOLE needs nothing: this server never reports
 		// holes, and whether the device deallocates is its own business.
-		return c.writeZeroes(off, n, fua)
+		return true, c.writeZeroes(off, n, fua)
 	}
-	return errUnknownCommand // validate admits nothing else
+	return true, errUnknownCommand // validate admits nothing else
 }
 
 // writeZeroes zeroes a range with the device's WriteZeroes, or by writing a

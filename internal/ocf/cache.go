@@ -296,6 +296,7 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	record.SeqCutoff, record.SeqThreshold, record.SeqPromotionCount = uint8(seq.Policy), seq.ThresholdBytes, seq.PromotionCount
 	co.dev, co.info, co.record = cfg.Device, vol, record
 	co.seq = newSeqDetector(seq)
+	co.immediate.Store(bdev.IsImmediate(cfg.Device) && bdev.IsImmediate(c.dev))
 	co.state.Store(0)
 	c.mu.Unlock()
 	if err := c.writeSuperblock(false); err != nil {

@@ -24,6 +24,11 @@ type Core struct {
 	stats counters
 	seq   *seqDetector // sequential cutoff state; set at AddCore
 
+	// immediate is set at AddCore when the cache and core devices are both
+	// bdev.Immediate: then no IO on the volume waits for a device, and the
+	// volume serves every TryReadAt and TryWriteAt.
+	immediate atomic.Bool
+
 	// state holds the stateClosed and stateRemoved bits. An IO checks it
 	// after taking its stripes; whoever sets a bit then takes and releases
 	// every stripe, which waits for the IO already admitted (drain).
@@ -93,6 +98,31 @@ func (co *Core) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	return co.cache.read(co, p, off)
+}
+
+// TryReadAt implements bdev.TryReader: it serves a read that lies within
+// one cache line whose touched sectors are all valid (a hit), unless a
+// writer holds the line's stripe; anything else may wait for the core, or
+// for a lock held across core IO, and is left to ReadAt. On a volume whose
+// devices are all immediate (memory) it serves every read.
+func (co *Core) TryReadAt(p []byte, off int64) (bool, error) {
+	if co.immediate.Load() {
+		return true, co.ReadAt(p, off)
+	}
+	if err := bdev.CheckIO(&co.info, "read", off, int64(len(p))); err != nil || len(p) == 0 {
+		return true, err
+	}
+	return co.cache.readHit(co, p, off, false)
+}
+
+// TryWriteAt implements bdev.TryWriter. Every write may wait for a device
+// (the core, or the cache device for metadata) unless the volume's devices
+// are all immediate, when it serves every write.
+func (co *Core) TryWriteAt(p []byte, off int64, fua bool) (bool, error) {
+	if co.immediate.Load() {
+		return true, co.WriteAt(p, off, fua)
+	}
+	return false, nil
 }
 
 // WriteAt implements bdev.Device.

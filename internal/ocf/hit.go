@@ -60,7 +60,11 @@ func (c *Cache) probe(core CoreID, coreLine uint32) lineIdx {
 // read-modify-writes, the second of which waits for the copy's stores to
 // drain. When the count moved, or the cache device failed, it does it again
 // under the stripe lock, where a failure is handled.
-func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) {
+//
+// Without wait it never waits: it takes the stripe lock only if no one
+// holds it exclusively (a writer may hold it across core IO), and leaves a
+// cache-device failure to the general path, which may read the core.
+func (c *Cache) readHit(co *Core, p []byte, off int64, wait bool) (served bool, err error) {
 	lay := &c.layout
 	last := off + int64(len(p)) - 1
 	coreLine := uint64(off) >> lay.lineShift
@@ -90,7 +94,13 @@ func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) 
 		co.stats.countHit(stripe, uint64(len(p)), -1)
 	}
 
-	lock.RLock()
+	if !wait {
+		if !lock.TryRLock() {
+			return false, nil
+		}
+	} else {
+		lock.RLock()
+	}
 	defer lock.RUnlock()
 	i := c.hitLine(co, uint32(coreLine), want)
 	if i == noLine {
@@ -100,6 +110,10 @@ func (c *Cache) readHit(co *Core, p []byte, off int64) (served bool, err error) 
 	co.stats.countHit(stripe, uint64(len(p)), 1)
 	if err = c.dev.ReadAt(p, lay.lineOffset(i, 0)+inLine); err == nil {
 		return true, nil
+	}
+	if !wait {
+		co.stats.countHit(stripe, uint64(len(p)), -1)
+		return false, nil
 	}
 	// As in readLocked: serve from the core, with dirty sectors from the
 	// cache (which fails the read if they cannot be read).

@@ -17,7 +17,7 @@ import (
 // pass-through (reads) or write-invalidate (writes), counted as rd_pt/wr_pt.
 
 func (c *Cache) read(co *Core, p []byte, off int64) error {
-	if served, err := c.readHit(co, p, off); served {
+	if served, err := c.readHit(co, p, off, true); served {
 		return err
 	}
 	co.stats.volumeRdBytes.Add(uint64(len(p)))

@@ -203,6 +203,9 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	return nil
 }
 
+// Immediate implements bdev.Immediate: IO on memory never waits.
+func (d *Device) Immediate() {}
+
 // Flush implements bdev.Device.
 func (d *Device) Flush() error {
 	data := d.memory()

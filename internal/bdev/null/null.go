@@ -66,6 +66,9 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	return d.check("write", off, int64(len(p)))
 }
 
+// Immediate implements bdev.Immediate: IO on a null device never waits.
+func (d *Device) Immediate() {}
+
 // Flush implements bdev.Device.
 func (d *Device) Flush() error {
 	if d.closed.Load() {
