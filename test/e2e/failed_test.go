@@ -268,9 +268,10 @@ func TestDamagedCacheZeroedSuperblocks(t *testing.T) {
 }
 
 // TestDamagedCacheEntrySector: one entry sector of V1's cache image is
-// garbage; the restart keeps V1 failed naming the sector, serves V2; once
-// the sector is repaired, bdev_ocf_create V1 retries and loads the cache
-// with its dirty data, and the next restart starts both cleanly.
+// garbage; the restart keeps V1 failed naming the sector, serves V2; a
+// bdev_ocf_create retry fails the same way; once the sector is repaired
+// and the cache bdev created again, V1 starts by loading the cache with its
+// dirty data, and the next restart starts both cleanly.
 func TestDamagedCacheEntrySector(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "qemu-io")
@@ -293,12 +294,15 @@ func TestDamagedCacheEntrySector(t *testing.T) {
 		t.Fatalf("after a failed retry V1 is %+v, want still failed", st)
 	}
 
-	// Repaired (the daemon does not hold the failed volume's bases, so the
-	// image can be written), the retry loads the dirty data.
+	// The repair lifecycle.md describes: the failed volume holds no claim,
+	// so its cache bdev can be deleted; the image is repaired; the cache
+	// bdev created again retries the start, which loads the dirty data.
+	d.expectClaimed(t, "C1", false)
+	d.Call(t, "bdev_aio_delete", map[string]any{"name": "C1"})
 	writeAt(t, img, good, superblockArea)
-	d.Call(t, "bdev_ocf_create", ocfParams("V1", "wb", "C1", "D1", 0))
+	d.Call(t, "bdev_aio_create", aioParams(img, "C1"))
 	if st := d.ocfStates(t)["V1"]; !st.Started || st.Failed || st.Error != "" {
-		t.Fatalf("after the retry V1 is %+v, want started", st)
+		t.Fatalf("after the repair V1 is %+v, want started", st)
 	}
 	var uri string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "V1"}, &uri)
