@@ -43,8 +43,6 @@ func (m *Manager) examineLocked(ev bdev.Event) {
 		v.mode, _ = ocf.ParseMode(mode)
 		m.mu.vbdevs = append(m.mu.vbdevs, v)
 		m.log.Info("examine: cache metadata found; OCF vbdev re-created, waiting for its core", "cache", ev.Name, "vbdev", r.VolumeName, "core", r.CoreName, "mode", mode)
-		if err := m.tryStartLocked(v); err != nil {
-			m.log.Warn("examine: OCF vbdev cannot start yet", "vbdev", r.VolumeName, "err", err)
-		}
+		m.startLocked(v) //nolint:errcheck // logged, and kept as v.failed
 	}
 }

@@ -246,11 +246,6 @@ func (m *Manager) create(p Params, keepFailed bool) (*Vbdev, error) {
 			// Examine re-created it from the cache's metadata (a config
 			// replayed over existing devices): the create adopts it.
 			v.auto = false
-			if v.state() == StateWaiting {
-				// Examine starts what it re-creates but cannot keep a
-				// failure: one may be sitting half-attached.
-				m.startLocked(v) //nolint:errcheck // kept as v.failed
-			}
 			if v.failed != nil {
 				return v, v.failed
 			}
