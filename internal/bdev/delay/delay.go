@@ -4,10 +4,17 @@
 // the average latency otherwise, as SPDK does; the delay is added after the
 // inner device completed the IO. Flush, discard and write-zeroes are
 // forwarded undelayed, as in SPDK.
+//
+// Ours, not SPDK's: Config.MaxInflight bounds how many IOs are in the device
+// at once, as a real disk's limited parallelism does. An IO holds its slot
+// from before it reaches the inner device until its delay has passed; IOs
+// beyond the limit wait for a slot in arrival order, before their latency
+// starts.
 package delay
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +37,9 @@ type Config struct {
 	Sleep func(time.Duration)
 	// Seed chooses which IOs get the p99 latency.
 	Seed uint64
+	// MaxInflight is the most IOs (of any kind) in the device at once; 0
+	// means no limit, as SPDK's delay bdev.
+	MaxInflight int
 }
 
 // Device is a delay device. Its Discard and WriteZeroes methods always exist
@@ -45,6 +55,7 @@ type Device struct {
 	inner bdev.Device
 	sleep func(time.Duration)
 	seed  uint64
+	slots *queue // every IO that passed CheckIO holds a slot until it returns
 
 	ios     atomic.Uint64          // IOs delayed so far; numbers them for the p99 draw
 	latency [numKinds]atomic.Int64 // nanoseconds by LatencyKind; SetLatency writes
@@ -57,14 +68,18 @@ type Device struct {
 	closed bool
 }
 
-// New wraps inner. It fails if cfg.Name is empty, a latency is negative, or
-// a p99 latency is below its average (as bdev_delay_create does).
+// New wraps inner. It fails if cfg.Name is empty, a latency is negative,
+// a p99 latency is below its average (as bdev_delay_create does), or
+// MaxInflight is negative.
 func New(inner bdev.Device, cfg Config) (*Device, error) {
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("delay device over %q: empty name: %w", inner.Info().Name, bdev.ErrInvalidName)
 	}
 	if err := cfg.Latencies.validate(); err != nil {
 		return nil, fmt.Errorf("delay device %q: %w", cfg.Name, err)
+	}
+	if cfg.MaxInflight < 0 {
+		return nil, fmt.Errorf("delay device %q: max in-flight IOs %d is negative", cfg.Name, cfg.MaxInflight)
 	}
 	id := cfg.UUID
 	if id == uuid.Nil {
@@ -76,6 +91,7 @@ func New(inner bdev.Device, cfg Config) (*Device, error) {
 		inner: inner,
 		sleep: cfg.Sleep,
 		seed:  cfg.Seed,
+		slots: newQueue(cfg.MaxInflight),
 	}
 	if d.sleep == nil {
 		d.sleep = time.Sleep
@@ -102,6 +118,18 @@ func (d *Device) Latencies() Latencies {
 	}
 }
 
+// MaxInflight returns the most IOs admitted at once, 0 for no limit.
+func (d *Device) MaxInflight() int {
+	if d.slots.limit == math.MaxInt {
+		return 0
+	}
+	return d.slots.limit
+}
+
+// Inflight returns how many IOs are in the device (in the inner device or
+// in their delay) and how many wait for a slot.
+func (d *Device) Inflight() (admitted, waiting int) { return d.slots.counts() }
+
 // SetLatency changes one latency at run time; IOs that complete afterwards
 // use it. Like SPDK's bdev_delay_update_latency it does not check the value
 // against its p99 or average partner, only that it is not negative.
@@ -116,52 +144,51 @@ func (d *Device) SetLatency(kind LatencyKind, v time.Duration) error {
 	return nil
 }
 
+// The latencies of reads and writes; flush, discard and write-zeroes have
+// none.
+var (
+	readLatency  = &latencyPair{AvgRead, P99Read}
+	writeLatency = &latencyPair{AvgWrite, P99Write}
+)
+
+// latencyPair is an IO kind's average and p99 latencies.
+type latencyPair struct{ avg, p99 LatencyKind }
+
 // ReadAt implements bdev.Device; it returns one read latency after the inner
 // read completed.
 func (d *Device) ReadAt(p []byte, off int64) error {
-	reached, err := d.forward("read", off, int64(len(p)), func() error { return d.inner.ReadAt(p, off) })
-	if reached {
-		d.wait(AvgRead, P99Read)
-	}
-	return err
+	return d.forward("read", off, int64(len(p)), readLatency, func() error { return d.inner.ReadAt(p, off) })
 }
 
 // WriteAt implements bdev.Device; it returns one write latency after the
 // inner write completed.
 func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
-	reached, err := d.forward("write", off, int64(len(p)), func() error { return d.inner.WriteAt(p, off, fua) })
-	if reached {
-		d.wait(AvgWrite, P99Write)
-	}
-	return err
+	return d.forward("write", off, int64(len(p)), writeLatency, func() error { return d.inner.WriteAt(p, off, fua) })
 }
 
 // Flush implements bdev.Device, undelayed.
 func (d *Device) Flush() error {
-	_, err := d.forward("flush", 0, 0, d.inner.Flush)
-	return err
+	return d.forward("flush", 0, 0, nil, d.inner.Flush)
 }
 
 // Discard implements bdev.Discarder, undelayed.
 func (d *Device) Discard(off, length int64) error {
-	_, err := d.forward("discard", off, length, func() error {
+	return d.forward("discard", off, length, nil, func() error {
 		if !bdev.CanDiscard(d.inner) {
 			return fmt.Errorf("%s discard: %w", d.info.Name, bdev.ErrNotSupported)
 		}
 		return bdev.Discard(d.inner, off, length)
 	})
-	return err
 }
 
 // WriteZeroes implements bdev.WriteZeroer, undelayed.
 func (d *Device) WriteZeroes(off, length int64) error {
-	_, err := d.forward("write-zeroes", off, length, func() error {
+	return d.forward("write-zeroes", off, length, nil, func() error {
 		if !bdev.CanWriteZeroes(d.inner) {
 			return fmt.Errorf("%s write-zeroes: %w", d.info.Name, bdev.ErrNotSupported)
 		}
 		return bdev.WriteZeroes(d.inner, off, length)
 	})
-	return err
 }
 
 // SupportsDiscard implements bdev.AbilityReporter.
@@ -182,15 +209,29 @@ func (d *Device) Close() error {
 	return nil
 }
 
-// forward validates an IO against the device and runs call on the inner
-// device unless the device is closed. reached reports whether call ran:
-// rejected IO is not delayed.
-func (d *Device) forward(op string, off, length int64, call func() error) (reached bool, err error) {
+// forward validates an IO against the device, waits for a slot, runs call
+// on the inner device unless the device is closed, and then, if lat is not
+// nil, waits one of its latencies whether call failed or not (as SPDK
+// delays every completion). Rejected IO takes no slot and is not delayed;
+// an IO that waited for a slot while the device closed fails undelayed.
+func (d *Device) forward(op string, off, length int64, lat *latencyPair, call func() error) error {
 	if op != "flush" {
 		if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
-			return false, err
+			return err
 		}
 	}
+	d.slots.acquire()
+	defer d.slots.release()
+	reached, err := d.call(op, off, length, call)
+	if reached && lat != nil {
+		d.wait(lat.avg, lat.p99)
+	}
+	return err
+}
+
+// call runs call unless the device is closed, holding mu shared meanwhile;
+// reached reports whether it ran.
+func (d *Device) call(op string, off, length int64, call func() error) (reached bool, err error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
