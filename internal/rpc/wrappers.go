@@ -47,7 +47,9 @@ func (a *API) claimBase(base, name, module string) (bdev.Device, *bdev.Claim, er
 }
 
 // delayParams are bdev_delay_create's parameters (latencies in µs), in the
-// key order its config entry uses.
+// key order its config entry uses. max_inflight is ours: the most IOs in the
+// delay bdev at once, 0 or absent for no limit (SPDK's behaviour); configs
+// carry it only when set.
 type delayParams struct {
 	BaseBdevName    string `json:"base_bdev_name" rpc:"required"`
 	Name            string `json:"name" rpc:"required"`
@@ -56,6 +58,7 @@ type delayParams struct {
 	AvgWriteLatency uint64 `json:"avg_write_latency" rpc:"required"`
 	P99WriteLatency uint64 `json:"p99_write_latency" rpc:"required"`
 	UUID            string `json:"uuid,omitempty"`
+	MaxInflight     uint32 `json:"max_inflight,omitempty"`
 }
 
 func us(v uint64) time.Duration { return time.Duration(v) * time.Microsecond }
@@ -101,7 +104,7 @@ func (a *API) delayCreate(_ context.Context, params json.RawMessage) (any, error
 	d, err := delay.New(base, delay.Config{Name: p.Name, UUID: id, Latencies: delay.Latencies{
 		AvgRead: us(p.AvgReadLatency), P99Read: us(p.P99ReadLatency),
 		AvgWrite: us(p.AvgWriteLatency), P99Write: us(p.P99WriteLatency),
-	}})
+	}, MaxInflight: int(p.MaxInflight)})
 	if err != nil {
 		claim.Release()
 		return nil, jsonrpc.ErrnoError(syscall.EINVAL).WithData("%v", err)
