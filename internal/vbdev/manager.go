@@ -201,6 +201,27 @@ func (m *Manager) startLocked(v *Vbdev) error {
 	return err
 }
 
+// coreHolderLocked returns the vbdev other than self that holds core bdev
+// name, or nil.
+func (m *Manager) coreHolderLocked(name string, self *Vbdev) *Vbdev {
+	for _, o := range m.mu.vbdevs {
+		if o != self && o.params.CoreBdev == name && o.coreClaim != nil {
+			return o
+		}
+	}
+	return nil
+}
+
+// startCoreWaitersLocked starts, in creation order, the vbdevs that wait for
+// core bdev name because another vbdev held it, once that one let go of it.
+func (m *Manager) startCoreWaitersLocked(name string) {
+	for _, v := range m.mu.vbdevs {
+		if v.params.CoreBdev == name && v.state() == StateWaiting {
+			m.startLocked(v) //nolint:errcheck // logged, and kept as v.failed
+		}
+	}
+}
+
 // Close unsubscribes the manager from its registry.
 func (m *Manager) Close() { m.unsubscribe() }
 
@@ -258,10 +279,10 @@ func (m *Manager) create(p Params, keepFailed bool) (*Vbdev, error) {
 	if _, err := m.reg.Lookup(p.Name); err == nil || m.findLocked(p.Name) != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, ErrNameExists)
 	}
-	for _, o := range m.mu.vbdevs {
-		if o.params.CoreBdev == p.CoreBdev {
-			return nil, fmt.Errorf("create OCF vbdev %q: core bdev %q is already used by OCF vbdev %q: %w", p.Name, p.CoreBdev, o.params.Name, bdev.ErrDeviceClaimed)
-		}
+	// Several vbdevs may wait for the same missing core, as in SPDK: the
+	// first to be created claims it when it appears, the others wait on.
+	if o := m.coreHolderLocked(p.CoreBdev, nil); o != nil {
+		return nil, fmt.Errorf("create OCF vbdev %q: core bdev %q is already used by OCF vbdev %q: %w", p.Name, p.CoreBdev, o.params.Name, bdev.ErrDeviceClaimed)
 	}
 	if err := m.compatibleLocked(nil, p.CacheBdev, mode, lineSize); err != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)

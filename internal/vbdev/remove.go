@@ -29,6 +29,7 @@ func (m *Manager) Delete(name string) error {
 	}
 	m.forgetLocked(v)
 	m.log.Info("OCF vbdev deleted", "name", name)
+	m.startCoreWaitersLocked(v.params.CoreBdev)
 	return nil
 }
 

@@ -21,7 +21,9 @@ import (
 func (m *Manager) tryStartLocked(v *Vbdev) error {
 	p := v.params
 	if v.coreClaim == nil {
-		if _, err := m.reg.Lookup(p.CoreBdev); err == nil {
+		if o := m.coreHolderLocked(p.CoreBdev, v); o != nil {
+			m.log.Info("OCF vbdev waits: its core bdev is held by another OCF vbdev", "vbdev", p.Name, "core", p.CoreBdev, "holder", o.params.Name)
+		} else if _, err := m.reg.Lookup(p.CoreBdev); err == nil {
 			c, err := m.reg.Claim(p.CoreBdev, claimOwner, func() { m.hotRemoveCore(v) })
 			if err != nil {
 				return fmt.Errorf("OCF vbdev %q: attach core: %w", p.Name, err)
@@ -155,22 +157,42 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 		}
 		progress[op](done, total)
 	}}
-	if !load {
-		c, err := ocf.New(dev, cfg)
-		if err != nil {
+	if load {
+		loaded, err := m.loadCacheLocked(inst, v, cfg)
+		switch {
+		case loaded || err != nil && !errors.Is(err, metadata.ErrCorrupt):
 			return err
+		case !p.Force:
+			return fmt.Errorf("%w (run 'blockcache recover' to write its dirty data back, or pass force to discard it and reinitialise the device)", err)
 		}
-		inst.cache = c
-		c.StartCleaner()
-		m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines(), "id", c.ID())
-		return nil
+		m.warnDiscard(inst, dev, "reinitialising a cache device with damaged metadata (force)", "err", err)
 	}
-	c, rep, err := ocf.Load(dev, cfg)
+	c, err := ocf.New(dev, cfg)
 	if err != nil {
 		return err
 	}
+	inst.cache = c
+	c.StartCleaner()
+	m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines(), "id", c.ID())
+	return nil
+}
+
+// loadCacheLocked loads the cache inst's device holds, for its first vbdev
+// v, and reports whether it did. An error wrapping metadata.ErrCorrupt says
+// the metadata is damaged (the caller may reinitialise with force).
+func (m *Manager) loadCacheLocked(inst *instance, v *Vbdev, cfg ocf.Config) (bool, error) {
+	p := v.params
+	c, rep, err := ocf.Load(inst.claim.Device(), cfg)
+	if err != nil {
+		return false, err
+	}
 	if p.LineSizeKiB != 0 && int64(p.LineSizeKiB)*1024 != c.LineSize() {
-		return fmt.Errorf("%w: the cache on the device has %d KiB lines, not %d KiB", ErrInvalidParam, c.LineSize()/1024, p.LineSizeKiB)
+		err := fmt.Errorf("%w: the cache on the device has %d KiB lines, not %d KiB", ErrInvalidParam, c.LineSize()/1024, p.LineSizeKiB)
+		// Load marked the device as running; leave it as it was found.
+		if serr := c.Stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return false, err
 	}
 	if c.Mode() != v.mode {
 		m.log.Warn("loaded cache keeps its recorded mode", "cache", inst.name, "mode", c.Mode().String(), "requested", v.mode.String())
@@ -182,7 +204,7 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	}
 	m.log.Info("cache loaded", "cache", inst.name, "clean_shutdown", rep.Clean, "lines", rep.Lines,
 		"dirty_lines", rep.DirtyLines, "dropped_clean_lines", rep.DroppedClean, "mode", c.Mode().String(), "id", c.ID())
-	return nil
+	return true, nil
 }
 
 // checkBlank decides whether a cache device whose superblocks hold no
