@@ -2,6 +2,7 @@ package vbdev_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"blockcache/internal/bdev"
@@ -71,5 +72,32 @@ func TestTwoWaitingVbdevsDeleteAndShutdown(t *testing.T) {
 	}
 	if len(e.m.List("")) != 0 {
 		t.Fatalf("vbdevs left after shutdown: %+v", e.m.List(""))
+	}
+}
+
+// force reinitialises a cache device whose superblock loads but whose
+// entries are damaged (the load fails); without force the create is
+// refused and says how to proceed.
+func TestForceReinitialisesDamagedEntries(t *testing.T) {
+	cache, core, _ := damagedCache(t)
+	e := newEnv(t)
+	e.register(cache, core)
+	p := vbdev.Params{Name: "V2", Mode: "wt", CacheBdev: "Cache", CoreBdev: "Core"}
+	for _, v := range e.m.List("") {
+		// Examine re-created V from the intact superblock, and failed.
+		if err := e.m.Delete(v.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := e.m.Create(p)
+	if err == nil || !strings.Contains(err.Error(), "pass force") {
+		t.Fatalf("create over damaged entries without force: %v", err)
+	}
+	p.Force = true
+	if _, err := e.m.Create(p); err != nil {
+		t.Fatalf("create with force: %v", err)
+	}
+	if !e.started("V2") {
+		t.Fatal("V2 not started after force")
 	}
 }
