@@ -16,49 +16,6 @@ import (
 // flushBatchLines is how many lines one cleaning batch writes back.
 const flushBatchLines = 128
 
-// FlushDirty writes back every dirty line of core co, or of every core when
-// co is nil, and flushes the cores (the "flush cache" management operation).
-// progress, when not nil, is called after each batch with the lines cleaned
-// so far and the number that were dirty when the flush started. It stops
-// once it has written back that many lines (or found no more dirty ones),
-// so writers that keep dirtying lines cannot keep it running for ever;
-// lines made dirty while it runs may stay dirty.
-func (c *Cache) FlushDirty(co *Core, progress func(done, total int)) error {
-	c.mgmt.Lock()
-	defer c.mgmt.Unlock()
-	return c.flushDirty(co, progress)
-}
-
-func (c *Cache) flushDirty(co *Core, progress func(done, total int)) error {
-	c.mu.Lock()
-	total := c.mu.lists[listDirty].n
-	if co != nil {
-		total = co.dirtyLines
-	}
-	c.mu.Unlock()
-	done := 0
-	for {
-		n, err := c.cleanBatch(co, flushBatchLines, false)
-		if err != nil {
-			return err
-		}
-		done += n
-		if n == 0 || done >= total {
-			// Record the lines as clean, so they can be reused.
-			if err := c.syncMetadata(false); err != nil {
-				return fmt.Errorf("flush: %w", err)
-			}
-			if progress != nil && n > 0 {
-				progress(done, max(total, done))
-			}
-			return nil
-		}
-		if progress != nil {
-			progress(done, max(total, done))
-		}
-	}
-}
-
 // cleanForRoom writes back the least recently used dirty lines so that a
 // request needing n lines can map them, and writes the metadata so that
 // lines whose durable entries still claim dirty data can be reused. Errors

@@ -34,6 +34,10 @@ type Core struct {
 	// every stripe, which waits for the IO already admitted (drain).
 	state atomic.Uint32
 
+	// writeThrough counts the holds that make writes to this core go
+	// write-through whatever the cache mode (HoldWriteThrough).
+	writeThrough atomic.Int32
+
 	// occupied and dirtyLines count this core's mapped and dirty lines.
 	// Guarded by cache.mu.
 	occupied, dirtyLines int

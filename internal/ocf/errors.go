@@ -19,4 +19,7 @@ var (
 	// ErrDirtyUnreadable is returned when dirty data cannot be read from the
 	// cache device; the request fails rather than return stale core data.
 	ErrDirtyUnreadable = errors.New("dirty data unreadable on cache device")
+	// ErrFlushCancelled is returned by a flush whose context was cancelled
+	// before it had written back all it set out to.
+	ErrFlushCancelled = errors.New("flush cancelled")
 )

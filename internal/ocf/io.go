@@ -187,7 +187,7 @@ func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error)
 // writeLocked is writeOnce with r's stripes held exclusively.
 func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err error) {
 	co := r.co
-	mode := c.effectiveMode()
+	mode := c.writeMode(co)
 	if !r.lookupFast() {
 		c.mu.Lock()
 		r.lookupLocked()
