@@ -31,6 +31,14 @@ type Config struct {
 	// metadata_volatile): nothing is written to the cache device's metadata
 	// area, and the cache cannot be loaded after a stop.
 	VolatileMetadata bool
+	// VolatileDirtyMetadata keeps changes of dirty state in memory until a
+	// volume flush or FUA write, as a disk's volatile write cache: a write
+	// that makes sectors dirty returns without writing the entry that
+	// records it, so a crash (of the process too) loses the writes since
+	// the last flush. Otherwise (the default, OCF's rule) such a write
+	// returns only once that entry is on the cache device. Recorded in the
+	// superblock; Load takes it from there.
+	VolatileDirtyMetadata bool
 	// Progress, if set, is told how far long operations ("init", "load",
 	// "flush") are, in their own units.
 	Progress func(op string, done, total int64)
@@ -143,7 +151,7 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 		sectorsPerLine: int(cfg.LineSize / sectorSize),
 		cutoff:         cfg.SeqCutoff,
 		stripes:        newStripes(lay.numLines),
-		meta:           persistState{volatile: cfg.VolatileMetadata, progress: cfg.Progress},
+		meta:           persistState{volatile: cfg.VolatileMetadata, volatileDirty: cfg.VolatileDirtyMetadata, progress: cfg.Progress},
 	}
 	pp, err := cfg.PromotionParams.withDefaults()
 	if err != nil {
@@ -197,6 +205,10 @@ func (c *Cache) ID() uuid.UUID { return c.meta.id }
 
 // VolatileMetadata reports whether the metadata is kept in memory only.
 func (c *Cache) VolatileMetadata() bool { return c.meta.volatile }
+
+// VolatileDirtyMetadata reports whether changes of dirty state wait for a
+// flush or FUA write to reach the metadata (Config.VolatileDirtyMetadata).
+func (c *Cache) VolatileDirtyMetadata() bool { return c.meta.volatileDirty }
 
 // Device returns the cache device.
 func (c *Cache) Device() bdev.Device { return c.dev }

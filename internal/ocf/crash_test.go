@@ -17,16 +17,23 @@ import (
 	"blockcache/internal/ocf"
 )
 
-// TestCrashConsistency cuts power at random points of random operation
-// sequences, in every mode and line size, and checks durability.md's
-// contract on what the cache loads from the crash-cloned devices.
+// TestCrashConsistency cuts power, or kills the process, at random points
+// of random operation sequences, in every mode and line size, with and
+// without volatile dirty metadata, and checks durability.md's contract on
+// what the cache loads from the devices left behind.
 //
-// The model keeps, per sector, the write that is durable (the last one
-// acknowledged with FUA or before a completed flush; 0 = the initial zeroes)
-// and every write acknowledged since. After a crash, each sector must read
-// back one of those, whole (each sector's content names its write, core and
+// The model keeps, per sector, the write that is durable and every write
+// acknowledged since. Durable is the last write acknowledged with FUA or
+// before a completed flush (0 = the initial zeroes); by default also the
+// last acknowledged write that changed whether the sector is dirty (made
+// it dirty, or replaced dirty data on the core): its entry was on the
+// device before it returned. After a power cut each sector must read back
+// one of those, whole (each sector's content names its write, core and
 // sector, so torn or misplaced data is caught), and read the same twice.
-// Then the sequence goes on from the recovered state and may crash again.
+// After a process kill (every completed device write survives, nothing
+// else) the default keeps every acknowledged write: each sector reads back
+// its latest. Then the sequence goes on from the recovered state and may
+// crash again.
 func TestCrashConsistency(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		lineSize := rapid.SampledFrom([]int64{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10}).Draw(rt, "lineSize")
@@ -35,7 +42,8 @@ func TestCrashConsistency(t *testing.T) {
 		nCores := rapid.IntRange(1, 2).Draw(rt, "cores")
 		coreBytes := lineSize * int64(rapid.IntRange(2, 12).Draw(rt, "coreLines"))
 		seed := rapid.Uint64().Draw(rt, "seed")
-		w := newCrashWorld(rt, lineSize, mode, lines, nCores, coreBytes, seed)
+		volatileDirty := rapid.Bool().Draw(rt, "volatileDirty")
+		w := newCrashWorld(rt, lineSize, mode, lines, nCores, coreBytes, seed, volatileDirty)
 		for crash := 0; crash < 2; crash++ {
 			steps := rapid.IntRange(1, 40).Draw(rt, fmt.Sprintf("steps%d", crash))
 			for range steps {
@@ -47,9 +55,10 @@ func TestCrashConsistency(t *testing.T) {
 }
 
 type crashWorld struct {
-	lineSize  int64
-	coreBytes int64
-	rng       *rand.Rand
+	lineSize      int64
+	coreBytes     int64
+	rng           *rand.Rand
+	volatileDirty bool // ocf.Config.VolatileDirtyMetadata
 
 	cacheDev *crashdev.Device
 	coreDevs []*crashdev.Device
@@ -72,10 +81,10 @@ func crashDevice(t *rapid.T, name string, bytes int64) *crashdev.Device {
 	return crashdev.New(m)
 }
 
-func newCrashWorld(t *rapid.T, lineSize int64, mode ocf.Mode, lines, nCores int, coreBytes int64, seed uint64) *crashWorld {
-	w := &crashWorld{lineSize: lineSize, coreBytes: coreBytes, rng: rand.New(rand.NewPCG(seed, seed^0x9e37))}
+func newCrashWorld(t *rapid.T, lineSize int64, mode ocf.Mode, lines, nCores int, coreBytes int64, seed uint64, volatileDirty bool) *crashWorld {
+	w := &crashWorld{lineSize: lineSize, coreBytes: coreBytes, rng: rand.New(rand.NewPCG(seed, seed^0x9e37)), volatileDirty: volatileDirty}
 	w.cacheDev = crashDevice(t, "cache", ocf.DeviceBytesFor(lines, lineSize))
-	c, err := ocf.New(w.cacheDev, ocf.Config{LineSize: lineSize, Mode: mode})
+	c, err := ocf.New(w.cacheDev, ocf.Config{LineSize: lineSize, Mode: mode, VolatileDirtyMetadata: volatileDirty})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,16 +153,13 @@ func (w *crashWorld) step(t *rapid.T) {
 		for s := s0; s < s0+n; s++ {
 			buf = append(buf, sectorContent(id, core, s)...)
 		}
+		before := w.cores[core].SectorStates(int64(s0)*512, int64(n)*512)
 		if err := w.cores[core].WriteAt(buf, int64(s0)*512, fua); err != nil {
 			t.Fatalf("write core %d sectors %d+%d: %v", core, s0, n, err)
 		}
-		for s := s0; s < s0+n; s++ {
-			w.cur[core][s] = id
-			if fua {
-				w.durable[core][s], w.possible[core][s] = id, []uint64{id}
-			} else {
-				w.possible[core][s] = append(w.possible[core][s], id)
-			}
+		after := w.cores[core].SectorStates(int64(s0)*512, int64(n)*512)
+		for k, s := 0, s0; s < s0+n; k, s = k+1, s+1 {
+			w.acknowledged(core, s, id, fua || w.dirtyChanged(before[k], after[k]))
 		}
 	case 4, 5: // read: the latest acknowledged write of every sector
 		core, s0, n := w.span(t)
@@ -183,21 +189,48 @@ func (w *crashWorld) step(t *rapid.T) {
 		if err := w.cache.FlushDirty(nil, nil); err != nil {
 			t.Fatalf("flush dirty: %v", err)
 		}
-	case 9: // discard: reads back zeroes, durable only after a flush
+	case 9: // discard: reads back zeroes, durable after a flush (or as a write)
 		core, s0, n := w.span(t)
+		before := w.cores[core].SectorStates(int64(s0)*512, int64(n)*512)
 		if err := w.cores[core].Discard(int64(s0)*512, int64(n)*512); err != nil {
 			t.Fatalf("discard: %v", err)
 		}
-		for s := s0; s < s0+n; s++ {
-			w.cur[core][s] = 0
-			w.possible[core][s] = append(w.possible[core][s], 0)
+		after := w.cores[core].SectorStates(int64(s0)*512, int64(n)*512)
+		for k, s := 0, s0; s < s0+n; k, s = k+1, s+1 {
+			w.acknowledged(core, s, 0, w.dirtyChanged(before[k], after[k]))
 		}
 	}
 }
 
+// dirtyChanged reports whether an acknowledged write that found a sector
+// in state before and left it in after is durable by the dirty-state rule:
+// by default, unless the metadata is volatile, a write that made the sector
+// dirty, or replaced its dirty data (on the core), returned only after the
+// entry saying so was on the cache device, after the data.
+func (w *crashWorld) dirtyChanged(before, after ocf.SectorState) bool {
+	return !w.volatileDirty && before.Dirty != after.Dirty
+}
+
+// acknowledged records that write id of sector s of core was acknowledged,
+// durable or not.
+func (w *crashWorld) acknowledged(core, s int, id uint64, durable bool) {
+	w.cur[core][s] = id
+	if durable {
+		w.durable[core][s], w.possible[core][s] = id, []uint64{id}
+	} else {
+		w.possible[core][s] = append(w.possible[core][s], id)
+	}
+}
+
+// crashAndRecover kills the process (-1) or cuts power keeping 0, 50 or
+// 100% of the unflushed sectors, loads what the devices hold and checks it.
 func (w *crashWorld) crashAndRecover(t *rapid.T) {
-	pct := rapid.SampledFrom([]int{0, 50, 100}).Draw(t, "unflushedPercent")
+	pct := rapid.SampledFrom([]int{-1, 0, 50, 100}).Draw(t, "unflushedPercent")
+	kill := pct < 0
 	clone := func(d *crashdev.Device) *crashdev.Device {
+		if kill {
+			return killClone(t, d)
+		}
 		c, err := d.CrashClone(crashdev.CrashCloneConfig{UnflushedPercent: pct, RNG: w.rng})
 		if err != nil {
 			t.Fatal(err)
@@ -224,6 +257,9 @@ func (w *crashWorld) crashAndRecover(t *rapid.T) {
 	if errs := c.Check(); len(errs) > 0 {
 		t.Fatalf("check after load (%+v): %v", rep, errs)
 	}
+	if c.VolatileDirtyMetadata() != w.volatileDirty {
+		t.Fatalf("loaded cache: VolatileDirtyMetadata %v, recorded %v", c.VolatileDirtyMetadata(), w.volatileDirty)
+	}
 	for core, co := range cores {
 		img := make([]byte, w.coreBytes)
 		if err := co.ReadAt(img, 0); err != nil {
@@ -238,12 +274,35 @@ func (w *crashWorld) crashAndRecover(t *rapid.T) {
 			if err != nil {
 				t.Fatalf("after crash (%+v): %v", rep, err)
 			}
+			if kill && !w.volatileDirty && got != w.cur[core][s] {
+				t.Fatalf("after a process kill (%+v): core %d sector %d holds write %d, not its last acknowledged write %d (durable %d, acknowledged since %v)",
+					rep, core, s, got, w.cur[core][s], w.durable[core][s], w.possible[core][s])
+			}
 			if !slices.Contains(w.possible[core][s], got) {
-				t.Fatalf("after crash (%+v): core %d sector %d holds write %d; durable is %d, acknowledged since %v",
-					rep, core, s, got, w.durable[core][s], w.possible[core][s])
+				t.Fatalf("after crash (%+v, kill %v): core %d sector %d holds write %d; durable is %d, acknowledged since %v",
+					rep, kill, core, s, got, w.durable[core][s], w.possible[core][s])
 			}
 			w.cur[core][s], w.durable[core][s], w.possible[core][s] = got, got, []uint64{got}
 		}
 	}
 	w.cacheDev, w.coreDevs, w.cache, w.cores = cacheDev, coreDevs, c, cores
+}
+
+// killClone returns what a process kill leaves of d: every write it
+// completed, flushed or not (the operating system still has them), and
+// nothing else; a fresh device, as CrashClone's.
+func killClone(t interface{ Fatal(...any) }, d *crashdev.Device) *crashdev.Device {
+	info := d.Info()
+	m, err := malloc.New(info.Name, info.UUID, info.BlockSize, info.NumBlocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, info.SizeBytes())
+	if err := d.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteAt(buf, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	return crashdev.New(m)
 }

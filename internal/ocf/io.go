@@ -159,13 +159,11 @@ func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 		retry, err := c.writeOnce(&r, fua, attempt > 0)
 		if !retry {
 			r.done()
-			if err == nil && fua && c.metaUrgent() {
-				// FUA: the metadata that maps the data, or records that
-				// dirty data is gone, is durable before the write returns.
-				if err = c.syncMetadata(false); err != nil {
-					co.cacheError(false)
-					err = fmt.Errorf("%s write at %d: FUA: %w", co.info.Name, off, err)
-				}
+			if err == nil {
+				// The metadata recording the write's change of dirty
+				// state (with FUA, every change) is durable before the
+				// write returns.
+				err = c.commitWrite(&r, "write", fua)
 			}
 			return err
 		}
@@ -310,5 +308,5 @@ func (c *Cache) discard(co *Core, off, length int64) error {
 		}
 	}
 	r.invalidate(false)
-	return nil
+	return c.commitWrite(&r, "discard", false)
 }

@@ -83,6 +83,13 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		return nil, nil, fmt.Errorf("load cache %q: %w", name, fmt.Errorf("%w: mode %d", metadata.ErrCorrupt, sb.Mode))
 	}
 	cfg.LineSize, cfg.Mode, cfg.VolatileMetadata = sb.Geometry.LineSize, Mode(sb.Mode), false
+	switch sb.Params[paramVolatileDirty] {
+	case 0, 1:
+		cfg.VolatileDirtyMetadata = sb.Params[paramVolatileDirty] == 1
+	default:
+		return nil, nil, fmt.Errorf("load cache %q: %w: superblock parameter %d (volatile dirty metadata) is %d, not 0 or 1",
+			name, metadata.ErrCorrupt, paramVolatileDirty, sb.Params[paramVolatileDirty])
+	}
 	cfg.Cleaning = &CleaningParams{
 		Kind: CleaningKind(sb.Cleaning),
 		ALRU: ALRUParams{
@@ -171,6 +178,7 @@ func (c *Cache) loadEntries(rep *LoadReport) error {
 	// dropped clean lines differ, to be rewritten in time.
 	clear(c.mu.metaDirty)
 	c.mu.metaUrgent = false
+	c.meta.durable.Store(c.meta.urgentSeq.Load())
 	for _, s := range dropped {
 		c.mu.metaDirty[s/64] |= 1 << (s % 64)
 	}

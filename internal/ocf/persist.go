@@ -5,6 +5,7 @@ import (
 	mbits "math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,9 +18,11 @@ import (
 // The in-memory line state is the truth; the cache device holds a copy that
 // is brought up to date by syncMetadata. Every change marks its line's entry
 // sector; changes to what is dirty (and unmappings of lines whose durable
-// entry claims dirty data) are urgent: a volume flush or FUA write persists
-// them before it returns. Other changes (clean fills, clean mappings) are
-// written with the next sync, at the latest at a clean stop.
+// entry claims dirty data) are urgent. By default a write whose own change
+// is urgent returns only once that change is durable (group commit,
+// commit.go); with Config.VolatileDirtyMetadata only a volume flush or FUA
+// write persists urgent changes. Other changes (clean fills, clean
+// mappings) are written with the next sync, at the latest at a clean stop.
 //
 // Three rules make the copy safe to load after a crash:
 //   - An entry is encoded only after the data it describes was written, and
@@ -40,10 +43,27 @@ type persistState struct {
 	id       uuid.UUID // cache id, in the superblock and every entry sector
 	progress func(op string, done, total int64)
 
+	// volatileDirty leaves urgent changes in memory until a flush or FUA
+	// write (Config.VolatileDirtyMetadata); fixed at New or Load.
+	volatileDirty bool
+
 	// sync serialises metadata writes and guards seq.
 	sync sync.Mutex
 	seq  uint64    // sequence number of the newest superblock written
 	bufs sync.Pool // *[]byte of syncChunkSectors sectors
+
+	// urgentSeq numbers urgent changes: it is the number of the newest.
+	// Incremented under Cache.mu; read without it.
+	urgentSeq atomic.Uint64
+	// durable is the number of the newest urgent change known to be on the
+	// device, with every change before it. Stored under sync, so it never
+	// goes back.
+	durable atomic.Uint64
+	// commit is where writers meet to share sync rounds (commit.go).
+	commit struct {
+		sync.Mutex
+		round *commitRound // the round in flight, or nil
+	}
 }
 
 // Slots of the superblock's policy parameters.
@@ -59,11 +79,16 @@ const (
 	paramACPFlushMax          // lines
 )
 
+// paramVolatileDirty is the slot of Config.VolatileDirtyMetadata: 0 (the
+// default, and what superblocks written before the slot existed hold) or 1.
+// It is the last slot, apart from the policies' growing list.
+const paramVolatileDirty = metadata.NumParams - 1
+
 // syncChunkSectors bounds one encode-flush-write round of syncMetadata.
 const syncChunkSectors = 2048
 
 // markSectorLocked marks line i's entry sector for the next metadata write;
-// urgent means a flush or FUA must write it.
+// urgent means a flush or FUA must write it, and numbers the change.
 func (c *Cache) markSectorLocked(i lineIdx, urgent bool) {
 	if c.meta.volatile {
 		return
@@ -72,17 +97,8 @@ func (c *Cache) markSectorLocked(i lineIdx, urgent bool) {
 	c.mu.metaDirty[s/64] |= 1 << (s % 64)
 	if urgent {
 		c.mu.metaUrgent = true
+		c.meta.urgentSeq.Add(1)
 	}
-}
-
-// metaUrgent reports whether urgent metadata changes are not durable yet:
-// they wait to be written, or a sync is writing them. A FUA write whose own
-// change of dirty state was taken by a sync still in flight must wait for
-// it too (syncMetadata does, on meta.sync).
-func (c *Cache) metaUrgent() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.mu.metaUrgent || c.mu.metaSyncing
 }
 
 // syncMetadata writes the marked entry sectors when an urgent change waits
@@ -90,15 +106,30 @@ func (c *Cache) metaUrgent() bool {
 // dirty data durable. It flushes the cache device in any case, so data
 // written before it is durable too.
 func (c *Cache) syncMetadata(all bool) error {
+	_, err := c.syncRound(all, true)
+	return err
+}
+
+// syncRound is syncMetadata; with !flush it does no IO at all when no
+// urgent change waits. It returns the number of the newest urgent change
+// it took, durable unless it failed.
+func (c *Cache) syncRound(all, flush bool) (taken uint64, err error) {
 	if c.meta.volatile {
-		return c.dev.Flush()
+		return 0, c.dev.Flush()
 	}
 	c.meta.sync.Lock()
 	defer c.meta.sync.Unlock()
 	c.mu.Lock()
+	taken = c.meta.urgentSeq.Load()
 	if !c.mu.metaUrgent && !all {
 		c.mu.Unlock()
-		return c.dev.Flush()
+		// No change waits and no other round writes any (this one holds
+		// sync): every urgent change so far is durable.
+		c.meta.durable.Store(taken)
+		if !flush {
+			return taken, nil
+		}
+		return taken, c.dev.Flush()
 	}
 	var sectors []int
 	for w, bits := range c.mu.metaDirty {
@@ -117,7 +148,11 @@ func (c *Cache) syncMetadata(all bool) error {
 	}()
 
 	if len(sectors) == 0 {
-		return c.dev.Flush()
+		if err := c.dev.Flush(); err != nil {
+			return taken, err
+		}
+		c.meta.durable.Store(taken)
+		return taken, nil
 	}
 	for start := 0; start < len(sectors); start += syncChunkSectors {
 		chunk := sectors[start:min(start+syncChunkSectors, len(sectors))]
@@ -128,10 +163,11 @@ func (c *Cache) syncMetadata(all bool) error {
 			}
 			c.mu.metaUrgent = true
 			c.mu.Unlock()
-			return fmt.Errorf("write cache metadata: %w", err)
+			return taken, fmt.Errorf("write cache metadata: %w", err)
 		}
 	}
-	return nil
+	c.meta.durable.Store(taken)
+	return taken, nil
 }
 
 // writeEntrySectors encodes sectors (ascending), flushes the cache device so
@@ -218,6 +254,9 @@ func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
 	sb.Params[paramALRUActivity] = uint32(cp.ALRU.ActivityThreshold / time.Millisecond)
 	sb.Params[paramACPWakeUp] = uint32(cp.ACP.WakeUp / time.Millisecond)
 	sb.Params[paramACPFlushMax] = cp.ACP.FlushMaxBuffers
+	if c.meta.volatileDirty {
+		sb.Params[paramVolatileDirty] = 1
+	}
 	if clean {
 		sb.Flags |= metadata.FlagClean
 	}

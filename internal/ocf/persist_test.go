@@ -208,13 +208,13 @@ func TestVerifyIsReadOnly(t *testing.T) {
 	}
 }
 
-// TestFUAWaitsForSyncInFlight: a FUA write over sectors already dirty
-// changes no metadata of its own, but the change that made them dirty may
-// have been taken by a sync still writing it. The FUA write must not return
-// before that sync has made it durable.
+// TestFUAWaitsForSyncInFlight: with volatile dirty metadata, a FUA write
+// over sectors already dirty changes no metadata of its own, but the change
+// that made them dirty may have been taken by a sync still writing it. The
+// FUA write must not return before that sync has made it durable.
 func TestFUAWaitsForSyncInFlight(t *testing.T) {
 	var gate *bdevtest.FlushGate
-	env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: ocf.ModeWB, WrapCache: func(d bdev.Device) bdev.Device {
+	env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: ocf.ModeWB, VolatileDirtyMetadata: true, WrapCache: func(d bdev.Device) bdev.Device {
 		gate = bdevtest.NewFlushGate(d)
 		return gate
 	}})

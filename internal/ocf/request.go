@@ -23,6 +23,9 @@ type request struct {
 	// allocated is set once allocLocked ran: lines left empty by a failure
 	// must then be tidied (see tidy).
 	allocated bool
+	// commitSeq is the number of the newest urgent change once r made one
+	// (noteUrgentLocked), else 0: the change commitWrite waits for.
+	commitSeq uint64
 
 	scratch *requestScratch // borrowed for large requests, else nil
 	inline  struct {
@@ -356,6 +359,7 @@ func (r *request) invalidate(keepDirty bool) {
 	c := r.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer r.noteUrgentLocked(c.meta.urgentSeq.Load())
 	for k, i := range r.lines() {
 		if i == noLine {
 			continue
@@ -397,9 +401,19 @@ func (r *request) markWritten(dirty bool) {
 		if !locked {
 			c.mu.Lock()
 			defer c.mu.Unlock()
+			defer r.noteUrgentLocked(c.meta.urgentSeq.Load())
 			locked = true
 		}
 		c.setMasksLocked(i, v, d)
+	}
+}
+
+// noteUrgentLocked records in commitSeq the newest urgent change if r made
+// one since the count was before. The caller has held Cache.mu since it
+// read before, so every change counted since is r's.
+func (r *request) noteUrgentLocked(before uint64) {
+	if now := r.c.meta.urgentSeq.Load(); now != before {
+		r.commitSeq = now
 	}
 }
 

@@ -23,6 +23,9 @@ type Options struct {
 	// Promotion and SeqCutoff are passed to ocf.Config.
 	Promotion ocf.PromotionPolicy
 	SeqCutoff ocf.SeqCutoff
+	// VolatileDirtyMetadata is passed to ocf.Config: dirty state is
+	// durable at flush or FUA only.
+	VolatileDirtyMetadata bool
 	// CoreBlockSize is each core device's block size in bytes; 0 = 512.
 	CoreBlockSize uint32
 	// WrapCache and WrapCore, when set, wrap the malloc devices before the
@@ -77,7 +80,8 @@ func New(t TB, opts Options) *Env {
 	if opts.WrapCache != nil {
 		cacheDev = opts.WrapCache(cdev)
 	}
-	c, err := ocf.New(cacheDev, ocf.Config{LineSize: opts.LineSize, Mode: opts.Mode, Promotion: opts.Promotion, SeqCutoff: opts.SeqCutoff})
+	c, err := ocf.New(cacheDev, ocf.Config{LineSize: opts.LineSize, Mode: opts.Mode, Promotion: opts.Promotion, SeqCutoff: opts.SeqCutoff,
+		VolatileDirtyMetadata: opts.VolatileDirtyMetadata})
 	if err != nil {
 		t.Fatal(err)
 	}
