@@ -2,11 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/rpcclient"
 )
 
 // flushStatusJSON runs cache flush-status --json.
@@ -145,7 +150,7 @@ func TestCacheFlushClientFlags(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "nobody.sock")
-	for _, args := range [][]string{{"cache", "flush", "C0"}, {"cache", "flush", "C0", "--no-wait"}, {"cache", "flush-status", "C0"}} {
+	for _, args := range [][]string{{"cache", "flush", "C0"}, {"cache", "flush", "C0", "--no-wait"}, {"cache", "flush-status", "C0"}, {"cache", "flush-cancel", "C0"}} {
 		checkFails(t, args, runCLI(t, "", append(args, "-s", sock)...),
 			"blockcache: cannot reach the daemon at "+sock+": connect: no such file or directory")
 		checkFails(t, args, runCLI(t, "", append(args, "-s", sock, "--timeout", "0s")...), "--timeout must be positive")
@@ -153,7 +158,7 @@ func TestCacheFlushClientFlags(t *testing.T) {
 		checkFails(t, args, runCLI(t, "", args...), "cannot reach the daemon at "+sock+":")
 	}
 	r := runCLI(t, "", "cache", "--help")
-	for _, c := range []string{"flush", "flush-status"} {
+	for _, c := range []string{"flush", "flush-status", "flush-cancel"} {
 		if !strings.Contains(r.stdout, "\n  "+c+" ") {
 			t.Errorf("cache --help does not list %q:\n%s", c, r.stdout)
 		}
@@ -198,5 +203,115 @@ func TestProgressView(t *testing.T) {
 		if b.Len() != 0 || pv.shown() {
 			t.Errorf("progress drew %q", b.String())
 		}
+	}
+}
+
+// slowFlushDaemon is a daemon with wb volume C0 whose core's writes take
+// 10 ms each, and lines dirty lines in it: a flush of it runs for seconds.
+func slowFlushDaemon(t *testing.T, lines int) *testDaemon {
+	t.Helper()
+	d := startDaemon(t)
+	d.malloc(t, "M0", 32768, 512)  // cache, 16 MiB: about 4000 lines of 4 KiB
+	d.malloc(t, "M1", 131072, 512) // core, 64 MiB
+	d.call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "M1", "name": "Slow1",
+		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": 10000, "p99_write_latency": 10000})
+	d.ok(t, "cache", "create", "C0", "--mode", "wb", "--cache", "M0", "--core", "Slow1")
+	d.ok(t, "export", "start", "C0")
+	nbdIO(t, d, "C0", lines)
+	d.ok(t, "export", "stop", "C0")
+	if n := dirtyCount(t, d, "C0"); n != uint64(lines) {
+		t.Fatalf("dirty after %d writes in wb: %d", lines, n)
+	}
+	return d
+}
+
+func TestCacheFlushCancel(t *testing.T) {
+	d := slowFlushDaemon(t, 1000)
+	if got := d.ok(t, "cache", "flush-cancel", "C0"); got != "C0: no flush running\n" {
+		t.Errorf("flush-cancel before any flush: %q", got)
+	}
+	d.ok(t, "cache", "flush", "C0", "--no-wait", "--write-through")
+	got := d.ok(t, "cache", "flush-status", "C0")
+	if !regexp.MustCompile(`^C0: flush in progress, \d+ of 1000 dirty lines written back \(\d+\.\d%\), [0-9.]+ [KMG]?i?B left at [0-9.]+ [KMG]?i?B/s, writes held write-through\n$`).MatchString(got) {
+		t.Errorf("flush-status during a write-through flush: %q", got)
+	}
+	st := flushStatusJSON(t, d, "C0")
+	if st["in_progress"] != true || st["write_through"] != true || st["total_lines"] != 1000.0 ||
+		st["remaining_bytes"] != (1000-st["flushed_lines"].(float64))*4096 {
+		t.Errorf("flush-status --json during the flush: %v", st)
+	}
+	got = d.ok(t, "cache", "flush-cancel", "C0")
+	m := regexp.MustCompile(`^C0: flush cancelled, (\d+) of 1000 dirty lines written back\n$`).FindStringSubmatch(got)
+	if m == nil {
+		t.Fatalf("flush-cancel of a running flush printed %q", got)
+	}
+	st = flushStatusJSON(t, d, "C0")
+	if st["in_progress"] != false || st["status"] != -125.0 || m[1] != fmt.Sprint(st["flushed_lines"]) {
+		t.Errorf("flush-status --json after cancel: %v (cancel said %s lines)", st, m[1])
+	}
+	if n := dirtyCount(t, d, "C0"); n != 1000-uint64(st["flushed_lines"].(float64)) {
+		t.Errorf("dirty after the cancel: %d, flushed %v of 1000", n, st["flushed_lines"])
+	}
+	if got := d.ok(t, "cache", "flush-status", "C0"); !strings.HasPrefix(got, "C0: flush cancelled, status -125 (operation canceled), ") {
+		t.Errorf("flush-status after cancel: %q", got)
+	}
+	if got := d.ok(t, "cache", "flush-cancel", "C0"); got != "C0: no flush running\n" {
+		t.Errorf("flush-cancel after cancel: %q", got)
+	}
+	d.fails(t, []string{"cache", "flush-cancel", "C9"}, "blockcache: cache flush-cancel C9: No such device")
+	d.fails(t, []string{"cache", "flush", "C0", "--on-interrupt", "later"}, `--on-interrupt "later": want ask, cancel or leave`)
+}
+
+// TestCacheFlushInterrupt: an interrupt while cache flush waits cancels the
+// flush or leaves it running, as --on-interrupt and the answer say.
+func TestCacheFlushInterrupt(t *testing.T) {
+	d := slowFlushDaemon(t, 1000)
+	c, err := rpcclient.Dial(d.sock, rpcclient.WithTimeout(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct {
+		action, answer string
+		cancels        bool
+	}{
+		{interruptAsk, "y\n", true},
+		{interruptAsk, "\n", false},
+		{interruptAsk, "no\n", false},
+		{interruptLeave, "", false},
+		{interruptCancel, "", true},
+	} {
+		t.Run(tc.action+"/"+strings.TrimSpace(tc.answer), func(t *testing.T) {
+			d.call(t, "bdev_ocf_flush_start", map[string]any{"name": "C0"})
+			interrupts := make(chan os.Signal, 1)
+			interrupts <- os.Interrupt
+			var out, errOut strings.Builder
+			w := &flushWaiter{c: c, what: "cache flush C0", name: "C0", out: &out, errOut: &errOut,
+				pv: newProgressView(&errOut, "flush C0", "lines", false, 0), interrupts: interrupts,
+				onInterrupt: tc.action, answers: strings.NewReader(tc.answer)}
+			err := w.wait()
+			asked := strings.Contains(errOut.String(), "C0: cancel the flush in the daemon? [y/N]")
+			if asked != (tc.action == interruptAsk) {
+				t.Errorf("asked %v with --on-interrupt %s: %q", asked, tc.action, errOut.String())
+			}
+			st := flushStatusJSON(t, d, "C0")
+			if tc.cancels {
+				if err == nil || !strings.Contains(err.Error(), "cache flush C0: flush cancelled, status -125 (operation canceled), ") {
+					t.Errorf("wait after an interrupt that cancels: %v", err)
+				}
+				if st["in_progress"] != false || st["status"] != -125.0 {
+					t.Errorf("flush status after an interrupt that cancels: %v", st)
+				}
+				return
+			}
+			var ee exitError
+			if !errors.As(err, &ee) || ee.code != 130 || !strings.Contains(errOut.String(), "stopped waiting; the flush goes on in the daemon") {
+				t.Errorf("wait after an interrupt that leaves the flush: %v, stderr %q", err, errOut.String())
+			}
+			if st["in_progress"] != true {
+				t.Errorf("the flush stopped after an interrupt that leaves it: %v", st)
+			}
+			d.ok(t, "cache", "flush-cancel", "C0")
+		})
 	}
 }

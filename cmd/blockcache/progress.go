@@ -64,6 +64,14 @@ func (p *progressView) update(done, total int64) {
 	_ = p.bar.Set64(min(done, total))
 }
 
+// describe replaces what the bar says is done (desc), from its next draw.
+func (p *progressView) describe(desc string) {
+	p.desc = desc
+	if p.bar != nil {
+		p.bar.Describe(desc)
+	}
+}
+
 // shown reports whether the bar was ever drawn.
 func (p *progressView) shown() bool { return p.bar != nil }
 

@@ -21,9 +21,10 @@ type FlushOptions struct {
 	// it writes keep the cache mode, and lines they dirty meanwhile may
 	// stay dirty.
 	WriteThrough bool
-	// Progress, when not nil, is called after each batch with the lines
-	// written back so far and the number that were dirty when the flush
-	// started (never less than done).
+	// Progress, when not nil, is called with the lines written back so
+	// far and the number that were dirty when the flush started (never
+	// less than done): once before the first batch when some are dirty,
+	// then after each batch.
 	Progress func(done, total int)
 
 	// batchLines is how many lines a batch writes back: flushBatchLines
@@ -71,6 +72,9 @@ func (c *Cache) flush(ctx context.Context, co *Core, opts FlushOptions) error {
 		total = co.dirtyLines
 	}
 	c.mu.Unlock()
+	if opts.Progress != nil && total > 0 {
+		opts.Progress(0, total)
+	}
 	done := 0
 	for {
 		if ctx.Err() != nil {

@@ -99,7 +99,8 @@ func (fm *flushModel) flush(t *rapid.T) {
 		co, flushed = fm.env.Cores[one], fm.env.Cores[one:one+1]
 	}
 	wt := rapid.Bool().Draw(t, "writeThrough")
-	// Cancel before the flush begins (0), after that many batches, or never (-1).
+	// Cancel before the flush begins (0), at the nth progress call (the
+	// first comes before any batch), or never (-1).
 	cancelAfter := rapid.IntRange(-1, 4).Draw(t, "cancelAfter")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -109,10 +110,10 @@ func (fm *flushModel) flush(t *rapid.T) {
 	calls := 0
 	opts := ocf.FlushOptions{WriteThrough: wt, Progress: func(done, total int) {
 		calls++
-		if done > total || done <= 0 {
+		if done > total || done < 0 || (done == 0) != (calls == 1) {
 			t.Fatalf("flush progress %d of %d", done, total)
 		}
-		if calls > c.NumLines()+1 {
+		if calls > c.NumLines()+2 {
 			t.Fatalf("flush still running after %d batches of a cache of %d lines", calls, c.NumLines())
 		}
 		for _, h := range flushed {

@@ -20,6 +20,7 @@ func (a *API) registerOCF() {
 	a.srv.Register("bdev_ocf_set_seqcutoff", a.mutating(a.ocfSetSeqCutoff))
 	a.srv.Register("bdev_ocf_flush_start", a.ocfFlushStart)
 	a.srv.Register("bdev_ocf_flush_status", a.ocfFlushStatus)
+	a.srv.Register("bdev_ocf_flush_cancel", a.ocfFlushCancel)
 	a.srv.Register("bdev_ocf_set_fallback_pt", a.mutating(a.ocfSetFallbackPT))
 	// blockcache's (ocf_policy.go).
 	a.srv.Register("bdev_ocf_set_cleaning", a.mutating(a.ocfSetCleaning))
@@ -259,53 +260,6 @@ func (a *API) ocfConfig(withWaiting bool) []configItem {
 		}
 	}
 	return out
-}
-
-func (a *API) ocfFlushStart(_ context.Context, params json.RawMessage) (any, error) {
-	var p nameParams
-	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
-		return nil, err
-	}
-	err := a.svc.OCF.FlushStart(p.Name)
-	switch {
-	case errors.Is(err, vbdev.ErrNoSuchVbdev):
-		return nil, errNoSuchVbdev(p.Name)
-	case errors.Is(err, vbdev.ErrNotStarted):
-		return nil, jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "Couldn't flush cache: device not attached").WithData("%v", err)
-	case err != nil:
-		return nil, ocfFailure("Could not lock cache", err)
-	}
-	return true, nil
-}
-
-// flushStatusObject is bdev_ocf_flush_status' result: SPDK's in_progress
-// and, once finished, status (0 or a negative errno); blockcache adds how
-// many lines the flush has written back of how many.
-type flushStatusObject struct {
-	InProgress   bool   `json:"in_progress"`
-	Status       *int32 `json:"status,omitempty"`
-	FlushedLines int    `json:"flushed_lines"`
-	TotalLines   int    `json:"total_lines"`
-}
-
-func (a *API) ocfFlushStatus(_ context.Context, params json.RawMessage) (any, error) {
-	var p nameParams
-	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
-		return nil, err
-	}
-	st, err := a.svc.OCF.FlushStatus(p.Name)
-	if err != nil {
-		return nil, errNoSuchVbdev(p.Name)
-	}
-	out := flushStatusObject{InProgress: st.InProgress, FlushedLines: st.Done, TotalLines: st.Total}
-	if !st.InProgress {
-		var status int32
-		if st.Err != nil {
-			status = -int32(errnoOf(st.Err))
-		}
-		out.Status = &status
-	}
-	return out, nil
 }
 
 type setFallbackPTParams struct {

@@ -16,6 +16,7 @@ import (
 	"blockcache/internal/bdev"
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/nbd"
+	"blockcache/internal/ocf"
 	"blockcache/internal/vbdev"
 )
 
@@ -101,6 +102,8 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EEXIST
 	case errors.Is(err, vbdev.ErrCoreMismatch):
 		return syscall.EINVAL
+	case errors.Is(err, ocf.ErrFlushCancelled):
+		return syscall.ECANCELED
 	case errors.Is(err, bdev.ErrDeviceClaimed):
 		// SPDK's bdev_open refuses to open a claimed bdev for writing
 		// with -EPERM ("module already claimed it"), which the OCF, delay,

@@ -10,6 +10,12 @@ import (
 // cache, the bases are released, and the cache stops with its last core.
 // After it returns the core bdev alone holds all the data. On failure the
 // vbdev stays as it was.
+//
+// The volume serves while its data is written back, with its writes held
+// write-through (ocf.Cache.HoldWriteThrough), so the write-back converges
+// however busy the volume is and leaves nothing for the final one, run
+// once the volume is unregistered. A background flush of the vbdev is
+// cancelled: the delete writes everything back itself.
 func (m *Manager) Delete(name string) error {
 	m.lock()
 	defer m.unlock()
@@ -19,8 +25,11 @@ func (m *Manager) Delete(name string) error {
 	}
 	if v.core != nil {
 		// Write back while the volume still serves, so a failure leaves
-		// everything in place.
-		if err := v.inst.cache.FlushDirty(v.core, nil); err != nil {
+		// everything in place; the hold is released whatever happens (after
+		// a delete the core is gone).
+		cancelFlushLocked(v)
+		defer v.inst.cache.HoldWriteThrough(v.core)()
+		if err := m.writeBackLocked(v, "delete"); err != nil {
 			return fmt.Errorf("delete OCF vbdev %q: write back dirty data: %w", name, err)
 		}
 	}
@@ -79,22 +88,30 @@ func (m *Manager) hotRemoveCacheLocked(name string) {
 
 // Shutdown stops every cache for a daemon shutdown (the seed's "dirty"
 // unregister path): with writeBack each cache's dirty data is written back
-// first; then the volumes are unregistered, the cores detached (kept in the
-// cache's metadata) and the caches stopped and marked clean, so the next
-// start loads them intact, dirty data included.
+// first, with the volume's writes held write-through as Delete does, so it
+// converges even if something still writes; then the volumes are
+// unregistered, the cores detached (kept in the cache's metadata) and the
+// caches stopped and marked clean, so the next start loads them intact,
+// dirty data included. Background flushes are cancelled first.
 func (m *Manager) Shutdown(writeBack bool) error {
 	m.lock()
 	defer m.unlock()
+	for _, v := range m.mu.vbdevs {
+		cancelFlushLocked(v)
+	}
 	var first error
 	for _, v := range slices.Clone(m.mu.vbdevs) {
+		release := func() {}
 		if writeBack && v.core != nil {
-			if err := v.inst.cache.FlushDirty(v.core, nil); err != nil && first == nil {
+			release = v.inst.cache.HoldWriteThrough(v.core)
+			if err := m.writeBackLocked(v, "shutdown"); err != nil && first == nil {
 				first = fmt.Errorf("shutdown: OCF vbdev %q: write back: %w", v.params.Name, err)
 			}
 		}
 		if err := m.detachLocked(v, false); err != nil && first == nil {
 			first = fmt.Errorf("shutdown: %w", err)
 		}
+		release()
 	}
 	m.mu.vbdevs = nil
 	return first

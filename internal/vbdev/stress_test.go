@@ -343,7 +343,7 @@ func removeDuringHeavyIO(t *testing.T, mode string, seed uint64, how removal) {
 				default:
 				}
 				_, serr := e.m.Stats("Vol")
-				ferr := e.m.FlushStart("Vol")
+				ferr := e.m.FlushStart("Vol", false)
 				e.m.List("")
 				for _, err := range []error{serr, ferr} {
 					if err != nil && !errors.Is(err, vbdev.ErrNoSuchVbdev) {
@@ -823,7 +823,7 @@ func (l *lifecycle) opBurst() {
 // the next operations.
 func (l *lifecycle) opFlushStart(i int) {
 	l.note("flush start %s", lcVol(i))
-	if err := l.e.m.FlushStart(lcVol(i)); err != nil {
+	if err := l.e.m.FlushStart(lcVol(i), false); err != nil {
 		l.fatalf("flush start %s: %v", lcVol(i), err)
 	}
 }

@@ -32,7 +32,7 @@ var registeredMethods = []string{
 	"bdev_ocf_create", "bdev_ocf_delete", "bdev_ocf_get_bdevs", "bdev_ocf_get_stats",
 	"bdev_ocf_reset_stats", "bdev_ocf_set_cache_mode", "bdev_ocf_flush_start", "bdev_ocf_flush_status",
 	"bdev_ocf_set_seqcutoff",
-	"bdev_ocf_set_fallback_pt", "bdev_ocf_set_cleaning", "bdev_ocf_set_promotion", "bdev_ocf_get_policies", // blockcache's
+	"bdev_ocf_set_fallback_pt", "bdev_ocf_set_cleaning", "bdev_ocf_set_promotion", "bdev_ocf_get_policies", "bdev_ocf_flush_cancel", // blockcache's
 	"nbd_start_disk", "nbd_stop_disk", "nbd_get_disks",
 }
 
@@ -617,6 +617,10 @@ func TestRPCCompat(t *testing.T) {
 		d.expectError(t, "bdev_ocf_flush_start", map[string]any{"name": "Nope"}, -32602, "No such device")
 		d.expectError(t, "bdev_ocf_flush_status", map[string]any{"name": "Nope"}, -32602, "No such device")
 		d.expectError(t, "bdev_ocf_flush_start", map[string]any{}, -32602, "Invalid parameters")
+		// Nothing to cancel (flushcancel_test.go cancels a running one).
+		expectJSON(t, "bdev_ocf_flush_cancel", d.Call(t, "bdev_ocf_flush_cancel", map[string]any{"name": "Ocf0"}), "false")
+		d.expectError(t, "bdev_ocf_flush_cancel", map[string]any{"name": "Nope"}, -32602, "No such device")
+		d.expectError(t, "bdev_ocf_flush_cancel", map[string]any{}, -32602, "Invalid parameters")
 		expectJSON(t, "Ocf0 config entry", d.configEntry(t, "bdev_ocf_create", "name", "Ocf0"),
 			`{"name":"Ocf0","mode":"wb","cache_line_size":16,"cache_bdev_name":"Cache0","core_bdev_name":"Core0"}`)
 		checkConfigOrder(t, d.configEntries(t, "bdev"))
