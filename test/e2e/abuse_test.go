@@ -26,15 +26,15 @@ import (
 
 // procUsage is what /proc/PID/status says of a process.
 type procUsage struct {
-	rssKiB  int64
-	threads int64
+	rssKiB, hwmKiB int64 // VmRSS, VmHWM (the peak RSS)
+	threads        int64
 }
 
-func (d *Daemon) usage(t *testing.T) procUsage {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+// readUsage reads process pid's procUsage.
+func readUsage(pid int) (procUsage, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		t.Fatal(err)
+		return procUsage{}, err
 	}
 	var u procUsage
 	for line := range strings.Lines(string(b)) {
@@ -43,12 +43,23 @@ func (d *Daemon) usage(t *testing.T) procUsage {
 		switch key {
 		case "VmRSS":
 			u.rssKiB, err = strconv.ParseInt(val, 10, 64)
+		case "VmHWM":
+			u.hwmKiB, err = strconv.ParseInt(val, 10, 64)
 		case "Threads":
 			u.threads, err = strconv.ParseInt(val, 10, 64)
 		}
 		if err != nil {
-			t.Fatalf("/proc status %s: %v", key, err)
+			return procUsage{}, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
 		}
+	}
+	return u, nil
+}
+
+func (d *Daemon) usage(t *testing.T) procUsage {
+	t.Helper()
+	u, err := readUsage(d.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return u
 }
@@ -63,27 +74,22 @@ func (d *Daemon) openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// rssSampler records the daemon's peak RSS until stopped.
+// rssSampler records the daemon's peak RSS and thread count until stopped.
 type rssSampler struct {
 	stop chan struct{}
-	done chan int64
+	done chan procUsage
 }
 
 func (d *Daemon) sampleRSS(t *testing.T) *rssSampler {
-	s := &rssSampler{stop: make(chan struct{}), done: make(chan int64, 1)}
-	path := fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid)
+	s := &rssSampler{stop: make(chan struct{}), done: make(chan procUsage, 1)}
+	pid := d.cmd.Process.Pid
 	go func() {
-		var peak int64
+		var peak procUsage
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if b, err := os.ReadFile(path); err == nil {
-				for line := range strings.Lines(string(b)) {
-					if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-						n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-						peak = max(peak, n)
-					}
-				}
+			if u, err := readUsage(pid); err == nil {
+				peak.rssKiB, peak.threads = max(peak.rssKiB, u.rssKiB), max(peak.threads, u.threads)
 			}
 			select {
 			case <-s.stop:
@@ -96,7 +102,11 @@ func (d *Daemon) sampleRSS(t *testing.T) *rssSampler {
 	return s
 }
 
-func (s *rssSampler) peak() int64 {
+// peak stops the sampler and returns the peak RSS in KiB.
+func (s *rssSampler) peak() int64 { return s.peaks().rssKiB }
+
+// peaks stops the sampler and returns the peak RSS and thread count.
+func (s *rssSampler) peaks() procUsage {
 	close(s.stop)
 	return <-s.done
 }

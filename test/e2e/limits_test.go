@@ -17,44 +17,16 @@ import (
 	"blockcache/internal/ocf"
 )
 
-// procStatus reads the figures of /proc/PID/status the abuse tests report:
-// VmRSS and VmHWM (peak RSS) in bytes, and Threads.
-func procStatus(t *testing.T, pid int) (rss, hwm int64, threads int) {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = n << 10
-		case "VmHWM":
-			hwm = n << 10
-		case "Threads":
-			threads = int(n)
-		}
-	}
-	return rss, hwm, threads
-}
-
 // abuse measures the daemon around fn and prints the ABUSE line the
 // closing note quotes.
 func abuse(t *testing.T, d *Daemon, name string, fn func()) (rssBefore, rssAfter, hwmAfter int64) {
 	t.Helper()
-	pid := d.cmd.Process.Pid
-	rssBefore, _, thrBefore := procStatus(t, pid)
+	before := d.usage(t)
 	fn()
-	rssAfter, hwmAfter, thrAfter := procStatus(t, pid)
+	after := d.usage(t)
 	t.Logf("ABUSE %s rss_before=%d rss_after=%d rss_peak=%d threads_before=%d threads_after=%d",
-		name, rssBefore, rssAfter, hwmAfter, thrBefore, thrAfter)
-	return rssBefore, rssAfter, hwmAfter
+		name, before.rssKiB<<10, after.rssKiB<<10, after.hwmKiB<<10, before.threads, after.threads)
+	return before.rssKiB << 10, after.rssKiB << 10, after.hwmKiB << 10
 }
 
 // replyLine sends req on a new connection to the RPC socket and returns the
