@@ -1,6 +1,9 @@
 package ocf
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // Group commit of dirty state (durability.md, "When it is written").
 //
@@ -22,42 +25,50 @@ import "fmt"
 // and no writer holds a lock across device IO but the round's own writer,
 // holding meta.sync as every metadata write does.
 
-// commitRound is one sync round started by a writer. taken and err are
-// set before done is closed.
-type commitRound struct {
-	done  chan struct{}
-	taken uint64 // the newest change the round took
-	err   error
+// commitState is where writers meet to share sync rounds.
+type commitState struct {
+	mu sync.Mutex
+	// ended is signalled (on mu) whenever a round ends.
+	ended sync.Cond
+	// running is set while a writer runs a round.
+	running bool
+	// rounds counts the rounds ended; taken and err are the last one's:
+	// the newest change it took, and how it failed.
+	rounds uint64
+	taken  uint64
+	err    error
 }
 
 // commit returns once every urgent change numbered up to seq is durable,
-// or with the error of the round that took the change and failed.
+// or with the error of a round that took the change and failed.
 func (c *Cache) commit(seq uint64) error {
+	if c.meta.durable.Load() >= seq {
+		return nil
+	}
 	cm := &c.meta.commit
+	cm.mu.Lock()
+	defer cm.mu.Unlock()
 	for c.meta.durable.Load() < seq {
-		cm.Lock()
-		if c.meta.durable.Load() >= seq {
-			cm.Unlock()
-			return nil
-		}
-		if r := cm.round; r != nil {
-			cm.Unlock()
-			<-r.done
-			if r.err != nil && r.taken >= seq {
-				return r.err
+		if cm.running {
+			// It may have taken seq: wait for it and look again.
+			for n := cm.rounds; n == cm.rounds; {
+				cm.ended.Wait()
+			}
+			if cm.err != nil && cm.taken >= seq && c.meta.durable.Load() < seq {
+				return cm.err
 			}
 			continue
 		}
-		r := &commitRound{done: make(chan struct{})}
-		cm.round = r
-		cm.Unlock()
-		r.taken, r.err = c.syncRound(false, false)
-		cm.Lock()
-		cm.round = nil
-		cm.Unlock()
-		close(r.done)
-		if r.err != nil {
-			return r.err
+		cm.running = true
+		cm.mu.Unlock()
+		taken, err := c.syncRound(false, false)
+		cm.mu.Lock()
+		cm.running = false
+		cm.rounds++
+		cm.taken, cm.err = taken, err
+		cm.ended.Broadcast()
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -51,6 +51,10 @@ type persistState struct {
 	sync sync.Mutex
 	seq  uint64    // sequence number of the newest superblock written
 	bufs sync.Pool // *[]byte of syncChunkSectors sectors
+	// sectors and durableDirty are syncRound's and writeEntrySectors'
+	// scratch, kept between rounds. Guarded by sync.
+	sectors      []int
+	durableDirty [syncChunkSectors]uint64
 
 	// urgentSeq numbers urgent changes: it is the number of the newest.
 	// Incremented under Cache.mu; read without it.
@@ -60,10 +64,7 @@ type persistState struct {
 	// goes back.
 	durable atomic.Uint64
 	// commit is where writers meet to share sync rounds (commit.go).
-	commit struct {
-		sync.Mutex
-		round *commitRound // the round in flight, or nil
-	}
+	commit commitState
 }
 
 // Slots of the superblock's policy parameters.
@@ -131,12 +132,13 @@ func (c *Cache) syncRound(all, flush bool) (taken uint64, err error) {
 		}
 		return taken, c.dev.Flush()
 	}
-	var sectors []int
+	sectors := c.meta.sectors[:0]
 	for w, bits := range c.mu.metaDirty {
 		for ; bits != 0; bits &= bits - 1 {
 			sectors = append(sectors, w*64+mbits.TrailingZeros64(bits))
 		}
 	}
+	c.meta.sectors = sectors
 	c.mu.metaUrgent = false
 	clear(c.mu.metaDirty)
 	c.mu.metaSyncing = true
@@ -179,18 +181,22 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 	bufp := c.meta.bufs.Get().(*[]byte)
 	defer c.meta.bufs.Put(bufp)
 	buf := (*bufp)[:len(sectors)*metadata.SectorBytes]
-	var durableDirty [syncChunkSectors]uint64 // per sector, bit per slot
+	// Per sector, a bit per slot: its line was dirty when encoded.
+	durableDirty := c.meta.durableDirty[:len(sectors)]
+	clear(durableDirty)
 
 	c.mu.Lock()
 	for j, s := range sectors {
-		n := min(eps, c.layout.numLines-s*eps)
+		lines := c.mu.lines[s*eps : min(s*eps+eps, c.layout.numLines)]
 		w := metadata.NewSector(buf[j*metadata.SectorBytes:], uint32(s), c.meta.id, spl)
-		for slot := range n {
-			ln := &c.mu.lines[s*eps+slot]
-			if !ln.mapped() {
+		for slot := range lines {
+			// The key once: it holds list, core and core line.
+			ln := &lines[slot]
+			k := ln.key.Load()
+			if id := listID(k >> keyListShift); id != listClean && id != listDirty {
 				continue
 			}
-			e := metadata.Entry{Core: uint16(ln.core()), CoreLine: ln.coreLine(), Valid: ln.validMask(), Dirty: ln.dirty}
+			e := metadata.Entry{Core: uint16(k >> keyCoreShift), CoreLine: uint32(k & keyLineMask), Valid: ln.validMask(), Dirty: ln.dirty}
 			if err := w.Put(slot, &e); err != nil {
 				c.mu.Unlock()
 				return err // the in-memory state breaks an invariant
@@ -224,12 +230,17 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for j, s := range sectors {
-		n := min(eps, c.layout.numLines-s*eps)
-		for slot := range n {
-			i := lineIdx(s*eps + slot)
-			ln := &c.mu.lines[i]
-			ln.setDurableDirty(durableDirty[j]&(1<<slot) != 0)
-			if ln.list() == listLimbo && !ln.durableDirty() {
+		lines := c.mu.lines[s*eps : min(s*eps+eps, c.layout.numLines)]
+		for slot := range lines {
+			ln := &lines[slot]
+			k := ln.key.Load()
+			durable := durableDirty[j]&(1<<slot) != 0
+			if (k&keyDurableBit != 0) == durable {
+				continue
+			}
+			ln.setDurableDirty(durable)
+			if !durable && listID(k>>keyListShift) == listLimbo {
+				i := lineIdx(s*eps + slot)
 				c.mu.lists.remove(c.mu.lines, i)
 				c.mu.lists.pushFront(c.mu.lines, listFree, i)
 			}

@@ -77,6 +77,7 @@ type SectorWriter struct {
 	index          uint32
 	sectorsPerLine int
 	size           int // entry size
+	perSector      int // EntriesPerSector(sectorsPerLine), not divided again per Put
 	full           [2]uint64
 }
 
@@ -88,11 +89,11 @@ func NewSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int) SectorW
 	le := binary.LittleEndian
 	le.PutUint32(b[4:], index)
 	le.PutUint64(b[8:], uint64(TagOf(id)))
-	w := SectorWriter{b: b, index: index, sectorsPerLine: sectorsPerLine, size: EntrySize(sectorsPerLine)}
+	w := SectorWriter{b: b, index: index, sectorsPerLine: sectorsPerLine, size: EntrySize(sectorsPerLine), perSector: EntriesPerSector(sectorsPerLine)}
 	for i := range sectorsPerLine {
 		w.full[i/64] |= 1 << (i % 64)
 	}
-	for slot := range EntriesPerSector(sectorsPerLine) {
+	for slot := range w.perSector {
 		le.PutUint16(b[entrySectorHeader+slot*w.size+4:], NoCore)
 	}
 	return w
@@ -100,7 +101,7 @@ func NewSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int) SectorW
 
 // Put encodes e into slot.
 func (w *SectorWriter) Put(slot int, e *Entry) error {
-	if slot >= EntriesPerSector(w.sectorsPerLine) {
+	if slot >= w.perSector {
 		return fmt.Errorf("encode entry sector %d: slot %d out of range", w.index, slot)
 	}
 	switch {
