@@ -156,7 +156,8 @@ func TestFlushCancelUnderWrites(t *testing.T) {
 
 	// A plain flush (SPDK's) ends under fio too.
 	expectJSON(t, "bdev_ocf_flush_start", d.Call(t, "bdev_ocf_flush_start", map[string]any{"name": "FC"}), "true")
-	deadline = time.Now().Add(60 * time.Second)
+	start = time.Now()
+	deadline = start.Add(60 * time.Second)
 	for st = d.flushStatus(t, "FC"); st.InProgress; st = d.flushStatus(t, "FC") {
 		if time.Now().After(deadline) {
 			t.Fatalf("flush under fio still running after 60 s: %+v", st)
@@ -166,6 +167,8 @@ func TestFlushCancelUnderWrites(t *testing.T) {
 	if st.Status == nil || *st.Status != 0 || st.WriteThrough {
 		t.Fatalf("flush under fio ended with %+v", st)
 	}
+	t.Logf("plain flush under fio: %d lines in %v, %d B/s; %d dirty 4 KiB blocks after it", st.FlushedLines, time.Since(start),
+		st.RateBytesPerSec, d.stats(t, "FC").Usage.Dirty.Count)
 	r := <-fio
 	if r.writes() <= 0 {
 		t.Fatalf("fio during the flushes:\n%s\n%v", r.out, r.err)
