@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,4 +206,66 @@ func TestFlushCancelUnderWrites(t *testing.T) {
 	var coreURI string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "FC_slow"}, &coreURI)
 	qemuIO(t, coreURI, "read -P 0x22 0 8m", "read -P 0x11 8m 8m")
+}
+
+// TestFlushInterrupt sends SIGINT to `blockcache cache flush` while it
+// waits: by default (stdin not a terminal) it stops waiting and the flush
+// goes on; with --on-interrupt cancel it cancels the flush in the daemon.
+func TestFlushInterrupt(t *testing.T) {
+	t.Parallel()
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+	d.Call(t, "bdev_malloc_create", mallocParams("FI_cache", 64, 512))
+	d.Call(t, "bdev_malloc_create", mallocParams("FI_core", 128, 512))
+	d.Call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "FI_core", "name": "FI_slow",
+		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": 20000, "p99_write_latency": 20000})
+	d.Call(t, "bdev_ocf_create", ocfParams("FI", "wb", "FI_cache", "FI_slow", 4))
+	var uri string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "FI"}, &uri)
+	qemuIO(t, uri, "write -P 0x33 0 16m") // 4096 lines at 20 ms a core write
+
+	interrupted := func(args ...string) (code int, stderr string) {
+		t.Helper()
+		cmd := exec.Command(binPath, append([]string{"cache", "flush", "FI", "-s", d.Sock}, args...)...)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for st := d.flushStatus(t, "FI"); !st.InProgress || st.FlushedLines == 0; st = d.flushStatus(t, "FI") {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("no flush under way 10 s after cache flush started: %+v", st)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond) // past the first poll: the command waits
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Fatal("cache flush did not end 30 s after SIGINT")
+		}
+		return cmd.ProcessState.ExitCode(), errb.String()
+	}
+
+	code, stderr := interrupted()
+	if code != 130 || !strings.Contains(stderr, "cache flush FI: stopped waiting; the flush goes on in the daemon") {
+		t.Fatalf("cache flush interrupted: exit %d, stderr %q", code, stderr)
+	}
+	if st := d.flushStatus(t, "FI"); !st.InProgress {
+		t.Fatalf("the flush stopped when cache flush stopped waiting: %+v", st)
+	}
+	code, stderr = interrupted("--on-interrupt", "cancel")
+	if code != 1 || !strings.Contains(stderr, "cache flush FI: flush cancelled, status -125 (operation canceled), ") {
+		t.Fatalf("cache flush --on-interrupt cancel interrupted: exit %d, stderr %q", code, stderr)
+	}
+	if st := d.flushStatus(t, "FI"); st.InProgress || st.Status == nil || *st.Status != -125 {
+		t.Fatalf("flush status after cache flush cancelled it: %+v", st)
+	}
 }
