@@ -462,3 +462,35 @@ func TestDeleteHoldsWriteThrough(t *testing.T) {
 		t.Fatalf("core after the delete: %#x, %v", got[0], err)
 	}
 }
+
+// TestShutdownWritesBackUnderWriters: a shutdown that writes back ends
+// while the volume is still being written (its writes held write-through
+// during the write-back), and the core then holds every acknowledged write.
+func TestShutdownWritesBackUnderWriters(t *testing.T) {
+	e := newEnv(t)
+	const dirty = 1500
+	vol, core := flushVolume(t, e, dirty, func(d bdev.Device) bdev.Device { return slowCore{d} })
+	w := startVolWriters(vol, 4, 2000)
+	defer w.halt()
+	if err := e.m.FlushStart("V", false); err != nil { // cancelled by the shutdown
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- e.m.Shutdown(true) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("shutdown under writers did not end in 60 s (%d writes)", w.writes.Load())
+	}
+	w.halt()
+	for _, err := range w.errs {
+		if !errors.Is(err, bdev.ErrClosed) && !errors.Is(err, ocf.ErrStopped) {
+			t.Errorf("a writer failed with %v, want the volume closed or stopped", err)
+		}
+	}
+	w.checkDevice(t, core, 2000, dirty, "core after shutdown")
+}
