@@ -4,26 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"blockcache/internal/bdev"
 )
 
 // Cleaning writes dirty sectors back to the core. A batch of lines is locked
-// (their stripes exclusively, in ascending order), their dirty sectors are
-// copied from the cache device to the core, the cores are flushed, and only
-// then are the sectors marked clean: a crash at any point loses nothing.
+// (their stripes exclusively: in ascending order here, or each with TryLock
+// when victims are claimed, evict.go), their dirty sectors are copied from
+// the cache device to the core, several lines at once, the copies are made
+// durable, and only then are the sectors marked clean: a crash at any point
+// loses nothing. No lock but the lines' own stripes is held across the core
+// writes.
 
 // flushBatchLines is how many lines one cleaning batch writes back.
 const flushBatchLines = 128
-
-// cleanForRoom writes back the least recently used dirty lines so that a
-// request needing n lines can map them, and writes the metadata so that
-// lines whose durable entries still claim dirty data can be reused. Errors
-// leave lines as they were; the request then falls back to pass-through.
-func (c *Cache) cleanForRoom(n int) {
-	_, _ = c.cleanBatch(nil, max(n, 32), true)
-	_ = c.syncMetadata(false)
-}
 
 // canMakeRoom reports whether cleanForRoom could free lines: some are
 // dirty, or wait for their metadata.
@@ -40,6 +36,7 @@ type cleanCandidate struct {
 	coreLine uint32
 	dirty    sectorMask  // dirty at the time the batch locked it
 	dev      bdev.Device // the core device at that time
+	stripe   int         // its stripe, when claimed with TryLock (evict.go)
 	err      error
 }
 
@@ -122,18 +119,30 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 	}
 	cands = kept
 	c.mu.Unlock()
+	return c.writeBackLines(cands, cold, c.cleaningInflight(), false)
+}
 
-	bufp := c.bufPool.Get().(*[]byte)
-	for i := range cands {
-		cands[i].err = c.writeBackLine(&cands[i], *bufp)
+// writeBackLines copies the dirty sectors of cands, whose stripes the caller
+// holds exclusively, to their cores, at most inflight lines at once; makes
+// the copies durable (written with fua, or followed by one flush per core
+// written to); then marks the sectors clean. It returns how
+// many lines it cleaned; when some failed, their errors (those lines stay
+// dirty).
+//
+// With cold, the cleaned lines go to the LRU end of the clean list (they
+// were the least recently used dirty lines, cleaned to be evicted);
+// otherwise they keep their recency at the head.
+func (c *Cache) writeBackLines(cands []cleanCandidate, cold bool, inflight int, fua bool) (int, error) {
+	if len(cands) == 0 {
+		return 0, nil
 	}
-	c.bufPool.Put(bufp)
+	c.writeBackAll(cands, inflight, fua)
 
 	// Flush each core written to; a failed flush fails all its lines.
 	var flushed []*Core
 	for i := range cands {
 		cd := &cands[i]
-		if cd.err != nil || slices.Contains(flushed, cd.core) {
+		if fua || cd.err != nil || slices.Contains(flushed, cd.core) {
 			continue
 		}
 		flushed = append(flushed, cd.core)
@@ -147,6 +156,7 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 		}
 	}
 
+	lines := c.mu.lines
 	cleaned := 0
 	var errs []error
 	c.mu.Lock()
@@ -172,9 +182,31 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 	return cleaned, nil
 }
 
+// writeBackAll runs writeBackLine on every candidate, on up to inflight
+// goroutines at once (the caller's among them), and records each error in
+// its candidate.
+func (c *Cache) writeBackAll(cands []cleanCandidate, inflight int, fua bool) {
+	work := func(next func() int) {
+		bufp := c.bufPool.Get().(*[]byte)
+		defer c.bufPool.Put(bufp)
+		for i := next(); i < len(cands); i = next() {
+			cands[i].err = c.writeBackLine(&cands[i], *bufp, fua)
+		}
+	}
+	var taken atomic.Int64
+	next := func() int { return int(taken.Add(1) - 1) }
+	var wg sync.WaitGroup
+	for range min(inflight, len(cands)) - 1 {
+		wg.Go(func() { work(next) })
+	}
+	work(next)
+	wg.Wait()
+}
+
 // writeBackLine copies the dirty sectors of one locked line from the cache
-// device to its core, run by run, through buf.
-func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte) error {
+// device to its core, run by run, through buf; with fua each core write is
+// durable when it returns.
+func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte, fua bool) error {
 	co := cd.core
 	lineStart := int64(cd.coreLine) * c.layout.lineSize
 	for s := 0; ; {
@@ -190,7 +222,7 @@ func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte) error {
 			return fmt.Errorf("clean line %d of %s: %w: %w", cd.coreLine, co.info.Name, ErrDirtyUnreadable, err)
 		}
 		co.stats.coreWrBytes.Add(uint64(len(b)))
-		if err := cd.dev.WriteAt(b, lineStart+int64(s0)*sectorSize, false); err != nil {
+		if err := cd.dev.WriteAt(b, lineStart+int64(s0)*sectorSize, fua); err != nil {
 			co.stats.coreWrErrors.Add(1)
 			return fmt.Errorf("clean line %d of %s: core device: %w", cd.coreLine, co.info.Name, err)
 		}

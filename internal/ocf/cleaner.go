@@ -1,9 +1,11 @@
 package ocf
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,7 +50,21 @@ type ALRUParams struct {
 	StalenessTime     time.Duration // how long a line must be dirty; 1..3600 s, default 120 s
 	FlushMaxBuffers   uint32        // lines per round; 1..10000, default 100
 	ActivityThreshold time.Duration // idle time before cleaning; 0..1000 s, default 10 s
+	// MaxDirtyRatio is the share of the cache's lines, in percent, that
+	// may be dirty: above it the cleaner writes back the least recently
+	// used dirty lines, busy or idle, until the share is back at it
+	// (pressure cleaning, cleanPressure). 0..100; 100 turns it off (OCF's
+	// default); default DefaultMaxDirtyRatio.
+	MaxDirtyRatio uint32
 }
+
+// DefaultMaxDirtyRatio is blockcache's default ALRUParams.MaxDirtyRatio,
+// chosen by measurement (engine.md, Cleaning); OCF's is 100, off.
+const DefaultMaxDirtyRatio = 100
+
+// DefaultCleaningMaxInflight is the default CleaningParams.MaxInflight: a
+// quarter of a default queue depth (128).
+const DefaultCleaningMaxInflight = 32
 
 // ACPParams are the acp policy's parameters.
 type ACPParams struct {
@@ -62,14 +78,22 @@ type CleaningParams struct {
 	Kind CleaningKind
 	ALRU ALRUParams
 	ACP  ACPParams
+	// MaxInflight bounds the lines cleaning writes back to the cores at
+	// once: the background policies and flushes (a miss writing back its
+	// own victims is foreground IO and is not counted). 1..1024, default
+	// DefaultCleaningMaxInflight.
+	MaxInflight uint32
 }
 
-// DefaultCleaningParams are OCF's defaults: alru.
+// DefaultCleaningParams are the defaults: OCF's (alru), but for
+// MaxDirtyRatio and MaxInflight.
 func DefaultCleaningParams() CleaningParams {
 	return CleaningParams{
 		Kind: CleanALRU,
-		ALRU: ALRUParams{WakeUp: 20 * time.Second, StalenessTime: 120 * time.Second, FlushMaxBuffers: 100, ActivityThreshold: 10 * time.Second},
-		ACP:  ACPParams{WakeUp: 10 * time.Millisecond, FlushMaxBuffers: 128},
+		ALRU: ALRUParams{WakeUp: 20 * time.Second, StalenessTime: 120 * time.Second, FlushMaxBuffers: 100, ActivityThreshold: 10 * time.Second,
+			MaxDirtyRatio: DefaultMaxDirtyRatio},
+		ACP:         ACPParams{WakeUp: 10 * time.Millisecond, FlushMaxBuffers: 128},
+		MaxInflight: DefaultCleaningMaxInflight,
 	}
 }
 
@@ -88,6 +112,8 @@ func (p CleaningParams) Validate() error {
 		{"alru activity_threshold", int64(p.ALRU.ActivityThreshold / time.Millisecond), 0, 1000000, "ms"},
 		{"acp wake_up", int64(p.ACP.WakeUp / time.Millisecond), 0, 10000, "ms"},
 		{"acp flush_max_buffers", int64(p.ACP.FlushMaxBuffers), 1, 10000, ""},
+		{"alru max_dirty_ratio", int64(p.ALRU.MaxDirtyRatio), 0, 100, "%"},
+		{"max_inflight", int64(p.MaxInflight), 1, MaxCleaningInflight, ""},
 	} {
 		if c.v < c.lo || c.v > c.h {
 			return fmt.Errorf("cleaning parameter %s = %d%s: %w (allowed %d..%d%s)", c.name, c.v, c.unit, ErrInvalidConfig, c.lo, c.h, c.unit)
@@ -99,6 +125,9 @@ func (p CleaningParams) Validate() error {
 	return nil
 }
 
+// MaxCleaningInflight is the largest CleaningParams.MaxInflight.
+const MaxCleaningInflight = 1024
+
 // acpChunkBytes is the span of core the acp policy ranks by dirtiness, as
 // OCF's ACP_CHUNK_SIZE.
 const acpChunkBytes = 100 << 20
@@ -107,8 +136,21 @@ const acpChunkBytes = 100 << 20
 // looking again; a parameter change wakes it at once.
 const idleWait = time.Minute
 
+// Pressure cleaning (ALRUParams.MaxDirtyRatio) paces itself by how far
+// the dirty lines are above the target: it writes back one line at a time
+// just above it, and MaxInflight at once from pressureBandPct percent of
+// the cache's lines above it on, in proportion in between. A step writes
+// back a few lines per line in flight; the cleaner steps again at once
+// while above the target, and looks every pressurePoll otherwise.
+const (
+	pressureBandPct   = 5
+	pressureStepLines = 4 // lines a step writes back per line in flight
+	pressurePoll      = 100 * time.Millisecond
+	pressureRetryWait = time.Second // after a failed write-back
+)
+
 // cleanerState is the background cleaner's state. params is guarded by mu;
-// lastIO and lastActive by step, which serialises CleanStep.
+// lastIO, lastActive and lastRound by step, which serialises CleanStep.
 type cleanerState struct {
 	mu     sync.Mutex
 	params CleaningParams
@@ -116,6 +158,10 @@ type cleanerState struct {
 	step       sync.Mutex
 	lastIO     uint64    // IO count seen by the last step
 	lastActive time.Time // when the IO count last changed
+	lastRound  time.Time // alru's last idle round since the cache was last active; zero: none
+	// poll replaces pressurePoll when not zero (tests); set before the
+	// cleaner starts.
+	poll time.Duration
 
 	wake chan struct{} // a parameter change
 	stop chan struct{}
@@ -170,17 +216,118 @@ func (c *Cache) CleanStep(now time.Time) (cleaned int, next time.Duration, err e
 	}
 	switch p.Kind {
 	case CleanALRU:
-		idle := now.Sub(st.lastActive)
-		if idle < p.ALRU.ActivityThreshold {
-			return 0, p.ALRU.ActivityThreshold - idle, nil
+		if over := c.dirtyOverTarget(p.ALRU.MaxDirtyRatio); over > 0 {
+			cleaned, err = c.cleanPressure(over, int(p.MaxInflight))
+			switch {
+			case err != nil:
+				return cleaned, pressureRetryWait, err
+			case cleaned == 0:
+				return 0, st.pollEvery(), nil // every candidate busy, or detached
+			}
+			return cleaned, 0, nil
 		}
-		cleaned, err = c.cleanStale(now, p.ALRU)
-		return cleaned, p.ALRU.WakeUp, err
+		cleaned, next, err = c.idleRound(now, p.ALRU)
+		if p.ALRU.MaxDirtyRatio < 100 {
+			next = min(next, st.pollEvery())
+		}
+		return cleaned, next, err
 	case CleanACP:
 		cleaned, err = c.cleanDensest(int(p.ACP.FlushMaxBuffers))
 		return cleaned, p.ACP.WakeUp, err
 	}
 	return 0, idleWait, nil
+}
+
+// pollEvery is how often a cleaner with a dirty-ratio target looks at the
+// ratio while it is not above it.
+func (st *cleanerState) pollEvery() time.Duration {
+	if st.poll > 0 {
+		return st.poll
+	}
+	return pressurePoll
+}
+
+// idleRound is alru's idle cleaning: once the cache has been idle for the
+// activity threshold, a round of cleanStale every wake-up. The caller
+// holds cleaner.step.
+func (c *Cache) idleRound(now time.Time, p ALRUParams) (cleaned int, next time.Duration, err error) {
+	st := &c.cleaner
+	idle := now.Sub(st.lastActive)
+	if idle < p.ActivityThreshold {
+		st.lastRound = time.Time{}
+		return 0, p.ActivityThreshold - idle, nil
+	}
+	if since := now.Sub(st.lastRound); !st.lastRound.IsZero() && since < p.WakeUp {
+		return 0, p.WakeUp - since, nil
+	}
+	st.lastRound = now
+	cleaned, err = c.cleanStale(now, p)
+	return cleaned, p.WakeUp, err
+}
+
+// dirtyOverTarget is how many dirty lines there are above ratio percent of
+// the cache's lines (0 if not above, or ratio is 100).
+func (c *Cache) dirtyOverTarget(ratio uint32) int {
+	if ratio >= 100 {
+		return 0
+	}
+	limit := c.layout.numLines * int(ratio) / 100
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(0, c.mu.lists[listDirty].n-limit)
+}
+
+// cleanPressure writes back least recently used dirty lines when over
+// lines are dirty above the target: up to pressureStepLines times as many
+// lines as it may have in flight, paced by over (see pressureBandPct).
+// Each of that many workers claims one line at a time, writes it back with
+// FUA and marks it clean, so a slow write holds up no other; the metadata
+// is written once at the end. Lines some request holds, or another
+// cleaner claimed, are passed over.
+func (c *Cache) cleanPressure(over, maxInflight int) (int, error) {
+	band := max(1, c.layout.numLines*pressureBandPct/100)
+	inflight := min(maxInflight, max(1, (over*maxInflight+band-1)/band))
+	quota := int64(min(over, pressureStepLines*inflight))
+	var taken, cleaned atomic.Int64
+	var mu sync.Mutex
+	var errs []error
+	work := func() {
+		for taken.Add(1) <= quota {
+			c.mu.Lock()
+			cands := c.claimDirtyLocked(nil, 1)
+			c.mu.Unlock()
+			if len(cands) == 0 {
+				return
+			}
+			n, err := c.cleanClaimed(cands, 1)
+			cleaned.Add(int64(n))
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for range inflight - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+	n := int(cleaned.Load())
+	if n == 0 && len(errs) == 0 {
+		return 0, nil
+	}
+	if err := c.syncMetadata(false); err != nil {
+		errs = append(errs, err)
+	}
+	return n, errors.Join(errs...)
+}
+
+// cleaningInflight is CleaningParams.MaxInflight.
+func (c *Cache) cleaningInflight() int {
+	return max(1, int(c.Cleaning().MaxInflight))
 }
 
 // cleanStale cleans up to FlushMaxBuffers lines dirty for at least
@@ -309,4 +456,18 @@ func (c *Cache) stopCleaner() {
 		close(stop)
 		<-done
 	}
+}
+
+// recordedPressure decodes the superblock slots of MaxDirtyRatio (stored
+// plus one) and MaxInflight; a 0, from metadata written before the slots
+// existed, loads as today's default.
+func recordedPressure(ratioSlot, inflightSlot uint32) (ratio, inflight uint32) {
+	ratio, inflight = DefaultMaxDirtyRatio, DefaultCleaningMaxInflight
+	if ratioSlot != 0 {
+		ratio = ratioSlot - 1
+	}
+	if inflightSlot != 0 {
+		inflight = inflightSlot
+	}
+	return ratio, inflight
 }

@@ -68,7 +68,8 @@ func writeLines(t *testing.T, co *ocf.Core, offs ...int64) {
 func TestALRU(t *testing.T) {
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	p := ocf.DefaultCleaningParams()
-	p.ALRU = ocf.ALRUParams{WakeUp: 5 * time.Second, StalenessTime: 60 * time.Second, FlushMaxBuffers: 2, ActivityThreshold: 10 * time.Second}
+	p.ALRU = ocf.ALRUParams{WakeUp: 5 * time.Second, StalenessTime: 60 * time.Second, FlushMaxBuffers: 2, ActivityThreshold: 10 * time.Second,
+		MaxDirtyRatio: 100}
 	c, co := cleanerCache(t, clk, p)
 	writeLines(t, co, 0, 4096, 8192) // dirty at t=0
 	clk.add(50 * time.Second)

@@ -100,6 +100,7 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		},
 		ACP: ACPParams{WakeUp: time.Duration(sb.Params[paramACPWakeUp]) * time.Millisecond, FlushMaxBuffers: sb.Params[paramACPFlushMax]},
 	}
+	cfg.Cleaning.ALRU.MaxDirtyRatio, cfg.Cleaning.MaxInflight = recordedPressure(sb.Params[paramALRUMaxDirty], sb.Params[paramCleanInflight])
 	cfg.PromotionParams = PromotionParams{Kind: PromotionKind(sb.Promotion), InsertionThreshold: sb.Params[paramNHitInsertion],
 		TriggerThreshold: sb.Params[paramNHitTrigger], TriggerSet: true}
 	c, err := newCache(dev, cfg)

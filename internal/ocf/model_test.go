@@ -31,9 +31,17 @@ func TestModel(t *testing.T) {
 		env := ocftest.New(rt, ocftest.Options{Lines: lines, LineSize: lineSize, Mode: mode, Cores: nCores, CoreBytes: coreBytes})
 		m := newModel(env, coreBytes)
 		if m.background = rapid.Bool().Draw(rt, "backgroundCleaner"); m.background {
-			// acp every millisecond, racing with the operations below.
+			// acp every millisecond, or alru cleaning whenever the dirty
+			// lines are above a target (looked at every millisecond),
+			// racing with the operations below.
 			p := ocf.DefaultCleaningParams()
-			p.Kind, p.ACP.WakeUp = ocf.CleanACP, time.Millisecond
+			if rapid.Bool().Draw(rt, "pressure") {
+				p.ALRU.MaxDirtyRatio = uint32(rapid.IntRange(0, 80).Draw(rt, "maxDirtyRatio"))
+				p.MaxInflight = uint32(rapid.IntRange(1, 4).Draw(rt, "maxInflight"))
+				env.Cache.SetCleanerPoll(time.Millisecond)
+			} else {
+				p.Kind, p.ACP.WakeUp = ocf.CleanACP, time.Millisecond
+			}
 			if err := env.Cache.SetCleaning(p); err != nil {
 				rt.Fatal(err)
 			}
@@ -177,10 +185,13 @@ func (m *model) actions(t *rapid.T, lineSize int64) map[string]func(*rapid.T) {
 		},
 		"cleanStep": func(t *rapid.T) {
 			// One round of alru or acp now (alru with no staleness or
-			// idleness required), from the test's goroutine.
+			// idleness required, and a dirty-ratio target or none), from
+			// the test's goroutine.
 			p := ocf.DefaultCleaningParams()
 			p.Kind = rapid.SampledFrom([]ocf.CleaningKind{ocf.CleanALRU, ocf.CleanACP, ocf.CleanNOP}).Draw(t, "cleaning")
 			p.ALRU.StalenessTime, p.ALRU.ActivityThreshold = time.Second, 0
+			p.ALRU.MaxDirtyRatio = uint32(rapid.SampledFrom([]int{0, 50, 100}).Draw(t, "maxDirtyRatio"))
+			p.MaxInflight = uint32(rapid.IntRange(1, 8).Draw(t, "maxInflight"))
 			if err := c.SetCleaning(p); err != nil {
 				t.Fatalf("set cleaning: %v", err)
 			}

@@ -78,6 +78,8 @@ const (
 	paramALRUActivity         // milliseconds
 	paramACPWakeUp            // milliseconds
 	paramACPFlushMax          // lines
+	paramALRUMaxDirty         // percent + 1; 0 (written before the slot existed): the default
+	paramCleanInflight        // lines; 0 (written before the slot existed): the default
 )
 
 // paramVolatileDirty is the slot of Config.VolatileDirtyMetadata: 0 (the
@@ -265,6 +267,8 @@ func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
 	sb.Params[paramALRUActivity] = uint32(cp.ALRU.ActivityThreshold / time.Millisecond)
 	sb.Params[paramACPWakeUp] = uint32(cp.ACP.WakeUp / time.Millisecond)
 	sb.Params[paramACPFlushMax] = cp.ACP.FlushMaxBuffers
+	sb.Params[paramALRUMaxDirty] = cp.ALRU.MaxDirtyRatio + 1
+	sb.Params[paramCleanInflight] = cp.MaxInflight
 	if c.meta.volatileDirty {
 		sb.Params[paramVolatileDirty] = 1
 	}
