@@ -33,6 +33,11 @@ type Params struct {
 	// Force reinitialises a cache device that holds another cache or
 	// damaged metadata, discarding it.
 	Force bool
+	// VolatileDirtyMetadata asks for a cache whose changes of dirty state
+	// are durable at flush or FUA only (ocf.Config.VolatileDirtyMetadata).
+	// It is per cache: the vbdev that initialises the cache chooses, a
+	// loaded cache keeps what it recorded.
+	VolatileDirtyMetadata bool
 }
 
 // Vbdev is one OCF vbdev: a core on a cache instance, exported as a bdev
@@ -202,10 +207,11 @@ func (m *Manager) startLocked(v *Vbdev) error {
 }
 
 // coreHolderLocked returns the vbdev other than self that holds core bdev
-// name, or nil.
+// name, or nil: one that claimed it, or a failed one, which keeps its core
+// reserved while it holds no claim (see Info.State).
 func (m *Manager) coreHolderLocked(name string, self *Vbdev) *Vbdev {
 	for _, o := range m.mu.vbdevs {
-		if o != self && o.params.CoreBdev == name && o.coreClaim != nil {
+		if o != self && o.params.CoreBdev == name && (o.coreClaim != nil || o.failed != nil) {
 			return o
 		}
 	}
@@ -284,7 +290,7 @@ func (m *Manager) create(p Params, keepFailed bool) (*Vbdev, error) {
 	if o := m.coreHolderLocked(p.CoreBdev, nil); o != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: core bdev %q is already used by OCF vbdev %q: %w", p.Name, p.CoreBdev, o.params.Name, bdev.ErrDeviceClaimed)
 	}
-	if err := m.compatibleLocked(nil, p.CacheBdev, mode, lineSize); err != nil {
+	if err := m.compatibleLocked(nil, p.CacheBdev, mode, lineSize, p.VolatileDirtyMetadata); err != nil {
 		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
 	}
 	v := &Vbdev{params: p, mode: mode, uuid: uuid.New()}
@@ -304,7 +310,7 @@ func (m *Manager) create(p Params, keepFailed bool) (*Vbdev, error) {
 // force of p (a bdev_ocf_create naming it). If the start fails, v keeps its
 // former parameters and is failed with the new reason.
 func (m *Manager) retryLocked(v *Vbdev, p Params, mode ocf.Mode) error {
-	if err := m.compatibleLocked(v, p.CacheBdev, mode, int64(p.LineSizeKiB)*1024); err != nil {
+	if err := m.compatibleLocked(v, p.CacheBdev, mode, int64(p.LineSizeKiB)*1024, p.VolatileDirtyMetadata); err != nil {
 		return fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
 	}
 	oldParams, oldMode := v.params, v.mode
@@ -317,10 +323,11 @@ func (m *Manager) retryLocked(v *Vbdev, p Params, mode ocf.Mode) error {
 	return nil
 }
 
-// compatibleLocked checks a new vbdev's explicit mode and line size against
-// the other vbdevs (other than self) naming the same cache bdev: mode and
-// line size are per cache.
-func (m *Manager) compatibleLocked(self *Vbdev, cacheBdev string, mode ocf.Mode, lineSize int64) error {
+// compatibleLocked checks a new vbdev's explicit mode, line size and
+// volatile dirty metadata against the other vbdevs (other than self)
+// naming the same cache bdev: they are per cache. Not asking for volatile
+// dirty metadata takes the cache as it is.
+func (m *Manager) compatibleLocked(self *Vbdev, cacheBdev string, mode ocf.Mode, lineSize int64, volatileDirty bool) error {
 	for _, o := range m.mu.vbdevs {
 		if o == self || o.params.CacheBdev != cacheBdev {
 			continue
@@ -330,6 +337,9 @@ func (m *Manager) compatibleLocked(self *Vbdev, cacheBdev string, mode ocf.Mode,
 		}
 		if cur := o.effectiveLineSize(); lineSize != 0 && lineSize != cur {
 			return fmt.Errorf("%w: cache %q has %d KiB lines, not %d KiB", ErrInvalidParam, cacheBdev, cur/1024, lineSize/1024)
+		}
+		if volatileDirty && !o.effectiveVolatileDirty() {
+			return fmt.Errorf("%w: cache %q keeps its dirty metadata durable; volatile_dirty_metadata is per cache and chosen when the cache is initialised", ErrInvalidParam, cacheBdev)
 		}
 	}
 	return nil
@@ -341,6 +351,15 @@ func (v *Vbdev) effectiveMode() ocf.Mode {
 		return v.inst.cache.Mode()
 	}
 	return v.mode
+}
+
+// effectiveVolatileDirty is the running cache's choice of volatile dirty
+// metadata, or the requested one.
+func (v *Vbdev) effectiveVolatileDirty() bool {
+	if v.inst != nil && v.inst.cache != nil {
+		return v.inst.cache.VolatileDirtyMetadata()
+	}
+	return v.params.VolatileDirtyMetadata
 }
 
 // effectiveLineSize is the cache's line size in bytes, or the requested one
