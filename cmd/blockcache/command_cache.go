@@ -49,20 +49,21 @@ func newCacheCmd() *cobra.Command {
 	return cmd
 }
 
-// ocfCreateParams are bdev_ocf_create's params; cache_line_size is sent
-// only when given, as rpc.py does.
+// ocfCreateParams are bdev_ocf_create's params; cache_line_size and
+// volatile_dirty_metadata are sent only when given, as rpc.py does.
 type ocfCreateParams struct {
-	Name          string `json:"name"`
-	Mode          string `json:"mode"`
-	CacheLineSize uint64 `json:"cache_line_size,omitempty"`
-	CacheBdevName string `json:"cache_bdev_name"`
-	CoreBdevName  string `json:"core_bdev_name"`
+	Name                  string `json:"name"`
+	Mode                  string `json:"mode"`
+	CacheLineSize         uint64 `json:"cache_line_size,omitempty"`
+	CacheBdevName         string `json:"cache_bdev_name"`
+	CoreBdevName          string `json:"core_bdev_name"`
+	VolatileDirtyMetadata bool   `json:"volatile_dirty_metadata,omitempty"`
 }
 
 func newCacheCreateCmd(o *clientOpts) *cobra.Command {
 	var p ocfCreateParams
 	cmd := &cobra.Command{
-		Use:   "create NAME --cache BDEV --core BDEV [--mode MODE] [--line-size-kib N]",
+		Use:   "create NAME --cache BDEV --core BDEV [--mode MODE] [--line-size-kib N] [--volatile-dirty-metadata]",
 		Short: "Create a cached volume NAME: BDEV --cache in front of BDEV --core (bdev_ocf_create)",
 		Long: `Create the cached volume NAME, with the bdev --cache caching the bdev --core
 (bdev_ocf_create). If either bdev does not exist yet, the volume waits for it
@@ -93,6 +94,8 @@ Modes: ` + modeHelp + `.`,
 	f.StringVar(&p.CacheBdevName, "cache", "", "the cache bdev (the fast device)")
 	f.StringVar(&p.CoreBdevName, "core", "", "the core bdev (the slow device)")
 	f.Uint64Var(&p.CacheLineSize, "line-size-kib", 0, "cache line size in KiB: 4, 8, 16, 32 or 64 (default 4)")
+	f.BoolVar(&p.VolatileDirtyMetadata, "volatile-dirty-metadata", false,
+		"make a new cache's dirty state durable only at a flush or FUA write, as a disk's volatile write cache: faster writes, but a crash, even of the process, loses the writes since the last flush")
 	cmd.MarkFlagRequired("cache") //nolint:errcheck // the flag exists
 	cmd.MarkFlagRequired("core")  //nolint:errcheck // the flag exists
 	return cmd

@@ -25,6 +25,7 @@ type metaCounter struct {
 	bdev.Device
 	dataOffset      int64
 	metaWrites      atomic.Int64
+	metaFUA         atomic.Int64
 	flushes         atomic.Int64
 	countingEnabled atomic.Bool
 }
@@ -32,6 +33,9 @@ type metaCounter struct {
 func (m *metaCounter) WriteAt(p []byte, off int64, fua bool) error {
 	if off < m.dataOffset && m.countingEnabled.Load() {
 		m.metaWrites.Add(1)
+		if fua {
+			m.metaFUA.Add(1)
+		}
 	}
 	return m.Device.WriteAt(p, off, fua)
 }
@@ -137,8 +141,9 @@ func TestDirtyWriteDurableAtReturn(t *testing.T) {
 }
 
 // TestRewriteOfDirtyWritesNoMetadata: a write that makes sectors dirty
-// writes its entry sector (once, with a flush before and after); writes
-// over sectors already dirty write no metadata and flush nothing.
+// writes its entry sector (once, with FUA, after a flush that makes its
+// data durable); writes over sectors already dirty write no metadata and
+// flush nothing.
 func TestRewriteOfDirtyWritesNoMetadata(t *testing.T) {
 	var mc *metaCounter
 	env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: ocf.ModeWB, WrapCache: func(d bdev.Device) bdev.Device {
@@ -148,14 +153,14 @@ func TestRewriteOfDirtyWritesNoMetadata(t *testing.T) {
 	co := env.Cores[0]
 	mc.countingEnabled.Store(true)
 	volWrite(t, co, tagged('A', 0, 4096), 0, false)
-	if w, f := mc.metaWrites.Load(), mc.flushes.Load(); w != 1 || f != 2 {
-		t.Fatalf("a write making a line dirty: %d metadata writes, %d flushes; want 1 and 2", w, f)
+	if w, f, fua := mc.metaWrites.Load(), mc.flushes.Load(), mc.metaFUA.Load(); w != 1 || f != 1 || fua != 1 {
+		t.Fatalf("a write making a line dirty: %d metadata writes (%d FUA), %d flushes; want 1 FUA write and 1 flush", w, fua, f)
 	}
 	for i := range 100 {
 		volWrite(t, co, tagged(byte('B'+i%20), 512, 2048), 512, false)
 	}
-	if w, f := mc.metaWrites.Load(), mc.flushes.Load(); w != 1 || f != 2 {
-		t.Fatalf("100 writes over dirty sectors: %d metadata writes, %d flushes in all; want still 1 and 2", w, f)
+	if w, f := mc.metaWrites.Load(), mc.flushes.Load(); w != 1 || f != 1 {
+		t.Fatalf("100 writes over dirty sectors: %d metadata writes, %d flushes in all; want still 1 and 1", w, f)
 	}
 }
 
@@ -212,10 +217,10 @@ func TestGroupCommitSharesRounds(t *testing.T) {
 			t.Fatalf("writer %d: %v", i, err)
 		}
 	}
-	// Each round writes the entry sectors it took in one call (lines
-	// 0..16 share entry sector 0) between two flushes.
-	if w, f := mc.metaWrites.Load(), mc.flushes.Load(); w != 2 || f != 4 {
-		t.Fatalf("17 writers, 16 of them during a round: %d metadata writes and %d flushes; want 2 rounds (2 and 4)", w, f)
+	// Each round flushes, then writes the entry sectors it took in one
+	// call (lines 0..16 share entry sector 0).
+	if w, f := mc.metaWrites.Load(), mc.flushes.Load(); w != 2 || f != 2 {
+		t.Fatalf("17 writers, 16 of them during a round: %d metadata writes and %d flushes; want 2 rounds (2 and 2)", w, f)
 	}
 	for i := range writers {
 		off := int64(i+1) * 4096

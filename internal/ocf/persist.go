@@ -175,8 +175,8 @@ func (c *Cache) syncRound(all, flush bool) (taken uint64, err error) {
 }
 
 // writeEntrySectors encodes sectors (ascending), flushes the cache device so
-// the data their entries describe is durable, writes them, flushes again,
-// and records what is now durable.
+// the data their entries describe is durable, writes them durably (FUA, or
+// a flush after), and records what is now durable.
 func (c *Cache) writeEntrySectors(sectors []int) error {
 	eps := c.layout.perSector
 	spl := c.sectorsPerLine
@@ -214,19 +214,25 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 	if err := c.dev.Flush(); err != nil {
 		return err
 	}
+	// One run of sectors (a commit's usual round) is written with FUA,
+	// which a device may do more cheaply than a write and a flush; several
+	// are written, then flushed once.
+	oneRun := sectors[len(sectors)-1]-sectors[0] == len(sectors)-1
 	for j := 0; j < len(sectors); {
 		k := j + 1
 		for k < len(sectors) && sectors[k] == sectors[k-1]+1 {
 			k++
 		}
 		off := c.layout.EntrySectorOffset(int64(sectors[j]))
-		if err := c.dev.WriteAt(buf[j*metadata.SectorBytes:k*metadata.SectorBytes], off, false); err != nil {
+		if err := c.dev.WriteAt(buf[j*metadata.SectorBytes:k*metadata.SectorBytes], off, oneRun); err != nil {
 			return err
 		}
 		j = k
 	}
-	if err := c.dev.Flush(); err != nil {
-		return err
+	if !oneRun {
+		if err := c.dev.Flush(); err != nil {
+			return err
+		}
 	}
 
 	c.mu.Lock()

@@ -53,6 +53,10 @@ type ocfCreateParams struct {
 	// Force is blockcache's: reinitialise a cache device that holds another
 	// cache or damaged metadata. Never written to configs.
 	Force bool `json:"force,omitempty"`
+	// VolatileDirtyMetadata is blockcache's: a new cache makes changes of
+	// dirty state durable at flush or FUA only (docs/durability.md).
+	// Written to configs only when set, so SPDK's shape is kept otherwise.
+	VolatileDirtyMetadata bool `json:"volatile_dirty_metadata,omitempty"`
 }
 
 // startupKey marks the context of a call that replays the start-up config.
@@ -81,7 +85,7 @@ func (a *API) ocfCreate(ctx context.Context, params json.RawMessage) (any, error
 		create = a.svc.OCF.Restore
 	}
 	_, err := create(vbdev.Params{Name: p.Name, Mode: p.Mode, LineSizeKiB: p.CacheLineSize,
-		CacheBdev: p.CacheBdevName, CoreBdev: p.CoreBdevName, Force: p.Force})
+		CacheBdev: p.CacheBdevName, CoreBdev: p.CoreBdevName, Force: p.Force, VolatileDirtyMetadata: p.VolatileDirtyMetadata})
 	if err != nil {
 		return nil, ocfFailure("Could not create OCF vbdev", err)
 	}
@@ -124,6 +128,10 @@ type ocfBdevObject struct {
 	// until deleted or retried (docs/lifecycle.md).
 	Failed bool   `json:"failed"`
 	Error  string `json:"error,omitempty"`
+	// VolatileDirtyMetadata is blockcache's: the cache's changes of dirty
+	// state are durable at flush or FUA only (as requested, when not
+	// started).
+	VolatileDirtyMetadata bool `json:"volatile_dirty_metadata"`
 }
 
 type optionalNameParams struct {
@@ -148,6 +156,8 @@ func (a *API) ocfGetBdevs(_ context.Context, params json.RawMessage) (any, error
 			Core:       ocfBaseObject{Name: in.CoreBdev, Attached: in.CoreAttached},
 			FallbackPT: in.FallbackPT,
 			Failed:     in.State == vbdev.StateFailed,
+
+			VolatileDirtyMetadata: in.VolatileDirtyMetadata,
 		}
 		if in.Err != nil {
 			o.Error = in.Err.Error()
@@ -221,9 +231,10 @@ func (a *API) ocfDriverSpecific(name string) any {
 		CacheLineSize    uint64 `json:"cache_line_size"`
 		MetadataVolatile bool   `json:"metadata_volatile"`
 		// blockcache's, after SPDK's keys.
-		FallbackPT          bool   `json:"fallback_pt"`
-		FallbackPTThreshold uint32 `json:"fallback_pt_threshold"`
-	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, in.MetadataVolatile, in.FallbackPT, in.FallbackPTThreshold}
+		FallbackPT            bool   `json:"fallback_pt"`
+		FallbackPTThreshold   uint32 `json:"fallback_pt_threshold"`
+		VolatileDirtyMetadata bool   `json:"volatile_dirty_metadata"`
+	}{in.CacheBdev, in.CoreBdev, in.Mode, in.LineSizeKiB, in.MetadataVolatile, in.FallbackPT, in.FallbackPTThreshold, in.VolatileDirtyMetadata}
 }
 
 // ocfConfig returns the bdev_ocf_create entries of the started and the
@@ -248,11 +259,13 @@ func (a *API) ocfConfig(withWaiting bool) []configItem {
 			if !withWaiting && in.State != vbdev.StateFailed {
 				continue
 			}
-			p = vbdev.Params{Name: in.Name, Mode: in.Mode, LineSizeKiB: in.LineSizeKiB, CacheBdev: in.CacheBdev, CoreBdev: in.CoreBdev}
+			p = vbdev.Params{Name: in.Name, Mode: in.Mode, LineSizeKiB: in.LineSizeKiB, CacheBdev: in.CacheBdev, CoreBdev: in.CoreBdev,
+				VolatileDirtyMetadata: in.VolatileDirtyMetadata}
 		}
 		out = append(out, configItem{name: p.Name, deps: []string{p.CacheBdev, p.CoreBdev},
 			entry: configEntry{Method: "bdev_ocf_create", Params: ocfCreateParams{
 				Name: p.Name, Mode: p.Mode, CacheLineSize: p.LineSizeKiB, CacheBdevName: p.CacheBdev, CoreBdevName: p.CoreBdev,
+				VolatileDirtyMetadata: p.VolatileDirtyMetadata,
 			}}})
 		if ok {
 			out = append(out, a.policyConfig(p.Name, !cacheDone[p.CacheBdev])...)

@@ -25,6 +25,10 @@ type Info struct {
 	// MetadataVolatile is true when the cache keeps its metadata in memory
 	// only (never, today: blockcache always persists it).
 	MetadataVolatile bool
+	// VolatileDirtyMetadata is true when the cache's changes of dirty
+	// state are durable at flush or FUA only: the cache's when started,
+	// else as requested.
+	VolatileDirtyMetadata bool
 	// FallbackPT is true when the cache fell back to pass-through after
 	// FallbackPTThreshold cache-device errors (0: never falls back).
 	FallbackPT          bool
@@ -43,6 +47,8 @@ func (v *Vbdev) info() Info {
 		CoreAttached:  v.coreClaim != nil,
 		Mode:          v.effectiveMode().String(),
 		LineSizeKiB:   uint64(v.effectiveLineSize() / 1024),
+
+		VolatileDirtyMetadata: v.effectiveVolatileDirty(),
 	}
 	if v.inst != nil && v.inst.cache != nil {
 		in.MetadataVolatile = v.inst.cache.VolatileMetadata()
@@ -162,6 +168,7 @@ func (m *Manager) CreateParams() []Params {
 		p := v.params
 		p.Mode = v.effectiveMode().String()
 		p.LineSizeKiB = uint64(v.effectiveLineSize() / 1024)
+		p.VolatileDirtyMetadata = v.effectiveVolatileDirty()
 		out = append(out, p)
 	}
 	return out

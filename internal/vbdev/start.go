@@ -151,7 +151,7 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	}
 	log := m.log.With("cache", inst.name)
 	progress := map[string]func(done, total int64){}
-	cfg := ocf.Config{LineSize: inst.lineSize, Mode: inst.mode, Progress: func(op string, done, total int64) {
+	cfg := ocf.Config{LineSize: inst.lineSize, Mode: inst.mode, VolatileDirtyMetadata: p.VolatileDirtyMetadata, Progress: func(op string, done, total int64) {
 		if progress[op] == nil {
 			progress[op] = newProgressLog(log, "cache "+op)
 		}
@@ -173,7 +173,8 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	}
 	inst.cache = c
 	c.StartCleaner()
-	m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines(), "id", c.ID())
+	m.log.Info("cache started", "cache", inst.name, "mode", inst.mode.String(), "line_size_kib", inst.lineSize/1024, "lines", c.NumLines(), "id", c.ID(),
+		"volatile_dirty_metadata", c.VolatileDirtyMetadata())
 	return nil
 }
 
@@ -196,6 +197,10 @@ func (m *Manager) loadCacheLocked(inst *instance, v *Vbdev, cfg ocf.Config) (boo
 	}
 	if c.Mode() != v.mode {
 		m.log.Warn("loaded cache keeps its recorded mode", "cache", inst.name, "mode", c.Mode().String(), "requested", v.mode.String())
+	}
+	if c.VolatileDirtyMetadata() != p.VolatileDirtyMetadata {
+		m.log.Warn("loaded cache keeps its recorded volatile_dirty_metadata", "cache", inst.name,
+			"volatile_dirty_metadata", c.VolatileDirtyMetadata(), "requested", p.VolatileDirtyMetadata)
 	}
 	inst.cache, inst.mode, inst.lineSize = c, c.Mode(), c.LineSize()
 	c.StartCleaner()
