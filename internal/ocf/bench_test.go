@@ -352,7 +352,7 @@ func BenchmarkDirtyMetadata4K(b *testing.B) {
 			name := dist + "/" + map[bool]string{false: "durable", true: "volatile"}[volatileDirty]
 			b.Run(name, func(b *testing.B) {
 				benchBoth(b, func(b *testing.B) benchCase {
-					return dirtyMetaBench(b, dist, volatileDirty, mallocDevices)
+					return dirtyMetaBench(b, dist, volatileDirty, 4096, mallocDevices)
 				})
 			})
 		}
@@ -360,15 +360,15 @@ func BenchmarkDirtyMetadata4K(b *testing.B) {
 }
 
 // BenchmarkDirtyMetadataDirect4K is BenchmarkDirtyMetadata4K on files
-// under /var/tmp opened with O_DIRECT (each flush an fdatasync), with a
-// smaller cache so that the run stays short.
+// under /var/tmp opened with O_DIRECT (each flush an fdatasync, each FUA
+// write RWF_DSYNC), with a cache of 1024 lines so that the run stays short.
 func BenchmarkDirtyMetadataDirect4K(b *testing.B) {
 	for _, dist := range []string{"zipf", "uniform"} {
 		for _, volatileDirty := range []bool{false, true} {
 			name := dist + "/" + map[bool]string{false: "durable", true: "volatile"}[volatileDirty]
 			b.Run(name, func(b *testing.B) {
 				benchBoth(b, func(b *testing.B) benchCase {
-					return dirtyMetaBench(b, dist, volatileDirty, directFileDevices)
+					return dirtyMetaBench(b, dist, volatileDirty, 1024, directFileDevices)
 				})
 			})
 		}
@@ -418,8 +418,7 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func dirtyMetaBench(b *testing.B, dist string, volatileDirty bool, devices benchDevices) benchCase {
-	lines := 4096
+func dirtyMetaBench(b *testing.B, dist string, volatileDirty bool, lines int, devices benchDevices) benchCase {
 	cacheDev, coreDev := devices(b, lines, 4*int64(lines)*benchBlock)
 	mc := newMetaCounter(cacheDev)
 	mc.countingEnabled.Store(true)

@@ -185,8 +185,7 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	c.cleaner.wake = make(chan struct{}, 1)
 	c.scratch.New = func() any { return new(requestScratch) }
 	c.bufPool.New = func() any { b := make([]byte, cfg.LineSize); return &b }
-	c.meta.bufs.New = func() any { b := make([]byte, syncChunkSectors*metadata.SectorBytes); return &b }
-	c.meta.commit.ended.L = &c.meta.commit.mu
+	c.meta.init(lay.EntrySectors)
 
 	c.mu.lines = make([]line, lay.numLines)
 	c.mu.mapping = newMapping(lay.numLines)

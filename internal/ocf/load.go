@@ -178,10 +178,12 @@ func (c *Cache) loadEntries(rep *LoadReport) error {
 	// What was loaded is what the device holds; only the entries of
 	// dropped clean lines differ, to be rewritten in time.
 	clear(c.mu.metaDirty)
+	clear(c.meta.changed)
 	c.mu.metaUrgent = false
 	c.meta.durable.Store(c.meta.urgentSeq.Load())
 	for _, s := range dropped {
 		c.mu.metaDirty[s/64] |= 1 << (s % 64)
+		c.meta.changed[s] = allSlots
 	}
 	return nil
 }

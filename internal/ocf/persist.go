@@ -51,10 +51,24 @@ type persistState struct {
 	sync sync.Mutex
 	seq  uint64    // sequence number of the newest superblock written
 	bufs sync.Pool // *[]byte of syncChunkSectors sectors
-	// sectors and durableDirty are syncRound's and writeEntrySectors'
-	// scratch, kept between rounds. Guarded by sync.
+	// sectors, masks and durableDirty are syncRound's and
+	// writeEntrySectors' scratch, kept between rounds. Guarded by sync.
 	sectors      []int
+	masks        []uint64
 	durableDirty [syncChunkSectors]uint64
+	// images keeps the last encoding of recently written entry sectors,
+	// sector s in images[s%len(images)] when imageOf says so, so that a
+	// round re-encodes only the slots that changed: the encoding of every
+	// slot its sector's changed mask does not name is the slot's line as
+	// it is now. Guarded by sync.
+	images  [][metadata.SectorBytes]byte
+	imageOf []int32
+
+	// changed has, per entry sector, a bit per slot whose line changed
+	// since a round took the sector (markSectorLocked); every bit when the
+	// device's copy cannot be trusted to hold the rest. Written under
+	// Cache.mu.
+	changed []uint64
 
 	// urgentSeq numbers urgent changes: it is the number of the newest.
 	// Incremented under Cache.mu; read without it.
@@ -90,6 +104,26 @@ const paramVolatileDirty = metadata.NumParams - 1
 // syncChunkSectors bounds one encode-flush-write round of syncMetadata.
 const syncChunkSectors = 2048
 
+// maxSectorImages bounds persistState.images: 128 KiB a cache.
+const maxSectorImages = 256
+
+// allSlots marks every slot of an entry sector changed.
+const allSlots = ^uint64(0)
+
+// init sizes the metadata state for a device with entrySectors entry
+// sectors.
+func (p *persistState) init(entrySectors int64) {
+	p.bufs.New = func() any { b := make([]byte, syncChunkSectors*metadata.SectorBytes); return &b }
+	p.commit.ended.L = &p.commit.mu
+	p.changed = make([]uint64, entrySectors)
+	n := min(entrySectors, maxSectorImages)
+	p.images = make([][metadata.SectorBytes]byte, n)
+	p.imageOf = make([]int32, n)
+	for k := range p.imageOf {
+		p.imageOf[k] = -1
+	}
+}
+
 // markSectorLocked marks line i's entry sector for the next metadata write;
 // urgent means a flush or FUA must write it, and numbers the change.
 func (c *Cache) markSectorLocked(i lineIdx, urgent bool) {
@@ -98,6 +132,7 @@ func (c *Cache) markSectorLocked(i lineIdx, urgent bool) {
 	}
 	s := c.layout.sectorOf(i)
 	c.mu.metaDirty[s/64] |= 1 << (s % 64)
+	c.meta.changed[s] |= 1 << (int(i) - s*c.layout.perSector)
 	if urgent {
 		c.mu.metaUrgent = true
 		c.meta.urgentSeq.Add(1)
@@ -134,13 +169,15 @@ func (c *Cache) syncRound(all, flush bool) (taken uint64, err error) {
 		}
 		return taken, c.dev.Flush()
 	}
-	sectors := c.meta.sectors[:0]
+	sectors, masks := c.meta.sectors[:0], c.meta.masks[:0]
 	for w, bits := range c.mu.metaDirty {
 		for ; bits != 0; bits &= bits - 1 {
-			sectors = append(sectors, w*64+mbits.TrailingZeros64(bits))
+			s := w*64 + mbits.TrailingZeros64(bits)
+			sectors, masks = append(sectors, s), append(masks, c.meta.changed[s])
+			c.meta.changed[s] = 0
 		}
 	}
-	c.meta.sectors = sectors
+	c.meta.sectors, c.meta.masks = sectors, masks
 	c.mu.metaUrgent = false
 	clear(c.mu.metaDirty)
 	c.mu.metaSyncing = true
@@ -159,11 +196,14 @@ func (c *Cache) syncRound(all, flush bool) (taken uint64, err error) {
 		return taken, nil
 	}
 	for start := 0; start < len(sectors); start += syncChunkSectors {
-		chunk := sectors[start:min(start+syncChunkSectors, len(sectors))]
-		if err := c.writeEntrySectors(chunk); err != nil {
+		end := min(start+syncChunkSectors, len(sectors))
+		if err := c.writeEntrySectors(sectors[start:end], masks[start:end]); err != nil {
+			// What the device holds of these sectors is unknown now: they
+			// are encoded whole next time.
 			c.mu.Lock()
 			for _, s := range sectors[start:] {
 				c.mu.metaDirty[s/64] |= 1 << (s % 64)
+				c.meta.changed[s] = allSlots
 			}
 			c.mu.metaUrgent = true
 			c.mu.Unlock()
@@ -174,38 +214,58 @@ func (c *Cache) syncRound(all, flush bool) (taken uint64, err error) {
 	return taken, nil
 }
 
-// writeEntrySectors encodes sectors (ascending), flushes the cache device so
-// the data their entries describe is durable, writes them durably (FUA, or
-// a flush after), and records what is now durable.
-func (c *Cache) writeEntrySectors(sectors []int) error {
+// writeEntrySectors encodes sectors (ascending), re-encoding of a sector
+// whose last encoding images keeps only the slots its mask names, flushes
+// the cache device so the data their entries describe is durable, writes
+// them durably (FUA, or a flush after), and records what is now durable.
+func (c *Cache) writeEntrySectors(sectors []int, masks []uint64) error {
 	eps := c.layout.perSector
 	spl := c.sectorsPerLine
 	bufp := c.meta.bufs.Get().(*[]byte)
 	defer c.meta.bufs.Put(bufp)
 	buf := (*bufp)[:len(sectors)*metadata.SectorBytes]
-	// Per sector, a bit per slot: its line was dirty when encoded.
+	// Per sector, a bit per slot encoded: its line was dirty then.
 	durableDirty := c.meta.durableDirty[:len(sectors)]
 	clear(durableDirty)
 
+	// A sector without an image, or all of whose slots changed, is
+	// encoded whole; its mask says every slot.
+	for j, s := range sectors {
+		n := min(eps, c.layout.numLines-s*eps)
+		masks[j] &= 1<<n - 1
+		if k := s % len(c.meta.images); c.meta.imageOf[k] == int32(s) && masks[j] != 1<<n-1 {
+			copy(buf[j*metadata.SectorBytes:], c.meta.images[k][:])
+		} else {
+			masks[j] = 1<<n - 1
+		}
+	}
 	c.mu.Lock()
 	for j, s := range sectors {
-		lines := c.mu.lines[s*eps : min(s*eps+eps, c.layout.numLines)]
-		w := metadata.NewSector(buf[j*metadata.SectorBytes:], uint32(s), c.meta.id, spl)
-		for slot := range lines {
+		first := s * eps
+		b := buf[j*metadata.SectorBytes:]
+		var w metadata.SectorWriter
+		if n := min(eps, c.layout.numLines-first); masks[j] == 1<<n-1 {
+			w = metadata.NewSector(b, uint32(s), c.meta.id, spl)
+		} else {
+			w = metadata.EditSector(b, uint32(s), spl)
+		}
+		for m := masks[j]; m != 0; m &= m - 1 {
+			slot := mbits.TrailingZeros64(m)
 			// The key once: it holds list, core and core line.
-			ln := &lines[slot]
+			ln := &c.mu.lines[first+slot]
 			k := ln.key.Load()
-			if id := listID(k >> keyListShift); id != listClean && id != listDirty {
-				continue
+			e := metadata.Unmapped
+			if id := listID(k >> keyListShift); id == listClean || id == listDirty {
+				e = metadata.Entry{Core: uint16(k >> keyCoreShift), CoreLine: uint32(k & keyLineMask), Valid: ln.validMask(), Dirty: ln.dirty}
 			}
-			e := metadata.Entry{Core: uint16(k >> keyCoreShift), CoreLine: uint32(k & keyLineMask), Valid: ln.validMask(), Dirty: ln.dirty}
 			if err := w.Put(slot, &e); err != nil {
 				c.mu.Unlock()
 				return err // the in-memory state breaks an invariant
 			}
-			if !ln.dirty.empty() {
-				durableDirty[j] |= 1 << slot
+			if !e.Mapped() || sectorMask(e.Dirty).empty() {
+				continue
 			}
+			durableDirty[j] |= 1 << slot
 		}
 		w.Seal()
 	}
@@ -235,12 +295,20 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 		}
 	}
 
+	for j, s := range sectors {
+		k := s % len(c.meta.images)
+		copy(c.meta.images[k][:], buf[j*metadata.SectorBytes:])
+		c.meta.imageOf[k] = int32(s)
+	}
+
+	// The slots not encoded hold what they held: their lines' flags stand.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for j, s := range sectors {
-		lines := c.mu.lines[s*eps : min(s*eps+eps, c.layout.numLines)]
-		for slot := range lines {
-			ln := &lines[slot]
+		for m := masks[j]; m != 0; m &= m - 1 {
+			slot := mbits.TrailingZeros64(m)
+			i := lineIdx(s*eps + slot)
+			ln := &c.mu.lines[i]
 			k := ln.key.Load()
 			durable := durableDirty[j]&(1<<slot) != 0
 			if (k&keyDurableBit != 0) == durable {
@@ -248,7 +316,6 @@ func (c *Cache) writeEntrySectors(sectors []int) error {
 			}
 			ln.setDurableDirty(durable)
 			if !durable && listID(k>>keyListShift) == listLimbo {
-				i := lineIdx(s*eps + slot)
 				c.mu.lists.remove(c.mu.lines, i)
 				c.mu.lists.pushFront(c.mu.lines, listFree, i)
 			}

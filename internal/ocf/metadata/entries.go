@@ -89,12 +89,21 @@ func NewSector(b []byte, index uint32, id uuid.UUID, sectorsPerLine int) SectorW
 	le := binary.LittleEndian
 	le.PutUint32(b[4:], index)
 	le.PutUint64(b[8:], uint64(TagOf(id)))
-	w := SectorWriter{b: b, index: index, sectorsPerLine: sectorsPerLine, size: EntrySize(sectorsPerLine), perSector: EntriesPerSector(sectorsPerLine)}
-	for i := range sectorsPerLine {
-		w.full[i/64] |= 1 << (i % 64)
-	}
+	w := EditSector(b, index, sectorsPerLine)
 	for slot := range w.perSector {
 		le.PutUint16(b[entrySectorHeader+slot*w.size+4:], NoCore)
+	}
+	return w
+}
+
+// EditSector returns a writer over b, which holds entry sector index as a
+// SectorWriter left it: Put replaces the entries of the slots it is given,
+// the others stay as they are, and Seal checksums the result. Editing the
+// sector a writer last sealed gives the same bytes as encoding it anew.
+func EditSector(b []byte, index uint32, sectorsPerLine int) SectorWriter {
+	w := SectorWriter{b: b[:SectorBytes], index: index, sectorsPerLine: sectorsPerLine, size: EntrySize(sectorsPerLine), perSector: EntriesPerSector(sectorsPerLine)}
+	for i := range sectorsPerLine {
+		w.full[i/64] |= 1 << (i % 64)
 	}
 	return w
 }
