@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"sort"
 	"syscall"
 
@@ -52,6 +53,10 @@ empty and persists nothing, like an SPDK target.`,
 					return fmt.Errorf("-m/--cpumask %s: %w", mask, err)
 				}
 				cfg.Log.Info("pinned", "cpus", cpumask.String(set), "gomaxprocs", set.Count())
+			} else if os.Getenv("GOMAXPROCS") == "" {
+				n := cpumask.DefaultProcs(runtime.GOMAXPROCS(0))
+				runtime.GOMAXPROCS(n)
+				cfg.Log.Debug("scheduler slots", "gomaxprocs", n)
 			}
 			if err := checkNBDFlags(cfg.NBD); err != nil {
 				return err
@@ -82,7 +87,7 @@ empty and persists nothing, like an SPDK target.`,
 	f.BoolVar(&cfg.Bare, "bare", false, "start with no bdevs and persist nothing, like an SPDK target")
 	f.BoolVar(&cfg.ShutdownFlush, "shutdown-flush", true, "write dirty data back to the cores at shutdown (false: keep it in the caches for a fast restart)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.StringVarP(&mask, "cpumask", "m", "", "run on these CPUs only (SPDK's -m: a hex mask like 0x3 or a list like [0,2-3]), with one Go scheduler slot each; default: all CPUs")
+	f.StringVarP(&mask, "cpumask", "m", "", "run on these CPUs only (SPDK's -m: a hex mask like 0x3 or a list like [0,2-3]), with one Go scheduler slot each; default: all CPUs, with scheduler slots for half of them (GOMAXPROCS in the environment overrides)")
 	return cmd
 }
 
