@@ -110,25 +110,31 @@ volume's own, not shared with other volumes on its cache.`,
 
 func newCacheSetCleaningCmd(o *clientOpts) *cobra.Command {
 	return newPolicySetCmd(o,
-		"set-cleaning NAME --policy POLICY [--alru-wake-up S] [--alru-staleness-time S] [--alru-flush-max-buffers N] [--alru-activity-threshold MS] [--acp-wake-up MS] [--acp-flush-max-buffers N]",
+		"set-cleaning NAME --policy POLICY [--alru-wake-up S] [--alru-staleness-time S] [--alru-flush-max-buffers N] [--alru-activity-threshold MS] [--alru-max-dirty-ratio PCT] [--acp-wake-up MS] [--acp-flush-max-buffers N] [--max-inflight N]",
 		"Set the cleaning policy of the cache under NAME (bdev_ocf_set_cleaning)",
 		`Set how the cache under the volume NAME writes dirty data back to the
 cores in the background (bdev_ocf_set_cleaning): alru (the default: once the
-cache has been idle, the lines dirty the longest), acp (continuously, the
+cache has been idle, the lines dirty the longest; and, busy or idle,
+whenever more than --alru-max-dirty-ratio percent of the cache is dirty, the
+least recently used dirty lines until it is not), acp (continuously, the
 densest part of a core first) or nop (none; only eviction and flushes
-clean). The policy and its parameters belong to the cache, so they apply to
-every volume on it. The parameters of both policies are kept whichever is
-chosen; a flag not given leaves its value unchanged.`,
+clean). --max-inflight bounds the lines the cleaner and flushes write back
+at once. The policy and its parameters belong to the cache, so they apply
+to every volume on it. The parameters of both policies are kept whichever
+is chosen; a flag not given leaves its value unchanged.`,
 		`  blockcache cache set-cleaning Cache1 --policy acp --acp-wake-up 100
-  blockcache cache set-cleaning Cache1 --policy alru --alru-staleness-time 30`,
+  blockcache cache set-cleaning Cache1 --policy alru --alru-staleness-time 30
+  blockcache cache set-cleaning Cache1 --policy alru --alru-max-dirty-ratio 50`,
 		"bdev_ocf_set_cleaning", "cleaning", cleaningPolicies,
 		[]*uintFlag{
 			{flag: "alru-wake-up", key: "alru_wake_up", usage: "alru: seconds between cleaning rounds, 0..3600 (default: unchanged)"},
 			{flag: "alru-staleness-time", key: "alru_staleness_time", usage: "alru: seconds a line must have been dirty, 1..3600 (default: unchanged)"},
 			{flag: "alru-flush-max-buffers", key: "alru_flush_max_buffers", usage: "alru: lines cleaned a round, 1..10000 (default: unchanged)"},
 			{flag: "alru-activity-threshold", key: "alru_activity_threshold", usage: "alru: idle milliseconds before cleaning, 0..1000000 (default: unchanged)"},
+			{flag: "alru-max-dirty-ratio", key: "alru_max_dirty_ratio", usage: "alru: percent of the cache that may be dirty before cleaning starts, busy or not, 0..100, 100 = off (default: unchanged)"},
 			{flag: "acp-wake-up", key: "acp_wake_up", usage: "acp: milliseconds between cleaning rounds, 0..10000 (default: unchanged)"},
 			{flag: "acp-flush-max-buffers", key: "acp_flush_max_buffers", usage: "acp: lines cleaned a round, 1..10000 (default: unchanged)"},
+			{flag: "max-inflight", key: "max_inflight", usage: "lines the cleaner and flushes write back at once, 1..1024 (default: unchanged)"},
 		})
 }
 
@@ -159,11 +165,13 @@ type cachePolicies struct {
 			StalenessTime     uint64 `json:"staleness_time"`
 			FlushMaxBuffers   uint64 `json:"flush_max_buffers"`
 			ActivityThreshold uint64 `json:"activity_threshold"`
+			MaxDirtyRatio     uint64 `json:"max_dirty_ratio"`
 		} `json:"alru"`
 		ACP struct {
 			WakeUp          uint64 `json:"wake_up"`
 			FlushMaxBuffers uint64 `json:"flush_max_buffers"`
 		} `json:"acp"`
+		MaxInflight uint64 `json:"max_inflight"`
 	} `json:"cleaning"`
 	Promotion struct {
 		Policy string `json:"policy"`
@@ -196,8 +204,10 @@ func (p *cachePolicies) rows() [][3]string {
 		{"cleaning", "alru-staleness-time", n(c.ALRU.StalenessTime, "s")},
 		{"cleaning", "alru-flush-max-buffers", n(c.ALRU.FlushMaxBuffers, "lines")},
 		{"cleaning", "alru-activity-threshold", n(c.ALRU.ActivityThreshold, "ms")},
+		{"cleaning", "alru-max-dirty-ratio", n(c.ALRU.MaxDirtyRatio, "%")},
 		{"cleaning", "acp-wake-up", n(c.ACP.WakeUp, "ms")},
 		{"cleaning", "acp-flush-max-buffers", n(c.ACP.FlushMaxBuffers, "lines")},
+		{"cleaning", "max-inflight", n(c.MaxInflight, "lines")},
 		{"promotion", "policy", pr.Policy},
 		{"promotion", "insertion-threshold", n(pr.NHit.InsertionThreshold, "")},
 		{"promotion", "trigger-threshold", n(pr.NHit.TriggerThreshold, "%")},

@@ -31,12 +31,12 @@ func policyRows(t *testing.T, out string) map[string]string {
 	return m
 }
 
-// checkPolicyRows checks the rows named in want (and that there are 13).
+// checkPolicyRows checks the rows named in want (and that there are 15).
 func checkPolicyRows(t *testing.T, out string, want map[string]string) {
 	t.Helper()
 	got := policyRows(t, out)
-	if len(got) != 13 {
-		t.Errorf("cache policies: %d rows, want 13:\n%s", len(got), out)
+	if len(got) != 15 {
+		t.Errorf("cache policies: %d rows, want 15:\n%s", len(got), out)
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -51,8 +51,10 @@ var defaultPolicyRows = map[string]string{
 	"cleaning alru-staleness-time":     "120 s",
 	"cleaning alru-flush-max-buffers":  "100 lines",
 	"cleaning alru-activity-threshold": "10000 ms",
+	"cleaning alru-max-dirty-ratio":    "80 %",
 	"cleaning acp-wake-up":             "10 ms",
 	"cleaning acp-flush-max-buffers":   "128 lines",
+	"cleaning max-inflight":            "32 lines",
 	"promotion policy":                 "always",
 	"promotion insertion-threshold":    "3",
 	"promotion trigger-threshold":      "80 %",
@@ -94,7 +96,8 @@ func TestCachePolicyCommands(t *testing.T) {
 	checkPolicyRows(t, d.ok(t, "cache", "policies", "C1"), defaultPolicyRows)
 
 	// set-cleaning and set-promotion: the cache's, so C1 sees them.
-	d.ok(t, "cache", "set-cleaning", "C0", "--policy", "acp", "--acp-wake-up", "0", "--acp-flush-max-buffers", "512", "--alru-staleness-time", "30")
+	d.ok(t, "cache", "set-cleaning", "C0", "--policy", "acp", "--acp-wake-up", "0", "--acp-flush-max-buffers", "512", "--alru-staleness-time", "30",
+		"--alru-max-dirty-ratio", "40", "--max-inflight", "8")
 	d.ok(t, "cache", "set-promotion", "C0", "--policy", "nhit", "--trigger-threshold", "0")
 	d.ok(t, "cache", "set-promotion", "C1", "--policy", "nhit", "--insertion-threshold", "9")
 	want := map[string]string{}
@@ -103,8 +106,8 @@ func TestCachePolicyCommands(t *testing.T) {
 	}
 	for k, v := range map[string]string{
 		"cleaning policy": "acp", "cleaning acp-wake-up": "0 ms", "cleaning acp-flush-max-buffers": "512 lines",
-		"cleaning alru-staleness-time": "30 s",
-		"promotion policy":             "nhit", "promotion insertion-threshold": "9", "promotion trigger-threshold": "0 %",
+		"cleaning alru-staleness-time": "30 s", "cleaning alru-max-dirty-ratio": "40 %", "cleaning max-inflight": "8 lines",
+		"promotion policy": "nhit", "promotion insertion-threshold": "9", "promotion trigger-threshold": "0 %",
 	} {
 		want[k] = v
 	}
@@ -121,6 +124,8 @@ func TestCachePolicyCommands(t *testing.T) {
 	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--alru-wake-up", "3601"},
 		"cache set-cleaning C0: cleaning parameter alru_wake_up = 3601s", "(allowed 0..3600s)", "(code -32602)")
 	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "acp", "--acp-flush-max-buffers", "0"}, "acp_flush_max_buffers", "(allowed 1..10000)")
+	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--alru-max-dirty-ratio", "101"}, "alru_max_dirty_ratio = 101%", "(allowed 0..100%)")
+	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--max-inflight", "0"}, "max_inflight = 0", "(allowed 1..1024)")
 	d.fails(t, []string{"cache", "set-promotion", "C0", "--policy", "nhit", "--insertion-threshold", "1"},
 		"cache set-promotion C0: nhit insertion_threshold 1", "(allowed 2..1000)", "(code -32602)")
 	d.fails(t, []string{"cache", "set-promotion", "C0", "--policy", "nhit", "--trigger-threshold", "101"}, "trigger_threshold 101", "(allowed 0..100)")

@@ -60,7 +60,7 @@ type ALRUParams struct {
 
 // DefaultMaxDirtyRatio is blockcache's default ALRUParams.MaxDirtyRatio,
 // chosen by measurement (engine.md, Cleaning); OCF's is 100, off.
-const DefaultMaxDirtyRatio = 100
+const DefaultMaxDirtyRatio = 80
 
 // DefaultCleaningMaxInflight is the default CleaningParams.MaxInflight: a
 // quarter of a default queue depth (128).

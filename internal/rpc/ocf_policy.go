@@ -123,6 +123,8 @@ type setCleaningParams struct {
 	ALRUActivityThreshold *uint32 `json:"alru_activity_threshold,omitempty"` // ms
 	ACPWakeUp             *uint32 `json:"acp_wake_up,omitempty"`             // ms
 	ACPFlushMaxBuffers    *uint32 `json:"acp_flush_max_buffers,omitempty"`   // lines
+	ALRUMaxDirtyRatio     *uint32 `json:"alru_max_dirty_ratio,omitempty"`    // percent; SPDK's newer name
+	MaxInflight           *uint32 `json:"max_inflight,omitempty"`            // lines; ours
 }
 
 // cleaningParamNames maps ocf's names of the cleaning parameters (in
@@ -134,6 +136,7 @@ var cleaningParamNames = [][2]string{
 	{"alru activity_threshold", "alru_activity_threshold"},
 	{"acp wake_up", "acp_wake_up"},
 	{"acp flush_max_buffers", "acp_flush_max_buffers"},
+	{"alru max_dirty_ratio", "alru_max_dirty_ratio"},
 }
 
 // cleaningMessage is ocf's Validate error with the parameter named as the
@@ -184,6 +187,8 @@ func (a *API) ocfSetCleaning(_ context.Context, params json.RawMessage) (any, er
 		setDuration(&c.ALRU.ActivityThreshold, p.ALRUActivityThreshold, time.Millisecond)
 		setDuration(&c.ACP.WakeUp, p.ACPWakeUp, time.Millisecond)
 		setUint32(&c.ACP.FlushMaxBuffers, p.ACPFlushMaxBuffers)
+		setUint32(&c.ALRU.MaxDirtyRatio, p.ALRUMaxDirtyRatio)
+		setUint32(&c.MaxInflight, p.MaxInflight)
 		invalid = c.Validate()
 	})
 	switch {
@@ -263,11 +268,13 @@ type policiesObject struct {
 			StalenessTime     int64  `json:"staleness_time"`     // s
 			FlushMaxBuffers   uint32 `json:"flush_max_buffers"`  // lines
 			ActivityThreshold int64  `json:"activity_threshold"` // ms
+			MaxDirtyRatio     uint32 `json:"max_dirty_ratio"`    // percent
 		} `json:"alru"`
 		ACP struct {
 			WakeUp          int64  `json:"wake_up"`           // ms
 			FlushMaxBuffers uint32 `json:"flush_max_buffers"` // lines
 		} `json:"acp"`
+		MaxInflight uint32 `json:"max_inflight"` // lines
 	} `json:"cleaning"`
 	Promotion struct {
 		Policy string `json:"policy"`
@@ -293,6 +300,8 @@ func newPoliciesObject(p vbdev.Policies) policiesObject {
 	o.Cleaning.ALRU.ActivityThreshold = int64(c.ALRU.ActivityThreshold / time.Millisecond)
 	o.Cleaning.ACP.WakeUp = int64(c.ACP.WakeUp / time.Millisecond)
 	o.Cleaning.ACP.FlushMaxBuffers = c.ACP.FlushMaxBuffers
+	o.Cleaning.ALRU.MaxDirtyRatio = c.ALRU.MaxDirtyRatio
+	o.Cleaning.MaxInflight = c.MaxInflight
 	o.Promotion.Policy = p.Promotion.Kind.String()
 	o.Promotion.NHit.InsertionThreshold = p.Promotion.InsertionThreshold
 	o.Promotion.NHit.TriggerThreshold = p.Promotion.TriggerThreshold
@@ -360,10 +369,19 @@ func (a *API) policyConfig(name string, withCache bool) []configItem {
 	if pol.Cleaning != defaultCleaning {
 		u := func(v int64) *uint32 { x := uint32(v); return &x }
 		c := o.Cleaning
-		add("bdev_ocf_set_cleaning", setCleaningParams{Name: name, Policy: c.Policy,
+		sp := setCleaningParams{Name: name, Policy: c.Policy,
 			ALRUWakeUp: u(c.ALRU.WakeUp), ALRUStalenessTime: u(c.ALRU.StalenessTime),
 			ALRUFlushMaxBuffers: u(int64(c.ALRU.FlushMaxBuffers)), ALRUActivityThreshold: u(c.ALRU.ActivityThreshold),
-			ACPWakeUp: u(c.ACP.WakeUp), ACPFlushMaxBuffers: u(int64(c.ACP.FlushMaxBuffers))})
+			ACPWakeUp: u(c.ACP.WakeUp), ACPFlushMaxBuffers: u(int64(c.ACP.FlushMaxBuffers))}
+		// The parameters blockcache added are written only when changed,
+		// so that a config of default ones keeps the shape it had.
+		if c.ALRU.MaxDirtyRatio != defaultCleaning.ALRU.MaxDirtyRatio {
+			sp.ALRUMaxDirtyRatio = u(int64(c.ALRU.MaxDirtyRatio))
+		}
+		if c.MaxInflight != defaultCleaning.MaxInflight {
+			sp.MaxInflight = u(int64(c.MaxInflight))
+		}
+		add("bdev_ocf_set_cleaning", sp)
 	}
 	if !isDefaultPromotion(pol.Promotion) {
 		n := o.Promotion.NHit

@@ -15,8 +15,8 @@ import (
 )
 
 // defaultPolicies is bdev_ocf_get_policies of a fresh cache.
-const defaultPolicies = `{"cleaning":{"policy":"alru","alru":{"wake_up":20,"staleness_time":120,"flush_max_buffers":100,"activity_threshold":10000},` +
-	`"acp":{"wake_up":10,"flush_max_buffers":128}},` +
+const defaultPolicies = `{"cleaning":{"policy":"alru","alru":{"wake_up":20,"staleness_time":120,"flush_max_buffers":100,"activity_threshold":10000,"max_dirty_ratio":80},` +
+	`"acp":{"wake_up":10,"flush_max_buffers":128},"max_inflight":32},` +
 	`"promotion":{"policy":"always","nhit":{"insertion_threshold":3,"trigger_threshold":80}},` +
 	`"seqcutoff":{"policy":"full","threshold":1,"promotion_count":8}}`
 
@@ -29,11 +29,13 @@ type policiesResult struct {
 			StalenessTime     int `json:"staleness_time"`
 			FlushMaxBuffers   int `json:"flush_max_buffers"`
 			ActivityThreshold int `json:"activity_threshold"`
+			MaxDirtyRatio     int `json:"max_dirty_ratio"`
 		} `json:"alru"`
 		ACP struct {
 			WakeUp          int `json:"wake_up"`
 			FlushMaxBuffers int `json:"flush_max_buffers"`
 		} `json:"acp"`
+		MaxInflight int `json:"max_inflight"`
 	} `json:"cleaning"`
 	Promotion struct {
 		Policy string `json:"policy"`
@@ -193,19 +195,22 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 		map[string]any{"name": v1, "policy": "acp", "acp_wake_up": 50, "acp_flush_max_buffers": 256}), "true")
 	p := d.policies(t, v0)
 	if c := p.Cleaning; c.Policy != "acp" || c.ACP.WakeUp != 50 || c.ACP.FlushMaxBuffers != 256 ||
-		c.ALRU.WakeUp != 20 || c.ALRU.StalenessTime != 120 || c.ALRU.FlushMaxBuffers != 100 || c.ALRU.ActivityThreshold != 10000 {
+		c.ALRU.WakeUp != 20 || c.ALRU.StalenessTime != 120 || c.ALRU.FlushMaxBuffers != 100 || c.ALRU.ActivityThreshold != 10000 ||
+		c.ALRU.MaxDirtyRatio != 80 || c.MaxInflight != 32 {
 		t.Fatalf("cleaning of %s after bdev_ocf_set_cleaning acp on %s: %+v", v0, v1, c)
 	}
 	// The edges of every range are accepted.
 	d.Call(t, "bdev_ocf_set_cleaning", map[string]any{"name": v0, "policy": "nop",
 		"alru_wake_up": 3600, "alru_staleness_time": 1, "alru_flush_max_buffers": 1, "alru_activity_threshold": 1000000,
-		"acp_wake_up": 10000, "acp_flush_max_buffers": 1})
+		"alru_max_dirty_ratio": 100, "acp_wake_up": 10000, "acp_flush_max_buffers": 1, "max_inflight": 1})
 	expectJSON(t, "cleaning at the upper/lower edges", member(t, d.Call(t, "bdev_ocf_get_policies", map[string]any{"name": v1}), "cleaning"),
-		`{"policy":"nop","alru":{"wake_up":3600,"staleness_time":1,"flush_max_buffers":1,"activity_threshold":1000000},"acp":{"wake_up":10000,"flush_max_buffers":1}}`)
+		`{"policy":"nop","alru":{"wake_up":3600,"staleness_time":1,"flush_max_buffers":1,"activity_threshold":1000000,"max_dirty_ratio":100},`+
+			`"acp":{"wake_up":10000,"flush_max_buffers":1},"max_inflight":1}`)
 	d.Call(t, "bdev_ocf_set_cleaning", map[string]any{"name": v0, "policy": "acp",
 		"alru_wake_up": 0, "alru_staleness_time": 3600, "alru_flush_max_buffers": 10000, "alru_activity_threshold": 0,
-		"acp_wake_up": 50, "acp_flush_max_buffers": 256})
-	const wantCleaning = `{"policy":"acp","alru":{"wake_up":0,"staleness_time":3600,"flush_max_buffers":10000,"activity_threshold":0},"acp":{"wake_up":50,"flush_max_buffers":256}}`
+		"alru_max_dirty_ratio": 0, "acp_wake_up": 50, "acp_flush_max_buffers": 256, "max_inflight": 1024})
+	const wantCleaning = `{"policy":"acp","alru":{"wake_up":0,"staleness_time":3600,"flush_max_buffers":10000,"activity_threshold":0,"max_dirty_ratio":0},` +
+		`"acp":{"wake_up":50,"flush_max_buffers":256},"max_inflight":1024}`
 	expectJSON(t, "cleaning at the other edges", member(t, d.Call(t, "bdev_ocf_get_policies", map[string]any{"name": v1}), "cleaning"), wantCleaning)
 
 	cl := map[string]any{"name": v0, "policy": "acp"}
@@ -223,6 +228,9 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 		{"acp_wake_up", 10001, "0..10000ms"},
 		{"acp_flush_max_buffers", 0, "1..10000"},
 		{"acp_flush_max_buffers", 10001, "1..10000"},
+		{"alru_max_dirty_ratio", 101, "0..100%"},
+		{"max_inflight", 0, "1..1024"},
+		{"max_inflight", 1025, "1..1024"},
 	} {
 		d.expectRangeError(t, "bdev_ocf_set_cleaning", withParams(cl, c.param, c.value), c.param, c.allowed)
 		d.expectParamError(t, "bdev_ocf_set_cleaning", withParams(cl, c.param, -1), -32602, "Invalid parameters", c.param)
@@ -277,7 +285,8 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 	want0 := []string{
 		`{"method":"bdev_ocf_set_seqcutoff","params":{"name":"` + v0 + `","policy":"always","threshold":64,"promotion_count":4}}`,
 		`{"method":"bdev_ocf_set_cleaning","params":{"name":"` + v0 + `","policy":"acp","alru_wake_up":0,"alru_staleness_time":3600,` +
-			`"alru_flush_max_buffers":10000,"alru_activity_threshold":0,"acp_wake_up":50,"acp_flush_max_buffers":256}}`,
+			`"alru_flush_max_buffers":10000,"alru_activity_threshold":0,"acp_wake_up":50,"acp_flush_max_buffers":256,` +
+			`"alru_max_dirty_ratio":0,"max_inflight":1024}}`,
 		`{"method":"bdev_ocf_set_promotion","params":{"name":"` + v0 + `","policy":"nhit","insertion_threshold":5,"trigger_threshold":0}}`,
 	}
 	want1 := []string{`{"method":"bdev_ocf_set_seqcutoff","params":{"name":"` + v1 + `","policy":"never","threshold":2048,"promotion_count":8}}`}
@@ -293,7 +302,8 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 	seq(v0, map[string]any{"policy": "full", "threshold": 1, "promotion_count": 8})
 	seq(v1, map[string]any{"policy": "full", "threshold": 1})
 	d.Call(t, "bdev_ocf_set_cleaning", map[string]any{"name": v1, "policy": "alru", "alru_wake_up": 20, "alru_staleness_time": 120,
-		"alru_flush_max_buffers": 100, "alru_activity_threshold": 10000, "acp_wake_up": 10, "acp_flush_max_buffers": 128})
+		"alru_flush_max_buffers": 100, "alru_activity_threshold": 10000, "alru_max_dirty_ratio": 80, "acp_wake_up": 10, "acp_flush_max_buffers": 128,
+		"max_inflight": 32})
 	d.Call(t, "bdev_ocf_set_promotion", map[string]any{"name": v1, "policy": "always", "insertion_threshold": 3, "trigger_threshold": 80})
 	for _, v := range []string{v0, v1} {
 		if got := d.policiesRaw(t, v); got != defaultPolicies {
@@ -397,10 +407,11 @@ func TestPoliciesSurviveRestart(t *testing.T) {
 	create(a)
 	a.Call(t, "bdev_ocf_set_seqcutoff", map[string]any{"name": "PVol0", "policy": "always", "threshold": 4, "promotion_count": 1})
 	a.Call(t, "bdev_ocf_set_seqcutoff", map[string]any{"name": "PVol1", "policy": "never", "threshold": 512, "promotion_count": 16})
-	a.Call(t, "bdev_ocf_set_cleaning", map[string]any{"name": "PVol1", "policy": "acp", "alru_wake_up": 5, "acp_wake_up": 250, "acp_flush_max_buffers": 64})
+	a.Call(t, "bdev_ocf_set_cleaning", map[string]any{"name": "PVol1", "policy": "acp", "alru_wake_up": 5, "acp_wake_up": 250, "acp_flush_max_buffers": 64,
+		"alru_max_dirty_ratio": 35, "max_inflight": 8})
 	a.Call(t, "bdev_ocf_set_promotion", map[string]any{"name": "PVol1", "policy": "nhit", "insertion_threshold": 7, "trigger_threshold": 90})
-	const cleaning = `"cleaning":{"policy":"acp","alru":{"wake_up":5,"staleness_time":120,"flush_max_buffers":100,"activity_threshold":10000},` +
-		`"acp":{"wake_up":250,"flush_max_buffers":64}},"promotion":{"policy":"nhit","nhit":{"insertion_threshold":7,"trigger_threshold":90}}`
+	const cleaning = `"cleaning":{"policy":"acp","alru":{"wake_up":5,"staleness_time":120,"flush_max_buffers":100,"activity_threshold":10000,"max_dirty_ratio":35},` +
+		`"acp":{"wake_up":250,"flush_max_buffers":64},"max_inflight":8},"promotion":{"policy":"nhit","nhit":{"insertion_threshold":7,"trigger_threshold":90}}`
 	want := map[string]string{
 		"PVol0": `{` + cleaning + `,"seqcutoff":{"policy":"always","threshold":4,"promotion_count":1}}`,
 		"PVol1": `{` + cleaning + `,"seqcutoff":{"policy":"never","threshold":512,"promotion_count":16}}`,
