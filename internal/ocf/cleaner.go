@@ -294,7 +294,7 @@ func (c *Cache) cleanPressure(over, maxInflight int) (int, error) {
 	work := func() {
 		for taken.Add(1) <= quota {
 			c.mu.Lock()
-			cands := c.claimDirtyLocked(nil, 1)
+			cands := c.claimDirtyLocked(nil, 1, nil)
 			c.mu.Unlock()
 			if len(cands) == 0 {
 				return

@@ -19,13 +19,18 @@ package ocf
 // so that Cache.mu is held briefly even when most stripes are busy.
 const maxClaimScan = 4096
 
-// cleanForRoom makes room for a request that needs n lines: it writes back
-// up to n victims it claims, and writes the metadata so that they (and any
-// line whose durable entry still claims dirty data) can be reused. Errors
-// leave lines as they were; the request then falls back to pass-through.
-func (c *Cache) cleanForRoom(n int) {
+// cleanForRoom makes room for request r, which found no line to map and
+// holds no stripe now: it writes back up to r.n victims it claims, and
+// writes the metadata so that they (and any line whose durable entry still
+// claims dirty data) can be reused. Victims under r's own stripes are
+// passed over: r's retry, holding those stripes, could not evict them.
+// Errors leave lines as they were; the request then falls back to
+// pass-through.
+func (c *Cache) cleanForRoom(r *request) {
+	a0, a1, b0, b1 := c.stripes.span(r.co.id, r.first, r.n)
+	mine := func(s int) bool { return a0 <= s && s < a1 || b0 <= s && s < b1 }
 	c.mu.Lock()
-	cands := c.claimDirtyLocked(nil, n)
+	cands := c.claimDirtyLocked(nil, int(r.n), mine)
 	c.mu.Unlock()
 	_, _ = c.cleanClaimed(cands, c.cleaningInflight())
 	_ = c.syncMetadata(false)
@@ -33,11 +38,11 @@ func (c *Cache) cleanForRoom(n int) {
 
 // claimDirtyLocked claims up to limit dirty lines of attached cores from
 // the LRU end of the dirty list: each with its stripe taken by TryLock,
-// one line a stripe. A line hit since it was last moved gets a second
-// chance instead (moved to the head, its mark cleared), as in allocLocked.
-// The caller must pass the result to cleanClaimed, which lets go of the
-// stripes.
-func (c *Cache) claimDirtyLocked(cands []cleanCandidate, limit int) []cleanCandidate {
+// one line a stripe, passing over stripes skip reports (nil: none). A
+// line hit since it was last moved gets a second chance instead (moved to
+// the head, its mark cleared), as in allocLocked. The caller must pass the
+// result to cleanClaimed, which lets go of the stripes.
+func (c *Cache) claimDirtyLocked(cands []cleanCandidate, limit int, skip func(stripe int) bool) []cleanCandidate {
 	lines := c.mu.lines
 	scanned := 0
 	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit && scanned < maxClaimScan; scanned++ {
@@ -54,7 +59,7 @@ func (c *Cache) claimDirtyLocked(cands []cleanCandidate, limit int) []cleanCandi
 		co := c.mu.cores[ln.core()]
 		if co.dev != nil {
 			s := c.stripes.index(ln.core(), uint64(ln.coreLine()))
-			if c.stripes.locks[s].TryLock() {
+			if (skip == nil || !skip(s)) && c.stripes.locks[s].TryLock() {
 				cands = append(cands, cleanCandidate{idx: j, core: co, coreLine: ln.coreLine(), dirty: ln.dirty, dev: co.dev, stripe: s})
 			}
 		}

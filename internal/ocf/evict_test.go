@@ -100,3 +100,46 @@ func TestConcurrentDirtyEvictionsInParallel(t *testing.T) {
 	}
 	t.Logf("at most %d core writes in flight; stats %+v", held, env.Cache.Stats().Requests)
 }
+
+// countWrites counts a device's writes.
+type countWrites struct {
+	bdev.Device
+	n atomic.Int64
+}
+
+func (d *countWrites) WriteAt(p []byte, off int64, fua bool) error {
+	d.n.Add(1)
+	return d.Device.WriteAt(p, off, fua)
+}
+
+// TestDirtyEvictionCostsOneCoreWrite: on a cache full of dirty lines with
+// no background cleaning, each write miss writes back one victim, a single
+// core write, and then inserts its data: never a batch of write-backs
+// behind one miss, and never the victim's write plus a pass-through.
+func TestDirtyEvictionCostsOneCoreWrite(t *testing.T) {
+	var core *countWrites
+	env := ocftest.New(t, ocftest.Options{Lines: 64, Mode: ocf.ModeWB, CoreBytes: 4 << 20, SeqCutoff: ocf.CutoffNever{},
+		WrapCore: func(_ int, d bdev.Device) bdev.Device { core = &countWrites{Device: d}; return core }})
+	co := env.Cores[0]
+	fillDirty(t, env)
+	n := env.Cache.NumLines()
+	fresh := bytes.Repeat([]byte{0x5a}, 4096)
+	for k := range 2 * n {
+		before := core.n.Load()
+		off := int64(n+k) * 4096
+		if err := co.WriteAt(fresh, off, false); err != nil {
+			t.Fatal(err)
+		}
+		if w := core.n.Load() - before; w != 1 {
+			t.Fatalf("miss %d on a cache full of dirty lines made %d core writes, want 1 (its victim)", k, w)
+		}
+		for _, s := range co.SectorStates(off, 4096) {
+			if !s.Valid || !s.Dirty {
+				t.Fatalf("miss %d: its data is not in the cache as dirty (%+v): it went around", k, s)
+			}
+		}
+	}
+	if s := env.Cache.Stats(); s.Requests.WrPT != 0 || s.Usage.Dirty != uint64(n) {
+		t.Fatalf("after %d misses: wr_pt %d, dirty %d of %d lines", 2*n, s.Requests.WrPT, s.Usage.Dirty, n)
+	}
+}

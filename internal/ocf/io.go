@@ -29,7 +29,7 @@ func (c *Cache) read(co *Core, p []byte, off int64) error {
 			r.done()
 			return err
 		}
-		c.cleanForRoom(int(r.n))
+		c.cleanForRoom(&r)
 	}
 }
 
@@ -167,7 +167,7 @@ func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 			}
 			return err
 		}
-		c.cleanForRoom(int(r.n))
+		c.cleanForRoom(&r)
 	}
 }
 
