@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"pgregory.net/rapid"
@@ -143,7 +144,7 @@ func (w *crashWorld) span(t *rapid.T) (core, s0, n int) {
 }
 
 func (w *crashWorld) step(t *rapid.T) {
-	switch op := rapid.IntRange(0, 9).Draw(t, "op"); op {
+	switch op := rapid.IntRange(0, 10).Draw(t, "op"); op {
 	case 0, 1, 2, 3: // write
 		core, s0, n := w.span(t)
 		fua := rapid.Bool().Draw(t, "fua")
@@ -188,6 +189,17 @@ func (w *crashWorld) step(t *rapid.T) {
 	case 8:
 		if err := w.cache.FlushDirty(nil, nil); err != nil {
 			t.Fatalf("flush dirty: %v", err)
+		}
+	case 10: // write-back under pressure: alru's dirty-ratio target, in parallel
+		p := ocf.DefaultCleaningParams()
+		p.ALRU.StalenessTime, p.ALRU.ActivityThreshold = time.Second, 0
+		p.ALRU.MaxDirtyRatio = uint32(rapid.SampledFrom([]int{0, 50}).Draw(t, "maxDirtyRatio"))
+		p.MaxInflight = uint32(rapid.IntRange(1, 8).Draw(t, "maxInflight"))
+		if err := w.cache.SetCleaning(p); err != nil {
+			t.Fatalf("set cleaning: %v", err)
+		}
+		if _, _, err := w.cache.CleanStep(time.Now().Add(time.Hour)); err != nil {
+			t.Fatalf("clean step: %v", err)
 		}
 	case 9: // discard: reads back zeroes, durable after a flush (or as a write)
 		core, s0, n := w.span(t)
