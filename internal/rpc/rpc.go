@@ -1,6 +1,6 @@
 // Package rpc implements blockcache's JSON-RPC methods, SPDK-compatible
-// (names, parameters, results and error codes as ../../shared/spec/rpc.md
-// gives them), one file per subsystem. It translates between the wire and
+// (names, parameters, results and error codes as SPDK's rpc.py sends and
+// expects them; docs/rpc.md lists them), one file per subsystem. It translates between the wire and
 // the bdev registry, the OCF vbdev manager and the NBD server; errors are
 // mapped to wire codes here and nowhere else.
 package rpc

@@ -2,8 +2,8 @@ package e2e
 
 // rpc.py compatibility: every method the daemon registers, driven with
 // rpcclient (which sends and reads exactly as SPDK's rpc.py) against a
-// --bare daemon, with results and error replies as
-// /work/shared/spec/rpc.md gives them.
+// --bare daemon, with results and error replies as SPDK gives them
+// (docs/rpc.md lists where blockcache differs).
 
 import (
 	"bytes"
