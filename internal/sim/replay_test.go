@@ -133,7 +133,8 @@ func TestNHitReducesPollution(t *testing.T) {
 
 // TestCleaningFollowsTraceTime: the fake clock follows the trace, so alru
 // cleans a dirty line once it is stale (120 s) and the cache idle (10 s),
-// at the next wake-up (every 20 s), and not before; nop never cleans.
+// at the next wake-up (every 20 s from the first idle round), and not
+// before; nop never cleans.
 func TestCleaningFollowsTraceTime(t *testing.T) {
 	cfg := Config{CacheBytes: 2 << 20}
 	write := Request{Time: 0, Op: Write, Offset: 0, Length: 4096}
@@ -142,11 +143,14 @@ func TestCleaningFollowsTraceTime(t *testing.T) {
 		readAt  float64
 		dirty4K uint64
 	}{
-		// Rounds at 20, 40, ... s once idle since the step at 10 s saw the
-		// write; the line is stale from 120 s.
+		// The cleaner looks every 0.1 s (it watches the dirty-ratio
+		// target), so the step at 0.1 s sees the write; idle from 10.1 s,
+		// rounds at 10.1, 30.1, ... s; the line is stale from 120 s and
+		// cleaned by the round at 130.1 s.
 		{ocf.CleanALRU, 100, 1},
-		{ocf.CleanALRU, 119.9, 1},
-		{ocf.CleanALRU, 120, 0},
+		{ocf.CleanALRU, 120, 1},
+		{ocf.CleanALRU, 130.05, 1},
+		{ocf.CleanALRU, 130.2, 0},
 		{ocf.CleanALRU, 200, 0},
 		{ocf.CleanNOP, 1000, 1},
 		{ocf.CleanACP, 1, 0}, // acp cleans within its 10 ms wake-up
