@@ -64,93 +64,30 @@ ROW_SPECS=(
 ROWS=${ROWS:-}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/.." && pwd)
-
-die() { echo "nbd.sh: $*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 
 # --- dependencies ---------------------------------------------------------
-need_pkgs=()
-command -v fio >/dev/null || need_pkgs+=(fio)
-command -v nbdkit >/dev/null || need_pkgs+=(nbdkit)
-command -v nbdinfo >/dev/null || need_pkgs+=(libnbd-bin)
-command -v jq >/dev/null || need_pkgs+=(jq)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	echo "installing: ${need_pkgs[*]}"
-	sudo=""
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
-fi
+need_tools fio:fio nbdkit:nbdkit nbdinfo:libnbd-bin jq:jq
 if [ "$PROFILE" = 1 ]; then
 	command -v curl >/dev/null || die "PROFILE=1 needs curl"
 	[ -z "${BLOCKCACHE:-}" ] || die "PROFILE=1 builds bench/profile; it cannot use BLOCKCACHE"
 fi
-fio --enghelp 2>/dev/null | grep -qw nbd || die "this fio has no nbd ioengine (it needs libnbd); install a fio built with it"
+need_fio_nbd
 
-work=$(mktemp -d /tmp/blockcache-bench.XXXXXX)
-pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	if [ "$KEEP" = 1 ]; then
-		echo "work directory kept: $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+work_dir bench stop_servers
 
 # --- blockcache binaries ------------------------------------------------------
-# build OUT PKG REV: build PKG of commit REV, or of the working tree if REV is
-# empty, into OUT (in the work directory, so that a parallel `make build`
-# cannot swap the binary under the benchmark); prints where it came from.
-build() {
-	local out=$1 pkg=$2 rev=$3 src
-	if [ -n "$rev" ]; then
-		src=$work/src.$(basename "$out")
-		mkdir "$src"
-		(cd "$repo" && git archive "$rev") | tar -x -C "$src" || die "git archive $rev failed"
-		(cd "$src" && go build -o "$out" "$pkg") || die "go build of $rev failed"
-		echo "commit $(cd "$repo" && git rev-parse --short "$rev")"
-	else
-		(cd "$repo" && go build -o "$out" "$pkg") ||
-			die "go build of the working tree failed (REV=HEAD builds the last commit)"
-		echo "working tree at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- . 2>/dev/null || echo '+changes')"
-	fi
-}
-
 pkg=./cmd/blockcache
 [ "$PROFILE" != 1 ] || pkg=./bench/profile
-if [ -n "${BLOCKCACHE:-}" ]; then
-	bc_bin=$BLOCKCACHE
-	bc_desc="binary $BLOCKCACHE"
-else
-	bc_bin=$work/blockcache
-	bc_desc=$(build "$bc_bin" "$pkg" "${REV:-}")
-fi
+# bc_bin, and base_bin if BASE_REV or BASE_BLOCKCACHE (lib.sh's binaries).
+binaries "$pkg"
 servers=(blockcache)
-if [ -n "$BASE_BLOCKCACHE" ]; then
-	base_bin=$BASE_BLOCKCACHE
-	base_desc="binary $BASE_BLOCKCACHE"
-	servers+=(base)
-elif [ -n "$BASE_REV" ]; then
-	base_bin=$work/base
-	base_desc=$(build "$base_bin" ./cmd/blockcache "$BASE_REV")
-	servers+=(base)
-fi
+[ -z "$base_bin" ] || servers+=(base)
 servers+=(nbdkit)
 
 # --- servers ----------------------------------------------------------------
-server_pin=()
-fio_pin=()
-[ -z "$SERVER_CPUS" ] || server_pin=(taskset -c "$SERVER_CPUS")
-[ -z "$FIO_CPUS" ] || fio_pin=(taskset -c "$FIO_CPUS")
+pinning
 
 cat >"$work/config.json" <<EOF
 {"subsystems": [
@@ -196,20 +133,11 @@ for srv in "${servers[@]}"; do
 	PID[$srv]=$!
 done
 for srv in "${servers[@]}"; do
-	up=0
-	for _ in $(seq 100); do
-		if nbdinfo --size "${URI[$srv]}" >/dev/null 2>&1; then
-			up=1
-			break
-		fi
-		sleep 0.1
-	done
-	[ "$up" = 1 ] || { cat "$work/$srv.log" >&2; die "$srv did not come up"; }
+	wait_nbd "${URI[$srv]}" 100 || { cat "$work/$srv.log" >&2; die "$srv did not come up"; }
 done
 
 # --- machine ------------------------------------------------------------------
-echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "host:       $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
+machine_lines
 echo "fio:        $(fio --version)   nbdkit: $(nbdkit --version | head -1)   $(go version 2>/dev/null | cut -d' ' -f3)"
 if [ "$PROFILE" = 1 ]; then
 	echo "blockcache: bench/profile (the daemon in-process, pprof on 127.0.0.1:$pprof_port), $bc_desc"
@@ -219,7 +147,7 @@ fi
 [ -z "${base_bin:-}" ] || echo "base:       $("$base_bin" --version), $base_desc"
 echo "setup:      OCF $MODE on malloc cache ${CACHE_MIB} MiB + malloc core ${CORE_MIB} MiB; nbdkit memory ${CORE_MIB}M (default threads)"
 echo "pinning:    servers ${SERVER_CPUS:-any CPU}, fio ${FIO_CPUS:-any CPU}"
-echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
+echo "load avg:   $(loadavg) at start (other work on the machine skews results)"
 echo "runs:       working set ${WS_MIB} MiB, ${REPS} reps x ${RUNTIME}s (+${RAMP}s ramp) per row and server, alternating"
 echo
 
@@ -235,7 +163,7 @@ run_fio() {
 	local srv=$1 name=$2 rw=$3 bs=$4 qd=$5 out c0 c1
 	out=$work/$name.$srv.$(date +%s%N).json
 	local dir=read
-	case $rw in *write*) dir=write ;; esac
+	case $rw in *write*) dir="write" ;; esac
 	c0=$(cpu_ticks "${PID[$srv]}")
 	"${fio_pin[@]}" fio --name="$name" --ioengine=nbd --uri="${URI[$srv]}" \
 		--rw="$rw" --bs="$bs" --iodepth="$qd" --size="${WS_MIB}M" \
@@ -255,8 +183,6 @@ for srv in "${servers[@]}"; do
 		--size="${WS_MIB}M" --output-format=json --output="$work/fill.$srv.json" >/dev/null 2>&1 ||
 		die "fill of $srv failed"
 done
-
-median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 
 rows=()
 for spec in "${ROW_SPECS[@]}"; do
@@ -348,7 +274,7 @@ if [ "$PROFILE" = 1 ]; then
 fi
 
 echo
-echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at end"
+echo "load avg:   $(loadavg) at end"
 echo "medians of $REPS runs; ratio = blockcache / nbdkit (>= 1.00: blockcache at least matches);"
 echo "us/IO = server CPU time (all threads, user+system) per IO, lower is better"
 cat "$table"

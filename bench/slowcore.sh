@@ -57,9 +57,8 @@ BASE_BLOCKCACHE=${BASE_BLOCKCACHE:-}
 KEEP=${KEEP:-0}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/.." && pwd)
-
-die() { echo "slowcore.sh: $*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 
 if ! [[ "$DELAY_US" =~ ^[0-9]+$ ]] || [ $((DELAY_US % 1000)) != 0 ]; then
 	die "DELAY_US=$DELAY_US: want a multiple of 1000 (nbdkit's delay filter takes milliseconds)"
@@ -72,83 +71,17 @@ done
 [ -n "$SETS" ] || die "SETS is empty"
 
 # --- dependencies ---------------------------------------------------------
-need_pkgs=()
-command -v fio >/dev/null || need_pkgs+=(fio)
-command -v nbdkit >/dev/null || need_pkgs+=(nbdkit)
-command -v nbdinfo >/dev/null || need_pkgs+=(libnbd-bin)
-command -v jq >/dev/null || need_pkgs+=(jq)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	echo "installing: ${need_pkgs[*]}"
-	sudo=""
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
-fi
-fio --enghelp 2>/dev/null | grep -qw nbd || die "this fio has no nbd ioengine (it needs libnbd); install a fio built with it"
+need_tools fio:fio nbdkit:nbdkit nbdinfo:libnbd-bin jq:jq
+need_fio_nbd
 nbdkit --filter=delay --filter=cache null --dump-plugin >/dev/null 2>&1 ||
 	die "nbdkit lacks its delay or cache filter (Debian: package nbdkit)"
 
-work=$(mktemp -d /tmp/blockcache-slowcore.XXXXXX)
-pids=()
-# stop_servers kills the servers of the current set and waits for them.
-stop_servers() {
-	local p
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	pids=()
-}
-cleanup() {
-	stop_servers
-	if [ "$KEEP" = 1 ]; then
-		echo "work directory kept: $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# The servers of the current set are in pids; stop_servers stops them.
+work_dir slowcore stop_servers
 
 # --- blockcache binaries ------------------------------------------------------
-# build OUT REV: build ./cmd/blockcache of commit REV, or of the working tree
-# if REV is empty, into OUT (in the work directory, so that a parallel
-# `make build` cannot swap the binary under the benchmark); prints where it
-# came from.
-build() {
-	local out=$1 rev=$2 src
-	if [ -n "$rev" ]; then
-		src=$work/src.$(basename "$out")
-		mkdir "$src"
-		(cd "$repo" && git archive "$rev") | tar -x -C "$src" || die "git archive $rev failed"
-		(cd "$src" && go build -o "$out" ./cmd/blockcache) || die "go build of $rev failed"
-		echo "commit $(cd "$repo" && git rev-parse --short "$rev")"
-	else
-		(cd "$repo" && go build -o "$out" ./cmd/blockcache) ||
-			die "go build of the working tree failed (REV=HEAD builds the last commit)"
-		local diff
-		diff=$(cd "$repo" && git diff HEAD -- . 2>/dev/null | sha256sum | cut -c1-12)
-		echo "working tree at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- . 2>/dev/null || echo "+changes (diff sha256 $diff)")"
-	fi
-}
-
-if [ -n "${BLOCKCACHE:-}" ]; then
-	bc_bin=$BLOCKCACHE
-	bc_desc="binary $BLOCKCACHE"
-else
-	bc_bin=$work/blockcache
-	bc_desc=$(build "$bc_bin" "${REV:-}")
-fi
-base_bin=
-if [ -n "$BASE_BLOCKCACHE" ]; then
-	base_bin=$BASE_BLOCKCACHE
-	base_desc="binary $BASE_BLOCKCACHE"
-elif [ -n "$BASE_REV" ]; then
-	base_bin=$work/base
-	base_desc=$(build "$base_bin" "$BASE_REV")
-fi
+# bc_bin, and base_bin if BASE_REV or BASE_BLOCKCACHE (lib.sh's binaries).
+binaries ./cmd/blockcache sum
 
 all=(blockcache blockcache-0)
 [ -z "$base_bin" ] || all+=(base base-0)
@@ -162,10 +95,7 @@ done
 [ ${#servers[@]} -gt 0 ] || die "SERVERS=\"$SERVERS\" matches none of: ${all[*]}"
 
 # --- servers ----------------------------------------------------------------
-server_pin=()
-fio_pin=()
-[ -z "$SERVER_CPUS" ] || server_pin=(taskset -c "$SERVER_CPUS")
-[ -z "$FIO_CPUS" ] || fio_pin=(taskset -c "$FIO_CPUS")
+pinning
 
 # config DELAY_US: an SPDK JSON config with the OCF volume Cache0 on a core
 # delayed by DELAY_US, exported over NBD.
@@ -222,23 +152,13 @@ start_servers() {
 		PID[$srv]=$!
 	done
 	for srv in "${servers[@]}"; do
-		local up=0
-		for _ in $(seq 300); do
-			if nbdinfo --size "${URI[$srv]}" >/dev/null 2>&1; then
-				up=1
-				break
-			fi
-			kill -0 "${PID[$srv]}" 2>/dev/null || break
-			sleep 0.1
-		done
-		[ "$up" = 1 ] || { cat "$work/$srv.$set.log" >&2; die "$srv did not come up for set $set"; }
+		wait_nbd "${URI[$srv]}" 300 "${PID[$srv]}" ||
+			{ cat "$work/$srv.$set.log" >&2; die "$srv did not come up for set $set"; }
 	done
 }
 
 # --- machine ------------------------------------------------------------------
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "host:       $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
+machine_lines
 echo "fio:        $(fio --version)   nbdkit: $(nbdkit --version | head -1)   $(go version 2>/dev/null | cut -d' ' -f3)"
 echo "blockcache: $("$bc_bin" --version), $bc_desc"
 [ -z "$base_bin" ] || echo "base:       $("$base_bin" --version), $base_desc"
@@ -272,7 +192,6 @@ read_stats() {
 		die "bdev_ocf_get_stats on $1 failed"
 }
 
-median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 # spread FILE COLUMN FORMAT -> "median [min-max]" of that column, in FORMAT.
 spread() {
 	local m lo hi

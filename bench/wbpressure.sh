@@ -72,9 +72,8 @@ BASE_BLOCKCACHE=${BASE_BLOCKCACHE:-}
 KEEP=${KEEP:-0}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/.." && pwd)
-
-die() { echo "wbpressure.sh: $*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 
 for v in RUNTIME SAMPLE STEADY_FROM DELAY_US LIMIT QD ZIPF_MIB CACHE_MIB CORE_MIB LINE_KIB; do
 	[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
@@ -93,20 +92,9 @@ for c in $CORES; do
 done
 
 # --- dependencies ---------------------------------------------------------
-need_pkgs=()
-command -v fio >/dev/null || need_pkgs+=(fio)
-command -v nbdinfo >/dev/null || need_pkgs+=(libnbd-bin)
-command -v jq >/dev/null || need_pkgs+=(jq)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	echo "installing: ${need_pkgs[*]}"
-	sudo=""
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
-fi
-fio --enghelp 2>/dev/null | grep -qw nbd || die "this fio has no nbd ioengine (it needs libnbd); install a fio built with it"
+need_tools fio:fio nbdinfo:libnbd-bin jq:jq
+need_fio_nbd
 
-work=$(mktemp -d /tmp/blockcache-wbpressure.XXXXXX)
 server=
 sampler=
 # stop_server kills the running server (SIGKILL: --bare keeps nothing, and a
@@ -123,61 +111,15 @@ stop_server() {
 		server=
 	fi
 }
-cleanup() {
-	stop_server
-	if [ "$KEEP" = 1 ]; then
-		echo "work directory kept: $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+work_dir wbpressure stop_server
 
 # --- blockcache binaries ------------------------------------------------------
-# build OUT REV: build ./cmd/blockcache of commit REV, or of the working tree
-# if REV is empty, into OUT (in the work directory, so that a parallel
-# `make build` cannot swap the binary under the benchmark); prints where it
-# came from.
-build() {
-	local out=$1 rev=$2 src
-	if [ -n "$rev" ]; then
-		src=$work/src.$(basename "$out")
-		mkdir "$src"
-		(cd "$repo" && git archive "$rev") | tar -x -C "$src" || die "git archive $rev failed"
-		(cd "$src" && go build -o "$out" ./cmd/blockcache) || die "go build of $rev failed"
-		echo "commit $(cd "$repo" && git rev-parse --short "$rev")"
-	else
-		(cd "$repo" && go build -o "$out" ./cmd/blockcache) ||
-			die "go build of the working tree failed (REV=HEAD builds the last commit)"
-		local diff
-		diff=$(cd "$repo" && git diff HEAD -- . 2>/dev/null | sha256sum | cut -c1-12)
-		echo "working tree at $(cd "$repo" && git rev-parse --short HEAD)$(cd "$repo" && git diff --quiet HEAD -- . 2>/dev/null || echo "+changes (diff sha256 $diff)")"
-	fi
-}
-
-if [ -n "${BLOCKCACHE:-}" ]; then
-	bc_bin=$BLOCKCACHE
-	bc_desc="binary $BLOCKCACHE"
-else
-	bc_bin=$work/blockcache
-	bc_desc=$(build "$bc_bin" "${REV:-}")
-fi
-base_bin=
-if [ -n "$BASE_BLOCKCACHE" ]; then
-	base_bin=$BASE_BLOCKCACHE
-	base_desc="binary $BASE_BLOCKCACHE"
-elif [ -n "$BASE_REV" ]; then
-	base_bin=$work/base
-	base_desc=$(build "$base_bin" "$BASE_REV")
-fi
+# bc_bin, and base_bin if BASE_REV or BASE_BLOCKCACHE (lib.sh's binaries).
+binaries ./cmd/blockcache sum
 servers=(core blockcache)
 [ -z "$base_bin" ] || servers+=(base)
 
-server_pin=()
-fio_pin=()
-[ -z "$SERVER_CPUS" ] || server_pin=(taskset -c "$SERVER_CPUS")
-[ -z "$FIO_CPUS" ] || fio_pin=(taskset -c "$FIO_CPUS")
+pinning
 
 # --- configs ------------------------------------------------------------------
 # config CORE SERVER: the SPDK JSON config of SERVER on CORE. The core alone
@@ -224,21 +166,13 @@ start_server() {
 		--config "$work/$tag.config.json" --log-level warn >"$work/$tag.server.log" 2>&1 &
 	server=$!
 	URI="nbd+unix:///$exp?socket=$sock"
-	for _ in $(seq 300); do
-		if nbdinfo --size "$URI" >/dev/null 2>&1; then
-			return 0
-		fi
-		kill -0 "$server" 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_nbd "$URI" 300 "$server" && return 0
 	stop_server
 	return 1
 }
 
 # --- machine ------------------------------------------------------------------
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "host:       $(uname -srm), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+machine_lines "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 echo "fio:        $(fio --version)   $(go version 2>/dev/null | cut -d' ' -f3)"
 echo "blockcache: $("$bc_bin" --version), $bc_desc"
 [ -z "$base_bin" ] || echo "base:       $("$base_bin" --version), $base_desc"
@@ -372,6 +306,7 @@ echo
 printf '| %-7s | %-13s | %-10s | %7s | %6s | %-20s | %7s | %7s | %6s | %6s |\n' \
 	core row server IOPS ratio target "p50 us" "p99 us" dirty hits
 printf '|---------|---------------|------------|--------:|-------:|----------------------|--------:|--------:|-------:|-------:|\n'
+# shellcheck disable=SC2094 # the loop and the awk in it only read results
 while read -r core row srv iops p50 p99 dirty hit; do
 	ref=$(awk -v c="$core" -v r="$row" '$1 == c && $2 == r && $3 == "core" { print $4 }' "$work/results")
 	ratio=- tgt=
