@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,64 +32,21 @@ func dirtyLinesOf(co *ocf.Core) int {
 	return int(co.Stats().Usage.Dirty * 4096 / uint64(co.Cache().LineSize()))
 }
 
-// writers writes 4 KiB blocks at random into lines [0, spanLines) of co
-// from several goroutines until stopped, each in a region of its own, and
-// remembers what each block must read back.
+// writers are bdevtest.Writers on co's lines [0, spanLines) (4 KiB lines).
 type writers struct {
-	co        *ocf.Core
-	spanLines int
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	writes    atomic.Int64
-	errs      chan error
-
-	mu   sync.Mutex
-	want map[int64]byte // block offset -> fill byte of its last write
+	*bdevtest.Writers
+	co *ocf.Core
 }
 
 func startWriters(co *ocf.Core, n, spanLines int) *writers {
-	w := &writers{co: co, spanLines: spanLines, stop: make(chan struct{}), errs: make(chan error, n), want: map[int64]byte{}}
-	per := spanLines / n
-	for g := range n {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 7))
-			buf := make([]byte, 4096)
-			for seq := 1; ; seq++ {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				off := int64(g*per+rng.IntN(per)) * 4096
-				fill := byte(seq%250 + 1)
-				for i := range buf {
-					buf[i] = fill
-				}
-				if err := co.WriteAt(buf, off, false); err != nil {
-					w.errs <- fmt.Errorf("write at %d: %w", off, err)
-					return
-				}
-				w.mu.Lock()
-				w.want[off] = fill
-				w.mu.Unlock()
-				w.writes.Add(1)
-			}
-		}()
-	}
-	return w
+	return &writers{Writers: bdevtest.StartWriters(co, n, spanLines, 7), co: co}
 }
 
 // halt stops the writers and fails t if one of them failed.
 func (w *writers) halt(t *testing.T) {
 	t.Helper()
-	close(w.stop)
-	w.wg.Wait()
-	select {
-	case err := <-w.errs:
-		t.Fatal(err)
-	default:
+	if errs := w.Stop(); len(errs) > 0 {
+		t.Fatal(errs[0])
 	}
 }
 
@@ -103,7 +58,7 @@ func (w *writers) check(t *testing.T, env *ocftest.Env) {
 		t.Fatalf("final flush: %v", err)
 	}
 	got := make([]byte, 4096)
-	for off, fill := range w.want {
+	for off, fill := range w.Acked() {
 		want := bytes.Repeat([]byte{fill}, 4096)
 		if err := w.co.ReadAt(got, off); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("volume block at %d: err %v, first byte %d, want %d", off, err, got[0], fill)
@@ -171,7 +126,7 @@ func TestFlushConvergesUnderWriters(t *testing.T) {
 					t.Fatalf("flush: %v", err)
 				}
 			case <-time.After(60 * time.Second):
-				t.Fatalf("flush under writers did not end in 60 s (%d writes so far)", w.writes.Load())
+				t.Fatalf("flush under writers did not end in 60 s (%d writes so far)", w.Writes.Load())
 			}
 			t.Logf("flush took %v, %d progress calls, last %d of %d lines", time.Since(start), calls, lastDone, lastTotal)
 			if len(over) > 0 {
@@ -195,11 +150,10 @@ func TestFlushConvergesUnderWriters(t *testing.T) {
 				t.Error("no dirty line after the flush: the cache did not go back to write-back")
 			}
 			w.halt(t)
-			w.stop = make(chan struct{}) // halt again at defer: nothing runs
-			if w.writes.Load() == 0 {
+			if w.Writes.Load() == 0 {
 				t.Fatal("the writers wrote nothing")
 			}
-			t.Logf("%d writes during and after the flush", w.writes.Load())
+			t.Logf("%d writes during and after the flush", w.Writes.Load())
 			w.check(t, env)
 		})
 	}
@@ -219,12 +173,12 @@ func TestWriteThroughHoldLeavesNothingDirty(t *testing.T) {
 	if err := env.Cache.FlushDirty(co, nil); err != nil {
 		t.Fatal(err)
 	}
-	before := w.writes.Load()
+	before := w.Writes.Load()
 	time.Sleep(20 * time.Millisecond)
 	if n := dirtyLinesOf(co); n != 0 {
 		t.Errorf("%d dirty lines after a flush under the write-through hold", n)
 	}
-	if w.writes.Load() == before {
+	if w.Writes.Load() == before {
 		t.Error("no write completed while held write-through")
 	}
 	if env.Cache.Mode() != ocf.ModeWB {

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,74 +67,18 @@ func dirtyLines(t *testing.T, e *env, name string) int {
 	return int(s.Usage.Dirty) // 4 KiB lines
 }
 
-// volWriters write 4 KiB blocks at random over the first span blocks of a
-// volume from several goroutines, each in a region of its own, until
-// stopped or until a write fails (the volume went away). They remember the
-// last acknowledged write of each block and, for a block whose last write
-// failed, that write too: it may or may not have reached the device.
-type volWriters struct {
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	writes atomic.Int64
+// volWriters are bdevtest.Writers on a volume.
+type volWriters struct{ *bdevtest.Writers }
 
-	mu     sync.Mutex
-	acked  map[int64]byte
-	failed map[int64]byte
-	errs   []error
-}
-
-func startVolWriters(vol bdev.Device, n, span int) *volWriters {
-	w := &volWriters{stop: make(chan struct{}), acked: map[int64]byte{}, failed: map[int64]byte{}}
-	per := span / n
-	for g := range n {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 11))
-			buf := make([]byte, 4096)
-			for seq := 1; ; seq++ {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				off := int64(g*per+rng.IntN(per)) * 4096
-				fill := byte(seq%250 + 1)
-				for i := range buf {
-					buf[i] = fill
-				}
-				err := vol.WriteAt(buf, off, false)
-				w.mu.Lock()
-				if err != nil {
-					w.failed[off] = fill
-					w.errs = append(w.errs, err)
-					w.mu.Unlock()
-					return
-				}
-				w.acked[off] = fill
-				delete(w.failed, off)
-				w.mu.Unlock()
-				w.writes.Add(1)
-			}
-		}()
-	}
-	return w
-}
-
-func (w *volWriters) halt() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	w.wg.Wait()
+func startVolWriters(vol bdev.Device, n, span int) volWriters {
+	return volWriters{bdevtest.StartWriters(vol, n, span, 11)}
 }
 
 // checkDevice checks the first span blocks of dev: each holds its last
 // acknowledged write (or, for a block whose last write failed, that
 // write), or if no writer touched it, the 0xd1 that flushVolume wrote below
 // dirty and zeroes above.
-func (w *volWriters) checkDevice(t *testing.T, dev bdev.Device, span, dirty int, what string) {
+func (w volWriters) checkDevice(t *testing.T, dev bdev.Device, span, dirty int, what string) {
 	t.Helper()
 	got := make([]byte, 4096)
 	for i := range span {
@@ -144,10 +86,7 @@ func (w *volWriters) checkDevice(t *testing.T, dev bdev.Device, span, dirty int,
 		if err := dev.ReadAt(got, off); err != nil {
 			t.Fatalf("%s: read at %d: %v", what, off, err)
 		}
-		w.mu.Lock()
-		acked, ok := w.acked[off]
-		failed, hasFailed := w.failed[off]
-		w.mu.Unlock()
+		acked, ok, failed, hasFailed := w.Last(off)
 		want := []byte{acked}
 		switch {
 		case ok:
@@ -200,7 +139,7 @@ func TestFlushStartConvergesUnderWriters(t *testing.T) {
 			const dirty = 1500
 			vol, core := flushVolume(t, e, dirty, func(d bdev.Device) bdev.Device { return slowCore{d} })
 			w := startVolWriters(vol, 4, 2000)
-			defer w.halt()
+			defer w.Stop()
 			if err := e.m.FlushStart("V", wt); err != nil {
 				t.Fatal(err)
 			}
@@ -245,11 +184,10 @@ func TestFlushStartConvergesUnderWriters(t *testing.T) {
 			if dirtyLines(t, e, "V") == 0 {
 				t.Error("no dirty line after the flush: the volume did not go back to write-back")
 			}
-			w.halt()
-			if len(w.errs) > 0 || w.writes.Load() == 0 {
-				t.Fatalf("writers: %d writes, errors %v", w.writes.Load(), w.errs)
+			if errs := w.Stop(); len(errs) > 0 || w.Writes.Load() == 0 {
+				t.Fatalf("writers: %d writes, errors %v", w.Writes.Load(), errs)
 			}
-			t.Logf("%d writes; flush %+v", w.writes.Load(), final)
+			t.Logf("%d writes; flush %+v", w.Writes.Load(), final)
 			if err := e.m.Delete("V"); err != nil {
 				t.Fatal(err)
 			}
@@ -355,7 +293,7 @@ func TestDeleteConvergesUnderWriters(t *testing.T) {
 	const dirty = 1500
 	vol, core := flushVolume(t, e, dirty, func(d bdev.Device) bdev.Device { return slowCore{d} })
 	w := startVolWriters(vol, 4, 2000)
-	defer w.halt()
+	defer w.Stop()
 	time.Sleep(20 * time.Millisecond)
 	done := make(chan error, 1)
 	start := time.Now()
@@ -366,16 +304,15 @@ func TestDeleteConvergesUnderWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("delete under writers did not end in 60 s (%d writes)", w.writes.Load())
+		t.Fatalf("delete under writers did not end in 60 s (%d writes)", w.Writes.Load())
 	}
 	took := time.Since(start)
-	w.halt()
-	for _, err := range w.errs {
+	for _, err := range w.Stop() {
 		if !errors.Is(err, bdev.ErrClosed) && !errors.Is(err, ocf.ErrStopped) {
 			t.Errorf("a writer failed with %v, want the volume closed or stopped", err)
 		}
 	}
-	t.Logf("delete took %v under %d writes", took, w.writes.Load())
+	t.Logf("delete took %v under %d writes", took, w.Writes.Load())
 	w.checkDevice(t, core, 2000, dirty, "core after delete")
 }
 
@@ -471,7 +408,7 @@ func TestShutdownWritesBackUnderWriters(t *testing.T) {
 	const dirty = 1500
 	vol, core := flushVolume(t, e, dirty, func(d bdev.Device) bdev.Device { return slowCore{d} })
 	w := startVolWriters(vol, 4, 2000)
-	defer w.halt()
+	defer w.Stop()
 	if err := e.m.FlushStart("V", false); err != nil { // cancelled by the shutdown
 		t.Fatal(err)
 	}
@@ -484,10 +421,9 @@ func TestShutdownWritesBackUnderWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("shutdown under writers did not end in 60 s (%d writes)", w.writes.Load())
+		t.Fatalf("shutdown under writers did not end in 60 s (%d writes)", w.Writes.Load())
 	}
-	w.halt()
-	for _, err := range w.errs {
+	for _, err := range w.Stop() {
 		if !errors.Is(err, bdev.ErrClosed) && !errors.Is(err, ocf.ErrStopped) {
 			t.Errorf("a writer failed with %v, want the volume closed or stopped", err)
 		}
