@@ -52,11 +52,7 @@ func baseMemory(g metadata.Geometry) int64 {
 	for buckets < n {
 		buckets <<= 1
 	}
-	stripes := int64(64)
-	for stripes < n && stripes < 4096 {
-		stripes <<= 1
-	}
-	return n*lineBytes + buckets*4 + (g.EntrySectors+63)/64*8 + stripes*stripeBytes + fixedOverhead
+	return n*lineBytes + buckets*4 + (g.EntrySectors+63)/64*8 + stripeCount(n)*stripeBytes + fixedOverhead
 }
 
 // nhitMemory is the nhit promotion table of a cache of numLines lines.

@@ -66,12 +66,28 @@ func (l *stripeLock) readValid(seq uint32) bool { return l.seq.Load() == seq }
 
 const coreSkew = 0x9E37
 
+// maxStripes bounds the stripes of a cache (256 KiB of locks). A request
+// holding its stripes across a core write makes the hits on other core
+// lines of those stripes wait too; with 16 requests in flight about one
+// hit in maxStripes/16 meets one (docs/engine.md, Concurrency). 16384
+// would make that four times rarer, but a cache of 2^18 lines would then
+// spend more than its budget of 64 bytes of memory a line
+// (TestMetadataBudget).
+const maxStripes = 4096
+
 func newStripes(numLines int) stripes {
-	n := 64
-	for n < numLines && n < 4096 {
+	n := stripeCount(int64(numLines))
+	return stripes{locks: make([]stripeLock, n), mask: uint64(n - 1)}
+}
+
+// stripeCount is how many stripes a cache of numLines lines has: the
+// power of two from 64 to maxStripes nearest above numLines.
+func stripeCount(numLines int64) int64 {
+	n := int64(64)
+	for n < numLines && n < maxStripes {
 		n <<= 1
 	}
-	return stripes{locks: make([]stripeLock, n), mask: uint64(n - 1)}
+	return n
 }
 
 func (s *stripes) index(core CoreID, coreLine uint64) int {
