@@ -13,12 +13,12 @@ import (
 func newBdevCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bdev",
-		Short: "Inspect block devices (bdevs)",
+		Short: "Inspect block devices (bdevs); make files and disks into bdevs",
 		Args:  cobra.NoArgs,
 		RunE:  groupRunE,
 	}
 	o := addClientFlags(cmd)
-	cmd.AddCommand(newBdevListCmd(o))
+	cmd.AddCommand(newBdevListCmd(o), newBdevCreateFileCmd(o), newBdevDeleteFileCmd(o))
 	return cmd
 }
 

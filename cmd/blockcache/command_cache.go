@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,36 +64,97 @@ type ocfCreateParams struct {
 func newCacheCreateCmd(o *clientOpts) *cobra.Command {
 	var p ocfCreateParams
 	cmd := &cobra.Command{
-		Use:   "create NAME --cache BDEV --core BDEV [--mode MODE] [--line-size-kib N] [--volatile-dirty-metadata]",
-		Short: "Create a cached volume NAME: BDEV --cache in front of BDEV --core (bdev_ocf_create)",
-		Long: `Create the cached volume NAME, with the bdev --cache caching the bdev --core
-(bdev_ocf_create). If either bdev does not exist yet, the volume waits for it
-(cache list shows it as not started). Prints the volume's name.
+		Use:   "create NAME --cache PATH|BDEV --core PATH|BDEV [--mode MODE] [--line-size-kib N] [--volatile-dirty-metadata]",
+		Short: "Create a cached volume NAME: --cache in front of --core (bdev_ocf_create)",
+		Long: `Create the cached volume NAME, with --cache caching --core (bdev_ocf_create).
+Each is a bdev name or, if it contains a slash, the path of a file or block
+device: a file bdev is made for it first (bdev_aio_create), named NAME_cache
+or NAME_core, and the output says so. If the volume cannot be created, the
+file bdevs made for it are deleted again. If a named bdev does not exist
+yet, the volume waits for it (cache list shows it as not started). Prints
+the volume's name last.
 
 Modes: ` + modeHelp + `.`,
-		Example: `  blockcache cache create Cache1 --mode wb --cache Malloc0 --core Malloc1 --line-size-kib 16`,
-		Args:    cobra.ExactArgs(1),
+		Example: `  blockcache cache create Cache1 --mode wb --cache Malloc0 --core Malloc1 --line-size-kib 16
+  blockcache cache create cache0 --cache /var/tmp/cache.img --core /dev/loop0`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p.Name = args[0]
+			what := "cache create " + p.Name
 			if err := checkMode(p.Mode); err != nil {
-				return fmt.Errorf("cache create %s: --mode: %w", p.Name, err)
+				return fmt.Errorf("%s: --mode: %w", what, err)
 			}
 			if p.CacheLineSize != 0 && !slices.Contains(cacheLineSizes, p.CacheLineSize) {
-				return fmt.Errorf("cache create %s: --line-size-kib must be 4, 8, 16, 32 or 64, not %d", p.Name, p.CacheLineSize)
+				return fmt.Errorf("%s: --line-size-kib must be 4, 8, 16, 32 or 64, not %d", what, p.CacheLineSize)
+			}
+			bases := []struct {
+				role string
+				arg  *string
+			}{{"cache", &p.CacheBdevName}, {"core", &p.CoreBdevName}}
+			for _, b := range bases {
+				if isPath(*b.arg) {
+					path, err := absPath(*b.arg)
+					if err != nil {
+						return fmt.Errorf("%s: --%s: %w", what, b.role, err)
+					}
+					*b.arg = path
+				}
 			}
 			return o.with(func(c *rpcclient.Client) error {
-				raw, err := call(c, "cache create "+p.Name, "bdev_ocf_create", p, nil)
-				if err != nil {
+				// Said only once the volume exists: on failure the file
+				// bdevs are gone again.
+				var said strings.Builder
+				var made []string // file bdevs made here, deleted again on failure
+				undo := func(err error) error {
+					if len(made) == 0 {
+						return err
+					}
+					var deleted, left []string
+					for _, name := range made {
+						if derr := deleteFileBdev(c, "deleting file bdev "+name, name); derr != nil {
+							left = append(left, derr.Error())
+						} else {
+							deleted = append(deleted, name)
+						}
+					}
+					if len(deleted) > 0 {
+						err = fmt.Errorf("%w; deleted the file bdev(s) it had made: %s", err, strings.Join(deleted, ", "))
+					}
+					if len(left) > 0 {
+						err = fmt.Errorf("%w; left behind: %s", err, strings.Join(left, "; "))
+					}
 					return err
 				}
-				return printResult(cmd.OutOrStdout(), raw)
+				for _, b := range bases {
+					if !isPath(*b.arg) {
+						continue
+					}
+					path, name := *b.arg, p.Name+"_"+b.role
+					_, err := createFileBdev(c, fmt.Sprintf("%s: --%s: file bdev %s on %s", what, b.role, name, path),
+						aioCreateParams{Name: name, Filename: path})
+					if err != nil {
+						return undo(err)
+					}
+					made = append(made, name)
+					*b.arg = name
+					fmt.Fprintf(&said, "created file bdev %s on %s\n", name, path)
+				}
+				raw, err := call(c, what, "bdev_ocf_create", p, nil)
+				if err != nil {
+					return undo(err)
+				}
+				out := cmd.OutOrStdout()
+				if _, err := io.WriteString(out, said.String()); err != nil {
+					return err
+				}
+				return printResult(out, raw)
 			})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVarP(&p.Mode, "mode", "m", "wt", "cache mode: "+strings.Join(cacheModes, ", "))
-	f.StringVar(&p.CacheBdevName, "cache", "", "the cache bdev (the fast device)")
-	f.StringVar(&p.CoreBdevName, "core", "", "the core bdev (the slow device)")
+	f.StringVar(&p.CacheBdevName, "cache", "", "the cache bdev, or the path of a file or device to make one of (the fast device)")
+	f.StringVar(&p.CoreBdevName, "core", "", "the core bdev, or the path of a file or device to make one of (the slow device)")
 	f.Uint64Var(&p.CacheLineSize, "line-size-kib", 0, "cache line size in KiB: 4, 8, 16, 32 or 64 (default 4)")
 	f.BoolVar(&p.VolatileDirtyMetadata, "volatile-dirty-metadata", false,
 		"make a new cache's dirty state durable only at a flush or FUA write, as a disk's volatile write cache: faster writes, but a crash, even of the process, loses the writes since the last flush")
