@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"blockcache/internal/aligned"
 	"blockcache/internal/bdev"
 )
 
@@ -77,6 +78,6 @@ func (d *Device) WriteZeroes(off, length int64) error {
 // zeroBuf returns an aligned buffer of zeroes, bounceSize bytes long. It is
 // shared by concurrent writers and never written to.
 func (d *Device) zeroBuf() []byte {
-	d.zeroesOnce.Do(func() { d.zeroes = alignedBuf(d.bounceSize) })
+	d.zeroesOnce.Do(func() { d.zeroes = aligned.Bytes(d.bounceSize, aligned.Page) })
 	return d.zeroes
 }

@@ -44,8 +44,14 @@ type Options struct {
 	// then fail with an error wrapping syscall.EROFS.
 	ReadOnly bool
 	// Direct opens with O_DIRECT, bypassing the page cache. Callers'
-	// buffers need no alignment: unaligned ones go through a bounce buffer.
+	// buffers need no alignment: unaligned ones go through a bounce buffer,
+	// aligned ones (see Device.MemAlign) are used as they are.
 	Direct bool
+	// BufferedFallback, with Direct, opens the file buffered instead where
+	// its file system refuses O_DIRECT (EINVAL at open: ramfs, tmpfs before
+	// Linux 6.6, some FUSE file systems). Device.Direct then reports false
+	// and Device.DirectRefused why.
+	BufferedFallback bool
 	// Create creates path as a sparse file of Size bytes if it does not
 	// exist. An existing file is opened as it is.
 	Create bool
@@ -70,8 +76,10 @@ type Device struct {
 	path       string
 	readOnly   bool
 	direct     bool
-	blockDev   bool // path is a block device, not a regular file
-	bounceSize int  // bytes per bounce buffer: whole blocks, about 1 MiB
+	refused    error // why O_DIRECT was not used though asked for; nil if it was
+	blockDev   bool  // path is a block device, not a regular file
+	memAlign   int   // buffer address alignment Direct IO needs; see MemAlign
+	bounceSize int   // bytes per bounce buffer: whole blocks, about 1 MiB
 	sys        sysCalls
 
 	// slots has one element per IO in its system calls: an IO sends before
@@ -85,7 +93,7 @@ type Device struct {
 	mu sync.RWMutex
 	fd int
 
-	bounce       sync.Pool // *[]byte of bounceSize bytes, aligned; Direct only
+	bounce       *bouncePool // bounceSize bytes, aligned; Direct only
 	zeroesOnce   sync.Once
 	zeroes       []byte      // aligned, bounceSize bytes, never written; see zeroBuf
 	noZeroRange  atomic.Bool // fallocate(FALLOC_FL_ZERO_RANGE) is not supported
@@ -120,6 +128,12 @@ func Open(name, path string, opts Options) (*Device, error) {
 		flags |= unix.O_DIRECT
 	}
 	fd, err := openExclusive(path, flags, opts.ReadOnly)
+	var refused error
+	if opts.Direct && opts.BufferedFallback && errors.Is(err, unix.EINVAL) {
+		refused = fmt.Errorf("file system refuses O_DIRECT: %w", err)
+		opts.Direct = false
+		fd, err = openExclusive(path, flags&^unix.O_DIRECT, opts.ReadOnly)
+	}
 	switch {
 	case errors.Is(err, ErrInUse):
 		return nil, fmt.Errorf("open file device %q: %w", name, err) // the error names the path
@@ -132,8 +146,11 @@ func Open(name, path string, opts Options) (*Device, error) {
 	if depth == 0 {
 		depth = DefaultQueueDepth
 	}
-	d := &Device{path: path, readOnly: opts.ReadOnly, direct: opts.Direct, fd: fd, sys: realSysCalls,
-		slots: make(chan struct{}, depth)}
+	d := &Device{path: path, readOnly: opts.ReadOnly, direct: opts.Direct, refused: refused, fd: fd, sys: realSysCalls,
+		memAlign: 1, slots: make(chan struct{}, depth)}
+	if opts.Direct {
+		d.memAlign = memAlignment(fd)
+	}
 	info, err := d.describe(name, opts)
 	if err != nil {
 		unix.Close(fd)
@@ -141,7 +158,7 @@ func Open(name, path string, opts Options) (*Device, error) {
 	}
 	d.info = info
 	d.bounceSize = max(int(info.BlockSize), maxBounceBytes/int(info.BlockSize)*int(info.BlockSize))
-	d.bounce.New = func() any { b := alignedBuf(d.bounceSize); return &b }
+	d.bounce = newBouncePool(d.bounceSize)
 	return d, nil
 }
 
@@ -194,6 +211,20 @@ func (d *Device) Path() string { return d.path }
 
 // ReadOnly reports whether the device was opened read-only.
 func (d *Device) ReadOnly() bool { return d.readOnly }
+
+// Direct reports whether the device does its IO with O_DIRECT, bypassing
+// the page cache.
+func (d *Device) Direct() bool { return d.direct }
+
+// DirectRefused returns why the device is buffered though Direct was asked
+// for (Options.BufferedFallback), or nil.
+func (d *Device) DirectRefused() error { return d.refused }
+
+// MemAlign returns the buffer address alignment the device's IO needs to
+// skip its bounce buffers: 1 unless Direct, else the file system's or
+// device's direct-IO memory alignment, at most aligned.Page. A buffer from
+// aligned.Bytes(n, aligned.Page) always qualifies.
+func (d *Device) MemAlign() int { return d.memAlign }
 
 // IsBlockDevice reports whether the device is a host block device rather
 // than a regular file.

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"blockcache/internal/aligned"
 	"blockcache/internal/bdev"
 	"blockcache/internal/invariants"
 )
@@ -86,11 +87,11 @@ func (d *Device) Flush() error {
 // readAll fills p from off, through a bounce buffer when Direct IO needs
 // an aligned one.
 func (d *Device) readAll(fd int, p []byte, off int64) error {
-	if !d.direct || isAligned(p) {
+	if aligned.Is(p, d.memAlign) {
 		return d.transfer(d.sys.pread, fd, p, off)
 	}
-	bp := d.bounce.Get().(*[]byte)
-	defer d.bounce.Put(bp)
+	bp := d.bounce.get()
+	defer d.bounce.put(bp)
 	for len(p) > 0 {
 		b := (*bp)[:min(len(p), len(*bp))]
 		if err := d.transfer(d.sys.pread, fd, b, off); err != nil {
@@ -110,11 +111,11 @@ func (d *Device) writeAll(fd int, p []byte, off int64, dsync bool) error {
 	if dsync {
 		call = d.sys.pwriteDSync
 	}
-	if !d.direct || isAligned(p) {
+	if aligned.Is(p, d.memAlign) {
 		return d.transfer(call, fd, p, off)
 	}
-	bp := d.bounce.Get().(*[]byte)
-	defer d.bounce.Put(bp)
+	bp := d.bounce.get()
+	defer d.bounce.put(bp)
 	for len(p) > 0 {
 		b := (*bp)[:min(len(p), len(*bp))]
 		copy(b, p)

@@ -167,15 +167,3 @@ func TestSyscallErrorsBecomeIOErrors(t *testing.T) {
 		}
 	}
 }
-
-func TestAlignedBuf(t *testing.T) {
-	for _, n := range []int{512, 4096, 1 << 20} {
-		b := alignedBuf(n)
-		if len(b) != n || cap(b) != n || !isAligned(b) {
-			t.Fatalf("alignedBuf(%d): len %d cap %d aligned %v", n, len(b), cap(b), isAligned(b))
-		}
-		if isAligned(b[1:]) {
-			t.Fatal("isAligned accepts an odd address")
-		}
-	}
-}
