@@ -326,8 +326,7 @@ func (c *conn) next() (j *job, err error) {
 		if req.typ == cmdWrite {
 			j.buf = c.srv.bufs.get(int(req.length))
 			if err := c.readPayload(len(*j.buf), func() error {
-				_, err := io.ReadFull(c.br, *j.buf)
-				return err
+				return c.readBody(*j.buf)
 			}); err != nil {
 				c.srv.putJob(j)
 				c.unhold(held)
@@ -365,6 +364,25 @@ func (c *conn) readPayload(n int, read func() error) error {
 // largeWrite is the payload size from which a WRITE's payload is read past
 // the reader's buffer (see readHeader).
 const largeWrite = 32 << 10
+
+// readBody fills p with a WRITE's payload. A small one is read through the
+// reader's buffer, which may take the next requests along in the same
+// system call. Of a large one only what the buffer already holds is copied
+// from it; the rest goes from the socket straight into p, never through
+// the buffer (where a short read would otherwise leave the payload's tail,
+// with the next request, to be copied out again).
+func (c *conn) readBody(p []byte) error {
+	if len(p) < largeWrite {
+		_, err := io.ReadFull(c.br, p)
+		return err
+	}
+	n := 0
+	if b := c.br.Buffered(); b > 0 {
+		n, _ = c.br.Read(p[:min(b, len(p))]) // buffered bytes only: no read from the socket
+	}
+	_, err := io.ReadFull(c.nc, p[n:])
+	return err
+}
 
 // readHeader reads the next request's header into c.hb. After a large
 // WRITE, with nothing buffered, it reads the header alone from the socket:
