@@ -21,9 +21,12 @@ var errAtConnectionCap = errors.New("at the connection cap")
 const refusalLogEvery = 10 * time.Second
 
 // admit makes a conn of nc and registers it, or says why not: the
-// connection cap or the descriptor reserve (nc is then the caller's to
-// close), or ErrServerClosed.
+// allow-lists, the connection cap or the descriptor reserve (nc is then
+// the caller's to close), or ErrServerClosed.
 func (s *Server) admit(nc net.Conn) (*conn, error) {
+	if err := s.allowed(nc); err != nil {
+		return nil, err
+	}
 	// The cap first: it is cheap, and a connection it refuses must not
 	// count in the descriptor estimate.
 	if err := s.roomFor(); err != nil {
@@ -36,6 +39,9 @@ func (s *Server) admit(nc net.Conn) (*conn, error) {
 	defer s.mu.Unlock()
 	if err := s.roomForLocked(); err != nil {
 		return nil, err // another listener's connection took the last slot
+	}
+	if s.opts.TLS != TLSOff {
+		nc = &upgradableConn{raw: nc}
 	}
 	c := newConn(s, nc)
 	s.mu.conns[c] = struct{}{}

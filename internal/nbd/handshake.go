@@ -15,6 +15,7 @@ package nbd
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -66,8 +67,17 @@ func negotiate(r *bufio.Reader, w *bufio.Writer, cat catalog) (negotiated, error
 		return negotiated{}, fmt.Errorf("nbd handshake: unknown client flags %#x", cflags)
 	}
 	// A client without NBD_FLAG_C_FIXED_NEWSTYLE gets fixed-newstyle
-	// replies anyway, which the spec permits.
+	// replies anyway, which the spec permits; but TLS needs fixed newstyle.
 	h := haggler{r: r, w: w, cat: cat, noZeroes: cflags&flagCNoZeroes != 0}
+	if up, ok := cat.(tlsUpgrader); ok && up.tlsMode() != TLSOff {
+		if cflags&flagCFixedNewstyle == 0 {
+			if up.tlsMode() == TLSRequire {
+				return negotiated{}, errors.New("nbd handshake: TLS is required and the client does not speak fixed newstyle")
+			}
+		} else {
+			h.up, h.tlsMode = up, up.tlsMode()
+		}
+	}
 	for range maxOptions {
 		done, err := h.option()
 		if err != nil {
@@ -86,6 +96,13 @@ type haggler struct {
 	w        *bufio.Writer
 	cat      catalog
 	noZeroes bool
+
+	// up upgrades the connection to TLS, when tlsMode is not TLSOff;
+	// tlsActive is set once it did. What was negotiated before is then
+	// forgotten.
+	up        tlsUpgrader
+	tlsMode   TLSMode
+	tlsActive bool
 
 	structured bool    // NBD_OPT_STRUCTURED_REPLY was acknowledged
 	ex         *export // set when transmission begins
@@ -123,9 +140,20 @@ func (h *haggler) option() (done bool, err error) {
 		}
 		return false, h.reply(opt, repErrShutdown, "server is shutting down")
 	}
+	if h.tlsMode == TLSRequire && !h.tlsActive && opt != optStartTLS && opt != optAbort {
+		if opt == optExportName {
+			// It cannot be refused politely.
+			return false, fmt.Errorf("nbd handshake: %v before NBD_OPT_STARTTLS, and TLS is required", opt)
+		}
+		return false, h.reply(opt, repErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
+	}
 	switch opt {
 	case optExportName:
 		return true, h.exportName(data)
+	case optStartTLS:
+		if h.tlsMode != TLSOff {
+			return false, h.startTLS(n)
+		}
 	case optAbort:
 		// The client may already have hung up; the ACK is a courtesy.
 		h.reply(opt, repAck, "")
@@ -141,9 +169,36 @@ func (h *haggler) option() (done bool, err error) {
 		h.structured = true
 		return false, h.reply(opt, repAck, "")
 	}
-	// Including NBD_OPT_STARTTLS (this server has no TLS), metadata
+	// Including NBD_OPT_STARTTLS on a server without TLS, metadata
 	// contexts and extended headers.
 	return false, h.reply(opt, repErrUnsup, fmt.Sprintf("option %v is not supported", opt))
+}
+
+// startTLS answers NBD_OPT_STARTTLS (of n bytes of data) on a server with
+// TLS: NBD_REP_ACK, then the TLS handshake, whose failure ends the session
+// since the client can no longer go on in plain text. Structured replies
+// negotiated before are forgotten: everything negotiated in plain text
+// could have been altered on the way.
+func (h *haggler) startTLS(n uint32) error {
+	switch {
+	case h.tlsActive:
+		return h.reply(optStartTLS, repErrInvalid, "TLS is already active")
+	case n != 0:
+		return h.reply(optStartTLS, repErrInvalid, "NBD_OPT_STARTTLS takes no data")
+	case h.r.Buffered() > 0:
+		// Plain text sent after STARTTLS, before its ACK: whatever it is,
+		// it would be taken for part of the TLS handshake.
+		return fmt.Errorf("nbd handshake: %d bytes sent after %v before its reply", h.r.Buffered(), optStartTLS)
+	}
+	if err := h.reply(optStartTLS, repAck, ""); err != nil {
+		return err
+	}
+	if err := h.up.startTLS(); err != nil {
+		return fmt.Errorf("nbd handshake: TLS: %w", err)
+	}
+	h.tlsActive = true
+	h.structured = false
+	return nil
 }
 
 // exportName answers NBD_OPT_EXPORT_NAME, which cannot fail politely: an

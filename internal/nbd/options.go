@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 )
@@ -27,6 +28,16 @@ type Options struct {
 	// until buffers are returned. It is at least MaxRequestBytes, so that
 	// every valid request fits.
 	MaxInflightBytes int64
+
+	// TLS is whether NBD_OPT_STARTTLS is offered, and required (see
+	// TLSMode); TLSConfig, which LoadTLSConfig makes, must be set unless it
+	// is TLSOff.
+	TLS       TLSMode
+	TLSConfig *tls.Config
+
+	// Allow, if not nil, restricts which clients are admitted; the others
+	// are closed before the handshake.
+	Allow *AllowList
 }
 
 // Defaults of Options.
@@ -54,6 +65,10 @@ func (o Options) withDefaults() (Options, error) {
 	case o.MaxInflightBytes < 0 || (o.MaxInflightBytes > 0 && o.MaxInflightBytes < MaxRequestBytes):
 		return o, fmt.Errorf("%w: max in-flight bytes %d is less than the largest request, %d bytes",
 			ErrInvalidOptions, o.MaxInflightBytes, MaxRequestBytes)
+	case o.TLS < TLSOff || o.TLS > TLSRequire:
+		return o, fmt.Errorf("%w: TLS mode %v", ErrInvalidOptions, o.TLS)
+	case o.TLS != TLSOff && o.TLSConfig == nil:
+		return o, fmt.Errorf("%w: TLS mode %v without a TLS configuration", ErrInvalidOptions, o.TLS)
 	}
 	if o.MaxConnections == 0 {
 		o.MaxConnections = DefaultMaxConnections
