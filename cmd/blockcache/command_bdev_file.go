@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -12,13 +15,17 @@ import (
 
 // aioCreateParams are bdev_aio_create's params; block_size is sent only
 // when given (the bdev then takes the file's or device's own), as rpc.py
-// does.
+// does, and buffered (ours) only when set.
 type aioCreateParams struct {
 	Name      string `json:"name"`
 	Filename  string `json:"filename"`
 	BlockSize uint32 `json:"block_size,omitempty"`
 	ReadOnly  bool   `json:"readonly"`
+	Buffered  bool   `json:"buffered,omitempty"`
 }
+
+// bufferedHelp describes --buffered, on bdev create-file and cache create.
+const bufferedHelp = "use the page cache instead of direct IO (O_DIRECT, the default where the file system allows it)"
 
 // absPath makes path absolute: the daemon opens it, and its working
 // directory is not the client's.
@@ -45,6 +52,41 @@ func createFileBdev(c *rpcclient.Client, what string, p aioCreateParams) (string
 	return name, nil
 }
 
+// noteBuffered tells w when the file bdev name, made without --buffered,
+// runs through the page cache because its file system refuses O_DIRECT
+// (bdev_get_bdevs' driver_specific.aio.direct).
+func noteBuffered(c *rpcclient.Client, w io.Writer, what, name, path string) error {
+	var bdevs []struct {
+		DriverSpecific struct {
+			AIO struct {
+				Direct bool `json:"direct"`
+			} `json:"aio"`
+		} `json:"driver_specific"`
+	}
+	if _, err := call(c, what, "bdev_get_bdevs", map[string]string{"name": name}, &bdevs); err != nil {
+		return err
+	}
+	if len(bdevs) == 1 && !bdevs[0].DriverSpecific.AIO.Direct {
+		_, err := fmt.Fprintf(w, "blockcache: %s: the file system of %s refuses direct IO (O_DIRECT); bdev %s uses the page cache\n", what, path, name)
+		return err
+	}
+	return nil
+}
+
+// bdevExists reports whether the bdev name exists: bdev_get_bdevs answers
+// -19 (ENODEV) for a name no bdev has.
+func bdevExists(c *rpcclient.Client, what, name string) (bool, error) {
+	_, err := c.Call("bdev_get_bdevs", map[string]string{"name": name})
+	var re *rpcclient.ResponseError
+	if errors.As(err, &re) && re.Err.Code == -int(syscall.ENODEV) {
+		return false, nil
+	}
+	if err != nil {
+		return false, callErr(what, err)
+	}
+	return true, nil
+}
+
 // deleteFileBdev deletes the file bdev name.
 func deleteFileBdev(c *rpcclient.Client, what, name string) error {
 	_, err := call(c, what, "bdev_aio_delete", map[string]string{"name": name}, nil)
@@ -54,12 +96,17 @@ func deleteFileBdev(c *rpcclient.Client, what, name string) error {
 func newBdevCreateFileCmd(o *clientOpts) *cobra.Command {
 	var p aioCreateParams
 	cmd := &cobra.Command{
-		Use:   "create-file NAME PATH [--block-size N] [--read-only]",
+		Use:   "create-file NAME PATH [--block-size N] [--read-only] [--buffered]",
 		Short: "Make the file or block device PATH into the bdev NAME (bdev_aio_create)",
 		Long: `Make the regular file or block device PATH into the bdev NAME
 (bdev_aio_create) and print its name. The file must exist; its size is the
 bdev's size. The daemon holds it alone while the bdev exists. The block size
-is the device's own (512 for a file) unless --block-size is given.`,
+is the device's own (512 for a file) unless --block-size is given.
+
+IO bypasses the page cache (O_DIRECT), as SPDK's aio bdev does; where the
+file system refuses that (ramfs, tmpfs before Linux 6.6) the bdev uses the
+page cache, and this command says so on stderr. --buffered asks for the page
+cache.`,
 		Example: `  truncate -s 1G /var/tmp/core.img
   blockcache bdev create-file Core0 /var/tmp/core.img
   blockcache bdev create-file Disk1 /dev/loop0 --block-size 4096`,
@@ -77,6 +124,11 @@ is the device's own (512 for a file) unless --block-size is given.`,
 				if err != nil {
 					return err
 				}
+				if !p.Buffered {
+					if err := noteBuffered(c, cmd.ErrOrStderr(), what, name, p.Filename); err != nil {
+						return err
+					}
+				}
 				_, err = fmt.Fprintln(cmd.OutOrStdout(), name)
 				return err
 			})
@@ -85,6 +137,7 @@ is the device's own (512 for a file) unless --block-size is given.`,
 	f := cmd.Flags()
 	f.Uint32Var(&p.BlockSize, "block-size", 0, "the bdev's block size in bytes (default: the device's own, 512 for a file)")
 	f.BoolVar(&p.ReadOnly, "read-only", false, "open PATH read-only: writes to the bdev fail")
+	f.BoolVar(&p.Buffered, "buffered", false, bufferedHelp)
 	return cmd
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,4 +127,83 @@ func TestCacheCreateOnPaths(t *testing.T) {
 		t.Errorf("bdev list after a failed create:\n%s\nwant\n%s", got, before)
 	}
 	nbdDone() // C0 is untouched
+}
+
+// TestCacheCreateWaits names a core bdev that does not exist yet: the
+// volume is created and waits, and the command says so on stderr; it starts
+// once the bdev appears.
+func TestCacheCreateWaits(t *testing.T) {
+	d := startDaemon(t)
+	d.malloc(t, "M0", 16384, 512)
+	r := d.cli(t, "cache", "create", "V", "--cache", "M0", "--core", "Malloc9", "--mode", "wb")
+	if r.code != 0 || r.stdout != "V\n" ||
+		r.stderr != "blockcache: cache create V: waiting for core bdev \"Malloc9\", which does not exist yet\n" {
+		t.Fatalf("cache create on a missing core: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	checkRow(t, d.ok(t, "cache", "list", "V"), "V", "waiting", "-", "-", "M0", "yes", "Malloc9", "no", "-")
+
+	// Both missing: both are named, cache first.
+	r = d.cli(t, "cache", "create", "W", "--cache", "NoCache", "--core", "NoCore")
+	want := "blockcache: cache create W: waiting for cache bdev \"NoCache\", which does not exist yet\n" +
+		"blockcache: cache create W: waiting for core bdev \"NoCore\", which does not exist yet\n"
+	if r.code != 0 || r.stderr != want {
+		t.Fatalf("cache create on two missing bases: exit %d, stderr %q, want %q", r.code, r.stderr, want)
+	}
+
+	d.malloc(t, "Malloc9", 65536, 512)
+	checkRow(t, d.ok(t, "cache", "list", "V"), "V", "started", "wb", "4 KiB", "M0", "yes", "Malloc9", "yes", "-")
+	// Existing bases: nothing on stderr (ok checks it).
+	d.malloc(t, "M1", 16384, 512)
+	d.malloc(t, "M2", 65536, 512)
+	d.ok(t, "cache", "create", "X", "--cache", "M1", "--core", "M2")
+}
+
+// TestCacheCreateBadDevices gives cache create paths it cannot use: each
+// fails with a message naming the path and the cause, and leaves no bdev.
+func TestCacheCreateBadDevices(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	core := imageFile(t, dir, "core.img", 32<<20)
+	held := imageFile(t, dir, "held.img", 16<<20)
+	d.ok(t, "bdev", "create-file", "Held", held)
+	before := d.ok(t, "bdev", "list")
+	missing := filepath.Join(dir, "missing.img")
+	tests := []struct {
+		name  string
+		cache string
+		want  []string
+	}{
+		{"missing", missing, []string{"--cache: file bdev V_cache on " + missing + ": No such file or directory (code -2)"}},
+		{"directory", dir, []string{"--cache: file bdev V_cache on " + dir + ": Invalid argument (code -22)", "a directory, not a regular file or block device"}},
+		{"in use", held, []string{"--cache: file bdev V_cache on " + held + ": Device or resource busy (code -16)", held + " is in use by "}},
+		{"too small", imageFile(t, dir, "small.img", 100<<10), []string{"Could not create OCF vbdev", "cache device of 102400 bytes holds no 4096-byte line after metadata: cache device too small",
+			"deleted the file bdev(s) it had made: V_cache, V_core"}},
+	}
+	for _, tc := range tests {
+		want := append([]string{"blockcache: cache create V: "}, tc.want...)
+		d.fails(t, []string{"cache", "create", "V", "--cache", tc.cache, "--core", core}, want...)
+		if got := d.ok(t, "bdev", "list"); got != before {
+			t.Errorf("%s: bdev list after the failed create:\n%s\nwant\n%s", tc.name, got, before)
+		}
+	}
+}
+
+// TestBdevCreateFileBuffered: a file bdev is direct by default and buffered
+// with --buffered, as bdev_get_bdevs' driver_specific and the saved config
+// say (buffered is written only when set).
+func TestBdevCreateFileBuffered(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	d.ok(t, "bdev", "create-file", "D", imageFile(t, dir, "d.img", 1<<20))
+	d.ok(t, "bdev", "create-file", "B", imageFile(t, dir, "b.img", 1<<20), "--buffered")
+	for name, direct := range map[string]bool{"D": true, "B": false} {
+		out := d.ok(t, "bdev", "list", name, "--json")
+		if want := fmt.Sprintf(`"direct": %v`, direct); !strings.Contains(out, want) {
+			t.Errorf("bdev list %s --json lacks %s:\n%s", name, want, out)
+		}
+	}
+	cfg := d.ok(t, "config", "save")
+	if strings.Count(cfg, `"buffered": true`) != 1 || strings.Contains(cfg, `"buffered": false`) {
+		t.Errorf("config save: want one \"buffered\": true (B's) and no false:\n%s", cfg)
+	}
 }

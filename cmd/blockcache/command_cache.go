@@ -63,16 +63,18 @@ type ocfCreateParams struct {
 
 func newCacheCreateCmd(o *clientOpts) *cobra.Command {
 	var p ocfCreateParams
+	var buffered bool
 	cmd := &cobra.Command{
-		Use:   "create NAME --cache PATH|BDEV --core PATH|BDEV [--mode MODE] [--line-size-kib N] [--volatile-dirty-metadata]",
+		Use:   "create NAME --cache PATH|BDEV --core PATH|BDEV [--mode MODE] [--line-size-kib N] [--volatile-dirty-metadata] [--buffered]",
 		Short: "Create a cached volume NAME: --cache in front of --core (bdev_ocf_create)",
 		Long: `Create the cached volume NAME, with --cache caching --core (bdev_ocf_create).
 Each is a bdev name or, if it contains a slash, the path of a file or block
 device: a file bdev is made for it first (bdev_aio_create), named NAME_cache
 or NAME_core, and the output says so. If the volume cannot be created, the
-file bdevs made for it are deleted again. If a named bdev does not exist
-yet, the volume waits for it (cache list shows it as not started). Prints
-the volume's name last.
+file bdevs made for it are deleted again. File bdevs bypass the page cache
+(O_DIRECT) unless --buffered is given. If a named bdev does not exist yet,
+the volume waits for it (cache list shows it as waiting) and this command
+says so on stderr. Prints the volume's name last.
 
 Modes: ` + modeHelp + `.`,
 		Example: `  blockcache cache create Cache1 --mode wb --cache Malloc0 --core Malloc1 --line-size-kib 16
@@ -131,17 +133,31 @@ Modes: ` + modeHelp + `.`,
 					}
 					path, name := *b.arg, p.Name+"_"+b.role
 					_, err := createFileBdev(c, fmt.Sprintf("%s: --%s: file bdev %s on %s", what, b.role, name, path),
-						aioCreateParams{Name: name, Filename: path})
+						aioCreateParams{Name: name, Filename: path, Buffered: buffered})
 					if err != nil {
 						return undo(err)
 					}
 					made = append(made, name)
+					if !buffered {
+						if err := noteBuffered(c, cmd.ErrOrStderr(), what, name, path); err != nil {
+							return undo(err)
+						}
+					}
 					*b.arg = name
 					fmt.Fprintf(&said, "created file bdev %s on %s\n", name, path)
 				}
 				raw, err := call(c, what, "bdev_ocf_create", p, nil)
 				if err != nil {
 					return undo(err)
+				}
+				for _, b := range bases {
+					exists, err := bdevExists(c, what, *b.arg)
+					if err != nil {
+						return err
+					}
+					if !exists {
+						fmt.Fprintf(cmd.ErrOrStderr(), "blockcache: %s: waiting for %s bdev %q, which does not exist yet\n", what, b.role, *b.arg)
+					}
 				}
 				out := cmd.OutOrStdout()
 				if _, err := io.WriteString(out, said.String()); err != nil {
@@ -158,6 +174,7 @@ Modes: ` + modeHelp + `.`,
 	f.Uint64Var(&p.CacheLineSize, "line-size-kib", 0, "cache line size in KiB: 4, 8, 16, 32 or 64 (default 4)")
 	f.BoolVar(&p.VolatileDirtyMetadata, "volatile-dirty-metadata", false,
 		"make a new cache's dirty state durable only at a flush or FUA write, as a disk's volatile write cache: faster writes, but a crash, even of the process, loses the writes since the last flush")
+	f.BoolVar(&buffered, "buffered", false, "for --cache or --core paths: "+bufferedHelp)
 	cmd.MarkFlagRequired("cache") //nolint:errcheck // the flag exists
 	cmd.MarkFlagRequired("core")  //nolint:errcheck // the flag exists
 	return cmd

@@ -112,7 +112,9 @@ func TestCacheCommands(t *testing.T) {
 	}
 
 	// A volume waiting for its core is listed as not started.
-	d.ok(t, "cache", "create", "C1", "--cache", "M0", "--core", "Later")
+	if r := d.cli(t, "cache", "create", "C1", "--cache", "M0", "--core", "Later"); r.code != 0 || !strings.Contains(r.stderr, `waiting for core bdev "Later"`) {
+		t.Fatalf("cache create on a missing core: exit %d, stderr %q", r.code, r.stderr)
+	}
 	checkRow(t, d.ok(t, "cache", "list", "C1"), "C1", "waiting", "-", "-", "M0", "yes", "Later", "no", "-")
 	d.ok(t, "cache", "delete", "C1")
 
