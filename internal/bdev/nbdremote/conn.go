@@ -1,0 +1,144 @@
+package nbdremote
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// conn is one connection to the server in transmission phase. Requests are
+// written by the goroutine that submits them, one at a time under wmu; one
+// reader goroutine (readLoop) reads every reply.
+type conn struct {
+	d          *Device
+	nc         net.Conn
+	br         *bufio.Reader
+	structured bool
+
+	wmu struct {
+		sync.Mutex
+		closed bool // set by the reader on its way out: nothing more is sent
+		hdr    [requestHeaderSize]byte
+		bufs   [2][]byte
+		nb     net.Buffers
+	}
+
+	// Guarded by Device.mu.
+	failed bool  // the connection is being torn down
+	err    error // why, the first reason
+	// dead is closed once the reader stopped and every request the
+	// connection held was handed back to Device.pending.
+	dead chan struct{}
+}
+
+// dialConn connects to u and negotiates the export, within timeout
+// (none when zero).
+func dialConn(ctx context.Context, u URI, timeout time.Duration) (net.Conn, *bufio.Reader, export, error) {
+	dl := net.Dialer{Timeout: timeout}
+	nc, err := dl.DialContext(ctx, u.Network, u.Address)
+	if err != nil {
+		return nil, nil, export{}, fmt.Errorf("connect to %s: %w", u, err)
+	}
+	if timeout > 0 {
+		nc.SetDeadline(time.Now().Add(timeout))
+	}
+	br := bufio.NewReaderSize(nc, 64<<10)
+	ex, err := negotiate(br, nc, u.Export)
+	if err != nil {
+		nc.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			err = fmt.Errorf("%v: %w", err, ErrTimeout)
+		}
+		return nil, nil, export{}, fmt.Errorf("handshake with %s: %w", u, err)
+	}
+	nc.SetDeadline(time.Time{})
+	return nc, br, ex, nil
+}
+
+func newConn(d *Device, nc net.Conn, br *bufio.Reader, structured bool) *conn {
+	c := &conn{d: d, nc: nc, br: br, structured: structured, dead: make(chan struct{})}
+	binary.BigEndian.PutUint32(c.wmu.hdr[0:], magicRequest)
+	return c
+}
+
+// send writes r's request and payload. An error means the connection is
+// broken; the caller fails it.
+func (c *conn) send(r *request) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wmu.closed {
+		return fmt.Errorf("connection closed: %w", errConnGone)
+	}
+	h := c.wmu.hdr[:]
+	binary.BigEndian.PutUint16(h[4:], r.flags)
+	binary.BigEndian.PutUint16(h[6:], r.cmd)
+	binary.BigEndian.PutUint64(h[8:], r.cookie())
+	binary.BigEndian.PutUint64(h[16:], uint64(r.off))
+	binary.BigEndian.PutUint32(h[24:], r.length)
+	c.wmu.bufs[0] = h
+	n := 1
+	if r.cmd == cmdWrite {
+		c.wmu.bufs[1] = r.buf
+		n = 2
+	}
+	if t := c.d.opts.IOTimeout; t > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(t))
+	}
+	c.wmu.nb = c.wmu.bufs[:n]
+	_, err := c.wmu.nb.WriteTo(c.nc)
+	c.wmu.bufs[1] = nil
+	if err != nil {
+		return fmt.Errorf("send %s: %w", cmdName(r.cmd), err)
+	}
+	return nil
+}
+
+// disconnect sends NBD_CMD_DISC, best effort.
+func (c *conn) disconnect() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wmu.closed {
+		return
+	}
+	h := c.wmu.hdr[:]
+	binary.BigEndian.PutUint16(h[4:], 0)
+	binary.BigEndian.PutUint16(h[6:], cmdDisc)
+	binary.BigEndian.PutUint64(h[8:], 0)
+	binary.BigEndian.PutUint64(h[16:], 0)
+	binary.BigEndian.PutUint32(h[24:], 0)
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	c.nc.Write(h)
+}
+
+// readLoop reads replies until the connection fails, completing requests
+// as their replies end; then it hands every request still in flight back
+// to the device.
+func (c *conn) readLoop() {
+	rr := replyReader{r: c.br, structured: c.structured, lookup: c.d.lookupFunc(c)}
+	var err error
+	for {
+		var req *request
+		var done bool
+		req, done, err = rr.next()
+		if err != nil {
+			break
+		}
+		if done {
+			c.d.complete(c, req)
+		}
+	}
+	c.nc.Close()
+	c.wmu.Lock()
+	c.wmu.closed = true
+	c.wmu.Unlock()
+	c.d.connLost(c, err)
+}
+
+// errConnGone marks a send on a connection already torn down.
+var errConnGone = errors.New("NBD connection gone")

@@ -1,0 +1,77 @@
+package nbdremote
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"blockcache/internal/bdev"
+)
+
+// Sentinel errors. Each error the package returns wraps at most one of them;
+// errors from the network keep their syscall.Errno (ECONNREFUSED, ...).
+var (
+	// ErrBadURI marks a URI that is not one of libnbd's NBD URI forms this
+	// client supports.
+	ErrBadURI = errors.New("bad NBD URI")
+	// ErrTLSNotSupported is returned for nbds:// and nbds+unix:// URIs. It
+	// wraps bdev.ErrNotSupported.
+	ErrTLSNotSupported = fmt.Errorf("TLS not supported yet: %w", bdev.ErrNotSupported)
+	// ErrInvalidOptions marks reconnect knobs that break SPDK's rules
+	// between them, or another option out of range.
+	ErrInvalidOptions = errors.New("invalid NBD client options")
+	// ErrExportRefused means the server does not serve the export asked for,
+	// or refuses it to this client (NBD_REP_ERR_UNKNOWN, _POLICY, ...).
+	ErrExportRefused = errors.New("export refused by the NBD server")
+	// ErrProtocol means the server broke the protocol; the connection is
+	// dropped.
+	ErrProtocol = errors.New("NBD protocol violation")
+	// ErrTimeout means a request or the handshake took longer than the
+	// IO timeout; the connection is dropped and the request resent.
+	ErrTimeout = fmt.Errorf("NBD server did not answer in time: %w", syscall.ETIMEDOUT)
+	// ErrDisconnected is returned by IO that waited fast_io_fail_timeout
+	// for a lost connection to come back. It wraps EIO.
+	ErrDisconnected = fmt.Errorf("NBD server unreachable: %w", syscall.EIO)
+	// ErrLost is returned once ctrlr_loss_timeout ran out: the device gave
+	// up on the server and is going away. It wraps bdev.ErrClosed.
+	ErrLost = fmt.Errorf("NBD server lost for good: %w", bdev.ErrClosed)
+)
+
+// serverErrno maps an NBD error value (proto.md's error values are
+// Linux's errno numbers) to a syscall.Errno; an unknown value is EIO.
+func serverErrno(v uint32) syscall.Errno {
+	switch v {
+	case 1:
+		return syscall.EPERM
+	case 5:
+		return syscall.EIO
+	case 12:
+		return syscall.ENOMEM
+	case 22:
+		return syscall.EINVAL
+	case 28:
+		return syscall.ENOSPC
+	case 75:
+		return syscall.EOVERFLOW
+	case 95:
+		return syscall.EOPNOTSUPP
+	case 108:
+		return syscall.ESHUTDOWN
+	}
+	return syscall.EIO
+}
+
+// ServerError is an error the server returned for one request.
+type ServerError struct {
+	Errno   syscall.Errno
+	Message string // from a structured error chunk, or ""
+}
+
+func (e *ServerError) Error() string {
+	if e.Message != "" {
+		return fmt.Sprintf("server error %d (%v): %s", int(e.Errno), e.Errno, e.Message)
+	}
+	return fmt.Sprintf("server error %d (%v)", int(e.Errno), e.Errno)
+}
+
+func (e *ServerError) Unwrap() error { return e.Errno }

@@ -1,0 +1,160 @@
+package nbdremote
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// replyReader parses the server's replies on one connection. It is used by
+// that connection's reader goroutine only.
+type replyReader struct {
+	r          io.Reader
+	structured bool
+	// lookup returns the in-flight request a cookie names, or nil.
+	lookup func(cookie uint64) *request
+	hdr    [chunkHeaderSize]byte
+	msg    [maxErrorMessage + 8]byte
+}
+
+// next reads one simple reply or one structured chunk. It returns the
+// request it belongs to and done when that request's reply is complete
+// (its outcome is then in req.result). Any error means the stream can no
+// longer be trusted and the connection must go.
+func (rr *replyReader) next() (req *request, done bool, err error) {
+	h := rr.hdr[:]
+	if _, err := io.ReadFull(rr.r, h[:4]); err != nil {
+		return nil, false, err
+	}
+	switch m := binary.BigEndian.Uint32(h); m {
+	case magicSimpleReply:
+		if _, err := io.ReadFull(rr.r, h[4:simpleReplySize]); err != nil {
+			return nil, false, eofAsProtocol(err)
+		}
+		cookie := binary.BigEndian.Uint64(h[8:])
+		req = rr.lookup(cookie)
+		if req == nil {
+			return nil, false, fmt.Errorf("simple reply for cookie %#x, which is not in flight: %w", cookie, ErrProtocol)
+		}
+		if e := binary.BigEndian.Uint32(h[4:]); e != 0 {
+			req.result = &ServerError{Errno: serverErrno(e)}
+			return req, true, nil
+		}
+		if req.cmd == cmdRead {
+			if _, err := io.ReadFull(rr.r, req.buf); err != nil {
+				return nil, false, eofAsProtocol(err)
+			}
+		}
+		return req, true, nil
+	case magicStructuredReply:
+		if !rr.structured {
+			return nil, false, fmt.Errorf("structured reply chunk without NBD_OPT_STRUCTURED_REPLY: %w", ErrProtocol)
+		}
+		if _, err := io.ReadFull(rr.r, h[4:chunkHeaderSize]); err != nil {
+			return nil, false, eofAsProtocol(err)
+		}
+		return rr.chunk()
+	default:
+		return nil, false, fmt.Errorf("reply magic %#x: %w", m, ErrProtocol)
+	}
+}
+
+// chunk handles a structured chunk whose header is in rr.hdr.
+func (rr *replyReader) chunk() (req *request, done bool, err error) {
+	h := rr.hdr[:]
+	flags := binary.BigEndian.Uint16(h[4:])
+	typ := binary.BigEndian.Uint16(h[6:])
+	cookie := binary.BigEndian.Uint64(h[8:])
+	n := binary.BigEndian.Uint32(h[16:])
+	req = rr.lookup(cookie)
+	if req == nil {
+		return nil, false, fmt.Errorf("chunk type %d for cookie %#x, which is not in flight: %w", typ, cookie, ErrProtocol)
+	}
+	done = flags&chunkFlagDone != 0
+	switch typ {
+	case chunkNone:
+		if n != 0 || !done {
+			return nil, false, fmt.Errorf("NBD_REPLY_TYPE_NONE with length %d, done %v: %w", n, done, ErrProtocol)
+		}
+	case chunkOffsetData:
+		if req.cmd != cmdRead || n < 8 {
+			return nil, false, fmt.Errorf("data chunk of %d bytes for a %s: %w", n, cmdName(req.cmd), ErrProtocol)
+		}
+		var ob [8]byte
+		if _, err := io.ReadFull(rr.r, ob[:]); err != nil {
+			return nil, false, eofAsProtocol(err)
+		}
+		dst, err := req.window(binary.BigEndian.Uint64(ob[:]), uint64(n-8))
+		if err != nil {
+			return nil, false, err
+		}
+		if _, err := io.ReadFull(rr.r, dst); err != nil {
+			return nil, false, eofAsProtocol(err)
+		}
+		req.covered += uint64(len(dst))
+	case chunkOffsetHole:
+		if req.cmd != cmdRead || n != 12 {
+			return nil, false, fmt.Errorf("hole chunk of %d bytes for a %s: %w", n, cmdName(req.cmd), ErrProtocol)
+		}
+		var b [12]byte
+		if _, err := io.ReadFull(rr.r, b[:]); err != nil {
+			return nil, false, eofAsProtocol(err)
+		}
+		dst, err := req.window(binary.BigEndian.Uint64(b[:]), uint64(binary.BigEndian.Uint32(b[8:])))
+		if err != nil {
+			return nil, false, err
+		}
+		clear(dst)
+		req.covered += uint64(len(dst))
+	case chunkError, chunkErrorOffset:
+		if err := rr.errorChunk(req, typ, n); err != nil {
+			return nil, false, err
+		}
+	default:
+		if typ&chunkErrorBit == 0 {
+			return nil, false, fmt.Errorf("unknown chunk type %d: %w", typ, ErrProtocol)
+		}
+		// An unknown error type: its payload starts with the error.
+		if err := rr.errorChunk(req, chunkError, n); err != nil {
+			return nil, false, err
+		}
+	}
+	if done && req.result == nil && req.cmd == cmdRead && req.covered != uint64(len(req.buf)) && req.structuredRead {
+		req.result = fmt.Errorf("read reply covered %d of %d bytes: %w", req.covered, len(req.buf), ErrProtocol)
+	}
+	return req, done, nil
+}
+
+// errorChunk reads an error chunk's payload of n bytes: error, message
+// length, message, and for NBD_REPLY_TYPE_ERROR_OFFSET the offset. The
+// first error of a request is kept.
+func (rr *replyReader) errorChunk(req *request, typ uint16, n uint32) error {
+	if n < 6 {
+		return fmt.Errorf("error chunk of %d bytes: %w", n, ErrProtocol)
+	}
+	var b [6]byte
+	if _, err := io.ReadFull(rr.r, b[:]); err != nil {
+		return eofAsProtocol(err)
+	}
+	e := binary.BigEndian.Uint32(b[:])
+	mlen := uint32(binary.BigEndian.Uint16(b[4:]))
+	rest := n - 6
+	want := mlen
+	if typ == chunkErrorOffset {
+		want += 8
+	}
+	if rest < want || mlen > maxErrorMessage || rest > maxErrorMessage+8 || (typ == chunkErrorOffset && rest != want) {
+		return fmt.Errorf("error chunk of %d bytes with a %d-byte message: %w", n, mlen, ErrProtocol)
+	}
+	if _, err := io.ReadFull(rr.r, rr.msg[:rest]); err != nil {
+		return eofAsProtocol(err)
+	}
+	buf := rr.msg[:mlen]
+	if e == 0 {
+		return fmt.Errorf("error chunk with error value 0: %w", ErrProtocol)
+	}
+	if req.result == nil {
+		req.result = &ServerError{Errno: serverErrno(e), Message: sanitize(buf)}
+	}
+	return nil
+}
