@@ -1,0 +1,239 @@
+// Package uring submits positioned file IO (read, write, fsync,
+// fallocate) to the kernel through one io_uring instance, written directly
+// against the system calls (io_uring_setup, io_uring_enter,
+// io_uring_register) and the shared-memory rings.
+//
+// A Ring is safe for many goroutines. Its queue depth bounds the
+// operations in the kernel at once: a goroutine beyond it waits in Go for
+// a slot (parked, holding no thread). Submitters call io_uring_enter only
+// to hand their entry over, which does not wait for the IO; one reaper
+// goroutine, blocked in io_uring_enter(IORING_ENTER_GETEVENTS), receives
+// every completion and wakes its submitter. So the OS threads a Ring
+// holds stay bounded whatever its callers do: the reaper's, plus
+// submitters briefly inside io_uring_enter. Completion slots are
+// preallocated, so an operation allocates nothing.
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxDepth is the largest queue depth New accepts.
+const MaxDepth = 4096
+
+// Tags in the user data of the Ring's own entries; an operation's user
+// data is its slot index, below MaxDepth.
+const (
+	tagCancel = 1<<63 | 1 // Close's cancellation of what is in flight
+	tagWake   = 1<<63 | 2 // Close's no-op that stops the reaper
+)
+
+// Ring is one io_uring instance with a bounded queue depth.
+type Ring struct {
+	fd    int
+	depth int
+
+	// The submission ring. sqTail is written under mu only; the kernel
+	// advances sqHead as it consumes entries.
+	sqHead, sqTail *uint32
+	sqMask         uint32
+	sqes           []sqe
+	// The completion ring. Only the reaper reads CQEs and writes cqHead.
+	cqHead, cqTail *uint32
+	cqMask         uint32
+	cqes           []cqe
+
+	ringMem, sqeMem []byte // the two mappings, unmapped by Close
+
+	// reqs are the completion slots, one per operation in flight; an
+	// operation's user data is its index. free holds the indices of idle
+	// slots: receiving one is the right to submit.
+	reqs []request
+	free chan uint32
+
+	closing chan struct{} // closed when Close begins
+	reaped  chan struct{} // closed when the reaper returns
+
+	mu struct {
+		sync.Mutex
+		// closed refuses new submissions; set by Close.
+		closed bool
+	}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// request is a completion slot. Between its submission and its completion
+// only the kernel and the reaper touch it; the reaper sets res and then
+// signals done.
+type request struct {
+	done chan struct{} // capacity 1
+	// res is atomic only to show the race detector the hand-over through
+	// the kernel: the slot's previous user read it before releasing the
+	// slot, the reaper writes it for the next one.
+	res atomic.Int32
+	// buf keeps the operation's buffer reachable, and so in place (Go's
+	// heap does not move objects), while the kernel may write it. Storing
+	// it here makes callers' buffers escape to the heap.
+	buf unsafe.Pointer
+}
+
+// setupFunc is io_uring_setup; tests substitute a refusing kernel.
+type setupFunc func(entries uint32, p *params) (int, error)
+
+func sysSetup(entries uint32, p *params) (int, error) {
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(p)), 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
+}
+
+// New creates a ring with room for depth operations in flight (1 to
+// MaxDepth). Where the kernel refuses io_uring, the error wraps
+// ErrUnavailable and says why.
+func New(depth int) (*Ring, error) { return newRing(depth, sysSetup) }
+
+func newRing(depth int, setup setupFunc) (*Ring, error) {
+	if depth < 1 || depth > MaxDepth {
+		return nil, fmt.Errorf("io_uring queue depth %d out of range (allowed 1..%d): %w", depth, MaxDepth, unix.EINVAL)
+	}
+	// Room for every operation's entry plus Close's two, rounded up by the
+	// kernel to a power of two; the completion ring is twice as large, so
+	// it never overflows.
+	var p params
+	fd, err := setup(uint32(depth+2), &p)
+	if err != nil {
+		return nil, setupError(err)
+	}
+	r := &Ring{fd: fd, depth: depth, closing: make(chan struct{}), reaped: make(chan struct{})}
+	if err := r.mapRings(&p); err != nil {
+		r.unmap()
+		unix.Close(fd)
+		return nil, err
+	}
+	r.reqs = make([]request, depth)
+	r.free = make(chan uint32, depth)
+	for i := range r.reqs {
+		r.reqs[i].done = make(chan struct{}, 1)
+		r.free <- uint32(i)
+	}
+	go r.reap()
+	return r, nil
+}
+
+// setupError explains a failed io_uring_setup.
+func setupError(err error) error {
+	var errno unix.Errno
+	if !errors.As(err, &errno) || (errno != unix.ENOSYS && errno != unix.EPERM && errno != unix.EACCES) {
+		return fmt.Errorf("io_uring_setup: %w", err)
+	}
+	why := "the kernel refused it"
+	switch {
+	case errno == unix.ENOSYS:
+		why = "the kernel is built without io_uring"
+	default:
+		if b, rerr := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); rerr == nil && strings.TrimSpace(string(b)) != "0" {
+			why = "disabled by the sysctl kernel.io_uring_disabled = " + strings.TrimSpace(string(b))
+		} else {
+			why = "refused by a seccomp or container policy"
+		}
+	}
+	return fmt.Errorf("io_uring_setup: %v: %s: %w", errno, why, ErrUnavailable)
+}
+
+// mapRings maps the rings and the SQE array that setup described.
+func (r *Ring) mapRings(p *params) error {
+	if p.features&featSingleMmap == 0 {
+		return fmt.Errorf("io_uring without IORING_FEAT_SINGLE_MMAP (Linux before 5.4): %w", ErrUnavailable)
+	}
+	sqSize := uintptr(p.sqOff.array) + uintptr(p.sqEntries)*4
+	cqSize := uintptr(p.cqOff.cqes) + uintptr(p.cqEntries)*unsafe.Sizeof(cqe{})
+	mem, err := unix.Mmap(r.fd, offSQRing, int(max(sqSize, cqSize)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("mmap io_uring rings: %w", err)
+	}
+	r.ringMem = mem
+	sqeMem, err := unix.Mmap(r.fd, offSQEs, int(uintptr(p.sqEntries)*unsafe.Sizeof(sqe{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("mmap io_uring submission entries: %w", err)
+	}
+	r.sqeMem = sqeMem
+	base := unsafe.Pointer(&mem[0])
+	at := func(off uint32) *uint32 { return (*uint32)(unsafe.Add(base, off)) }
+	r.sqHead, r.sqTail, r.sqMask = at(p.sqOff.head), at(p.sqOff.tail), *at(p.sqOff.ringMask)
+	r.cqHead, r.cqTail, r.cqMask = at(p.cqOff.head), at(p.cqOff.tail), *at(p.cqOff.ringMask)
+	r.sqes = unsafe.Slice((*sqe)(unsafe.Pointer(&sqeMem[0])), p.sqEntries)
+	r.cqes = unsafe.Slice((*cqe)(unsafe.Add(base, p.cqOff.cqes)), p.cqEntries)
+	// Entry i of the ring always names SQE i: an entry is written at
+	// tail&mask and the array maps that position to itself.
+	array := unsafe.Slice(at(p.sqOff.array), p.sqEntries)
+	for i := range array {
+		array[i] = uint32(i)
+	}
+	return nil
+}
+
+func (r *Ring) unmap() {
+	if r.sqeMem != nil {
+		unix.Munmap(r.sqeMem)
+		r.sqeMem = nil
+	}
+	if r.ringMem != nil {
+		unix.Munmap(r.ringMem)
+		r.ringMem = nil
+	}
+}
+
+// Depth returns the ring's queue depth.
+func (r *Ring) Depth() int { return r.depth }
+
+// Close stops the ring: operations waiting for a slot and later ones fail
+// with ErrClosed; what is in flight is cancelled where the kernel can
+// (a read of a pipe), and otherwise (disk IO) completes and is returned
+// to its caller. Close returns once nothing is in flight and the ring is
+// released. A second Close returns the first's result.
+func (r *Ring) Close() error {
+	r.closeOnce.Do(func() { r.closeErr = r.close() })
+	return r.closeErr
+}
+
+func (r *Ring) close() error {
+	r.mu.Lock()
+	r.mu.closed = true
+	r.mu.Unlock()
+	close(r.closing)
+	r.control(&sqe{opcode: opAsyncCancel, opFlags: asyncCancelAll | asyncCancelAny, userData: tagCancel})
+	for range r.depth {
+		<-r.free
+	}
+	r.control(&sqe{opcode: opNop, userData: tagWake})
+	<-r.reaped
+	r.unmap()
+	if err := unix.Close(r.fd); err != nil {
+		return fmt.Errorf("close io_uring: %w", err)
+	}
+	return nil
+}
+
+// control submits one of the Ring's own entries, after Close refused
+// others.
+func (r *Ring) control(e *sqe) {
+	r.mu.Lock()
+	pos := r.pushLocked(e)
+	r.mu.Unlock()
+	r.submit(pos)
+}
+
+// loadAcquire and storeRelease order accesses to the shared rings with
+// the kernel's (Go's atomics are sequentially consistent).
+func loadAcquire(p *uint32) uint32     { return atomic.LoadUint32(p) }
+func storeRelease(p *uint32, v uint32) { atomic.StoreUint32(p, v) }

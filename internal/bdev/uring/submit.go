@@ -1,0 +1,138 @@
+package uring
+
+import (
+	"fmt"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxTransfer bounds one read or write; a longer one is transferred short,
+// as the kernel itself bounds read(2), and callers resume.
+const maxTransfer = 1 << 30
+
+// Pread reads into p from fd at off, as pread(2): it returns the bytes
+// read, which may be fewer than len(p) (0 at end of file), or the errno.
+func (r *Ring) Pread(fd int, p []byte, off int64) (int, error) {
+	e := sqe{opcode: opRead, fd: int32(fd), off: uint64(off), len: uint32(min(len(p), maxTransfer))}
+	return r.transfer(&e, p)
+}
+
+// Pwrite writes p to fd at off, as pwritev2(2) with flags (RWF_DSYNC makes
+// the data durable before it completes): it returns the bytes written or
+// the errno.
+func (r *Ring) Pwrite(fd int, p []byte, off int64, flags int) (int, error) {
+	e := sqe{opcode: opWrite, fd: int32(fd), off: uint64(off), len: uint32(min(len(p), maxTransfer)), opFlags: uint32(flags)}
+	return r.transfer(&e, p)
+}
+
+// Fsync makes fd's written data durable, as fdatasync(2) with datasync,
+// else fsync(2).
+func (r *Ring) Fsync(fd int, datasync bool) error {
+	e := sqe{opcode: opFsync, fd: int32(fd)}
+	if datasync {
+		e.opFlags = fsyncDatasync
+	}
+	_, err := r.do(&e, nil)
+	return err
+}
+
+// Fallocate is fallocate(2) on fd.
+func (r *Ring) Fallocate(fd int, mode uint32, off, length int64) error {
+	e := sqe{opcode: opFallocate, fd: int32(fd), off: uint64(off), addr: uint64(length), len: mode}
+	_, err := r.do(&e, nil)
+	return err
+}
+
+func (r *Ring) transfer(e *sqe, p []byte) (int, error) {
+	buf := unsafe.Pointer(unsafe.SliceData(p))
+	e.addr = uint64(uintptr(buf))
+	return r.do(e, buf)
+}
+
+// do runs one operation: it takes a slot (waiting while the ring is
+// full), submits e with the slot's index as its user data, and waits for
+// the reaper to deliver its result.
+func (r *Ring) do(e *sqe, buf unsafe.Pointer) (int, error) {
+	i, err := r.acquire()
+	if err != nil {
+		return 0, err
+	}
+	req := &r.reqs[i]
+	req.buf = buf
+	e.userData = uint64(i)
+	r.mu.Lock()
+	if r.mu.closed {
+		r.mu.Unlock()
+		req.buf = nil
+		r.free <- i
+		return 0, ErrClosed
+	}
+	pos := r.pushLocked(e)
+	r.mu.Unlock()
+	r.submit(pos)
+	<-req.done
+	res := req.res.Load()
+	req.buf = nil
+	r.free <- i
+	if res < 0 {
+		return 0, unix.Errno(-res)
+	}
+	return int(res), nil
+}
+
+// acquire takes a free slot, waiting for one while all are in flight,
+// unless the ring is closing.
+func (r *Ring) acquire() (uint32, error) {
+	select {
+	case i := <-r.free:
+		return i, nil
+	default:
+	}
+	select {
+	case i := <-r.free:
+		return i, nil
+	case <-r.closing:
+		return 0, ErrClosed
+	}
+}
+
+// pushLocked writes e at the submission tail and publishes it, returning
+// its position. r.mu is held. The ring has room: entries waiting for
+// io_uring_enter are at most the slots in flight plus Close's two.
+func (r *Ring) pushLocked(e *sqe) uint32 {
+	tail := *r.sqTail
+	r.sqes[tail&r.sqMask] = *e
+	storeRelease(r.sqTail, tail+1)
+	return tail
+}
+
+// submit calls io_uring_enter until the kernel has consumed the entry at
+// pos. Submitters enter concurrently and the kernel takes entries in ring
+// order, so one call may submit another goroutine's entry; each caller
+// asks for everything published and stops once its own is taken.
+func (r *Ring) submit(pos uint32) {
+	for backoff := time.Microsecond; ; {
+		head := loadAcquire(r.sqHead)
+		if int32(head-pos) > 0 {
+			return
+		}
+		n := loadAcquire(r.sqTail) - head
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
+		switch errno {
+		case 0, unix.EINTR:
+		case unix.EAGAIN, unix.EBUSY, unix.ENOMEM:
+			// Short of kernel memory: the entry stays published and
+			// is retried; it cannot be withdrawn, since another
+			// goroutine's call may take it at any moment.
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Millisecond)
+		default:
+			// EBADF, EFAULT, EINVAL: the ring itself is broken. The
+			// entry may still be executed, into a caller's buffer, so
+			// no caller can be released with an error.
+			panic(fmt.Errorf("io_uring_enter submitting on ring fd %d: %w", r.fd, errno))
+		}
+	}
+}
