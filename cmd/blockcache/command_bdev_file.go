@@ -54,20 +54,20 @@ func createFileBdev(c *rpcclient.Client, what string, p aioCreateParams) (string
 
 // noteBuffered tells w when the file bdev name, made without --buffered,
 // runs through the page cache because its file system refuses O_DIRECT
-// (bdev_get_bdevs' driver_specific.aio.direct).
+// (bdev_get_bdevs' driver_specific.aio.direct_refused).
 func noteBuffered(c *rpcclient.Client, w io.Writer, what, name, path string) error {
 	var bdevs []struct {
 		DriverSpecific struct {
 			AIO struct {
-				Direct bool `json:"direct"`
+				DirectRefused string `json:"direct_refused"`
 			} `json:"aio"`
 		} `json:"driver_specific"`
 	}
 	if _, err := call(c, what, "bdev_get_bdevs", map[string]string{"name": name}, &bdevs); err != nil {
 		return err
 	}
-	if len(bdevs) == 1 && !bdevs[0].DriverSpecific.AIO.Direct {
-		_, err := fmt.Fprintf(w, "blockcache: %s: the file system of %s refuses direct IO (O_DIRECT); bdev %s uses the page cache\n", what, path, name)
+	if len(bdevs) == 1 && bdevs[0].DriverSpecific.AIO.DirectRefused != "" {
+		_, err := fmt.Fprintf(w, "blockcache: %s: %s: %s; bdev %s uses the page cache\n", what, path, bdevs[0].DriverSpecific.AIO.DirectRefused, name)
 		return err
 	}
 	return nil

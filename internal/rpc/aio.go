@@ -43,8 +43,10 @@ type aioConfig struct {
 	Buffered  bool   `json:"buffered,omitempty"`
 }
 
-// aioDriverSpecific is SPDK's aio driver_specific; direct (ours) says
-// whether the bdev bypasses the page cache.
+// aioDriverSpecific is SPDK's aio driver_specific. A bdev that uses the
+// page cache adds buffered: true (ours), and direct_refused, the reason,
+// when it asked for direct IO; a direct bdev, SPDK's only kind, shows
+// SPDK's shape.
 type aioDriverSpecific struct {
 	AIO struct {
 		Filename          string `json:"filename"`
@@ -52,7 +54,8 @@ type aioDriverSpecific struct {
 		ReadOnly          bool   `json:"readonly"`
 		Fallocate         bool   `json:"fallocate"`
 		NoWait            bool   `json:"nowait"`
-		Direct            bool   `json:"direct"`
+		Buffered          bool   `json:"buffered,omitempty"`
+		DirectRefused     string `json:"direct_refused,omitempty"`
 	} `json:"aio"`
 }
 
@@ -75,15 +78,16 @@ func (a *API) aioCreate(_ context.Context, params json.RawMessage) (any, error) 
 	if err != nil {
 		return nil, errnoReply(err)
 	}
+	var ds aioDriverSpecific
 	if refused := d.DirectRefused(); refused != nil {
 		a.svc.Log.Warn("bdev_aio_create: direct IO refused; the bdev uses the page cache", "name", p.Name, "path", p.Filename, "reason", refused)
+		ds.AIO.DirectRefused = refused.Error()
 	}
 	cfg := aioConfig{Name: p.Name, BlockSize: p.BlockSize, Filename: p.Filename, ReadOnly: p.ReadOnly,
 		Fallocate: p.Fallocate, UUID: d.Info().UUID.String(), NoWait: p.NoWait, Buffered: p.Buffered}
-	var ds aioDriverSpecific
 	ds.AIO.Filename, ds.AIO.BlockSizeOverride = p.Filename, p.BlockSize != 0
 	ds.AIO.ReadOnly, ds.AIO.Fallocate, ds.AIO.NoWait = p.ReadOnly, p.Fallocate, p.NoWait
-	ds.AIO.Direct = d.Direct()
+	ds.AIO.Buffered = !d.Direct()
 	if err := a.registerBase(&baseBdev{
 		name: p.Name, module: "aio", dev: d,
 		config:         func() configEntry { return configEntry{Method: "bdev_aio_create", Params: cfg} },
