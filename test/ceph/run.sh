@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# test/ceph/run.sh: blockcache in write-back mode in front of a Ceph RBD
+# image, end to end, with real processes only:
+#
+#   Ceph         one monitor and one memstore OSD on 127.0.0.1 (cluster.sh)
+#   qemu-nbd     serves the RBD image rbd/core on a Unix socket (its rbd
+#                driver, from qemu-block-extra)
+#   blockcache   serve --bare: a malloc cache in front of the NBD client bdev
+#                on qemu-nbd, the OCF volume Vol0 in wb, exported over NBD
+#
+# Steps: data written through blockcache is held by the cache (not yet on
+# RBD), a cache flush delivers it (read back with rbd export, a path that
+# bypasses blockcache and qemu-nbd); then qemu-nbd is stopped and started
+# again while a writer keeps writing: the writes the cache acknowledged while
+# the server was away reach RBD after a flush, and the image read back with
+# rbd export and through blockcache equals a model of every write.
+#
+# `make test` runs it through test/e2e/ceph_test.go (about a minute once the
+# packages are installed). Run by hand:  test/ceph/run.sh
+# Knobs (environment):
+#   BLOCKCACHE=path  the blockcache binary (default: build the working tree)
+#   KEEP=1           keep the work directory (logs, images) at the end
+# Needs root, or sudo, to install missing Debian packages with apt-get.
+set -euo pipefail
+
+KEEP=${KEEP:-0}
+CORE_MIB=256   # the RBD image
+CACHE_MIB=128  # the malloc cache
+OUTAGE_S=3     # how long qemu-nbd is away
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=cluster.sh
+. "$here/cluster.sh"
+
+started=$SECONDS
+current="setup"
+
+# step NAME: the step that a failure names.
+step() {
+	current=$1
+	echo "== [$((SECONDS - started))s] $current"
+}
+
+# fail MESSAGE: say which step failed and why, with the tails of the logs,
+# and exit 1 (the EXIT trap tears everything down).
+fail() {
+	local f
+	{
+		echo "ceph test: FAILED at step \"$current\": $*"
+		for f in "${work:-/nonexistent}"/*.log; do
+			[ -s "$f" ] || continue
+			echo "--- tail of $(basename "$f")"
+			tail -n 20 "$f"
+		done
+		ceph_logs
+	} >&2
+	exit 1
+}
+
+# --- packages -----------------------------------------------------------------
+step "install packages"
+pkgs=()
+for p in ceph-mon ceph-osd ceph-common qemu-block-extra qemu-utils libnbd-bin jq; do
+	dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
+	echo "installing: ${pkgs[*]}"
+	sudo=
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	{ $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } \
+		>/tmp/blockcache-ceph-apt.log 2>&1 ||
+		{ tail -n 20 /tmp/blockcache-ceph-apt.log >&2; fail "apt-get install ${pkgs[*]} failed"; }
+fi
+
+# --- work directory and teardown ----------------------------------------------
+work=$(mktemp -d /tmp/bcceph.XXXXXX)
+bc_pid=''
+qnbd_pid=''
+load_pid=''
+teardown() {
+	local rc=$?
+	[ -z "$load_pid" ] || kill "$load_pid" 2>/dev/null || true
+	if [ -n "$bc_pid" ]; then
+		# With the core gone a shutdown flush could wait: SIGKILL after 10 s.
+		kill "$bc_pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$bc_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$bc_pid" 2>/dev/null || true
+	fi
+	if [ -n "$qnbd_pid" ]; then
+		kill "$qnbd_pid" 2>/dev/null || true
+		wait "$qnbd_pid" 2>/dev/null || true
+	fi
+	[ -z "$load_pid" ] || wait "$load_pid" 2>/dev/null || true
+	[ -z "$bc_pid" ] || wait "$bc_pid" 2>/dev/null || true
+	ceph_stop
+	if [ "$KEEP" = 1 ]; then
+		echo "work directory kept: $work"
+	else
+		rm -rf "$work"
+	fi
+	exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${BLOCKCACHE:-}" ]; then
+	step "build blockcache"
+	(cd "$repo" && go build -o "$work/blockcache" ./cmd/blockcache) || fail "go build ./cmd/blockcache failed"
+	BLOCKCACHE=$work/blockcache
+fi
+export BLOCKCACHE_RPC_SOCKET=$work/rpc.sock
+bc() { "$BLOCKCACHE" "$@"; }
+# bcx ARGS...: blockcache ARGS, its output printed; a failure fails the step
+# with that output.
+bcx() {
+	local out
+	out=$(bc "$@" 2>&1) || fail "blockcache $* failed: $out"
+	echo "$out" >>"$work/cli.log"
+	printf '%s\n' "$out"
+}
+
+# --- Ceph ---------------------------------------------------------------------
+step "start the Ceph cluster"
+ceph_start "$work/ceph"
+step "create the RBD image rbd/core (${CORE_MIB} MiB)"
+rbd create --size "${CORE_MIB}M" rbd/core >"$work/rbd.log" 2>&1 || fail "rbd create failed"
+
+# rbd_export FILE: the whole image, read by librbd directly.
+rbd_export() {
+	rm -f "$1"
+	rbd export --no-progress rbd/core "$1" >>"$work/rbd.log" 2>&1 || fail "rbd export rbd/core failed"
+}
+
+# --- qemu-nbd -------------------------------------------------------------------
+rbd_sock=$work/rbd.sock
+rbd_uri="nbd+unix:///?socket=$rbd_sock"
+# start_qemu_nbd: serve rbd/core, persistent (-t) and to several clients at
+# once, with librbd's write-back cache on (--cache=writeback): only a flush
+# makes a write durable there, so a flush must get through to qemu-nbd.
+start_qemu_nbd() {
+	rm -f "$rbd_sock"
+	qemu-nbd -t --shared=16 -f raw --cache=writeback --socket="$rbd_sock" \
+		"rbd:rbd/core:conf=$CEPH_CONF" >>"$work/qemu-nbd.log" 2>&1 &
+	qnbd_pid=$!
+	for _ in $(seq 100); do
+		nbdinfo --size "$rbd_uri" >/dev/null 2>&1 && return 0
+		kill -0 "$qnbd_pid" 2>/dev/null || fail "qemu-nbd exited at start"
+		sleep 0.1
+	done
+	fail "qemu-nbd did not answer on $rbd_sock within 10 s"
+}
+# stop_qemu_nbd: SIGTERM, as a service manager stops it: qemu-nbd drops its
+# connections, requests in flight included, and closes the image (which
+# writes librbd's cache back and releases the image's exclusive lock).
+stop_qemu_nbd() {
+	kill "$qnbd_pid"
+	wait "$qnbd_pid" 2>/dev/null || true
+	qnbd_pid=
+}
+step "serve rbd/core with qemu-nbd"
+start_qemu_nbd
+
+# --- blockcache -----------------------------------------------------------------
+step "start blockcache"
+bc serve --bare -r "$work/rpc.sock" --nbd-listen "" --nbd-socket "$work/bc.sock" \
+	--data-dir "$work/data" >"$work/blockcache.log" 2>&1 &
+bc_pid=$!
+for _ in $(seq 100); do
+	bc version --daemon >/dev/null 2>&1 && break
+	kill -0 "$bc_pid" 2>/dev/null || fail "blockcache exited at start"
+	sleep 0.1
+done
+bc version --daemon >/dev/null 2>&1 || fail "blockcache did not answer on $work/rpc.sock within 10 s"
+
+step "create the cache (malloc ${CACHE_MIB} MiB) in front of the NBD client bdev Rbd0, wb"
+bcx rpc bdev_malloc_create "{\"name\":\"Malloc0\",\"num_blocks\":$((CACHE_MIB * 2048)),\"block_size\":512}" >/dev/null
+bcx bdev create-nbd Rbd0 "$rbd_uri" >/dev/null
+size=$(bcx rpc bdev_get_bdevs '{"name":"Rbd0"}' | jq '.[0].num_blocks * .[0].block_size')
+[ "$size" = $((CORE_MIB << 20)) ] || fail "Rbd0 has $size bytes, the RBD image $((CORE_MIB << 20))"
+bcx cache create Vol0 --mode wb --cache Malloc0 --core Rbd0 >/dev/null
+# Large sequential writes would otherwise bypass the cache (OCF's cutoff).
+bcx cache set-seqcutoff Vol0 --policy never >/dev/null
+vol_uri=$(bcx export start Vol0)
+
+# The model: every write acknowledged through Vol0, applied to a plain file.
+model=$work/model.img
+truncate -s "${CORE_MIB}M" "$model"
+
+# --- write, flush, read back ----------------------------------------------------
+step "write 32 MiB through blockcache"
+head -c $((32 << 20)) /dev/urandom >"$work/p1"
+nbdcopy "$work/p1" "$vol_uri" >"$work/nbdcopy.log" 2>&1 || fail "nbdcopy to $vol_uri failed: $(tail -3 "$work/nbdcopy.log")"
+dd if="$work/p1" of="$model" conv=notrunc status=none
+
+step "check the cache holds it (RBD does not have it yet)"
+rbd_export "$work/before.img"
+if cmp -s -n $((32 << 20)) "$work/p1" "$work/before.img"; then
+	fail "the RBD image already holds the data before any cache flush: wb did not keep it in the cache"
+fi
+
+step "flush the cache, read RBD back with rbd export"
+bcx cache flush Vol0 >/dev/null
+rbd_export "$work/after.img"
+cmp "$model" "$work/after.img" >"$work/cmp.log" 2>&1 ||
+	fail "after the flush the RBD image differs from what was written: $(cat "$work/cmp.log")"
+
+# --- qemu-nbd restarted under load -------------------------------------------------
+# writer: rounds of eight 1 MiB writes at random places of [64, 128) MiB,
+# each with its own byte pattern, one qemu-io connection a round, until
+# $work/stop exists. Each acknowledged round is appended to $work/rounds as
+# "MILLISECONDS PATTERN:MIB ..."; a failed round ends the writer with
+# "failed" in $work/writer.status.
+writer() {
+	local round=0 writes args i out
+	while [ ! -e "$work/stop" ]; do
+		round=$((round + 1))
+		writes=()
+		for i in $(seq 8); do
+			writes+=("$(((round * 8 + i) % 251 + 1)):$((64 + RANDOM % 64))")
+		done
+		mapfile -t args < <(io_args "${writes[@]}")
+		if ! out=$(qemu-io -f raw "$vol_uri" "${args[@]}" 2>&1) || grep -qiE 'error|fail' <<<"$out"; then
+			echo "failed round $round: $out" >"$work/writer.status"
+			return 1
+		fi
+		echo "$(date +%s%3N) ${writes[*]}" >>"$work/rounds"
+	done
+	echo ok >"$work/writer.status"
+}
+# io_args PATTERN:MIB...: qemu-io's -c arguments writing 1 MiB of PATTERN at
+# each MIB.
+io_args() {
+	local w
+	for w in "$@"; do
+		printf -- '-c\nwrite -P %d %dM 1M\n' "${w%%:*}" "${w#*:}"
+	done
+}
+: >"$work/rounds"
+rm -f "$work/stop" "$work/writer.status"
+
+step "restart qemu-nbd while a writer writes through blockcache"
+writer >"$work/writer.log" 2>&1 &
+load_pid=$!
+sleep 1
+down=$(date +%s%3N)
+stop_qemu_nbd
+sleep "$OUTAGE_S"
+up=$(date +%s%3N)
+start_qemu_nbd
+sleep 2
+touch "$work/stop"
+wait "$load_pid" || true
+load_pid=
+[ "$(cat "$work/writer.status" 2>/dev/null)" = ok ] ||
+	fail "the writer failed: $(cat "$work/writer.status" 2>/dev/null || echo "no status")"
+during=$(awk -v d="$down" -v u="$up" '$1 > d + 500 && $1 < u { n++ } END { print n + 0 }' "$work/rounds")
+total=$(wc -l <"$work/rounds")
+echo "writer: $total rounds of 8 MiB acknowledged, $during of them while qemu-nbd was away"
+[ "$during" -ge 1 ] || fail "no write was acknowledged while qemu-nbd was away ($total rounds in all): wb should take writes without its core"
+
+# Replay the acknowledged rounds, in order, on the model.
+while read -r _ rest; do
+	# shellcheck disable=SC2086 # the writes are words
+	mapfile -t args < <(io_args $rest)
+	qemu-io -f raw "$model" "${args[@]}" >/dev/null 2>&1 || fail "replaying a round on the model failed: $rest"
+done <"$work/rounds"
+
+step "read back through blockcache"
+rm -f "$work/via-cache.img"
+nbdcopy "$vol_uri" "$work/via-cache.img" >"$work/nbdcopy.log" 2>&1 || fail "nbdcopy from $vol_uri failed: $(tail -3 "$work/nbdcopy.log")"
+cmp "$model" "$work/via-cache.img" >"$work/cmp.log" 2>&1 ||
+	fail "the volume read through blockcache differs from the writes: $(cat "$work/cmp.log")"
+
+step "flush after qemu-nbd returned, read RBD back with rbd export"
+bcx cache flush Vol0 >/dev/null
+rbd_export "$work/after2.img"
+cmp "$model" "$work/after2.img" >"$work/cmp.log" 2>&1 ||
+	fail "after the restart and the flush the RBD image differs from the writes: $(cat "$work/cmp.log")"
+
+step "tear down the volume"
+bcx cache delete Vol0 >/dev/null
+bcx rpc bdev_nbd_client_delete '{"name":"Rbd0"}' >/dev/null
+echo "ceph test: passed in $((SECONDS - started)) s"
