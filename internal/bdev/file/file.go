@@ -63,6 +63,9 @@ type Options struct {
 	// holds an OS thread while it blocks; further IOs wait in Go (a parked
 	// goroutine, no thread) until one ends. 0 means DefaultQueueDepth.
 	QueueDepth int
+	// Engine is how IO reaches the kernel: EngineSync (the zero value)
+	// or EngineUring, with a ring of QueueDepth entries.
+	Engine Engine
 }
 
 // DefaultQueueDepth is the queue depth of a device opened with none given:
@@ -81,6 +84,7 @@ type Device struct {
 	memAlign   int   // buffer address alignment Direct IO needs; see MemAlign
 	bounceSize int   // bytes per bounce buffer: whole blocks, about 1 MiB
 	sys        sysCalls
+	stopRing   func() error // closes EngineUring's ring; nil otherwise
 
 	// slots has one element per IO in its system calls: an IO sends before
 	// its first call and receives after its last (begin, end), so at most
@@ -159,6 +163,10 @@ func Open(name, path string, opts Options) (*Device, error) {
 	d.info = info
 	d.bounceSize = max(int(info.BlockSize), maxBounceBytes/int(info.BlockSize)*int(info.BlockSize))
 	d.bounce = newBouncePool(d.bounceSize)
+	if err := d.startEngine(opts.Engine, depth); err != nil {
+		unix.Close(fd)
+		return fail(err)
+	}
 	return d, nil
 }
 
@@ -238,7 +246,7 @@ func (d *Device) Close() error {
 	if d.fd < 0 {
 		return nil
 	}
-	err := unix.Close(d.fd)
+	err := errors.Join(d.stopEngine(), unix.Close(d.fd))
 	d.fd = -1
 	if err != nil {
 		return fmt.Errorf("close %s (%s): %w", d.info.Name, d.path, err)
