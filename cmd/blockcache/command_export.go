@@ -28,17 +28,25 @@ type nbdDisk struct {
 }
 
 func newExportStartCmd(o *clientOpts) *cobra.Command {
-	return &cobra.Command{
+	var readOnly bool
+	cmd := &cobra.Command{
 		Use:   "start BDEV",
 		Short: "Export BDEV over the daemon's NBD server and print its URI (nbd_start_disk)",
 		Long: `Export BDEV over the daemon's NBD server, under the export name BDEV, and
 print the URI clients use, e.g. nbd://127.0.0.1:10809/Cache1
-(nbd_start_disk). The export holds a claim on BDEV until it is stopped.`,
-		Example: `  uri=$(blockcache export start Cache1) && nbdinfo "$uri"`,
-		Args:    cobra.ExactArgs(1),
+(nbd_start_disk). The export holds a claim on BDEV until it is stopped.
+With --read-only clients are told the export is read-only, and every write,
+trim and write-zeroes fails with EPERM whatever the client does.`,
+		Example: `  uri=$(blockcache export start Cache1) && nbdinfo "$uri"
+  blockcache export start Golden --read-only`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			params := map[string]any{"bdev_name": args[0]}
+			if readOnly {
+				params["readonly"] = true
+			}
 			return o.with(func(c *rpcclient.Client) error {
-				raw, err := call(c, "export start "+args[0], "nbd_start_disk", map[string]string{"bdev_name": args[0]}, nil)
+				raw, err := call(c, "export start "+args[0], "nbd_start_disk", params, nil)
 				if err != nil {
 					return err
 				}
@@ -46,6 +54,8 @@ print the URI clients use, e.g. nbd://127.0.0.1:10809/Cache1
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&readOnly, "read-only", false, "export read-only: NBD_FLAG_READ_ONLY, and writes, trims and write-zeroes fail with EPERM (nbd_start_disk's readonly)")
+	return cmd
 }
 
 func newExportStopCmd(o *clientOpts) *cobra.Command {

@@ -25,6 +25,7 @@ const DefaultRPCSocket = "/var/tmp/blockcache.sock"
 func newServeCmd() *cobra.Command {
 	cfg := daemon.Config{}
 	var logLevel, mask string
+	var sec *securityFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon",
@@ -61,6 +62,9 @@ empty and persists nothing, like an SPDK target.`,
 			if err := checkNBDFlags(cfg.NBD); err != nil {
 				return err
 			}
+			if err := sec.apply(&cfg); err != nil {
+				return err
+			}
 			cfg.Version = version
 			out := cmd.OutOrStdout()
 			cfg.OnReady = func(d *daemon.Daemon) { printHowToReach(out, d) }
@@ -84,6 +88,7 @@ empty and persists nothing, like an SPDK target.`,
 	f.DurationVar(&cfg.NBD.HandshakeTimeout, "nbd-handshake-timeout", nbd.DefaultHandshakeTimeout, "disconnect an NBD client that has not finished negotiating after this long")
 	f.DurationVar(&cfg.NBD.PayloadTimeout, "nbd-payload-timeout", nbd.DefaultPayloadTimeout, "disconnect an NBD client whose WRITE payload has not arrived after this long")
 	f.Int64Var(&cfg.NBD.MaxInflightBytes, "nbd-max-inflight-bytes", nbd.DefaultMaxInflightBytes, "payload bytes held by NBD requests of all connections together; a request beyond it waits")
+	sec = addSecurityFlags(f)
 	f.BoolVar(&cfg.Bare, "bare", false, "start with no bdevs and persist nothing, like an SPDK target")
 	f.BoolVar(&cfg.ShutdownFlush, "shutdown-flush", true, "write dirty data back to the cores at shutdown (false: keep it in the caches for a fast restart)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

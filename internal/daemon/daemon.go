@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -41,6 +42,13 @@ type Config struct {
 	NBDListen string
 	// NBDSocket is a Unix socket path for the NBD server; empty for none.
 	NBDSocket string
+	// NBDSocketMode is the NBD Unix socket's mode; zero means
+	// DefaultNBDSocketMode (0600).
+	NBDSocketMode fs.FileMode
+	// RPCGroup, if set, is a group (name or number) given the RPC socket,
+	// with mode 0660 instead of 0600: its members can do anything root
+	// can through the daemon.
+	RPCGroup string
 	// NBD bounds what NBD clients can make the daemon hold (connections,
 	// negotiation and payload time, payload bytes in flight); zero fields
 	// take nbd's defaults.
@@ -110,13 +118,17 @@ func New(cfg Config) (*Daemon, error) {
 		if d.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}
+		if err := secureDataDir(cfg.DataDir, d.log); err != nil {
+			d.dirLock.release()
+			return nil, err
+		}
 	}
 	d.reg = bdev.NewRegistry()
 	d.ocf = vbdev.NewManager(d.reg, d.log)
 	d.rpc = jsonrpc.NewServer(jsonrpc.Options{Logger: d.log})
 	d.rpc.SetState(jsonrpc.StateRuntime)
 
-	if d.rpcListener, err = jsonrpc.Listen(cfg.RPCSocket); err != nil {
+	if d.rpcListener, err = d.listenRPC(); err != nil {
 		d.dirLock.release()
 		return nil, fmt.Errorf("rpc socket: %w", err)
 	}
@@ -128,8 +140,7 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	if cfg.NBDSocket != "" {
-		os.Remove(cfg.NBDSocket)
-		if d.nbdUnix, err = net.Listen("unix", cfg.NBDSocket); err != nil {
+		if d.nbdUnix, err = d.listenNBDUnix(); err != nil {
 			d.closeListeners()
 			d.dirLock.release()
 			return nil, fmt.Errorf("nbd socket %s: %w", cfg.NBDSocket, err)
@@ -177,13 +188,17 @@ func (d *Daemon) NBDAddr() net.Addr {
 // there, else over its Unix socket.
 func (d *Daemon) nbdURI(name string) string {
 	esc := url.PathEscape(name)
+	scheme := "nbd" // nbds when clients must use TLS
+	if d.cfg.NBD.TLS == nbd.TLSRequire {
+		scheme = "nbds"
+	}
 	if d.nbdTCP != nil {
-		return fmt.Sprintf("nbd://%s/%s", d.nbdTCP.Addr(), esc)
+		return fmt.Sprintf("%s://%s/%s", scheme, d.nbdTCP.Addr(), esc)
 	}
 	if d.nbdUnix != nil {
-		return fmt.Sprintf("nbd+unix:///%s?socket=%s", esc, d.cfg.NBDSocket)
+		return fmt.Sprintf("%s+unix:///%s?socket=%s", scheme, esc, d.cfg.NBDSocket)
 	}
-	return "nbd:///" + esc
+	return scheme + ":///" + esc
 }
 
 func (d *Daemon) kill(sig string) error {
@@ -315,7 +330,7 @@ func (d *Daemon) loadStartupConfig(ctx context.Context) error {
 	case d.cfg.Bare:
 		return nil
 	default:
-		if err := os.MkdirAll(d.cfg.DataDir, 0o755); err != nil {
+		if err := os.MkdirAll(d.cfg.DataDir, dataDirMode); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
 		if _, statErr := os.Stat(persisted); statErr == nil {

@@ -33,7 +33,12 @@ func (d *Daemon) defaultDocument() (*Document, error) {
 		path string
 		size int64
 	}{{cachePath, defaultCacheBytes}, {corePath, defaultCoreBytes}} {
-		if err := file.CreateSparse(f.path, f.size); err != nil && !os.IsExist(err) {
+		switch err := file.CreateSparse(f.path, f.size); {
+		case err == nil:
+			if err := os.Chmod(f.path, dataFileMode); err != nil {
+				return nil, fmt.Errorf("embedded default: %w", err)
+			}
+		case !os.IsExist(err):
 			return nil, fmt.Errorf("embedded default: %w", err)
 		}
 	}

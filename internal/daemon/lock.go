@@ -46,11 +46,11 @@ type dirLock struct {
 // lockDataDir creates dir if needed and takes its lock without waiting,
 // writing this process's pid into the lock file.
 func lockDataDir(dir string) (*dirLock, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dataDirMode); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	path := filepath.Join(dir, LockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, dataFileMode)
 	if err != nil {
 		return nil, fmt.Errorf("data directory lock: %w", err)
 	}

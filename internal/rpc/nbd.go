@@ -17,6 +17,7 @@ import (
 type exportInfo struct {
 	bdevName string
 	device   string // what nbd_start_disk returned: the nbd:// URI
+	readOnly bool   // writes, trims and write-zeroes fail with EPERM
 	claim    *bdev.Claim
 }
 
@@ -63,6 +64,9 @@ func (a *API) registerNBD() {
 type nbdStartParams struct {
 	BdevName  string `json:"bdev_name" rpc:"required"`
 	NBDDevice string `json:"nbd_device"`
+	// ReadOnly (ours) advertises NBD_FLAG_READ_ONLY and refuses every
+	// write, trim and write-zeroes with EPERM.
+	ReadOnly bool `json:"readonly,omitempty"`
 }
 
 // isKernelNBD reports whether dev names a kernel NBD device node.
@@ -84,7 +88,7 @@ func (a *API) nbdStartDisk(_ context.Context, params json.RawMessage) (any, erro
 	if err != nil {
 		return nil, errnoReply(err)
 	}
-	e := &exportInfo{bdevName: dev.Info().Name, device: a.svc.NBDURI(dev.Info().Name)}
+	e := &exportInfo{bdevName: dev.Info().Name, device: a.svc.NBDURI(dev.Info().Name), readOnly: p.ReadOnly}
 	if a.exports.find(e.device) != nil {
 		// The export is named after the bdev, so its "nbd device" is in
 		// use: SPDK's answer for a busy /dev/nbdX.
@@ -95,7 +99,7 @@ func (a *API) nbdStartDisk(_ context.Context, params json.RawMessage) (any, erro
 		return nil, errnoReply(err)
 	}
 	e.claim = claim
-	ex := nbd.Export{Name: e.bdevName, Description: dev.Info().ProductName, Device: dev}
+	ex := nbd.Export{Name: e.bdevName, Description: dev.Info().ProductName, Device: dev, ReadOnly: p.ReadOnly}
 	if in, err := a.svc.OCF.Get(e.bdevName); err == nil && in.Started {
 		ex.PreferredBlockSize = uint32(in.LineSizeKiB * 1024)
 		ex.Description = "blockcache " + in.Mode + " volume " + in.Name
@@ -107,7 +111,7 @@ func (a *API) nbdStartDisk(_ context.Context, params json.RawMessage) (any, erro
 	a.exports.mu.Lock()
 	a.exports.exports = append(a.exports.exports, e)
 	a.exports.mu.Unlock()
-	a.svc.Log.Info("nbd export started", "bdev", e.bdevName, "uri", e.device)
+	a.svc.Log.Info("nbd export started", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly)
 	return e.device, nil
 }
 
@@ -175,7 +179,7 @@ func (a *API) nbdGetDisks(_ context.Context, params json.RawMessage) (any, error
 func (a *API) nbdConfig() []configEntry {
 	var out []configEntry
 	for _, e := range a.exports.list() {
-		out = append(out, configEntry{Method: "nbd_start_disk", Params: nbdStartParams{BdevName: e.bdevName, NBDDevice: e.device}})
+		out = append(out, configEntry{Method: "nbd_start_disk", Params: nbdStartParams{BdevName: e.bdevName, NBDDevice: e.device, ReadOnly: e.readOnly}})
 	}
 	return out
 }

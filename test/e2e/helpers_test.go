@@ -268,6 +268,7 @@ func (d *Daemon) waitReady(timeout time.Duration) error {
 				return fmt.Errorf("no nbd= address in the ready line %q", line)
 			}
 			uri, _, _ := strings.Cut(after, " ")
+			uri = strings.Replace(uri, "nbds://", "nbd://", 1) // serve --tls=require
 			if addr, ok := strings.CutPrefix(uri, "nbd://"); ok {
 				d.NBDAddr = strings.TrimSuffix(addr, "/")
 			}
