@@ -159,11 +159,27 @@ func crashDaemon(t *testing.T, dataDir string) *Daemon {
 	return StartDaemon(t, DaemonOpts{DataDir: dataDir})
 }
 
-// TestKill9DuringWrites: for each of wb, wt and wo, on aio (file) bdevs in
-// a daemon that persists its config, the Go NBD client writes rounds of
-// stamped 4 KiB blocks (some FUA), each round followed by a flush, while a
-// goroutine sends SIGKILL at a random moment. The daemon is restarted on
-// the same data directory (the vbdev comes back by loading the cache) and
+// crashBaseBdevs makes the cache and core bdevs KCache and KCore on the
+// files cache.bin and core.bin in dir: the one place the crash test picks
+// the IO backend. They are aio bdevs, opened direct (O_DIRECT) as by
+// default, which it checks: the crash contract is tested without the page
+// cache between the daemon and the files.
+func crashBaseBdevs(t *testing.T, d *Daemon, dir string) {
+	t.Helper()
+	for name, file := range map[string]string{"KCache": "cache.bin", "KCore": "core.bin"} {
+		d.Call(t, "bdev_aio_create", aioParams(filepath.Join(dir, file), name))
+		if b, raw := d.getBdev(t, name); strings.Contains(string(b.DriverSpecific), `"buffered"`) {
+			t.Fatalf("%s is not direct: %s", name, raw)
+		}
+	}
+}
+
+// TestKill9DuringWrites: for each of wb, wt and wo, on direct aio (file)
+// bdevs (crashBaseBdevs) in a daemon that persists its config, the Go NBD
+// client writes rounds of stamped 4 KiB blocks (some FUA), each round
+// followed by a flush, while a goroutine sends SIGKILL at a random moment.
+// The daemon is restarted on the same data directory (the vbdev comes back
+// by loading the cache) and
 // every block must read back whole, as its durable round or a later one
 // that wrote it: never older, never another block's; only the write in
 // flight at the kill may be found torn, at sector granularity (see
@@ -197,8 +213,7 @@ func kill9Mode(t *testing.T, mode string, seed uint64) {
 	writeFile(t, dataDir, "config.json", []byte(`{"subsystems":[]}`+"\n"))
 
 	d := crashDaemon(t, dataDir)
-	d.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "cache.bin"), "KCache"))
-	d.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "core.bin"), "KCore"))
+	crashBaseBdevs(t, d, files)
 	d.Call(t, "bdev_ocf_create", ocfParams("KVol", mode, "KCache", "KCore", 0))
 	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "KVol"})
 
