@@ -57,6 +57,7 @@ func Register(srv *jsonrpc.Server, svc Services) *API {
 	a.registerFramework()
 	a.registerBdev()
 	a.registerBaseModules()
+	a.registerUring()
 	a.registerWrappers()
 	a.registerOCF()
 	a.registerNBD()
