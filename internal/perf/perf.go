@@ -122,10 +122,22 @@ func Run(ctx context.Context, jobs []Job, d time.Duration) ([]*Result, error) {
 	return results, nil
 }
 
-// newJobState checks j and prepares its slots and buffers.
-func newJobState(j Job, index int) (*jobState, error) {
+// Check reports the first invalid job, as Run would, without running
+// anything: an error wrapping ErrInvalidOption or ErrNotSupported.
+func Check(jobs []Job) error {
+	for i, j := range jobs {
+		if _, err := checkJob(j, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkJob validates j, the index-th job, and returns the length of its
+// range in bytes.
+func checkJob(j Job, index int) (length int64, err error) {
 	if j.Dev == nil {
-		return nil, fmt.Errorf("job %d (%s): no device: %w", index, j.Name, ErrInvalidOption)
+		return 0, fmt.Errorf("job %d (%s): no device: %w", index, j.Name, ErrInvalidOption)
 	}
 	info := j.Dev.Info()
 	where := fmt.Sprintf("job %s", j.Name)
@@ -135,28 +147,38 @@ func newJobState(j Job, index int) (*jobState, error) {
 	bs := int64(info.BlockSize)
 	switch {
 	case int(j.Workload) >= len(workloadNames):
-		return nil, fmt.Errorf("%s: %v: %w", where, j.Workload, ErrInvalidOption)
+		return 0, fmt.Errorf("%s: %v: %w", where, j.Workload, ErrInvalidOption)
 	case j.QueueDepth < 1 || j.QueueDepth > MaxQueueDepth:
-		return nil, fmt.Errorf("%s: queue depth %d: want 1..%d: %w", where, j.QueueDepth, MaxQueueDepth, ErrInvalidOption)
+		return 0, fmt.Errorf("%s: queue depth %d: want 1..%d: %w", where, j.QueueDepth, MaxQueueDepth, ErrInvalidOption)
 	case j.IOSize <= 0 || j.IOSize > MaxIOSize:
-		return nil, fmt.Errorf("%s: IO size %d: want 1..%d bytes: %w", where, j.IOSize, MaxIOSize, ErrInvalidOption)
+		return 0, fmt.Errorf("%s: IO size %d: want 1..%d bytes: %w", where, j.IOSize, MaxIOSize, ErrInvalidOption)
 	case bs == 0 || j.IOSize%bs != 0:
-		return nil, fmt.Errorf("%s: IO size %d is not a multiple of %s's block size %d: %w", where, j.IOSize, info.Name, bs, ErrInvalidOption)
+		return 0, fmt.Errorf("%s: IO size %d is not a multiple of %s's block size %d: %w", where, j.IOSize, info.Name, bs, ErrInvalidOption)
 	case j.Workload.Mixed() && (j.ReadPercent < 0 || j.ReadPercent > 100):
-		return nil, fmt.Errorf("%s: read percentage %d: want 0..100: %w", where, j.ReadPercent, ErrInvalidOption)
+		return 0, fmt.Errorf("%s: read percentage %d: want 0..100: %w", where, j.ReadPercent, ErrInvalidOption)
 	case j.Offset < 0 || j.Length < 0 || j.Offset%bs != 0 || j.Length%bs != 0:
-		return nil, fmt.Errorf("%s: range offset %d length %d: want block-aligned, non-negative: %w", where, j.Offset, j.Length, ErrInvalidOption)
+		return 0, fmt.Errorf("%s: range offset %d length %d: want block-aligned, non-negative: %w", where, j.Offset, j.Length, ErrInvalidOption)
 	case j.Workload == Unmap && !bdev.CanDiscard(j.Dev):
-		return nil, fmt.Errorf("%s: %s cannot unmap: %w", where, info.Name, ErrNotSupported)
+		return 0, fmt.Errorf("%s: %s cannot unmap: %w", where, info.Name, ErrNotSupported)
 	}
-	length := j.Length
+	length = j.Length
 	if length == 0 {
 		length = info.SizeBytes() - j.Offset
 	}
 	if j.Offset+length > info.SizeBytes() || length < j.IOSize {
-		return nil, fmt.Errorf("%s: range offset %d length %d holds no %d-byte IO inside %s (%d bytes): %w",
+		return 0, fmt.Errorf("%s: range offset %d length %d holds no %d-byte IO inside %s (%d bytes): %w",
 			where, j.Offset, length, j.IOSize, info.Name, info.SizeBytes(), ErrInvalidOption)
 	}
+	return length, nil
+}
+
+// newJobState checks j and prepares its slots and buffers.
+func newJobState(j Job, index int) (*jobState, error) {
+	length, err := checkJob(j, index)
+	if err != nil {
+		return nil, err
+	}
+	bs := int64(j.Dev.Info().BlockSize)
 	js := &jobState{
 		Job:       j,
 		ios:       uint64(length / j.IOSize),

@@ -291,6 +291,12 @@ func TestRunRefusesBadJobs(t *testing.T) {
 		if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v; want %v with %q", c.name, err, c.is, c.want)
 		}
+		if cerr := Check([]Job{ok, j}); cerr == nil || cerr.Error() != err.Error() {
+			t.Errorf("%s: Check says %v, Run %v", c.name, cerr, err)
+		}
+	}
+	if err := Check([]Job{ok}); err != nil {
+		t.Errorf("Check of a valid job: %v", err)
 	}
 	if _, err := Run(context.Background(), []Job{ok}, 0); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("zero run time: %v", err)
