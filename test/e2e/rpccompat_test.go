@@ -26,6 +26,7 @@ var registeredMethods = []string{
 	"framework_get_subsystems", "framework_get_config", "spdk_kill_instance",
 	"bdev_get_bdevs", "bdev_wait_for_examine",
 	"bdev_malloc_create", "bdev_malloc_delete", "bdev_aio_create", "bdev_aio_delete",
+	"bdev_uring_create", "bdev_uring_delete",
 	"bdev_null_create", "bdev_null_delete",
 	"bdev_delay_create", "bdev_delay_delete", "bdev_delay_update_latency",
 	"bdev_error_create", "bdev_error_delete", "bdev_error_inject_error",
@@ -408,6 +409,8 @@ func TestRPCCompat(t *testing.T) {
 		d.Call(t, "bdev_aio_delete", map[string]any{"name": "Aio4k"})
 		d.expectError(t, "bdev_aio_delete", map[string]any{"name": "Aio0"}, -19, "No such device")
 	})
+
+	t.Run("uring", func(t *testing.T) { uringCompat(t, d, files) })
 
 	t.Run("null", func(t *testing.T) {
 		var name string
