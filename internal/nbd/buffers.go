@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+
+	"blockcache/internal/aligned"
 )
 
 // Payload buffers come in power-of-two size classes from 4 KiB to
@@ -64,7 +66,7 @@ func (p *bufferPool) get(n int) *[]byte {
 		return b
 	}
 	k.mu.Unlock()
-	b := make([]byte, n, 1<<(c+minBufShift))
+	b := aligned.Bytes(1<<(c+minBufShift), aligned.Page)[:n] // direct IO uses it without a bounce
 	return &b
 }
 
