@@ -59,6 +59,8 @@ type export struct {
 	// after which no connection attaches.
 	conns   map[*conn]struct{}
 	removed bool
+
+	stats exportStats
 }
 
 // txFlagsFor returns the transmission flags sent to a connection.

@@ -492,7 +492,7 @@ func (c *conn) prepare(j *job, try bool) (executed, ok bool) {
 			ok = false
 		}
 	}()
-	executed, err := c.execute(j, try)
+	executed, err := c.executeTimed(j, try)
 	if !executed {
 		return false, true
 	}

@@ -164,6 +164,7 @@ func (c *Cache) writeBackLines(cands []cleanCandidate, cold bool, inflight int, 
 		ln := &lines[cd.idx]
 		if cd.err == nil {
 			c.setMasksLocked(cd.idx, ln.validMask(), ln.dirty.andNot(cd.dirty))
+			cd.core.stats.cleanedLines.Add(1)
 			if cold && ln.list() == listClean {
 				c.mu.lists.remove(lines, cd.idx)
 				c.mu.lists.pushBack(lines, listClean, cd.idx)
@@ -226,5 +227,6 @@ func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte, fua bool) error {
 			co.stats.coreWrErrors.Add(1)
 			return fmt.Errorf("clean line %d of %s: core device: %w", cd.coreLine, co.info.Name, err)
 		}
+		co.stats.cleanedBytes.Add(uint64(len(b)))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/latency"
 	"blockcache/internal/ocf/metadata"
 )
 
@@ -22,6 +23,7 @@ type Core struct {
 	record metadata.CoreRecord
 
 	stats counters
+	lat   volumeLatency
 	seq   *seqDetector // sequential cutoff state; set at AddCore
 
 	// immediate is set at AddCore when the cache and core devices are both
@@ -116,7 +118,12 @@ func (co *Core) TryReadAt(p []byte, off int64) (bool, error) {
 	if err := bdev.CheckIO(&co.info, "read", off, int64(len(p))); err != nil || len(p) == 0 {
 		return true, err
 	}
-	return co.cache.readHit(co, p, off, false)
+	start := latency.Now()
+	served, err := co.cache.readHit(co, p, off, false)
+	if served {
+		co.lat.readHit.Since(start)
+	}
+	return served, err
 }
 
 // TryWriteAt implements bdev.TryWriter. Every write may wait for a device
@@ -186,5 +193,6 @@ func (co *Core) Stats() Stats {
 	return s
 }
 
-// ResetStats zeroes the core's request, block and error counters.
+// ResetStats zeroes the request, block and error counts Stats reports from
+// now on. Counters, which metrics read, are not reset.
 func (co *Core) ResetStats() { co.stats.reset() }

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/latency"
 )
 
 // The data path. Each operation locks the stripes of its core lines (shared
@@ -17,7 +18,9 @@ import (
 // pass-through (reads) or write-invalidate (writes), counted as rd_pt/wr_pt.
 
 func (c *Cache) read(co *Core, p []byte, off int64) error {
+	start := latency.Now()
 	if served, err := c.readHit(co, p, off, true); served {
+		co.lat.readHit.Since(start)
 		return err
 	}
 	co.stats.volumeRdBytes.Add(uint64(len(p)))
@@ -27,6 +30,7 @@ func (c *Cache) read(co *Core, p []byte, off int64) error {
 		retry, err := c.readOnce(&r, attempt > 0)
 		if !retry {
 			r.done()
+			co.lat.read(r.class).Since(start)
 			return err
 		}
 		c.cleanForRoom(&r)
@@ -54,10 +58,11 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 
 	switch {
 	case mode == ModePT:
-		co.stats.countRead(classPT)
+		r.ptWhy = c.modePTReason()
+		r.countRead(classPT)
 		return false, c.readAround(r)
 	case r.hits == int(r.n):
-		co.stats.countRead(classHit)
+		r.countRead(classHit)
 		if err := r.cacheIO(selTouched, false, false); err == nil {
 			return false, nil
 		}
@@ -73,9 +78,9 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 		// dirty sectors laid over, after the sequential cutoff check, and
 		// never inserts.
 		if co.bypass(r, false) {
-			class = classPT
+			class, r.ptWhy = classPT, PTSeqCutoff
 		}
-		co.stats.countRead(class)
+		r.countRead(class)
 		return false, c.readAround(r)
 	}
 	insert, retry := c.mapForInsert(r, false, lastTry)
@@ -83,10 +88,10 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 		return true, nil
 	}
 	if !insert {
-		co.stats.countRead(classPT)
+		r.countRead(classPT)
 		return false, c.readAround(r)
 	}
-	co.stats.countRead(class)
+	r.countRead(class)
 	if err := c.readAround(r); err != nil {
 		return false, err
 	}
@@ -103,9 +108,14 @@ func (c *Cache) readLocked(r *request, lastTry bool) (retry bool, err error) {
 // cutoff, then promotion) and maps them. When the cache has no line to give
 // but could make room, it asks for a retry (the caller drops its locks and
 // cleans first) unless this is the last try; otherwise the request goes
-// pass-through.
+// pass-through, with r.ptWhy saying why.
 func (c *Cache) mapForInsert(r *request, write, lastTry bool) (insert, retry bool) {
-	if r.co.bypass(r, write) || !r.promote() {
+	if r.co.bypass(r, write) {
+		r.ptWhy = PTSeqCutoff
+		return false, false
+	}
+	if !r.promote() {
+		r.ptWhy = PTPromotion
 		return false, false
 	}
 	if !slices.Contains(r.lines(), noLine) {
@@ -118,6 +128,7 @@ func (c *Cache) mapForInsert(r *request, write, lastTry bool) (insert, retry boo
 	c.mu.Lock()
 	insert = r.allocLocked()
 	c.mu.Unlock()
+	r.ptWhy = PTNoSpace
 	return insert, !insert && !lastTry && c.canMakeRoom()
 }
 
@@ -152,6 +163,8 @@ func (c *Cache) readAround(r *request) error {
 }
 
 func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
+	start := latency.Now()
+	defer co.lat.write.Since(start)
 	co.stats.volumeWrBytes.Add(uint64(len(p)))
 	var r request
 	r.init(c, co, p, off, int64(len(p)))
@@ -194,16 +207,18 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 
 	switch mode {
 	case ModeWI, ModePT:
-		co.stats.countWrite(classPT)
+		r.ptWhy = c.modePTReason()
+		r.countWrite(classPT)
 		return false, c.writeInvalidate(r, fua)
 	case ModeWA:
 		// A write that hits in every line keeps the cache coherent by
 		// updating it, as write-through; anything else goes around it.
 		if r.hits == int(r.n) {
-			co.stats.countWrite(classHit)
+			r.countWrite(classHit)
 			return false, c.writeThrough(r, fua)
 		}
-		co.stats.countWrite(classPT)
+		r.ptWhy = PTMode
+		r.countWrite(classPT)
 		return false, c.writeInvalidate(r, fua)
 	}
 
@@ -214,10 +229,10 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 		return true, nil
 	}
 	if !insert {
-		co.stats.countWrite(classPT)
+		r.countWrite(classPT)
 		return false, c.writeInvalidate(r, fua)
 	}
-	co.stats.countWrite(class)
+	r.countWrite(class)
 	if mode == ModeWT {
 		return false, c.writeThrough(r, fua)
 	}

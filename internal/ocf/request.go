@@ -27,6 +27,9 @@ type request struct {
 	// (noteUrgentLocked), else 0: the change commitWrite waits for.
 	commitSeq uint64
 
+	class reqClass // how the request was counted (countRead, countWrite)
+	ptWhy PTReason // why it went pass-through, when class is classPT
+
 	scratch *requestScratch // borrowed for large requests, else nil
 	inline  struct {
 		lines               [inlineLines]lineIdx

@@ -1,13 +1,24 @@
 package ocf
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // counters are one core's request, traffic and error statistics. They are
-// updated with atomics on the data path; usage (occupancy, dirty) lives in
-// coreUsage under Cache.mu instead.
+// updated with atomics on the data path and never go down: ResetStats
+// moves the baseline that Stats subtracts. Usage (occupancy, dirty) lives
+// in Core under Cache.mu instead.
 type counters struct {
 	rdHits, rdPartialMisses, rdFullMisses, rdPT atomic.Uint64
 	wrHits, wrPartialMisses, wrFullMisses, wrPT atomic.Uint64
+
+	// rdPTWhy and wrPTWhy split rdPT and wrPT by reason.
+	rdPTWhy, wrPTWhy [NumPTReasons]atomic.Uint64
+
+	// Lines and bytes written back to the core by cleaning (the cleaner,
+	// flushes and misses making room).
+	cleanedLines, cleanedBytes atomic.Uint64
 
 	// Traffic in bytes.
 	coreRdBytes, coreWrBytes     atomic.Uint64
@@ -24,6 +35,13 @@ type counters struct {
 	// its own (newCounters), which aligns it to its size: a shard never
 	// straddles two CPU cache lines.
 	hits *[hitShards]hitCounter
+
+	// baseline is the Counters at the last ResetStats, which Stats
+	// subtracts.
+	baseline struct {
+		sync.Mutex
+		at Counters
+	}
 }
 
 func newCounters() counters { return counters{hits: new([hitShards]hitCounter)} }
@@ -51,9 +69,9 @@ func (c *counters) countHit(stripe int, n uint64, delta int64) {
 }
 
 // hitTotals returns the hit path's reads and bytes, summed over the shards.
-// A shard can hold a count taken back after a reset zeroed it (a lock-free
-// hit that failed its check, see readHit), so the shards are summed as
-// signed numbers and a total below zero reads as zero.
+// A lock-free hit that failed its check takes its count back (see
+// readHit); the shards are summed as signed numbers so that a sum read
+// between another shard's add and take-back can never wrap.
 func (c *counters) hitTotals() (reads, bytes uint64) {
 	var r, b int64
 	for i := range c.hits {
@@ -65,21 +83,21 @@ func (c *counters) hitTotals() (reads, bytes uint64) {
 	return uint64(max(r, 0)), uint64(max(b, 0))
 }
 
+// reset makes the current counts Stats' zero; the counts themselves go on.
 func (c *counters) reset() {
-	for _, a := range []*atomic.Uint64{
-		&c.rdHits, &c.rdPartialMisses, &c.rdFullMisses, &c.rdPT,
-		&c.wrHits, &c.wrPartialMisses, &c.wrFullMisses, &c.wrPT,
-		&c.coreRdBytes, &c.coreWrBytes, &c.cacheRdBytes, &c.cacheWrBytes,
-		&c.volumeRdBytes, &c.volumeWrBytes,
-		&c.coreRdErrors, &c.coreWrErrors, &c.cacheRdErrors, &c.cacheWrErrors,
-	} {
-		a.Store(0)
-	}
-	for i := range c.hits {
-		c.hits[i].reads4K.Store(0)
-		c.hits[i].reads.Store(0)
-		c.hits[i].bytes.Store(0)
-	}
+	now := c.load()
+	c.baseline.Lock()
+	c.baseline.at = now
+	c.baseline.Unlock()
+}
+
+// sinceReset returns the counts since the last reset.
+func (c *counters) sinceReset() Counters {
+	now := c.load()
+	c.baseline.Lock()
+	base := c.baseline.at
+	c.baseline.Unlock()
+	return now.Sub(base)
 }
 
 // reqClass is how a request is counted, following OCF's classification.
@@ -160,39 +178,39 @@ type ErrorStats struct {
 
 func blocks4K(bytes uint64) uint64 { return (bytes + 4095) / 4096 }
 
-// snapshot adds c's counters into s.
+// addTo adds c's counters since the last reset into s.
 func (c *counters) addTo(s *Stats) {
-	hitReads, hitBytes := c.hitTotals()
+	n := c.sinceReset()
 	r := &s.Requests
-	r.RdHits += c.rdHits.Load() + hitReads
-	r.RdPartialMisses += c.rdPartialMisses.Load()
-	r.RdFullMisses += c.rdFullMisses.Load()
-	r.RdPT += c.rdPT.Load()
-	r.WrHits += c.wrHits.Load()
-	r.WrPartialMisses += c.wrPartialMisses.Load()
-	r.WrFullMisses += c.wrFullMisses.Load()
-	r.WrPT += c.wrPT.Load()
+	r.RdHits += n.ReadHits
+	r.RdPartialMisses += n.ReadPartialMisses
+	r.RdFullMisses += n.ReadFullMisses
+	r.RdPT += n.ReadPT
+	r.WrHits += n.WriteHits
+	r.WrPartialMisses += n.WritePartialMisses
+	r.WrFullMisses += n.WriteFullMisses
+	r.WrPT += n.WritePT
 	r.RdTotal = r.RdHits + r.RdPartialMisses + r.RdFullMisses
 	r.WrTotal = r.WrHits + r.WrPartialMisses + r.WrFullMisses
 	r.Serviced = r.RdTotal + r.WrTotal
 	r.Total = r.Serviced + r.RdPT + r.WrPT
 
 	b := &s.Blocks
-	b.CoreRd += blocks4K(c.coreRdBytes.Load())
-	b.CoreWr += blocks4K(c.coreWrBytes.Load())
-	b.CacheRd += blocks4K(c.cacheRdBytes.Load() + hitBytes)
-	b.CacheWr += blocks4K(c.cacheWrBytes.Load())
-	b.VolumeRd += blocks4K(c.volumeRdBytes.Load() + hitBytes)
-	b.VolumeWr += blocks4K(c.volumeWrBytes.Load())
+	b.CoreRd += blocks4K(n.CoreReadBytes)
+	b.CoreWr += blocks4K(n.CoreWriteBytes)
+	b.CacheRd += blocks4K(n.CacheReadBytes)
+	b.CacheWr += blocks4K(n.CacheWriteBytes)
+	b.VolumeRd += blocks4K(n.VolumeReadBytes)
+	b.VolumeWr += blocks4K(n.VolumeWriteBytes)
 	b.CoreTotal = b.CoreRd + b.CoreWr
 	b.CacheTotal = b.CacheRd + b.CacheWr
 	b.VolumeTotal = b.VolumeRd + b.VolumeWr
 
 	e := &s.Errors
-	e.CoreRd += c.coreRdErrors.Load()
-	e.CoreWr += c.coreWrErrors.Load()
-	e.CacheRd += c.cacheRdErrors.Load()
-	e.CacheWr += c.cacheWrErrors.Load()
+	e.CoreRd += n.CoreReadErrors
+	e.CoreWr += n.CoreWriteErrors
+	e.CacheRd += n.CacheReadErrors
+	e.CacheWr += n.CacheWriteErrors
 	e.CoreTotal = e.CoreRd + e.CoreWr
 	e.CacheTotal = e.CacheRd + e.CacheWr
 	e.Total = e.CoreTotal + e.CacheTotal
