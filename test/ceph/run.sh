@@ -58,21 +58,6 @@ fail() {
 	exit 1
 }
 
-# --- packages -----------------------------------------------------------------
-step "install packages"
-pkgs=()
-for p in ceph-mon ceph-osd ceph-common qemu-block-extra qemu-utils libnbd-bin jq; do
-	dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
-done
-if [ ${#pkgs[@]} -gt 0 ]; then
-	echo "installing: ${pkgs[*]}"
-	sudo=
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	{ $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } \
-		>/tmp/blockcache-ceph-apt.log 2>&1 ||
-		{ tail -n 20 /tmp/blockcache-ceph-apt.log >&2; fail "apt-get install ${pkgs[*]} failed"; }
-fi
-
 # --- work directory and teardown ----------------------------------------------
 work=$(mktemp -d /tmp/bcceph.XXXXXX)
 bc_pid=''
@@ -103,6 +88,22 @@ teardown() {
 }
 trap teardown EXIT
 trap 'exit 130' INT TERM
+
+# --- packages -----------------------------------------------------------------
+step "install packages"
+pkgs=()
+for p in ceph-mon ceph-osd ceph-common qemu-block-extra qemu-utils libnbd-bin jq; do
+	dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
+	echo "installing: ${pkgs[*]}"
+	sudo=
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	# Another apt-get (a parallel test, make deps) may hold dpkg's lock.
+	{ $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq &&
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${pkgs[@]}"; } \
+		>"$work/apt.log" 2>&1 || fail "apt-get install ${pkgs[*]} failed"
+fi
 
 if [ -z "${BLOCKCACHE:-}" ]; then
 	step "build blockcache"
