@@ -87,8 +87,9 @@ type Daemon struct {
 	nbdUnix     net.Listener
 
 	// persist is false while the start-up config replays and with Bare.
-	persistMu sync.Mutex
-	persist   bool
+	persistMu  sync.Mutex
+	persist    bool
+	persistLog persistLog // guarded by persistMu
 	// carried are the start-up entries that failed, kept in the persisted
 	// config while they apply (carry.go).
 	carried carried
@@ -345,6 +346,7 @@ func (d *Daemon) loadStartupConfig(ctx context.Context) error {
 	if err := d.Replay(ctx, doc); err != nil {
 		return err
 	}
+	d.logPersistence()
 	if !d.cfg.Bare {
 		d.persistMu.Lock()
 		d.persist = true
@@ -403,7 +405,5 @@ func (d *Daemon) saveState() {
 			err = writeFileAtomic(filepath.Join(d.cfg.DataDir, ConfigFileName), append(b, '\n'))
 		}
 	}
-	if err != nil {
-		d.log.Error("persist config", "err", err)
-	}
+	d.persistLog.saved(d.log, filepath.Join(d.cfg.DataDir, ConfigFileName), err)
 }
