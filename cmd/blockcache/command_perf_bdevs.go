@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,7 +32,9 @@ type perfBdevs struct {
 // by entry, in order. Unlike serve, which logs a failed entry and goes on,
 // it stops at the first failure: a benchmark of half a config measures
 // something else. Other subsystems (nbd) are skipped, said on warn. A
-// cache volume still waiting for a base bdev afterwards is an error too.
+// cache volume of the config still waiting for a base bdev afterwards is an
+// error too; one the config did not ask for (found on a cache device whose
+// metadata names it, as SPDK's examine does) is left out, said on warn.
 func buildPerfBdevs(ctx context.Context, path string, log *slog.Logger, warn io.Writer) (*perfBdevs, error) {
 	doc, err := daemon.ReadDocument(path)
 	if err != nil {
@@ -53,6 +56,7 @@ func buildPerfBdevs(ctx context.Context, path string, log *slog.Logger, warn io.
 		Log:      log,
 		Version:  version,
 	})
+	created := map[string]bool{} // the names of the config's cache volumes
 	for _, ss := range doc.Subsystems {
 		if ss.Subsystem != "bdev" {
 			if len(ss.Config) > 0 {
@@ -65,21 +69,32 @@ func buildPerfBdevs(ctx context.Context, path string, log *slog.Logger, warn io.
 				p.close()
 				return nil, fmt.Errorf("config %s: subsystem bdev entry %d (%s): %w", path, i, m.Method, err)
 			}
+			if m.Method == "bdev_ocf_create" {
+				var named struct{ Name string }
+				if json.Unmarshal(m.Params, &named) == nil {
+					created[named.Name] = true
+				}
+			}
 		}
 	}
 	for _, in := range p.ocf.List("") {
 		if in.State == vbdev.StateStarted {
 			continue
 		}
+		why := fmt.Sprintf("failed to start: %v", in.Err)
+		if in.State != vbdev.StateFailed {
+			base := in.CoreBdev
+			if !in.CacheAttached {
+				base = in.CacheBdev
+			}
+			why = fmt.Sprintf("is waiting for bdev %q, which the config does not create", base)
+		}
+		if !created[in.Name] {
+			fmt.Fprintf(warn, "blockcache perf: config %s: OCF vbdev %q, found on its cache device, %s; not measured\n", path, in.Name, why)
+			continue
+		}
 		p.close()
-		if in.State == vbdev.StateFailed {
-			return nil, fmt.Errorf("config %s: OCF vbdev %q failed to start: %v", path, in.Name, in.Err)
-		}
-		base := in.CoreBdev
-		if !in.CacheAttached {
-			base = in.CacheBdev
-		}
-		return nil, fmt.Errorf("config %s: OCF vbdev %q is waiting for bdev %q, which the config does not create", path, in.Name, base)
+		return nil, fmt.Errorf("config %s: OCF vbdev %q %s", path, in.Name, why)
 	}
 	return p, nil
 }

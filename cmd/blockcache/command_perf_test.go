@@ -246,3 +246,38 @@ func TestPerfRefuses(t *testing.T) {
 		checkFails(t, c.args, r, c.want)
 	}
 }
+
+// TestPerfFileVolumeAndExamine: a cache volume on files runs, and its
+// cache file keeps the volume: a later config that opens the cache file
+// alone gets the volume back from the metadata, waiting for its core; perf
+// says so and measures the rest.
+func TestPerfFileVolumeAndExamine(t *testing.T) {
+	dir := t.TempDir()
+	cache, core := filepath.Join(dir, "cache.img"), filepath.Join(dir, "core.img")
+	for path, size := range map[string]int64{cache: 64 << 20, core: 16 << 20} {
+		if err := os.WriteFile(path, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := func(name, path string) string {
+		return fmt.Sprintf(`{"method":"bdev_aio_create","params":{"name":%q,"filename":%q,"block_size":512}}`, name, path)
+	}
+	full := perfConfig(t, file("File0", cache), file("File1", core), mallocEntry("Malloc2", 64),
+		`{"method":"bdev_ocf_create","params":{"name":"Cache1","mode":"wt","cache_bdev_name":"File0","core_bdev_name":"File1"}}`)
+	r := runCLI(t, "", "perf", "-c", full, "-q", "4", "-o", "4k", "-w", "randrw", "-M", "50", "-t", "0.1", "-T", "Cache1")
+	if rows := perfRow.FindAllStringSubmatch(r.stdout, -1); r.code != 0 || len(rows) != 1 || rows[0][1] != "Cache1" {
+		t.Fatalf("exit %d rows %q\nstdout: %s\nstderr: %s", r.code, rows, r.stdout, r.stderr)
+	}
+	half := perfConfig(t, file("File0", cache), mallocEntry("Malloc2", 64))
+	r = runCLI(t, "", "perf", "-c", half, "-q", "1", "-o", "4k", "-w", "read", "-t", "0.05")
+	rows := perfRow.FindAllStringSubmatch(r.stdout, -1)
+	if r.code != 0 || len(rows) != 1 || rows[0][1] != "Malloc2" {
+		t.Fatalf("exit %d rows %q\nstdout: %s\nstderr: %s", r.code, rows, r.stdout, r.stderr)
+	}
+	if want := `OCF vbdev "Cache1", found on its cache device, is waiting for bdev "File1"`; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr lacks %q: %s", want, r.stderr)
+	}
+}

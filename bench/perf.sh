@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# bench/perf.sh: `blockcache perf` (the in-process bdevperf) on the shapes of
+# issue 14, on one CPU, against SPDK bdevperf's figures and fio:
+#
+#   malloc-qd1    a RAM disk alone, 4 KiB random reads, QD1: the in-process
+#   malloc-qd32   ceiling of the same run (and QD32)
+#   ocf-qd1       an OCF write-through volume on RAM disks, every read a hit
+#   ocf-qd32      (the core is smaller than the cache, warmed before measuring)
+#   ocf-wb-qd32   an OCF write-back volume on RAM disks, 4 KiB random writes,
+#                 QD32, every write a hit
+#   file-qd32     an OCF write-through volume on a cache file and a core file
+#                 (bdev_uring_create, or bdev_aio_create with BACKEND=aio,
+#                 O_DIRECT), every read a hit, QD32
+#   fio-qd32      fio --ioengine=io_uring --direct=1, 4 KiB random reads, QD32,
+#                 on the same cache file: what the file gives one CPU
+#
+# Every blockcache shape runs as `GOMAXPROCS=1 blockcache perf -m MASK` (one
+# CPU, pinned, one scheduler slot) with --warmup WARM seconds first, then
+# RUNTIME seconds measured; fio runs under taskset on the same CPU with the
+# same ramp and runtime. REPS rounds run every shape once each, the order
+# rotated from round to round so that no shape always follows the same one.
+# It prints the median IOPS with the spread (min-max) and the median p50 and
+# p99 latency of each shape, then the targets of issue 14 with the ratios.
+#
+# Not part of `make test`. Needs a machine with nothing else running for the
+# figures to mean anything. Run from anywhere:  bench/perf.sh
+# Knobs (environment):
+#   REPS=5          rounds (medians over them)
+#   RUNTIME=10      seconds of each measured run
+#   WARM=5          seconds of warm-up before each (not measured): random
+#                   IO touches every line of the RAM-disk volumes within it
+#   PREFILL=5       seconds of 128 KiB sequential reads through the file
+#                   volume before the rounds, so that every line of its
+#                   core is in the cache file (which keeps it across runs)
+#   CPU=0           the CPU everything runs on
+#   CACHE_MIB=512   RAM-disk and file cache size
+#   CORE_MIB=256    RAM-disk and file core size (smaller than the cache: all
+#                   hits once warm)
+#   BACKEND=uring   file bdevs: uring (bdev_uring_create) or aio
+#   DIR=            where the cache and core files go (default: the work
+#                   directory under /tmp; it must allow O_DIRECT, not tmpfs)
+#   SHAPES="..."    subset of the shapes above, by name
+#   REV=commit      build that commit (git archive) instead of the working tree
+#   BLOCKCACHE=path use this binary instead of building anything
+#   KEEP=1          keep the work directory (configs, JSON results)
+set -euo pipefail
+
+REPS=${REPS:-5}
+RUNTIME=${RUNTIME:-10}
+WARM=${WARM:-5}
+PREFILL=${PREFILL:-5}
+CPU=${CPU:-0}
+CACHE_MIB=${CACHE_MIB:-512}
+CORE_MIB=${CORE_MIB:-256}
+BACKEND=${BACKEND:-uring}
+DIR=${DIR:-}
+SHAPES=${SHAPES:-malloc-qd1 malloc-qd32 ocf-qd1 ocf-qd32 ocf-wb-qd32 file-qd32 fio-qd32}
+KEEP=${KEEP:-0}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
+
+for v in REPS RUNTIME WARM PREFILL CPU CACHE_MIB CORE_MIB; do
+	[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
+done
+[ "$REPS" -ge 1 ] || die "REPS=$REPS: want at least 1"
+[ "$RUNTIME" -ge 1 ] || die "RUNTIME=$RUNTIME: want at least 1"
+[ "$CORE_MIB" -lt "$CACHE_MIB" ] || die "CORE_MIB=$CORE_MIB: want less than CACHE_MIB=$CACHE_MIB, so that every IO hits"
+case $BACKEND in
+uring) file_method=bdev_uring_create ;;
+aio) file_method=bdev_aio_create ;;
+*) die "BACKEND=$BACKEND: want uring or aio" ;;
+esac
+for s in $SHAPES; do
+	case $s in
+	malloc-qd1 | malloc-qd32 | ocf-qd1 | ocf-qd32 | ocf-wb-qd32 | file-qd32 | fio-qd32) ;;
+	*) die "SHAPES: unknown shape $s" ;;
+	esac
+done
+
+need_tools fio:fio jq:jq taskset:util-linux
+work_dir perf stop_servers
+binaries ./cmd/blockcache
+files=${DIR:-$work}
+mkdir -p "$files"
+mask=$(printf '0x%x' $((1 << CPU)))
+
+# --- configs ----------------------------------------------------------------
+mib_blocks() { echo $(($1 * 2048)); } # 512-byte blocks in $1 MiB
+malloc_entry() {
+	printf '{"method":"bdev_malloc_create","params":{"name":"%s","num_blocks":%s,"block_size":512}}' "$1" "$(mib_blocks "$2")"
+}
+ocf_entry() {
+	printf '{"method":"bdev_ocf_create","params":{"name":"Cache1","mode":"%s","cache_bdev_name":"%s","core_bdev_name":"%s"}}' "$1" "$2" "$3"
+}
+config() { printf '{"subsystems":[{"subsystem":"bdev","config":[%s]}]}\n' "$(
+	IFS=,
+	echo "$*"
+)"; }
+
+config "$(malloc_entry Malloc0 "$CACHE_MIB")" >"$work/malloc.json"
+config "$(malloc_entry Malloc0 "$CACHE_MIB")" "$(malloc_entry Malloc1 "$CORE_MIB")" \
+	"$(ocf_entry wt Malloc0 Malloc1)" >"$work/ocf.json"
+config "$(malloc_entry Malloc0 "$CACHE_MIB")" "$(malloc_entry Malloc1 "$CORE_MIB")" \
+	"$(ocf_entry wb Malloc0 Malloc1)" >"$work/ocf-wb.json"
+if [[ " $SHAPES " == *" file-qd32 "* || " $SHAPES " == *" fio-qd32 "* ]]; then
+	rm -f "$files/cache.img" "$files/core.img"
+	truncate -s "${CACHE_MIB}M" "$files/cache.img"
+	truncate -s "${CORE_MIB}M" "$files/core.img"
+	# Real blocks under the core, so that the cache's misses during warm-up
+	# read the disk rather than holes.
+	fallocate -l "${CORE_MIB}M" "$files/core.img" 2>/dev/null || true
+	config "$(printf '{"method":"%s","params":{"name":"File0","filename":"%s","block_size":512}}' "$file_method" "$files/cache.img")" \
+		"$(printf '{"method":"%s","params":{"name":"File1","filename":"%s","block_size":512}}' "$file_method" "$files/core.img")" \
+		"$(ocf_entry wt File0 File1)" >"$work/file.json"
+	if [[ " $SHAPES " == *" file-qd32 "* ]] && [ "$PREFILL" -gt 0 ]; then
+		GOMAXPROCS=1 "$bc_bin" perf -m "$mask" -c "$work/file.json" -q 8 -o 128k -w read -t "$PREFILL" \
+			>"$work/prefill.txt" 2>&1 || die "prefill of the file volume failed: $(cat "$work/prefill.txt")"
+	fi
+fi
+
+# --- runs -------------------------------------------------------------------
+# perf_run NAME CONFIG QD WORKLOAD: one measured run; its JSON in
+# $work/NAME.ROUND.json, its "iops p50 p99" appended to $work/NAME.txt.
+perf_run() {
+	local name=$1 cfg=$2 qd=$3 workload=$4 out=$work/$1.$round.json
+	GOMAXPROCS=1 "$bc_bin" perf -m "$mask" -c "$work/$cfg" -q "$qd" -o 4k -w "$workload" \
+		-t "$RUNTIME" --warmup "$WARM" --json >"$out" 2>"$work/$name.$round.err" ||
+		die "$name: blockcache perf failed: $(cat "$work/$name.$round.err")"
+	jq -r '.results[0] | "\(.iops) \(.p50_latency_us) \(.p99_latency_us)"' "$out" >>"$work/$name.txt"
+}
+
+# fio_run: fio on the cache file, same CPU, ramp and runtime.
+fio_run() {
+	local out=$work/fio-qd32.$round.json
+	taskset -c "$CPU" fio --name=cachefile --filename="$files/cache.img" --ioengine=io_uring --direct=1 \
+		--rw=randread --bs=4k --iodepth=32 --time_based --ramp_time="$WARM" --runtime="$RUNTIME" \
+		--output-format=json >"$out" 2>"$work/fio-qd32.$round.err" ||
+		die "fio failed: $(cat "$work/fio-qd32.$round.err")"
+	jq -r '.jobs[0].read | "\(.iops) \(.clat_ns.percentile["50.000000"] / 1000) \(.clat_ns.percentile["99.000000"] / 1000)"' "$out" >>"$work/fio-qd32.txt"
+}
+
+run_shape() {
+	case $1 in
+	malloc-qd1) perf_run "$1" malloc.json 1 randread ;;
+	malloc-qd32) perf_run "$1" malloc.json 32 randread ;;
+	ocf-qd1) perf_run "$1" ocf.json 1 randread ;;
+	ocf-qd32) perf_run "$1" ocf.json 32 randread ;;
+	ocf-wb-qd32) perf_run "$1" ocf-wb.json 32 randwrite ;;
+	file-qd32) perf_run "$1" file.json 32 randread ;;
+	fio-qd32) fio_run ;;
+	esac
+}
+
+echo "bench/perf.sh: blockcache perf on one CPU ($CPU, -m $mask, GOMAXPROCS=1), 4 KiB IOs"
+machine_lines
+echo "blockcache: $bc_desc"
+echo "runs:       REPS=$REPS RUNTIME=${RUNTIME}s WARM=${WARM}s PREFILL=${PREFILL}s CACHE_MIB=$CACHE_MIB CORE_MIB=$CORE_MIB BACKEND=$BACKEND files in $files"
+echo "load:       $(loadavg) before"
+
+read -r -a shapes <<<"$SHAPES"
+for round in $(seq "$REPS"); do
+	n=${#shapes[@]}
+	for i in $(seq 0 $((n - 1))); do
+		run_shape "${shapes[$(((i + round - 1) % n))]}"
+	done
+	echo "round $round/$REPS done (load $(loadavg))"
+done
+echo "load:       $(loadavg) after"
+
+# --- report -----------------------------------------------------------------
+# col N SHAPE: column N (1 IOPS, 2 p50, 3 p99) of SHAPE's runs.
+col() { awk -v c="$1" '{print $c}' "$work/$2.txt"; }
+med() { col "$1" "$2" | median; }
+spread() { col 1 "$1" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.0fk-%.0fk", lo/1000, hi/1000}'; }
+kiops() { awk -v v="$1" 'BEGIN{printf "%.0fk", v/1000}'; }
+
+declare -A spdk=([malloc-qd1]="1.8M" [malloc-qd32]="2.0M" [ocf-qd1]="560k" [ocf-qd32]="590-650k" [ocf-wb-qd32]="575k" [file-qd32]="" [fio-qd32]="")
+echo
+printf '%-12s %10s %-16s %9s %9s %10s\n' shape IOPS "spread" "p50 us" "p99 us" "SPDK 1 CPU"
+for s in "${shapes[@]}"; do
+	printf '%-12s %10s %-16s %9.2f %9.2f %10s\n' "$s" "$(kiops "$(med 1 "$s")")" "($(spread "$s"))" \
+		"$(med 2 "$s")" "$(med 3 "$s")" "${spdk[$s]}"
+done
+
+# target NAME SHAPE WANT: SHAPE's median IOPS against WANT IOPS.
+target() {
+	[ -s "$work/$2.txt" ] || return 0
+	local got
+	got=$(med 1 "$2")
+	awk -v n="$1" -v g="$got" -v w="$3" 'BEGIN{printf "%-34s %8.0fk  >= %6.0fk  %5.2fx  %s\n", n, g/1000, w/1000, g/w, (g>=w ? "met" : "MISSED")}'
+}
+echo
+echo "targets (issue 14), medians:"
+target "OCF read hits QD1 (1.5x SPDK)" ocf-qd1 850000
+target "OCF read hits QD32 (1.5x SPDK)" ocf-qd32 975000
+target "OCF wb write hits QD32 (1.0x SPDK)" ocf-wb-qd32 575000
+if [ -s "$work/file-qd32.txt" ] && [ -s "$work/fio-qd32.txt" ]; then
+	target "file cache hits QD32 (0.9x fio)" file-qd32 "$(awk -v f="$(med 1 fio-qd32)" 'BEGIN{print 0.9*f}')"
+fi
+if [ -s "$work/malloc-qd1.txt" ] && [ -s "$work/ocf-qd1.txt" ]; then
+	awk -v o="$(med 1 ocf-qd1)" -v m="$(med 1 malloc-qd1)" 'BEGIN{printf "OCF QD1 hits / malloc QD1 (ceiling): %.2f\n", o/m}'
+fi
+if [ -s "$work/file-qd32.txt" ] && [ -s "$work/fio-qd32.txt" ]; then
+	awk -v b="$(med 1 file-qd32)" -v f="$(med 1 fio-qd32)" 'BEGIN{printf "file cache hits QD32 / fio io_uring direct QD32: %.2f\n", b/f}'
+fi
