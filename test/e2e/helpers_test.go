@@ -170,6 +170,9 @@ type DaemonOpts struct {
 	NBDListen string
 	// Args are extra arguments.
 	Args []string
+	// Shell, if set, is shell code run before the daemon is exec'd from
+	// sh -c, e.g. "umask 000;".
+	Shell string
 }
 
 // Daemon is a running `blockcache serve` process.
@@ -232,6 +235,9 @@ func startProcess(t *testing.T, o DaemonOpts) *Daemon {
 	d := &Daemon{t: t, Sock: o.Sock, DataDir: o.DataDir, stdout: newLineLog(), stderr: newLineLog(),
 		exited: make(chan struct{}), called: map[string]bool{}}
 	d.cmd = exec.Command(binPath, args...)
+	if o.Shell != "" {
+		d.cmd = exec.Command("sh", append([]string{"-c", o.Shell + ` exec "$0" "$@"`, binPath}, args...)...)
+	}
 	d.cmd.Dir = t.TempDir()
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
 	if err := d.cmd.Start(); err != nil {
