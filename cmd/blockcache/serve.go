@@ -89,6 +89,7 @@ empty and persists nothing, like an SPDK target.`,
 	f.DurationVar(&cfg.NBD.PayloadTimeout, "nbd-payload-timeout", nbd.DefaultPayloadTimeout, "disconnect an NBD client whose WRITE payload has not arrived after this long")
 	f.Int64Var(&cfg.NBD.MaxInflightBytes, "nbd-max-inflight-bytes", nbd.DefaultMaxInflightBytes, "payload bytes held by NBD requests of all connections together; a request beyond it waits")
 	sec = addSecurityFlags(f)
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9559 (empty: off); see docs/monitoring.md")
 	f.BoolVar(&cfg.Bare, "bare", false, "start with no bdevs and persist nothing, like an SPDK target")
 	f.BoolVar(&cfg.ShutdownFlush, "shutdown-flush", true, "write dirty data back to the cores at shutdown (false: keep it in the caches for a fast restart)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -53,6 +53,9 @@ type Config struct {
 	// negotiation and payload time, payload bytes in flight); zero fields
 	// take nbd's defaults.
 	NBD nbd.Options
+	// MetricsListen is the TCP address serving /metrics for Prometheus;
+	// empty for none (the default).
+	MetricsListen string
 	// Bare starts with no bdevs and persists nothing, like an SPDK target.
 	Bare bool
 	// ShutdownFlush writes each cache's dirty data back to its cores at
@@ -85,6 +88,7 @@ type Daemon struct {
 	rpcListener net.Listener
 	nbdTCP      net.Listener
 	nbdUnix     net.Listener
+	metrics     *metricsServer // nil unless Config.MetricsListen
 
 	// persist is false while the start-up config replays and with Bare.
 	persistMu  sync.Mutex
@@ -146,6 +150,11 @@ func New(cfg Config) (*Daemon, error) {
 			d.dirLock.release()
 			return nil, fmt.Errorf("nbd socket %s: %w", cfg.NBDSocket, err)
 		}
+	}
+	if err = d.listenMetrics(cfg.MetricsListen); err != nil {
+		d.closeListeners()
+		d.dirLock.release()
+		return nil, err
 	}
 	d.api = rpc.Register(d.rpc, rpc.Services{
 		Registry: d.reg,
@@ -212,12 +221,15 @@ func (d *Daemon) kill(sig string) error {
 // connections, NBD clients drained and devices flushed, each cache's dirty
 // data written back and the caches stopped, base bdevs closed.
 func (d *Daemon) Run(ctx context.Context) error {
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- serveErr("rpc", d.rpc.Serve(d.rpcListener), jsonrpc.ErrServerClosed) }()
 	for _, l := range []net.Listener{d.nbdTCP, d.nbdUnix} {
 		if l != nil {
 			go func() { errc <- serveErr("nbd", d.nbd.Serve(l), nbd.ErrServerClosed) }()
 		}
+	}
+	if d.metrics != nil {
+		go func() { errc <- d.metrics.serve() }()
 	}
 	if err := d.loadStartupConfig(ctx); err != nil {
 		d.shutdown()
@@ -274,6 +286,9 @@ func (d *Daemon) shutdown() error {
 		d.log.Warn("rpc shutdown: handlers still running were cancelled", "grace", rpcShutdownGrace, "err", err)
 	}
 	cancelRPC()
+	if d.metrics != nil {
+		d.metrics.shutdown()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), nbdShutdownTimeout)
 	defer cancel()
 	if err := d.nbd.Shutdown(ctx); err != nil {

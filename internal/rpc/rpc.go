@@ -61,6 +61,7 @@ func Register(srv *jsonrpc.Server, svc Services) *API {
 	a.registerWrappers()
 	a.registerOCF()
 	a.registerNBD()
+	a.registerMetrics()
 	return a
 }
 
