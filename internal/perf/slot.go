@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"time"
 	"unsafe"
 )
@@ -109,7 +110,7 @@ func (s *slot) next() int64 {
 	var idx uint64
 	switch {
 	case js.Workload.Random():
-		idx = s.rand() % js.ios
+		idx, _ = bits.Mul64(s.rand(), js.ios) // uniform in [0, ios), no division
 	case js.Workload == Verify:
 		share := js.ios / uint64(js.QueueDepth)
 		first := s.partition()
@@ -156,7 +157,7 @@ func (s *slot) do() error {
 	case Write, RandWrite:
 		return js.Dev.WriteAt(s.buf, off, false)
 	case RW, RandRW:
-		if s.rand()%100 < js.readPct {
+		if pct, _ := bits.Mul64(s.rand(), 100); pct < js.readPct {
 			return js.Dev.ReadAt(s.buf, off)
 		}
 		return js.Dev.WriteAt(s.buf, off, false)
