@@ -33,22 +33,24 @@ type uringConfig struct {
 	UUID      string `json:"uuid"`
 }
 
-// uringDriverSpecific is SPDK's uring driver_specific; direct (ours) says
-// whether the bdev bypasses the page cache.
+// uringDriverSpecific is SPDK's uring driver_specific. A bdev that fell
+// back to the page cache adds buffered: true and direct_refused, the reason
+// (ours, as the aio bdev's); a direct bdev shows SPDK's shape.
 type uringDriverSpecific struct {
 	Uring struct {
-		Filename string `json:"filename"`
-		Direct   bool   `json:"direct"`
+		Filename      string `json:"filename"`
+		Buffered      bool   `json:"buffered,omitempty"`
+		DirectRefused string `json:"direct_refused,omitempty"`
 	} `json:"uring"`
 }
 
-// openFunc opens a file device; tests substitute a kernel without
-// io_uring.
+// openFunc opens a file device on io_uring (file.OpenUring); tests
+// substitute a kernel without io_uring.
 type openFunc func(name, path string, opts file.Options) (*file.Device, error)
 
 func (a *API) registerUring() {
 	a.srv.Register("bdev_uring_create", a.mutating(func(_ context.Context, params json.RawMessage) (any, error) {
-		return a.uringCreate(params, file.Open)
+		return a.uringCreate(params, file.OpenUring)
 	}))
 	a.srv.Register("bdev_uring_delete", a.mutating(a.deleteBase("uring")))
 }
@@ -73,12 +75,13 @@ func (a *API) uringCreate(params json.RawMessage, open openFunc) (any, error) {
 	if err != nil {
 		return nil, errnoReply(err)
 	}
+	var ds uringDriverSpecific
+	ds.Uring.Filename, ds.Uring.Buffered = p.Filename, !d.Direct()
 	if refused := d.DirectRefused(); refused != nil {
 		a.svc.Log.Warn("bdev_uring_create: direct IO refused; the bdev uses the page cache", "name", p.Name, "path", p.Filename, "reason", refused)
+		ds.Uring.DirectRefused = refused.Error()
 	}
 	cfg := uringConfig{Name: p.Name, BlockSize: d.Info().BlockSize, Filename: p.Filename, UUID: d.Info().UUID.String()}
-	var ds uringDriverSpecific
-	ds.Uring.Filename, ds.Uring.Direct = p.Filename, d.Direct()
 	if err := a.registerBase(&baseBdev{
 		name: p.Name, module: "uring", dev: d,
 		config:         func() configEntry { return configEntry{Method: "bdev_uring_create", Params: cfg} },

@@ -159,23 +159,36 @@ func crashDaemon(t *testing.T, dataDir string) *Daemon {
 	return StartDaemon(t, DaemonOpts{DataDir: dataDir})
 }
 
+// crashBackend is the file bdev module under a crash test's volume: the
+// contract must hold whichever path IO takes to the files.
+type crashBackend struct {
+	name   string // "aio" (system calls) or "uring" (io_uring)
+	method string // its create method, taking filename and name
+}
+
+var (
+	crashAio   = crashBackend{name: "aio", method: "bdev_aio_create"}
+	crashUring = crashBackend{name: "uring", method: "bdev_uring_create"}
+)
+
 // crashBaseBdevs makes the cache and core bdevs KCache and KCore on the
 // files cache.bin and core.bin in dir: the one place the crash test picks
-// the IO backend. They are aio bdevs, opened direct (O_DIRECT) as by
-// default, which it checks: the crash contract is tested without the page
-// cache between the daemon and the files.
-func crashBaseBdevs(t *testing.T, d *Daemon, dir string) {
+// the IO backend. They are opened direct (O_DIRECT) as by default, which
+// it checks: the crash contract is tested without the page cache between
+// the daemon and the files.
+func crashBaseBdevs(t *testing.T, d *Daemon, backend crashBackend, dir string) {
 	t.Helper()
 	for name, file := range map[string]string{"KCache": "cache.bin", "KCore": "core.bin"} {
-		d.Call(t, "bdev_aio_create", aioParams(filepath.Join(dir, file), name))
+		d.Call(t, backend.method, map[string]any{"filename": filepath.Join(dir, file), "name": name})
 		if b, raw := d.getBdev(t, name); strings.Contains(string(b.DriverSpecific), `"buffered"`) {
 			t.Fatalf("%s is not direct: %s", name, raw)
 		}
 	}
 }
 
-// TestKill9DuringWrites: for each of wb, wt and wo, on direct aio (file)
-// bdevs (crashBaseBdevs) in a daemon that persists its config, the Go NBD
+// TestKill9DuringWrites: for each of wb, wt and wo on direct aio (file)
+// bdevs, and wb, the mode whose data most depends on the cache device, on
+// uring bdevs (crashBaseBdevs), in a daemon that persists its config, the Go NBD
 // client writes rounds of stamped 4 KiB blocks (some FUA), each round
 // followed by a flush, while a goroutine sends SIGKILL at a random moment.
 // The daemon is restarted on the same data directory (the vbdev comes back
@@ -193,15 +206,18 @@ func TestKill9DuringWrites(t *testing.T) {
 		fmt.Sscan(s, &baseSeed)
 	}
 	t.Logf("seed %d (replay the schedule with BLOCKCACHE_CRASH_SEED=%d)", baseSeed, baseSeed)
-	for i, mode := range []string{"wb", "wt", "wo"} {
-		t.Run(mode, func(t *testing.T) {
+	for i, c := range []struct {
+		backend crashBackend
+		mode    string
+	}{{crashAio, "wb"}, {crashAio, "wt"}, {crashAio, "wo"}, {crashUring, "wb"}} {
+		t.Run(c.backend.name+"/"+c.mode, func(t *testing.T) {
 			t.Parallel()
-			kill9Mode(t, mode, baseSeed+uint64(i))
+			kill9Mode(t, c.backend, c.mode, baseSeed+uint64(i))
 		})
 	}
 }
 
-func kill9Mode(t *testing.T, mode string, seed uint64) {
+func kill9Mode(t *testing.T, backend crashBackend, mode string, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x6b696c6c39))
 	t.Logf("mode %s: seed %d", mode, seed)
 	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": crashCoreBytes})
@@ -213,7 +229,7 @@ func kill9Mode(t *testing.T, mode string, seed uint64) {
 	writeFile(t, dataDir, "config.json", []byte(`{"subsystems":[]}`+"\n"))
 
 	d := crashDaemon(t, dataDir)
-	crashBaseBdevs(t, d, files)
+	crashBaseBdevs(t, d, backend, files)
 	d.Call(t, "bdev_ocf_create", ocfParams("KVol", mode, "KCache", "KCore", 0))
 	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "KVol"})
 

@@ -1,7 +1,9 @@
 package file
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -38,6 +40,31 @@ func (e Engine) String() string {
 		return "uring"
 	}
 	return fmt.Sprintf("Engine(%d)", int(e))
+}
+
+// releaseWait bounds how long OpenUring waits for a lock no process holds
+// to go away.
+const releaseWait = 2 * time.Second
+
+// OpenUring is Open with EngineUring, made for reopening a file after the
+// process that had it on a ring was killed. Such a process's open file
+// description, and the lock on it, outlive the process by a few
+// milliseconds: the kernel tears its ring down asynchronously, and the
+// requests that were in flight hold the file until they finish. So while
+// path is refused as in use with no process found holding it, OpenUring
+// retries, for up to two seconds; a path another process or device holds is
+// refused at once.
+func OpenUring(name, path string, opts Options) (*Device, error) {
+	opts.Engine = EngineUring
+	deadline := time.Now().Add(releaseWait)
+	for {
+		d, err := Open(name, path, opts)
+		var busy *inUseError
+		if err == nil || !errors.As(err, &busy) || busy.holder != "" || time.Now().After(deadline) {
+			return d, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // startEngine sets up engine e for an opened device of the given queue

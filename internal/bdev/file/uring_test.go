@@ -2,11 +2,14 @@ package file_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/bdevtest"
@@ -122,4 +125,48 @@ func crc(p []byte) uint32 {
 		h = (h ^ uint32(c)) * 16777619
 	}
 	return h
+}
+
+// TestOpenUringWaitsForRelease: a file whose lock is held by an open file
+// description that no process has open (here one in flight in a Unix
+// socket, as a killed process's is held by its ring's requests) is
+// opened by OpenUring once that description goes; a file another device
+// holds is refused at once.
+func TestOpenUringWaitsForRelease(t *testing.T) {
+	path := sparsePath(t, testSize)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Sendmsg(sp[0], []byte{1}, unix.UnixRights(fd), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	const hold = 200 * time.Millisecond
+	go func() {
+		time.Sleep(hold)
+		unix.Close(sp[1]) // drops the description in flight, and its lock
+		unix.Close(sp[0])
+	}()
+	start := time.Now()
+	d, err := file.OpenUring("U0", path, file.Options{Direct: true})
+	if err != nil {
+		t.Fatalf("OpenUring after the holder-less lock went: %v", err)
+	}
+	defer d.Close()
+	if waited := time.Since(start); waited < hold/2 {
+		t.Fatalf("OpenUring succeeded after %v, while the lock was still held", waited)
+	}
+	start = time.Now()
+	if _, err := file.OpenUring("U1", path, file.Options{Direct: true}); !errors.Is(err, file.ErrInUse) || time.Since(start) > time.Second {
+		t.Fatalf("OpenUring of a file a device holds: %v after %v, want ErrInUse at once", err, time.Since(start))
+	}
 }
