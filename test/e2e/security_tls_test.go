@@ -301,8 +301,8 @@ func tlsClientConfig(ca *tlstest.CA) *tls.Config {
 // touch).
 var nobody = syscall.Credential{Uid: 65534, Gid: 65534}
 
-// nobodyHome makes a home directory for nobody holding ca's certificate in
-// libnbd's default place, .pki/libnbd/ca-cert.pem.
+// nobodyHome makes a home directory for nobody holding ca's certificate, if
+// ca is not nil, in libnbd's default place, .pki/libnbd/ca-cert.pem.
 func nobodyHome(t *testing.T, ca *tlstest.CA) string {
 	t.Helper()
 	home, err := os.MkdirTemp("", "bce2e-home")
@@ -310,7 +310,9 @@ func nobodyHome(t *testing.T, ca *tlstest.CA) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
-	tlstest.ClientDir(t, filepath.Join(home, ".pki", "libnbd"), ca, nil)
+	if ca != nil {
+		tlstest.ClientDir(t, filepath.Join(home, ".pki", "libnbd"), ca, nil)
+	}
 	err = filepath.WalkDir(home, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
