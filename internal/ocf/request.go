@@ -64,7 +64,15 @@ func (r *request) init(c *Cache, co *Core, buf []byte, off, length int64) {
 	lines, touch := r.lines(), r.touch()
 	for k := range lines {
 		lines[k] = noLine
-		touch[k], _, _ = r.span(k)
+	}
+	// Only the first and the last line can be partly covered.
+	touch[0], _, _ = r.span(0)
+	if n > 1 {
+		full := rangeMask(0, c.sectorsPerLine)
+		for k := 1; k < int(n)-1; k++ {
+			touch[k] = full
+		}
+		touch[n-1], _, _ = r.span(int(n - 1))
 	}
 }
 
@@ -151,7 +159,11 @@ func (r *request) record(k int, i lineIdx) {
 	ln := &r.c.mu.lines[i]
 	t := r.touched(k)
 	v, d := ln.validMask(), ln.dirty
-	r.valid()[k], r.dirty()[k] = v, d
+	if r.scratch != nil {
+		r.scratch.valid[k], r.scratch.dirty[k] = v, d
+	} else {
+		r.inline.valid[k], r.inline.dirty[k] = v, d
+	}
 	if v.contains(t) {
 		r.hits++
 	}
@@ -180,26 +192,31 @@ func (r *request) full() bool {
 	return r.cacheFull
 }
 
-// lookupFast is lookupLocked without Cache.mu for a request of one line
-// that is mapped; it reports false, having done nothing, otherwise. The
-// caller holds the line's stripe exclusively, so no one can map, unmap or
-// change the line under it, and the masks it reads are the line's. The
-// line is marked referenced rather than moved in the LRU list (lazy
-// promotion, as a read hit does), and the occupancy is left for full to
-// find if the sequential cutoff needs it.
+// lookupFast is lookupLocked without Cache.mu for a request whose lines
+// are all mapped; it reports false otherwise, leaving r for lookupLocked,
+// which redoes every line. The caller holds r's stripes exclusively, so no
+// one can map, unmap or change the lines under it, and the masks it reads
+// are the lines'. The lines are marked referenced rather than moved in the
+// LRU list (lazy promotion, as a read hit does), and the occupancy is left
+// for full to find if the sequential cutoff needs it. A write of many lines
+// over mapped ones (a 128 KiB write-through of 32 lines) so takes Cache.mu
+// not at all, where lookupLocked would hold it for 32 lookups and list
+// moves that every other request waits behind.
 func (r *request) lookupFast() bool {
-	if r.n != 1 {
-		return false
-	}
 	c := r.c
-	i := c.probe(r.co.id, uint32(r.first))
-	if i == noLine {
-		return false // a miss, or a lock-free walk that lost a race
+	lines := r.lines()
+	for k := range lines {
+		i := c.probe(r.co.id, uint32(r.first+uint64(k)))
+		if i == noLine {
+			return false // a miss, or a lock-free walk that lost a race
+		}
+		lines[k] = i
 	}
-	r.lines()[0] = i
 	r.hits, r.dirtyAny = 0, false
-	r.record(0, i)
-	c.mu.lines[i].reference()
+	for k, i := range lines {
+		r.record(k, i)
+		c.mu.lines[i].reference()
+	}
 	return true
 }
 
@@ -326,6 +343,7 @@ func (r *request) cacheIO(sel selector, write, fua bool) error {
 		pendLen = 0
 		return err
 	}
+	full := rangeMask(0, c.sectorsPerLine)
 	for k, i := range r.lines() {
 		if i == noLine {
 			continue
@@ -333,8 +351,12 @@ func (r *request) cacheIO(sel selector, write, fua bool) error {
 		m := r.selected(k, sel)
 		lineStart := int64(r.first+uint64(k)) * ls
 		for s := 0; ; {
-			s0, s1 := m.nextRun(s, c.sectorsPerLine)
-			if s0 < 0 {
+			var s0, s1 int
+			if m == full {
+				// The whole line, as every inner line of a large
+				// request: no need to look for runs.
+				s0, s1, m = 0, c.sectorsPerLine, sectorMask{}
+			} else if s0, s1 = m.nextRun(s, c.sectorsPerLine); s0 < 0 {
 				break
 			}
 			s = s1
@@ -388,26 +410,31 @@ func (r *request) invalidate(keepDirty bool) {
 // holds the stripes exclusively.
 func (r *request) markWritten(dirty bool) {
 	c := r.c
-	locked := false
+	locked, before := false, uint64(0)
+	valids, dirties, touch := r.valid(), r.dirty(), r.touch()
 	for k, i := range r.lines() {
 		if i == noLine {
 			continue
 		}
-		t := r.touched(k)
-		v, d := r.valid()[k].or(t), r.dirty()[k].andNot(t)
+		t, v0, d0 := touch[k], valids[k], dirties[k]
+		v, d := v0.or(t), d0.andNot(t)
 		if dirty {
-			d = r.dirty()[k].or(t)
+			d = d0.or(t)
 		}
-		if v == r.valid()[k] && d == r.dirty()[k] {
+		if v == v0 && d == d0 {
 			continue
 		}
 		if !locked {
 			c.mu.Lock()
-			defer c.mu.Unlock()
-			defer r.noteUrgentLocked(c.meta.urgentSeq.Load())
-			locked = true
+			before, locked = c.meta.urgentSeq.Load(), true
 		}
 		c.setMasksLocked(i, v, d)
+	}
+	if locked {
+		// Not deferred: a defer taken inside the loop would move r to
+		// the heap, and every write would allocate.
+		r.noteUrgentLocked(before)
+		c.mu.Unlock()
 	}
 }
 
