@@ -178,12 +178,10 @@ func newJobState(j Job, index int) (*jobState, error) {
 	if err != nil {
 		return nil, err
 	}
-	bs := int64(j.Dev.Info().BlockSize)
 	js := &jobState{
-		Job:       j,
-		ios:       uint64(length / j.IOSize),
-		readPct:   uint64(j.Workload.readPercent(j.ReadPercent)),
-		blockSize: bs,
+		Job:     j,
+		ios:     uint64(length / j.IOSize),
+		readPct: uint64(j.Workload.readPercent(j.ReadPercent)),
 	}
 	if j.Workload == Verify {
 		js.QueueDepth = int(min(uint64(j.QueueDepth), js.ios))
@@ -201,17 +199,15 @@ func newJobState(j Job, index int) (*jobState, error) {
 	return js, nil
 }
 
-// jobState is a job while it runs. The Job fields, ios, readPct,
-// blockSize, discard, zeroer and slots are set before the run and
-// immutable during it; stop and mu are shared by its slots.
+// jobState is a job while it runs. The Job fields, ios, readPct, discard,
+// zeroer and slots are set before the run and immutable during it; stop and mu are shared by its slots.
 type jobState struct {
 	Job
-	ios       uint64 // IO-sized units in the range
-	readPct   uint64
-	blockSize int64
-	discard   bdev.Discarder
-	zeroer    bdev.WriteZeroer // nil: write_zeroes writes a zeroed buffer
-	slots     []*slot
+	ios     uint64 // IO-sized units in the range
+	readPct uint64
+	discard bdev.Discarder
+	zeroer  bdev.WriteZeroer // nil: write_zeroes writes a zeroed buffer
+	slots   []*slot
 
 	stop atomic.Bool
 	mu   struct {
