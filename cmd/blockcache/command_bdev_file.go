@@ -61,13 +61,17 @@ func noteBuffered(c *rpcclient.Client, w io.Writer, what, name, path string) err
 			AIO struct {
 				DirectRefused string `json:"direct_refused"`
 			} `json:"aio"`
+			Uring struct {
+				DirectRefused string `json:"direct_refused"`
+			} `json:"uring"`
 		} `json:"driver_specific"`
 	}
 	if _, err := call(c, what, "bdev_get_bdevs", map[string]string{"name": name}, &bdevs); err != nil {
 		return err
 	}
-	if len(bdevs) == 1 && bdevs[0].DriverSpecific.AIO.DirectRefused != "" {
-		_, err := fmt.Fprintf(w, "blockcache: %s: %s: %s; bdev %s uses the page cache\n", what, path, bdevs[0].DriverSpecific.AIO.DirectRefused, name)
+	if len(bdevs) == 1 && bdevs[0].DriverSpecific.AIO.DirectRefused+bdevs[0].DriverSpecific.Uring.DirectRefused != "" {
+		ds := bdevs[0].DriverSpecific
+		_, err := fmt.Fprintf(w, "blockcache: %s: %s: %s; bdev %s uses the page cache\n", what, path, ds.AIO.DirectRefused+ds.Uring.DirectRefused, name)
 		return err
 	}
 	return nil
@@ -89,14 +93,15 @@ func bdevExists(c *rpcclient.Client, what, name string) (bool, error) {
 
 // deleteFileBdev deletes the file bdev name.
 func deleteFileBdev(c *rpcclient.Client, what, name string) error {
-	_, err := call(c, what, "bdev_aio_delete", map[string]string{"name": name}, nil)
+	_, err := call(c, what, fileDeleteMethod(c, name), map[string]string{"name": name}, nil)
 	return err
 }
 
 func newBdevCreateFileCmd(o *clientOpts) *cobra.Command {
 	var p aioCreateParams
+	var engine string
 	cmd := &cobra.Command{
-		Use:   "create-file NAME PATH [--block-size N] [--read-only] [--buffered]",
+		Use:   "create-file NAME PATH [--block-size N] [--read-only] [--buffered] [--engine aio|uring]",
 		Short: "Make the file or block device PATH into the bdev NAME (bdev_aio_create)",
 		Long: `Make the regular file or block device PATH into the bdev NAME
 (bdev_aio_create) and print its name. The file must exist; its size is the
@@ -106,10 +111,15 @@ is the device's own (512 for a file) unless --block-size is given.
 IO bypasses the page cache (O_DIRECT), as SPDK's aio bdev does; where the
 file system refuses that (ramfs, tmpfs before Linux 6.6) the bdev uses the
 page cache, and this command says so on stderr. --buffered asks for the page
-cache.`,
+cache.
+
+--engine uring makes a uring bdev instead (bdev_uring_create): the same
+file bdev, with its IO submitted through io_uring, a ring per bdev, rather
+than one blocking system call per IO.`,
 		Example: `  truncate -s 1G /var/tmp/core.img
   blockcache bdev create-file Core0 /var/tmp/core.img
-  blockcache bdev create-file Disk1 /dev/loop0 --block-size 4096`,
+  blockcache bdev create-file Disk1 /dev/loop0 --block-size 4096
+  blockcache bdev create-file Fast0 /dev/nvme0n1 --engine uring`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p.Name = args[0]
@@ -120,7 +130,7 @@ cache.`,
 			}
 			p.Filename = path
 			return o.with(func(c *rpcclient.Client) error {
-				name, err := createFileBdev(c, what, p)
+				name, err := createEngineBdev(c, what, engine, p)
 				if err != nil {
 					return err
 				}
@@ -138,13 +148,14 @@ cache.`,
 	f.Uint32Var(&p.BlockSize, "block-size", 0, "the bdev's block size in bytes (default: the device's own, 512 for a file)")
 	f.BoolVar(&p.ReadOnly, "read-only", false, "open PATH read-only: writes to the bdev fail")
 	f.BoolVar(&p.Buffered, "buffered", false, bufferedHelp)
+	f.StringVar(&engine, "engine", "aio", engineHelp)
 	return cmd
 }
 
 func newBdevDeleteFileCmd(o *clientOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete-file NAME",
-		Short: "Delete the file bdev NAME, closing its file (bdev_aio_delete)",
+		Short: "Delete the file bdev NAME, closing its file (bdev_aio_delete or bdev_uring_delete)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.with(func(c *rpcclient.Client) error {
