@@ -27,6 +27,7 @@ and JSON configs work unchanged.`,
 	subcommandNamed(root, "cache").AddCommand(newCacheFlushCmds()...)
 	root.AddCommand(newCheckCmd(), newInspectCmd(), newRecoverCmd())
 	root.AddCommand(newSimCmd())
+	root.AddCommand(newTopCmd())
 	root.AddCommand(newPerfCmd())
 	return root
 }
