@@ -3,8 +3,10 @@ package uring
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,40 +31,90 @@ func benchFile(b *testing.B) (fd int, blocks int) {
 	return fd, size / 4096
 }
 
-// BenchmarkRandRead4K reads random 4 KiB blocks of an O_DIRECT file with
-// pread and through a ring, from one goroutine (QD1) and from 32 (QD32).
+// registerFixed registers fd as the ring's fixed file 0 and returns a
+// read through it (IOSQE_FIXED_FILE): the experiment that decides whether
+// fixed files are worth having.
+func registerFixed(b *testing.B, r *Ring, fd int) func(p []byte, off int64) (int, error) {
+	fds := []int32{int32(fd)}
+	const registerFiles, sqeFixedFile = 2, 1 // IORING_REGISTER_FILES, IOSQE_FIXED_FILE
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFiles, uintptr(unsafe.Pointer(&fds[0])), 1, 0, 0); errno != 0 {
+		b.Fatalf("IORING_REGISTER_FILES: %v", errno)
+	}
+	return func(p []byte, off int64) (int, error) {
+		e := sqe{opcode: opRead, flags: sqeFixedFile, fd: 0, off: uint64(off), len: uint32(len(p))}
+		return r.transfer(&e, p)
+	}
+}
+
+// BenchmarkRandRead4K reads random 4 KiB blocks of a 64 MiB file with
+// pread, through a ring, and through a ring with the file registered
+// (fixed), from one goroutine (QD1) and from 32 (QD32): on an O_DIRECT
+// file (the device's latency) and on a buffered one whose pages are all
+// cached (the path's own cost).
 func BenchmarkRandRead4K(b *testing.B) {
-	for _, qd := range []int{1, 32} {
-		for _, engine := range []string{"pread", "ring"} {
-			b.Run(fmt.Sprintf("%s/QD%d", engine, qd), func(b *testing.B) {
-				fd, blocks := benchFile(b)
-				read := func(p []byte, off int64) (int, error) { return unix.Pread(fd, p, off) }
-				if engine == "ring" {
-					r := newTestRing(b, qd)
-					read = func(p []byte, off int64) (int, error) { return r.Pread(fd, p, off) }
-				}
-				var wg sync.WaitGroup
-				per := b.N / qd
-				b.ReportAllocs()
-				b.ResetTimer()
-				for g := range qd {
-					n := per
-					if g == 0 {
-						n += b.N % qd
+	for _, file := range []string{"direct", "cached"} {
+		for _, qd := range []int{1, 32} {
+			for _, engine := range []string{"pread", "ring", "fixed"} {
+				b.Run(fmt.Sprintf("%s/%s/QD%d", file, engine, qd), func(b *testing.B) {
+					fd, blocks := benchFile(b)
+					if file == "cached" {
+						fd = reopenBuffered(b, fd)
 					}
-					wg.Go(func() {
-						buf := alignedBuf(4096)
-						rng := rand.New(rand.NewPCG(uint64(g), 1))
-						for range n {
-							if _, err := read(buf, int64(rng.IntN(blocks))*4096); err != nil {
-								b.Error(err)
-								return
-							}
+					read := func(p []byte, off int64) (int, error) { return unix.Pread(fd, p, off) }
+					if engine != "pread" {
+						r := newTestRing(b, qd)
+						read = func(p []byte, off int64) (int, error) { return r.Pread(fd, p, off) }
+						if engine == "fixed" {
+							read = registerFixed(b, r, fd)
 						}
-					})
-				}
-				wg.Wait()
-			})
+					}
+					var wg sync.WaitGroup
+					per := b.N / qd
+					b.ReportAllocs()
+					b.ResetTimer()
+					for g := range qd {
+						n := per
+						if g == 0 {
+							n += b.N % qd
+						}
+						wg.Go(func() {
+							buf := alignedBuf(4096)
+							rng := rand.New(rand.NewPCG(uint64(g), 1))
+							for range n {
+								if _, err := read(buf, int64(rng.IntN(blocks))*4096); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						})
+					}
+					wg.Wait()
+				})
+			}
+		}
+	}
+}
+
+// reopenBuffered opens fd's file again without O_DIRECT and reads it
+// whole, so that every page is cached.
+func reopenBuffered(b *testing.B, fd int) int {
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bfd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Close(bfd) })
+	buf := make([]byte, 1<<20)
+	for off := int64(0); ; off += int64(len(buf)) {
+		n, err := unix.Pread(bfd, buf, off)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			return bfd
 		}
 	}
 }

@@ -6,12 +6,14 @@
 // A Ring is safe for many goroutines. Its queue depth bounds the
 // operations in the kernel at once: a goroutine beyond it waits in Go for
 // a slot (parked, holding no thread). Submitters call io_uring_enter only
-// to hand their entry over, which does not wait for the IO; one reaper
-// goroutine, blocked in io_uring_enter(IORING_ENTER_GETEVENTS), receives
-// every completion and wakes its submitter. So the OS threads a Ring
-// holds stay bounded whatever its callers do: the reaper's, plus
-// submitters briefly inside io_uring_enter. Completion slots are
-// preallocated, so an operation allocates nothing.
+// to hand their entry over, which does not wait for the IO. One reaper
+// goroutine, blocked in io_uring_enter(IORING_ENTER_GETEVENTS), delivers
+// completions to their submitters; a submitter that finds completions in
+// the ring right after submitting (a read of cached pages completes within
+// io_uring_enter) delivers them itself. So the OS threads a Ring holds
+// stay bounded whatever its callers do: the reaper's, plus submitters
+// briefly inside io_uring_enter. Completion slots are preallocated, so an
+// operation allocates nothing.
 package uring
 
 import (
@@ -46,7 +48,7 @@ type Ring struct {
 	sqHead, sqTail *uint32
 	sqMask         uint32
 	sqes           []sqe
-	// The completion ring. Only the reaper reads CQEs and writes cqHead.
+	// The completion ring. CQEs are read and cqHead written under reapMu.
 	cqHead, cqTail *uint32
 	cqMask         uint32
 	cqes           []cqe
@@ -58,6 +60,12 @@ type Ring struct {
 	// slots: receiving one is the right to submit.
 	reqs []request
 	free chan uint32
+
+	// reapMu is held to deliver completions: by the reaper, or by a
+	// submitter that finds some after submitting (tryDeliver).
+	reapMu sync.Mutex
+	// woken is set under reapMu when Close's no-op completes.
+	woken bool
 
 	closing chan struct{} // closed when Close begins
 	reaped  chan struct{} // closed when the reaper returns

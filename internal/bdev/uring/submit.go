@@ -72,6 +72,7 @@ func (r *Ring) do(e *sqe, buf unsafe.Pointer) (int, error) {
 	pos := r.pushLocked(e)
 	r.mu.Unlock()
 	r.submit(pos)
+	r.tryDeliver()
 	<-req.done
 	res := req.res.Load()
 	req.buf = nil
