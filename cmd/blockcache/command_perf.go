@@ -9,6 +9,7 @@ import (
 	"math"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -70,7 +71,10 @@ disk's is empty) is measured warm.
 
 The exit status is 1 if a job failed (an IO error, or with verify data read
 back wrong), unless -f lets jobs go on after failed IOs; a miscompare always
-fails the run.`,
+fails the run.
+
+For a cache volume it adds, after the table (and in the JSON under
+"extra"), the share of its reads and writes over the run that hit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runPerf(cmd, o) },
 	}
@@ -231,17 +235,22 @@ func runPerf(cmd *cobra.Command, o *perfOpts) error {
 	if !o.json {
 		fmt.Fprintf(stdout, "Running I/O for %s seconds...\n", strconv.FormatFloat(p.duration.Seconds(), 'f', -1, 64))
 	}
+	before := bdevs.volumeRequests(devs)
 	results, err := perf.Run(ctx, jobs, p.duration)
 	if err != nil {
 		return err
 	}
+	var hits strings.Builder
+	addHitRatios(&hits, results, before, bdevs.volumeRequests(devs))
 	if results[0].Terminated && !o.json {
 		fmt.Fprintf(stdout, "Received shutdown signal, test time was about %.6f seconds\n", results[0].Runtime.Seconds())
 	}
 	if o.json {
 		err = perf.WriteJSON(stdout, results)
 	} else {
-		err = perf.WriteText(stdout, results, o.summary)
+		if err = perf.WriteText(stdout, results, o.summary); err == nil && hits.Len() > 0 {
+			_, err = fmt.Fprintf(stdout, "\n%s", hits.String())
+		}
 	}
 	if err != nil {
 		return err

@@ -63,6 +63,7 @@ func TestPerfDrivesFreeBdevs(t *testing.T) {
 		", workload: randread, depth: 4, IO size: 4096)\n",
 		" Job: Malloc2 (Core Mask 0x",
 		"\n Total                       :            ",
+		"\n\n OCF Cache1 over the run: read hits ",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
@@ -95,15 +96,16 @@ func TestPerfEveryCoreVerifyJSON(t *testing.T) {
 	}
 	var rep struct {
 		Results []struct {
-			Job         string  `json:"job"`
-			CoreMask    string  `json:"core_mask"`
-			Workload    string  `json:"workload"`
-			Status      string  `json:"status"`
-			QueueDepth  int     `json:"queue_depth"`
-			IOSize      int     `json:"io_size"`
-			IOPS        float64 `json:"iops"`
-			IOFailed    int     `json:"io_failed"`
-			P99         float64 `json:"p99_latency_us"`
+			Job         string             `json:"job"`
+			CoreMask    string             `json:"core_mask"`
+			Workload    string             `json:"workload"`
+			Status      string             `json:"status"`
+			QueueDepth  int                `json:"queue_depth"`
+			IOSize      int                `json:"io_size"`
+			IOPS        float64            `json:"iops"`
+			IOFailed    int                `json:"io_failed"`
+			P99         float64            `json:"p99_latency_us"`
+			Extra       map[string]float64 `json:"extra"`
 			VerifyRange struct {
 				Start, Length uint64
 			} `json:"verify_range"`
@@ -124,6 +126,11 @@ func TestPerfEveryCoreVerifyJSON(t *testing.T) {
 	for i, j := range rep.Results {
 		if j.Job != "Cache1" || j.Workload != "verify" || j.Status != "finished" || j.IOFailed != 0 || j.IOPS <= 0 || j.P99 <= 0 || j.IOSize != 8192 {
 			t.Errorf("job %d: %+v", i, j)
+		}
+		// Every verify IO writes then reads the volume; the volume's
+		// counts are the run's, shared by the jobs on it.
+		if e := j.Extra; e["ocf_writes"] < 1 || e["ocf_reads"] != e["ocf_writes"] || e["ocf_read_hit_pct"] < 99 {
+			t.Errorf("job %d: cache volume figures %v; want as many reads as writes, the reads hits", i, e)
 		}
 		if j.VerifyRange.Start != uint64(i)*slice || j.VerifyRange.Length != slice {
 			t.Errorf("job %d verifies %d+%d, want %d+%d", i, j.VerifyRange.Start, j.VerifyRange.Length, uint64(i)*slice, slice)
@@ -198,7 +205,7 @@ func TestPerfPinnedToAllowedCPUs(t *testing.T) {
 func TestPerfWarnsAboutIgnoredMix(t *testing.T) {
 	cfg := perfConfig(t, mallocEntry("Malloc2", 64))
 	r := runCLI(t, "", "perf", "-c", cfg, "-q", "1", "-o", "512", "-w", "read", "-M", "30", "-t", "0.05", "-l", "--warmup", "0.02")
-	if r.code != 0 || !strings.Contains(r.stderr, "-M is ignored with -w read") || !strings.Contains(r.stdout, " 99.00000% : ") {
+	if r.code != 0 || !strings.Contains(r.stderr, "-M is ignored with -w read") || !strings.Contains(r.stdout, " 99.00000% : ") || strings.Contains(r.stdout, " OCF ") {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 }

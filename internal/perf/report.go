@@ -73,29 +73,30 @@ func WriteText(w io.Writer, results []*Result, summary bool) error {
 
 // jsonResult is one job in the JSON report: the members of bdevperf's
 // perform_tests result, in its order, then ours (percentiles, miscompares,
-// the first error).
+// the first error, the caller's extra figures).
 type jsonResult struct {
-	Job          string       `json:"job"`
-	CoreMask     string       `json:"core_mask"`
-	Workload     string       `json:"workload"`
-	Percentage   *int         `json:"percentage,omitempty"`
-	Status       string       `json:"status"`
-	VerifyRange  *verifyRange `json:"verify_range,omitempty"`
-	QueueDepth   int          `json:"queue_depth"`
-	IOSize       int64        `json:"io_size"`
-	Runtime      float64      `json:"runtime"`
-	IOPS         float64      `json:"iops"`
-	MiBps        float64      `json:"mibps"`
-	IOFailed     uint64       `json:"io_failed"`
-	IOTimeout    uint64       `json:"io_timeout"`
-	AvgLatencyUs float64      `json:"avg_latency_us"`
-	MinLatencyUs float64      `json:"min_latency_us"`
-	MaxLatencyUs float64      `json:"max_latency_us"`
-	P50LatencyUs float64      `json:"p50_latency_us"`
-	P99LatencyUs float64      `json:"p99_latency_us"`
-	IOCompleted  uint64       `json:"io_completed"`
-	Miscompares  uint64       `json:"miscompares,omitempty"`
-	Error        string       `json:"error,omitempty"`
+	Job          string             `json:"job"`
+	CoreMask     string             `json:"core_mask"`
+	Workload     string             `json:"workload"`
+	Percentage   *int               `json:"percentage,omitempty"`
+	Status       string             `json:"status"`
+	VerifyRange  *verifyRange       `json:"verify_range,omitempty"`
+	QueueDepth   int                `json:"queue_depth"`
+	IOSize       int64              `json:"io_size"`
+	Runtime      float64            `json:"runtime"`
+	IOPS         float64            `json:"iops"`
+	MiBps        float64            `json:"mibps"`
+	IOFailed     uint64             `json:"io_failed"`
+	IOTimeout    uint64             `json:"io_timeout"`
+	AvgLatencyUs float64            `json:"avg_latency_us"`
+	MinLatencyUs float64            `json:"min_latency_us"`
+	MaxLatencyUs float64            `json:"max_latency_us"`
+	P50LatencyUs float64            `json:"p50_latency_us"`
+	P99LatencyUs float64            `json:"p99_latency_us"`
+	IOCompleted  uint64             `json:"io_completed"`
+	Miscompares  uint64             `json:"miscompares,omitempty"`
+	Error        string             `json:"error,omitempty"`
+	Extra        map[string]float64 `json:"extra,omitempty"`
 }
 
 type verifyRange struct {
@@ -111,8 +112,8 @@ type jsonReport struct {
 }
 
 // WriteJSON writes results as bdevperf's perform_tests RPC returns them,
-// with p50/p99 latency, the completed IO count, miscompares and the first
-// error added to each job.
+// with p50/p99 latency, the completed IO count, miscompares, the first
+// error and the caller's Extra added to each job.
 func WriteJSON(w io.Writer, results []*Result) error {
 	rep := jsonReport{Results: make([]jsonResult, 0, len(results))}
 	cores := map[int]bool{}
@@ -136,6 +137,7 @@ func WriteJSON(w io.Writer, results []*Result) error {
 			P99LatencyUs: us(r.Latency.Percentile(0.99)),
 			IOCompleted:  r.Completed,
 			Miscompares:  r.Miscompares,
+			Extra:        r.Extra,
 		}
 		if r.Workload.Mixed() {
 			pct := r.ReadPercent

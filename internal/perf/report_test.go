@@ -18,7 +18,8 @@ func fixedResults() []*Result {
 		a.Latency.Record(3 * time.Microsecond)
 	}
 	b := &Result{Job: "Cache1", Core: 2, Workload: RandRW, ReadPercent: 70, QueueDepth: 1, IOSize: 512,
-		Runtime: time.Second, Completed: 99, Failed: 1, Latency: new(Histogram), Err: errors.New("Cache1 write at offset 0: EIO")}
+		Runtime: time.Second, Completed: 99, Failed: 1, Latency: new(Histogram), Err: errors.New("Cache1 write at offset 0: EIO"),
+		Extra: map[string]float64{"ocf_read_hit_pct": 99.5}}
 	for range 100 {
 		b.Latency.Record(10 * time.Microsecond)
 	}
@@ -92,6 +93,12 @@ func TestWriteJSON(t *testing.T) {
 	}
 	if _, ok := a["percentage"]; ok {
 		t.Errorf("randread has a percentage")
+	}
+	if _, ok := a["extra"]; ok {
+		t.Errorf("job 0 has extra figures it was not given")
+	}
+	if extra, _ := b["extra"].(map[string]any); extra["ocf_read_hit_pct"] != 99.5 {
+		t.Errorf("job 1 extra %v, want ocf_read_hit_pct 99.5", b["extra"])
 	}
 	if b["percentage"] != 70.0 || b["status"] != "failed" || b["error"] != "Cache1 write at offset 0: EIO" || b["core_mask"] != "0x4" {
 		t.Errorf("job 1: %v", b)

@@ -27,6 +27,9 @@ type Result struct {
 	Err error
 	// Terminated is set when the run was cancelled before its time.
 	Terminated bool
+	// Extra holds figures the caller adds (the CLI: a cache volume's hit
+	// ratios over the run); WriteJSON reports them under "extra".
+	Extra map[string]float64
 }
 
 // IOPS is the rate of successful IOs.
