@@ -7,6 +7,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,4 +259,69 @@ func TestDirectFallback(t *testing.T) {
 	if n := strings.Count(d.Stderr(), "direct IO refused"); n != 1 {
 		t.Fatalf("--buffered logged a warning:\n%s", d.Stderr())
 	}
+}
+
+// cliFails runs a blockcache client command against d, expecting exit
+// status 1 and a stderr holding every one of want; it returns stderr.
+func (d *Daemon) cliFails(t *testing.T, args []string, want ...string) string {
+	t.Helper()
+	cmd := exec.Command(binPath, append(args, "-s", d.Sock)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || out.Len() != 0 {
+		t.Fatalf("blockcache %s: %v, stdout %q, want exit 1 and no output", strings.Join(args, " "), err, out.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(errb.String(), w) {
+			t.Errorf("blockcache %s: stderr %q lacks %q", strings.Join(args, " "), errb.String(), w)
+		}
+	}
+	return errb.String()
+}
+
+// TestOwnDiskBadDevices gives cache create devices it cannot use, through
+// the real CLI and daemon: a path that does not exist, a block device
+// another program holds exclusively, a block device too small for the
+// cache metadata. Each fails naming the path and the cause, leaves no bdev
+// behind, and the daemon serves on.
+func TestOwnDiskBadDevices(t *testing.T) {
+	t.Parallel()
+	core := ownCore(t, 32<<20)
+	small := ownCore(t, 128<<10)
+	cache := filepath.Join(sparseFiles(t, map[string]int64{"cache.img": 8 << 20}), "cache.img")
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+
+	missing := filepath.Join(t.TempDir(), "no-such-disk")
+	d.cliFails(t, []string{"cache", "create", "V", "--cache", cache, "--core", missing},
+		"blockcache: cache create V: --core: file bdev V_core on "+missing+": No such file or directory (code -2)",
+		"deleted the file bdev(s) it had made: V_cache")
+
+	d.cliFails(t, []string{"cache", "create", "V", "--cache", small, "--core", core},
+		"blockcache: cache create V: Could not create OCF vbdev", "cache device too small",
+		"deleted the file bdev(s) it had made: V_cache, V_core")
+
+	if strings.HasPrefix(core, "/dev/") {
+		fd, err := unix.Open(core, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatalf("hold %s exclusively: %v", core, err)
+		}
+		d.cliFails(t, []string{"cache", "create", "V", "--cache", cache, "--core", core},
+			"blockcache: cache create V: --core: file bdev V_core on "+core+": Device or resource busy (code -16)",
+			core+" is in use: mounted, or opened exclusively by another program")
+		unix.Close(fd)
+	} else { // losetup failed: the core is a file; another bdev holds it
+		d.cli(t, "bdev", "create-file", "Holder", core)
+		d.cliFails(t, []string{"cache", "create", "V", "--cache", cache, "--core", core},
+			"blockcache: cache create V: --core: file bdev V_core on "+core+": Device or resource busy (code -16)", core+" is in use by ")
+		d.cli(t, "bdev", "delete-file", "Holder")
+	}
+	if out, _ := d.cli(t, "bdev", "list"); strings.Contains(out, "V_") {
+		t.Fatalf("bdevs left behind:\n%s", out)
+	}
+	// The daemon serves on, and the same devices work once free.
+	d.cli(t, "cache", "create", "V", "--cache", cache, "--core", core)
+	d.cli(t, "export", "start", "V")
+	qemuIO(t, d.URI("V"), "write -P 0x42 0 64k", "read -P 0x42 0 64k")
 }
