@@ -9,8 +9,9 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 # Debian packages the end-to-end tests drive: the real NBD clients and nbdkit
 # as the benchmark reference; a one-node Ceph cluster and qemu-nbd's rbd
-# driver for test/ceph/run.sh.
-DEB_PKGS  := libnbd-bin qemu-utils fio nbdkit jq python3-libnbd ceph-mon ceph-osd ceph-common qemu-block-extra
+# driver for test/ceph/run.sh; promtool (prometheus) and tmux for the
+# metrics and blockcache top tests.
+DEB_PKGS  := libnbd-bin qemu-utils fio nbdkit jq python3-libnbd ceph-mon ceph-osd ceph-common qemu-block-extra prometheus tmux
 
 .PHONY: all build test deps vet staticcheck unit norace fuzz-seeds bench clean
 

@@ -29,6 +29,7 @@ func (d *Daemon) listenMetrics(addr string) error {
 	}
 	h := metrics.Handler(metrics.Source{OCF: d.ocf, NBD: d.nbd})
 	d.metrics = &metricsServer{l: l, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	d.log.Info("metrics listening", "url", "http://"+l.Addr().String()+"/metrics")
 	return nil
 }
 
