@@ -128,7 +128,8 @@ perf_run() {
 	GOMAXPROCS=1 "$bc_bin" perf -m "$mask" -c "$work/$cfg" -q "$qd" -o 4k -w "$workload" \
 		-t "$RUNTIME" --warmup "$WARM" --json >"$out" 2>"$work/$name.$round.err" ||
 		die "$name: blockcache perf failed: $(cat "$work/$name.$round.err")"
-	jq -r '.results[0] | "\(.iops) \(.p50_latency_us) \(.p99_latency_us)"' "$out" >>"$work/$name.txt"
+	jq -r '.results[0] | "\(.iops) \(.p50_latency_us) \(.p99_latency_us) \(.extra.ocf_read_hit_pct // .extra.ocf_write_hit_pct // "-")"' \
+		"$out" >>"$work/$name.txt"
 }
 
 # fio_run: fio on the cache file, same CPU, ramp and runtime.
@@ -138,7 +139,8 @@ fio_run() {
 		--rw=randread --bs=4k --iodepth=32 --time_based --ramp_time="$WARM" --runtime="$RUNTIME" \
 		--output-format=json >"$out" 2>"$work/fio-qd32.$round.err" ||
 		die "fio failed: $(cat "$work/fio-qd32.$round.err")"
-	jq -r '.jobs[0].read | "\(.iops) \(.clat_ns.percentile["50.000000"] / 1000) \(.clat_ns.percentile["99.000000"] / 1000)"' "$out" >>"$work/fio-qd32.txt"
+	jq -r '.jobs[0].read | "\(.iops) \(.clat_ns.percentile["50.000000"] / 1000) \(.clat_ns.percentile["99.000000"] / 1000) -"' \
+		"$out" >>"$work/fio-qd32.txt"
 }
 
 run_shape() {
@@ -170,18 +172,21 @@ done
 echo "load:       $(loadavg) after"
 
 # --- report -----------------------------------------------------------------
-# col N SHAPE: column N (1 IOPS, 2 p50, 3 p99) of SHAPE's runs.
+# col N SHAPE: column N (1 IOPS, 2 p50, 3 p99, 4 the cache volume's hit
+# percentage, reads or else writes, "-" for none) of SHAPE's runs.
 col() { awk -v c="$1" '{print $c}' "$work/$2.txt"; }
 med() { col "$1" "$2" | median; }
 spread() { col 1 "$1" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.0fk-%.0fk", lo/1000, hi/1000}'; }
+# hits SHAPE: the lowest hit percentage of SHAPE's runs, or "-".
+hits() { col 4 "$1" | sort -g | awk 'NR==1{v=$1} END{if (v=="-" || v=="") print "-"; else printf "%.2f%%", v}'; }
 kiops() { awk -v v="$1" 'BEGIN{printf "%.0fk", v/1000}'; }
 
 declare -A spdk=([malloc-qd1]="1.8M" [malloc-qd32]="2.0M" [ocf-qd1]="560k" [ocf-qd32]="590-650k" [ocf-wb-qd32]="575k" [file-qd32]="" [fio-qd32]="")
 echo
-printf '%-12s %10s %-16s %9s %9s %10s\n' shape IOPS "spread" "p50 us" "p99 us" "SPDK 1 CPU"
+printf '%-12s %10s %-16s %9s %9s %9s %10s\n' shape IOPS "spread" "p50 us" "p99 us" "min hits" "SPDK 1 CPU"
 for s in "${shapes[@]}"; do
-	printf '%-12s %10s %-16s %9.2f %9.2f %10s\n' "$s" "$(kiops "$(med 1 "$s")")" "($(spread "$s"))" \
-		"$(med 2 "$s")" "$(med 3 "$s")" "${spdk[$s]}"
+	printf '%-12s %10s %-16s %9.2f %9.2f %9s %10s\n' "$s" "$(kiops "$(med 1 "$s")")" "($(spread "$s"))" \
+		"$(med 2 "$s")" "$(med 3 "$s")" "$(hits "$s")" "${spdk[$s]}"
 done
 
 # target NAME SHAPE WANT: SHAPE's median IOPS against WANT IOPS.
