@@ -35,6 +35,7 @@ var registeredMethods = []string{
 	"bdev_ocf_set_seqcutoff",
 	"bdev_ocf_set_fallback_pt", "bdev_ocf_set_cleaning", "bdev_ocf_set_promotion", "bdev_ocf_get_policies", "bdev_ocf_flush_cancel", // blockcache's
 	"nbd_start_disk", "nbd_stop_disk", "nbd_get_disks",
+	"blockcache_get_metrics", // blockcache's (metrics_test.go checks its numbers)
 }
 
 // ocfAliases are the 2020 names SPDK still accepts.
@@ -735,6 +736,15 @@ func TestRPCCompat(t *testing.T) {
 			t.Fatalf("nbdinfo of a stopped export succeeded:\n%s", out)
 		}
 		d.expectClaimed(t, "N0", false)
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		res := d.Call(t, "blockcache_get_metrics", nil)
+		if k := objectKeys(t, res); !slices.Equal(k, []string{"time_unix_nano", "latency_bounds_seconds", "volumes", "nbd_exports", "nbd_connections"}) {
+			t.Fatalf("blockcache_get_metrics keys %v", k)
+		}
+		d.expectError(t, "blockcache_get_metrics", map[string]any{"name": "Nope"}, -32602, "No such device")
+		d.expectError(t, "blockcache_get_metrics", map[string]any{"bogus": 1}, -32602, "Invalid parameters")
 	})
 
 	t.Run("kill", func(t *testing.T) {
