@@ -24,10 +24,14 @@ func uringCompat(t *testing.T, d *Daemon, files string) {
 	if err := os.WriteFile(f, make([]byte, 4<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	rings := uringFds(t, d)
 	var name string
 	d.CallInto(t, "bdev_uring_create", uringParams(f, "Uring0"), &name)
 	if name != "Uring0" {
 		t.Fatalf("bdev_uring_create returned %q", name)
+	}
+	if n := uringFds(t, d); n != rings+1 {
+		t.Fatalf("the daemon has %d io_uring instances after bdev_uring_create, want %d", n, rings+1)
 	}
 	b, raw := d.getBdev(t, "Uring0")
 	if b.ProductName != "URING bdev" || b.BlockSize != 512 || b.NumBlocks != 8192 {
@@ -74,6 +78,9 @@ func uringCompat(t *testing.T, d *Daemon, files string) {
 	d.expectError(t, "bdev_aio_delete", map[string]any{"name": "Uring0"}, -19, "No such device")
 	expectJSON(t, "bdev_uring_delete", d.Call(t, "bdev_uring_delete", map[string]any{"name": "Uring0"}), "true")
 	d.Call(t, "bdev_uring_delete", map[string]any{"name": "Uring4k"})
+	if n := uringFds(t, d); n != rings {
+		t.Fatalf("the daemon has %d io_uring instances after deleting its uring bdevs, want %d", n, rings)
+	}
 	d.expectError(t, "bdev_uring_delete", map[string]any{"name": "Uring0"}, -19, "No such device")
 	// The file is free again, and kept what was written.
 	d.Call(t, "bdev_uring_create", uringParams(f, "Uring0"))
@@ -81,6 +88,24 @@ func uringCompat(t *testing.T, d *Daemon, files string) {
 	qemuIO(t, uri, "read -P 0x5a 4096 64k")
 	d.Call(t, "nbd_stop_disk", map[string]any{"nbd_device": uri})
 	d.Call(t, "bdev_uring_delete", map[string]any{"name": "Uring0"})
+}
+
+// uringFds counts the daemon's io_uring instances: its file descriptors
+// on anon_inode:[io_uring].
+func uringFds(t *testing.T, d *Daemon) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && target == "anon_inode:[io_uring]" {
+			n++
+		}
+	}
+	return n
 }
 
 // TestUringSaveLoadConfig: a write-back volume on two uring bdevs is
@@ -127,4 +152,36 @@ func TestUringSaveLoadConfig(t *testing.T) {
 		t.Fatalf("save_config after load_config differs:\nbefore:\n%s\nafter:\n%s", saved, resaved)
 	}
 	b.Stop(t)
+}
+
+// TestAbuseThreadsOnASlowUringFile is TestAbuseThreadsOnASlowFile on a
+// uring bdev: 20 NBD clients with 64 reads each in flight on a file whose
+// disk is slow (the daemon's reads throttled to 500 per second). The
+// ring keeps 128 reads in the kernel without a thread each and parks the
+// rest as goroutines, so the daemon's threads stay far below the aio
+// bdev's bound of one per IO in the kernel.
+func TestAbuseThreadsOnASlowUringFile(t *testing.T) {
+	requireTool(t, "fio")
+	dir := shortTempDir(t)
+	path := filepath.Join(dir, "cold.img")
+	writeColdFile(t, path, 64<<20)
+
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+	throttleReads(t, d.cmd.Process.Pid, path, 500)
+	d.Call(t, "bdev_uring_create", uringParams(path, "Cold"))
+	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Cold"})
+
+	before := d.usage(t)
+	sampler := d.sampleRSS(t)
+	run(t, nil, "fio", "--name=abuse", "--ioengine=nbd", "--uri="+d.URI("Cold"),
+		"--rw=randread", "--bs=4k", "--iodepth=64", "--numjobs=20", "--size=64m",
+		"--time_based", "--runtime=3", "--norandommap", "--randrepeat=0", "--group_reporting", "--output-format=terse")
+	peak := sampler.peaks()
+	after := d.usage(t)
+	logAbuse(t, "slow-uring-reads", before, after, peak.rssKiB)
+	t.Logf("ABUSE slow-uring-reads threads_peak=%d", peak.threads)
+	if bound := int64(24); peak.threads > bound {
+		t.Errorf("the daemon peaked at %d threads under 20 x 64 reads on a uring bdev; want at most %d", peak.threads, bound)
+	}
+	d.rpcAnswers(t, "after the read storm")
 }
