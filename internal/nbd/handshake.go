@@ -127,6 +127,9 @@ func (h *haggler) option() (done bool, err error) {
 		if _, err := h.r.Discard(int(n)); err != nil {
 			return false, err
 		}
+		if h.tlsRequired(opt) {
+			return false, h.reply(opt, repErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
+		}
 		return false, h.reply(opt, repErrTooBig, fmt.Sprintf("option data of %d bytes exceeds %d", n, maxOptionBytes))
 	}
 	data := make([]byte, n)
@@ -140,7 +143,7 @@ func (h *haggler) option() (done bool, err error) {
 		}
 		return false, h.reply(opt, repErrShutdown, "server is shutting down")
 	}
-	if h.tlsMode == TLSRequire && !h.tlsActive && opt != optStartTLS && opt != optAbort {
+	if h.tlsRequired(opt) {
 		if opt == optExportName {
 			// It cannot be refused politely.
 			return false, fmt.Errorf("nbd handshake: %v before NBD_OPT_STARTTLS, and TLS is required", opt)
@@ -172,6 +175,12 @@ func (h *haggler) option() (done bool, err error) {
 	// Including NBD_OPT_STARTTLS on a server without TLS, metadata
 	// contexts and extended headers.
 	return false, h.reply(opt, repErrUnsup, fmt.Sprintf("option %v is not supported", opt))
+}
+
+// tlsRequired reports whether opt must be refused because TLS is required
+// and not yet active: every option but NBD_OPT_STARTTLS and NBD_OPT_ABORT.
+func (h *haggler) tlsRequired(opt option) bool {
+	return h.tlsMode == TLSRequire && !h.tlsActive && opt != optStartTLS && opt != optAbort
 }
 
 // startTLS answers NBD_OPT_STARTTLS (of n bytes of data) on a server with

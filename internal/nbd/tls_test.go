@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -269,4 +270,89 @@ func TestParseTLSMode(t *testing.T) {
 	if _, err := NewServer(nil, Options{TLS: TLSRequire}); !errors.Is(err, ErrInvalidOptions) {
 		t.Errorf("NewServer with TLS and no config: %v", err)
 	}
+}
+
+// fakeTLSCatalog is a fakeCatalog in TLSRequire mode whose "upgrade" keeps
+// the plain-text stream, noting how much the server had written before it.
+type fakeTLSCatalog struct {
+	fakeCatalog
+	out      *bytes.Buffer
+	upgrades int
+	at       int // len(out) at the upgrade
+}
+
+func (f *fakeTLSCatalog) tlsMode() TLSMode { return TLSRequire }
+func (f *fakeTLSCatalog) startTLS() error {
+	f.upgrades++
+	f.at = f.out.Len()
+	return nil
+}
+
+// optReplies splits server output into option replies, stopping at what
+// is not one (NBD_OPT_EXPORT_NAME's answer).
+func optReplies(b []byte) (types []uint32, opts []uint32) {
+	for len(b) >= 20 && binary.BigEndian.Uint64(b) == magicOptionReply {
+		n := int(binary.BigEndian.Uint32(b[16:20]))
+		if len(b) < 20+n {
+			break
+		}
+		opts = append(opts, binary.BigEndian.Uint32(b[8:12]))
+		types = append(types, binary.BigEndian.Uint32(b[12:16]))
+		b = b[20+n:]
+	}
+	return types, opts
+}
+
+// FuzzHandshakeTLSRequire runs negotiate in TLSRequire mode on arbitrary
+// client bytes: before the upgrade only NBD_OPT_STARTTLS and NBD_OPT_ABORT
+// are answered otherwise than NBD_REP_ERR_TLS_REQD, after it
+// NBD_REP_ERR_TLS_REQD is never sent, there is at most one upgrade, and
+// transmission begins only after it.
+func FuzzHandshakeTLSRequire(f *testing.F) {
+	greet := greetingReply(stdFlags)
+	seq := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	starttls := optionBytes(nbdclient.OptStartTLS, nil)
+	f.Add(seq(greet, optionBytes(nbdclient.OptList, nil), starttls, optionBytes(nbdclient.OptGo, nbdclient.InfoData("disk"))))
+	f.Add(seq(greet, optionBytes(nbdclient.OptStructuredReply, nil), starttls, starttls, optionBytes(nbdclient.OptExportName, []byte("disk"))))
+	f.Add(seq(greet, optionBytes(nbdclient.OptExportName, []byte("disk"))))
+	f.Add(seq(greet, optionBytes(nbdclient.OptStartTLS, []byte{1}), optionBytes(nbdclient.OptAbort, nil)))
+	f.Add(seq(greet, []byte("IHAVEOPT\x00\x00\x00\x07\x00\x01\x00\x00")))
+	f.Add(seq(greetingReply(0), starttls))
+
+	ex, err := newExport(Export{Name: "disk", Device: newMalloc(f, "fuzz", 64)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out bytes.Buffer
+		cat := &fakeTLSCatalog{fakeCatalog: fakeCatalog{ex: ex}, out: &out}
+		neg, err := negotiate(bufioReader(in), bufioWriter(&out), cat)
+		if err == nil && (neg.ex == nil || cat.upgrades != 1) {
+			t.Fatalf("transmission with export %v after %d upgrades", neg.ex, cat.upgrades)
+		}
+		if cat.upgrades > 1 {
+			t.Fatalf("%d upgrades", cat.upgrades)
+		}
+		b := out.Bytes()
+		if len(b) < 18 {
+			return
+		}
+		pre, post := b[18:], []byte(nil)
+		if cat.upgrades == 1 {
+			pre, post = b[18:cat.at], b[cat.at:]
+		}
+		types, opts := optReplies(pre)
+		for i, typ := range types {
+			o := option(opts[i])
+			if typ != uint32(repErrTLSReqd) && o != optStartTLS && o != optAbort {
+				t.Fatalf("before TLS, %v answered with %v", o, repType(typ))
+			}
+		}
+		types, _ = optReplies(post)
+		for _, typ := range types {
+			if typ == uint32(repErrTLSReqd) {
+				t.Fatal("NBD_REP_ERR_TLS_REQD after the upgrade")
+			}
+		}
+	})
 }
