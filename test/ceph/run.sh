@@ -63,9 +63,11 @@ work=$(mktemp -d /tmp/bcceph.XXXXXX)
 bc_pid=''
 qnbd_pid=''
 load_pid=''
+flush_pid=''
 teardown() {
 	local rc=$?
 	[ -z "$load_pid" ] || kill "$load_pid" 2>/dev/null || true
+	[ -z "$flush_pid" ] || kill "$flush_pid" 2>/dev/null || true
 	if [ -n "$bc_pid" ]; then
 		# With the core gone a shutdown flush could wait: SIGKILL after 10 s.
 		kill "$bc_pid" 2>/dev/null || true
@@ -77,6 +79,7 @@ teardown() {
 		wait "$qnbd_pid" 2>/dev/null || true
 	fi
 	[ -z "$load_pid" ] || wait "$load_pid" 2>/dev/null || true
+	[ -z "$flush_pid" ] || wait "$flush_pid" 2>/dev/null || true
 	[ -z "$bc_pid" ] || wait "$bc_pid" 2>/dev/null || true
 	ceph_stop
 	if [ "$KEEP" = 1 ]; then
@@ -92,7 +95,7 @@ trap 'exit 130' INT TERM
 # --- packages -----------------------------------------------------------------
 step "install packages"
 pkgs=()
-for p in ceph-mon ceph-osd ceph-common qemu-block-extra qemu-utils libnbd-bin jq; do
+for p in ceph-mon ceph-osd ceph-common qemu-block-extra qemu-utils libnbd-bin python3-libnbd jq; do
 	dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
 done
 if [ ${#pkgs[@]} -gt 0 ]; then
@@ -177,7 +180,8 @@ bc version --daemon >/dev/null 2>&1 || fail "blockcache did not answer on $work/
 step "create the cache (malloc ${CACHE_MIB} MiB) in front of the NBD client bdev Rbd0, wb"
 bcx rpc bdev_malloc_create "{\"name\":\"Malloc0\",\"num_blocks\":$((CACHE_MIB * 2048)),\"block_size\":512}" >/dev/null
 bcx bdev create-nbd Rbd0 "$rbd_uri" >/dev/null
-size=$(bcx rpc bdev_get_bdevs '{"name":"Rbd0"}' | jq '.[0].num_blocks * .[0].block_size')
+size=$(bc rpc bdev_get_bdevs '{"name":"Rbd0"}' | jq '.[0].num_blocks * .[0].block_size') ||
+	fail "bdev_get_bdevs Rbd0 failed"
 [ "$size" = $((CORE_MIB << 20)) ] || fail "Rbd0 has $size bytes, the RBD image $((CORE_MIB << 20))"
 bcx cache create Vol0 --mode wb --cache Malloc0 --core Rbd0 >/dev/null
 # Large sequential writes would otherwise bypass the cache (OCF's cutoff).
@@ -207,41 +211,14 @@ cmp "$model" "$work/after.img" >"$work/cmp.log" 2>&1 ||
 	fail "after the flush the RBD image differs from what was written: $(cat "$work/cmp.log")"
 
 # --- qemu-nbd restarted under load -------------------------------------------------
-# writer: rounds of eight 1 MiB writes at random places of [64, 128) MiB,
-# each with its own byte pattern, one qemu-io connection a round, until
-# $work/stop exists. Each acknowledged round is appended to $work/rounds as
-# "MILLISECONDS PATTERN:MIB ..."; a failed round ends the writer with
-# "failed" in $work/writer.status.
-writer() {
-	local round=0 writes args i out
-	while [ ! -e "$work/stop" ]; do
-		round=$((round + 1))
-		writes=()
-		for i in $(seq 8); do
-			writes+=("$(((round * 8 + i) % 251 + 1)):$((64 + RANDOM % 64))")
-		done
-		mapfile -t args < <(io_args "${writes[@]}")
-		if ! out=$(qemu-io -f raw "$vol_uri" "${args[@]}" 2>&1) || grep -qiE 'error|fail' <<<"$out"; then
-			echo "failed round $round: $out" >"$work/writer.status"
-			return 1
-		fi
-		echo "$(date +%s%3N) ${writes[*]}" >>"$work/rounds"
-	done
-	echo ok >"$work/writer.status"
-}
-# io_args PATTERN:MIB...: qemu-io's -c arguments writing 1 MiB of PATTERN at
-# each MIB.
-io_args() {
-	local w
-	for w in "$@"; do
-		printf -- '-c\nwrite -P %d %dM 1M\n' "${w%%:*}" "${w#*:}"
-	done
-}
-: >"$work/rounds"
-rm -f "$work/stop" "$work/writer.status"
+# The writer (writer.py): 1 MiB writes at random places of [64, 128) MiB,
+# one at a time on one connection, never a flush, each acknowledged write
+# logged with its time.
+: >"$work/writes"
+rm -f "$work/stop"
 
 step "restart qemu-nbd while a writer writes through blockcache"
-writer >"$work/writer.log" 2>&1 &
+/usr/bin/python3 "$here/writer.py" write "$vol_uri" "$work/writes" "$work/stop" >"$work/writer.log" 2>&1 &
 load_pid=$!
 sleep 1
 down=$(date +%s%3N)
@@ -249,35 +226,52 @@ stop_qemu_nbd
 sleep "$OUTAGE_S"
 up=$(date +%s%3N)
 start_qemu_nbd
-sleep 2
+sleep 1
 touch "$work/stop"
-wait "$load_pid" || true
-load_pid=
-[ "$(cat "$work/writer.status" 2>/dev/null)" = ok ] ||
-	fail "the writer failed: $(cat "$work/writer.status" 2>/dev/null || echo "no status")"
-during=$(awk -v d="$down" -v u="$up" '$1 > d + 500 && $1 < u { n++ } END { print n + 0 }' "$work/rounds")
-total=$(wc -l <"$work/rounds")
-echo "writer: $total rounds of 8 MiB acknowledged, $during of them while qemu-nbd was away"
-[ "$during" -ge 1 ] || fail "no write was acknowledged while qemu-nbd was away ($total rounds in all): wb should take writes without its core"
+wait "$load_pid" || fail "the writer failed: $(tail -3 "$work/writer.log")"
+load_pid=''
+# Writes acknowledged from half a second after qemu-nbd stopped until it was
+# started again: the cache took them without its core.
+during=$(awk -v d="$down" -v u="$up" '$1 > d + 500 && $1 < u { n++ } END { print n + 0 }' "$work/writes")
+total=$(wc -l <"$work/writes")
+echo "writer: $total writes of 1 MiB acknowledged, $during of them while qemu-nbd was away"
+[ "$during" -ge 1 ] || fail "no write was acknowledged while qemu-nbd was away ($total in all): wb should take writes without its core"
+/usr/bin/python3 "$here/writer.py" apply "$work/writes" "$model" || fail "applying the writes to the model failed"
+dirty=$(bc rpc bdev_ocf_get_stats '{"name":"Vol0"}' | jq '.usage.dirty.count') || fail "bdev_ocf_get_stats Vol0 failed"
+echo "dirty lines before the flush: $dirty"
 
-# Replay the acknowledged rounds, in order, on the model.
-while read -r _ rest; do
-	# shellcheck disable=SC2086 # the writes are words
-	mapfile -t args < <(io_args $rest)
-	qemu-io -f raw "$model" "${args[@]}" >/dev/null 2>&1 || fail "replaying a round on the model failed: $rest"
-done <"$work/rounds"
+step "restart qemu-nbd while a flush writes back"
+# The flush's write-backs are in flight when qemu-nbd stops and its
+# connection drops; the rest wait for it to come back.
+bc cache flush Vol0 >"$work/flush.log" 2>&1 &
+flush_pid=$!
+sleep 0.2
+kill -0 "$flush_pid" 2>/dev/null ||
+	fail "the flush of $dirty dirty lines ended before qemu-nbd was stopped: nothing was in flight"
+stop_qemu_nbd
+sleep "$OUTAGE_S"
+up=$(date +%s%3N)
+start_qemu_nbd
+for _ in $(seq 600); do
+	kill -0 "$flush_pid" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "$flush_pid" 2>/dev/null &&
+	fail "the flush under way when qemu-nbd stopped is still running 60 s after it came back"
+wait "$flush_pid" || fail "the flush under way when qemu-nbd stopped failed: $(tail -3 "$work/flush.log")"
+flush_pid=''
+echo "the flush finished $(($(date +%s%3N) - up)) ms after qemu-nbd came back: $(tail -1 "$work/flush.log")"
+
+step "read RBD back with rbd export"
+rbd_export "$work/after2.img"
+cmp "$model" "$work/after2.img" >"$work/cmp.log" 2>&1 ||
+	fail "after the restarts and the flush the RBD image differs from the writes: $(cat "$work/cmp.log")"
 
 step "read back through blockcache"
 rm -f "$work/via-cache.img"
 nbdcopy "$vol_uri" "$work/via-cache.img" >"$work/nbdcopy.log" 2>&1 || fail "nbdcopy from $vol_uri failed: $(tail -3 "$work/nbdcopy.log")"
 cmp "$model" "$work/via-cache.img" >"$work/cmp.log" 2>&1 ||
 	fail "the volume read through blockcache differs from the writes: $(cat "$work/cmp.log")"
-
-step "flush after qemu-nbd returned, read RBD back with rbd export"
-bcx cache flush Vol0 >/dev/null
-rbd_export "$work/after2.img"
-cmp "$model" "$work/after2.img" >"$work/cmp.log" 2>&1 ||
-	fail "after the restart and the flush the RBD image differs from the writes: $(cat "$work/cmp.log")"
 
 step "tear down the volume"
 bcx cache delete Vol0 >/dev/null
