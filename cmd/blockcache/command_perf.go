@@ -166,7 +166,7 @@ func perfCPUs(mask string) ([]int, error) {
 // perfJobList makes the jobs: one per bdev on the CPUs in turn, or with
 // everyCore one per CPU per bdev, each on its own equal slice of the bdev
 // (bdevperf's -C).
-func perfJobList(devs []bdev.Device, cpus []int, p perfJobs, o *perfOpts) []perf.Job {
+func perfJobList(devs []bdev.Device, cpus []int, p perfJobs, o *perfOpts) ([]perf.Job, error) {
 	var jobs []perf.Job
 	next := 0
 	for _, d := range devs {
@@ -182,6 +182,9 @@ func perfJobList(devs []bdev.Device, cpus []int, p perfJobs, o *perfOpts) []perf
 			continue
 		}
 		perJob := int64(info.NumBlocks/uint64(len(cpus))) * int64(info.BlockSize)
+		if perJob < p.ioSize {
+			return nil, fmt.Errorf("-C: %s (%d bytes) split among %d CPUs leaves less than one %d-byte IO per CPU", info.Name, info.SizeBytes(), len(cpus), p.ioSize)
+		}
 		for i, c := range cpus {
 			j := base
 			j.Core, j.Offset, j.Length = c, int64(i)*perJob, perJob
@@ -191,7 +194,7 @@ func perfJobList(devs []bdev.Device, cpus []int, p perfJobs, o *perfOpts) []perf
 	for i := range jobs {
 		jobs[i].Seed = uint64(time.Now().UnixNano()) + uint64(i)*0x9e3779b97f4a7c15
 	}
-	return jobs
+	return jobs, nil
 }
 
 func runPerf(cmd *cobra.Command, o *perfOpts) error {
@@ -220,7 +223,10 @@ func runPerf(cmd *cobra.Command, o *perfOpts) error {
 	if err != nil {
 		return err
 	}
-	jobs := perfJobList(devs, cpus, p, o)
+	jobs, err := perfJobList(devs, cpus, p, o)
+	if err != nil {
+		return err
+	}
 	if err := perf.Check(jobs); err != nil {
 		return err
 	}

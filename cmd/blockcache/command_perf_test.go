@@ -11,9 +11,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/cpumask"
+	"blockcache/internal/perf"
 )
 
 // perfConfig writes an SPDK JSON config with the bdev entries given and
@@ -286,5 +290,48 @@ func TestPerfFileVolumeAndExamine(t *testing.T) {
 	}
 	if want := `OCF vbdev "Cache1", found on its cache device, is waiting for bdev "File1"`; !strings.Contains(r.stderr, want) {
 		t.Errorf("stderr lacks %q: %s", want, r.stderr)
+	}
+}
+
+// TestPerfJobList: one job per bdev on the CPUs in turn; with -C one per
+// CPU per bdev on equal slices, refused when a slice holds no IO.
+func TestPerfJobList(t *testing.T) {
+	small, err := malloc.New("Small", uuid.New(), 512, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := malloc.New("Big", uuid.New(), 4096, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	defer big.Close()
+	p := perfJobs{workload: perf.RandRead, ioSize: 512}
+	jobs, err := perfJobList([]bdev.Device{small, big, small}, []int{3, 5}, p, &perfOpts{queueDepth: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, j := range jobs {
+		got = append(got, fmt.Sprintf("%s@%d:%d+%d", j.Name, j.Core, j.Offset, j.Length))
+	}
+	if want := "Small@3:0+0 Big@5:0+0 Small@3:0+0"; strings.Join(got, " ") != want {
+		t.Errorf("jobs %s, want %s", strings.Join(got, " "), want)
+	}
+	jobs, err = perfJobList([]bdev.Device{small, big}, []int{3, 5}, p, &perfOpts{queueDepth: 2, everyCore: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	for _, j := range jobs {
+		got = append(got, fmt.Sprintf("%s@%d:%d+%d", j.Name, j.Core, j.Offset, j.Length))
+	}
+	if want := "Small@3:0+2048 Small@5:2048+2048 Big@3:0+20480 Big@5:20480+20480"; strings.Join(got, " ") != want {
+		t.Errorf("-C jobs %s, want %s", strings.Join(got, " "), want)
+	}
+	p.ioSize = 4096
+	if _, err := perfJobList([]bdev.Device{small}, []int{0, 1, 2}, p, &perfOpts{queueDepth: 1, everyCore: true}); err == nil ||
+		!strings.Contains(err.Error(), "-C: Small (4608 bytes) split among 3 CPUs leaves less than one 4096-byte IO per CPU") {
+		t.Errorf("-C on a bdev too small to split: %v", err)
 	}
 }
