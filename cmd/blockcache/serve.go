@@ -79,7 +79,7 @@ empty and persists nothing, like an SPDK target.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&cfg.RPCSocket, "rpc-socket", "r", DefaultRPCSocket, "JSON-RPC Unix socket path (SPDK's -r)")
-	f.StringVarP(&cfg.ConfigFile, "config", "c", "", "SPDK JSON config to replay at start, instead of the data directory's state")
+	f.StringVarP(&cfg.ConfigFile, "config", "c", "", "SPDK JSON config to replay at every start instead of the data directory's state (never written; changes persist to the data directory unless --bare)")
 	f.StringVar(&cfg.INIFile, "ini", "", "legacy SPDK INI config ([Malloc], [AIO], [OCF] sections) to replay at start")
 	f.StringVar(&cfg.DataDir, "data-dir", "blockcache-data", "directory for persisted state and the embedded default's images")
 	f.StringVar(&cfg.NBDListen, "nbd-listen", "127.0.0.1:10809", "NBD TCP listen address (empty for none)")
