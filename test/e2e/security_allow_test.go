@@ -203,3 +203,27 @@ func TestReadOnlyExport(t *testing.T) {
 		t.Fatalf("save_config's nbd_start_disk readonly params: %v\n%s", seen, saved)
 	}
 }
+
+// TestReadOnlyExportSurvivesRestart: the persisted config keeps readonly.
+func TestReadOnlyExportSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	o := DaemonOpts{DataDir: filepath.Join(t.TempDir(), "data")}
+	d := StartDaemon(t, o)
+	d.Call(t, "bdev_malloc_create", mallocParams("Golden", 4, 512))
+	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Golden", "readonly": true})
+	d.Stop(t)
+	o.Sock = d.Sock
+	d = StartDaemon(t, o)
+	c, err := nbdclient.Dial("tcp", d.NBDAddr, nbdclient.Options{Export: "Golden"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Export.Flags&nbdclient.FlagReadOnly == 0 {
+		t.Fatalf("after restart the export is not read-only: flags %#x", c.Export.Flags)
+	}
+	if err := c.WriteAt(make([]byte, 512), 0, 0); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("write after restart: %v, want EPERM", err)
+	}
+	d.Stop(t)
+}
