@@ -11,6 +11,8 @@ package nbd
 //
 // NBD_OPT_EXPORT_NAME is answered instead with size (64), transmission
 // flags (16) and, unless the client set NBD_FLAG_C_NO_ZEROES, 124 zero bytes.
+// After the NBD_REP_ACK to NBD_OPT_STARTTLS everything goes through TLS
+// (tls.go).
 
 import (
 	"bufio"

@@ -9,13 +9,13 @@ package nbd
 // handshake.go's haggler.
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -107,6 +107,9 @@ func LoadTLSConfig(dir string, verifyPeer bool) (*tls.Config, error) {
 		cfg.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
 			for _, chain := range chains {
 				for _, c := range chain {
+					if bytes.Equal(c.RawIssuer, c.RawSubject) {
+						continue // a root: the CRL's serials are of what it issued
+					}
 					if revoked.has(c) {
 						return fmt.Errorf("client certificate %q (serial %s) is revoked by %s", c.Subject, c.SerialNumber, crlPath)
 					}
@@ -184,7 +187,7 @@ func readCRL(path string, cas []*x509.Certificate) (revocations, error) {
 			out[string(crl.RawIssuer)] = m
 		}
 		for _, e := range crl.RevokedCertificateEntries {
-			m[new(big.Int).Set(e.SerialNumber).String()] = true
+			m[e.SerialNumber.String()] = true
 		}
 		n++
 	}
