@@ -15,6 +15,7 @@ type replyReader struct {
 	lookup func(cookie uint64) *request
 	hdr    [chunkHeaderSize]byte
 	msg    [maxErrorMessage + 8]byte
+	tmp    [12]byte // chunk payload headers; a field so nothing escapes per reply
 }
 
 // next reads one simple reply or one structured chunk. It returns the
@@ -24,6 +25,9 @@ type replyReader struct {
 func (rr *replyReader) next() (req *request, done bool, err error) {
 	h := rr.hdr[:]
 	if _, err := io.ReadFull(rr.r, h[:4]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			err = eofAsProtocol(err)
+		}
 		return nil, false, err
 	}
 	switch m := binary.BigEndian.Uint32(h); m {
@@ -80,11 +84,11 @@ func (rr *replyReader) chunk() (req *request, done bool, err error) {
 		if req.cmd != cmdRead || n < 8 {
 			return nil, false, fmt.Errorf("data chunk of %d bytes for a %s: %w", n, cmdName(req.cmd), ErrProtocol)
 		}
-		var ob [8]byte
-		if _, err := io.ReadFull(rr.r, ob[:]); err != nil {
+		ob := rr.tmp[:8]
+		if _, err := io.ReadFull(rr.r, ob); err != nil {
 			return nil, false, eofAsProtocol(err)
 		}
-		dst, err := req.window(binary.BigEndian.Uint64(ob[:]), uint64(n-8))
+		dst, err := req.window(binary.BigEndian.Uint64(ob), uint64(n-8))
 		if err != nil {
 			return nil, false, err
 		}
@@ -96,11 +100,11 @@ func (rr *replyReader) chunk() (req *request, done bool, err error) {
 		if req.cmd != cmdRead || n != 12 {
 			return nil, false, fmt.Errorf("hole chunk of %d bytes for a %s: %w", n, cmdName(req.cmd), ErrProtocol)
 		}
-		var b [12]byte
-		if _, err := io.ReadFull(rr.r, b[:]); err != nil {
+		b := rr.tmp[:12]
+		if _, err := io.ReadFull(rr.r, b); err != nil {
 			return nil, false, eofAsProtocol(err)
 		}
-		dst, err := req.window(binary.BigEndian.Uint64(b[:]), uint64(binary.BigEndian.Uint32(b[8:])))
+		dst, err := req.window(binary.BigEndian.Uint64(b), uint64(binary.BigEndian.Uint32(b[8:])))
 		if err != nil {
 			return nil, false, err
 		}
@@ -132,11 +136,11 @@ func (rr *replyReader) errorChunk(req *request, typ uint16, n uint32) error {
 	if n < 6 {
 		return fmt.Errorf("error chunk of %d bytes: %w", n, ErrProtocol)
 	}
-	var b [6]byte
-	if _, err := io.ReadFull(rr.r, b[:]); err != nil {
+	b := rr.tmp[:6]
+	if _, err := io.ReadFull(rr.r, b); err != nil {
 		return eofAsProtocol(err)
 	}
-	e := binary.BigEndian.Uint32(b[:])
+	e := binary.BigEndian.Uint32(b)
 	mlen := uint32(binary.BigEndian.Uint16(b[4:]))
 	rest := n - 6
 	want := mlen
