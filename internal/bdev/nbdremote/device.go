@@ -301,6 +301,9 @@ func (d *Device) chunked(cmd, flags uint16, p []byte, off, length int64) error {
 // and gives the slot back.
 func (d *Device) do(cmd, flags uint16, buf []byte, off, length int64) error {
 	r := <-d.free
+	d.mu.Lock()
+	r.state = stateNew
+	d.mu.Unlock()
 	r.gen++
 	r.cmd, r.flags, r.off, r.length, r.buf = cmd, flags, off, uint32(length), buf
 	r.result, r.covered = nil, 0

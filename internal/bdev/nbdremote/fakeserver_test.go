@@ -26,7 +26,7 @@ type fakeServer struct {
 	mu struct {
 		sync.Mutex
 		data     []byte
-		hold     bool     // keep requests unanswered
+		hold     bool // keep requests unanswered
 		held     []fakeReq
 		silent   bool     // read requests, never answer
 		refuse   bool     // close new connections at once

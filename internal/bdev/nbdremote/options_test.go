@@ -11,7 +11,7 @@ func TestOptionsValidate(t *testing.T) {
 	s := time.Second
 	tests := []struct {
 		loss, delay, fail time.Duration
-		says            string // "" when valid
+		says              string // "" when valid
 	}{
 		{-s, s, 30 * s, ""}, // the defaults
 		{0, 0, 0, ""},
