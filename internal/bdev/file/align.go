@@ -1,6 +1,8 @@
 package file
 
 import (
+	"fmt"
+
 	"golang.org/x/sys/unix"
 
 	"blockcache/internal/aligned"
@@ -55,4 +57,20 @@ func memAlignment(fd int) int {
 		return aligned.Page
 	}
 	return int(min(stx.Dio_mem_align, aligned.Page))
+}
+
+// directTooCoarse returns why direct IO cannot serve blocks of blockSize
+// bytes (512 if 0) on fd, a regular file whose file system needs a coarser
+// direct-IO offset alignment, or nil. Block devices are never too coarse:
+// their logical block size is their minimum block size either way.
+func directTooCoarse(fd int, blockSize uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	want := max(blockSize, 512)
+	if a := dioAlign(fd); a > 0 && want%a != 0 {
+		return fmt.Errorf("direct IO on this file system needs %d-byte alignment, coarser than the %d-byte block size", a, want)
+	}
+	return nil
 }

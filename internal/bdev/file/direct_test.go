@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -207,5 +208,67 @@ func TestDirectIOAllocatesNothing(t *testing.T) {
 		}); n != 0 {
 			t.Errorf("%s: %v allocations per IO, want 0", tc.name, n)
 		}
+	}
+}
+
+// mount4Kn makes an ext4 file system on a loop device with 4096-byte
+// sectors, whose direct IO needs 4096-byte alignment, mounts it and
+// returns its directory.
+func mount4Kn(t *testing.T) string {
+	t.Helper()
+	dev := loopDevice(t, 32<<20, 4096)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 %s: %v: %s", dev, err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "ext4-4k")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
+		t.Fatalf("mount %s: %v", dev, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// TestBufferedFallbackCoarseAlignment: on a file system whose direct IO
+// needs 4096-byte alignment, Direct alone gives 4096-byte blocks; with
+// BufferedFallback a file keeps 512-byte blocks (a cache needs them) and
+// opens buffered, saying why; asked for 4096-byte blocks it stays direct.
+func TestBufferedFallbackCoarseAlignment(t *testing.T) {
+	path := filepath.Join(mount4Kn(t), "disk.img")
+	if err := file.CreateSparse(path, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, path, file.Options{Direct: true})
+	if !d.Direct() || d.Info().BlockSize != 4096 {
+		t.Fatalf("Direct alone: direct %v, block size %d; want direct, 4096", d.Direct(), d.Info().BlockSize)
+	}
+	d.Close()
+
+	d = mustOpen(t, path, file.Options{Direct: true, BufferedFallback: true})
+	if d.Direct() || d.Info().BlockSize != 512 || d.DirectRefused() == nil ||
+		!strings.Contains(d.DirectRefused().Error(), "needs 4096-byte alignment, coarser than the 512-byte block size") {
+		t.Fatalf("fallback: direct %v, block size %d, refused %v", d.Direct(), d.Info().BlockSize, d.DirectRefused())
+	}
+	if flags := openFlags(t, path); len(flags) != 1 || flags[0]&unix.O_DIRECT != 0 {
+		t.Fatalf("fallback fd flags %o, want one fd without O_DIRECT", flags)
+	}
+	bdevtest.MustWrite(t, d, bdevtest.Pattern(5, 512), 512, true)
+	if got := bdevtest.MustRead(t, d, 512, 512); !bytes.Equal(got, bdevtest.Pattern(5, 512)) {
+		t.Fatal("a 512-byte block on the fallback came back different")
+	}
+	d.Close()
+
+	d = mustOpen(t, path, file.Options{Direct: true, BufferedFallback: true, BlockSize: 4096})
+	if !d.Direct() || d.DirectRefused() != nil || d.Info().BlockSize != 4096 {
+		t.Fatalf("4096-byte blocks: direct %v, refused %v, block size %d", d.Direct(), d.DirectRefused(), d.Info().BlockSize)
+	}
+	if got := bdevtest.MustRead(t, d, 0, 4096); !bytes.Equal(got[512:1024], bdevtest.Pattern(5, 512)) {
+		t.Fatal("the direct device does not see what the buffered one wrote")
 	}
 }

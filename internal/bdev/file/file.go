@@ -49,8 +49,11 @@ type Options struct {
 	Direct bool
 	// BufferedFallback, with Direct, opens the file buffered instead where
 	// its file system refuses O_DIRECT (EINVAL at open: ramfs, tmpfs before
-	// Linux 6.6, some FUSE file systems). Device.Direct then reports false
-	// and Device.DirectRefused why.
+	// Linux 6.6, some FUSE file systems), or where a regular file's direct
+	// IO needs a coarser alignment (statx STATX_DIOALIGN, e.g. 4096 on a
+	// 4Kn disk) than BlockSize, or 512 when BlockSize is 0: the block size
+	// is kept, so that a cache created on the file still opens. Device.Direct
+	// then reports false and Device.DirectRefused why.
 	BufferedFallback bool
 	// Create creates path as a sparse file of Size bytes if it does not
 	// exist. An existing file is opened as it is.
@@ -145,6 +148,17 @@ func Open(name, path string, opts Options) (*Device, error) {
 		return fail(fmt.Errorf("file system does not support O_DIRECT: %w", err))
 	case err != nil:
 		return fail(err)
+	}
+	if opts.Direct && opts.BufferedFallback {
+		if why := directTooCoarse(fd, opts.BlockSize); why != nil {
+			unix.Close(fd)
+			refused, opts.Direct = why, false
+			if fd, err = openExclusive(path, flags&^unix.O_DIRECT, opts.ReadOnly); errors.Is(err, ErrInUse) {
+				return nil, fmt.Errorf("open file device %q: %w", name, err)
+			} else if err != nil {
+				return fail(err)
+			}
+		}
 	}
 	depth := opts.QueueDepth
 	if depth == 0 {
