@@ -466,3 +466,21 @@ func TestNewUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestPwriteFlagsReachTheKernel: Pwrite's flags are the kernel's rw_flags:
+// RWF_DSYNC writes, and a flag the kernel does not know is refused with
+// EOPNOTSUPP, as pwritev2 refuses it.
+func TestPwriteFlagsReachTheKernel(t *testing.T) {
+	fd := tempFile(t, t.TempDir(), "flags.img", 1<<20, 0)
+	r := newTestRing(t, 2)
+	p := bytes.Repeat([]byte{7}, 4096)
+	if n, err := r.Pwrite(fd, p, 0, unix.RWF_DSYNC); err != nil || n != len(p) {
+		t.Fatalf("RWF_DSYNC write: %d, %v", n, err)
+	}
+	const unknown = 1 << 30
+	_, ringErr := r.Pwrite(fd, p, 0, unknown)
+	_, sysErr := unix.Pwritev2(fd, [][]byte{p}, 0, unknown)
+	if ringErr != unix.EOPNOTSUPP || sysErr != unix.EOPNOTSUPP {
+		t.Fatalf("write with unknown flag %#x: ring %v, pwritev2 %v, want EOPNOTSUPP", unknown, ringErr, sysErr)
+	}
+}
