@@ -86,13 +86,13 @@ type Ring struct {
 }
 
 // request is a completion slot. Between its submission and its completion
-// only the kernel and the reaper touch it; the reaper sets res and then
-// signals done.
+// only the kernel and the goroutine delivering completions (under reapMu)
+// touch it: that goroutine sets res and then signals done.
 type request struct {
 	done chan struct{} // capacity 1
 	// res is atomic only to show the race detector the hand-over through
 	// the kernel: the slot's previous user read it before releasing the
-	// slot, the reaper writes it for the next one.
+	// slot, the delivering goroutine writes it for the next one.
 	res atomic.Int32
 	// buf keeps the operation's buffer reachable, and so in place (Go's
 	// heap does not move objects), while the kernel may write it. Storing

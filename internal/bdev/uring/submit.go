@@ -52,8 +52,8 @@ func (r *Ring) transfer(e *sqe, p []byte) (int, error) {
 }
 
 // do runs one operation: it takes a slot (waiting while the ring is
-// full), submits e with the slot's index as its user data, and waits for
-// the reaper to deliver its result.
+// full), submits e with the slot's index as its user data, delivers what
+// has already completed (tryDeliver), and waits for its own result.
 func (r *Ring) do(e *sqe, buf unsafe.Pointer) (int, error) {
 	i, err := r.acquire()
 	if err != nil {
