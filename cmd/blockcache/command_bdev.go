@@ -19,6 +19,7 @@ func newBdevCmd() *cobra.Command {
 	}
 	o := addClientFlags(cmd)
 	cmd.AddCommand(newBdevListCmd(o), newBdevCreateFileCmd(o), newBdevDeleteFileCmd(o))
+	cmd.AddCommand(newBdevCreateNBDCmd(o), newBdevDeleteNBDCmd(o))
 	return cmd
 }
 

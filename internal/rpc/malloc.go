@@ -34,6 +34,7 @@ func (a *API) registerBaseModules() {
 	a.srv.Register("bdev_aio_delete", a.mutating(a.deleteBase("aio")))
 	a.srv.Register("bdev_null_create", a.mutating(a.nullCreate))
 	a.srv.Register("bdev_null_delete", a.mutating(a.deleteBase("null")))
+	a.registerNBDClient()
 }
 
 func (a *API) mallocCreate(_ context.Context, params json.RawMessage) (any, error) {

@@ -112,6 +112,9 @@ func errnoOf(err error) syscall.Errno {
 		// error and NBD methods pass on.
 		return syscall.EPERM
 	}
+	if errno, ok := nbdClientErrno(err); ok {
+		return errno
+	}
 	return bdev.Errno(err)
 }
 
