@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -72,4 +73,39 @@ func TestTopRowsRatesAndSort(t *testing.T) {
 	if f := strings.Fields(lines[3]); f[0] != "w" || f[1] != "waiting" || f[2] != "-" {
 		t.Errorf("waiting row printed as %q", lines[3])
 	}
+}
+
+// FuzzTopRows feeds top whatever a daemon could answer: two
+// blockcache_get_metrics results, decoded, must give rows and a table,
+// never a panic.
+func FuzzTopRows(f *testing.F) {
+	prev := metrics.Snapshot{Volumes: []metrics.Volume{topVolume("a", 1, 0)}}
+	cur := metrics.Snapshot{Time: 1e9, Volumes: []metrics.Volume{topVolume("a", 5, 4096), {Name: "w", State: "waiting"}}}
+	pj, _ := json.Marshal(prev)
+	cj, _ := json.Marshal(cur)
+	f.Add(pj, cj)
+	f.Add([]byte(`{"volumes":[{"name":"x","state":"started","requests":{}}]}`), []byte(`{"time_unix_nano":-5,"volumes":[{"name":"x","state":"started","requests":{"read_hits":1},"latency":{"read_hit":{"counts":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30]}}}]}`))
+	f.Add([]byte(`{}`), []byte(`{"volumes":[{"name":"x","state":"started","requests":{},"bytes":{},"usage":{},"cleaner":{},"latency":{}}]}`))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var prev, cur metrics.Snapshot
+		if json.Unmarshal(a, &prev) != nil || json.Unmarshal(b, &cur) != nil {
+			return
+		}
+		rows := topRows(prev, cur)
+		if len(rows) != len(cur.Volumes) {
+			t.Fatalf("%d rows for %d volumes", len(rows), len(cur.Volumes))
+		}
+		for col := range topColumns {
+			if topColumns[col].less != nil {
+				sortTopRows(rows, col)
+			}
+		}
+		var out bytes.Buffer
+		if err := writeTopTable(&out, rows); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(out.String(), "\n"); got != len(rows)+1 {
+			t.Fatalf("%d lines for %d rows", got, len(rows))
+		}
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"blockcache/internal/latency"
 	"blockcache/internal/metrics"
@@ -86,13 +87,16 @@ func topRows(prev, cur metrics.Snapshot) []topRow {
 	rows := make([]topRow, 0, len(cur.Volumes))
 	for _, v := range cur.Volumes {
 		r := topRow{name: v.Name, state: v.State, hitPct: -1}
-		if v.Requests == nil {
+		if !complete(&v) {
+			if r.state == "started" {
+				r.state = "started?" // a daemon that sent no numbers for it
+			}
 			rows = append(rows, r)
 			continue
 		}
 		p, ok := old[v.Name]
-		if !ok || p.Requests == nil {
-			p = metrics.Volume{Requests: &metrics.Requests{}, Bytes: &metrics.Bytes{}, Cleaner: &metrics.Cleaner{}, Latency: &metrics.VolumeLatency{}}
+		if !ok || !complete(&p) {
+			p = metrics.Volume{Requests: &metrics.Requests{}, Bytes: &metrics.Bytes{}, Usage: &metrics.Usage{}, Cleaner: &metrics.Cleaner{}, Latency: &metrics.VolumeLatency{}}
 		}
 		rate := func(a, b uint64) float64 { return float64(a-min(a, b)) / secs }
 		rq, pq := v.Requests, p.Requests
@@ -130,6 +134,11 @@ func topRows(prev, cur metrics.Snapshot) []topRow {
 	return rows
 }
 
+// complete reports whether v carries every group of numbers top reads.
+func complete(v *metrics.Volume) bool {
+	return v.Requests != nil && v.Bytes != nil && v.Usage != nil && v.Cleaner != nil && v.Latency != nil
+}
+
 func sum(m map[string]uint64) uint64 {
 	var n uint64
 	for _, v := range m {
@@ -154,8 +163,22 @@ func sortTopRows(rows []topRow, col int) {
 	})
 }
 
-// cells returns the row's cells, one per column.
+// cells returns the row's cells, one per column, control characters (a
+// name's tab or newline would break the table) shown as '?'.
 func (r *topRow) cells() []string {
+	out := r.rawCells()
+	for i, c := range out {
+		out[i] = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return '?'
+			}
+			return r
+		}, c)
+	}
+	return out
+}
+
+func (r *topRow) rawCells() []string {
 	if r.state != "started" {
 		out := make([]string, len(topColumns))
 		for i := range out {
