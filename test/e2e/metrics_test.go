@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // metricsDaemon starts a bare daemon serving /metrics on a free port and
@@ -339,4 +340,18 @@ for i in range(%d):
 		t.Errorf("blockcache_get_metrics lacks the miss histogram: %s", raw)
 	}
 
+}
+
+// TestMetricsListenRefused: an address that cannot be listened on stops
+// the daemon at start, naming it; without the flag nothing listens.
+func TestMetricsListenRefused(t *testing.T) {
+	t.Parallel()
+	d := startProcess(t, DaemonOpts{Bare: true, Args: []string{"--metrics-listen", "nonsense"}})
+	if code := d.Wait(t, 30*time.Second); code != 1 || !strings.Contains(d.Stderr(), "metrics listen nonsense") {
+		t.Fatalf("exit status %d, stderr:\n%s", code, d.Stderr())
+	}
+	off := StartDaemon(t, DaemonOpts{Bare: true})
+	if strings.Contains(off.Stderr(), "metrics listening") {
+		t.Fatalf("metrics served without --metrics-listen:\n%s", off.Stderr())
+	}
 }
