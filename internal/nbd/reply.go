@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -101,6 +102,29 @@ func (c *conn) send(j *job, hold bool) {
 		c.out.Unlock()
 		return
 	}
+	c.writeQueued()
+}
+
+// sendYielding is send for a request that was handed off (see transmit).
+// Before it writes, it lets the goroutines that are ready to run have the
+// CPU, marked as the writer meanwhile: the replies of other handed-off
+// requests completing at the same time (cache misses whose core IO ended
+// together), and those the reader holds back, queue behind it and go out
+// in the same writev. Without the yield, on one scheduler slot each such
+// goroutine runs its writev to the end before the next can queue a reply,
+// and every miss costs a syscall of its own.
+func (c *conn) sendYielding(j *job) {
+	c.out.Lock()
+	c.out.queue = append(c.out.queue, j)
+	if c.out.writing {
+		c.out.Unlock()
+		return
+	}
+	c.out.writing = true
+	c.out.Unlock()
+	runtime.Gosched()
+	c.out.Lock()
+	c.out.writing = false // writeQueued takes it again, under the same lock
 	c.writeQueued()
 }
 

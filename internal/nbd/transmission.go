@@ -474,7 +474,7 @@ func allowedFlags(typ command, flags txFlags, structured bool) cmdFlags {
 // be answered) and is logged.
 func (c *conn) handle(j *job) {
 	if _, ok := c.prepare(j, false); ok {
-		c.send(j, false)
+		c.sendYielding(j)
 	} else {
 		c.finish(j)
 	}
