@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// remoteWriter writes through an NBD URI with nbdsh, one write after
+// another, cycling through a list of overlapping writes [offset, length]
+// inside a region, until told to stop; write i fills its range with the
+// byte 1 + i%251.
+type remoteWriter struct {
+	ops  [][2]int
+	stop string // the file whose existence stops the writer
+	done chan remoteWriterResult
+}
+
+type remoteWriterResult struct {
+	count int
+	err   error
+}
+
+// startRemoteWriter starts the writer on uri over [0, region).
+func startRemoteWriter(t *testing.T, uri string, seed uint64, region int) *remoteWriter {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 7))
+	w := &remoteWriter{stop: filepath.Join(t.TempDir(), "stop"), done: make(chan remoteWriterResult, 1)}
+	for range 500 {
+		length := (1 + r.IntN(16)) * 4096
+		w.ops = append(w.ops, [2]int{r.IntN((region-length)/4096) * 4096, length})
+	}
+	env := nbdshEnv(t)
+	b, _ := json.Marshal(w.ops)
+	ops := writeFile(t, t.TempDir(), "ops.json", b)
+	script := fmt.Sprintf(`
+import json, os
+ops = json.load(open(%q))
+i = 0
+while i < 50 or not os.path.exists(%q):
+    off, n = ops[i %% len(ops)]
+    h.pwrite(bytes([1 + i %% 251]) * n, off)
+    i += 1
+h.flush()
+print("count", i)
+`, ops, w.stop)
+	go func() {
+		out, err := runErr(t, env, "nbdsh", "-u", uri, "-c", script)
+		var res remoteWriterResult
+		if err != nil {
+			res.err = fmt.Errorf("nbdsh: %v\n%s", err, out)
+		} else if _, err := fmt.Sscanf(out[bytes.LastIndex([]byte(out), []byte("count")):], "count %d", &res.count); err != nil {
+			res.err = fmt.Errorf("nbdsh output %q: %v", out, err)
+		}
+		w.done <- res
+	}()
+	return w
+}
+
+// finish stops the writer and applies what it wrote to model.
+func (w *remoteWriter) finish(t *testing.T, model []byte) {
+	t.Helper()
+	if err := os.WriteFile(w.stop, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-w.done:
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		for i := range res.count {
+			op := w.ops[i%len(w.ops)]
+			copy(model[op[0]:op[0]+op[1]], bytes.Repeat([]byte{byte(1 + i%251)}, op[1]))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the writer did not finish")
+	}
+}
+
+// TestRemoteCoreServerRestart kills the core's NBD server (qemu-nbd on an
+// image file) with writes in flight through a wt and a wb volume, restarts
+// it 1.5 s later, and checks the volume and then the image file against a
+// model. In wb, a write made while the server is down is acknowledged at
+// once, and every acknowledged write reaches the image once the volume is
+// deleted (written back).
+func TestRemoteCoreServerRestart(t *testing.T) {
+	const size = 32 << 20
+	for _, mode := range []string{"wt", "wb"} {
+		t.Run(mode, func(t *testing.T) {
+			image := filepath.Join(t.TempDir(), "core.img")
+			if err := os.WriteFile(image, make([]byte, size), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			srv := qemuNBDUnix(t, image)
+			d := StartDaemon(t, DaemonOpts{Bare: true})
+			d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Remote0", "uri": srv.uri})
+			d.Call(t, "bdev_malloc_create", mallocParams("Cache0", 16, 512))
+			d.Call(t, "bdev_ocf_create", ocfParams("Vol0", mode, "Cache0", "Remote0", 0))
+			var uri string
+			d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+
+			model := make([]byte, size)
+			w := startRemoteWriter(t, uri, 1, 8<<20)
+			time.Sleep(300 * time.Millisecond)
+			srv.kill()
+			waitFor(t, 10*time.Second, "the client sees the loss", func() bool {
+				st, _ := d.nbdClient(t, "Remote0")
+				return st.State == "reconnecting"
+			})
+			if mode == "wb" {
+				// Acknowledged by the cache with the core away.
+				start := time.Now()
+				// nbdsh, not qemu-io: qemu flushes at exit, and a flush
+				// goes to the core.
+				run(t, nbdshEnv(t), "nbdsh", "-u", uri, "-c", fmt.Sprintf("h.pwrite(b'\\xee' * 65536, %d)", 12<<20))
+				copy(model[12<<20:], bytes.Repeat([]byte{0xee}, 64<<10))
+				if el := time.Since(start); el > 1200*time.Millisecond {
+					t.Errorf("a wb write waited %v for the missing core", el)
+				}
+			}
+			time.Sleep(1500 * time.Millisecond)
+			srv.start()
+			waitFor(t, 10*time.Second, "the client reconnects", func() bool {
+				st, _ := d.nbdClient(t, "Remote0")
+				return st.State == "connected" && st.Reconnects >= 1
+			})
+			w.finish(t, model)
+			if i := firstDifference(readExport(t, uri), model); i >= 0 {
+				t.Fatalf("the volume differs from the model at %d", i)
+			}
+			// Deleting the volume writes wb's dirty data back to the core.
+			d.Call(t, "bdev_ocf_delete", map[string]any{"name": "Vol0"})
+			got, err := os.ReadFile(image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := firstDifference(got, model); i >= 0 {
+				t.Fatalf("the image file differs from the model at %d", i)
+			}
+		})
+	}
+}
