@@ -90,7 +90,14 @@ func (c *conn) unhold(payload int64) {
 //   - passes the turn to an idle goroutine (starting one if none is idle)
 //     and then executes and answers the request, while the next one is
 //     already being read; replies go out in completion order. So a slow
-//     request never holds up the ones sent after it.
+//     request never holds up the ones sent after it. Its reply waits for
+//     one yield of the CPU before it is written (see sendYielding), so
+//     that replies completing together share a writev.
+//
+// A WRITE's payload is read into the job's buffer, which goes to the
+// device as it is: beyond what the reader had buffered already, a large
+// payload never passes through the reader's buffer (see readBody), so the
+// kernel's copy out of the socket is the only one before the device.
 //
 // A request executed inline that takes longer than inlineFast makes the
 // connection pass the turn for the next inlineBackoff requests or more
