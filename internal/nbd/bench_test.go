@@ -132,6 +132,15 @@ func BenchmarkReadSlowMiss4K(b *testing.B) {
 	}
 }
 
+// BenchmarkReadHandedOff4K reads 4 KiB blocks one at a time (QD1) from a
+// device that serves none without waiting, so every request is handed off
+// and its goroutine writes the reply alone: ns/op is the round trip of a
+// handed-off request, which the yield before writing (sendYielding) must
+// not lengthen.
+func BenchmarkReadHandedOff4K(b *testing.B) {
+	benchIODev(b, slowMissDevice{newMalloc(b, "bench", 131072), 1, 0}, cmdRead, 4096, 1)
+}
+
 // slowMissDevice serves a read at once (bdev.TryReader) unless its block
 // number is a multiple of every; those wait for wait first.
 type slowMissDevice struct {
