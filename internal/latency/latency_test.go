@@ -4,6 +4,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestBucketBounds(t *testing.T) {
@@ -106,5 +107,36 @@ func BenchmarkSince(b *testing.B) {
 	var h Histogram
 	for b.Loop() {
 		h.Since(Now())
+	}
+}
+
+func TestShardedSumsShards(t *testing.T) {
+	var s Sharded
+	for i := range uint64(3 * NumShards) {
+		s.Record(i, time.Duration(i)*time.Millisecond)
+	}
+	s.Since(7, Now())
+	snap := s.Snapshot()
+	if snap.Count() != 3*NumShards+1 {
+		t.Fatalf("count %d, want %d", snap.Count(), 3*NumShards+1)
+	}
+	var want time.Duration
+	for i := range 3 * NumShards {
+		want += time.Duration(i) * time.Millisecond
+	}
+	if snap.Sum < want || snap.Sum > want+time.Second {
+		t.Errorf("sum %v, want about %v", snap.Sum, want)
+	}
+	if n := testing.AllocsPerRun(100, func() { s.Since(3, Now()) }); n != 0 {
+		t.Errorf("Since allocates %v", n)
+	}
+}
+
+func TestShardLayout(t *testing.T) {
+	if got := unsafe.Sizeof(Histogram{}); got != 232 {
+		t.Fatalf("Histogram is %d bytes; paddedHistogram assumes 232", got)
+	}
+	if got := unsafe.Sizeof(paddedHistogram{}); got%64 != 0 || got-232 < 64 {
+		t.Fatalf("a shard is %d bytes: not a whole number of 64-byte lines with a line of padding", got)
 	}
 }

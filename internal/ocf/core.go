@@ -121,7 +121,7 @@ func (co *Core) TryReadAt(p []byte, off int64) (bool, error) {
 	start := latency.Now()
 	served, err := co.cache.readHit(co, p, off, false)
 	if served {
-		co.lat.readHit.Since(start)
+		co.lat.readHit.Since(uint64(off)>>co.cache.layout.lineShift, start)
 	}
 	return served, err
 }

@@ -20,7 +20,7 @@ import (
 func (c *Cache) read(co *Core, p []byte, off int64) error {
 	start := latency.Now()
 	if served, err := c.readHit(co, p, off, true); served {
-		co.lat.readHit.Since(start)
+		co.lat.readHit.Since(uint64(off)>>c.layout.lineShift, start)
 		return err
 	}
 	co.stats.volumeRdBytes.Add(uint64(len(p)))
@@ -30,7 +30,7 @@ func (c *Cache) read(co *Core, p []byte, off int64) error {
 		retry, err := c.readOnce(&r, attempt > 0)
 		if !retry {
 			r.done()
-			co.lat.read(r.class).Since(start)
+			co.lat.readDone(r.class, r.first, start)
 			return err
 		}
 		c.cleanForRoom(&r)
