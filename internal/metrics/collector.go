@@ -3,6 +3,8 @@ package metrics
 import (
 	"sort"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -188,11 +190,19 @@ func collectVolume(ch chan<- prometheus.Metric, v Volume, lv []string, bounds []
 }
 
 func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
-	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	return constMetric(d, prometheus.GaugeValue, v, labels)
 }
 
 func counter(d *prometheus.Desc, v uint64, labels ...string) prometheus.Metric {
-	return prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	return constMetric(d, prometheus.CounterValue, float64(v), labels)
+}
+
+func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(d, t, v, validLabels(labels)...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
 }
 
 // histogram maps h into a Prometheus histogram: cumulative counts per
@@ -207,7 +217,22 @@ func histogram(d *prometheus.Desc, h Histogram, bounds []float64, labels ...stri
 			buckets[bounds[i]] = cum
 		}
 	}
-	return prometheus.MustNewConstHistogram(d, total, h.SumSeconds, buckets, labels...)
+	m, err := prometheus.NewConstHistogram(d, total, h.SumSeconds, buckets, validLabels(labels)...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
+}
+
+// validLabels makes label values valid UTF-8, as Prometheus requires: a
+// bdev name from an INI config may be any bytes.
+func validLabels(labels []string) []string {
+	for i, l := range labels {
+		if !utf8.ValidString(l) {
+			labels[i] = strings.ToValidUTF8(l, "\uFFFD")
+		}
+	}
+	return labels
 }
 
 func b2f(b bool) float64 {
