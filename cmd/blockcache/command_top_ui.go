@@ -41,7 +41,7 @@ func runTopUI(fetch func() (metrics.Snapshot, error), interval time.Duration, co
 				if i == 0 || i == 1 || i == len(topColumns)-1 {
 					align = tview.AlignLeft
 				}
-				table.SetCell(r+1, i, tview.NewTableCell(s).SetAlign(align))
+				table.SetCell(r+1, i, tview.NewTableCell(tview.Escape(s)).SetAlign(align))
 			}
 		}
 		msg := fmt.Sprintf("blockcache top  %d volumes  sorted by %s  every %v  keys: n r w R W h d o c l p sort, q quit",
@@ -49,7 +49,7 @@ func runTopUI(fetch func() (metrics.Snapshot, error), interval time.Duration, co
 		if lastErr != nil {
 			msg = "error: " + lastErr.Error()
 		}
-		status.SetText(msg)
+		status.SetText(tview.Escape(msg))
 	}
 	rows = topRows(prev, prev)
 	draw()
