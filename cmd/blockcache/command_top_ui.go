@@ -49,7 +49,7 @@ func runTopUI(fetch func() (metrics.Snapshot, error), interval time.Duration, co
 		if lastErr != nil {
 			msg = "error: " + lastErr.Error()
 		}
-		status.SetText(tview.Escape(msg))
+		status.SetText(msg) // dynamic colors off: shown as is
 	}
 	rows = topRows(prev, prev)
 	draw()
