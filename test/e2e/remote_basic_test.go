@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -160,4 +161,20 @@ func TestRemoteCoreCreateErrors(t *testing.T) {
 		t.Fatalf("delete of an unknown bdev = %+v, want -19", je)
 	}
 	d.Call(t, "spdk_get_version", nil)
+}
+
+// exerciseNBDClient is TestRPCCompat's part for bdev_nbd_client_create and
+// bdev_nbd_client_delete: the config entry's keys, bad params, delete.
+func exerciseNBDClient(t *testing.T, d *Daemon) {
+	srv := nbdkitUnix(t, "memory", "4M")
+	d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Nbd0", "uri": srv.uri})
+	params := d.configEntry(t, "bdev_nbd_client_create", "name", "Nbd0")
+	want := []string{"name", "uri", "uuid", "connections", "reconnect_delay_sec", "ctrlr_loss_timeout_sec", "fast_io_fail_timeout_sec", "io_timeout_sec"}
+	if k := objectKeys(t, params); !slices.Equal(k, want) {
+		t.Fatalf("config entry keys %v, want %v", k, want)
+	}
+	d.expectError(t, "bdev_nbd_client_create", map[string]any{"name": "Nbd1"}, -32603, "spdk_json_decode_object failed")
+	d.expectError(t, "bdev_nbd_client_create", map[string]any{"name": "Nbd1", "uri": srv.uri, "bogus": 1}, -32603, "spdk_json_decode_object failed")
+	d.expectError(t, "bdev_nbd_client_delete", map[string]any{}, -32603, "spdk_json_decode_object failed")
+	d.Call(t, "bdev_nbd_client_delete", map[string]any{"name": "Nbd0"})
 }
