@@ -301,17 +301,10 @@ func (d *Device) chunked(cmd, flags uint16, p []byte, off, length int64) error {
 // and gives the slot back.
 func (d *Device) do(cmd, flags uint16, buf []byte, off, length int64) error {
 	r := <-d.free
-	d.mu.Lock()
-	r.state = stateNew
-	d.mu.Unlock()
-	r.gen++
 	r.cmd, r.flags, r.off, r.length, r.buf = cmd, flags, off, uint32(length), buf
 	r.result, r.covered = nil, 0
 	err := d.submit(r)
 	r.buf = nil
-	d.mu.Lock()
-	r.state = stateFree
-	d.mu.Unlock()
 	d.free <- r
 	if err != nil {
 		return &bdev.IOError{Op: cmdName(cmd), Dev: d.info.Name, Offset: off, Len: length, Err: err}
@@ -334,6 +327,7 @@ func (d *Device) submit(r *request) error {
 	}
 	d.mu.seq++
 	r.seq = d.mu.seq
+	r.gen++ // under mu: readers compare cookies under it
 	if d.mu.state == StateConnected && len(d.mu.pending) == 0 {
 		c := d.mu.session[d.mu.rr%len(d.mu.session)]
 		d.mu.rr++

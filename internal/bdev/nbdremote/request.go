@@ -10,10 +10,9 @@ import (
 type reqState uint8
 
 const (
-	// stateFree: on the free list.
-	stateFree reqState = iota
-	// stateNew: taken by a caller, not yet submitted.
-	stateNew
+	// stateIdle: never submitted. A slot back on the free list keeps
+	// stateDone until it is submitted again.
+	_ reqState = iota
 	// statePending: waiting in Device.pending for a connection: never
 	// sent, or sent on a connection that died before its reply.
 	statePending
@@ -29,7 +28,7 @@ const (
 // with the device, so steady-state IO allocates nothing.
 type request struct {
 	idx uint32
-	gen uint32 // bumped each time the slot is taken; high half of the cookie
+	gen uint32 // bumped, under Device.mu, at each submission; high half of the cookie
 
 	// Set by the caller before submission, then read-only.
 	cmd    uint16
