@@ -167,7 +167,7 @@ start_qemu_nbd
 
 # --- blockcache -----------------------------------------------------------------
 step "start blockcache"
-bc serve --bare -r "$work/rpc.sock" --nbd-listen "" --nbd-socket "$work/bc.sock" \
+"$BLOCKCACHE" serve --bare -r "$work/rpc.sock" --nbd-listen "" --nbd-socket "$work/bc.sock" \
 	--data-dir "$work/data" >"$work/blockcache.log" 2>&1 &
 bc_pid=$!
 for _ in $(seq 100); do
@@ -243,7 +243,7 @@ echo "dirty lines before the flush: $dirty"
 step "restart qemu-nbd while a flush writes back"
 # The flush's write-backs are in flight when qemu-nbd stops and its
 # connection drops; the rest wait for it to come back.
-bc cache flush Vol0 >"$work/flush.log" 2>&1 &
+"$BLOCKCACHE" cache flush Vol0 >"$work/flush.log" 2>&1 &
 flush_pid=$!
 sleep 0.2
 kill -0 "$flush_pid" 2>/dev/null ||
