@@ -122,6 +122,15 @@ func qemuNBDUnix(t *testing.T, image string) *remoteServer {
 		"-f", "raw", "-t", "-e", "8", "-x", "disk", "--cache=writeback", "-k", sock, image)
 }
 
+// qemuNBDTCP is qemuNBDUnix on a free loopback port.
+func qemuNBDTCP(t *testing.T, image string) *remoteServer {
+	t.Helper()
+	port := freeTCPPort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	return startRemote(t, nil, "qemu-nbd", "nbd://"+addr+"/disk", addr, false,
+		"-f", "raw", "-t", "-e", "8", "-x", "disk", "--cache=writeback", "-b", "127.0.0.1", "-p", fmt.Sprint(port), image)
+}
+
 // nbdClientStatus is driver_specific.nbd_client of bdev_get_bdevs.
 type nbdClientStatus struct {
 	URI             string `json:"uri"`
