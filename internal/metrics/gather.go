@@ -8,6 +8,8 @@ package metrics
 import (
 	"time"
 
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/nbdremote"
 	"blockcache/internal/nbd"
 	"blockcache/internal/ocf"
 	"blockcache/internal/vbdev"
@@ -21,7 +23,8 @@ type Source struct {
 
 // RemoteCore is implemented by core devices that reach their data over a
 // network connection; their volumes then report its state. It is the hook
-// for remote cores: nothing implements it yet.
+// for remote cores; the NBD client bdev (nbdremote) is read through its
+// Status instead.
 type RemoteCore interface {
 	// RemoteState reports whether the connection is up and how many times
 	// it was re-established.
@@ -99,9 +102,21 @@ func volumeOf(o vbdev.Observed) Volume {
 	v.Flush = &Flush{InProgress: f.InProgress, DoneLines: f.Done, TotalLines: f.Total, RemainingBytes: f.RemainingBytes, BytesPerSecond: f.BytesPerSec}
 	l := co.Latency()
 	v.Latency = &VolumeLatency{ReadHit: histogramOf(l.ReadHit), ReadMiss: histogramOf(l.ReadMiss), Write: histogramOf(l.Write)}
-	if rc, ok := o.CoreDevice.(RemoteCore); ok {
-		up, n := rc.RemoteState()
-		v.Remote = &Remote{Connected: up, Reconnects: n}
-	}
+	v.Remote = remoteOf(o.CoreDevice)
 	return v
+}
+
+// remoteOf returns the connection state of a core device reached over the
+// network: one implementing RemoteCore, or an NBD client bdev; nil for any
+// other.
+func remoteOf(dev bdev.Device) *Remote {
+	switch d := dev.(type) {
+	case RemoteCore:
+		up, n := d.RemoteState()
+		return &Remote{Connected: up, Reconnects: n}
+	case *nbdremote.Device:
+		st := d.Status()
+		return &Remote{Connected: st.State == nbdremote.StateConnected, Reconnects: st.Reconnects}
+	}
+	return nil
 }

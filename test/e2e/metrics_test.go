@@ -356,3 +356,61 @@ func TestMetricsListenRefused(t *testing.T) {
 		t.Fatalf("metrics served without --metrics-listen:\n%s", off.Stderr())
 	}
 }
+
+// TestMetricsRemoteCore: a volume whose core is an NBD client bdev reports
+// the connection up; with nbdkit killed the gauge falls to 0, and once it is
+// back the reconnect is counted.
+func TestMetricsRemoteCore(t *testing.T) {
+	t.Parallel()
+	env := nbdshEnv(t)
+	srv := nbdkitTCP(t, "memory", "16M")
+	d, url := metricsDaemon(t)
+	d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Rc", "uri": srv.uri, "reconnect_delay_sec": 1})
+	d.Call(t, "bdev_malloc_create", mallocParams("Rcache", 16, 512))
+	d.Call(t, "bdev_ocf_create", ocfParams("Rv", "wt", "Rcache", "Rc", 4))
+	var uri string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Rv"}, &uri)
+	run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'r' * 4096, 0)")
+	vol := []string{"volume", "Rv", "cache", "Rcache", "core", "Rc"}
+	connected, reconnects := series("blockcache_remote_core_connected", vol...), series("blockcache_remote_core_reconnects_total", vol...)
+	text, m := scrape(t, url)
+	promtoolCheck(t, text)
+	if v, ok := m[connected]; !ok || v != 1 || m[reconnects] != 0 {
+		t.Fatalf("remote core metrics while connected:\n%s", grepLines(text, "remote_core"))
+	}
+	waitMetric := func(what, name string, want float64) {
+		t.Helper()
+		for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			text, m := scrape(t, url)
+			if m[name] == want {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: %s never became %v:\n%s", what, name, want, grepLines(text, "remote_core"))
+			}
+		}
+	}
+	srv.kill()
+	// The client notices the loss on its next request.
+	writer := exec.Command(requireTool(t, "nbdsh"), "-u", uri, "-c", "h.pwrite(b's' * 4096, 8192)")
+	writer.Env = append(writer.Environ(), env...)
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writer.Process.Kill(); writer.Wait() })
+	waitMetric("nbdkit killed", connected, 0)
+	srv.start()
+	waitMetric("nbdkit back", reconnects, 1)
+	waitMetric("nbdkit back", connected, 1)
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
