@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -177,4 +178,43 @@ func exerciseNBDClient(t *testing.T, d *Daemon) {
 	d.expectError(t, "bdev_nbd_client_create", map[string]any{"name": "Nbd1", "uri": srv.uri, "bogus": 1}, -32603, "spdk_json_decode_object failed")
 	d.expectError(t, "bdev_nbd_client_delete", map[string]any{}, -32603, "spdk_json_decode_object failed")
 	d.Call(t, "bdev_nbd_client_delete", map[string]any{"name": "Nbd0"})
+}
+
+// TestRemoteCoreDaemonRestart: the NBD client bdev is in config.json with
+// its knobs; a restart re-creates it, connected, with the same UUID, and
+// the volume on it comes back with its data.
+func TestRemoteCoreDaemonRestart(t *testing.T) {
+	srv := nbdkitUnix(t, "memory", "16M")
+	cfg := fmt.Sprintf(`{"subsystems":[{"subsystem":"bdev","config":[
+ {"method":"bdev_nbd_client_create","params":{"name":"Remote0","uri":%q,"io_timeout_sec":7}},
+ {"method":"bdev_malloc_create","params":{"name":"Cache0","num_blocks":16384,"block_size":512}},
+ {"method":"bdev_ocf_create","params":{"name":"Vol0","mode":"wt","cache_bdev_name":"Cache0","core_bdev_name":"Remote0"}}]}]}`, srv.uri)
+	path := writeFile(t, t.TempDir(), "config.json", []byte(cfg))
+	dataDir := filepath.Join(t.TempDir(), "data")
+	d := StartDaemon(t, DaemonOpts{DataDir: dataDir, Config: path})
+	var before []bdevInfo
+	d.CallInto(t, "bdev_get_bdevs", map[string]any{"name": "Remote0"}, &before)
+	var uri string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	qemuIO(t, uri, "write -P 0x77 0 128k")
+	d.Stop(t)
+
+	d = StartDaemon(t, DaemonOpts{DataDir: dataDir})
+	st, ok := d.nbdClient(t, "Remote0")
+	if !ok || st.State != "connected" || st.IOTimeout != 7 {
+		t.Fatalf("after a restart Remote0 is %+v (listed %v), want connected with io_timeout_sec 7", st, ok)
+	}
+	var after []bdevInfo
+	d.CallInto(t, "bdev_get_bdevs", map[string]any{"name": "Remote0"}, &after)
+	if after[0].UUID != before[0].UUID {
+		t.Fatalf("UUID %s after the restart, was %s", after[0].UUID, before[0].UUID)
+	}
+	var disks []nbdDisk
+	d.CallInto(t, "nbd_get_disks", nil, &disks)
+	if len(disks) != 1 {
+		d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	} else {
+		uri = disks[0].NBDDevice
+	}
+	qemuIO(t, uri, "read -P 0x77 0 128k")
 }
