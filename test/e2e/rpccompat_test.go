@@ -35,7 +35,7 @@ var registeredMethods = []string{
 	"bdev_ocf_set_seqcutoff",
 	"bdev_ocf_set_fallback_pt", "bdev_ocf_set_cleaning", "bdev_ocf_set_promotion", "bdev_ocf_get_policies", "bdev_ocf_flush_cancel", // blockcache's
 	"nbd_start_disk", "nbd_stop_disk", "nbd_get_disks",
-	"blockcache_get_metrics", // blockcache's (metrics_test.go checks its numbers)
+	"blockcache_get_metrics",                           // blockcache's (metrics_test.go checks its numbers)
 	"bdev_nbd_client_create", "bdev_nbd_client_delete", // blockcache's (remote_*_test.go)
 }
 
