@@ -10,8 +10,8 @@ import (
 type reqState uint8
 
 const (
-	// stateIdle: never submitted. A slot back on the free list keeps
-	// stateDone until it is submitted again.
+	// The zero state: never submitted. A slot back on the free list
+	// keeps stateDone until it is submitted again.
 	_ reqState = iota
 	// statePending: waiting in Device.pending for a connection: never
 	// sent, or sent on a connection that died before its reply.
