@@ -275,5 +275,5 @@ cmp "$model" "$work/via-cache.img" >"$work/cmp.log" 2>&1 ||
 
 step "tear down the volume"
 bcx cache delete Vol0 >/dev/null
-bcx rpc bdev_nbd_client_delete '{"name":"Rbd0"}' >/dev/null
+bcx bdev delete-nbd Rbd0 >/dev/null
 echo "ceph test: passed in $((SECONDS - started)) s"
