@@ -21,8 +21,9 @@ import (
 //
 // The reconnect goroutine dials a new session and replays pending one
 // request at a time, oldest first, waiting for each reply before sending
-// the next; only when pending is empty does the device take new requests
-// directly again. So a write whose outcome is unknown reaches the server,
+// the next; once everything that waited when the replay began is done,
+// the device takes new requests directly again, and those submitted
+// during the replay are sent then. So a write whose outcome is unknown reaches the server,
 // again, before any newer write is sent, overlapping or not, and a flush
 // is only answered once every earlier write was answered after it. A
 // request that waits longer than fast_io_fail_timeout since the loss is
@@ -248,9 +249,26 @@ func (d *Device) reconnect() error {
 	d.mu.replaying = nil
 	d.mu.state = StateConnected
 	d.mu.lastErr = nil
+	// Requests submitted during the replay go out now, as submit would
+	// have sent them.
+	now := time.Now()
+	later := d.mu.pending
+	d.mu.pending = nil
+	on := make([]*conn, len(later))
+	for i, r := range later {
+		on[i] = conns[d.mu.rr%len(conns)]
+		d.mu.rr++
+		d.startLocked(r, on[i], now)
+		r.wakeUp()
+	}
 	d.mu.Unlock()
 	d.reconnects.Add(1)
 	d.event("reconnected", nil)
+	for i, r := range later {
+		if err := on[i].send(r); err != nil {
+			d.fail(on[i], err)
+		}
+	}
 	return nil
 }
 
@@ -270,6 +288,15 @@ func (d *Device) replay(c *conn) bool {
 		t = time.NewTimer(d.opts.IOTimeout)
 		defer t.Stop()
 	}
+	// Only what waits now is replayed one by one: requests submitted
+	// meanwhile are newer than all of it, and go out normally once it is
+	// done (a steady stream of them would otherwise keep the replay going).
+	d.mu.Lock()
+	var last uint64
+	if n := len(d.mu.pending); n > 0 {
+		last = d.mu.pending[n-1].seq
+	}
+	d.mu.Unlock()
 	for {
 		d.mu.Lock()
 		if d.mu.state != StateReconnecting || c.failed {
@@ -277,7 +304,7 @@ func (d *Device) replay(c *conn) bool {
 			return false
 		}
 		d.mu.replaying = c
-		if len(d.mu.pending) == 0 {
+		if len(d.mu.pending) == 0 || d.mu.pending[0].seq > last {
 			return true // with d.mu held
 		}
 		r := d.mu.pending[0]
