@@ -63,6 +63,7 @@ pid file = $dir/run/\$name.pid
 mon data = $dir/mon.\$id
 osd data = $dir/osd.\$id
 log file = $dir/log/\$name.log
+mon cluster log file = default=$dir/log/mon.\$channel.log cluster=$dir/log/mon.cluster.log
 
 [mon]
 admin socket = $dir/run/\$name.asok
