@@ -147,12 +147,12 @@ start_qemu_nbd() {
 	qemu-nbd -t --shared=16 -f raw --cache=writeback --socket="$rbd_sock" \
 		"rbd:rbd/core:conf=$CEPH_CONF" >>"$work/qemu-nbd.log" 2>&1 &
 	qnbd_pid=$!
-	for _ in $(seq 100); do
+	for _ in $(seq 300); do
 		nbdinfo --size "$rbd_uri" >/dev/null 2>&1 && return 0
 		kill -0 "$qnbd_pid" 2>/dev/null || fail "qemu-nbd exited at start"
 		sleep 0.1
 	done
-	fail "qemu-nbd did not answer on $rbd_sock within 10 s"
+	fail "qemu-nbd did not answer on $rbd_sock within 30 s"
 }
 # stop_qemu_nbd: SIGTERM, as a service manager stops it: qemu-nbd drops its
 # connections, requests in flight included, and closes the image (which
@@ -170,12 +170,12 @@ step "start blockcache"
 "$BLOCKCACHE" serve --bare -r "$work/rpc.sock" --nbd-listen "" --nbd-socket "$work/bc.sock" \
 	--data-dir "$work/data" >"$work/blockcache.log" 2>&1 &
 bc_pid=$!
-for _ in $(seq 100); do
+for _ in $(seq 300); do
 	bc version --daemon >/dev/null 2>&1 && break
 	kill -0 "$bc_pid" 2>/dev/null || fail "blockcache exited at start"
 	sleep 0.1
 done
-bc version --daemon >/dev/null 2>&1 || fail "blockcache did not answer on $work/rpc.sock within 10 s"
+bc version --daemon >/dev/null 2>&1 || fail "blockcache did not answer on $work/rpc.sock within 30 s"
 
 step "create the cache (malloc ${CACHE_MIB} MiB) in front of the NBD client bdev Rbd0, wb"
 bcx rpc bdev_malloc_create "{\"name\":\"Malloc0\",\"num_blocks\":$((CACHE_MIB * 2048)),\"block_size\":512}" >/dev/null
