@@ -28,7 +28,13 @@ func startNbdkit(t *testing.T, args ...string) URI {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		err := cmd.Wait()
+		if t.Failed() {
+			t.Logf("nbdkit %v: %v\n%s", args, err, stderr.String())
+		}
+	})
 	u := URI{Network: "unix", Address: sock}
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, _, _, err := dialConn(t.Context(), u, time.Second); err == nil {

@@ -14,8 +14,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// cutProxy forwards Unix-socket connections to a server and can cut them
-// all at once, as a network failure would, with requests in flight.
+// cutProxy forwards Unix-socket connections to a server and can cut the
+// client's side of them all at once, as a network failure would, with
+// requests in flight.
 type cutProxy struct {
 	ln     net.Listener
 	target string
@@ -39,14 +40,18 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 			}
 			s, err := net.Dial("unix", target)
 			if err != nil {
+				t.Logf("proxy: %v", err)
 				c.Close()
 				continue
 			}
 			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
+			p.conns = append(p.conns, c)
 			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
+			// A cut closes the client's side only; the server sees an
+			// orderly end of its input and its late replies are drained
+			// (nbdkit 1.32 aborts when a client vanishes mid-reply).
+			go func() { io.Copy(s, c); s.(*net.UnixConn).CloseWrite() }()
+			go func() { io.Copy(c, s); c.Close(); io.Copy(io.Discard, s); s.Close() }()
 		}
 	}()
 	return p
