@@ -11,7 +11,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # as the benchmark reference; a one-node Ceph cluster and qemu-nbd's rbd
 # driver for test/ceph/run.sh; promtool (prometheus) and tmux for the
 # metrics and blockcache top tests.
-DEB_PKGS  := libnbd-bin qemu-utils fio nbdkit jq python3-libnbd ceph-mon ceph-osd ceph-common qemu-block-extra prometheus tmux
+DEB_PKGS  := libnbd-bin qemu-utils fio nbdkit jq python3-libnbd ceph-mon ceph-osd ceph-common qemu-block-extra prometheus tmux iproute2
 
 .PHONY: all build test deps vet staticcheck unit norace fuzz-seeds bench clean
 
