@@ -218,6 +218,7 @@ func (d *Device) reconnect() error {
 	}
 	if !d.replay(conns[0]) {
 		d.mu.Lock()
+		why := conns[0].err
 		for _, c := range conns {
 			d.failLocked(c, errReplayAborted)
 		}
@@ -231,6 +232,9 @@ func (d *Device) reconnect() error {
 		d.mu.Unlock()
 		if closed {
 			return nil
+		}
+		if why != nil {
+			return fmt.Errorf("%w: %w", errReplayAborted, why)
 		}
 		return errReplayAborted
 	}
