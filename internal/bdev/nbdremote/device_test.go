@@ -334,3 +334,37 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per write+read", allocs)
 	}
 }
+
+// TestAbilitiesFromFlags: without NBD_FLAG_SEND_FUA a FUA write is a write
+// then a flush; without NBD_FLAG_SEND_FLUSH a flush sends nothing; without
+// trim or write zeroes those fail with ErrNotSupported, sending nothing.
+func TestAbilitiesFromFlags(t *testing.T) {
+	s := newFakeServer(t, 64<<10)
+	s.flags = txHasFlags | txSendFlush
+	d := openFake(t, s, fastOptions())
+	if err := d.WriteAt(bytes.Repeat([]byte{9}, 512), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if log := s.log(); !slices.Equal(log, []string{"write@0=9", "flush"}) {
+		t.Fatalf("a FUA write without SEND_FUA ran %v, want a write then a flush", log)
+	}
+	if !errors.Is(d.Discard(0, 512), bdev.ErrNotSupported) || !errors.Is(d.WriteZeroes(0, 512), bdev.ErrNotSupported) {
+		t.Fatal("discard or write zeroes without the server's flag did not fail with ErrNotSupported")
+	}
+	if bdev.CanDiscard(d) || bdev.CanWriteZeroes(d) {
+		t.Fatal("abilities reported that the server lacks")
+	}
+
+	s2 := newFakeServer(t, 64<<10)
+	s2.flags = txHasFlags
+	d2 := openFake(t, s2, fastOptions())
+	if err := d2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.WriteAt(make([]byte, 512), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if log := s2.log(); !slices.Equal(log, []string{"write@0=0"}) {
+		t.Fatalf("without SEND_FLUSH the server saw %v, want the write alone", log)
+	}
+}
