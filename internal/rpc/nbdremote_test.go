@@ -16,9 +16,9 @@ func TestNBDClientResolve(t *testing.T) {
 	i32 := func(v int32) *int32 { return &v }
 	u32 := func(v uint32) *uint32 { return &v }
 	tests := []struct {
-		p                       nbdClientParams
+		p                 nbdClientParams
 		delay, fail, ioTO uint32
-		lossSec                 int32
+		lossSec           int32
 	}{
 		{p: nbdClientParams{}, delay: 1, lossSec: -1, fail: 30, ioTO: 30},
 		{p: nbdClientParams{CtrlrLossTimeoutSec: i32(0)}, delay: 0, lossSec: 0, fail: 0, ioTO: 30},
