@@ -368,3 +368,25 @@ func TestAbilitiesFromFlags(t *testing.T) {
 		t.Fatalf("without SEND_FLUSH the server saw %v, want the write alone", log)
 	}
 }
+
+// TestExportNameFallback: a server without NBD_OPT_GO is entered with
+// NBD_OPT_EXPORT_NAME; a name it refuses (it hangs up) is ErrExportRefused.
+func TestExportNameFallback(t *testing.T) {
+	s := newFakeServer(t, 64<<10)
+	s.noGo = true
+	d := openFake(t, s, fastOptions())
+	if in := d.Info(); in.BlockSize != 512 || in.NumBlocks != 128 {
+		t.Fatalf("info %+v", in)
+	}
+	if err := d.WriteAt(bytes.Repeat([]byte{4}, 512), 512, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.contents()[512]; got != 4 {
+		t.Fatalf("server byte %d", got)
+	}
+	u := s.uri()
+	u.Export = "nope"
+	if _, err := Open("r", u, uuid.Nil, fastOptions()); !errors.Is(err, ErrExportRefused) {
+		t.Fatalf("open of a refused name = %v, want ErrExportRefused", err)
+	}
+}

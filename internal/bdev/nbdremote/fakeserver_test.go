@@ -21,6 +21,7 @@ type fakeServer struct {
 	export     string
 	flags      uint16
 	structured bool
+	noGo       bool      // refuse NBD_OPT_GO as unknown: the client falls back to NBD_OPT_EXPORT_NAME
 	blockSize  [3]uint32 // min, preferred, max; zero: no NBD_INFO_BLOCK_SIZE
 
 	mu struct {
@@ -162,7 +163,20 @@ func (s *fakeServer) handle(c net.Conn) {
 				optReply(c, opt, repErrUnsup, nil)
 			}
 			continue
+		case optExportName:
+			if string(data) != s.export {
+				return // NBD_OPT_EXPORT_NAME refuses by hanging up
+			}
+			s.mu.Lock()
+			size := uint64(len(s.mu.data))
+			s.mu.Unlock()
+			b := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, size), s.flags)
+			c.Write(b) // NO_ZEROES was offered and taken
 		case optGo:
+			if s.noGo {
+				optReply(c, opt, repErrUnsup, nil)
+				continue
+			}
 			name := string(data[4 : 4+binary.BigEndian.Uint32(data)])
 			if name != s.export {
 				optReply(c, opt, repErrUnknown, []byte("no export "+name))
