@@ -10,10 +10,12 @@
 #
 # Steps: data written through blockcache is held by the cache (not yet on
 # RBD), a cache flush delivers it (read back with rbd export, a path that
-# bypasses blockcache and qemu-nbd); then qemu-nbd is stopped and started
-# again while a writer keeps writing: the writes the cache acknowledged while
-# the server was away reach RBD after a flush, and the image read back with
-# rbd export and through blockcache equals a model of every write.
+# bypasses blockcache and qemu-nbd); qemu-nbd is stopped (SIGTERM) and
+# started again while a writer keeps writing, and the cache acknowledges
+# the writes meanwhile; qemu-nbd is killed (SIGKILL) in the middle of a
+# flush and started again, and the flush completes; the image read back with
+# rbd export, and the volume through blockcache, equal a model of every
+# write.
 #
 # `make test` runs it through test/e2e/ceph_test.go (about a minute once the
 # packages are installed). Run by hand:  test/ceph/run.sh
@@ -128,7 +130,10 @@ bcx() {
 step "start the Ceph cluster"
 ceph_start "$work/ceph"
 step "create the RBD image rbd/core (${CORE_MIB} MiB)"
-rbd create --size "${CORE_MIB}M" rbd/core >"$work/rbd.log" 2>&1 || fail "rbd create failed"
+# Without the exclusive-lock feature (and those that need it): a qemu-nbd
+# killed with SIGKILL would leave the lock to a new one only once librbd
+# found the owner dead, some 30 s later.
+rbd create --image-feature layering --size "${CORE_MIB}M" rbd/core >"$work/rbd.log" 2>&1 || fail "rbd create failed"
 
 # rbd_export FILE: the whole image, read by librbd directly.
 rbd_export() {
@@ -140,11 +145,11 @@ rbd_export() {
 rbd_sock=$work/rbd.sock
 rbd_uri="nbd+unix:///?socket=$rbd_sock"
 # start_qemu_nbd: serve rbd/core, persistent (-t) and to several clients at
-# once, with librbd's write-back cache on (--cache=writeback): only a flush
-# makes a write durable there, so a flush must get through to qemu-nbd.
+# once, with librbd's cache off (--cache=none): a write qemu-nbd answers is
+# in RADOS, so a qemu-nbd killed outright loses nothing it acknowledged.
 start_qemu_nbd() {
 	rm -f "$rbd_sock"
-	qemu-nbd -t --shared=16 -f raw --cache=writeback --socket="$rbd_sock" \
+	qemu-nbd -t --shared=16 -f raw --cache=none --socket="$rbd_sock" \
 		"rbd:rbd/core:conf=$CEPH_CONF" >>"$work/qemu-nbd.log" 2>&1 &
 	qnbd_pid=$!
 	for _ in $(seq 300); do
@@ -154,11 +159,11 @@ start_qemu_nbd() {
 	done
 	fail "qemu-nbd did not answer on $rbd_sock within 30 s"
 }
-# stop_qemu_nbd: SIGTERM, as a service manager stops it: qemu-nbd drops its
-# connections, requests in flight included, and closes the image (which
-# writes librbd's cache back and releases the image's exclusive lock).
+# stop_qemu_nbd SIGNAL: TERM, as a service manager stops it (qemu-nbd drops
+# its connections, requests in flight included, and closes the image), or
+# KILL, as a crash.
 stop_qemu_nbd() {
-	kill "$qnbd_pid"
+	kill -"$1" "$qnbd_pid"
 	wait "$qnbd_pid" 2>/dev/null || true
 	qnbd_pid=
 }
@@ -217,12 +222,12 @@ cmp "$model" "$work/after.img" >"$work/cmp.log" 2>&1 ||
 : >"$work/writes"
 rm -f "$work/stop"
 
-step "restart qemu-nbd while a writer writes through blockcache"
+step "stop qemu-nbd (SIGTERM) and start it again while a writer writes through blockcache"
 /usr/bin/python3 "$here/writer.py" write "$vol_uri" "$work/writes" "$work/stop" >"$work/writer.log" 2>&1 &
 load_pid=$!
 sleep 1
 down=$(date +%s%3N)
-stop_qemu_nbd
+stop_qemu_nbd TERM
 sleep "$OUTAGE_S"
 up=$(date +%s%3N)
 start_qemu_nbd
@@ -240,15 +245,16 @@ echo "writer: $total writes of 1 MiB acknowledged, $during of them while qemu-nb
 dirty=$(bc rpc bdev_ocf_get_stats '{"name":"Vol0"}' | jq '.usage.dirty.count') || fail "bdev_ocf_get_stats Vol0 failed"
 echo "dirty lines before the flush: $dirty"
 
-step "restart qemu-nbd while a flush writes back"
-# The flush's write-backs are in flight when qemu-nbd stops and its
-# connection drops; the rest wait for it to come back.
+step "kill qemu-nbd (SIGKILL) while a flush writes back, start it again"
+# The flush's write-backs are in flight when qemu-nbd dies and its
+# connection drops: their outcome is unknown, and the NBD client sends them
+# again; the rest wait for qemu-nbd to come back.
 "$BLOCKCACHE" cache flush Vol0 >"$work/flush.log" 2>&1 &
 flush_pid=$!
 sleep 0.2
 kill -0 "$flush_pid" 2>/dev/null ||
 	fail "the flush of $dirty dirty lines ended before qemu-nbd was stopped: nothing was in flight"
-stop_qemu_nbd
+stop_qemu_nbd KILL
 sleep "$OUTAGE_S"
 up=$(date +%s%3N)
 start_qemu_nbd
@@ -257,8 +263,8 @@ for _ in $(seq 600); do
 	sleep 0.1
 done
 kill -0 "$flush_pid" 2>/dev/null &&
-	fail "the flush under way when qemu-nbd stopped is still running 60 s after it came back"
-wait "$flush_pid" || fail "the flush under way when qemu-nbd stopped failed: $(tail -3 "$work/flush.log")"
+	fail "the flush under way when qemu-nbd was killed is still running 60 s after it came back"
+wait "$flush_pid" || fail "the flush under way when qemu-nbd was killed failed: $(tail -3 "$work/flush.log")"
 flush_pid=''
 echo "the flush finished $(($(date +%s%3N) - up)) ms after qemu-nbd came back: $(tail -1 "$work/flush.log")"
 
