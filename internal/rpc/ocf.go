@@ -242,7 +242,8 @@ func (a *API) ocfDriverSpecific(name string) any {
 // vbdevs waiting for a base bdev too (failed and waiting ones with the mode
 // and line size they were created with). A failed vbdev is a volume whose
 // cache could not be loaded: dropping it from a saved config would lose
-// its definition.
+// its definition. So is one waiting for a core bdev that was hot-removed
+// (its cache holds the core's data).
 // After each started vbdev's entry come the entries restoring its policies
 // where they differ from the defaults (policyConfig); the cache's cleaning
 // and promotion after its first started vbdev only.
@@ -256,7 +257,7 @@ func (a *API) ocfConfig(withWaiting bool) []configItem {
 	for _, in := range a.svc.OCF.List("") {
 		p, ok := started[in.Name]
 		if !ok {
-			if !withWaiting && in.State != vbdev.StateFailed {
+			if !withWaiting && in.State != vbdev.StateFailed && !in.CoreRemoved {
 				continue
 			}
 			p = vbdev.Params{Name: in.Name, Mode: in.Mode, LineSizeKiB: in.LineSizeKiB, CacheBdev: in.CacheBdev, CoreBdev: in.CoreBdev,

@@ -60,6 +60,15 @@ type Vbdev struct {
 	// failed is why the last start failed (StateFailed); nil otherwise.
 	// While it is set v holds no claims and core and inst are nil.
 	failed error
+
+	// coreGone is set when the core bdev was hot-removed from under the
+	// started vbdev, until v starts again, is deleted or fails: v waits,
+	// still a member of its cache instance (which keeps running and keeps
+	// the cache bdev claimed), and the cache keeps the core detached with
+	// its lines, dirty ones included. dirtyKept is the core's dirty data
+	// then, in bytes; it cannot change while the core is detached.
+	coreGone  bool
+	dirtyKept int64
 }
 
 // instance is a cache instance: one cache bdev, claimed once, shared by the
@@ -194,6 +203,10 @@ func (m *Manager) startLocked(v *Vbdev) error {
 	v.failed = nil
 	err := m.tryStartLocked(v)
 	if err == nil {
+		if v.core != nil && v.coreGone {
+			v.coreGone, v.dirtyKept = false, 0
+			m.log.Info("core bdev back: OCF vbdev started again with the data its cache kept", "vbdev", v.params.Name, "core", v.params.CoreBdev)
+		}
 		return nil
 	}
 	if derr := m.detachLocked(v, false); derr != nil {

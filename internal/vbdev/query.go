@@ -13,7 +13,14 @@ type Info struct {
 	State   State
 	Started bool
 	// Err is why the last start failed, when State is StateFailed.
-	Err           error
+	Err error
+	// CoreRemoved is true when the core bdev was hot-removed from under
+	// the started vbdev and has not come back: the cache keeps the core's
+	// data (DirtyKeptBytes of it dirty) and the vbdev starts again when a
+	// bdev of the core's name appears.
+	CoreRemoved    bool
+	DirtyKeptBytes int64
+
 	CacheBdev     string
 	CacheAttached bool
 	CoreBdev      string
@@ -37,16 +44,18 @@ type Info struct {
 
 func (v *Vbdev) info() Info {
 	in := Info{
-		Name:          v.params.Name,
-		State:         v.state(),
-		Started:       v.core != nil,
-		Err:           v.failed,
-		CacheBdev:     v.params.CacheBdev,
-		CacheAttached: v.inst != nil,
-		CoreBdev:      v.params.CoreBdev,
-		CoreAttached:  v.coreClaim != nil,
-		Mode:          v.effectiveMode().String(),
-		LineSizeKiB:   uint64(v.effectiveLineSize() / 1024),
+		Name:           v.params.Name,
+		State:          v.state(),
+		Started:        v.core != nil,
+		Err:            v.failed,
+		CoreRemoved:    v.coreGone,
+		DirtyKeptBytes: v.dirtyKept,
+		CacheBdev:      v.params.CacheBdev,
+		CacheAttached:  v.inst != nil,
+		CoreBdev:       v.params.CoreBdev,
+		CoreAttached:   v.coreClaim != nil,
+		Mode:           v.effectiveMode().String(),
+		LineSizeKiB:    uint64(v.effectiveLineSize() / 1024),
 
 		VolatileDirtyMetadata: v.effectiveVolatileDirty(),
 	}
@@ -94,6 +103,9 @@ func (m *Manager) startedLocked(name string) (*Vbdev, error) {
 	case StateFailed:
 		return nil, fmt.Errorf("OCF vbdev %q: %w: its start failed: %v", name, ErrNotStarted, v.failed)
 	case StateWaiting:
+		if v.coreGone {
+			return nil, fmt.Errorf("OCF vbdev %q: %w (its core bdev %q was removed; the cache keeps its data until it comes back)", name, ErrNotStarted, v.params.CoreBdev)
+		}
 		return nil, fmt.Errorf("OCF vbdev %q: %w (waiting for its cache or core bdev)", name, ErrNotStarted)
 	}
 	return v, nil

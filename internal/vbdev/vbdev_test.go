@@ -187,8 +187,12 @@ func TestHotRemove(t *testing.T) {
 	if _, err := e.reg.Unregister("Core1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.m.Get("C1"); !errors.Is(err, vbdev.ErrNoSuchVbdev) {
-		t.Errorf("C1 survives removal of its core: %v", err)
+	// C1 waits for its core, still on its cache (see TestCoreHotRemovedWaits).
+	if in, err := e.m.Get("C1"); err != nil || in.State != vbdev.StateWaiting || !in.CoreRemoved || !in.CacheAttached || in.CoreAttached {
+		t.Errorf("C1 after removal of its core: %+v, %v; want waiting, core removed, cache attached", in, err)
+	}
+	if e.started("C1") {
+		t.Error("C1 still started without its core")
 	}
 	if !e.started("C2") {
 		t.Error("C2 stopped when another core of its cache went")
@@ -196,6 +200,7 @@ func TestHotRemove(t *testing.T) {
 	if _, err := e.reg.Unregister("Cache"); err != nil {
 		t.Fatal(err)
 	}
+	// A cache hot-remove takes every vbdev on it, the waiting C1 too.
 	if got := e.m.List(""); len(got) != 0 {
 		t.Errorf("vbdevs left after cache removal: %+v", got)
 	}
