@@ -17,7 +17,7 @@
 # rbd export, and the volume through blockcache, equal a model of every
 # write.
 #
-# `make test` runs it through test/e2e/ceph_test.go (about a minute once the
+# `make test` runs it through test/e2e/ceph_test.go (about 30 s once the
 # packages are installed). Run by hand:  test/ceph/run.sh
 # Knobs (environment):
 #   BLOCKCACHE=path  the blockcache binary (default: build the working tree)
