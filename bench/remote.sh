@@ -38,6 +38,8 @@
 #   ZIPF=1.1        fio random_distribution=zipf:ZIPF
 #   CACHE_MIB=256   malloc cache bdev size, and nbdkit's cache-max-size
 #   CORE_MIB=2048   size of each remote (nbdkit memory)
+#   CONNECTIONS=1   connections of blockcache's NBD client bdev to its remote
+#                   (nbdkit memory advertises multi-conn)
 #   WORKLOADS="read mix"   subset of the workloads
 #   SERVERS="..."   subset of the servers above, by name
 #   SERVER_CPUS=, FIO_CPUS=   taskset CPU lists for the servers (remotes
@@ -56,6 +58,7 @@ QD=${QD:-16}
 ZIPF=${ZIPF:-1.1}
 CACHE_MIB=${CACHE_MIB:-256}
 CORE_MIB=${CORE_MIB:-2048}
+CONNECTIONS=${CONNECTIONS:-1}
 WORKLOADS=${WORKLOADS:-read mix}
 SERVERS=${SERVERS:-}
 SERVER_CPUS=${SERVER_CPUS:-}
@@ -69,7 +72,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if ! [[ "$DELAY_US" =~ ^[0-9]+$ ]] || [ $((DELAY_US % 1000)) != 0 ]; then
 	die "DELAY_US=$DELAY_US: want a multiple of 1000 (nbdkit's delay filter takes milliseconds)"
 fi
-for v in REPS WARM RUNTIME QD CACHE_MIB CORE_MIB; do
+for v in REPS WARM RUNTIME QD CACHE_MIB CORE_MIB CONNECTIONS; do
 	[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
 done
 [ "$REPS" -ge 1 ] || die "REPS=$REPS: want at least 1"
@@ -112,7 +115,7 @@ config() {
 {"subsystems": [
  {"subsystem": "bdev", "config": [
   {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": $((CACHE_MIB * 2048)), "block_size": 512}},
-  {"method": "bdev_nbd_client_create", "params": {"name": "Remote0", "uri": "nbd+unix:///?socket=$2"}},
+  {"method": "bdev_nbd_client_create", "params": {"name": "Remote0", "uri": "nbd+unix:///?socket=$2", "connections": $CONNECTIONS}},
   {"method": "bdev_ocf_create", "params": {"name": "Cache0", "mode": "$1", "cache_bdev_name": "Malloc0", "core_bdev_name": "Remote0"}}
  ]},
  {"subsystem": "nbd", "config": [
@@ -171,7 +174,8 @@ machine_lines
 echo "fio:        $(fio --version)   nbdkit: $(nbdkit --version | head -1)   $(go version 2>/dev/null | cut -d' ' -f3)"
 echo "blockcache: $("$bc_bin" --version), $bc_desc"
 echo "remote:     nbdkit ${remote[*]} (one each, Unix sockets)"
-echo "setup:      blockcache-*: malloc cache ${CACHE_MIB} MiB, OCF wt or wb, core bdev_nbd_client_create to its remote;"
+echo "setup:      blockcache-*: malloc cache ${CACHE_MIB} MiB, OCF wt or wb, core bdev_nbd_client_create to its remote"
+echo "            (${CONNECTIONS} connection(s));"
 echo "            nbdkit-cache: --filter=cache nbd socket=REMOTE cache=writethrough cache-on-read=true"
 echo "            cache-min-block-size=4K cache-max-size=${CACHE_MIB}M; server: the remote alone"
 echo "servers:    ${servers[*]}"
