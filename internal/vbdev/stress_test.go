@@ -133,8 +133,8 @@ func TestDeleteDuringHeavyIO(t *testing.T) {
 // TestHotRemoveDuringHeavyIO is TestDeleteDuringHeavyIO with the core or
 // the cache bdev unregistered (hot-removed) instead: the volume goes, IO
 // fails cleanly, and once the base is registered again the volume comes
-// back (re-created on its cache for a core; by examine for a cache) with
-// every acknowledged write, dirty data included.
+// back (by itself for a core, its vbdev having waited on its cache; by
+// examine for a cache) with every acknowledged write, dirty data included.
 func TestHotRemoveDuringHeavyIO(t *testing.T) {
 	seed := testSeed(t, "BLOCKCACHE_STRESS_SEED")
 	for i, mode := range []string{"wb", "wt", "wo"} {
@@ -346,7 +346,7 @@ func removeDuringHeavyIO(t *testing.T, mode string, seed uint64, how removal) {
 				ferr := e.m.FlushStart("Vol", false)
 				e.m.List("")
 				for _, err := range []error{serr, ferr} {
-					if err != nil && !errors.Is(err, vbdev.ErrNoSuchVbdev) {
+					if err != nil && !errors.Is(err, vbdev.ErrNoSuchVbdev) && !errors.Is(err, vbdev.ErrNotStarted) {
 						report("%s: management call during the removal: %v", what, err)
 						return
 					}
@@ -400,12 +400,22 @@ func removeDuringHeavyIO(t *testing.T, mode string, seed uint64, how removal) {
 		if _, err := e.reg.Lookup("Vol"); err == nil {
 			t.Fatalf("%s: volume still registered", what)
 		}
-		if l := e.m.List(""); len(l) != 0 {
-			t.Fatalf("%s: vbdevs left: %+v", what, l)
-		}
-		for _, base := range []string{"Cache", "Core"} {
-			if owner, claimed := e.reg.ClaimOwner(base); claimed {
-				t.Fatalf("%s: %s still claimed by %q", what, base, owner)
+		if how == byCoreRemoval {
+			// Vol waits for its core on its cache, which stays claimed.
+			if l := e.m.List(""); len(l) != 1 || l[0].State != vbdev.StateWaiting || !l[0].CoreRemoved {
+				t.Fatalf("%s: vbdevs: %+v, want Vol waiting for its removed core", what, l)
+			}
+			if owner, claimed := e.reg.ClaimOwner("Cache"); !claimed || owner != "bdev_ocf" {
+				t.Fatalf("%s: Cache claimed=%v by %q while Vol waits on it", what, claimed, owner)
+			}
+		} else {
+			if l := e.m.List(""); len(l) != 0 {
+				t.Fatalf("%s: vbdevs left: %+v", what, l)
+			}
+			for _, base := range []string{"Cache", "Core"} {
+				if owner, claimed := e.reg.ClaimOwner(base); claimed {
+					t.Fatalf("%s: %s still claimed by %q", what, base, owner)
+				}
 			}
 		}
 
@@ -418,12 +428,11 @@ func removeDuringHeavyIO(t *testing.T, mode string, seed uint64, how removal) {
 			if mode != "wb" && mode != "wo" {
 				model.check(t, readAll(core), what+": core device of a "+mode+" cache")
 			}
+			// Vol starts again by itself, the core re-attached to the
+			// running cache with its dirty data.
 			if err := e.reg.Register(core); err != nil {
 				t.Fatal(err)
 			}
-			// The cache records the core: creating the vbdev again on it
-			// brings the core's dirty data back.
-			e.create("Vol", mode, "Cache", "Core")
 		case byCacheRemoval:
 			if mode != "wb" && mode != "wo" {
 				model.check(t, readAll(core), what+": core device of a "+mode+" cache")
@@ -687,15 +696,27 @@ func (l *lifecycle) opUnregister(name string) {
 	}
 	if _, isCache := lcCacheCfg[name]; isCache {
 		l.run[name] = false
-	}
-	for _, i := range slices.Clone(l.order) {
-		if v := l.vb[i]; !v.failed && (lcCore(i) == name || v.cache == name) {
-			l.forget(i) // the dirty path: the records stay
+		for _, i := range slices.Clone(l.order) {
+			if v := l.vb[i]; !v.failed && v.cache == name {
+				l.forget(i) // the dirty path: the records stay
+			}
 		}
+		return
+	}
+	// A core's vbdev waits for it on its cache, which keeps running and
+	// keeps the core's record and data.
+	var i int
+	fmt.Sscanf(name, "K%d", &i)
+	if v := l.vb[i]; v != nil && !v.failed {
+		if v.started {
+			l.counts["vbdev waiting for its hot-removed core"]++
+		}
+		v.started = false
 	}
 }
 
-// opRegister brings a base bdev back: waiting vbdevs start, and a cache
+// opRegister brings a base bdev back: waiting vbdevs start (one whose core
+// was hot-removed re-attaches it to its running cache), and a cache
 // no vbdev names is examined, re-creating the vbdevs its metadata records.
 func (l *lifecycle) opRegister(name string) {
 	l.note("register %s", name)
@@ -923,8 +944,9 @@ func (l *lifecycle) check(full bool, also ...int) {
 
 // TestRandomLifecycle runs random interleavings of vbdev create (shared
 // caches included) and delete, hot-removal and re-registration of core
-// and cache bases (a returning cache is examined and its vbdevs come back
-// by loading it), background flushes and IO, against a model of which
+// and cache bases (a returning core re-attaches to the cache its vbdev
+// waited on; a returning cache is examined and its vbdevs come back by
+// loading it), background flushes and IO, against a model of which
 // vbdevs exist and run, which bases are claimed, and what each volume
 // holds. At the end every core's data is brought back and checked, every
 // vbdev deleted, each core device alone must hold its data, nothing may
