@@ -18,6 +18,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -107,9 +108,18 @@ func checkOwned(paths ...string) error {
 	return nil
 }
 
+// umaskMu serialises listenPrivate's changes of the process-wide umask, so
+// that two binds cannot restore each other's value.
+var umaskMu sync.Mutex
+
 // listenPrivate binds a Unix socket with listen under a umask that leaves
 // it readable and writable by its owner only, whatever the process's umask.
+// The umask is the process's: a file another goroutine creates during the
+// bind gets it too, so the daemon binds its sockets at start-up, before
+// anything else creates files.
 func listenPrivate(listen func() (net.Listener, error)) (net.Listener, error) {
+	umaskMu.Lock()
+	defer umaskMu.Unlock()
 	old := unix.Umask(socketBindUmask)
 	defer unix.Umask(old)
 	return listen()

@@ -19,12 +19,18 @@ const module = "blockcache/"
 // forbidden maps a package (by path under the module) to module packages it
 // must not import, directly. Prefix matches cover sub-packages.
 var forbidden = map[string][]string{
-	"internal/bdev":      {"internal/ocf", "internal/vbdev", "internal/nbd", "internal/jsonrpc", "internal/rpc", "internal/config", "cmd"},
-	"internal/ocf":       {"internal/vbdev", "internal/nbd", "internal/jsonrpc", "internal/rpc", "internal/rpcclient", "internal/config", "cmd"},
-	"internal/nbd":       {"internal/ocf", "internal/vbdev", "internal/jsonrpc", "internal/rpc", "internal/config", "cmd"},
+	"internal/bdev":      {"internal/ocf", "internal/vbdev", "internal/nbd", "internal/jsonrpc", "internal/rpc", "internal/config", "internal/metrics", "internal/perf", "cmd"},
+	"internal/ocf":       {"internal/vbdev", "internal/nbd", "internal/jsonrpc", "internal/rpc", "internal/rpcclient", "internal/config", "internal/metrics", "cmd"},
+	"internal/nbd":       {"internal/ocf", "internal/vbdev", "internal/jsonrpc", "internal/rpc", "internal/config", "internal/metrics", "cmd"},
 	"internal/jsonrpc":   {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/config", "cmd"},
 	"internal/rpcclient": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/config", "cmd"},
-	"internal/vbdev":     {"internal/nbd", "internal/jsonrpc", "internal/rpc", "internal/config", "cmd"},
+	"internal/vbdev":     {"internal/nbd", "internal/jsonrpc", "internal/rpc", "internal/config", "internal/metrics", "cmd"},
+	// perf drives bdevs through the Device interface alone; the command
+	// builds them.
+	"internal/perf": {"internal/ocf", "internal/vbdev", "internal/nbd", "internal/jsonrpc", "internal/rpc", "internal/daemon", "internal/metrics", "cmd"},
+	// Leaves every layer may use.
+	"internal/latency": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
+	"internal/aligned": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 }
 
 type goFile struct {

@@ -1,5 +1,11 @@
 package ocf
 
+import (
+	"errors"
+
+	"blockcache/internal/invariants"
+)
+
 // PTReason is why a request went pass-through (around the cache). Each
 // pass-through request is counted under exactly one reason: the first that
 // applies in the order below, which is the order the data path decides in.
@@ -28,6 +34,12 @@ const (
 	PTUnaligned
 	// NumPTReasons is the number of reasons.
 	NumPTReasons
+
+	// ptUnset is a request's reason until a pass-through decision sets
+	// one (request.init), so that a path that forgets to is caught (a
+	// panic in test builds; counted under PTMode otherwise) rather than
+	// counted under PTFallback, the zero value.
+	ptUnset = NumPTReasons
 )
 
 var ptReasonNames = [NumPTReasons]string{"fallback", "mode", "seq_cutoff", "promotion", "no_space", "unaligned"}
@@ -51,6 +63,12 @@ func (c *Cache) modePTReason() PTReason {
 
 // countPT counts a pass-through request and its reason.
 func (c *counters) countPT(write bool, why PTReason) {
+	if why >= NumPTReasons {
+		if invariants.Enabled {
+			panic(errors.New("ocf: pass-through request counted without a reason"))
+		}
+		why = PTMode
+	}
 	if write {
 		c.wrPT.Add(1)
 		c.wrPTWhy[why].Add(1)

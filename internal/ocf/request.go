@@ -52,7 +52,7 @@ func (r *request) init(c *Cache, co *Core, buf []byte, off, length int64) {
 	shift := c.layout.lineShift
 	first := uint64(off) >> shift
 	n := (uint64(off+length)+uint64(c.layout.lineSize)-1)>>shift - first
-	*r = request{c: c, co: co, buf: buf, off: off, len: length, first: first, n: n}
+	*r = request{c: c, co: co, buf: buf, off: off, len: length, first: first, n: n, ptWhy: ptUnset}
 	if n > inlineLines {
 		sc := c.scratch.Get().(*requestScratch)
 		if uint64(cap(sc.lines)) < n {

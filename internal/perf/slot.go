@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"math/bits"
 	"time"
-	"unsafe"
+
+	"blockcache/internal/aligned"
 )
 
 // bufAlign aligns every IO buffer, as O_DIRECT on any device needs.
-const bufAlign = 4096
+const bufAlign = aligned.Page
 
 // slot is one queue slot of a job: it owns its buffers, its random state,
 // its position in the job's sequence and its counts, so slots share
@@ -40,7 +41,7 @@ func newSlots(js *jobState) []*slot {
 		per = 2
 	}
 	stride := (js.IOSize + bufAlign - 1) / bufAlign * bufAlign
-	mem := alignedBytes(int64(js.QueueDepth*per) * stride)
+	mem := aligned.Bytes(int(int64(js.QueueDepth*per)*stride), bufAlign)
 	slots := make([]*slot, js.QueueDepth)
 	for i := range slots {
 		s := &slot{js: js, index: uint64(i)}
@@ -62,16 +63,6 @@ func newSlots(js *jobState) []*slot {
 		slots[i] = s
 	}
 	return slots
-}
-
-// alignedBytes returns n zeroed bytes starting on a bufAlign boundary.
-func alignedBytes(n int64) []byte {
-	b := make([]byte, n+bufAlign)
-	skip := int64(0)
-	if r := int64(uintptr(unsafe.Pointer(&b[0])) % bufAlign); r != 0 {
-		skip = bufAlign - r
-	}
-	return b[skip : skip+n : skip+n]
 }
 
 // partition is the first IO index of the slot's own share of the range

@@ -34,6 +34,7 @@ const (
 	enterGetEvents = 1 << 0 // IORING_ENTER_GETEVENTS
 
 	featSingleMmap = 1 << 0 // IORING_FEAT_SINGLE_MMAP
+	featRWCurPos   = 1 << 3 // IORING_FEAT_RW_CUR_POS: Linux 5.6, which also brought READ, WRITE and FALLOCATE
 
 	offSQRing = 0          // IORING_OFF_SQ_RING
 	offSQEs   = 0x10000000 // IORING_OFF_SQES

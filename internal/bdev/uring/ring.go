@@ -169,6 +169,12 @@ func (r *Ring) mapRings(p *params) error {
 	if p.features&featSingleMmap == 0 {
 		return fmt.Errorf("io_uring without IORING_FEAT_SINGLE_MMAP (Linux before 5.4): %w", ErrUnavailable)
 	}
+	// The ring uses IORING_OP_READ, WRITE and FALLOCATE, which came in 5.6
+	// with this feature bit: an older kernel would accept the ring and
+	// then fail every IO with EINVAL.
+	if p.features&featRWCurPos == 0 {
+		return fmt.Errorf("io_uring without IORING_FEAT_RW_CUR_POS (Linux before 5.6, no READ/WRITE opcodes): %w", ErrUnavailable)
+	}
 	sqSize := uintptr(p.sqOff.array) + uintptr(p.sqEntries)*4
 	cqSize := uintptr(p.cqOff.cqes) + uintptr(p.cqEntries)*unsafe.Sizeof(cqe{})
 	mem, err := unix.Mmap(r.fd, offSQRing, int(max(sqSize, cqSize)), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
@@ -214,7 +220,10 @@ func (r *Ring) Depth() int { return r.depth }
 // with ErrClosed; what is in flight is cancelled where the kernel can
 // (a read of a pipe), and otherwise (disk IO) completes and is returned
 // to its caller. Close returns once nothing is in flight and the ring is
-// released. A second Close returns the first's result.
+// released. A second Close returns the first's result. Cancelling every
+// operation at once (IORING_ASYNC_CANCEL_ALL) needs Linux 5.19: on an older
+// kernel an operation that never completes by itself (a pipe with no
+// writer; never a disk) keeps Close waiting.
 func (r *Ring) Close() error {
 	r.closeOnce.Do(func() { r.closeErr = r.close() })
 	return r.closeErr
