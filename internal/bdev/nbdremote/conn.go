@@ -3,6 +3,7 @@ package nbdremote
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -37,8 +38,16 @@ type conn struct {
 }
 
 // dialConn connects to u and negotiates the export, within timeout
-// (none when zero).
+// (none when zero). An nbds URI upgrades the connection to TLS first
+// (tls.go); the connection returned is then the TLS one.
 func dialConn(ctx context.Context, u URI, timeout time.Duration) (net.Conn, *bufio.Reader, export, error) {
+	var cfg *tls.Config
+	if u.TLS.Enabled {
+		var err error
+		if cfg, err = clientTLSConfig(u); err != nil {
+			return nil, nil, export{}, fmt.Errorf("TLS for %s: %w", u, err)
+		}
+	}
 	dl := net.Dialer{Timeout: timeout}
 	nc, err := dl.DialContext(ctx, u.Network, u.Address)
 	if err != nil {
@@ -48,17 +57,47 @@ func dialConn(ctx context.Context, u URI, timeout time.Duration) (net.Conn, *buf
 		nc.SetDeadline(time.Now().Add(timeout))
 	}
 	br := bufio.NewReaderSize(nc, 64<<10)
-	ex, err := negotiate(br, nc, u.Export)
+	var ex export
+	if cfg == nil {
+		ex, err = negotiate(br, nc, u.Export)
+	} else {
+		nc, br, ex, err = negotiateTLS(ctx, nc, br, u.Export, cfg)
+	}
 	if err != nil {
 		nc.Close()
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if isTimeout(err) && !errors.Is(err, ErrTimeout) {
 			err = fmt.Errorf("%v: %w", err, ErrTimeout)
 		}
 		return nil, nil, export{}, fmt.Errorf("handshake with %s: %w", u, err)
 	}
 	nc.SetDeadline(time.Time{})
 	return nc, br, ex, nil
+}
+
+// negotiateTLS greets, upgrades nc to TLS with NBD_OPT_STARTTLS and
+// negotiates the export over TLS. It returns the connection to use from
+// then on (nc itself on failure, for the caller to close).
+func negotiateTLS(ctx context.Context, nc net.Conn, br *bufio.Reader, name string, cfg *tls.Config) (net.Conn, *bufio.Reader, export, error) {
+	noZeroes, err := greet(br, nc)
+	if err != nil {
+		return nc, br, export{}, err
+	}
+	if err := startTLS(br, nc); err != nil {
+		return nc, br, export{}, err
+	}
+	if n := br.Buffered(); n > 0 {
+		return nc, br, export{}, fmt.Errorf("the server sent %d bytes after acknowledging NBD_OPT_STARTTLS, before the TLS handshake: %w", n, ErrProtocol)
+	}
+	tc, err := upgrade(ctx, nc, cfg)
+	if err != nil {
+		return nc, br, export{}, err
+	}
+	br = bufio.NewReaderSize(tc, 64<<10)
+	ex, err := haggle(br, tc, name, noZeroes)
+	if err != nil {
+		return tc, br, export{}, tlsAlert(err)
+	}
+	return tc, br, ex, nil
 }
 
 func newConn(d *Device, nc net.Conn, br *bufio.Reader, structured bool) *conn {

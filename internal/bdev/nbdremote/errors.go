@@ -14,9 +14,21 @@ var (
 	// ErrBadURI marks a URI that is not one of libnbd's NBD URI forms this
 	// client supports.
 	ErrBadURI = errors.New("bad NBD URI")
-	// ErrTLSNotSupported is returned for nbds:// and nbds+unix:// URIs. It
-	// wraps bdev.ErrNotSupported.
-	ErrTLSNotSupported = fmt.Errorf("TLS not supported yet: %w", bdev.ErrNotSupported)
+	// ErrTLSNotSupported marks a TLS feature this client does not have
+	// (pre-shared keys: Go's crypto/tls has none), or a server that
+	// requires TLS from an nbd:// URI. It wraps bdev.ErrNotSupported.
+	ErrTLSNotSupported = fmt.Errorf("TLS feature not supported: %w", bdev.ErrNotSupported)
+	// ErrTLSRefused means the server refused NBD_OPT_STARTTLS to an
+	// nbds:// URI; the client never falls back to plain text. It wraps
+	// bdev.ErrNotSupported.
+	ErrTLSRefused = fmt.Errorf("the NBD server does not do TLS: %w", bdev.ErrNotSupported)
+	// ErrTLSHandshake means the TLS session could not be established: the
+	// server's certificate is not trusted or does not name the host, or
+	// the server rejected the client's certificate. It wraps EACCES.
+	ErrTLSHandshake = fmt.Errorf("TLS handshake with the NBD server failed: %w", syscall.EACCES)
+	// ErrTLSCredentials means the certificate directory cannot be used: a
+	// file is missing, unreadable or not PEM. It wraps EINVAL.
+	ErrTLSCredentials = fmt.Errorf("bad NBD client TLS credentials: %w", syscall.EINVAL)
 	// ErrInvalidOptions marks reconnect knobs that break SPDK's rules
 	// between them, or another option out of range.
 	ErrInvalidOptions = errors.New("invalid NBD client options")

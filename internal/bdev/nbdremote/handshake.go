@@ -25,36 +25,51 @@ type export struct {
 // asking for NBD_INFO_BLOCK_SIZE, or NBD_OPT_EXPORT_NAME when the server
 // does not know NBD_OPT_GO. The caller bounds it in time.
 func negotiate(r io.Reader, w io.Writer, name string) (export, error) {
-	var ex export
-	var greet [18]byte
-	if _, err := io.ReadFull(r, greet[:]); err != nil {
-		return ex, fmt.Errorf("read the server's greeting: %w", eofAsProtocol(err))
+	noZeroes, err := greet(r, w)
+	if err != nil {
+		return export{}, err
 	}
-	if m := binary.BigEndian.Uint64(greet[0:]); m != magicNBD {
-		return ex, fmt.Errorf("greeting magic %#x is not NBDMAGIC: not an NBD server: %w", m, ErrProtocol)
+	return haggle(r, w, name, noZeroes)
+}
+
+// greet reads the server's greeting and answers with the client flags.
+// noZeroes is whether NBD_OPT_EXPORT_NAME's reply omits its padding.
+func greet(r io.Reader, w io.Writer) (noZeroes bool, err error) {
+	var hello [18]byte
+	if _, err := io.ReadFull(r, hello[:]); err != nil {
+		return false, fmt.Errorf("read the server's greeting: %w", eofAsProtocol(err))
 	}
-	switch m := binary.BigEndian.Uint64(greet[8:]); m {
+	if m := binary.BigEndian.Uint64(hello[0:]); m != magicNBD {
+		return false, fmt.Errorf("greeting magic %#x is not NBDMAGIC: not an NBD server: %w", m, ErrProtocol)
+	}
+	switch m := binary.BigEndian.Uint64(hello[8:]); m {
 	case magicOption:
 	case magicOldstyle:
-		return ex, fmt.Errorf("the server speaks the oldstyle handshake, which this client does not: %w", ErrProtocol)
+		return false, fmt.Errorf("the server speaks the oldstyle handshake, which this client does not: %w", ErrProtocol)
 	default:
-		return ex, fmt.Errorf("greeting's second magic %#x is not IHAVEOPT: %w", m, ErrProtocol)
+		return false, fmt.Errorf("greeting's second magic %#x is not IHAVEOPT: %w", m, ErrProtocol)
 	}
-	hflags := binary.BigEndian.Uint16(greet[16:])
+	hflags := binary.BigEndian.Uint16(hello[16:])
 	if hflags&handshakeFixedNewstyle == 0 {
-		return ex, fmt.Errorf("the server does not offer fixed newstyle negotiation: %w", ErrProtocol)
+		return false, fmt.Errorf("the server does not offer fixed newstyle negotiation: %w", ErrProtocol)
 	}
 	cflags := clientFixedNewstyle
-	noZeroes := hflags&handshakeNoZeroes != 0
+	noZeroes = hflags&handshakeNoZeroes != 0
 	if noZeroes {
 		cflags |= clientNoZeroes
 	}
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], cflags)
 	if _, err := w.Write(b[:]); err != nil {
-		return ex, fmt.Errorf("send client flags: %w", err)
+		return false, fmt.Errorf("send client flags: %w", err)
 	}
+	return noZeroes, nil
+}
 
+// haggle runs the options after the greeting: NBD_OPT_STRUCTURED_REPLY,
+// then NBD_OPT_GO or NBD_OPT_EXPORT_NAME.
+func haggle(r io.Reader, w io.Writer, name string, noZeroes bool) (export, error) {
+	var ex export
 	if err := sendOption(w, optStructuredReply, nil); err != nil {
 		return ex, err
 	}
@@ -255,7 +270,7 @@ func optionError(typ uint32, data []byte, name string) error {
 	case repErrPolicy:
 		return fmt.Errorf("export %q: refused by the server's policy%s: %w", name, msg, ErrExportRefused)
 	case repErrTLSReqd:
-		return fmt.Errorf("export %q: the server requires TLS%s: %w", name, msg, ErrTLSNotSupported)
+		return fmt.Errorf("export %q: the server requires TLS%s: use an nbds:// or nbds+unix:// URI: %w", name, msg, ErrTLSNotSupported)
 	case repErrShutdown:
 		return fmt.Errorf("export %q: the server is shutting down%s: %w", name, msg, syscall.ESHUTDOWN)
 	case repErrInvalid, repErrPlatform, repErrBlockSizeReqd, repErrTooBig:

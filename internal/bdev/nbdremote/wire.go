@@ -46,6 +46,7 @@ const (
 const (
 	optExportName       uint32 = 1
 	optAbort            uint32 = 2
+	optStartTLS         uint32 = 5
 	optGo               uint32 = 7
 	optStructuredReply  uint32 = 8
 	optReplyErrorBit    uint32 = 1 << 31

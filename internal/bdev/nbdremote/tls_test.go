@@ -1,0 +1,436 @@
+package nbdremote
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+)
+
+// testCA issues throw-away certificates.
+type testCA struct {
+	t    *testing.T
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	next int64
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{t: t, cert: cert, key: key, next: 2}
+}
+
+func (ca *testCA) pem() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
+// issue returns a certificate and key in PEM for a server (with the DNS
+// name localhost and the IP 127.0.0.1) or a client.
+func (ca *testCA) issue(server bool) (certPEM, keyPEM []byte) {
+	t := ca.t
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.next), Subject: pkix.Name{CommonName: "client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	ca.next++
+	if server {
+		tmpl.Subject.CommonName = "localhost"
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.DNSNames = []string{"localhost"}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// clientDir writes a client certificate directory trusting trust, with a
+// client certificate from ca if ca is not nil.
+func clientDir(t *testing.T, trust, ca *testCA) string {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if trust != nil {
+		write(TLSCACertFile, trust.pem())
+	}
+	if ca != nil {
+		c, k := ca.issue(false)
+		write(TLSClientCertFile, c)
+		write(TLSClientKeyFile, k)
+	}
+	return dir
+}
+
+// tlsFront is an NBD server front that speaks the handshake up to and
+// including TLS and then relays the decrypted stream to a fakeServer,
+// so the client meets TLS over the fake server's behaviour.
+type tlsFront struct {
+	t       *testing.T
+	ln      net.Listener
+	backend *fakeServer
+	cfg     *tls.Config
+	refuse  uint32 // error reply to NBD_OPT_STARTTLS; 0 accepts
+	garbage bool   // send plain bytes after the ACK
+
+	mu struct {
+		sync.Mutex
+		options    []uint32 // options received in plain text, in order
+		handshakes int      // TLS sessions established
+		clientCN   string
+	}
+}
+
+func newTLSFront(t *testing.T, network string, backend *fakeServer, ca *testCA, clientCA *testCA) *tlsFront {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	if network == "unix" {
+		ln, err = net.Listen("unix", filepath.Join(t.TempDir(), "tls.sock"))
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k := ca.issue(true)
+	cert, err := tls.X509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCA != nil {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = x509.NewCertPool()
+		cfg.ClientCAs.AddCert(clientCA.cert)
+	}
+	f := &tlsFront{t: t, ln: ln, backend: backend, cfg: cfg}
+	go f.serve()
+	t.Cleanup(func() { ln.Close() })
+	return f
+}
+
+// uri is the front's URI with the query q (without socket=).
+func (f *tlsFront) uri(q string) string {
+	if f.ln.Addr().Network() == "unix" {
+		return "nbds+unix:///disk?socket=" + f.ln.Addr().String() + "&" + q
+	}
+	return "nbds://" + f.ln.Addr().String() + "/disk?" + q
+}
+
+func (f *tlsFront) serve() {
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		go f.handle(c)
+	}
+}
+
+func (f *tlsFront) handle(c net.Conn) {
+	defer c.Close()
+	var greet [18]byte
+	binary.BigEndian.PutUint64(greet[0:], magicNBD)
+	binary.BigEndian.PutUint64(greet[8:], magicOption)
+	binary.BigEndian.PutUint16(greet[16:], handshakeFixedNewstyle|handshakeNoZeroes)
+	if _, err := c.Write(greet[:]); err != nil {
+		return
+	}
+	var cflags [4]byte
+	if _, err := io.ReadFull(c, cflags[:]); err != nil {
+		return
+	}
+	for {
+		var h [16]byte
+		if _, err := io.ReadFull(c, h[:]); err != nil {
+			return
+		}
+		opt := binary.BigEndian.Uint32(h[8:])
+		if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(h[12:]))); err != nil {
+			return
+		}
+		f.mu.Lock()
+		f.mu.options = append(f.mu.options, opt)
+		f.mu.Unlock()
+		if opt != optStartTLS {
+			optReply(c, opt, repErrTLSReqd, []byte("TLS first"))
+			continue
+		}
+		if f.refuse != 0 {
+			optReply(c, opt, f.refuse, []byte("no TLS here"))
+			continue
+		}
+		optReply(c, opt, repAck, nil)
+		break
+	}
+	if f.garbage {
+		c.Write([]byte("plain text"))
+	}
+	tc := tls.Server(c, f.cfg)
+	if err := tc.Handshake(); err != nil {
+		return
+	}
+	f.mu.Lock()
+	f.mu.handshakes++
+	if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+		f.mu.clientCN = pc[0].Subject.CommonName
+	}
+	f.mu.Unlock()
+	b, err := net.Dial("unix", f.backend.addr)
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	if _, err := io.ReadFull(b, greet[:]); err != nil {
+		return
+	}
+	if _, err := b.Write(cflags[:]); err != nil {
+		return
+	}
+	go func() {
+		io.Copy(b, tc)
+		b.Close()
+	}()
+	io.Copy(tc, b)
+}
+
+func (f *tlsFront) state() (options []uint32, handshakes int, clientCN string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint32(nil), f.mu.options...), f.mu.handshakes, f.mu.clientCN
+}
+
+func openURI(t *testing.T, s string) (*Device, error) {
+	t.Helper()
+	u, err := ParseURI(s)
+	if err != nil {
+		t.Fatalf("ParseURI(%q): %v", s, err)
+	}
+	d, err := Open("tls0", u, uuid.Nil, fastOptions())
+	if err == nil {
+		t.Cleanup(func() { d.Close() })
+	}
+	return d, err
+}
+
+// TestTLSSession: STARTTLS is the first option, the server's certificate
+// is verified against the directory's CA and the host name, the client
+// presents its certificate, data goes through, and a reconnect after the
+// connection drops runs TLS again.
+func TestTLSSession(t *testing.T) {
+	ca := newTestCA(t)
+	backend := newFakeServer(t, 1<<20)
+	f := newTLSFront(t, "tcp", backend, ca, ca)
+	d, err := openURI(t, f.uri("tls-certificates="+clientDir(t, ca, ca)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte{0x5a}, 4096)
+	if err := d.WriteAt(want, 8192, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := backend.contents()[8192 : 8192+4096]; !bytes.Equal(got, want) {
+		t.Fatal("the write did not reach the server behind TLS")
+	}
+	opts, hs, cn := f.state()
+	if len(opts) != 1 || opts[0] != optStartTLS || hs != 1 || cn != "client" {
+		t.Fatalf("plain-text options %v, %d TLS sessions, client %q; want only NBD_OPT_STARTTLS, 1, client", opts, hs, cn)
+	}
+
+	backend.dropAll(false)
+	waitState(t, d, StateConnected)
+	got := make([]byte, 4096)
+	if err := d.ReadAt(got, 8192); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("read after the reconnect differs")
+	}
+	if opts, hs, _ := f.state(); hs < 2 || len(opts) != hs {
+		t.Fatalf("after a reconnect: plain-text options %v, %d TLS sessions; want one STARTTLS per session, at least 2", opts, hs)
+	}
+	if d.Status().Reconnects == 0 {
+		t.Fatal("no reconnect counted")
+	}
+}
+
+// TestTLSRefused: a server that refuses STARTTLS fails Open with -95 and
+// is sent nothing else: no downgrade.
+func TestTLSRefused(t *testing.T) {
+	ca := newTestCA(t)
+	for _, refusal := range []uint32{repErrUnsup, repErrPolicy} {
+		f := newTLSFront(t, "unix", newFakeServer(t, 1<<20), ca, nil)
+		f.refuse = refusal
+		_, err := openURI(t, f.uri("tls-certificates="+clientDir(t, ca, nil)))
+		if !errors.Is(err, ErrTLSRefused) || bdev.Errno(err) != syscall.EOPNOTSUPP || !strings.Contains(err.Error(), "no TLS here") {
+			t.Fatalf("refusal %#x: Open = %v, want ErrTLSRefused (-95) quoting the server", refusal, err)
+		}
+		if opts, hs, _ := f.state(); len(opts) != 1 || hs != 0 {
+			t.Fatalf("refusal %#x: the client sent options %v and made %d TLS sessions after the refusal", refusal, opts, hs)
+		}
+	}
+}
+
+// TestTLSVerification: who the server must be.
+func TestTLSVerification(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	backend := newFakeServer(t, 1<<20)
+	tcp := newTLSFront(t, "tcp", backend, ca, nil)
+	unix := newTLSFront(t, "unix", backend, ca, nil)
+	good, wrong := clientDir(t, ca, nil), clientDir(t, other, nil)
+	_, port, _ := net.SplitHostPort(tcp.ln.Addr().String())
+	cases := []struct {
+		uri  string
+		fail string // "" succeeds
+	}{
+		{tcp.uri("tls-certificates=" + good), ""},
+		{"nbds://localhost:" + port + "/disk?tls-certificates=" + good, ""},
+		{tcp.uri("tls-certificates=" + wrong), "unknown authority"},
+		{tcp.uri("tls-certificates=" + wrong + "&tls-verify-peer=false"), ""},
+		{tcp.uri("tls-certificates=" + good + "&tls-hostname=store.example"), "store.example"},
+		{tcp.uri("tls-certificates=" + good + "&tls-hostname=localhost"), ""},
+		{unix.uri("tls-certificates=" + good), ""},
+		{unix.uri("tls-certificates=" + wrong), "unknown authority"},
+		{unix.uri("tls-certificates=" + good + "&tls-hostname=localhost"), ""},
+		{unix.uri("tls-certificates=" + good + "&tls-hostname=store.example"), "store.example"},
+	}
+	for _, tc := range cases {
+		_, err := openURI(t, tc.uri)
+		switch {
+		case tc.fail == "" && err != nil:
+			t.Errorf("%s: %v", tc.uri, err)
+		case tc.fail != "" && (!errors.Is(err, ErrTLSHandshake) || bdev.Errno(err) != syscall.EACCES || !strings.Contains(err.Error(), tc.fail)):
+			t.Errorf("%s: Open = %v, want ErrTLSHandshake (-13) saying %q", tc.uri, err, tc.fail)
+		}
+	}
+}
+
+// TestTLSClientCertificateRejected: a server that requires a client
+// certificate the client does not have fails Open with ErrTLSHandshake.
+func TestTLSClientCertificateRejected(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	f := newTLSFront(t, "tcp", newFakeServer(t, 1<<20), ca, ca)
+	for _, dir := range []string{clientDir(t, ca, nil), clientDir(t, ca, other)} {
+		_, err := openURI(t, f.uri("tls-certificates="+dir))
+		if !errors.Is(err, ErrTLSHandshake) || !strings.Contains(err.Error(), "remote error") {
+			t.Errorf("Open with %s = %v, want ErrTLSHandshake with the server's alert", dir, err)
+		}
+	}
+}
+
+// TestTLSCredentials: a directory that cannot be used fails with -22
+// naming the file, before anything is sent.
+func TestTLSCredentials(t *testing.T) {
+	ca := newTestCA(t)
+	f := newTLSFront(t, "tcp", newFakeServer(t, 1<<20), ca, nil)
+	noCA := clientDir(t, nil, nil)
+	certOnly := clientDir(t, ca, ca)
+	os.Remove(filepath.Join(certOnly, TLSClientKeyFile))
+	notPEM := clientDir(t, nil, nil)
+	os.WriteFile(filepath.Join(notPEM, TLSCACertFile), []byte("not a certificate"), 0o600)
+	for dir, says := range map[string]string{
+		noCA:                     TLSCACertFile,
+		certOnly:                 "without " + TLSClientKeyFile,
+		notPEM:                   "no PEM CERTIFICATE",
+		filepath.Join(noCA, "x"): "no such file",
+	} {
+		_, err := openURI(t, f.uri("tls-certificates="+dir))
+		if !errors.Is(err, ErrTLSCredentials) || bdev.Errno(err) != syscall.EINVAL || !strings.Contains(err.Error(), says) {
+			t.Errorf("Open with %s = %v, want ErrTLSCredentials (-22) saying %q", dir, err, says)
+		}
+	}
+	if opts, _, _ := f.state(); len(opts) != 0 {
+		t.Fatalf("options %v sent with unusable credentials", opts)
+	}
+	// Without a CA the server is not verified only when asked.
+	if _, err := openURI(t, f.uri("tls-certificates="+noCA+"&tls-verify-peer=false")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTLSPlainTextAfterAck: bytes before the TLS handshake are a protocol
+// violation.
+func TestTLSPlainTextAfterAck(t *testing.T) {
+	ca := newTestCA(t)
+	f := newTLSFront(t, "unix", newFakeServer(t, 1<<20), ca, nil)
+	f.garbage = true
+	_, err := openURI(t, f.uri("tls-certificates="+clientDir(t, ca, nil)))
+	if err == nil || (!errors.Is(err, ErrProtocol) && !errors.Is(err, ErrTLSHandshake)) {
+		t.Fatalf("Open = %v, want a protocol or TLS error", err)
+	}
+}
+
+// TestTLSRequiredByServer: an nbd:// URI to a server requiring TLS fails
+// with -95 and says to use nbds://.
+func TestTLSRequiredByServer(t *testing.T) {
+	ca := newTestCA(t)
+	f := newTLSFront(t, "unix", newFakeServer(t, 1<<20), ca, nil)
+	_, err := openURI(t, "nbd+unix:///disk?socket="+f.ln.Addr().String())
+	if !errors.Is(err, ErrTLSNotSupported) || !strings.Contains(err.Error(), "nbds://") {
+		t.Fatalf("Open = %v, want ErrTLSNotSupported pointing to nbds://", err)
+	}
+}
+
+func TestDefaultTLSDirs(t *testing.T) {
+	if got := DefaultTLSDirs(0, "/root"); len(got) != 1 || got[0] != "/etc/pki/libnbd" {
+		t.Errorf("root: %v", got)
+	}
+	got := DefaultTLSDirs(1000, "/home/u")
+	if len(got) != 2 || got[0] != "/home/u/.pki/libnbd" || got[1] != "/home/u/.config/pki/libnbd" {
+		t.Errorf("user: %v", got)
+	}
+	if got := DefaultTLSDirs(1000, ""); len(got) != 0 {
+		t.Errorf("no home: %v", got)
+	}
+}
