@@ -319,17 +319,24 @@ func TestDeleteBdevInUse(t *testing.T) {
 		t.Fatal("IO on a vbdev whose core was hot-removed neither fails nor ends")
 	}
 	d.expectError(t, "bdev_get_bdevs", map[string]any{"name": "Hot"}, -19, "No such device")
-	d.expectError(t, "bdev_ocf_get_bdevs", map[string]any{"name": "Hot"}, -32602, "No such device")
-	d.expectClaimed(t, "Hot_cache", false)
+	// The vbdev waits for its core on its cache, which keeps the core's
+	// dirty data and stays claimed (docs/lifecycle.md, "Removal").
+	if vb := d.ocfBdevs(t, "Hot"); len(vb) != 1 || vb[0].Started || vb[0].Core.Attached || !vb[0].Cache.Attached {
+		t.Fatalf("Hot after its core was hot-removed: %+v, want waiting on its cache", vb)
+	}
+	d.expectClaimed(t, "Hot_cache", true)
 	var disks []nbdDisk
 	d.CallInto(t, "nbd_get_disks", map[string]any{}, &disks)
 	if len(disks) != 0 {
 		t.Fatalf("export of the hot-removed vbdev %s still listed: %+v", uri, disks)
 	}
 
-	// bdev_ocf_delete of an exported vbdev stops the export too.
+	// The core back: Hot starts again by itself. bdev_ocf_delete of an
+	// exported vbdev stops the export too.
 	d.Call(t, "bdev_malloc_create", mallocParams("Hot_core", 16, 512))
-	d.Call(t, "bdev_ocf_create", ocfParams("Hot", "wt", "Hot_cache", "Hot_core", 0))
+	if vb := d.ocfBdevs(t, "Hot"); len(vb) != 1 || !vb[0].Started {
+		t.Fatalf("Hot once its core is back: %+v, want started", vb)
+	}
 	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Hot"})
 	c = d.nbdDial(t, "Hot")
 	if err := c.WriteAt(bytes.Repeat([]byte{9}, 4096), 0, 0); err != nil {
@@ -623,7 +630,8 @@ func TestCacheDeviceErrors(t *testing.T) {
 
 // TestNestedOCFRemoval stacks an OCF vbdev on another (V2's core is V1)
 // and removes the lower one by bdev_ocf_delete, by hot-removing its core,
-// and by SIGTERM: the upper one must go with it, without hanging. (Each
+// and by SIGTERM: the upper one must stop with it (waiting for its core),
+// without hanging. (Each
 // deadlocked once: the manager held its lock while unregistering V1, and
 // V2's hot-remove callback waited for the same lock; callbacks are now
 // queued actions.)
@@ -654,9 +662,14 @@ func TestNestedOCFRemoval(t *testing.T) {
 		if _, err := c.Call("bdev_get_bdevs", map[string]any{"name": "V2"}); err == nil {
 			t.Fatalf("%s: V2 is still registered", what)
 		}
-		d.expectClaimed(t, "C2", false)
+		// V2 waits for its core V1 on C2 (a hot-removed core), which it
+		// keeps claimed; deleting C2 takes it.
+		d.expectClaimed(t, "C2", true)
 		for _, n := range []string{"C1", "D1", "C2"} {
 			c.Call("bdev_malloc_delete", map[string]any{"name": n})
+		}
+		if vb := d.ocfBdevs(t, ""); len(vb) != 0 {
+			t.Fatalf("%s: vbdevs left once their caches are deleted: %+v", what, vb)
 		}
 	}
 	build()

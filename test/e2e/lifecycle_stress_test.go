@@ -71,8 +71,9 @@ func TestDeleteDuringHeavyIO(t *testing.T) {
 
 // TestHotRemoveCoreDuringHeavyIO is TestDeleteDuringHeavyIO with the core
 // bdev deleted (bdev_aio_delete, a hot-remove) instead: the clients get
-// errors, no request handler may panic, and re-creating the core bdev and
-// the vbdev on the same cache brings every acknowledged write back.
+// errors, no request handler may panic, the vbdev waits for its core on
+// its cache, and re-creating the core bdev brings the volume back by
+// itself with every acknowledged write.
 func TestHotRemoveCoreDuringHeavyIO(t *testing.T) {
 	t.Parallel()
 	removeUnderNBDIO(t, true)
@@ -237,18 +238,27 @@ func removeUnderNBDIO(t *testing.T, hotRemoveCore bool) {
 			t.Fatalf("%s: the daemon recovered from a panic while the volume was removed under IO: %s", what, line)
 		}
 		expectJSON(t, "nbd_get_disks after the removal", d.Call(t, "nbd_get_disks", nil), "[]")
-		if vb := d.ocfBdevs(t, ""); len(vb) != 0 {
-			t.Fatalf("%s: vbdevs after the removal: %+v", what, vb)
+		if hotRemoveCore {
+			if vb := d.ocfBdevs(t, ""); len(vb) != 1 || vb[0].Started || !vb[0].Cache.Attached {
+				t.Fatalf("%s: vbdevs after the core's hot-remove: %+v, want DVol waiting on its cache", what, vb)
+			}
+			d.expectClaimed(t, "DCache", true)
+		} else {
+			if vb := d.ocfBdevs(t, ""); len(vb) != 0 {
+				t.Fatalf("%s: vbdevs after the removal: %+v", what, vb)
+			}
+			d.expectClaimed(t, "DCache", false)
 		}
-		d.expectClaimed(t, "DCache", false)
 		if hotRemoveCore {
 			if mode == "wt" {
 				readCore(what + ": the core file of a write-through cache after its hot-remove")
 			}
-			// The cache still records the core and its dirty data: the
-			// same vbdev on the same bases gets it all back.
+			// The cache kept the core and its dirty data: the core back,
+			// DVol starts again by itself and has it all.
 			d.Call(t, "bdev_aio_create", coreParams)
-			d.Call(t, "bdev_ocf_create", ocfParams("DVol", mode, "DCache", "DCore", 0))
+			if vb := d.ocfBdevs(t, "DVol"); len(vb) != 1 || !vb[0].Started {
+				t.Fatalf("%s: DVol once its core is back: %+v, want started", what, vb)
+			}
 			d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "DVol"})
 			c := d.nbdDial(t, "DVol")
 			img := make([]byte, coreBytes)

@@ -74,9 +74,10 @@ func TestRemoteCoreSilentServer(t *testing.T) {
 
 // TestRemoteCoreLost: after ctrlr_loss_timeout_sec without the server the
 // NBD client bdev is removed and the wb volume on it hot-removed, its
-// dirty data kept in the cache; once the server is back, creating the bdev
-// and the volume again brings the data back, and deleting the volume
-// writes it to the server.
+// dirty data kept in the cache and its vbdev waiting; once the server is
+// back, creating the bdev again brings the volume and its data back, and
+// deleting the volume writes it to the server. (TestRemoteCoreComeback
+// checks the whole image.)
 func TestRemoteCoreLost(t *testing.T) {
 	image := filepath.Join(t.TempDir(), "core.img")
 	writeFile(t, filepath.Dir(image), "core.img", make([]byte, 16<<20))
@@ -104,12 +105,18 @@ func TestRemoteCoreLost(t *testing.T) {
 		t.Fatalf("the log does not say why Remote0 went:\n%s", d.Stderr())
 	}
 
+	if vb := d.ocfBdevs(t, "Vol0"); len(vb) != 1 || vb[0].Started {
+		t.Fatalf("Vol0 while its core is gone: %+v, want waiting", vb)
+	}
+
 	srv.start()
+	// The cache kept running with the core detached and its dirty data:
+	// the bdev back, Vol0 starts again by itself.
 	d.Call(t, "bdev_nbd_client_create", create)
-	// The cache stopped with its last core, its dirty data recorded; a
-	// create with the same bases loads it (as examine does at a restart,
-	// when the cache bdev appears).
-	d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wb", "Cache0", "Remote0", 0))
+	waitFor(t, 5*time.Second, "Vol0 back", func() bool {
+		_, err := d.Client(t).Call("bdev_get_bdevs", map[string]any{"name": "Vol0"})
+		return err == nil
+	})
 	var stats ocfStats
 	d.CallInto(t, "bdev_ocf_get_stats", map[string]any{"name": "Vol0"}, &stats)
 	if stats.Usage.Dirty.Count == 0 {

@@ -677,18 +677,19 @@ func TestRPCCompat(t *testing.T) {
 		d.Call(t, "delete_ocf_bdev", map[string]any{"name": "Old0"})
 		d.expectClaimed(t, "Core2", false)
 
-		// Hot-remove of a core: its vbdev goes, the shared cache stays.
+		// Hot-remove of a core: its volume goes, the vbdev waits for the
+		// core on the shared cache, which stays.
 		d.Call(t, "bdev_malloc_delete", map[string]any{"name": "Core1"})
 		d.expectError(t, "bdev_get_bdevs", map[string]any{"name": "Ocf1"}, -19, "No such device")
-		d.expectError(t, "bdev_ocf_get_bdevs", map[string]any{"name": "Ocf1"}, -32602, "No such device")
-		if got := d.ocfBdevs(t, ""); len(got) != 1 || got[0].Name != "Ocf0" || !got[0].Started {
+		if got := d.ocfBdevs(t, ""); len(got) != 2 || got[0].Name != "Ocf0" || !got[0].Started ||
+			got[1].Name != "Ocf1" || got[1].Started || got[1].Core.Attached || !got[1].Cache.Attached {
 			t.Fatalf("vbdevs after removing Core1: %+v", got)
 		}
 		d.expectClaimed(t, "Cache0", true)
 		qemuIO(t, uri, "read -P 0x33 0 1m")
 
-		// Hot-remove of the cache under an export: the vbdev and its
-		// export go, the core is released.
+		// Hot-remove of the cache under an export: the vbdevs (the waiting
+		// Ocf1 too) and the export go, the core is released.
 		d.Call(t, "bdev_malloc_delete", map[string]any{"name": "Cache0"})
 		d.expectError(t, "bdev_get_bdevs", map[string]any{"name": "Ocf0"}, -19, "No such device")
 		if got := d.ocfBdevs(t, ""); len(got) != 0 {
