@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"runtime"
 	"strings"
 	"time"
@@ -162,7 +163,8 @@ func (c *conn) writeQueued() {
 }
 
 // writeBatch writes the replies of batch with as few syscalls as the
-// connection allows (one writev on TCP and Unix sockets) and finishes the
+// connection allows (one writev on TCP and Unix sockets, full records over
+// TLS) and finishes the
 // jobs. A failed write breaks the connection.
 func (c *conn) writeBatch(batch []*job) {
 	c.wmu.Lock()
@@ -201,6 +203,16 @@ func (c *conn) writeIOV() (err error) {
 		}
 	}()
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.replyTimeout))
+	if bw, ok := c.nc.(buffersWriter); ok {
+		return bw.writeBuffers(&c.wbufs)
+	}
 	_, err = c.wbufs.WriteTo(c.nc)
 	return err
+}
+
+// buffersWriter is a connection that writes net.Buffers better than
+// net.Buffers.WriteTo can, which uses writev only on package net's own
+// connections (see upgradableConn).
+type buffersWriter interface {
+	writeBuffers(bufs *net.Buffers) error
 }
