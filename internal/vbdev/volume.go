@@ -9,6 +9,7 @@ const ProductName = "SPDK OCF"
 //	create, a base missing               -> waiting
 //	create or its last base added, start -> started, or failed
 //	failed, retried, start               -> started, waiting, or failed (new reason)
+//	started, core bdev hot-removed       -> waiting (the cache keeps the core's data)
 //	any state, Delete                    -> gone
 //
 // A retry is a bdev_ocf_create naming the failed vbdev with its own bases,
@@ -18,7 +19,8 @@ const ProductName = "SPDK OCF"
 type State int
 
 const (
-	// StateWaiting: a base bdev is missing; the vbdev starts when it
+	// StateWaiting: a base bdev is missing (never there yet, or a core
+	// hot-removed from under the volume); the vbdev starts when it
 	// appears.
 	StateWaiting State = iota
 	// StateStarted: the volume is registered and serves IO.
