@@ -132,7 +132,7 @@ func TestRemoteCoreCreateErrors(t *testing.T) {
 		{create(map[string]any{"uri": "nbd://127.0.0.1:1/x"}), -111, "connection refused"},
 		{create(map[string]any{"uri": strings.Replace(srv.uri, "/disk?", "/nope?", 1)}), -6, `export "nope": the server has no such export`},
 		{create(map[string]any{"uri": "nbd://" + silent.Addr().String() + "/", "io_timeout_sec": 1}), -110, "greeting"},
-		{create(map[string]any{"uri": "nbds://127.0.0.1/x"}), -95, "TLS not supported yet"},
+		{create(map[string]any{"uri": "nbds://127.0.0.1/x?tls-psk-file=/k"}), -95, "pre-shared keys"},
 		{create(map[string]any{"uri": "http://h/x"}), -22, `scheme "http"`},
 		{create(map[string]any{"uri": "nbd+unix:///x"}), -22, "socket=PATH"},
 		{create(map[string]any{"uri": srv.uri, "reconnect_delay_sec": 0}), -22, "reconnect_delay_sec can't be 0"},

@@ -92,10 +92,11 @@ func negotiateTLS(ctx context.Context, nc net.Conn, br *bufio.Reader, name strin
 	if err != nil {
 		return nc, br, export{}, err
 	}
-	br = bufio.NewReaderSize(tc, 64<<10)
+	cr := &countingReader{r: tc}
+	br = bufio.NewReaderSize(cr, 64<<10)
 	ex, err := haggle(br, tc, name, noZeroes)
 	if err != nil {
-		return tc, br, export{}, tlsAlert(err)
+		return tc, br, export{}, afterHandshake(err, cr.n)
 	}
 	return tc, br, ex, nil
 }

@@ -221,15 +221,33 @@ type tlsConn struct {
 
 func (c *tlsConn) Close() error { return c.raw.Close() }
 
-// tlsAlert marks err as a TLS failure if it is an alert the server sent
-// (a TLS 1.3 server rejects a client certificate after the client's side
-// of the handshake is done, so the rejection arrives on the first read).
-func tlsAlert(err error) error {
+// afterHandshake classifies an error of the negotiation over TLS, of
+// which read bytes were received. Under TLS 1.3 the server checks the
+// client's certificate after the client's side of the handshake is done,
+// so a rejection arrives on the first read: as an alert (crypto/tls), or
+// as the connection closed or reset without a byte (GnuTLS). Both are
+// TLS failures.
+func afterHandshake(err error, read int64) error {
 	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "remote error" {
+	switch {
+	case errors.As(err, &oe) && oe.Op == "remote error":
 		return fmt.Errorf("%v: %w", err, ErrTLSHandshake)
+	case read == 0 && !isTimeout(err):
+		return fmt.Errorf("the server ended the session right after the TLS handshake, before any reply (did it reject the client certificate?): %v: %w", err, ErrTLSHandshake)
 	}
 	return err
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func isTimeout(err error) bool {

@@ -1,0 +1,149 @@
+package e2e
+
+// The NBD client bdev over TLS (nbds://, nbds+unix://) against two
+// independent servers: the daemon's own NBD server with --tls=require,
+// and nbdkit (GnuTLS) with --tls=require.
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"blockcache/internal/nbd/tlstest"
+)
+
+// TestRemoteCoreTLS: daemon A serves a malloc bdev with --tls=require and
+// --tls-verify-peer; daemon B takes it as an OCF volume's core over
+// nbds:// with a client certificate, and data written through B's volume
+// is on A. nbds+unix works too; a CA that did not sign A's certificate, a
+// missing client certificate, and a server without TLS (no downgrade) fail
+// the create with a clear error, and B stays up.
+func TestRemoteCoreTLS(t *testing.T) {
+	a := startTLSDaemon(t, "require", "--tls-verify-peer")
+	dir := shortTempDir(t)
+	cl := a.ca.Client("daemon-b")
+	certs := tlstest.ClientDir(t, filepath.Join(dir, "b"), a.ca, &cl)
+
+	b := StartDaemon(t, DaemonOpts{Bare: true})
+	uri := a.tcp("nbds", certs)
+	b.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Core", "uri": uri})
+	st, _ := b.nbdClient(t, "Core")
+	if st.State != "connected" || st.URI != uri {
+		t.Fatalf("driver_specific %+v, want connected with the URI %q as given", st, uri)
+	}
+	if cfg := string(b.Call(t, "framework_get_config", map[string]any{"name": "bdev"})); !strings.Contains(cfg, `"uri":"`+uri+`"`) {
+		t.Fatalf("save_config lacks the nbds URI %q: %s", uri, cfg)
+	}
+	b.Call(t, "bdev_malloc_create", mallocParams("Cache", 8, 512))
+	b.Call(t, "bdev_ocf_create", ocfParams("Vol", "wt", "Cache", "Core", 0))
+	var vol string
+	b.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol"}, &vol)
+	qemuIO(t, vol, "write -P 0x3c 2m 512k", "read -P 0x3c 2m 512k")
+	run(t, nil, "qemu-io", "-f", "raw", "-c", "flush", vol)
+	got := readExport(t, a.tcp("nbds", certs))
+	want := make([]byte, 16<<20)
+	copy(want[2<<20:], bytes.Repeat([]byte{0x3c}, 512<<10))
+	if i := firstDifference(got, want); i >= 0 {
+		t.Fatalf("daemon A's export differs from what was written through B at %d", i)
+	}
+	if !strings.Contains(a.d.Stderr(), "nbd tls established") {
+		t.Fatal("daemon A logged no TLS session")
+	}
+
+	// nbds+unix: the certificate is checked against the CA (a Unix
+	// socket has no host name to match).
+	b.Call(t, "bdev_nbd_client_create", map[string]any{"name": "CoreU", "uri": a.unix("nbds", certs)})
+	var u string
+	b.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "CoreU"}, &u)
+	qemuIO(t, u, "read -P 0x3c 2m 512k", "read -P 0 0 2m")
+
+	off := startTLSDaemon(t, "off")
+	noCert := tlstest.ClientDir(t, filepath.Join(dir, "nocert"), a.ca, nil)
+	wrongCA := tlstest.ClientDir(t, filepath.Join(dir, "wrong"), tlstest.NewCA(t, "another CA"), &cl)
+	for _, tc := range []struct {
+		uri  string
+		code int
+		data string
+	}{
+		{a.tcp("nbds", wrongCA), -13, "certificate signed by unknown authority"},
+		{a.unix("nbds", wrongCA), -13, "certificate signed by unknown authority"},
+		{a.tcp("nbds", noCert), -13, "remote error"},
+		{a.tcp("nbd", ""), -95, "the server requires TLS"},
+		{off.tcp("nbds", certs), -95, "refused NBD_OPT_STARTTLS"},
+		{off.unix("nbds", certs), -95, "refused NBD_OPT_STARTTLS"},
+		{a.tcp("nbds", filepath.Join(dir, "none")), -22, "ca-cert.pem"},
+	} {
+		je := b.CallErr(t, "bdev_nbd_client_create", map[string]any{"name": "Bad", "uri": tc.uri})
+		if je.Code != tc.code || !strings.Contains(je.Data, tc.data) {
+			t.Errorf("create %s = %d %q (%s), want %d with %q", tc.uri, je.Code, je.Message, je.Data, tc.code, tc.data)
+		}
+	}
+	if strings.Contains(off.d.Stderr(), "nbd tls established") {
+		t.Fatal("the server without TLS established a TLS session")
+	}
+	// B is up and its volume still serves.
+	qemuIO(t, vol, "read -P 0x3c 2m 512k")
+}
+
+// TestRemoteCoreTLSNbdkit: nbdkit with --tls=require (GnuTLS) as the
+// core's server, with and without --tls-verify-peer, over TCP and a Unix
+// socket.
+func TestRemoteCoreTLSNbdkit(t *testing.T) {
+	requireTool(t, "nbdkit")
+	if out := run(t, nil, "nbdkit", "--dump-config"); !strings.Contains(out, "tls=yes") {
+		t.Fatalf("nbdkit is built without TLS:\n%s", out)
+	}
+	ca := tlstest.NewCA(t, "nbdkit test CA")
+	dir := shortTempDir(t)
+	server := ca.ServerDir(filepath.Join(dir, "server"))
+	cl := ca.Client("daemon")
+	withCert := tlstest.ClientDir(t, filepath.Join(dir, "client"), ca, &cl)
+	noCert := tlstest.ClientDir(t, filepath.Join(dir, "nocert"), ca, nil)
+	d := StartDaemon(t, DaemonOpts{Bare: true})
+
+	for i, tc := range []struct {
+		transport string
+		verify    bool
+	}{{"tcp", false}, {"unix", true}} {
+		t.Run(fmt.Sprintf("%s/verify-peer=%v", tc.transport, tc.verify), func(t *testing.T) {
+			args := []string{"--tls=require", "--tls-certificates=" + server}
+			if tc.verify {
+				args = append(args, "--tls-verify-peer")
+			}
+			args = append(args, "memory", "16M")
+			var srv *remoteServer
+			var nbds string
+			if tc.transport == "tcp" {
+				srv = nbdkitTCP(t, args...)
+				nbds = "nbds://" + srv.addr + "/?tls-certificates=" + withCert
+			} else {
+				srv = nbdkitUnix(t, args...)
+				nbds = "nbds+unix:///?socket=" + srv.addr + "&tls-certificates=" + withCert
+			}
+			if tc.verify {
+				bad := strings.Replace(nbds, withCert, noCert, 1)
+				if je := d.CallErr(t, "bdev_nbd_client_create", map[string]any{"name": "K", "uri": bad}); je.Code != -13 {
+					t.Fatalf("create without a client certificate = %d %q (%s), want -13", je.Code, je.Message, je.Data)
+				}
+			}
+			if je := d.CallErr(t, "bdev_nbd_client_create", map[string]any{"name": "K", "uri": srv.uri}); je.Code != -95 || !strings.Contains(je.Data, "requires TLS") {
+				t.Fatalf("create with %s = %d %q (%s), want -95: the server requires TLS", srv.uri, je.Code, je.Message, je.Data)
+			}
+			core, cache, vol := fmt.Sprint("K", i), fmt.Sprint("C", i), fmt.Sprint("V", i)
+			d.Call(t, "bdev_nbd_client_create", map[string]any{"name": core, "uri": nbds})
+			d.Call(t, "bdev_malloc_create", mallocParams(cache, 8, 512))
+			d.Call(t, "bdev_ocf_create", ocfParams(vol, "wt", cache, core, 0))
+			var uri string
+			d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": vol}, &uri)
+			qemuIO(t, uri, "write -P 0x7e 4m 256k", "read -P 0x7e 4m 256k")
+			got := readExport(t, nbds)
+			want := make([]byte, 16<<20)
+			copy(want[4<<20:], bytes.Repeat([]byte{0x7e}, 256<<10))
+			if i := firstDifference(got, want); i >= 0 {
+				t.Fatalf("nbdkit's export differs from what was written at %d", i)
+			}
+		})
+	}
+}
