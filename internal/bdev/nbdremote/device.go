@@ -73,6 +73,7 @@ type Device struct {
 		inflight int
 		lostAt   time.Time
 		lastErr  error
+		wb       writeBack // durability of acknowledged writes (durability.go)
 	}
 }
 
@@ -211,12 +212,18 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 
 // Flush implements bdev.Device. A server that does not advertise
 // NBD_FLAG_SEND_FLUSH has no volatile cache: every acknowledged write is
-// durable, and Flush only checks the device is open.
+// durable, and Flush only checks the device is open. Otherwise Flush
+// fails with ErrWritesLost when a lost session may have taken
+// acknowledged writes with it (durability.go).
 func (d *Device) Flush() error {
 	if d.flags&txSendFlush == 0 {
 		return d.openErr("flush")
 	}
-	return d.do(cmdFlush, 0, nil, 0, 0)
+	seen := d.flushSeen()
+	if err := d.do(cmdFlush, 0, nil, 0, 0); err != nil {
+		return err
+	}
+	return d.flushed(seen)
 }
 
 // Discard implements bdev.Discarder with NBD_CMD_TRIM.
@@ -353,6 +360,7 @@ func (d *Device) startLocked(r *request, c *conn, now time.Time) {
 	r.state, r.conn, r.sentAt = stateInflight, c, now
 	r.structuredRead = c.structured
 	d.mu.inflight++
+	d.flushSentLocked(r)
 }
 
 // failFastLocked reports whether requests should fail at once: the
@@ -440,6 +448,7 @@ func (d *Device) complete(c *conn, r *request) {
 	d.mu.Lock()
 	r.state, r.conn = stateDone, nil
 	d.mu.inflight--
+	d.completedLocked(r)
 	if d.mu.replayReq == r {
 		d.mu.replayReq = nil
 		select {

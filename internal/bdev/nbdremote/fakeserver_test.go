@@ -23,11 +23,15 @@ type fakeServer struct {
 	structured bool
 	noGo       bool      // refuse NBD_OPT_GO as unknown: the client falls back to NBD_OPT_EXPORT_NAME
 	blockSize  [3]uint32 // min, preferred, max; zero: no NBD_INFO_BLOCK_SIZE
+	// volatile models a write cache: writes without FUA reach durable
+	// only at the next flush, and crash drops the rest.
+	volatile bool
 
 	mu struct {
 		sync.Mutex
 		data     []byte
-		hold     bool // keep requests unanswered
+		durable  []byte // with volatile: what survives a crash
+		hold     bool   // keep requests unanswered
 		held     []fakeReq
 		silent   bool     // read requests, never answer
 		refuse   bool     // close new connections at once
@@ -59,6 +63,7 @@ func newFakeServer(t *testing.T, size int) *fakeServer {
 	s := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), export: "disk", structured: true,
 		flags: txHasFlags | txSendFlush | txSendFUA | txSendTrim | txSendWriteZeroes | txCanMultiConn}
 	s.mu.data = make([]byte, size)
+	s.mu.durable = make([]byte, size)
 	s.mu.errAt = -1
 	s.mu.changed = make(chan struct{})
 	go s.serve()
@@ -267,9 +272,35 @@ func (s *fakeServer) executeLocked(r fakeReq) (out fakeOut) {
 	case cmdWriteZeroes, cmdTrim:
 		clear(s.mu.data[r.off : r.off+uint64(r.length)])
 	case cmdFlush:
+		copy(s.mu.durable, s.mu.data)
 		s.mu.log = append(s.mu.log, "flush")
 	}
+	if !s.volatile || r.flags&cmdFlagFUA != 0 {
+		end := r.off + uint64(r.length)
+		if r.typ == cmdRead {
+			end = r.off
+		}
+		copy(s.mu.durable[r.off:end], s.mu.data[r.off:end])
+	}
 	return out
+}
+
+// crash drops every connection and, with volatile, the writes no flush
+// made durable, as a server killed and started again.
+func (s *fakeServer) crash() {
+	s.mu.Lock()
+	if s.volatile {
+		copy(s.mu.data, s.mu.durable)
+	}
+	s.mu.Unlock()
+	s.dropAll(false)
+}
+
+// durableContents returns a copy of what would survive a crash.
+func (s *fakeServer) durableContents() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.mu.durable...)
 }
 
 type fakeOut struct {

@@ -213,6 +213,11 @@ func (d *Device) reconnect() error {
 		}
 		conns = append(conns, newConn(d, nc, br, ex.structured))
 	}
+	// Every connection of the sessions before is stopped: nothing more
+	// will be acknowledged on them.
+	d.mu.Lock()
+	d.sessionEndedLocked()
+	d.mu.Unlock()
 	for _, c := range conns {
 		go c.readLoop()
 	}

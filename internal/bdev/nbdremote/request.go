@@ -46,6 +46,9 @@ type request struct {
 	seq    uint64 // submission order, for replay
 	conn   *conn  // while stateInflight
 	sentAt time.Time
+	// flushMark is, for a flush, Device.mu.wb.acked when it was sent: the
+	// acknowledged writes it makes durable.
+	flushMark uint64
 
 	// Written by the reader goroutine of conn while stateInflight.
 	result         error
