@@ -435,3 +435,44 @@ func TestDefaultTLSDirs(t *testing.T) {
 		t.Errorf("no home: %v", got)
 	}
 }
+
+// FuzzStartTLS runs the greeting and NBD_OPT_STARTTLS against arbitrary
+// server bytes: no panic, and only an empty NBD_REP_ACK lets TLS start.
+func FuzzStartTLS(f *testing.F) {
+	var g bytes.Buffer
+	binary.Write(&g, binary.BigEndian, magicNBD)
+	binary.Write(&g, binary.BigEndian, magicOption)
+	binary.Write(&g, binary.BigEndian, handshakeFixedNewstyle|handshakeNoZeroes)
+	reply := func(typ uint32, data []byte) []byte {
+		b := binary.BigEndian.AppendUint64(append([]byte(nil), g.Bytes()...), magicOptionReply)
+		b = binary.BigEndian.AppendUint32(b, optStartTLS)
+		b = binary.BigEndian.AppendUint32(b, typ)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+		return append(b, data...)
+	}
+	f.Add(reply(repAck, nil))
+	f.Add(reply(repErrUnsup, []byte("no")))
+	f.Add(reply(repErrPolicy, nil))
+	f.Add(reply(repInfo, []byte{0, 0}))
+	f.Add(reply(repAck, []byte{1}))
+	f.Fuzz(func(t *testing.T, server []byte) {
+		r := bytes.NewReader(server)
+		var sent bytes.Buffer
+		if _, err := greet(r, &sent); err != nil {
+			return
+		}
+		err := startTLS(r, &sent)
+		ok := len(server) >= 18+20 && binary.BigEndian.Uint64(server[18:]) == magicOptionReply &&
+			binary.BigEndian.Uint32(server[18+8:]) == optStartTLS &&
+			binary.BigEndian.Uint32(server[18+12:]) == repAck && binary.BigEndian.Uint32(server[18+16:]) == 0
+		if (err == nil) != ok {
+			t.Fatalf("startTLS on %x = %v", server, err)
+		}
+		if err != nil && !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrTLSRefused) {
+			t.Fatalf("startTLS error %v is neither a protocol error nor a refusal", err)
+		}
+		if want := 4 + 16; sent.Len() != want || binary.BigEndian.Uint32(sent.Bytes()[4+8:]) != optStartTLS {
+			t.Fatalf("the client sent %x, want its flags and NBD_OPT_STARTTLS only", sent.Bytes())
+		}
+	})
+}
