@@ -202,8 +202,12 @@ func startTLS(r io.Reader, w io.Writer) error {
 func upgrade(ctx context.Context, nc net.Conn, cfg *tls.Config) (net.Conn, error) {
 	tc := tls.Client(nc, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		if isTimeout(err) {
+		var rh tls.RecordHeaderError
+		switch {
+		case isTimeout(err):
 			return nil, fmt.Errorf("TLS handshake: %v: %w", err, ErrTimeout)
+		case errors.As(err, &rh):
+			return nil, fmt.Errorf("TLS handshake: the server sent something else than TLS: %v: %w", err, ErrProtocol)
 		}
 		return nil, fmt.Errorf("%v: %w", err, ErrTLSHandshake)
 	}
