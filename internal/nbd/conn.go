@@ -138,6 +138,9 @@ func (c *conn) serve() {
 	c.srv.log.Info("nbd connect", "remote", c.remote)
 	err := c.session()
 	c.inflight.Wait() // the requests already read are answered
+	if err == errDisconnect {
+		c.closeNotify()
+	}
 	c.nc.Close()
 	c.srv.forget(c)
 	name := ""

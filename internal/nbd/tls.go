@@ -210,8 +210,14 @@ func signedByOneOf(crl *x509.RevocationList, cas []*x509.Certificate) bool {
 // upgradableConn is a connection whose transport is replaced, once, by TLS
 // over it. Other goroutines may set its deadlines or close it at any time
 // (beginClose, Shutdown); the switch is atomic, and since the TLS
-// connection's deadlines and Close act on the raw connection below, a
-// deadline set just before the switch still applies after it.
+// connection's deadlines act on the raw connection below, a deadline set
+// just before the switch still applies after it.
+//
+// Close closes the raw connection at once, upgraded or not: tls.Conn.Close
+// would first send a close-notify alert, waiting up to 5 s for room in the
+// socket of a client that stopped reading, and the server closes
+// connections one after the other. The alert is sent only to a client
+// that asked to disconnect (see conn.closeNotify).
 type upgradableConn struct {
 	raw net.Conn
 	tls atomic.Pointer[tlsSession] // nil until upgraded
@@ -229,6 +235,9 @@ type tlsSession struct {
 // tlsRecordBytes is the most plaintext one TLS record carries.
 const tlsRecordBytes = 16 << 10
 
+// closeNotifyTimeout bounds the sending of a close-notify alert.
+const closeNotifyTimeout = 250 * time.Millisecond
+
 func (u *upgradableConn) cur() net.Conn {
 	if s := u.tls.Load(); s != nil {
 		return s.conn
@@ -238,7 +247,7 @@ func (u *upgradableConn) cur() net.Conn {
 
 func (u *upgradableConn) Read(p []byte) (int, error)         { return u.cur().Read(p) }
 func (u *upgradableConn) Write(p []byte) (int, error)        { return u.cur().Write(p) }
-func (u *upgradableConn) Close() error                       { return u.cur().Close() }
+func (u *upgradableConn) Close() error                       { return u.raw.Close() }
 func (u *upgradableConn) LocalAddr() net.Addr                { return u.raw.LocalAddr() }
 func (u *upgradableConn) RemoteAddr() net.Addr               { return u.raw.RemoteAddr() }
 func (u *upgradableConn) SetDeadline(t time.Time) error      { return u.cur().SetDeadline(t) }
@@ -272,6 +281,29 @@ func (u *upgradableConn) writeBuffers(bufs *net.Buffers) error {
 	}
 	*bufs = (*bufs)[len(*bufs):]
 	return s.bw.Flush()
+}
+
+// closeNotify sends a TLS close-notify alert if the connection was
+// upgraded, giving up after timeout by closing the raw connection: the
+// client may have stopped reading. It is called with no write in flight.
+func (u *upgradableConn) closeNotify(timeout time.Duration) {
+	s := u.tls.Load()
+	if s == nil {
+		return
+	}
+	t := time.AfterFunc(timeout, func() { u.raw.Close() })
+	s.conn.CloseWrite()
+	t.Stop()
+}
+
+// closeNotify ends the TLS session, if any, of a client that disconnected
+// with NBD_CMD_DISC with a close-notify alert, as TLS asks, before the
+// connection is closed. No other end of a session sends one (see
+// upgradableConn).
+func (c *conn) closeNotify() {
+	if u, ok := c.nc.(*upgradableConn); ok {
+		u.closeNotify(closeNotifyTimeout)
+	}
 }
 
 // tlsUpgrader is the optional ability of a catalog whose connection can be
