@@ -7,9 +7,11 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"blockcache/internal/nbd/tlstest"
 )
@@ -87,10 +89,11 @@ func TestRemoteCoreTLS(t *testing.T) {
 	qemuIO(t, vol, "read -P 0x3c 2m 512k")
 }
 
-// TestRemoteCoreTLSNbdkit: nbdkit with --tls=require (GnuTLS) as the
-// core's server, with and without --tls-verify-peer, over TCP and a Unix
-// socket.
-func TestRemoteCoreTLSNbdkit(t *testing.T) {
+// TestRemoteCoreTLSOtherServers: nbdkit with --tls=require (GnuTLS) as
+// the core's server, with and without --tls-verify-peer, over TCP and a
+// Unix socket; and qemu-nbd with x509 credentials (which verify the
+// client's certificate).
+func TestRemoteCoreTLSOtherServers(t *testing.T) {
 	requireTool(t, "nbdkit")
 	if out := run(t, nil, "nbdkit", "--dump-config"); !strings.Contains(out, "tls=yes") {
 		t.Fatalf("nbdkit is built without TLS:\n%s", out)
@@ -104,10 +107,11 @@ func TestRemoteCoreTLSNbdkit(t *testing.T) {
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 
 	for i, tc := range []struct {
+		server    string
 		transport string
 		verify    bool
-	}{{"tcp", false}, {"unix", true}} {
-		t.Run(fmt.Sprintf("%s/verify-peer=%v", tc.transport, tc.verify), func(t *testing.T) {
+	}{{"nbdkit", "tcp", false}, {"nbdkit", "unix", true}, {"qemu-nbd", "tcp", true}} {
+		t.Run(fmt.Sprintf("%s/%s/verify-peer=%v", tc.server, tc.transport, tc.verify), func(t *testing.T) {
 			args := []string{"--tls=require", "--tls-certificates=" + server}
 			if tc.verify {
 				args = append(args, "--tls-verify-peer")
@@ -115,10 +119,22 @@ func TestRemoteCoreTLSNbdkit(t *testing.T) {
 			args = append(args, "memory", "16M")
 			var srv *remoteServer
 			var nbds string
-			if tc.transport == "tcp" {
+			switch {
+			case tc.server == "qemu-nbd":
+				image := filepath.Join(t.TempDir(), "core.img")
+				if err := os.WriteFile(image, make([]byte, 16<<20), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				port := freeTCPPort(t)
+				addr := fmt.Sprintf("127.0.0.1:%d", port)
+				srv = startRemote(t, nil, "qemu-nbd", "nbd://"+addr+"/disk", addr, false,
+					"--object", "tls-creds-x509,id=tls0,endpoint=server,verify-peer=on,dir="+server, "--tls-creds", "tls0",
+					"-f", "raw", "-t", "-e", "8", "-x", "disk", "-b", "127.0.0.1", "-p", fmt.Sprint(port), image)
+				nbds = "nbds://" + addr + "/disk?tls-certificates=" + withCert
+			case tc.transport == "tcp":
 				srv = nbdkitTCP(t, args...)
 				nbds = "nbds://" + srv.addr + "/?tls-certificates=" + withCert
-			} else {
+			default:
 				srv = nbdkitUnix(t, args...)
 				nbds = "nbds+unix:///?socket=" + srv.addr + "&tls-certificates=" + withCert
 			}
@@ -142,7 +158,19 @@ func TestRemoteCoreTLSNbdkit(t *testing.T) {
 			want := make([]byte, 16<<20)
 			copy(want[4<<20:], bytes.Repeat([]byte{0x7e}, 256<<10))
 			if i := firstDifference(got, want); i >= 0 {
-				t.Fatalf("nbdkit's export differs from what was written at %d", i)
+				t.Fatalf("%s's export differs from what was written at %d", tc.server, i)
+			}
+
+			// A restarted server is reconnected to over TLS.
+			srv.kill()
+			srv.start()
+			waitFor(t, 15*time.Second, "reconnect over TLS", func() bool {
+				st, _ := d.nbdClient(t, core)
+				return st.State == "connected" && st.Reconnects > 0
+			})
+			qemuIO(t, uri, "write -P 0x11 8m 64k", "read -P 0x11 8m 64k")
+			if got := readExport(t, nbds); !bytes.Equal(got[8<<20:8<<20+64<<10], bytes.Repeat([]byte{0x11}, 64<<10)) {
+				t.Fatalf("a write after the reconnect did not reach %s", tc.server)
 			}
 		})
 	}
