@@ -1,0 +1,283 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
+	"blockcache/internal/bdev/nbdremote"
+	"blockcache/internal/nbd"
+	"blockcache/internal/ocf"
+	"blockcache/internal/ocf/ocftest"
+)
+
+// volatileDisk is a disk with a write cache, as behind qemu-nbd
+// --cache=writeback: a write without FUA is durable only after a later
+// Flush, and crash drops what is not. The next Flush can be held, to crash
+// the disk while it is in progress.
+type volatileDisk struct {
+	info bdev.Info
+	mu   struct {
+		sync.Mutex
+		live, durable []byte
+		crashes       int
+		hold          chan struct{} // closed to release the held Flush
+		entered       chan struct{} // closed when a Flush is held
+	}
+}
+
+func newVolatileDisk(size int) *volatileDisk {
+	d := &volatileDisk{info: bdev.Info{Name: "disk", BlockSize: 512, NumBlocks: uint64(size / 512)}}
+	d.mu.live, d.mu.durable = make([]byte, size), make([]byte, size)
+	return d
+}
+
+func (d *volatileDisk) Info() bdev.Info { return d.info }
+func (d *volatileDisk) Close() error    { return nil }
+
+func (d *volatileDisk) ReadAt(p []byte, off int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	copy(p, d.mu.live[off:])
+	return nil
+}
+
+func (d *volatileDisk) WriteAt(p []byte, off int64, fua bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	copy(d.mu.live[off:], p)
+	if fua {
+		copy(d.mu.durable[off:], p)
+	}
+	return nil
+}
+
+// Flush makes the cache durable; a held Flush during which the disk
+// crashed fails.
+func (d *volatileDisk) Flush() error {
+	d.mu.Lock()
+	crashes, hold, entered := d.mu.crashes, d.mu.hold, d.mu.entered
+	d.mu.hold, d.mu.entered = nil, nil
+	d.mu.Unlock()
+	if hold != nil {
+		close(entered)
+		<-hold
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.crashes != crashes {
+		return fmt.Errorf("crashed during the flush: %w", syscall.EIO)
+	}
+	copy(d.mu.durable, d.mu.live)
+	return nil
+}
+
+// holdNextFlush makes the next Flush wait for release; entered is closed
+// when it does.
+func (d *volatileDisk) holdNextFlush() (entered <-chan struct{}, release func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mu.hold, d.mu.entered = make(chan struct{}), make(chan struct{})
+	hold := d.mu.hold
+	return d.mu.entered, func() { close(hold) }
+}
+
+func (d *volatileDisk) crash() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	copy(d.mu.live, d.mu.durable)
+	d.mu.crashes++
+}
+
+func (d *volatileDisk) durable() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return bytes.Clone(d.mu.durable)
+}
+
+// cutter forwards Unix-socket connections to target and cuts them all at
+// once, as a server killed mid-request would.
+type cutter struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCutter(t *testing.T, target string) *cutter {
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "cut.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln}
+	t.Cleanup(func() { ln.Close(); c.cut() })
+	go func() {
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("unix", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, a, b)
+			c.mu.Unlock()
+			go func() { io.Copy(b, a); b.Close() }()
+			go func() { io.Copy(a, b); a.Close() }()
+		}
+	}()
+	return c
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, x := range c.conns {
+		x.Close()
+	}
+	c.conns = nil
+}
+
+// remoteCore serves disk over NBD behind a cutter and opens an NBD client
+// device on it.
+func remoteCore(t *testing.T, disk *volatileDisk) (*nbdremote.Device, *cutter) {
+	srv, err := nbd.NewServer(slog.New(slog.DiscardHandler), nbd.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddExport(nbd.Export{Name: "core", Device: disk}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "nbd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	cut := newCutter(t, l.Addr().String())
+	o := nbdremote.DefaultOptions()
+	o.ReconnectDelay = 20 * time.Millisecond
+	o.IOTimeout = 5 * time.Second
+	o.OnEvent = func(msg string, err error) { t.Logf("%s: %v", msg, err) }
+	dev, err := nbdremote.Open("Remote0", nbdremote.URI{Network: "unix", Address: cut.ln.Addr().String(), Export: "core"}, uuid.Nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	return dev, cut
+}
+
+// In wb, the core's NBD server, with a write cache, is killed while the
+// cache's flush flushes the core after writing dirty lines back, and comes
+// back at once with what it had made durable. The cache's flush fails with
+// EIO, the lines stay dirty, and the next flush writes them back again:
+// the server's durable data then equals every write.
+func TestRemoteCoreLostWriteBack(t *testing.T) {
+	const size = 4 << 20
+	disk := newVolatileDisk(size)
+	remote, cut := remoteCore(t, disk)
+	env := ocftest.New(t, ocftest.Options{Lines: 512, Mode: ocf.ModeWB, CoreBytes: size, SeqCutoff: ocf.CutoffNever{},
+		WrapCore: func(int, bdev.Device) bdev.Device { return remote }})
+	vol := env.Cores[0]
+
+	model := make([]byte, size)
+	for i := range 64 {
+		off := int64(i) * 48 << 10
+		p := bdevtest.Pattern(uint64(i), 16<<10)
+		bdevtest.MustWrite(t, vol, p, off, false)
+		copy(model[off:], p)
+	}
+	if st := vol.Stats(); st.Usage.Dirty == 0 {
+		t.Fatalf("no dirty lines after wb writes: %+v", st.Usage)
+	}
+
+	entered, release := disk.holdNextFlush()
+	flushed := make(chan error, 1)
+	go func() { flushed <- env.Cache.FlushDirty(vol, nil) }()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cache's flush never flushed the core")
+	}
+	disk.crash()
+	cut.cut()
+	release()
+	err := <-flushed
+	if !errors.Is(err, nbdremote.ErrWritesLost) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("cache flush across the server's crash = %v, want ErrWritesLost (EIO)", err)
+	}
+	if bytes.Equal(disk.durable(), model) {
+		t.Fatal("the crash lost nothing: the test models nothing")
+	}
+	if st := vol.Stats(); st.Usage.Dirty == 0 {
+		t.Fatal("lines the server lost were marked clean")
+	}
+
+	if err := env.Cache.FlushDirty(vol, nil); err != nil {
+		t.Fatalf("second cache flush: %v", err)
+	}
+	if st := vol.Stats(); st.Usage.Dirty != 0 {
+		t.Fatalf("%d lines dirty after a successful flush", st.Usage.Dirty)
+	}
+	if got := disk.durable(); !bytes.Equal(got, model) {
+		t.Fatalf("the server's durable data differs from the model at %d", firstDiff(got, model))
+	}
+	if got := bdevtest.MustRead(t, vol, 0, size); !bytes.Equal(got, model) {
+		t.Fatalf("the volume differs from the model at %d", firstDiff(got, model))
+	}
+}
+
+// In wt, writes reach the core's server, with a write cache, and it is
+// killed before a flush: the user's flush through the volume fails with
+// EIO, once; after the user writes again, it succeeds and the data is
+// durable.
+func TestRemoteCoreLostWriteThroughFlush(t *testing.T) {
+	const size = 1 << 20
+	disk := newVolatileDisk(size)
+	remote, cut := remoteCore(t, disk)
+	env := ocftest.New(t, ocftest.Options{Lines: 64, Mode: ocf.ModeWT, CoreBytes: size, SeqCutoff: ocf.CutoffNever{},
+		WrapCore: func(int, bdev.Device) bdev.Device { return remote }})
+	vol := env.Cores[0]
+	p := bdevtest.Pattern(1, 64<<10)
+	bdevtest.MustWrite(t, vol, p, 0, false)
+	disk.crash()
+	cut.cut()
+	if err := vol.Flush(); !errors.Is(err, nbdremote.ErrWritesLost) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("flush after the server's crash = %v, want ErrWritesLost (EIO)", err)
+	}
+	bdevtest.MustWrite(t, vol, p, 0, false)
+	if err := vol.Flush(); err != nil {
+		t.Fatalf("flush after writing again: %v", err)
+	}
+	if got := disk.durable(); !bytes.Equal(got[:len(p)], p) {
+		t.Fatal("data not durable after a successful flush")
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
