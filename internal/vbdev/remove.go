@@ -81,7 +81,6 @@ func (m *Manager) hotRemoveCoreLocked(v *Vbdev) {
 		m.log.Warn("core bdev removed: OCF vbdev waits for it", "vbdev", p.Name, "core", p.CoreBdev)
 		return
 	}
-	dirty := int64(v.core.Stats().Usage.Dirty) * 4096
 	if _, err := m.reg.Unregister(p.Name); err != nil && !errors.Is(err, bdev.ErrNoSuchDevice) {
 		m.log.Error("hot-remove of core: unregister volume", "vbdev", p.Name, "core", p.CoreBdev, "err", err)
 	}
@@ -89,6 +88,8 @@ func (m *Manager) hotRemoveCoreLocked(v *Vbdev) {
 	if err := v.inst.cache.RemoveCore(v.core, false); err != nil {
 		m.log.Error("hot-remove of core: detach from cache", "vbdev", p.Name, "core", p.CoreBdev, "err", err)
 	}
+	// Counted once the IO admitted before has drained: it stays put.
+	dirty := int64(v.core.Stats().Usage.Dirty) * 4096
 	v.core = nil
 	v.coreGone, v.dirtyKept = true, dirty
 	m.log.Warn("core bdev removed: OCF vbdev unregistered, waiting for its core; the cache keeps the core's data", "vbdev", p.Name,
