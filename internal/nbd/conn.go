@@ -67,6 +67,9 @@ type conn struct {
 	}
 	iov   [][]byte    // the iovecs of a batch; only under wmu
 	wbufs net.Buffers // the same, as net.Buffers.WriteTo consumes them
+	// handedOff counts the handed-off requests executing or about to
+	// reply (see sendYielding).
+	handedOff atomic.Int32
 
 	inflight sync.WaitGroup // admitted requests not yet answered
 	limit    inflightLimiter

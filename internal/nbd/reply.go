@@ -107,26 +107,36 @@ func (c *conn) send(j *job, hold bool) {
 }
 
 // sendYielding is send for a request that was handed off (see transmit).
-// Before it writes, it lets the goroutines that are ready to run have the
-// CPU, marked as the writer meanwhile: the replies of other handed-off
-// requests completing at the same time (cache misses whose core IO ended
-// together), and those the reader holds back, queue behind it and go out
-// in the same writev. Without the yield, on one scheduler slot each such
-// goroutine runs its writev to the end before the next can queue a reply,
-// and every miss costs a syscall of its own.
+// Replies are batched as well as a handed-off request allows without
+// keeping others waiting for it:
+//
+//   - Queued replies with nobody writing carry a promise of a flush (see
+//     send): the reply joins them, and goes out in their writev.
+//   - If other handed-off requests are in flight, the reply is queued and
+//     its goroutine lets the goroutines that are ready to run have the CPU
+//     before it flushes: the replies of handed-off requests completing at
+//     the same time (cache misses whose core IO ended together) then join
+//     it, written by whichever goroutine writes first. Without the yield,
+//     on one scheduler slot each such goroutine would run its writev to
+//     the end before the next could queue a reply, and every miss would
+//     cost a syscall of its own. It is not the writer while it yields, so
+//     replies completing meanwhile are never held back by it.
+//   - Otherwise there is nothing to batch, and it writes at once.
 func (c *conn) sendYielding(j *job) {
+	others := c.handedOff.Add(-1) > 0
 	c.out.Lock()
 	c.out.queue = append(c.out.queue, j)
-	if c.out.writing {
+	if c.out.writing || len(c.out.queue) > 1 {
 		c.out.Unlock()
 		return
 	}
-	c.out.writing = true
+	if !others {
+		c.writeQueued()
+		return
+	}
 	c.out.Unlock()
 	runtime.Gosched()
-	c.out.Lock()
-	c.out.writing = false // writeQueued takes it again, under the same lock
-	c.writeQueued()
+	c.flush()
 }
 
 // flush writes the queued replies unless another goroutine is doing so.

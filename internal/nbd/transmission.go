@@ -90,9 +90,10 @@ func (c *conn) unhold(payload int64) {
 //   - passes the turn to an idle goroutine (starting one if none is idle)
 //     and then executes and answers the request, while the next one is
 //     already being read; replies go out in completion order. So a slow
-//     request never holds up the ones sent after it. Its reply waits for
-//     one yield of the CPU before it is written (see sendYielding), so
-//     that replies completing together share a writev.
+//     request never holds up the ones sent after it. While other
+//     handed-off requests are in flight, its reply waits for one yield of
+//     the CPU before it is written (see sendYielding), so that replies
+//     completing together share a writev.
 //
 // A WRITE's payload is read into the job's buffer, which goes to the
 // device as it is: beyond what the reader had buffered already, a large
@@ -480,9 +481,11 @@ func allowedFlags(typ command, flags txFlags, structured bool) cmdFlags {
 // finishes the job. A panic closes the connection (the request will never
 // be answered) and is logged.
 func (c *conn) handle(j *job) {
+	c.handedOff.Add(1)
 	if _, ok := c.prepare(j, false); ok {
 		c.sendYielding(j)
 	} else {
+		c.handedOff.Add(-1)
 		c.finish(j)
 	}
 }
