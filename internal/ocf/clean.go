@@ -36,6 +36,7 @@ type cleanCandidate struct {
 	coreLine uint32
 	dirty    sectorMask  // dirty at the time the batch locked it
 	dev      bdev.Device // the core device at that time
+	mark     uint64      // dev's write-back mark before the write (bdev.LossReporter)
 	stripe   int         // its stripe, when claimed with TryLock (evict.go)
 	err      error
 }
@@ -136,9 +137,15 @@ func (c *Cache) writeBackLines(cands []cleanCandidate, cold bool, inflight int, 
 	if len(cands) == 0 {
 		return 0, nil
 	}
+	for i := range cands {
+		cands[i].mark = bdev.WriteBackMark(cands[i].dev)
+	}
 	c.writeBackAll(cands, inflight, fua)
 
-	// Flush each core written to; a failed flush fails all its lines.
+	// Flush each core written to; a failed flush fails all its lines. The
+	// flush also fails if the core lost writes it had acknowledged since
+	// the batch began (bdev.LossReporter), even if another flush already
+	// reported that loss: those writes may be the batch's.
 	var flushed []*Core
 	for i := range cands {
 		cd := &cands[i]
@@ -146,7 +153,7 @@ func (c *Cache) writeBackLines(cands []cleanCandidate, cold bool, inflight int, 
 			continue
 		}
 		flushed = append(flushed, cd.core)
-		if err := cd.dev.Flush(); err != nil {
+		if err := bdev.FlushSince(cd.dev, cd.mark); err != nil {
 			cd.core.stats.coreWrErrors.Add(1)
 			for j := range cands {
 				if cands[j].core == cd.core && cands[j].err == nil {

@@ -26,17 +26,24 @@ import (
 
 // volatileDisk is a disk with a write cache, as behind qemu-nbd
 // --cache=writeback: a write without FUA is durable only after a later
-// Flush, and crash drops what is not. The next Flush can be held, to crash
-// the disk while it is in progress.
+// Flush, and crash drops what is not. Chosen requests can be held, to
+// crash the disk while they are in progress; one that was held across a
+// crash does nothing and fails, as its server is gone.
 type volatileDisk struct {
 	info bdev.Info
 	mu   struct {
 		sync.Mutex
 		live, durable []byte
 		crashes       int
-		hold          chan struct{} // closed to release the held Flush
-		entered       chan struct{} // closed when a Flush is held
+		holds         []*diskHold
 	}
+}
+
+// diskHold holds the next request it matches: a flush (off -1) or a write
+// at off.
+type diskHold struct {
+	off              int64
+	entered, release chan struct{}
 }
 
 func newVolatileDisk(size int) *volatileDisk {
@@ -56,8 +63,12 @@ func (d *volatileDisk) ReadAt(p []byte, off int64) error {
 }
 
 func (d *volatileDisk) WriteAt(p []byte, off int64, fua bool) error {
+	crashes := d.wait(off)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.mu.crashes != crashes {
+		return fmt.Errorf("crashed during the write: %w", syscall.EIO)
+	}
 	copy(d.mu.live[off:], p)
 	if fua {
 		copy(d.mu.durable[off:], p)
@@ -68,14 +79,7 @@ func (d *volatileDisk) WriteAt(p []byte, off int64, fua bool) error {
 // Flush makes the cache durable; a held Flush during which the disk
 // crashed fails.
 func (d *volatileDisk) Flush() error {
-	d.mu.Lock()
-	crashes, hold, entered := d.mu.crashes, d.mu.hold, d.mu.entered
-	d.mu.hold, d.mu.entered = nil, nil
-	d.mu.Unlock()
-	if hold != nil {
-		close(entered)
-		<-hold
-	}
+	crashes := d.wait(-1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.mu.crashes != crashes {
@@ -85,14 +89,45 @@ func (d *volatileDisk) Flush() error {
 	return nil
 }
 
-// holdNextFlush makes the next Flush wait for release; entered is closed
-// when it does.
-func (d *volatileDisk) holdNextFlush() (entered <-chan struct{}, release func()) {
+// holdNext makes the next flush (off -1) or write at off wait for
+// release; entered is closed when it does.
+func (d *volatileDisk) holdNext(off int64) (entered <-chan struct{}, release func()) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.mu.hold, d.mu.entered = make(chan struct{}), make(chan struct{})
-	hold := d.mu.hold
-	return d.mu.entered, func() { close(hold) }
+	h := &diskHold{off: off, entered: make(chan struct{}), release: make(chan struct{})}
+	d.mu.holds = append(d.mu.holds, h)
+	return h.entered, func() { close(h.release) }
+}
+
+// wait holds a request at off (-1 a flush) if a hold matches it, and
+// returns the crash count it began under.
+func (d *volatileDisk) wait(off int64) int {
+	d.mu.Lock()
+	crashes := d.mu.crashes
+	var h *diskHold
+	for i, x := range d.mu.holds {
+		if x.off == off {
+			h = x
+			d.mu.holds = append(d.mu.holds[:i], d.mu.holds[i+1:]...)
+			break
+		}
+	}
+	d.mu.Unlock()
+	if h != nil {
+		close(h.entered)
+		<-h.release
+	}
+	return crashes
+}
+
+// waitEntered waits up to 10 s for a hold to take a request.
+func waitEntered(t *testing.T, entered <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s never reached the server", what)
+	}
 }
 
 func (d *volatileDisk) crash() {
@@ -210,14 +245,10 @@ func TestRemoteCoreLostWriteBack(t *testing.T) {
 		t.Fatalf("no dirty lines after wb writes: %+v", st.Usage)
 	}
 
-	entered, release := disk.holdNextFlush()
+	entered, release := disk.holdNext(-1)
 	flushed := make(chan error, 1)
 	go func() { flushed <- env.Cache.FlushDirty(vol, nil) }()
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the cache's flush never flushed the core")
-	}
+	waitEntered(t, entered, "the core flush of the cache's flush")
 	disk.crash()
 	cut.cut()
 	release()
@@ -244,6 +275,65 @@ func TestRemoteCoreLostWriteBack(t *testing.T) {
 	if got := bdevtest.MustRead(t, vol, 0, size); !bytes.Equal(got, model) {
 		t.Fatalf("the volume differs from the model at %d", firstDiff(got, model))
 	}
+}
+
+// A cleaning batch's writes straddle the core server's crash: most were
+// acknowledged before it, the last is sent after the reconnect. Another
+// caller's flush of the core reports the loss first; the batch's own flush
+// must still fail (bdev.LossReporter), or the lines the server lost would
+// be marked clean.
+func TestRemoteCoreLostWriteBackReportedElsewhere(t *testing.T) {
+	const size = 1 << 20
+	disk := newVolatileDisk(size)
+	remote, cut := remoteCore(t, disk)
+	held := &heldWrite{Device: remote, off: 0, entered: make(chan struct{}), release: make(chan struct{})}
+	env := ocftest.New(t, ocftest.Options{Lines: 64, Mode: ocf.ModeWB, CoreBytes: size, SeqCutoff: ocf.CutoffNever{},
+		WrapCore: func(int, bdev.Device) bdev.Device { return held }})
+	vol := env.Cores[0]
+	model := make([]byte, size)
+	const lines = 16
+	p := bdevtest.Pattern(2, lines*4096)
+	bdevtest.MustWrite(t, vol, p, 0, false)
+	copy(model, p)
+
+	flushed := make(chan error, 1)
+	go func() { flushed <- env.Cache.FlushDirty(vol, nil) }()
+	waitEntered(t, held.entered, "the batch's write at 0")
+	for end := time.Now().Add(10 * time.Second); vol.Counters().CleanedBytes < (lines-1)*4096; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the batch wrote back %d bytes, want the %d of its other lines", vol.Counters().CleanedBytes, (lines-1)*4096)
+		}
+	}
+	disk.crash()
+	cut.cut()
+	if err := remote.Flush(); !errors.Is(err, nbdremote.ErrWritesLost) {
+		t.Fatalf("another caller's flush after the crash = %v, want ErrWritesLost", err)
+	}
+	close(held.release)
+	if err := <-flushed; !errors.Is(err, nbdremote.ErrWritesLost) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("cache flush whose writes straddle the crash = %v, want ErrWritesLost (EIO)", err)
+	}
+	if err := env.Cache.FlushDirty(vol, nil); err != nil {
+		t.Fatalf("second cache flush: %v", err)
+	}
+	if got := disk.durable(); !bytes.Equal(got, model) {
+		t.Fatalf("the server's durable data differs from the model at %d", firstDiff(got, model))
+	}
+}
+
+// heldWrite holds the first write at off before the NBD client sends it.
+type heldWrite struct {
+	*nbdremote.Device
+	off              int64
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (h *heldWrite) WriteAt(p []byte, off int64, fua bool) error {
+	if off == h.off {
+		h.once.Do(func() { close(h.entered); <-h.release })
+	}
+	return h.Device.WriteAt(p, off, fua)
 }
 
 // In wt, writes reach the core's server, with a write cache, and it is

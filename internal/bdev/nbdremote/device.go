@@ -192,20 +192,24 @@ func (d *Device) ReadAt(p []byte, off int64) error {
 }
 
 // WriteAt implements bdev.Device. Without NBD_FLAG_SEND_FUA, a FUA write is
-// a write followed by a flush.
+// a write followed by a flush, which fails if a loss was recorded since the
+// write began (FlushSince).
 func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	if err := d.checkWrite("write", off, int64(len(p))); err != nil {
 		return err
 	}
 	var flags uint16
+	var mark uint64
 	if fua && d.flags&txSendFUA != 0 {
 		flags = cmdFlagFUA
+	} else if fua {
+		mark = d.WriteBackMark()
 	}
 	if err := d.chunked(cmdWrite, flags, p, off, int64(len(p))); err != nil {
 		return err
 	}
 	if fua && flags == 0 {
-		return d.Flush()
+		return d.FlushSince(mark)
 	}
 	return nil
 }

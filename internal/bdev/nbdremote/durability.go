@@ -28,6 +28,12 @@ import (
 //     connection not coming back in time) does not clear the mark.
 //   - Writes whose outcome was unknown are resent on the new session and
 //     counted there: their durability is the new session's flush.
+//   - FlushSince (bdev.LossReporter) fails if a loss was recorded after a
+//     mark its caller took before writing, whoever Flush reported it to;
+//     it clears nothing. A writer that flushes its own writes (the cache's
+//     cleaner) uses it, so that a Flush reporting the loss to someone else
+//     first cannot make the writer's flush succeed. An emulated FUA write
+//     (no NBD_FLAG_SEND_FUA) flushes this way too.
 //
 // A server without NBD_FLAG_SEND_FLUSH promises a write is durable when it
 // is acknowledged: nothing is counted and Flush never fails this way.
@@ -111,4 +117,29 @@ func (d *Device) flushSeen() uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.mu.wb.reported
+}
+
+// WriteBackMark implements bdev.LossReporter.
+func (d *Device) WriteBackMark() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mu.wb.lossSeq
+}
+
+// FlushSince implements bdev.LossReporter: it fails with ErrWritesLost if
+// a loss was recorded after mark, whether or not Flush reported it; it
+// does not clear the mark Flush reports.
+func (d *Device) FlushSince(mark uint64) error {
+	if d.flags&txSendFlush == 0 {
+		return d.openErr("flush")
+	}
+	if err := d.do(cmdFlush, 0, nil, 0, 0); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.wb.lossSeq > mark {
+		return &bdev.IOError{Op: "flush", Dev: d.info.Name, Err: ErrWritesLost}
+	}
+	return nil
 }

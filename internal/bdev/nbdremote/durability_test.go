@@ -161,3 +161,68 @@ func TestFlushNoLossReported(t *testing.T) {
 		})
 	}
 }
+
+// TestFlushSinceKeepsItsOwnMark: a writer that took a mark before writes
+// the crashed server acknowledged gets the loss from FlushSince even after
+// Flush reported it to another caller; a mark taken after the loss was
+// recorded does not fail.
+func TestFlushSinceKeepsItsOwnMark(t *testing.T) {
+	s := newFakeServer(t, 64<<10)
+	s.volatile = true
+	d := openFake(t, s, fastOptions())
+	var _ bdev.LossReporter = d
+	before := d.WriteBackMark()
+	if err := d.WriteAt(bytes.Repeat([]byte{3}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	s.crash()
+	waitReconnects(t, d, 1)
+	after := d.WriteBackMark()
+	if err := d.Flush(); !isWritesLost(err) {
+		t.Fatalf("flush = %v, want ErrWritesLost (EIO)", err)
+	}
+	for range 2 {
+		if err := d.FlushSince(before); !isWritesLost(err) {
+			t.Fatalf("FlushSince(mark before the loss) = %v, want ErrWritesLost (EIO)", err)
+		}
+	}
+	if err := d.FlushSince(after); err != nil {
+		t.Fatalf("FlushSince(mark after the loss) = %v, want success", err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatalf("flush after the loss was reported = %v, want success", err)
+	}
+}
+
+// TestEmulatedFUAReportsLoss: without NBD_FLAG_SEND_FUA a FUA write is a
+// write and a flush; the flush fails if the session is lost after the
+// write was acknowledged, and it leaves Flush's report to Flush's callers.
+func TestEmulatedFUAReportsLoss(t *testing.T) {
+	s := newFakeServer(t, 64<<10)
+	s.volatile = true
+	s.flags &^= txSendFUA
+	d := openFake(t, s, fastOptions())
+	if err := d.WriteAt(bytes.Repeat([]byte{4}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	s.setHold(true)
+	done := make(chan error, 1)
+	go func() { done <- d.WriteAt(bytes.Repeat([]byte{5}, 4096), 8192, true) }()
+	// The write is acknowledged; its flush is held, then the server crashes.
+	s.waitFor(func() bool { return len(s.mu.held) == 1 })
+	s.mu.Lock()
+	r := s.mu.held[0]
+	s.mu.held = nil
+	out := s.executeLocked(r)
+	s.mu.Unlock()
+	s.reply(r, true, out)
+	s.waitFor(func() bool { return len(s.mu.held) == 1 })
+	s.setHold(false)
+	s.crash()
+	if err := <-done; !isWritesLost(err) {
+		t.Fatalf("emulated FUA write across the crash = %v, want ErrWritesLost (EIO)", err)
+	}
+	if err := d.Flush(); !isWritesLost(err) {
+		t.Fatalf("flush = %v, want ErrWritesLost (EIO): the FUA write's failure is its own", err)
+	}
+}
