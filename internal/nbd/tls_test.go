@@ -116,6 +116,32 @@ func TestTLSRequireExportNameCloses(t *testing.T) {
 	})
 }
 
+// TestOversizedExportNameCloses: an NBD_OPT_EXPORT_NAME longer than an
+// option may be, which cannot be answered with an option reply, ends the
+// session without a byte sent, whatever the TLS mode.
+func TestOversizedExportNameCloses(t *testing.T) {
+	ca := tlstest.NewCA(t, "ca")
+	for _, mode := range []TLSMode{TLSOff, TLSOn, TLSRequire} {
+		t.Run(mode.String(), func(t *testing.T) {
+			ts := tlsServer(t, ca, mode, false)
+			n := ts.handshake(t, stdFlags)
+			// Only the header: the server closes without reading the name.
+			hdr := optionBytes(nbdclient.OptExportName, nil)
+			binary.BigEndian.PutUint32(hdr[12:16], maxOptionBytes+1)
+			if _, err := n.Conn().Write(hdr); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readUntilClosed(n.Conn(), time.Now().Add(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != 0 {
+				t.Fatalf("the server answered an oversized %v with %d bytes, want a close", optExportName, got)
+			}
+		})
+	}
+}
+
 func TestTLSRequireNeedsFixedNewstyle(t *testing.T) {
 	ca := tlstest.NewCA(t, "ca")
 	ts := tlsServer(t, ca, TLSRequire, false)
@@ -305,11 +331,24 @@ func optReplies(b []byte) (types []uint32, opts []uint32) {
 	return types, opts
 }
 
+// noExportNameReply fails if an option reply answers NBD_OPT_EXPORT_NAME,
+// which has none: it is answered with the export's size and flags, or by
+// closing the connection.
+func noExportNameReply(t *testing.T, opts []uint32) {
+	t.Helper()
+	for _, o := range opts {
+		if option(o) == optExportName {
+			t.Fatalf("an option reply answered %v", optExportName)
+		}
+	}
+}
+
 // FuzzHandshakeTLSRequire runs negotiate in TLSRequire mode on arbitrary
 // client bytes: before the upgrade only NBD_OPT_STARTTLS and NBD_OPT_ABORT
 // are answered otherwise than NBD_REP_ERR_TLS_REQD, after it
-// NBD_REP_ERR_TLS_REQD is never sent, there is at most one upgrade, and
-// transmission begins only after it.
+// NBD_REP_ERR_TLS_REQD is never sent, no option reply ever answers
+// NBD_OPT_EXPORT_NAME, there is at most one upgrade, and transmission
+// begins only after it.
 func FuzzHandshakeTLSRequire(f *testing.F) {
 	greet := greetingReply(stdFlags)
 	seq := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -320,6 +359,8 @@ func FuzzHandshakeTLSRequire(f *testing.F) {
 	f.Add(seq(greet, optionBytes(nbdclient.OptStartTLS, []byte{1}), optionBytes(nbdclient.OptAbort, nil)))
 	f.Add(seq(greet, []byte("IHAVEOPT\x00\x00\x00\x07\x00\x01\x00\x00")))
 	f.Add(seq(greetingReply(0), starttls))
+	f.Add(seq(greet, []byte("IHAVEOPT\x00\x00\x00\x01\x00\x01\x00\x01"))) // EXPORT_NAME of 64 KiB + 1
+	f.Add(seq(greet, starttls, []byte("IHAVEOPT\x00\x00\x00\x01\x00\x01\x00\x01")))
 
 	ex, err := newExport(Export{Name: "disk", Device: newMalloc(f, "fuzz", 64)})
 	if err != nil {
@@ -350,11 +391,13 @@ func FuzzHandshakeTLSRequire(f *testing.F) {
 				t.Fatalf("before TLS, %v answered with %v", o, repType(typ))
 			}
 		}
-		types, _ = optReplies(post)
+		noExportNameReply(t, opts)
+		types, opts = optReplies(post)
 		for _, typ := range types {
 			if typ == uint32(repErrTLSReqd) {
 				t.Fatal("NBD_REP_ERR_TLS_REQD after the upgrade")
 			}
 		}
+		noExportNameReply(t, opts)
 	})
 }
