@@ -25,6 +25,10 @@ var (
 	ErrDeviceClaimed = errors.New("device already claimed")
 	// ErrInvalidName is returned when registering an empty name or alias.
 	ErrInvalidName = errors.New("invalid device name")
+	// ErrWritesLost is returned by a flush when writes the device had
+	// acknowledged may have been lost before they became durable
+	// (LossReporter): the caller must write its data again. It wraps EIO.
+	ErrWritesLost = fmt.Errorf("acknowledged writes may have been lost: %w", syscall.EIO)
 )
 
 // IOError is a failed IO on a device. It unwraps to the underlying cause.

@@ -10,8 +10,8 @@ type LossReporter interface {
 	// WriteBackMark returns the losses recorded so far. Take it before the
 	// writes a FlushSince must cover.
 	WriteBackMark() uint64
-	// FlushSince is Flush, and fails wrapping EIO if a loss was recorded
-	// after mark was taken.
+	// FlushSince is Flush, and fails wrapping ErrWritesLost if a loss was
+	// recorded after mark was taken.
 	FlushSince(mark uint64) error
 }
 

@@ -128,7 +128,9 @@ func (c *Cache) cleanLines(cands []cleanCandidate, cold bool) (int, error) {
 // the copies durable (written with fua, or followed by one flush per core
 // written to); then marks the sectors clean. It returns how
 // many lines it cleaned; when some failed, their errors (those lines stay
-// dirty).
+// dirty). Lines whose core lost acknowledged writes before they were
+// durable (bdev.ErrWritesLost: a remote core's server restarted) are
+// written and flushed once more at once: the data is still here.
 //
 // With cold, the cleaned lines go to the LRU end of the clean list (they
 // were the least recently used dirty lines, cleaned to be evicted);
@@ -137,29 +139,22 @@ func (c *Cache) writeBackLines(cands []cleanCandidate, cold bool, inflight int, 
 	if len(cands) == 0 {
 		return 0, nil
 	}
-	for i := range cands {
-		cands[i].mark = bdev.WriteBackMark(cands[i].dev)
-	}
-	c.writeBackAll(cands, inflight, fua)
-
-	// Flush each core written to; a failed flush fails all its lines. The
-	// flush also fails if the core lost writes it had acknowledged since
-	// the batch began (bdev.LossReporter), even if another flush already
-	// reported that loss: those writes may be the batch's.
-	var flushed []*Core
-	for i := range cands {
-		cd := &cands[i]
-		if fua || cd.err != nil || slices.Contains(flushed, cd.core) {
-			continue
+	c.writeBackDurably(cands, inflight, fua)
+	var again []int
+	for i, cd := range cands {
+		if errors.Is(cd.err, bdev.ErrWritesLost) {
+			again = append(again, i)
 		}
-		flushed = append(flushed, cd.core)
-		if err := bdev.FlushSince(cd.dev, cd.mark); err != nil {
-			cd.core.stats.coreWrErrors.Add(1)
-			for j := range cands {
-				if cands[j].core == cd.core && cands[j].err == nil {
-					cands[j].err = fmt.Errorf("clean: flush core %s: %w", cd.dev.Info().Name, err)
-				}
-			}
+	}
+	if len(again) > 0 {
+		retry := make([]cleanCandidate, len(again))
+		for k, i := range again {
+			retry[k] = cands[i]
+			retry[k].err = nil
+		}
+		c.writeBackDurably(retry, inflight, fua)
+		for k, i := range again {
+			cands[i].err = retry[k].err
 		}
 	}
 
@@ -188,6 +183,34 @@ func (c *Cache) writeBackLines(cands []cleanCandidate, cold bool, inflight int, 
 	// Until their clean entries are durable the lines are not reused
 	// (line.durableDirty); the callers write the metadata once they are done.
 	return cleaned, nil
+}
+
+// writeBackDurably writes cands back (writeBackAll) and flushes each core
+// written to, unless fua; a failed flush fails all the core's lines. The
+// flush also fails if the core lost writes it had acknowledged since the
+// writes began (bdev.LossReporter), even if another flush already
+// reported that loss: those writes may be these.
+func (c *Cache) writeBackDurably(cands []cleanCandidate, inflight int, fua bool) {
+	for i := range cands {
+		cands[i].mark = bdev.WriteBackMark(cands[i].dev)
+	}
+	c.writeBackAll(cands, inflight, fua)
+	var flushed []*Core
+	for i := range cands {
+		cd := &cands[i]
+		if fua || cd.err != nil || slices.Contains(flushed, cd.core) {
+			continue
+		}
+		flushed = append(flushed, cd.core)
+		if err := bdev.FlushSince(cd.dev, cd.mark); err != nil {
+			cd.core.stats.coreWrErrors.Add(1)
+			for j := range cands {
+				if cands[j].core == cd.core && cands[j].err == nil {
+					cands[j].err = fmt.Errorf("clean: flush core %s: %w", cd.dev.Info().Name, err)
+				}
+			}
+		}
+	}
 }
 
 // writeBackAll runs writeBackLine on every candidate, on up to inflight

@@ -2,7 +2,6 @@ package nbdremote
 
 import (
 	"fmt"
-	"syscall"
 
 	"blockcache/internal/bdev"
 )
@@ -41,8 +40,8 @@ import (
 // ErrWritesLost is returned by Flush when a session to the server was lost
 // while writes it had acknowledged were not yet covered by a flush: the
 // server may have lost them with its cache. The caller must write that
-// data again. It wraps EIO.
-var ErrWritesLost = fmt.Errorf("writes acknowledged by the NBD server before the reconnect may not be durable: %w", syscall.EIO)
+// data again. It wraps bdev.ErrWritesLost (EIO).
+var ErrWritesLost = fmt.Errorf("writes acknowledged by the NBD server before the reconnect may not be durable: %w", bdev.ErrWritesLost)
 
 // writeBack tracks, under Device.mu, what the current session's
 // acknowledged writes owe to a flush, and the losses recorded.
