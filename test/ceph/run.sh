@@ -22,10 +22,13 @@
 # Knobs (environment):
 #   BLOCKCACHE=path  the blockcache binary (default: build the working tree)
 #   KEEP=1           keep the work directory (logs, images) at the end
+#   QEMU_CACHE=mode  qemu-nbd's --cache (default none; writeback keeps
+#                    acknowledged writes in librbd's memory until a flush)
 # Needs root, or sudo, to install missing Debian packages with apt-get.
 set -euo pipefail
 
 KEEP=${KEEP:-0}
+QEMU_CACHE=${QEMU_CACHE:-none}
 CORE_MIB=256   # the RBD image
 CACHE_MIB=128  # the malloc cache
 OUTAGE_S=3     # how long qemu-nbd is away
@@ -149,7 +152,7 @@ rbd_uri="nbd+unix:///?socket=$rbd_sock"
 # in RADOS, so a qemu-nbd killed outright loses nothing it acknowledged.
 start_qemu_nbd() {
 	rm -f "$rbd_sock"
-	qemu-nbd -t --shared=16 -f raw --cache=none --socket="$rbd_sock" \
+	qemu-nbd -t --shared=16 -f raw --cache="$QEMU_CACHE" --socket="$rbd_sock" \
 		"rbd:rbd/core:conf=$CEPH_CONF" >>"$work/qemu-nbd.log" 2>&1 &
 	qnbd_pid=$!
 	for _ in $(seq 300); do
