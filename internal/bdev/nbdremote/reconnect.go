@@ -28,6 +28,10 @@ import (
 // is only answered once every earlier write was answered after it. A
 // request that waits longer than fast_io_fail_timeout since the loss is
 // taken out of pending and fails with EIO; it is then never sent.
+//
+// Writes the lost session had acknowledged without a flush may have died
+// with the server's cache; a new session's flush cannot cover them, so
+// reconnect records the loss for Flush to report (durability.go).
 
 // fail starts tearing down the session c belongs to.
 func (d *Device) fail(c *conn, err error) {
