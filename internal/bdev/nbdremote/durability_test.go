@@ -80,6 +80,8 @@ func TestConcurrentFlushesAllReportLoss(t *testing.T) {
 			t.Fatalf("flush in flight at the loss = %v, want ErrWritesLost (EIO)", err)
 		}
 	}
+	// The replayed flushes complete before the reconnect is counted.
+	waitReconnects(t, d, 1)
 	if n := d.Status().Reconnects; n != 1 {
 		t.Fatalf("%d reconnects, want 1", n)
 	}
