@@ -22,9 +22,10 @@ const (
 	EngineSync Engine = iota
 	// EngineUring submits the same operations to an io_uring of the
 	// device's queue depth (uring.Ring): IOs wait in the kernel without a
-	// thread each, and the ring's one reaper is the only thread blocked
-	// for completions. SPDK's uring bdev. Where the kernel refuses
-	// io_uring, Open's error wraps uring.ErrUnavailable (EOPNOTSUPP).
+	// thread each, concurrent IOs share one io_uring_enter, and
+	// completions arrive through Go's netpoller, with no thread blocked
+	// for them. SPDK's uring bdev. Where the kernel refuses io_uring,
+	// Open's error wraps uring.ErrUnavailable (EOPNOTSUPP).
 	EngineUring
 )
 

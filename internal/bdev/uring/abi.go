@@ -31,7 +31,7 @@ const (
 	asyncCancelAll = 1 << 0 // IORING_ASYNC_CANCEL_ALL
 	asyncCancelAny = 1 << 2 // IORING_ASYNC_CANCEL_ANY
 
-	enterGetEvents = 1 << 0 // IORING_ENTER_GETEVENTS
+	registerEventfd = 4 // IORING_REGISTER_EVENTFD
 
 	featSingleMmap = 1 << 0 // IORING_FEAT_SINGLE_MMAP
 	featRWCurPos   = 1 << 3 // IORING_FEAT_RW_CUR_POS: Linux 5.6, which also brought READ, WRITE and FALLOCATE

@@ -2,16 +2,46 @@ package uring
 
 import (
 	"fmt"
+	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// reap is the ring's completion goroutine: it waits in io_uring_enter for
-// at least one completion and delivers what has arrived, until Close's
-// no-op does. Submitters also deliver, without waiting (tryDeliver), what
-// completed while they submitted.
+// openEventfd creates a non-blocking eventfd, registers it with the ring
+// (IORING_REGISTER_EVENTFD: the kernel signals it for every completion it
+// posts) and wraps it in an os.File, whose descriptor Go's netpoller
+// watches. Waiting for it parks a goroutine, not a thread.
+func (r *Ring) openEventfd() (*os.File, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd for io_uring completions: %w", err)
+	}
+	fd32 := int32(efd)
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&fd32)), 1, 0, 0); errno != 0 {
+		unix.Close(efd)
+		return nil, fmt.Errorf("io_uring_register(IORING_REGISTER_EVENTFD) on ring fd %d: %w", r.fd, errno)
+	}
+	return os.NewFile(uintptr(efd), "io_uring eventfd"), nil
+}
+
+// reap is the ring's completion goroutine: it waits for the eventfd in
+// the netpoller while the completion ring is empty, and delivers what has
+// arrived, until Close's no-op does.
+//
+// The eventfd's counter is never read. The netpoller watches it
+// edge-triggered and every signal is an edge, whatever the counter, so a
+// read (a system call per wake-up) would only reset a number nobody uses.
+// A wake-up is never lost: RawRead clears the descriptor's readiness
+// before calling the check, the kernel publishes a CQE before signalling,
+// so a completion either is seen by the check or signals after it.
 func (r *Ring) reap() {
 	defer close(r.reaped)
+	rc, err := r.event.SyscallConn()
+	if err != nil {
+		panic(fmt.Errorf("io_uring eventfd of ring fd %d: %w", r.fd, err))
+	}
+	arrived := func(uintptr) bool { return loadAcquire(r.cqHead) != loadAcquire(r.cqTail) }
 	for {
 		r.reapMu.Lock()
 		r.deliverLocked()
@@ -20,22 +50,20 @@ func (r *Ring) reap() {
 		if stop {
 			return
 		}
-		if loadAcquire(r.cqHead) != loadAcquire(r.cqTail) {
-			continue
-		}
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetEvents, 0, 0)
-		switch errno {
-		case 0, unix.EINTR, unix.EAGAIN, unix.EBUSY:
-		default:
-			panic(fmt.Errorf("io_uring_enter waiting for completions on ring fd %d: %w", r.fd, errno))
+		// The eventfd is closed only after reap returns, so an error
+		// here means the netpoller cannot watch it: nothing would ever
+		// wake the ring's callers.
+		if err := rc.Read(arrived); err != nil {
+			panic(fmt.Errorf("waiting for io_uring completions on the eventfd of ring fd %d: %w", r.fd, err))
 		}
 	}
 }
 
 // tryDeliver delivers the completions that have arrived, unless another
-// goroutine is doing so. An operation that the kernel completed within
-// io_uring_enter (a read of cached pages) is then delivered by its own
-// submitter, with no hand-over to the reaper's thread.
+// goroutine is doing so. An operation that completed by the time its
+// submitter's io_uring_enter returned (a read of cached pages, or any
+// completion whose task work that call ran) is then delivered by its
+// submitter, with no wake-up of the completion goroutine.
 func (r *Ring) tryDeliver() {
 	if loadAcquire(r.cqHead) == loadAcquire(r.cqTail) || !r.reapMu.TryLock() {
 		return

@@ -5,21 +5,38 @@
 //
 // A Ring is safe for many goroutines. Its queue depth bounds the
 // operations in the kernel at once: a goroutine beyond it waits in Go for
-// a slot (parked, holding no thread). Submitters call io_uring_enter only
-// to hand their entry over, which does not wait for the IO. One reaper
-// goroutine, blocked in io_uring_enter(IORING_ENTER_GETEVENTS), delivers
-// completions to their submitters; a submitter that finds completions in
-// the ring right after submitting (a read of cached pages completes within
-// io_uring_enter) delivers them itself. So the OS threads a Ring holds
-// stay bounded whatever its callers do: the reaper's, plus submitters
-// briefly inside io_uring_enter. Completion slots are preallocated, so an
-// operation allocates nothing.
+// a slot (parked, holding no thread).
+//
+// Submission is batched. A goroutine writes its entry into the ring and,
+// unless another goroutine is already due to, becomes the one that calls
+// io_uring_enter: it first yields the CPU once (runtime.Gosched), so that
+// the goroutines ready to run put their entries in too, then submits all
+// of them in one call, which never waits for IO. The others go straight to
+// waiting for their completion. So on one CPU (GOMAXPROCS=1) the
+// operations that a round of completions set going cost one system call,
+// not one each.
+//
+// Completion needs no thread of its own. The kernel signals an eventfd
+// registered with the ring (IORING_REGISTER_EVENTFD); the ring's
+// completion goroutine waits for it through Go's netpoller (an os.File on
+// the non-blocking eventfd), parked like a network reader, and delivers
+// what the completion ring holds to the waiting submitters; a submitter
+// also delivers what it finds there right after its io_uring_enter. A
+// thread blocked in io_uring_enter(IORING_ENTER_GETEVENTS), as before,
+// cost a thread switch per completion on one CPU, and the P it held in
+// the system call was handed back only by sysmon, tens of microseconds
+// later. So the OS threads a Ring holds are only submitters briefly inside
+// io_uring_enter. Completion slots are preallocated, so an operation
+// allocates nothing.
 //
 // Fixed files (IORING_REGISTER_FILES) and registered buffers are not
 // used. BenchmarkRandRead4K measured no steady gain from a registered
 // file against the noise of a shared machine, and registered buffers
 // would need callers' data copied into them, which costs more than the
-// page pinning they save at 4 KiB.
+// page pinning they save at 4 KiB. The setup flags IORING_SETUP_
+// COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN are not used: they run
+// completion work only when the submitting thread next enters the kernel,
+// and a Go program submits from any of its threads, which may then sleep.
 package uring
 
 import (
@@ -41,7 +58,7 @@ const MaxDepth = 4096
 // data is its slot index, below MaxDepth.
 const (
 	tagCancel = 1<<63 | 1 // Close's cancellation of what is in flight
-	tagWake   = 1<<63 | 2 // Close's no-op that stops the reaper
+	tagWake   = 1<<63 | 2 // Close's no-op that stops the completion goroutine
 )
 
 // Ring is one io_uring instance with a bounded queue depth.
@@ -67,14 +84,22 @@ type Ring struct {
 	reqs []request
 	free chan uint32
 
-	// reapMu is held to deliver completions: by the reaper, or by a
-	// submitter that finds some after submitting (tryDeliver).
+	// reapMu is held to deliver completions: by the completion
+	// goroutine, or by a submitter that finds some after submitting
+	// (tryDeliver).
 	reapMu sync.Mutex
 	// woken is set under reapMu when Close's no-op completes.
 	woken bool
 
+	// event is the eventfd the kernel signals for each completion; the
+	// completion goroutine (reap) waits for it in the netpoller.
+	event *os.File
+	// entering is set by the goroutine due to call io_uring_enter for
+	// the entries published (flush); others publish theirs and leave.
+	entering atomic.Bool
+
 	closing chan struct{} // closed when Close begins
-	reaped  chan struct{} // closed when the reaper returns
+	reaped  chan struct{} // closed when the completion goroutine returns
 
 	mu struct {
 		sync.Mutex
@@ -130,6 +155,11 @@ func newRing(depth int, setup setupFunc) (*Ring, error) {
 	}
 	r := &Ring{fd: fd, depth: depth, closing: make(chan struct{}), reaped: make(chan struct{})}
 	if err := r.mapRings(&p); err != nil {
+		r.unmap()
+		unix.Close(fd)
+		return nil, err
+	}
+	if r.event, err = r.openEventfd(); err != nil {
 		r.unmap()
 		unix.Close(fd)
 		return nil, err
@@ -241,8 +271,12 @@ func (r *Ring) close() error {
 	r.control(&sqe{opcode: opNop, userData: tagWake})
 	<-r.reaped
 	r.unmap()
-	if err := unix.Close(r.fd); err != nil {
-		return fmt.Errorf("close io_uring: %w", err)
+	err := r.event.Close()
+	if cerr := unix.Close(r.fd); cerr != nil {
+		return fmt.Errorf("close io_uring: %w", cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("close io_uring eventfd: %w", err)
 	}
 	return nil
 }
@@ -251,9 +285,9 @@ func (r *Ring) close() error {
 // others.
 func (r *Ring) control(e *sqe) {
 	r.mu.Lock()
-	pos := r.pushLocked(e)
+	r.pushLocked(e)
 	r.mu.Unlock()
-	r.submit(pos)
+	r.flush()
 }
 
 // loadAcquire and storeRelease order accesses to the shared rings with

@@ -2,6 +2,7 @@ package uring
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 	"unsafe"
 
@@ -52,8 +53,9 @@ func (r *Ring) transfer(e *sqe, p []byte) (int, error) {
 }
 
 // do runs one operation: it takes a slot (waiting while the ring is
-// full), submits e with the slot's index as its user data, delivers what
-// has already completed (tryDeliver), and waits for its own result.
+// full), publishes e with the slot's index as its user data, sees it
+// submitted (flush), delivers what has already completed (tryDeliver), and
+// waits for its own result.
 func (r *Ring) do(e *sqe, buf unsafe.Pointer) (int, error) {
 	i, err := r.acquire()
 	if err != nil {
@@ -69,9 +71,9 @@ func (r *Ring) do(e *sqe, buf unsafe.Pointer) (int, error) {
 		r.free <- i
 		return 0, ErrClosed
 	}
-	pos := r.pushLocked(e)
+	r.pushLocked(e)
 	r.mu.Unlock()
-	r.submit(pos)
+	r.flush()
 	r.tryDeliver()
 	<-req.done
 	res := req.res.Load()
@@ -99,38 +101,63 @@ func (r *Ring) acquire() (uint32, error) {
 	}
 }
 
-// pushLocked writes e at the submission tail and publishes it, returning
-// its position. r.mu is held. The ring has room: entries waiting for
-// io_uring_enter are at most the slots in flight plus Close's two.
-func (r *Ring) pushLocked(e *sqe) uint32 {
+// pushLocked writes e at the submission tail and publishes it. r.mu is
+// held. The ring has room: entries waiting for io_uring_enter are at most
+// the slots in flight plus Close's two.
+func (r *Ring) pushLocked(e *sqe) {
 	tail := *r.sqTail
 	r.sqes[tail&r.sqMask] = *e
 	storeRelease(r.sqTail, tail+1)
-	return tail
 }
 
-// submit calls io_uring_enter until the kernel has consumed the entry at
-// pos. Submitters enter concurrently and the kernel takes entries in ring
-// order, so one call may submit another goroutine's entry; each caller
-// asks for everything published and stops once its own is taken.
-func (r *Ring) submit(pos uint32) {
-	for backoff := time.Microsecond; ; {
-		head := loadAcquire(r.sqHead)
-		if int32(head-pos) > 0 {
+// flush sees every published entry submitted: the caller becomes the
+// submitting goroutine unless one already is (r.entering), which then
+// submits the caller's entry too. The submitting goroutine yields once
+// first, so that goroutines ready to run publish their entries into the
+// same io_uring_enter. It clears r.entering only with nothing left
+// unsubmitted: an entry published after its last call is seen either by
+// its check (the tail moved) or by the publisher's CompareAndSwap (the
+// flag is clear), as both are sequentially consistent atomics.
+func (r *Ring) flush() {
+	if !r.entering.CompareAndSwap(false, true) {
+		return
+	}
+	runtime.Gosched()
+	for {
+		r.enter()
+		r.entering.Store(false)
+		if loadAcquire(r.sqHead) == loadAcquire(r.sqTail) || !r.entering.CompareAndSwap(false, true) {
 			return
 		}
-		n := loadAcquire(r.sqTail) - head
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
+	}
+}
+
+// enter calls io_uring_enter until the kernel has consumed every entry
+// published when it began. It is called by one goroutine at a time (the
+// holder of r.entering). The call never waits for IO: without
+// IORING_ENTER_GETEVENTS it only submits, and the kernel hands whatever
+// would block to its own workers. So it is a raw system call, which keeps
+// the goroutine's P: with GOMAXPROCS=1 the runtime would otherwise hand
+// the P to another thread when sysmon saw a submission of many entries
+// take over 20 us, and this thread would wait to get it back.
+func (r *Ring) enter() {
+	end := loadAcquire(r.sqTail)
+	for backoff := time.Microsecond; ; {
+		head := loadAcquire(r.sqHead)
+		if int32(end-head) <= 0 {
+			return
+		}
+		_, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(end-head), 0, 0, 0, 0)
 		switch errno {
 		case 0, unix.EINTR:
 		case unix.EAGAIN, unix.EBUSY, unix.ENOMEM:
-			// Short of kernel memory: the entry stays published and
-			// is retried; it cannot be withdrawn, since another
-			// goroutine's call may take it at any moment.
+			// Short of kernel memory: the entries stay published
+			// and are retried; they cannot be withdrawn, since their
+			// submitters are waiting for their completions.
 			time.Sleep(backoff)
 			backoff = min(2*backoff, time.Millisecond)
 		default:
-			// EBADF, EFAULT, EINVAL: the ring itself is broken. The
+			// EBADF, EFAULT, EINVAL: the ring itself is broken. An
 			// entry may still be executed, into a caller's buffer, so
 			// no caller can be released with an error.
 			panic(fmt.Errorf("io_uring_enter submitting on ring fd %d: %w", r.fd, errno))
