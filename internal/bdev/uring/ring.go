@@ -97,6 +97,8 @@ type Ring struct {
 	// entering is set by the goroutine due to call io_uring_enter for
 	// the entries published (flush); others publish theirs and leave.
 	entering atomic.Bool
+	// enters counts io_uring_enter calls, for tests and benchmarks.
+	enters atomic.Uint64
 
 	closing chan struct{} // closed when Close begins
 	reaped  chan struct{} // closed when the completion goroutine returns

@@ -147,6 +147,7 @@ func (r *Ring) enter() {
 		if int32(end-head) <= 0 {
 			return
 		}
+		r.enters.Add(1)
 		_, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(end-head), 0, 0, 0, 0)
 		switch errno {
 		case 0, unix.EINTR:
