@@ -66,6 +66,10 @@ func TestRingWaitsWithoutBlockedThread(t *testing.T) {
 	r := newTestRing(t, depth)
 	rd, wr := testPipe(t)
 	results := pipeReaders(t, r, rd, depth)
+	// The last reader may still be submitting: wait until it is done.
+	for r.entering.Load() || loadAcquire(r.sqHead) != loadAcquire(r.sqTail) {
+		time.Sleep(time.Millisecond)
+	}
 	enter := strconv.Itoa(unix.SYS_IO_URING_ENTER)
 	for range 5 {
 		tasks, err := filepath.Glob("/proc/self/task/*/syscall")
