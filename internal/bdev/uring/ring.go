@@ -33,10 +33,11 @@
 // used. BenchmarkRandRead4K measured no steady gain from a registered
 // file against the noise of a shared machine, and registered buffers
 // would need callers' data copied into them, which costs more than the
-// page pinning they save at 4 KiB. The setup flags IORING_SETUP_
-// COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN are not used: they run
-// completion work only when the submitting thread next enters the kernel,
-// and a Go program submits from any of its threads, which may then sleep.
+// page pinning they save at 4 KiB. The setup flags DEFER_TASKRUN and
+// SINGLE_ISSUER are not used: they need every submission made from one
+// thread, and Go submits from whichever thread runs the goroutine.
+// COOP_TASKRUN, which delays completions until the submitting thread next
+// enters the kernel, gave no gain that could be measured (docs/perf.md).
 package uring
 
 import (
