@@ -37,8 +37,7 @@
 // SINGLE_ISSUER are not used: they need every submission made from one
 // thread, and Go submits from whichever thread runs the goroutine.
 // COOP_TASKRUN, which delays completions until the submitting thread next
-// enters the kernel to spare it an interrupt, would save too little to
-// measure here: the kernel posts about ten completions per interrupt
+// enters the kernel to spare it an interrupt, measured no gain
 // (docs/perf.md).
 package uring
 
