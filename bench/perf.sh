@@ -106,11 +106,12 @@ config "$(malloc_entry Malloc0 "$CACHE_MIB")" "$(malloc_entry Malloc1 "$CORE_MIB
 	"$(ocf_entry wb Malloc0 Malloc1)" >"$work/ocf-wb.json"
 if [[ " $SHAPES " == *" file-qd32 "* || " $SHAPES " == *" fio-qd32 "* ]]; then
 	rm -f "$files/cache.img" "$files/core.img"
-	truncate -s "${CACHE_MIB}M" "$files/cache.img"
-	truncate -s "${CORE_MIB}M" "$files/core.img"
-	# Real blocks under the core, so that the cache's misses during warm-up
-	# read the disk rather than holes.
-	fallocate -l "${CORE_MIB}M" "$files/core.img" 2>/dev/null || true
+	# Written blocks under both files (holes and fallocate's unwritten
+	# extents read as zeroes without touching the disk): the cache's
+	# misses during warm-up read the disk, and so does fio on the cache
+	# file, whose reads would otherwise be served partly from holes.
+	dd if=/dev/zero of="$files/cache.img" bs=1M count="$CACHE_MIB" oflag=direct status=none
+	dd if=/dev/zero of="$files/core.img" bs=1M count="$CORE_MIB" oflag=direct status=none
 	config "$(printf '{"method":"%s","params":{"name":"File0","filename":"%s","block_size":512}}' "$file_method" "$files/cache.img")" \
 		"$(printf '{"method":"%s","params":{"name":"File1","filename":"%s","block_size":512}}' "$file_method" "$files/core.img")" \
 		"$(ocf_entry wt File0 File1)" >"$work/file.json"
