@@ -154,3 +154,20 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # median: the median of the numbers on stdin, one a line.
 median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+
+# read_stats SERVER -> prints "read_hits reads" of the volume Cache0 on the
+# blockcache server SERVER ($bc_bin, its socket in ${RPC[SERVER]}).
+read_stats() {
+	"$bc_bin" rpc bdev_ocf_get_stats '{"name":"Cache0"}' -s "${RPC[$1]}" |
+		jq -r '.requests | "\(.rd_hits.count) \(.rd_total.count)"' ||
+		die "bdev_ocf_get_stats on $1 failed"
+}
+
+# spread FILE COLUMN FORMAT -> "median [min-max]" of that column, in FORMAT.
+spread() {
+	local m lo hi
+	m=$(cut -d' ' -f"$2" "$1" | median)
+	lo=$(cut -d' ' -f"$2" "$1" | sort -g | head -1)
+	hi=$(cut -d' ' -f"$2" "$1" | sort -g | tail -1)
+	awk -v m="$m" -v lo="$lo" -v hi="$hi" -v f="$3" 'BEGIN { printf f " [" f "-" f "]", m, lo, hi }'
+}

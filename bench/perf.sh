@@ -177,7 +177,7 @@ echo "load:       $(loadavg) after"
 # percentage, reads or else writes, "-" for none) of SHAPE's runs.
 col() { awk -v c="$1" '{print $c}' "$work/$2.txt"; }
 med() { col "$1" "$2" | median; }
-spread() { col 1 "$1" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.0fk-%.0fk", lo/1000, hi/1000}'; }
+iops_range() { col 1 "$1" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%.0fk-%.0fk", lo/1000, hi/1000}'; }
 # hits SHAPE: the lowest hit percentage of SHAPE's runs, or "-".
 hits() { col 4 "$1" | sort -g | awk 'NR==1{v=$1} END{if (v=="-" || v=="") print "-"; else printf "%.2f%%", v}'; }
 kiops() { awk -v v="$1" 'BEGIN{printf "%.0fk", v/1000}'; }
@@ -186,7 +186,7 @@ declare -A spdk=([malloc-qd1]="1.8M" [malloc-qd32]="2.0M" [ocf-qd1]="560k" [ocf-
 echo
 printf '%-12s %10s %-16s %9s %9s %9s %10s\n' shape IOPS "spread" "p50 us" "p99 us" "min hits" "SPDK 1 CPU"
 for s in "${shapes[@]}"; do
-	printf '%-12s %10s %-16s %9.2f %9.2f %9s %10s\n' "$s" "$(kiops "$(med 1 "$s")")" "($(spread "$s"))" \
+	printf '%-12s %10s %-16s %9.2f %9.2f %9s %10s\n' "$s" "$(kiops "$(med 1 "$s")")" "($(iops_range "$s"))" \
 		"$(med 2 "$s")" "$(med 3 "$s")" "$(hits "$s")" "${spdk[$s]}"
 done
 

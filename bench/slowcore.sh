@@ -185,21 +185,6 @@ run_fio() {
 	jq -r '.jobs[0].read | "\(.iops) \(.clat_ns.percentile["50.000000"] / 1000) \(.clat_ns.percentile["99.000000"] / 1000)"' "$out"
 }
 
-# read_stats SERVER -> prints "read_hits reads" of Cache0 (bdev_ocf_get_stats).
-read_stats() {
-	"$bc_bin" rpc bdev_ocf_get_stats '{"name":"Cache0"}' -s "${RPC[$1]}" |
-		jq -r '.requests | "\(.rd_hits.count) \(.rd_total.count)"' ||
-		die "bdev_ocf_get_stats on $1 failed"
-}
-
-# spread FILE COLUMN FORMAT -> "median [min-max]" of that column, in FORMAT.
-spread() {
-	local m lo hi
-	m=$(cut -d' ' -f"$2" "$1" | median)
-	lo=$(cut -d' ' -f"$2" "$1" | sort -g | head -1)
-	hi=$(cut -d' ' -f"$2" "$1" | sort -g | tail -1)
-	awk -v m="$m" -v lo="$lo" -v hi="$hi" -v f="$3" 'BEGIN { printf f " [" f "-" f "]", m, lo, hi }'
-}
 # pair_ratio SET A B COLUMN -> "median [min-max]" of A/B over the reps, each
 # rep's runs of A and B forming a pair (same rotation round).
 pair_ratio() {
