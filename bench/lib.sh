@@ -171,3 +171,24 @@ spread() {
 	hi=$(cut -d' ' -f"$2" "$1" | sort -g | tail -1)
 	awk -v m="$m" -v lo="$lo" -v hi="$hi" -v f="$3" 'BEGIN { printf f " [" f "-" f "]", m, lo, hi }'
 }
+
+# measure_run GROUP SERVER REP [LAT]: one measured run of SERVER through the
+# script's run_fio (run_fio SERVER GROUP SECONDS TAG -> "iops p50_us
+# p99_us"), with Cache0's read hits counted before and after when SERVER
+# is a blockcache (it has a socket in RPC). It appends "iops p50_us p99_us
+# read_hits reads" to $work/GROUP.SERVER, so that line N is round N when
+# every server runs once a round, and prints a progress line to stderr,
+# the latencies labelled LAT (e.g. "rd ").
+measure_run() {
+	local grp=$1 srv=$2 rep=$3 lat=${4:-} s0="0 0" s1="0 0" r h0 t0 h1 t1 iops p50 p99 hit=-
+	[ -z "${RPC[$srv]:-}" ] || s0=$(read_stats "$srv")
+	r=$(run_fio "$srv" "$grp" "$RUNTIME" "rep$rep")
+	[ -z "${RPC[$srv]:-}" ] || s1=$(read_stats "$srv")
+	read -r h0 t0 <<<"$s0"
+	read -r h1 t1 <<<"$s1"
+	echo "$r $((h1 - h0)) $((t1 - t0))" >>"$work/$grp.$srv"
+	read -r iops p50 p99 <<<"$r"
+	[ -z "${RPC[$srv]:-}" ] || hit=$(awk -v h=$((h1 - h0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.2f%%", t ? 100 * h / t : 0 }')
+	printf '  %-5s rep %d %-14s %8.0f IOPS  %sp50 %7.0f us  %sp99 %7.0f us  hits %s\n' \
+		"$grp" "$rep" "$srv" "$iops" "$lat" "$p50" "$lat" "$p99" "$hit" >&2
+}

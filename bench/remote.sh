@@ -237,20 +237,7 @@ for wl in $WORKLOADS; do
 	for rep in $(seq "$REPS"); do
 		for i in $(seq 0 $((nsrv - 1))); do
 			srv=${servers[$(((i + rep - 1) % nsrv))]}
-			s0="0 0" s1="0 0"
-			[ -z "${RPC[$srv]:-}" ] || s0=$(read_stats "$srv")
-			r=$(run_fio "$srv" "$wl" "$RUNTIME" "rep$rep")
-			[ -z "${RPC[$srv]:-}" ] || s1=$(read_stats "$srv")
-			read -r h0 t0 <<<"$s0"
-			read -r h1 t1 <<<"$s1"
-			# columns: iops p50_us p99_us read_hits reads; every server
-			# runs once a round, so line N of each file is round N.
-			echo "$r $((h1 - h0)) $((t1 - t0))" >>"$work/$wl.$srv"
-			read -r iops p50 p99 <<<"$r"
-			hit=-
-			[ -z "${RPC[$srv]:-}" ] || hit=$(awk -v h=$((h1 - h0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.2f%%", t ? 100 * h / t : 0 }')
-			printf '  %-5s rep %d %-14s %8.0f IOPS  rd p50 %7.0f us  rd p99 %7.0f us  hits %s\n' \
-				"$wl" "$rep" "$srv" "$iops" "$p50" "$p99" "$hit" >&2
+			measure_run "$wl" "$srv" "$rep" "rd "
 		done
 	done
 	for srv in "${servers[@]}"; do

@@ -236,19 +236,7 @@ for set in $SETS; do
 			order+=("${members[@]}")
 		done
 		for srv in "${order[@]}"; do
-			s0="0 0" s1="0 0"
-			[ -z "${RPC[$srv]:-}" ] || s0=$(read_stats "$srv")
-			r=$(run_fio "$srv" "$set" "$RUNTIME" "rep$rep")
-			[ -z "${RPC[$srv]:-}" ] || s1=$(read_stats "$srv")
-			read -r h0 t0 <<<"$s0"
-			read -r h1 t1 <<<"$s1"
-			# columns: iops p50_us p99_us read_hits reads
-			echo "$r $((h1 - h0)) $((t1 - t0))" >>"$work/$set.$srv"
-			read -r iops p50 p99 <<<"$r"
-			hit=-
-			[ -z "${RPC[$srv]:-}" ] || hit=$(awk -v h=$((h1 - h0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.2f%%", t ? 100 * h / t : 0 }')
-			printf '  %-5s rep %d %-13s %8.0f IOPS  p50 %7.0f us  p99 %7.0f us  hits %s\n' \
-				"$set" "$rep" "$srv" "$iops" "$p50" "$p99" "$hit" >&2
+			measure_run "$set" "$srv" "$rep"
 		done
 	done
 	stop_servers
