@@ -19,30 +19,44 @@ import (
 // kernel. Unbounded, 80 connections x 128 reads ended a daemon with "fatal
 // error: thread exhaustion".
 func TestAbuseThreadsOnASlowFile(t *testing.T) {
+	threads := slowFileReadStorm(t, "slow-file-reads", 256<<20, func(path string) (string, map[string]any) {
+		return "bdev_aio_create", aioParams(path, "Cold")
+	})
+	// 128 in system calls, plus the runtime's own and a few running Go.
+	if bound := int64(128 + 64); threads > bound {
+		t.Errorf("the daemon peaked at %d threads under 20 x 64 reads; want at most %d", threads, bound)
+	}
+}
+
+// slowFileReadStorm makes the bdev "Cold" on a cold file of size bytes
+// with the method and params create gives, throttles the daemon's reads of
+// it to 500 per second, runs 20 fio nbd jobs of 64 random reads in flight
+// on it for 3 s, logs the usage under label, checks the daemon still
+// answers RPCs, and returns its peak thread count.
+func slowFileReadStorm(t *testing.T, label string, size int, create func(path string) (string, map[string]any)) int64 {
+	t.Helper()
 	requireTool(t, "fio")
 	dir := shortTempDir(t)
 	path := filepath.Join(dir, "cold.img")
-	writeColdFile(t, path, 256<<20)
+	writeColdFile(t, path, size)
 
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	throttleReads(t, d.cmd.Process.Pid, path, 500)
-	d.Call(t, "bdev_aio_create", aioParams(path, "Cold"))
+	method, params := create(path)
+	d.Call(t, method, params)
 	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Cold"})
 
 	before := d.usage(t)
 	sampler := d.sampleRSS(t)
 	run(t, nil, "fio", "--name=abuse", "--ioengine=nbd", "--uri="+d.URI("Cold"),
-		"--rw=randread", "--bs=4k", "--iodepth=64", "--numjobs=20", "--size=256m",
+		"--rw=randread", "--bs=4k", "--iodepth=64", "--numjobs=20", fmt.Sprintf("--size=%dm", size>>20),
 		"--time_based", "--runtime=3", "--norandommap", "--randrepeat=0", "--group_reporting", "--output-format=terse")
 	peak := sampler.peaks()
 	after := d.usage(t)
-	logAbuse(t, "slow-file-reads", before, after, peak.rssKiB)
-	t.Logf("ABUSE slow-file-reads threads_peak=%d", peak.threads)
-	// 128 in system calls, plus the runtime's own and a few running Go.
-	if bound := int64(128 + 64); peak.threads > bound {
-		t.Errorf("the daemon peaked at %d threads under 20 x 64 reads; want at most %d", peak.threads, bound)
-	}
+	logAbuse(t, label, before, after, peak.rssKiB)
+	t.Logf("ABUSE %s threads_peak=%d", label, peak.threads)
 	d.rpcAnswers(t, "after the read storm")
+	return peak.threads
 }
 
 // writeColdFile writes size random bytes to path, durably, and drops them

@@ -161,27 +161,10 @@ func TestUringSaveLoadConfig(t *testing.T) {
 // rest as goroutines, so the daemon's threads stay far below the aio
 // bdev's bound of one per IO in the kernel.
 func TestAbuseThreadsOnASlowUringFile(t *testing.T) {
-	requireTool(t, "fio")
-	dir := shortTempDir(t)
-	path := filepath.Join(dir, "cold.img")
-	writeColdFile(t, path, 64<<20)
-
-	d := StartDaemon(t, DaemonOpts{Bare: true})
-	throttleReads(t, d.cmd.Process.Pid, path, 500)
-	d.Call(t, "bdev_uring_create", uringParams(path, "Cold"))
-	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Cold"})
-
-	before := d.usage(t)
-	sampler := d.sampleRSS(t)
-	run(t, nil, "fio", "--name=abuse", "--ioengine=nbd", "--uri="+d.URI("Cold"),
-		"--rw=randread", "--bs=4k", "--iodepth=64", "--numjobs=20", "--size=64m",
-		"--time_based", "--runtime=3", "--norandommap", "--randrepeat=0", "--group_reporting", "--output-format=terse")
-	peak := sampler.peaks()
-	after := d.usage(t)
-	logAbuse(t, "slow-uring-reads", before, after, peak.rssKiB)
-	t.Logf("ABUSE slow-uring-reads threads_peak=%d", peak.threads)
-	if bound := int64(24); peak.threads > bound {
-		t.Errorf("the daemon peaked at %d threads under 20 x 64 reads on a uring bdev; want at most %d", peak.threads, bound)
+	threads := slowFileReadStorm(t, "slow-uring-reads", 64<<20, func(path string) (string, map[string]any) {
+		return "bdev_uring_create", uringParams(path, "Cold")
+	})
+	if bound := int64(24); threads > bound {
+		t.Errorf("the daemon peaked at %d threads under 20 x 64 reads on a uring bdev; want at most %d", threads, bound)
 	}
-	d.rpcAnswers(t, "after the read storm")
 }
