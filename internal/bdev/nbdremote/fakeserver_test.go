@@ -135,17 +135,23 @@ func (s *fakeServer) serve() {
 	}
 }
 
-func (s *fakeServer) handle(c net.Conn) {
-	defer c.Close()
+// greetClient sends a fixed-newstyle server greeting (no zeroes) on c and
+// reads the client's flags.
+func greetClient(c net.Conn) (cflags [4]byte, err error) {
 	var greet [18]byte
 	binary.BigEndian.PutUint64(greet[0:], magicNBD)
 	binary.BigEndian.PutUint64(greet[8:], magicOption)
 	binary.BigEndian.PutUint16(greet[16:], handshakeFixedNewstyle|handshakeNoZeroes)
 	if _, err := c.Write(greet[:]); err != nil {
-		return
+		return cflags, err
 	}
-	var cf [4]byte
-	if _, err := io.ReadFull(c, cf[:]); err != nil {
+	_, err = io.ReadFull(c, cflags[:])
+	return cflags, err
+}
+
+func (s *fakeServer) handle(c net.Conn) {
+	defer c.Close()
+	if _, err := greetClient(c); err != nil {
 		return
 	}
 	structured := false

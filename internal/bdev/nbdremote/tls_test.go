@@ -177,15 +177,8 @@ func (f *tlsFront) serve() {
 
 func (f *tlsFront) handle(c net.Conn) {
 	defer c.Close()
-	var greet [18]byte
-	binary.BigEndian.PutUint64(greet[0:], magicNBD)
-	binary.BigEndian.PutUint64(greet[8:], magicOption)
-	binary.BigEndian.PutUint16(greet[16:], handshakeFixedNewstyle|handshakeNoZeroes)
-	if _, err := c.Write(greet[:]); err != nil {
-		return
-	}
-	var cflags [4]byte
-	if _, err := io.ReadFull(c, cflags[:]); err != nil {
+	cflags, err := greetClient(c)
+	if err != nil {
 		return
 	}
 	for {
@@ -229,6 +222,7 @@ func (f *tlsFront) handle(c net.Conn) {
 		return
 	}
 	defer b.Close()
+	var greet [18]byte // the backend's, taken in place of the client
 	if _, err := io.ReadFull(b, greet[:]); err != nil {
 		return
 	}
