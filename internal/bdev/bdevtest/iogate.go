@@ -3,6 +3,7 @@ package bdevtest
 import (
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"blockcache/internal/bdev"
@@ -75,4 +76,25 @@ func (g *IOGate) ReadAt(p []byte, off int64) error {
 func (g *IOGate) WriteAt(p []byte, off int64, fua bool) error {
 	g.wait(true, off, int64(len(p)))
 	return g.Device.WriteAt(p, off, fua)
+}
+
+// ReleaseAndReceive opens g and returns what ch delivers next: the result
+// of an operation that was held at the gate. It fails t if nothing comes
+// within 10 s, and reports an error if it came more than 2 s after the
+// release (the operation should end promptly once its IO is let through).
+// what names the operation in the messages.
+func ReleaseAndReceive[T any](t testing.TB, g *IOGate, ch <-chan T, what string) T {
+	t.Helper()
+	start := time.Now()
+	g.Release()
+	var v T
+	select {
+	case v = <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not end 10 s after the gate opened", what)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("%s took %v after the gate opened", what, el)
+	}
+	return v
 }
