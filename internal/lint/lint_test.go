@@ -31,6 +31,7 @@ var forbidden = map[string][]string{
 	// Leaves every layer may use.
 	"internal/latency": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 	"internal/aligned": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
+	"internal/pemfile": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 }
 
 type goFile struct {

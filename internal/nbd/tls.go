@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +21,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
+
+	"blockcache/internal/pemfile"
 )
 
 // TLSMode says whether the server offers TLS and whether it insists on it.
@@ -128,26 +129,7 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
-	}
-	return out, nil
+	return pemfile.Certificates(path, b)
 }
 
 // revocations are the serial numbers a CRL lists, by issuer.
@@ -164,18 +146,13 @@ func readCRL(path string, cas []*x509.Certificate) (revocations, error) {
 	if err != nil {
 		return nil, err
 	}
+	ders := pemfile.Blocks(b, "X509 CRL")
+	if len(ders) == 0 {
+		return nil, fmt.Errorf("CRL %s: no PEM X509 CRL block", path)
+	}
 	out := revocations{}
-	n := 0
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "X509 CRL" {
-			continue
-		}
-		crl, err := x509.ParseRevocationList(blk.Bytes)
+	for _, der := range ders {
+		crl, err := x509.ParseRevocationList(der)
 		if err != nil {
 			return nil, fmt.Errorf("CRL %s: %w", path, err)
 		}
@@ -190,10 +167,6 @@ func readCRL(path string, cas []*x509.Certificate) (revocations, error) {
 		for _, e := range crl.RevokedCertificateEntries {
 			m[e.SerialNumber.String()] = true
 		}
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("CRL %s: no PEM X509 CRL block", path)
 	}
 	return out, nil
 }

@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"blockcache/internal/pemfile"
 )
 
 // The files of a client certificate directory, as libnbd, qemu
@@ -147,26 +148,13 @@ func readCAs(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA certificate (needed to verify the server; tls-verify-peer=false skips it): %v: %w", err, ErrTLSCredentials)
 	}
-	pool := x509.NewCertPool()
-	n := 0
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %v: %w", path, n+1, err, ErrTLSCredentials)
-		}
-		pool.AddCert(c)
-		n++
+	certs, err := pemfile.Certificates(path, b)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, ErrTLSCredentials)
 	}
-	if n == 0 {
-		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block: %w", path, ErrTLSCredentials)
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
 	}
 	return pool, nil
 }
