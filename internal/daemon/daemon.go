@@ -336,6 +336,7 @@ func (d *Daemon) loadStartupConfig(ctx context.Context) error {
 	var doc *Document
 	var err error
 	persisted := filepath.Join(d.cfg.DataDir, ConfigFileName)
+	fromDataDir := false // doc is the data directory's persisted config
 	switch {
 	case d.cfg.ConfigFile != "" && d.cfg.INIFile != "":
 		return fmt.Errorf("--config and --ini exclude each other")
@@ -351,6 +352,7 @@ func (d *Daemon) loadStartupConfig(ctx context.Context) error {
 		}
 		if _, statErr := os.Stat(persisted); statErr == nil {
 			doc, err = ReadDocument(persisted)
+			fromDataDir = true
 		} else {
 			doc, err = d.defaultDocument()
 		}
@@ -360,6 +362,9 @@ func (d *Daemon) loadStartupConfig(ctx context.Context) error {
 	}
 	if err := d.Replay(ctx, doc); err != nil {
 		return err
+	}
+	if fromDataDir {
+		d.warnRAMBdevs(doc)
 	}
 	d.logPersistence()
 	if !d.cfg.Bare {

@@ -1,0 +1,48 @@
+package daemon
+
+import (
+	"strings"
+)
+
+// ramCreateMethod is the config method that creates a bdev whose data
+// lives in the daemon's memory only. bdev_null_create is not one: a null
+// bdev holds no data to lose.
+const ramCreateMethod = "bdev_malloc_create"
+
+// warnRAMBdevs logs one WARN per RAM-backed bdev that doc, the data
+// directory's persisted config, has just re-created: the bdev is back with
+// its name and size but empty, and so are the volumes on it (as cache: a
+// fresh cache, any dirty data gone; as core: a blank disk). A config file
+// given with --config or --ini is the operator's own statement of what to
+// build, so it is not warned about.
+func (d *Daemon) warnRAMBdevs(doc *Document) {
+	for _, ss := range doc.Subsystems {
+		if ss.Subsystem != "bdev" {
+			continue
+		}
+		for _, m := range ss.Config {
+			if m.Method != ramCreateMethod {
+				continue
+			}
+			name := parseEntry(m).str("name")
+			if name == "" {
+				continue
+			}
+			if _, err := d.reg.Lookup(name); err != nil {
+				continue // not re-created: its entry failed and was logged
+			}
+			var volumes []string
+			for _, in := range d.ocf.List(name) {
+				if in.Name != name {
+					volumes = append(volumes, in.Name)
+				}
+			}
+			vols := strings.Join(volumes, ",")
+			if vols == "" {
+				vols = "none"
+			}
+			d.log.Warn("RAM-backed bdev re-created empty from the persisted config: its data did not survive the restart, nor did the data of the volumes on it",
+				"bdev", name, "volumes", vols)
+		}
+	}
+}
