@@ -1,5 +1,6 @@
 // Package lint holds tests that enforce the project's conventions on its own
-// source: the one-way package graph and panics that carry errors.
+// source: the one-way package graph, panics that carry errors, and docs and
+// sources that point nowhere outside the repository.
 package lint
 
 import (
@@ -81,8 +82,8 @@ func moduleFiles(t *testing.T) []goFile {
 
 func under(pkg, prefix string) bool { return pkg == prefix || strings.HasPrefix(pkg, prefix+"/") }
 
-// TestForbiddenImports keeps the package graph one-way (style.md practice 1):
-// the engine knows nothing of transports, transports nothing of the engine.
+// TestForbiddenImports keeps the package graph one-way: the engine knows
+// nothing of transports, transports nothing of the engine.
 func TestForbiddenImports(t *testing.T) {
 	checked := 0
 	for _, f := range moduleFiles(t) {
