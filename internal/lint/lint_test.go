@@ -33,6 +33,8 @@ var forbidden = map[string][]string{
 	"internal/latency": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 	"internal/aligned": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 	"internal/pemfile": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
+	// Test support every package's tests may use (testonly_test.go).
+	"internal/testutil": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 }
 
 type goFile struct {
