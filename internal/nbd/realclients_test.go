@@ -10,13 +10,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"blockcache/internal/bdev/malloc"
+	"blockcache/internal/testutil"
 )
 
 const (
@@ -24,52 +23,6 @@ const (
 	realDiskSize   = realDiskBlocks * 512
 	realPrefs      = 64 << 10
 )
-
-// requireTool returns the path of an installed client, failing the test
-// otherwise.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: run `make deps` (it installs libnbd-bin qemu-utils fio nbdkit python3-libnbd)", name)
-	}
-	return p
-}
-
-// run runs a client with a timeout and returns its combined output, failing
-// the test if it exits non-zero.
-func run(t *testing.T, env []string, name string, args ...string) string {
-	t.Helper()
-	out, err := runErr(t, env, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-func runErr(t *testing.T, env []string, name string, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command(requireTool(t, name), args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Dir = t.TempDir() // tools such as fio leave state files in their working directory
-	cmd.WaitDelay = time.Second
-	done := make(chan struct{})
-	defer close(done)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		select {
-		case <-done:
-		case <-time.After(45 * time.Second):
-			cmd.Process.Kill()
-		}
-	}()
-	err := cmd.Wait()
-	return out.String(), err
-}
 
 // realServer serves "disk" (64 MiB, malloc) and "ro" (read-only, 8 MiB).
 func realServer(t *testing.T) (*testServer, *malloc.Device) {
@@ -123,7 +76,7 @@ func TestRealNbdinfo(t *testing.T) {
 			Description string `json:"description"`
 		} `json:"exports"`
 	}
-	if err := json.Unmarshal([]byte(run(t, nil, "nbdinfo", "--list", "--json", "nbd://"+ts.tcpAddr)), &list); err != nil {
+	if err := json.Unmarshal([]byte(testutil.Run(t, nil, "nbdinfo", "--list", "--json", "nbd://"+ts.tcpAddr)), &list); err != nil {
 		t.Fatal(err)
 	}
 	if list.Protocol != "newstyle-fixed" || !list.Structured || len(list.Exports) != 2 ||
@@ -155,7 +108,7 @@ func TestRealNbdinfo(t *testing.T) {
 		{ts.uri("ro"), export{8 << 20, "golden image", true, true, false, false, false, true, true, 512, 4096, 32 << 20}},
 	} {
 		var got struct{ Exports []export }
-		if err := json.Unmarshal([]byte(run(t, nil, "nbdinfo", "--json", tc.uri)), &got); err != nil {
+		if err := json.Unmarshal([]byte(testutil.Run(t, nil, "nbdinfo", "--json", tc.uri)), &got); err != nil {
 			t.Fatal(err)
 		}
 		if len(got.Exports) != 1 || got.Exports[0] != tc.want {
@@ -163,7 +116,7 @@ func TestRealNbdinfo(t *testing.T) {
 		}
 	}
 	// An unknown export is reported as such.
-	out, err := runErr(t, nil, "nbdinfo", ts.uri("nope"))
+	out, err := testutil.RunErr(t, nil, "nbdinfo", ts.uri("nope"))
 	if err == nil || !strings.Contains(out, "nope") {
 		t.Fatalf("nbdinfo on an unknown export: %v\n%s", err, out)
 	}
@@ -174,7 +127,7 @@ func TestRealQemuImgConvertCompare(t *testing.T) {
 	ts, disk := realServer(t)
 	dir := t.TempDir()
 	src, data := randomFile(t, dir, "src.raw", 11, 16<<20)
-	run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, ts.uri("disk"))
+	testutil.Run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, ts.uri("disk"))
 	if !bytes.Equal(deviceBytes(t, disk, 0, len(data)), data) {
 		t.Fatal("device differs from the converted image")
 	}
@@ -183,12 +136,12 @@ func TestRealQemuImgConvertCompare(t *testing.T) {
 	if err := os.WriteFile(full, append(data, make([]byte, realDiskSize-len(data))...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", full, ts.unixURI("disk"))
+	testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", full, ts.unixURI("disk"))
 	// compare must notice a difference.
 	if err := disk.WriteAt(make([]byte, 512), 8<<20, false); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := runErr(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", full, ts.uri("disk")); err == nil {
+	if out, err := testutil.RunErr(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", full, ts.uri("disk")); err == nil {
 		t.Fatalf("qemu-img compare missed a changed sector:\n%s", out)
 	}
 }
@@ -197,7 +150,7 @@ func TestRealQemuIO(t *testing.T) {
 	t.Parallel()
 	ts, disk := realServer(t)
 	for _, uri := range []string{ts.uri("disk"), ts.unixURI("disk")} {
-		out := run(t, nil, "qemu-io", "-f", "raw",
+		out := testutil.Run(t, nil, "qemu-io", "-f", "raw",
 			"-c", "write -P 0xab 0 64k",
 			"-c", "read -P 0xab 0 64k",
 			"-c", "write -f -P 0xcd 1M 4k", // FUA
@@ -225,17 +178,17 @@ func TestRealQemuIO(t *testing.T) {
 		}
 	}
 	// A wrong pattern is noticed, so the checks above mean something.
-	out, _ := runErr(t, nil, "qemu-io", "-f", "raw", "-c", "read -P 0xee 0 4k", ts.uri("disk"))
+	out, _ := testutil.RunErr(t, nil, "qemu-io", "-f", "raw", "-c", "read -P 0xee 0 4k", ts.uri("disk"))
 	if !strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("qemu-io did not notice a wrong pattern:\n%s", out)
 	}
 	// qemu sees the read-only flag: it will not open the export for
 	// writing, and reads it fine read-only.
-	out, err := runErr(t, nil, "qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", ts.uri("ro"))
+	out, err := testutil.RunErr(t, nil, "qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", ts.uri("ro"))
 	if err == nil || !strings.Contains(out, "Permission denied") {
 		t.Fatalf("qemu-io opened a read-only export for writing: %v\n%s", err, out)
 	}
-	out = run(t, nil, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x77 0 1M", ts.unixURI("ro"))
+	out = testutil.Run(t, nil, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x77 0 1M", ts.unixURI("ro"))
 	if strings.Contains(out, "failed") {
 		t.Fatalf("qemu-io read of the read-only export:\n%s", out)
 	}
@@ -249,12 +202,12 @@ func TestRealNbdcopy(t *testing.T) {
 	ts, disk := realServer(t)
 	dir := t.TempDir()
 	src, data := randomFile(t, dir, "src.raw", 21, realDiskSize)
-	run(t, nil, "nbdcopy", "--connections=4", "--requests=32", src, ts.uri("disk"))
+	testutil.Run(t, nil, "nbdcopy", "--connections=4", "--requests=32", src, ts.uri("disk"))
 	if !bytes.Equal(deviceBytes(t, disk, 0, realDiskSize), data) {
 		t.Fatal("device differs from the copied file")
 	}
 	dst := filepath.Join(dir, "dst.raw")
-	run(t, nil, "nbdcopy", ts.unixURI("disk"), dst)
+	testutil.Run(t, nil, "nbdcopy", ts.unixURI("disk"), dst)
 	got, err := os.ReadFile(dst)
 	if err != nil {
 		t.Fatal(err)
@@ -263,33 +216,15 @@ func TestRealNbdcopy(t *testing.T) {
 		t.Fatal("copy out of the export differs")
 	}
 	// Export to export, read-only source.
-	run(t, nil, "nbdcopy", ts.uri("ro"), ts.uri("disk"))
+	testutil.Run(t, nil, "nbdcopy", ts.uri("ro"), ts.uri("disk"))
 	if !bytes.Equal(deviceBytes(t, disk, 0, 8<<20), bytes.Repeat([]byte{0x77}, 8<<20)) {
 		t.Fatal("export-to-export copy differs")
 	}
 }
 
-// nbdshEnv finds a python3 with the libnbd bindings: nbdsh runs `python3
-// -m nbd`, and a python3 earlier on PATH (pyenv, venv) may lack them.
-func nbdshEnv(t *testing.T) []string {
-	t.Helper()
-	requireTool(t, "nbdsh")
-	for _, py := range []string{"python3", "/usr/bin/python3"} {
-		p, err := exec.LookPath(py)
-		if err != nil {
-			continue
-		}
-		if exec.Command(p, "-c", "import nbd").Run() == nil {
-			return []string{"PATH=" + filepath.Dir(p) + string(os.PathListSeparator) + os.Getenv("PATH")}
-		}
-	}
-	t.Fatal("no python3 can import nbd: run `make deps` (python3-libnbd)")
-	return nil
-}
-
 func TestRealNbdsh(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	ts, disk := realServer(t)
 	script := fmt.Sprintf(`
 import os
@@ -345,7 +280,7 @@ for i in range(64):
     assert h.pread(4096, (1 << 21) + i * 4096) == bytes([i]) * 4096
 print("nbdsh ok")
 `, realDiskSize, realPrefs)
-	out := run(t, env, "nbdsh", "-u", ts.uri("disk"), "-c", script)
+	out := testutil.Run(t, env, "nbdsh", "-u", ts.uri("disk"), "-c", script)
 	if !strings.Contains(out, "nbdsh ok") {
 		t.Fatalf("nbdsh:\n%s", out)
 	}
@@ -353,7 +288,7 @@ print("nbdsh ok")
 		t.Fatal("device does not hold nbdsh's aio writes")
 	}
 	// Read-only export over the Unix socket.
-	out = run(t, env, "nbdsh", "-u", ts.unixURI("ro"), "-c", `
+	out = testutil.Run(t, env, "nbdsh", "-u", ts.unixURI("ro"), "-c", `
 assert h.is_read_only()
 assert not h.can_trim() and not h.can_fua()
 assert h.pread(4096, 0) == b"\x77" * 4096
@@ -375,7 +310,7 @@ func TestRealFio(t *testing.T) {
 	t.Parallel()
 	ts, _ := realServer(t)
 	for _, uri := range []string{ts.uri("disk"), ts.unixURI("disk")} {
-		out := run(t, nil, "fio", "--name=nbd", "--ioengine=nbd", "--uri="+uri,
+		out := testutil.Run(t, nil, "fio", "--name=nbd", "--ioengine=nbd", "--uri="+uri,
 			"--rw=randrw", "--bs=4k", "--iodepth=32", "--numjobs=2",
 			"--size=8m", "--offset_increment=16m", "--verify=crc32c", "--verify_fatal=1",
 			"--group_reporting", "--output-format=terse", "--terse-version=3")
