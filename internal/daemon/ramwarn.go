@@ -41,7 +41,7 @@ func (d *Daemon) warnRAMBdevs(doc *Document) {
 			if vols == "" {
 				vols = "none"
 			}
-			d.log.Warn("RAM-backed bdev re-created empty from the persisted config: its data did not survive the restart, nor did the data of the volumes on it",
+			d.log.Warn("RAM-backed bdev re-created empty: its data, and that of the volumes on it, did not survive the restart",
 				"bdev", name, "volumes", vols)
 		}
 	}
