@@ -29,6 +29,7 @@ const (
 	TLSCACertFile     = "ca-cert.pem"     // CA(s) the server's certificate must chain to
 	TLSClientCertFile = "client-cert.pem" // optional: the client's certificate (chain)
 	TLSClientKeyFile  = "client-key.pem"  // its private key, with TLSClientCertFile
+	TLSCRLFile        = "ca-crl.pem"      // optional: certificates the CA revoked
 )
 
 // DefaultTLSDirs returns libnbd's default certificate directories, searched
@@ -61,25 +62,34 @@ func (p TLSParams) certificateDir() string {
 }
 
 // clientTLSConfig builds the TLS configuration for u: TLS 1.2 or later,
-// the CAs of the certificate directory (or the system's), the client
-// certificate if the directory has one, and the name the server's
-// certificate must carry (tls-hostname, else the URI's host; a Unix socket
-// without tls-hostname has its certificate checked against the CAs only).
+// the CAs of the certificate directory (or the system's), the CRL of the
+// directory if it has one, the client certificate if it has one, and the
+// name the server's certificate must carry (tls-hostname, else the URI's
+// host; a Unix socket without tls-hostname has its certificate checked
+// against the CAs only).
 func clientTLSConfig(u URI) (*tls.Config, error) {
 	p := u.TLS
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	dir := p.certificateDir()
 	var roots *x509.CertPool // nil: the system's
+	var crl *crlCheck        // nil: no CRL
 	if dir != "" {
 		if err := addClientCert(cfg, dir); err != nil {
 			return nil, err
 		}
 		if !p.NoVerifyPeer {
-			pool, err := readCAs(filepath.Join(dir, TLSCACertFile))
+			caPath := filepath.Join(dir, TLSCACertFile)
+			cas, err := readCAs(caPath)
 			if err != nil {
 				return nil, err
 			}
-			roots = pool
+			roots = x509.NewCertPool()
+			for _, c := range cas {
+				roots.AddCert(c)
+			}
+			if crl, err = readCRL(filepath.Join(dir, TLSCRLFile), cas, caPath); err != nil {
+				return nil, err
+			}
 		}
 	}
 	cfg.RootCAs = roots
@@ -96,28 +106,37 @@ func clientTLSConfig(u URI) (*tls.Config, error) {
 		cfg.InsecureSkipVerify = true
 	case name != "":
 		cfg.ServerName = name
+		if crl != nil {
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				return crl.check(cs.VerifiedChains)
+			}
+		}
 	default:
 		// crypto/tls checks a name or nothing: check the chain here.
 		cfg.InsecureSkipVerify = true
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			return verifyChain(cs.PeerCertificates, roots)
+			chains, err := verifyChain(cs.PeerCertificates, roots)
+			if err != nil || crl == nil {
+				return err
+			}
+			return crl.check(chains)
 		}
 	}
 	return cfg, nil
 }
 
 // verifyChain checks that certs[0] is a server certificate issued, through
-// certs[1:], by one of roots (nil: the system's), whatever names it carries.
-func verifyChain(certs []*x509.Certificate, roots *x509.CertPool) error {
+// certs[1:], by one of roots (nil: the system's), whatever names it
+// carries, and returns the chains that verify it.
+func verifyChain(certs []*x509.Certificate, roots *x509.CertPool) ([][]*x509.Certificate, error) {
 	if len(certs) == 0 {
-		return errors.New("the server sent no certificate")
+		return nil, errors.New("the server sent no certificate")
 	}
 	opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	for _, c := range certs[1:] {
 		opts.Intermediates.AddCert(c)
 	}
-	_, err := certs[0].Verify(opts)
-	return err
+	return certs[0].Verify(opts)
 }
 
 // addClientCert loads client-cert.pem and client-key.pem from dir if they
@@ -143,7 +162,7 @@ func addClientCert(cfg *tls.Config, dir string) error {
 }
 
 // readCAs reads every CERTIFICATE block of the PEM file at path.
-func readCAs(path string) (*x509.CertPool, error) {
+func readCAs(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("CA certificate (needed to verify the server; tls-verify-peer=false skips it): %v: %w", err, ErrTLSCredentials)
@@ -152,11 +171,7 @@ func readCAs(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, ErrTLSCredentials)
 	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool, nil
+	return certs, nil
 }
 
 // startTLS asks for TLS with NBD_OPT_STARTTLS, right after the greeting.
