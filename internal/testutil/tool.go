@@ -38,12 +38,19 @@ func Run(t testing.TB, env []string, name string, args ...string) string {
 
 // RunErr runs tool name as Run does and returns its combined output and
 // exit error. It runs in a temporary directory (fio leaves state files in
-// its working directory) and is killed after ToolTimeout.
+// its working directory).
 func RunErr(t testing.TB, env []string, name string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(RequireTool(t, name), args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = t.TempDir()
+	return RunCmd(t, cmd)
+}
+
+// RunCmd runs cmd, set up by the caller, and returns its combined output
+// and exit error; it is killed after ToolTimeout.
+func RunCmd(t testing.TB, cmd *exec.Cmd) (string, error) {
+	t.Helper()
 	cmd.WaitDelay = time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -35,7 +36,7 @@ func TestAbuseThreadsOnASlowFile(t *testing.T) {
 // answers RPCs, and returns its peak thread count.
 func slowFileReadStorm(t *testing.T, label string, size int, create func(path string) (string, map[string]any)) int64 {
 	t.Helper()
-	requireTool(t, "fio")
+	testutil.RequireTool(t, "fio")
 	dir := shortTempDir(t)
 	path := filepath.Join(dir, "cold.img")
 	writeColdFile(t, path, size)
@@ -48,7 +49,7 @@ func slowFileReadStorm(t *testing.T, label string, size int, create func(path st
 
 	before := d.usage(t)
 	sampler := d.sampleRSS(t)
-	run(t, nil, "fio", "--name=abuse", "--ioengine=nbd", "--uri="+d.URI("Cold"),
+	testutil.Run(t, nil, "fio", "--name=abuse", "--ioengine=nbd", "--uri="+d.URI("Cold"),
 		"--rw=randread", "--bs=4k", "--iodepth=64", "--numjobs=20", fmt.Sprintf("--size=%dm", size>>20),
 		"--time_based", "--runtime=3", "--norandommap", "--randrepeat=0", "--group_reporting", "--output-format=terse")
 	peak := sampler.peaks()

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,7 +16,7 @@ import (
 // after the saved config was replayed in a new daemon.
 func TestDelayMaxInflight(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	const latUS, limit, reads = 50_000, 2, 8
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	d.Call(t, "bdev_malloc_create", mallocParams("LimBase", 4, 512))
@@ -62,7 +63,7 @@ func TestDelayMaxInflight(t *testing.T) {
 	t.Logf("%d reads of %v: %v with max_inflight %d, %v without", reads, lat, limited, limit, free)
 
 	cfgFile := filepath.Join(t.TempDir(), "config.json")
-	run(t, nil, binPath, "config", "save", "-o", cfgFile, "-s", d.Sock)
+	testutil.Run(t, nil, binPath, "config", "save", "-o", cfgFile, "-s", d.Sock)
 	d.Stop(t)
 	d2 := StartDaemon(t, DaemonOpts{Bare: true, Config: cfgFile})
 	if cfg := d2.configEntry(t, "bdev_delay_create", "name", "Lim"); !strings.Contains(string(cfg), `"max_inflight":2`) {
@@ -87,7 +88,7 @@ while pending:
     pending = {c for c in pending if not h.aio_command_completed(c)}
 print("elapsed_us", int((time.monotonic() - t0) * 1e6))
 `
-	out := run(t, env, "nbdsh", "-u", uri, "-c", script)
+	out := testutil.Run(t, env, "nbdsh", "-u", uri, "-c", script)
 	_, after, ok := strings.Cut(out, "elapsed_us ")
 	if !ok {
 		t.Fatalf("nbdsh printed no time:\n%s", out)

@@ -5,6 +5,7 @@ package e2e
 // the RPC socket answers so that the operator can repair it.
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -176,7 +177,7 @@ func persistedMethods(t *testing.T, dataDir string) []string {
 func checkFailedStart(t *testing.T, d *Daemon, dataDir, reason string) {
 	t.Helper()
 	qemuIO(t, d.URI("V2"), "read -P 0x62 0 1M")
-	if out := run(t, nil, "nbdinfo", "--size", d.URI("V2")); strings.TrimSpace(out) != fmt.Sprint(32<<20) {
+	if out := testutil.Run(t, nil, "nbdinfo", "--size", d.URI("V2")); strings.TrimSpace(out) != fmt.Sprint(32<<20) {
 		t.Errorf("nbdinfo --size V2: %q", out)
 	}
 
@@ -237,8 +238,8 @@ func checkFailedStart(t *testing.T, d *Daemon, dataDir, reason string) {
 // its export for good.
 func TestDamagedCacheZeroedSuperblocks(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-io")
-	requireTool(t, "nbdinfo")
+	testutil.RequireTool(t, "qemu-io")
+	testutil.RequireTool(t, "nbdinfo")
 	tv := newTwoVolumes(t)
 	zeroSuperblocks(t, filepath.Join(tv.files, "c1.bin"))
 
@@ -274,8 +275,8 @@ func TestDamagedCacheZeroedSuperblocks(t *testing.T) {
 // dirty data, and the next restart starts both cleanly.
 func TestDamagedCacheEntrySector(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-io")
-	requireTool(t, "nbdinfo")
+	testutil.RequireTool(t, "qemu-io")
+	testutil.RequireTool(t, "nbdinfo")
 	tv := newTwoVolumes(t)
 	img := filepath.Join(tv.files, "c1.bin")
 	good := corruptEntrySector(t, img)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"blockcache/internal/rpcclient"
+	"blockcache/internal/testutil"
 )
 
 // flushStatusReply is bdev_ocf_flush_status' result.
@@ -35,10 +36,10 @@ func (d *Daemon) flushStatus(t *testing.T, name string) flushStatusReply {
 // gets its terse output and exit error when it ends.
 func startFio(t *testing.T, uri string, runtime time.Duration) <-chan fioResult {
 	t.Helper()
-	requireTool(t, "fio")
+	testutil.RequireTool(t, "fio")
 	res := make(chan fioResult, 1)
 	go func() {
-		out, err := runErr(t, nil, "fio", "--name=flushload", "--ioengine=nbd", "--uri="+uri,
+		out, err := testutil.RunErr(t, nil, "fio", "--name=flushload", "--ioengine=nbd", "--uri="+uri,
 			"--rw=randwrite", "--bs=4k", "--iodepth=16", "--offset=32m", "--size=32m",
 			"--time_based", "--runtime="+runtime.String(), "--output-format=terse", "--terse-version=3")
 		res <- fioResult{out, err}

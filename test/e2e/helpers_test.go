@@ -513,68 +513,6 @@ func (d *Daemon) createCachedVolume(t *testing.T, name, mode string, cacheMiB, c
 	return uri
 }
 
-// requireTool returns the path of an installed client, failing the test
-// otherwise.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: run `make deps` (it installs libnbd-bin qemu-utils fio nbdkit python3-libnbd)", name)
-	}
-	return p
-}
-
-// toolTimeout bounds every client run.
-const toolTimeout = 90 * time.Second
-
-// run runs a client in a temporary directory and returns its combined
-// output, failing the test if it exits non-zero.
-func run(t *testing.T, env []string, name string, args ...string) string {
-	t.Helper()
-	out, err := runErr(t, env, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// runErr runs a client in a temporary directory (fio leaves state files in
-// its working directory) and returns its combined output and exit error.
-func runErr(t *testing.T, env []string, name string, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command(requireTool(t, name), args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Dir = t.TempDir()
-	cmd.WaitDelay = time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(toolTimeout, func() { cmd.Process.Kill() })
-	defer timer.Stop()
-	err := cmd.Wait()
-	return out.String(), err
-}
-
-// nbdshEnv finds a python3 with the libnbd bindings: nbdsh runs `python3
-// -m nbd`, and a python3 earlier on PATH (pyenv, venv) may lack them.
-func nbdshEnv(t *testing.T) []string {
-	t.Helper()
-	requireTool(t, "nbdsh")
-	for _, py := range []string{"python3", "/usr/bin/python3"} {
-		p, err := exec.LookPath(py)
-		if err != nil {
-			continue
-		}
-		if exec.Command(p, "-c", "import nbd").Run() == nil {
-			return []string{"PATH=" + filepath.Dir(p) + string(os.PathListSeparator) + os.Getenv("PATH")}
-		}
-	}
-	t.Fatal("no python3 can import nbd: run `make deps` (python3-libnbd)")
-	return nil
-}
-
 // randomBytes returns n bytes from a seeded generator.
 func randomBytes(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -81,7 +82,7 @@ func series(name string, labels ...string) string {
 // promtoolCheck runs promtool check metrics on a scrape.
 func promtoolCheck(t *testing.T, text string) {
 	t.Helper()
-	cmd := exec.Command(requireTool(t, "promtool"), "check", "metrics")
+	cmd := exec.Command(testutil.RequireTool(t, "promtool"), "check", "metrics")
 	cmd.Stdin = strings.NewReader(text)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
@@ -101,14 +102,14 @@ type statMaps struct {
 // counters alone.
 func TestMetricsScrape(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	d, url := metricsDaemon(t)
 	uri := d.createCachedVolume(t, "Mv", "wb", 16, 64, 4)
 	d.Call(t, "bdev_ocf_set_seqcutoff", map[string]any{"name": "Mv", "policy": "never"})
 
 	// 16 writes of 64 KiB (full misses), 16 reads of them (hits), 8 reads
 	// of 64 KiB elsewhere (full misses), a flush.
-	run(t, env, "nbdsh", "-u", uri, "-c", `
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", `
 buf = b"\x5a" * 65536
 for i in range(16):
     h.pwrite(buf, i * 65536)
@@ -214,7 +215,7 @@ h.flush()
 // takes through NBD and checks that exactly its counter moved.
 func TestMetricsPassThroughReasons(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	d, url := metricsDaemon(t)
 	// The cache device sits on an error bdev so that cache reads can be
 	// failed for the fallback.
@@ -237,7 +238,7 @@ func TestMetricsPassThroughReasons(t *testing.T) {
 		}
 		return out
 	}
-	nbdsh := func(script string) { run(t, env, "nbdsh", "-u", uri, "-c", script) }
+	nbdsh := func(script string) { testutil.Run(t, env, "nbdsh", "-u", uri, "-c", script) }
 	step := func(what string, want map[string]float64, do func()) {
 		t.Helper()
 		before := counts()
@@ -296,7 +297,7 @@ func TestMetricsPassThroughReasons(t *testing.T) {
 // land in the miss histogram's buckets above 16 ms, and hits below them.
 func TestMetricsSlowCoreMisses(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	d, url := metricsDaemon(t)
 	const latUS = 20_000
 	d.Call(t, "bdev_malloc_create", mallocParams("Sc", 16, 512))
@@ -308,7 +309,7 @@ func TestMetricsSlowCoreMisses(t *testing.T) {
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Sv"}, &uri)
 	d.Call(t, "bdev_ocf_set_seqcutoff", map[string]any{"name": "Sv", "policy": "never"})
 	const misses = 8
-	run(t, env, "nbdsh", "-u", uri, "-c", fmt.Sprintf(`
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", fmt.Sprintf(`
 for i in range(%d):
     h.pread(4096, i * 65536)
 for i in range(%d):
@@ -362,7 +363,7 @@ func TestMetricsListenRefused(t *testing.T) {
 // back the reconnect is counted.
 func TestMetricsRemoteCore(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	srv := nbdkitTCP(t, "memory", "16M")
 	d, url := metricsDaemon(t)
 	d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Rc", "uri": srv.uri, "reconnect_delay_sec": 1})
@@ -370,7 +371,7 @@ func TestMetricsRemoteCore(t *testing.T) {
 	d.Call(t, "bdev_ocf_create", ocfParams("Rv", "wt", "Rcache", "Rc", 4))
 	var uri string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Rv"}, &uri)
-	run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'r' * 4096, 0)")
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'r' * 4096, 0)")
 	vol := []string{"volume", "Rv", "cache", "Rcache", "core", "Rc"}
 	connected, reconnects := series("blockcache_remote_core_connected", vol...), series("blockcache_remote_core_reconnects_total", vol...)
 	text, m := scrape(t, url)
@@ -392,7 +393,7 @@ func TestMetricsRemoteCore(t *testing.T) {
 	}
 	srv.kill()
 	// The client notices the loss on its next request.
-	writer := exec.Command(requireTool(t, "nbdsh"), "-u", uri, "-c", "h.pwrite(b's' * 4096, 8192)")
+	writer := exec.Command(testutil.RequireTool(t, "nbdsh"), "-u", uri, "-c", "h.pwrite(b's' * 4096, 8192)")
 	writer.Env = append(writer.Environ(), env...)
 	if err := writer.Start(); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package e2e
 // Real NBD clients against cached volumes of the real daemon.
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -54,7 +55,7 @@ func (d *Daemon) stats(t *testing.T, name string) ocfStats {
 // bdev alone.
 func TestQemuImgEveryCacheMode(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-img")
+	testutil.RequireTool(t, "qemu-img")
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	dir := t.TempDir()
 	img := writeFile(t, dir, "image.raw", randomBytes(1, imageSize))
@@ -62,9 +63,9 @@ func TestQemuImgEveryCacheMode(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			name := "Vol_" + mode
 			uri := d.createCachedVolume(t, name, mode, cacheMiB, coreMiB, 0)
-			run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
+			testutil.Run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
 			// compare reads all 64 MiB: the image, then zeroes.
-			out := run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri)
+			out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri)
 			if !strings.Contains(out, "Images are identical") {
 				t.Fatalf("qemu-img compare: %s", out)
 			}
@@ -97,7 +98,7 @@ func TestQemuImgEveryCacheMode(t *testing.T) {
 			d.Call(t, "bdev_ocf_delete", map[string]any{"name": name})
 			var coreURI string
 			d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": name + "_core"}, &coreURI)
-			out = run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, coreURI)
+			out = testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, coreURI)
 			if !strings.Contains(out, "Images are identical") {
 				t.Fatalf("%s: core after bdev_ocf_delete: %s", mode, out)
 			}
@@ -113,7 +114,7 @@ func TestQemuIoPatterns(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	uri := d.createCachedVolume(t, "Pat", "wb", cacheMiB, coreMiB, 8)
-	out := run(t, nil, "qemu-io", "-f", "raw",
+	out := testutil.Run(t, nil, "qemu-io", "-f", "raw",
 		"-c", "write -P 0xab 0 64k",
 		"-c", "write -f -P 0xcd 1m 128k", // -f is FUA
 		"-c", "write -P 0x11 63m 1m", // the last MiB
@@ -127,12 +128,12 @@ func TestQemuIoPatterns(t *testing.T) {
 		t.Fatalf("qemu-io:\n%s", out)
 	}
 	// A second connection sees the same data.
-	out = run(t, nil, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0xcd 1m 128k", uri)
+	out = testutil.Run(t, nil, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0xcd 1m 128k", uri)
 	if strings.Contains(out, "Pattern verification failed") || !strings.Contains(out, "read 131072/131072 bytes") {
 		t.Fatalf("qemu-io, second connection:\n%s", out)
 	}
 	// And a wrong pattern is noticed: the check can fail.
-	out, _ = runErr(t, nil, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0xab 1m 4k", uri)
+	out, _ = testutil.RunErr(t, nil, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0xab 1m 4k", uri)
 	if !strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("qemu-io did not notice a wrong pattern:\n%s", out)
 	}
@@ -152,7 +153,7 @@ func TestNbdinfo(t *testing.T) {
 			Description string `json:"description"`
 		} `json:"exports"`
 	}
-	out := run(t, nil, "nbdinfo", "--list", "--json", "nbd://"+d.NBDAddr)
+	out := testutil.Run(t, nil, "nbdinfo", "--list", "--json", "nbd://"+d.NBDAddr)
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("nbdinfo --list --json: %v\n%s", err, out)
 	}
@@ -163,7 +164,7 @@ func TestNbdinfo(t *testing.T) {
 	if strings.Join(names, ",") != "Info16,Info4" {
 		t.Fatalf("nbdinfo --list: exports %v, want [Info16 Info4]\n%s", names, out)
 	}
-	plain := run(t, nil, "nbdinfo", "--list", "nbd://"+d.NBDAddr)
+	plain := testutil.Run(t, nil, "nbdinfo", "--list", "nbd://"+d.NBDAddr)
 	if !strings.Contains(plain, "export=\"Info16\"") || !strings.Contains(plain, "export=\"Info4\"") {
 		t.Fatalf("nbdinfo --list:\n%s", plain)
 	}
@@ -173,7 +174,7 @@ func TestNbdinfo(t *testing.T) {
 		size      int64
 		preferred int
 	}{{"Info16", coreMiB << 20, 16384}, {"Info4", 32 << 20, 4096}} {
-		out := run(t, nil, "nbdinfo", "--json", d.URI(c.name))
+		out := testutil.Run(t, nil, "nbdinfo", "--json", d.URI(c.name))
 		var info struct {
 			Exports []struct {
 				Name      string `json:"export-name"`
@@ -195,7 +196,7 @@ func TestNbdinfo(t *testing.T) {
 		}
 	}
 	// An unknown export is refused.
-	if out, err := runErr(t, nil, "nbdinfo", d.URI("NoSuchExport")); err == nil {
+	if out, err := testutil.RunErr(t, nil, "nbdinfo", d.URI("NoSuchExport")); err == nil {
 		t.Fatalf("nbdinfo of an unknown export succeeded:\n%s", out)
 	}
 }
@@ -210,10 +211,10 @@ func TestNbdcopy(t *testing.T) {
 	dir := t.TempDir()
 	data := randomBytes(2, 16<<20)
 	src := writeFile(t, dir, "src.raw", data)
-	run(t, nil, "nbdcopy", src, a)
-	run(t, nil, "nbdcopy", a, b)
+	testutil.Run(t, nil, "nbdcopy", src, a)
+	testutil.Run(t, nil, "nbdcopy", a, b)
 	dst := filepath.Join(dir, "dst.raw")
-	run(t, nil, "nbdcopy", b, dst)
+	testutil.Run(t, nil, "nbdcopy", b, dst)
 	got, err := os.ReadFile(dst)
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +240,7 @@ func TestFio(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	uri := d.createCachedVolume(t, "Fio", "wb", cacheMiB, coreMiB, 0)
-	out := run(t, nil, "fio", "--name=e2e", "--ioengine=nbd", "--uri="+uri,
+	out := testutil.Run(t, nil, "fio", "--name=e2e", "--ioengine=nbd", "--uri="+uri,
 		"--rw=randrw", "--bs=4k", "--iodepth=32", "--numjobs=2",
 		"--size=8m", "--offset_increment=16m", "--verify=crc32c", "--verify_fatal=1",
 		"--group_reporting", "--output-format=terse", "--terse-version=3")
@@ -309,7 +310,7 @@ func TestModeSwitchUnderIO(t *testing.T) {
 			"--size=8m", "--offset_increment=16m", "--verify=crc32c", "--verify_fatal=1",
 			"--group_reporting", "--output-format=terse", "--terse-version=3"}
 	}
-	out := run(t, nil, "fio", fioArgs(uri)...)
+	out := testutil.Run(t, nil, "fio", fioArgs(uri)...)
 	close(stop)
 	if err := <-switched; err != nil {
 		t.Fatal(err)
@@ -325,7 +326,7 @@ func TestModeSwitchUnderIO(t *testing.T) {
 	d.Call(t, "bdev_ocf_delete", map[string]any{"name": "Switch"})
 	var coreURI string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Switch_core"}, &coreURI)
-	out = run(t, nil, "fio", append(fioArgs(coreURI), "--verify_only")...)
+	out = testutil.Run(t, nil, "fio", append(fioArgs(coreURI), "--verify_only")...)
 	last = strings.TrimSpace(out)
 	last = last[strings.LastIndex(last, "\n")+1:]
 	if f := strings.Split(last, ";"); len(f) < 50 || f[4] != "0" || f[5] == "0" {
@@ -351,7 +352,7 @@ func TestNBDUnixSocket(t *testing.T) {
 		t.Fatalf("nbd_start_disk returned %q, want %q", uri, want)
 	}
 	qemuIO(t, uri, "write -P 0x5e 0 128k", "read -P 0x5e 0 128k")
-	out := run(t, nil, "nbdinfo", "--json", uri)
+	out := testutil.Run(t, nil, "nbdinfo", "--json", uri)
 	if !strings.Contains(out, `"export-size": 16777216`) {
 		t.Fatalf("nbdinfo %s:\n%s", uri, out)
 	}
@@ -366,7 +367,7 @@ func TestNBDUnixSocket(t *testing.T) {
 // requests the server must reject with the connection staying usable.
 func TestNbdsh(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	uri := d.createCachedVolume(t, "Sh", "wb", cacheMiB, 16, 8)
 	script := `
@@ -415,7 +416,7 @@ fails("ENOSPC", h.pwrite, bytes(1024), SIZE - 512)
 assert h.pread(4096, 0) == buf[:4096]
 print("nbdsh ok")
 `
-	out := run(t, env, "nbdsh", "-u", uri, "-c", script)
+	out := testutil.Run(t, env, "nbdsh", "-u", uri, "-c", script)
 	if !strings.Contains(out, "nbdsh ok") {
 		t.Fatalf("nbdsh:\n%s", out)
 	}

@@ -5,6 +5,7 @@ package e2e
 // included; the fallback where a file system refuses O_DIRECT.
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -136,7 +137,7 @@ func TestOwnDisk(t *testing.T) {
 	uri = strings.TrimSpace(uri)
 	qemuIO(t, uri, "write -P 0xab 0 1M", "write -P 0xcd 8M 512k", "read -P 0xab 0 1M", "read -P 0xcd 8M 512k")
 	copyPath := filepath.Join(t.TempDir(), "copy.img")
-	run(t, nil, "nbdcopy", uri, copyPath)
+	testutil.Run(t, nil, "nbdcopy", uri, copyPath)
 	copied, err := os.ReadFile(copyPath)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ package e2e
 // refused at once.
 
 import (
+	"blockcache/internal/testutil"
 	"errors"
 	"fmt"
 	"net"
@@ -46,7 +47,7 @@ func offlineTool(t *testing.T, args ...string) (int, string) {
 // takes qemu's locks, and returns its output and error.
 func qemuRead(t *testing.T, path string) (string, error) {
 	t.Helper()
-	return runErr(t, nil, "qemu-io", "-r", "-f", "raw", "-c", "read 0 512", path)
+	return testutil.RunErr(t, nil, "qemu-io", "-r", "-f", "raw", "-c", "read 0 512", path)
 }
 
 // TestSecondDaemonOnDataDir starts a second daemon on a data directory a
@@ -56,7 +57,7 @@ func qemuRead(t *testing.T, path string) (string, error) {
 // the offline tools until it stops.
 func TestSecondDaemonOnDataDir(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-io")
+	testutil.RequireTool(t, "qemu-io")
 	dataDir := filepath.Join(t.TempDir(), "data")
 	first := StartDaemon(t, DaemonOpts{DataDir: dataDir})
 	first.waitStdout(t, "export cache0: ")
@@ -153,8 +154,8 @@ func TestSecondAioBdevOnFile(t *testing.T) {
 // bdev_aio_create refuses a file a running qemu-nbd serves, naming it.
 func TestQemuAndBlockcacheRefuseEachOther(t *testing.T) {
 	t.Parallel()
-	qemuNBD := requireTool(t, "qemu-nbd")
-	requireTool(t, "qemu-img")
+	qemuNBD := testutil.RequireTool(t, "qemu-nbd")
+	testutil.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
 	ours := writeFile(t, dir, "ours.img", make([]byte, 4<<20))
 	theirs := writeFile(t, dir, "theirs.img", make([]byte, 4<<20))
@@ -164,7 +165,7 @@ func TestQemuAndBlockcacheRefuseEachOther(t *testing.T) {
 	if out, err := qemuRead(t, ours); err == nil || !strings.Contains(out, qemuLockRefusal) {
 		t.Errorf("qemu-io on a file an aio bdev holds: %v, output %q; want refused with %q", err, out, qemuLockRefusal)
 	}
-	out, err := runErr(t, nil, "qemu-img", "convert", "-f", "raw", "-O", "raw", ours, filepath.Join(dir, "copy.img"))
+	out, err := testutil.RunErr(t, nil, "qemu-img", "convert", "-f", "raw", "-O", "raw", ours, filepath.Join(dir, "copy.img"))
 	if err == nil || !strings.Contains(out, qemuLockRefusal) {
 		t.Errorf("qemu-img convert from a file an aio bdev holds: %v, output %q; want refused with %q", err, out, qemuLockRefusal)
 	}

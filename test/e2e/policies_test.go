@@ -6,6 +6,7 @@ package e2e
 // the cache metadata and in saved configs.
 
 import (
+	"blockcache/internal/testutil"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -377,7 +378,7 @@ func stripPolicyEntries(t *testing.T, file string) {
 // config alone).
 func TestPoliciesSurviveRestart(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-io")
+	testutil.RequireTool(t, "qemu-io")
 	dataDir := filepath.Join(t.TempDir(), "data")
 	files := t.TempDir()
 	cacheFile := filepath.Join(files, "cache.bin")

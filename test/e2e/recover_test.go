@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"fmt"
 	"math/rand/v2"
@@ -52,10 +53,10 @@ func TestZeroedSuperblocksRecover(t *testing.T) {
 		copy(want[off:], data)
 	}
 	args = append(args, "-c", "flush", d.URI("RVol"))
-	run(t, nil, "qemu-io", args...)
+	testutil.Run(t, nil, "qemu-io", args...)
 	// What the volume serves is what was written.
 	got := filepath.Join(t.TempDir(), "vol.raw")
-	run(t, nil, "qemu-img", "convert", "-f", "raw", "-O", "raw", d.URI("RVol"), got)
+	testutil.Run(t, nil, "qemu-img", "convert", "-f", "raw", "-O", "raw", d.URI("RVol"), got)
 	if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
 		t.Fatalf("the volume does not read back what qemu-io wrote (err %v)", err)
 	}

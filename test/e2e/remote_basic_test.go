@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -55,12 +56,12 @@ func TestRemoteCoreBasics(t *testing.T) {
 			var uri string
 			d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
 			qemuIO(t, uri, "write -P 0x5c 1m 256k", "read -P 0x5c 1m 256k")
-			run(t, nil, "qemu-io", "-f", "raw", "-c", "flush", uri)
+			testutil.Run(t, nil, "qemu-io", "-f", "raw", "-c", "flush", uri)
 
 			got := readExport(t, srv.uri)
 			want := make([]byte, 16<<20)
 			copy(want[1<<20:], bytes.Repeat([]byte{0x5c}, 256<<10))
-			if i := firstDifference(got, want); i >= 0 {
+			if i := testutil.FirstDiff(got, want); i >= 0 {
 				t.Fatalf("server contents differ from what was written at %d", i)
 			}
 			log, err := os.ReadFile(logFile)

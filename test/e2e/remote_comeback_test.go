@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -23,7 +24,7 @@ func remoteWrites(t *testing.T, uri string, rng *rand.Rand, n, first int, model 
 	}
 	b, _ := json.Marshal(ops)
 	script := fmt.Sprintf("import json\nfor i, (off, n) in enumerate(json.loads(%q)):\n    h.pwrite(bytes([(%d + i) %% 256]) * n, off)\n", b, first)
-	run(t, nbdshEnv(t), "nbdsh", "-u", uri, "-c", script)
+	testutil.Run(t, testutil.NbdshEnv(t), "nbdsh", "-u", uri, "-c", script)
 	for i, op := range ops {
 		copy(model[op[0]:op[0]+op[1]], bytes.Repeat([]byte{byte(first + i)}, op[1]))
 	}
@@ -93,7 +94,7 @@ func TestRemoteCoreComeback(t *testing.T) {
 	}
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
 	if got := readExport(t, uri); !bytes.Equal(got, model) {
-		t.Fatalf("Vol0 once its core is back differs from the model at byte %d", firstDifference(got, model))
+		t.Fatalf("Vol0 once its core is back differs from the model at byte %d", testutil.FirstDiff(got, model))
 	}
 	remoteWrites(t, uri, rng, 20, 101, model)
 
@@ -106,7 +107,7 @@ func TestRemoteCoreComeback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDifference(onDisk, model); i >= 0 {
+	if i := testutil.FirstDiff(onDisk, model); i >= 0 {
 		t.Fatalf("the image file after the flush differs from the model at byte %d", i)
 	}
 	if !strings.Contains(d.Stderr(), "core bdev back") {

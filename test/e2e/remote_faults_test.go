@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"path/filepath"
 	"strings"
@@ -19,12 +20,12 @@ func TestRemoteCoreServerErrors(t *testing.T) {
 	d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wt", "Cache0", "Remote0", 0))
 	var uri string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
-	env := nbdshEnv(t)
-	out, err := runErr(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'x' * 4096, 0)")
+	env := testutil.NbdshEnv(t)
+	out, err := testutil.RunErr(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'x' * 4096, 0)")
 	if err == nil || !strings.Contains(out, "Input/output error") {
 		t.Fatalf("write through a failing core: %v\n%s", err, out)
 	}
-	run(t, env, "nbdsh", "-u", uri, "-c", "assert h.pread(4096, 0) == bytes(4096)")
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "assert h.pread(4096, 0) == bytes(4096)")
 	var errs struct {
 		Errors struct {
 			CoreWr statLeaf `json:"core_volume_wr"`
@@ -50,9 +51,9 @@ func TestRemoteCoreSilentServer(t *testing.T) {
 		"io_timeout_sec": 1, "fast_io_fail_timeout_sec": 2, "reconnect_delay_sec": 1})
 	var uri string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Remote0"}, &uri)
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	start := time.Now()
-	out, err := runErr(t, env, "nbdsh", "-u", uri, "-c", "h.pread(4096, 0)")
+	out, err := testutil.RunErr(t, env, "nbdsh", "-u", uri, "-c", "h.pread(4096, 0)")
 	if err == nil || !strings.Contains(out, "Input/output error") {
 		t.Fatalf("read from a silent server: %v\n%s", err, out)
 	}
@@ -60,7 +61,7 @@ func TestRemoteCoreSilentServer(t *testing.T) {
 		t.Fatalf("the read failed after %v, want after the 1 s IO timeout and the 2 s fast_io_fail", el)
 	}
 	// Writes are not delayed: the device still works for them.
-	run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'y' * 4096, 0)")
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'y' * 4096, 0)")
 	if st, _ := d.nbdClient(t, "Remote0"); st.Reconnects < 1 {
 		t.Fatalf("no reconnect after a timeout: %+v", st)
 	}
@@ -89,8 +90,8 @@ func TestRemoteCoreLost(t *testing.T) {
 	d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wb", "Cache0", "Remote0", 0))
 	var uri string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
-	env := nbdshEnv(t)
-	run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'\\x5a' * 65536, 1 << 20)")
+	env := testutil.NbdshEnv(t)
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'\\x5a' * 65536, 1 << 20)")
 
 	srv.kill()
 	waitFor(t, 15*time.Second, "Remote0 removed after ctrlr_loss_timeout_sec", func() bool {
@@ -123,7 +124,7 @@ func TestRemoteCoreLost(t *testing.T) {
 		t.Fatalf("no dirty data after the core came back: %+v", stats.Usage)
 	}
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
-	run(t, env, "nbdsh", "-u", uri, "-c", "assert h.pread(65536, 1 << 20) == b'\\x5a' * 65536")
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "assert h.pread(65536, 1 << 20) == b'\\x5a' * 65536")
 	d.Call(t, "bdev_ocf_delete", map[string]any{"name": "Vol0"})
 	got := readExport(t, srv.uri)
 	if !bytes.Equal(got[1<<20:1<<20+65536], bytes.Repeat([]byte{0x5a}, 65536)) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -34,7 +35,7 @@ type remoteServer struct {
 // it accepts connections on addr.
 func startRemote(t *testing.T, wrap []string, name, uri, addr string, unix bool, args ...string) *remoteServer {
 	t.Helper()
-	requireTool(t, name)
+	testutil.RequireTool(t, name)
 	s := &remoteServer{t: t, name: name, args: args, wrap: wrap, uri: uri, addr: addr, unix: unix}
 	s.start()
 	t.Cleanup(s.stop)
@@ -183,23 +184,10 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 func readExport(t *testing.T, uri string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "copy.img")
-	run(t, nil, "nbdcopy", uri, out)
+	testutil.Run(t, nil, "nbdcopy", uri, out)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// firstDifference returns the first offset where a and b differ, or -1.
-func firstDifference(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
@@ -22,7 +23,7 @@ type netns struct {
 // root) and removes both at cleanup.
 func newNetns(t *testing.T) *netns {
 	t.Helper()
-	requireTool(t, "ip")
+	testutil.RequireTool(t, "ip")
 	id := rand.IntN(1 << 16)
 	subnet := fmt.Sprintf("10.%d.%d", 200+id%50, id%250)
 	n := &netns{name: fmt.Sprintf("bcnbd%d", id), hostIf: fmt.Sprintf("bcv%da", id),
@@ -93,10 +94,10 @@ func TestRemoteCoreNetns(t *testing.T) {
 		return st.State == "connected" && st.Reconnects >= 1
 	})
 	w.finish(t, model)
-	if i := firstDifference(readExport(t, uri), model); i >= 0 {
+	if i := testutil.FirstDiff(readExport(t, uri), model); i >= 0 {
 		t.Fatalf("the volume differs from the model at %d", i)
 	}
-	if i := firstDifference(readExport(t, srv.uri), model); i >= 0 {
+	if i := testutil.FirstDiff(readExport(t, srv.uri), model); i >= 0 {
 		t.Fatalf("the server differs from the model at %d", i)
 	}
 }

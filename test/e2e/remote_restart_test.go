@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -37,7 +38,7 @@ func startRemoteWriter(t *testing.T, uri string, seed uint64, region int) *remot
 		length := (1 + r.IntN(16)) * 4096
 		w.ops = append(w.ops, [2]int{r.IntN((region-length)/4096) * 4096, length})
 	}
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	b, _ := json.Marshal(w.ops)
 	ops := writeFile(t, t.TempDir(), "ops.json", b)
 	script := fmt.Sprintf(`
@@ -58,7 +59,7 @@ except nbd.Error as e:
 print("count", i)
 `, ops, w.stop)
 	go func() {
-		out, err := runErr(t, env, "nbdsh", "-u", uri, "-c", script)
+		out, err := testutil.RunErr(t, env, "nbdsh", "-u", uri, "-c", script)
 		var res remoteWriterResult
 		if err != nil {
 			res.err = fmt.Errorf("nbdsh: %v\n%s", err, out)
@@ -141,7 +142,7 @@ func TestRemoteCoreServerRestart(t *testing.T) {
 				// goes to the core.
 				wrote := make(chan string, 1)
 				go func() {
-					out, err := runErr(t, nbdshEnv(t), "nbdsh", "-u", uri, "-c", fmt.Sprintf("h.pwrite(b'\\xee' * 65536, %d)", 12<<20))
+					out, err := testutil.RunErr(t, testutil.NbdshEnv(t), "nbdsh", "-u", uri, "-c", fmt.Sprintf("h.pwrite(b'\\xee' * 65536, %d)", 12<<20))
 					if err != nil {
 						out = fmt.Sprintf("%v: %s", err, out)
 					} else {
@@ -171,7 +172,7 @@ func TestRemoteCoreServerRestart(t *testing.T) {
 			if lost := w.finish(t, model); mode == "wt" && !lost {
 				t.Fatal("the first flush after the server's restart succeeded: acknowledged, unflushed writes were not reported")
 			}
-			if i := firstDifference(readExport(t, uri), model); i >= 0 {
+			if i := testutil.FirstDiff(readExport(t, uri), model); i >= 0 {
 				t.Fatalf("the volume differs from the model at %d", i)
 			}
 			// Deleting the volume writes wb's dirty data back to the core.
@@ -180,7 +181,7 @@ func TestRemoteCoreServerRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if i := firstDifference(got, model); i >= 0 {
+			if i := testutil.FirstDiff(got, model); i >= 0 {
 				t.Fatalf("the image file differs from the model at %d", i)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"blockcache/internal/nbd/tlstest"
+	"blockcache/internal/testutil"
 )
 
 // TestRemoteCoreTLS: daemon A serves a malloc bdev with --tls=require and
@@ -43,11 +44,11 @@ func TestRemoteCoreTLS(t *testing.T) {
 	var vol string
 	b.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol"}, &vol)
 	qemuIO(t, vol, "write -P 0x3c 2m 512k", "read -P 0x3c 2m 512k")
-	run(t, nil, "qemu-io", "-f", "raw", "-c", "flush", vol)
+	testutil.Run(t, nil, "qemu-io", "-f", "raw", "-c", "flush", vol)
 	got := readExport(t, a.tcp("nbds", certs))
 	want := make([]byte, 16<<20)
 	copy(want[2<<20:], bytes.Repeat([]byte{0x3c}, 512<<10))
-	if i := firstDifference(got, want); i >= 0 {
+	if i := testutil.FirstDiff(got, want); i >= 0 {
 		t.Fatalf("daemon A's export differs from what was written through B at %d", i)
 	}
 	if !strings.Contains(a.d.Stderr(), "nbd tls established") {
@@ -94,8 +95,8 @@ func TestRemoteCoreTLS(t *testing.T) {
 // Unix socket; and qemu-nbd with x509 credentials (which verify the
 // client's certificate).
 func TestRemoteCoreTLSOtherServers(t *testing.T) {
-	requireTool(t, "nbdkit")
-	if out := run(t, nil, "nbdkit", "--dump-config"); !strings.Contains(out, "tls=yes") {
+	testutil.RequireTool(t, "nbdkit")
+	if out := testutil.Run(t, nil, "nbdkit", "--dump-config"); !strings.Contains(out, "tls=yes") {
 		t.Fatalf("nbdkit is built without TLS:\n%s", out)
 	}
 	ca := tlstest.NewCA(t, "nbdkit test CA")
@@ -157,7 +158,7 @@ func TestRemoteCoreTLSOtherServers(t *testing.T) {
 			got := readExport(t, nbds)
 			want := make([]byte, 16<<20)
 			copy(want[4<<20:], bytes.Repeat([]byte{0x7e}, 256<<10))
-			if i := firstDifference(got, want); i >= 0 {
+			if i := testutil.FirstDiff(got, want); i >= 0 {
 				t.Fatalf("%s's export differs from what was written at %d", tc.server, i)
 			}
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/testutil"
 )
 
 // qemuIO runs qemu-io commands on uri and fails on a pattern mismatch or a
@@ -27,7 +28,7 @@ func qemuIO(t *testing.T, uri string, cmds ...string) {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	out := run(t, nil, "qemu-io", append(args, uri)...)
+	out := testutil.Run(t, nil, "qemu-io", append(args, uri)...)
 	done := strings.Count(out, "wrote ") + strings.Count(out, "read ")
 	if strings.Contains(out, "Pattern verification failed") || done != len(cmds) {
 		t.Fatalf("qemu-io %v on %s:\n%s", cmds, uri, out)
@@ -39,7 +40,7 @@ func qemuIO(t *testing.T, uri string, cmds ...string) {
 // and checks that a restart on the same directory serves the same data.
 func TestRestartEmbeddedDefault(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-io")
+	testutil.RequireTool(t, "qemu-io")
 	dataDir := filepath.Join(t.TempDir(), "data")
 	d := StartDaemon(t, DaemonOpts{DataDir: dataDir})
 	line := d.waitStdout(t, "export cache0: ")
@@ -83,7 +84,7 @@ func TestRestartEmbeddedDefault(t *testing.T) {
 // checks the core file and a restarted daemon.
 func TestRestartWriteBackAio(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-img")
+	testutil.RequireTool(t, "qemu-img")
 	dataDir := filepath.Join(t.TempDir(), "data")
 	files := t.TempDir()
 	cacheFile, coreFile := filepath.Join(files, "cache.bin"), filepath.Join(files, "core.bin")
@@ -107,7 +108,7 @@ func TestRestartWriteBackAio(t *testing.T) {
 
 	data := randomBytes(3, imageSize)
 	img := writeFile(t, t.TempDir(), "image.raw", data)
-	run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
+	testutil.Run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
 	if s := d.stats(t, "WbVol"); s.Usage.Dirty.Count == 0 {
 		t.Fatalf("no dirty data in the write-back cache before shutdown: %+v", s.Usage)
 	}
@@ -143,7 +144,7 @@ func TestRestartWriteBackAio(t *testing.T) {
 	if len(disks) != 2 || disks[1] != (nbdDisk{NBDDevice: d2.URI("WbVol"), BdevName: "WbVol"}) {
 		t.Fatalf("nbd_get_disks after restart: %+v, want cache0 and WbVol on %s", disks, d2.NBDAddr)
 	}
-	out := run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("WbVol"))
+	out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("WbVol"))
 	if !strings.Contains(out, "Images are identical") {
 		t.Fatalf("after restart: %s", out)
 	}
@@ -203,14 +204,14 @@ func (d *Daemon) wbOnFiles(t *testing.T, dir string) string {
 // the cache and serves it, with the volume's UUID unchanged.
 func TestRestartKeepsDirtyData(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-img")
+	testutil.RequireTool(t, "qemu-img")
 	dataDir := filepath.Join(t.TempDir(), "data")
 	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 32 << 20})
 	d := StartDaemon(t, DaemonOpts{DataDir: dataDir, Args: []string{"--shutdown-flush=false"}})
 	uri := d.wbOnFiles(t, files)
 	data := randomBytes(6, imageSize)
 	img := writeFile(t, t.TempDir(), "image.raw", data)
-	run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
+	testutil.Run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
 	dirty := d.stats(t, "Vol").Usage.Dirty.Count
 	if dirty == 0 {
 		t.Fatal("no dirty data before shutdown")
@@ -237,7 +238,7 @@ func TestRestartKeepsDirtyData(t *testing.T) {
 	if got := d2.stats(t, "Vol").Usage.Dirty.Count; got != dirty {
 		t.Errorf("%d dirty 4 KiB blocks after loading, %d before shutdown", got, dirty)
 	}
-	out := run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
+	out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
 	if !strings.Contains(out, "Images are identical") {
 		t.Fatalf("after loading the dirty cache: %s", out)
 	}
@@ -256,21 +257,21 @@ func TestRestartKeepsDirtyData(t *testing.T) {
 // and flushed, and checks that a restart serves the flushed data.
 func TestRestartAfterKill(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-img")
+	testutil.RequireTool(t, "qemu-img")
 	dataDir := filepath.Join(t.TempDir(), "data")
 	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 32 << 20})
 	d := StartDaemon(t, DaemonOpts{DataDir: dataDir})
 	uri := d.wbOnFiles(t, files)
 	img := writeFile(t, t.TempDir(), "image.raw", randomBytes(7, imageSize))
 	// qemu-img flushes the target before it exits.
-	run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
+	testutil.Run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
 	if d.stats(t, "Vol").Usage.Dirty.Count == 0 {
 		t.Fatal("no dirty data before the kill")
 	}
 	d.Kill(t)
 
 	d2 := StartDaemon(t, DaemonOpts{DataDir: dataDir})
-	out := run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
+	out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
 	if !strings.Contains(out, "Images are identical") {
 		t.Fatalf("after SIGKILL and restart: %s", out)
 	}
@@ -368,12 +369,12 @@ func TestConfigFiles(t *testing.T) {
 // included.
 func TestExamineAutoLoad(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "qemu-img")
+	testutil.RequireTool(t, "qemu-img")
 	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 32 << 20})
 	d := StartDaemon(t, DaemonOpts{Bare: true, Args: []string{"--shutdown-flush=false"}})
 	uri := d.wbOnFiles(t, files)
 	img := writeFile(t, t.TempDir(), "image.raw", randomBytes(8, imageSize))
-	run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
+	testutil.Run(t, nil, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", img, uri)
 	dirty := d.stats(t, "Vol").Usage.Dirty.Count
 	before, _ := d.getBdev(t, "Vol")
 	d.Stop(t)
@@ -401,7 +402,7 @@ func TestExamineAutoLoad(t *testing.T) {
 		}
 		var u string
 		d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol"}, &u)
-		out := run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, u)
+		out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, u)
 		if !strings.Contains(out, "Images are identical") {
 			t.Fatalf("order %v: %s", order, out)
 		}

@@ -6,6 +6,7 @@ package e2e
 // (docs/rpc.md lists where blockcache differs).
 
 import (
+	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -473,7 +474,7 @@ func TestRPCCompat(t *testing.T) {
 		// The armed failure hits the first write through NBD, not the second.
 		var uri string
 		d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "EE_EBase"}, &uri)
-		out, _ := runErr(t, nil, "qemu-io", "-f", "raw", "-c", "write -P 0x42 0 4k", uri)
+		out, _ := testutil.RunErr(t, nil, "qemu-io", "-f", "raw", "-c", "write -P 0x42 0 4k", uri)
 		if !strings.Contains(out, "write failed") {
 			t.Fatalf("a write after bdev_error_inject_error did not fail:\n%s", out)
 		}
@@ -734,7 +735,7 @@ func TestRPCCompat(t *testing.T) {
 		d.expectError(t, "nbd_stop_disk", map[string]any{"nbd_device": "foo"}, -19, "invalid nbd device")
 		d.expectError(t, "nbd_stop_disk", map[string]any{}, -32603, "spdk_json_decode_object failed")
 		expectJSON(t, "nbd_get_disks after stop", d.Call(t, "nbd_get_disks", nil), "[]")
-		if out, err := runErr(t, nil, "nbdinfo", uri); err == nil {
+		if out, err := testutil.RunErr(t, nil, "nbdinfo", uri); err == nil {
 			t.Fatalf("nbdinfo of a stopped export succeeded:\n%s", out)
 		}
 		d.expectClaimed(t, "N0", false)

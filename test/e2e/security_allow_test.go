@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/testutil"
 )
 
 // dialFrom negotiates export "Disk" from the source address from, or says
@@ -71,7 +72,7 @@ h.set_export_name("Disk")
 h.connect_socket(s.fileno())
 print("size", h.get_size())
 `
-	if out := run(t, nbdshEnv(t), "nbdsh", "-c", script); !strings.Contains(out, "size 4194304") {
+	if out := testutil.Run(t, testutil.NbdshEnv(t), "nbdsh", "-c", script); !strings.Contains(out, "size 4194304") {
 		t.Fatalf("nbdsh from 127.0.0.2:\n%s", out)
 	}
 	// Refusals are logged, at most one per 10 s: the first of the four.
@@ -102,7 +103,7 @@ func TestNBDAllowUID(t *testing.T) {
 		d.Call(t, "bdev_malloc_create", mallocParams("Disk", 4, 512))
 		d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Disk"})
 		uri := "nbd+unix:///Disk?socket=" + sock
-		out, err := runErr(t, nil, "nbdinfo", "--size", uri)
+		out, err := testutil.RunErr(t, nil, "nbdinfo", "--size", uri)
 		if (err == nil) != tc.rootOK {
 			t.Errorf("--nbd-allow-uid %s: nbdinfo as root: %v\n%s", tc.uid, err, out)
 		}
@@ -127,9 +128,9 @@ func TestReadOnlyExport(t *testing.T) {
 	pattern := bytes.Repeat([]byte{0xa5}, 4096)
 	// Fill Golden through a writable export first, then export it read-only.
 	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Golden"})
-	run(t, nil, "qemu-io", "-f", "raw", "-c", "write -P 0xa5 0 4096", d.URI("Golden"))
+	testutil.Run(t, nil, "qemu-io", "-f", "raw", "-c", "write -P 0xa5 0 4096", d.URI("Golden"))
 	d.Call(t, "nbd_stop_disk", map[string]any{"nbd_device": d.URI("Golden")})
-	out := run(t, nil, binPath, "export", "start", "Golden", "--read-only", "-s", d.Sock)
+	out := testutil.Run(t, nil, binPath, "export", "start", "Golden", "--read-only", "-s", d.Sock)
 	if strings.TrimSpace(out) != d.URI("Golden") {
 		t.Fatalf("export start --read-only printed %q", out)
 	}
@@ -140,13 +141,13 @@ func TestReadOnlyExport(t *testing.T) {
 			ReadOnly bool `json:"is_read_only"`
 		} `json:"exports"`
 	}
-	if err := json.Unmarshal([]byte(run(t, nil, "nbdinfo", "--json", d.URI("Golden"))), &info); err != nil ||
+	if err := json.Unmarshal([]byte(testutil.Run(t, nil, "nbdinfo", "--json", d.URI("Golden"))), &info); err != nil ||
 		len(info.Exports) != 1 || !info.Exports[0].ReadOnly {
 		t.Fatalf("nbdinfo: read-only not advertised: %+v %v", info, err)
 	}
 	// qemu-io honours the flag; reading works.
 	mustFail(t, "qemu-io write to a read-only export", "qemu-io", "-f", "raw", "-c", "write -P 0 0 4096", d.URI("Golden"))
-	run(t, nil, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0xa5 0 4096", d.URI("Golden"))
+	testutil.Run(t, nil, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0xa5 0 4096", d.URI("Golden"))
 
 	// A client that ignores the flag gets EPERM for every kind of write.
 	host := d.NBDAddr

@@ -4,6 +4,7 @@ package e2e
 // of another user, with the real daemon started under umask 000.
 
 import (
+	"blockcache/internal/testutil"
 	"fmt"
 	"io/fs"
 	"os"
@@ -50,7 +51,7 @@ func TestFileModesUnderUmask000(t *testing.T) {
 	}
 	check()
 	// The export is still reachable by its owner.
-	run(t, nil, "nbdinfo", "--size", "nbd+unix:///cache0?socket="+nbdSock)
+	testutil.Run(t, nil, "nbdinfo", "--size", "nbd+unix:///cache0?socket="+nbdSock)
 	d.Stop(t)
 
 	// Loosen everything; a restart under umask 000 tightens it again and

@@ -19,6 +19,7 @@ import (
 
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbd/tlstest"
+	"blockcache/internal/testutil"
 )
 
 // tlsEnv is a daemon serving the 16 MiB malloc export "Disk" with TLS, and
@@ -92,7 +93,7 @@ func (e *tlsEnv) qemuArgs(dir string) []string {
 // mustFail runs a client that must fail, and returns its output.
 func mustFail(t *testing.T, what string, name string, args ...string) string {
 	t.Helper()
-	out, err := runErr(t, nil, name, args...)
+	out, err := testutil.RunErr(t, nil, name, args...)
 	if err == nil {
 		t.Fatalf("%s: %s %s succeeded:\n%s", what, name, strings.Join(args, " "), out)
 	}
@@ -105,7 +106,7 @@ func TestTLSRequireRealClients(t *testing.T) {
 
 	// nbdinfo over TCP and the Unix socket, with the CA.
 	for _, uri := range []string{e.tcp("nbds", e.good), e.unix("nbds", e.good)} {
-		out := run(t, nil, "nbdinfo", "--size", uri)
+		out := testutil.Run(t, nil, "nbdinfo", "--size", uri)
 		if strings.TrimSpace(out) != "16777216" {
 			t.Fatalf("nbdinfo --size %s: %q", uri, out)
 		}
@@ -113,18 +114,18 @@ func TestTLSRequireRealClients(t *testing.T) {
 	// nbdcopy there and back.
 	dir := t.TempDir()
 	img := writeFile(t, dir, "in.raw", randomBytes(16, 16<<20))
-	run(t, nil, "nbdcopy", img, e.tcp("nbds", e.good))
+	testutil.Run(t, nil, "nbdcopy", img, e.tcp("nbds", e.good))
 	back := filepath.Join(dir, "out.raw")
-	run(t, nil, "nbdcopy", e.unix("nbds", e.good), back)
+	testutil.Run(t, nil, "nbdcopy", e.unix("nbds", e.good), back)
 	if a, b := readFile(t, img), readFile(t, back); !bytes.Equal(a, b) {
 		t.Fatal("nbdcopy over TLS read back other data than it wrote")
 	}
 	// qemu-img with x509 credentials.
-	out := run(t, nil, "qemu-img", append([]string{"info", "--output=json"}, e.qemuArgs(e.good)...)...)
+	out := testutil.Run(t, nil, "qemu-img", append([]string{"info", "--output=json"}, e.qemuArgs(e.good)...)...)
 	if !strings.Contains(out, `"virtual-size": 16777216`) {
 		t.Fatalf("qemu-img info over TLS:\n%s", out)
 	}
-	out = run(t, nil, "qemu-io", append(e.qemuArgs(e.good), "-c", "write -P 0x5a 0 4096", "-c", "read -P 0x5a 0 4096")...)
+	out = testutil.Run(t, nil, "qemu-io", append(e.qemuArgs(e.good), "-c", "write -P 0x5a 0 4096", "-c", "read -P 0x5a 0 4096")...)
 	if strings.Contains(out, "Pattern verification failed") || strings.Count(out, "ops;") != 2 {
 		t.Fatalf("qemu-io over TLS:\n%s", out)
 	}
@@ -228,9 +229,9 @@ func TestTLSVerifyPeerRealClients(t *testing.T) {
 	stranger := tlstest.NewCA(t, "stranger").Client("stranger")
 	withStranger := tlstest.ClientDir(t, filepath.Join(shortTempDir(t), "stranger"), e.ca, &stranger)
 
-	run(t, nil, "nbdinfo", e.tcp("nbds", withCert))
-	run(t, nil, "nbdinfo", e.unix("nbds", withCert))
-	run(t, nil, "qemu-img", append([]string{"info"}, e.qemuArgs(withCert)...)...)
+	testutil.Run(t, nil, "nbdinfo", e.tcp("nbds", withCert))
+	testutil.Run(t, nil, "nbdinfo", e.unix("nbds", withCert))
+	testutil.Run(t, nil, "qemu-img", append([]string{"info"}, e.qemuArgs(withCert)...)...)
 	mustFail(t, "no client certificate", "nbdinfo", e.tcp("nbds", e.good))
 	mustFail(t, "no client certificate", "qemu-img", append([]string{"info"}, e.qemuArgs(e.good)...)...)
 	mustFail(t, "client certificate of another CA", "nbdinfo", e.tcp("nbds", withStranger))
@@ -246,14 +247,14 @@ func TestTLSOffAndOn(t *testing.T) {
 	off := startTLSDaemon(t, "off")
 	mustFail(t, "TLS client, server without TLS", "nbdinfo", off.tcp("nbds", off.good))
 	mustFail(t, "TLS client, server without TLS", "qemu-img", append([]string{"info"}, off.qemuArgs(off.good)...)...)
-	run(t, nil, "nbdinfo", off.tcp("nbd", ""))
+	testutil.Run(t, nil, "nbdinfo", off.tcp("nbd", ""))
 
 	on := startTLSDaemon(t, "on")
-	run(t, nil, "nbdinfo", on.tcp("nbd", ""))
-	run(t, nil, "nbdinfo", on.tcp("nbds", on.good))
-	run(t, nil, "nbdinfo", on.unix("nbds", on.good))
-	run(t, nil, "qemu-img", append([]string{"info"}, on.qemuArgs(on.good)...)...)
-	run(t, nil, "qemu-img", append([]string{"info"}, on.qemuArgs("")...)...)
+	testutil.Run(t, nil, "nbdinfo", on.tcp("nbd", ""))
+	testutil.Run(t, nil, "nbdinfo", on.tcp("nbds", on.good))
+	testutil.Run(t, nil, "nbdinfo", on.unix("nbds", on.good))
+	testutil.Run(t, nil, "qemu-img", append([]string{"info"}, on.qemuArgs(on.good)...)...)
+	testutil.Run(t, nil, "qemu-img", append([]string{"info"}, on.qemuArgs("")...)...)
 	mustFail(t, "wrong CA", "nbdinfo", on.tcp("nbds", on.wrong))
 }
 
@@ -329,18 +330,9 @@ func nobodyHome(t *testing.T, ca *tlstest.CA) string {
 // home, and returns its combined output and exit error.
 func runAs(t *testing.T, cred syscall.Credential, home, name string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(requireTool(t, name), args...)
+	cmd := exec.Command(testutil.RequireTool(t, name), args...)
 	cmd.Env = append(os.Environ(), "HOME="+home)
 	cmd.Dir = home
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &cred}
-	cmd.WaitDelay = time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(toolTimeout, func() { cmd.Process.Kill() })
-	defer timer.Stop()
-	err := cmd.Wait()
-	return out.String(), err
+	return testutil.RunCmd(t, cmd)
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"blockcache/internal/testutil"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 // requests (hits after the first pass) until the test ends.
 func busyReader(t *testing.T, env []string, uri string) {
 	t.Helper()
-	cmd := exec.Command(requireTool(t, "nbdsh"), "-u", uri, "-c", `
+	cmd := exec.Command(testutil.RequireTool(t, "nbdsh"), "-u", uri, "-c", `
 import time
 end = time.monotonic() + 60
 while time.monotonic() < end:
@@ -43,11 +44,11 @@ func topFields(out, name string) []string {
 // one with read IOPS and a full hit ratio, the waiting one as such.
 func TestTopOnce(t *testing.T) {
 	t.Parallel()
-	env := nbdshEnv(t)
+	env := testutil.NbdshEnv(t)
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	uri := d.createCachedVolume(t, "Tv", "wt", 16, 64, 4)
 	d.Call(t, "bdev_ocf_create", ocfParams("Tw", "wt", "NoCache", "NoCore", 4))
-	run(t, env, "nbdsh", "-u", uri, "-c", "for i in range(16): h.pread(4096, i * 4096)") // warm
+	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "for i in range(16): h.pread(4096, i * 4096)") // warm
 	busyReader(t, env, uri)
 	time.Sleep(200 * time.Millisecond)
 	out := d.cliOut(t, "top", "--once", "--interval", "700ms", "--sort", "r")
@@ -85,8 +86,8 @@ func TestTopOnce(t *testing.T) {
 // the volume, a key re-sorts it, q quits.
 func TestTopInTmux(t *testing.T) {
 	t.Parallel()
-	tmuxPath := requireTool(t, "tmux")
-	env := nbdshEnv(t)
+	tmuxPath := testutil.RequireTool(t, "tmux")
+	env := testutil.NbdshEnv(t)
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	uri := d.createCachedVolume(t, "Xv", "wb", 16, 64, 4)
 	busyReader(t, env, uri)
