@@ -57,7 +57,7 @@ func (c *Cache) cleanBatch(co *Core, limit int, cold bool) (int, error) {
 		prev := lines[j].prev
 		switch {
 		case co != nil && lines[j].core() != co.id:
-		case cold && lines[j].referenced():
+		case cold && lines[j].takeReferenced():
 			c.mu.lists.moveToFront(lines, listDirty, j)
 			if prev == noLine {
 				continue // j was and is the head: it is next in order

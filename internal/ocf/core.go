@@ -13,29 +13,31 @@ import (
 // it: a bdev.Device with the core's size whose IO goes through the cache.
 // Its IO methods are safe for concurrent use.
 type Core struct {
+	// Immutable.
 	cache *Cache
 	id    CoreID
-	// dev, info and record are set when the core is attached (AddCore);
-	// dev is nil while detached. Guarded by cache.mu; IO reads them without
-	// it, which is safe because they change only while no IO is admitted.
+
+	// dev, info, record and seq are set when the core is attached
+	// (AddCore); dev is nil while detached. Written under cache.mu, and
+	// only while no IO on the core is admitted (its state bars new IO and
+	// a drain waited for the rest); IO reads them without the lock, which
+	// that makes safe.
 	dev    bdev.Device
 	info   bdev.Info // the volume's description
 	record metadata.CoreRecord
+	seq    *seqDetector // sequential cutoff state; safe for concurrent use
 
+	// Atomics, read and written without a lock.
 	stats counters
 	lat   volumeLatency
-	seq   *seqDetector // sequential cutoff state; set at AddCore
-
 	// immediate is set at AddCore when the cache and core devices are both
 	// bdev.Immediate: then no IO on the volume waits for a device, and the
 	// volume serves every TryReadAt and TryWriteAt.
 	immediate atomic.Bool
-
 	// state holds the stateClosed and stateRemoved bits. An IO checks it
 	// after taking its stripes; whoever sets a bit then takes and releases
 	// every stripe, which waits for the IO already admitted (drain).
 	state atomic.Uint32
-
 	// writeThrough counts the holds that make writes to this core go
 	// write-through whatever the cache mode (HoldWriteThrough).
 	writeThrough atomic.Int32
@@ -66,17 +68,15 @@ func (co *Core) Close() error {
 	return nil
 }
 
-// SupportsDiscard implements bdev.AbilityReporter: the volume can discard
-// when its core device can.
-func (co *Core) SupportsDiscard() bool { return bdev.CanDiscard(co.dev) }
-
-// SupportsWriteZeroes implements bdev.AbilityReporter: the engine does not
-// offer write-zeroes, as the seed did not.
-func (co *Core) SupportsWriteZeroes() bool { return false }
-
-// WriteZeroes implements bdev.WriteZeroer only to report that it cannot.
-func (co *Core) WriteZeroes(off, length int64) error {
-	return fmt.Errorf("%s write-zeroes: %w", co.info.Name, bdev.ErrNotSupported)
+// volumeAbilities are the abilities of a volume over a core device with
+// abilities core. The volume discards when the core can (Discard), and a
+// discarded range then reads back as the core makes it, since its cache
+// lines are invalidated. It has no WriteZeroes: the engine does not offer
+// it (callers such as the NBD server write zero buffers instead). The cache
+// mode plays no part: Discard works alike in every mode, and the mode may
+// change while the volume lives, when its Info may not.
+func volumeAbilities(core bdev.Abilities) bdev.Abilities {
+	return bdev.Abilities{Discard: core.Discard, ZeroesOnDiscard: core.ZeroesOnDiscard}
 }
 
 // Core states, bits of Core.state.
@@ -147,7 +147,7 @@ func (co *Core) WriteAt(p []byte, off int64, fua bool) error {
 // Discard implements bdev.Discarder: the range is discarded on the core and
 // invalidated in the cache, dirty sectors included. It returns an error
 // wrapping bdev.ErrNotSupported, changing nothing, when the core device
-// cannot discard.
+// cannot discard (when Info's Abilities lack Discard).
 func (co *Core) Discard(off, length int64) error {
 	if err := bdev.CheckIO(&co.info, "discard", off, length); err != nil || length == 0 {
 		return err

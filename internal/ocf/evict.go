@@ -48,7 +48,7 @@ func (c *Cache) claimDirtyLocked(cands []cleanCandidate, limit int, skip func(st
 	for j := c.mu.lists[listDirty].tail; j != noLine && len(cands) < limit && scanned < maxClaimScan; scanned++ {
 		prev := lines[j].prev
 		ln := &lines[j]
-		if ln.referenced() {
+		if ln.takeReferenced() {
 			c.mu.lists.moveToFront(lines, listDirty, j)
 			if prev == noLine {
 				continue // j was and is the head: it is next in order

@@ -26,21 +26,28 @@ const (
 	numLists
 )
 
-// line is the in-memory metadata of one cache line. All fields are written
-// under Cache.mu. The valid and dirty masks of a mapped line change only
-// while its core line's stripe lock is held exclusively (readers may add
-// valid bits under a shared stripe lock, writing data identical to the
-// core's).
+// line is the in-memory metadata of one cache line. Who may read each
+// field, and how:
+//
+//   - key, valid and hashNext are read without any lock by the hit path
+//     (hit.go) and by lookups under the stripe of the line's core line
+//     (mapping.lookup), which is why they are atomics. They are written
+//     under Cache.mu; the key of a mapped line and its valid mask change
+//     only with that stripe held exclusively, except that a reader holding
+//     it shared may add valid bits once the data they stand for is on the
+//     cache device (and that data equals the core's). A lock-free read is
+//     trusted only when the stripe's sequence count did not move around it
+//     (stripeLock.readBegin, readValid). Writers hold Cache.mu, so a
+//     writer's load-modify-store of the key cannot race with another
+//     writer.
+//   - since is an atomic too: the hit path sets its referenced flag with
+//     no lock at all (reference); everything else reads and writes it
+//     under Cache.mu.
+//   - dirty, prev and next are plain, read and written under Cache.mu only.
 //
 // Whoever holds the stripe of a line's core line, shared or exclusive, may
 // use the line's data: eviction takes only lines whose stripe it can
 // TryLock, so a line with IO in flight is never evicted.
-//
-// The fields the lock-free hit path reads (see hit.go) are atomics: the key
-// (core, core line, list), the valid mask, the hash chain link, and the
-// referenced bit it sets. Everything else is plain and read under Cache.mu
-// only. Writers hold Cache.mu, so a writer's load-modify-store of the key
-// cannot race with another writer.
 //
 // Invariants (checked by Cache.Check): dirty ⊆ valid; a mapped line is on the
 // clean list iff dirty is empty. A mapped line may have no valid sector for a
@@ -61,7 +68,7 @@ type line struct {
 	// since holds dirtySince, when the line last became dirty in seconds
 	// since the cache started (for alru's staleness), and in its top bit
 	// the referenced flag: set by a lock-free hit, it asks eviction for a
-	// second chance (see allocLocked).
+	// second chance (see allocLocked), which takes it (takeReferenced).
 	since atomic.Uint32
 }
 
@@ -116,8 +123,9 @@ func (l *line) dirtySince() uint32 { return l.since.Load() &^ sinceReference }
 // setDirtySince sets dirtySince and clears the referenced flag.
 func (l *line) setDirtySince(s uint32) { l.since.Store(s &^ sinceReference) }
 
-// referenced reports and clears the referenced flag.
-func (l *line) referenced() bool {
+// takeReferenced clears the referenced flag and reports whether it was
+// set. Callers hold Cache.mu; a concurrent reference may set it again.
+func (l *line) takeReferenced() bool {
 	s := l.since.Load()
 	if s&sinceReference == 0 {
 		return false

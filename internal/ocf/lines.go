@@ -31,7 +31,7 @@ func (c *Cache) allocLocked(co *Core, coreLine uint32) lineIdx {
 		for j := c.mu.lists[listClean].tail; j != noLine; {
 			prev := lines[j].prev
 			switch {
-			case lines[j].referenced():
+			case lines[j].takeReferenced():
 				c.mu.lists.moveToFront(lines, listClean, j)
 				if prev == noLine {
 					continue // j was and is the head: it is next in order

@@ -2,7 +2,10 @@ package ocf
 
 // lineList is a doubly linked list of lines threaded through line.prev and
 // line.next: the free list, and the clean and dirty LRU lists (most recently
-// used at the head, eviction and cleaning candidates at the tail).
+// used at the head, eviction and cleaning candidates at the tail). Lists
+// and the links they thread are guarded by Cache.mu; the lock-free hit
+// path never reads them (it marks its line referenced instead of moving
+// it, see allocLocked).
 type lineList struct {
 	head, tail lineIdx
 	n          int
