@@ -8,9 +8,7 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -22,58 +20,38 @@ import (
 	"time"
 
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/testutil"
 )
 
 const (
 	crashBlock     = 4096
+	crashSectors   = crashBlock / testutil.SectorSize
 	crashCoreBytes = 32 << 20 // 8192 blocks, four times the cache
 	crashBlocks    = crashCoreBytes / crashBlock
 	crashPerRound  = 32 // distinct blocks written concurrently per round
 	crashKills     = 3  // kills per mode
-	crashMagic     = "bcSt"
 )
 
-var crashCRC = crc32.MakeTable(crc32.Castagnoli)
-
-// crashStamp fills b (one block) with the stamped content of block blk as
-// written in round: magic, CRC32C of the rest, block index, round, then
-// bytes derived from (seed, blk, round).
+// crashStamp fills b (one block) with block blk's content as written in
+// round: each sector stamped with the run's seed, its sector number and the
+// round (testutil.Stamp).
 func crashStamp(b []byte, seed, blk uint64, round uint32) {
-	copy(b[0:4], crashMagic)
-	binary.LittleEndian.PutUint64(b[8:16], blk)
-	binary.LittleEndian.PutUint32(b[16:20], round)
-	binary.LittleEndian.PutUint32(b[20:24], ^round)
-	r := rand.New(rand.NewPCG(seed^blk, uint64(round)))
-	for i := 24; i+8 <= len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
-	}
-	binary.LittleEndian.PutUint32(b[4:8], crc32.Checksum(b[8:], crashCRC))
+	testutil.Fill(b, testutil.Stamp{Run: seed, Sector: blk * crashSectors, Write: uint64(round)})
 }
 
 // crashDecode returns the round a block read back holds: 0 for a block
 // never written (all zeroes), else the stamped round; an error when the
 // block is not one whole stamped write of this block of this run.
 func crashDecode(b []byte, seed, blk uint64) (uint32, error) {
-	if !slices.ContainsFunc(b, func(x byte) bool { return x != 0 }) {
-		return 0, nil
-	}
-	if string(b[0:4]) != crashMagic {
-		return 0, fmt.Errorf("no stamp (starts % x)", b[:16])
-	}
-	if got, want := binary.LittleEndian.Uint32(b[4:8]), crc32.Checksum(b[8:], crashCRC); got != want {
-		return 0, fmt.Errorf("torn or corrupt: CRC32C %#x, stamp says %#x (stamped block %d round %d)",
-			want, got, binary.LittleEndian.Uint64(b[8:16]), binary.LittleEndian.Uint32(b[16:20]))
-	}
-	if got := binary.LittleEndian.Uint64(b[8:16]); got != blk {
-		return 0, fmt.Errorf("holds block %d's data", got)
-	}
-	round := binary.LittleEndian.Uint32(b[16:20])
-	want := make([]byte, len(b))
-	crashStamp(want, seed, blk, round)
-	if !bytes.Equal(b, want) {
-		return 0, fmt.Errorf("round %d stamp from another run", round)
-	}
-	return round, nil
+	w, err := testutil.CheckWhole(b, seed, 0, blk*crashSectors)
+	return uint32(w), err
+}
+
+// crashSectorRound returns the round sector s of block blk holds, or an
+// error when it is no whole stamp of that sector of this run.
+func crashSectorRound(b []byte, seed, blk uint64, s int) (uint32, error) {
+	st, err := testutil.Check(b[s*testutil.SectorSize:], seed, 0, blk*crashSectors+uint64(s))
+	return uint32(st.Write), err
 }
 
 // crashModel tracks, per block, the last durable round (acknowledged with
@@ -122,26 +100,15 @@ func (m *crashModel) check(blk int, round uint32) error {
 // sector comes from.
 func (m *crashModel) torn(b []byte, seed uint64, blk int) (ok bool, origins string) {
 	cands := append([]uint32{m.durable[blk]}, m.later[blk]...)
-	stamps := make(map[uint32][]byte)
-	for _, r := range cands {
-		st := make([]byte, crashBlock)
-		if r != 0 {
-			crashStamp(st, seed, uint64(blk), r)
-		}
-		stamps[r] = st
-	}
 	inflight, hasInflight := m.inflight[blk]
 	rounds := map[uint32]bool{}
 	known := true
 	var parts []string
-	for s := 0; s < crashBlock/512; s++ {
+	for s := range crashSectors {
 		from := "unknown"
-		for _, r := range cands {
-			if bytes.Equal(b[s*512:(s+1)*512], stamps[r][s*512:(s+1)*512]) {
-				from = fmt.Sprint("round ", r)
-				rounds[r] = true
-				break
-			}
+		if r, err := crashSectorRound(b, seed, uint64(blk), s); err == nil && slices.Contains(cands, r) {
+			from = fmt.Sprint("round ", r)
+			rounds[r] = true
 		}
 		known = known && from != "unknown"
 		parts = append(parts, fmt.Sprintf("sector %d: %s", s, from))

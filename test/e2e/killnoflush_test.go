@@ -259,16 +259,8 @@ func noFlushVerify(t *testing.T, c *nbdclient.Client, m *noFlushModel, seed uint
 // tornBetween reports whether every 512-byte sector of b comes from round
 // a or round b of block blk (round 0: zeroes).
 func tornBetween(b []byte, seed, blk uint64, ra, rb uint32) bool {
-	stamp := func(r uint32) []byte {
-		s := make([]byte, crashBlock)
-		if r != 0 {
-			crashStamp(s, seed, blk, r)
-		}
-		return s
-	}
-	sa, sb := stamp(ra), stamp(rb)
-	for s := 0; s < crashBlock; s += 512 {
-		if string(b[s:s+512]) != string(sa[s:s+512]) && string(b[s:s+512]) != string(sb[s:s+512]) {
+	for s := range crashSectors {
+		if r, err := crashSectorRound(b, seed, blk, s); err != nil || r != ra && r != rb {
 			return false
 		}
 	}
