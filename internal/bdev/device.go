@@ -1,14 +1,19 @@
 // Package bdev defines the block-device seam every other package speaks: the
-// Device interface, its optional abilities, the errors devices return, and the
-// Registry that names devices, hands out exclusive claims and announces
-// arrivals and removals.
+// Device interface, the optional abilities a device's Info lists (with the
+// Discarder and WriteZeroer methods behind them), the errors devices return,
+// and the Registry that names devices, hands out exclusive claims and
+// announces arrivals and removals.
 //
 // Offsets and lengths are in bytes. Every IO must be aligned to the device's
 // block size and lie inside the device; devices reject anything else with an
 // error wrapping ErrInvalidIO and apply nothing.
 package bdev
 
-import "github.com/google/uuid"
+import (
+	"fmt"
+
+	"github.com/google/uuid"
+)
 
 // SectorSize is the 512-byte unit in which the cache engine tracks validity
 // and dirtiness and the smallest block size any device may have.
@@ -21,6 +26,7 @@ type Info struct {
 	ProductName string    // e.g. "Malloc disk", as SPDK names its modules
 	BlockSize   uint32    // bytes; a multiple of SectorSize
 	NumBlocks   uint64
+	Abilities   Abilities // the optional operations the device offers
 }
 
 // SizeBytes is the capacity of the device in bytes.
@@ -49,77 +55,58 @@ type Device interface {
 	Close() error
 }
 
-// Discarder is implemented by devices that can discard (unmap, trim) a range.
-// After a discard the range reads back as zeroes on devices that also
-// implement DiscardZeroer returning true (see ZeroesOnDiscard), and as
-// unspecified data otherwise.
+// Abilities are the optional operations a device offers besides reading,
+// writing and flushing. They are part of Info, so fixed for the device's
+// life, and they are what callers go by: the NBD server advertises
+// NBD_FLAG_SEND_TRIM when Discard is set, bdev_get_bdevs reports unmap and
+// write_zeroes from them, and a cache volume discards when its core can.
+//
+// A device that sets Discard implements Discarder, and one that sets
+// WriteZeroes implements WriteZeroer; the operation then fails only as a
+// write to the device could (a regular file on a file system that cannot
+// punch holes is the one documented exception, see package file). A device
+// that does not set an ability need not implement its method, and a wrapper
+// that has the method whatever it wraps sets the ability only when the
+// device below has it.
+type Abilities struct {
+	Discard     bool // Discarder: unmap (trim) a range
+	WriteZeroes bool // WriteZeroer: zero a range without a data buffer
+	// ZeroesOnDiscard promises that a discarded range reads back as
+	// zeroes. It is set only together with Discard.
+	ZeroesOnDiscard bool
+}
+
+// Discarder is implemented by devices that can discard (unmap, trim) a
+// range; Info's Abilities say whether the device offers it. After a discard
+// the range reads back as zeroes when Abilities.ZeroesOnDiscard is set, and
+// as unspecified data otherwise.
 type Discarder interface {
 	Discard(off, length int64) error
 }
 
 // WriteZeroer is implemented by devices that can zero a range without a data
-// buffer. The range reads back as zeroes afterwards.
+// buffer; Info's Abilities say whether the device offers it. The range reads
+// back as zeroes afterwards.
 type WriteZeroer interface {
 	WriteZeroes(off, length int64) error
 }
 
-// DiscardZeroer is implemented by Discarders that say whether a discarded
-// range reads back as zeroes.
-type DiscardZeroer interface {
-	ZeroesOnDiscard() bool
-}
-
-// AbilityReporter is implemented by wrapper devices (delay, errinj) whose
-// Discard and WriteZeroes methods exist whatever they wrap and return an
-// error wrapping ErrNotSupported when the wrapped device lacks the ability.
-// CanDiscard and CanWriteZeroes consult it, so a wrapper reports exactly the
-// abilities of the device below it.
-type AbilityReporter interface {
-	SupportsDiscard() bool
-	SupportsWriteZeroes() bool
-}
-
-// ZeroesOnDiscard reports whether a discard on d is guaranteed to make the
-// range read back as zeroes.
-func ZeroesOnDiscard(d Device) bool {
-	x, ok := d.(DiscardZeroer)
-	return ok && CanDiscard(d) && x.ZeroesOnDiscard()
-}
-
-// Discard discards a range of d, or returns ErrNotSupported when d cannot.
+// Discard discards a range of d, or returns an error wrapping
+// ErrNotSupported, doing nothing, when d's Abilities lack Discard.
 func Discard(d Device, off, length int64) error {
-	if x, ok := d.(Discarder); ok {
+	if x, ok := d.(Discarder); ok && d.Info().Abilities.Discard {
 		return x.Discard(off, length)
 	}
-	return ErrNotSupported
+	return fmt.Errorf("%s discard: %w", d.Info().Name, ErrNotSupported)
 }
 
-// WriteZeroes zeroes a range of d, or returns ErrNotSupported when d cannot.
+// WriteZeroes zeroes a range of d, or returns an error wrapping
+// ErrNotSupported, doing nothing, when d's Abilities lack WriteZeroes.
 func WriteZeroes(d Device, off, length int64) error {
-	if x, ok := d.(WriteZeroer); ok {
+	if x, ok := d.(WriteZeroer); ok && d.Info().Abilities.WriteZeroes {
 		return x.WriteZeroes(off, length)
 	}
-	return ErrNotSupported
-}
-
-// CanDiscard reports whether d implements Discarder (and, when d is an
-// AbilityReporter, whether it reports SupportsDiscard).
-func CanDiscard(d Device) bool {
-	_, ok := d.(Discarder)
-	if r, isReporter := d.(AbilityReporter); ok && isReporter {
-		return r.SupportsDiscard()
-	}
-	return ok
-}
-
-// CanWriteZeroes reports whether d implements WriteZeroer (and, when d is an
-// AbilityReporter, whether it reports SupportsWriteZeroes).
-func CanWriteZeroes(d Device) bool {
-	_, ok := d.(WriteZeroer)
-	if r, isReporter := d.(AbilityReporter); ok && isReporter {
-		return r.SupportsWriteZeroes()
-	}
-	return ok
+	return fmt.Errorf("%s write-zeroes: %w", d.Info().Name, ErrNotSupported)
 }
 
 // Immediate is implemented by devices whose every IO completes without

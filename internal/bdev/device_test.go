@@ -10,65 +10,61 @@ import (
 	"blockcache/internal/bdev/malloc"
 )
 
-// plain is a Device with no optional abilities.
-type plain struct{ bdev.Device }
+// methodless forwards Info, abilities included, but hides the methods
+// behind them: a device that claims abilities it cannot perform.
+type methodless struct{ bdev.Device }
 
-// reporting wraps a device, always has Discard and WriteZeroes, and reports
-// the abilities it was built with, as the delay and errinj wrappers do.
-type reporting struct {
+// silent has Discard and WriteZeroes, which count their calls, but an Info
+// that offers neither.
+type silent struct {
 	bdev.Device
-	discard, zeroes, zeroesOnDiscard bool
+	calls *int
 }
 
-func (r reporting) Discard(off, n int64) error {
-	if !r.discard {
-		return bdev.ErrNotSupported
-	}
-	return nil
+func (s silent) Info() bdev.Info {
+	in := s.Device.Info()
+	in.Abilities = bdev.Abilities{}
+	return in
 }
-func (r reporting) WriteZeroes(off, n int64) error { return nil }
-func (r reporting) SupportsDiscard() bool          { return r.discard }
-func (r reporting) SupportsWriteZeroes() bool      { return r.zeroes }
-func (r reporting) ZeroesOnDiscard() bool          { return r.zeroesOnDiscard }
+func (s silent) Discard(off, n int64) error     { *s.calls++; return nil }
+func (s silent) WriteZeroes(off, n int64) error { *s.calls++; return nil }
 
-func TestAbilities(t *testing.T) {
+// TestAbilityHelpers: bdev.Discard and bdev.WriteZeroes perform an
+// operation only when both Info offers it and the device has the method;
+// otherwise they return ErrNotSupported without calling anything.
+func TestAbilityHelpers(t *testing.T) {
 	m, err := malloc.New("m", [16]byte{}, 512, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	tests := []struct {
-		dev                         bdev.Device
-		discard, zeroes, zeroOnTrim bool
-	}{
-		{m, true, true, true},
-		{plain{m}, false, false, false},
-		{reporting{Device: m}, false, false, false},
-		{reporting{Device: m, discard: true}, true, false, false},
-		{reporting{Device: m, zeroes: true}, false, true, false},
-		// ZeroesOnDiscard is false when the device cannot discard at all.
-		{reporting{Device: m, zeroesOnDiscard: true}, false, false, false},
-		{reporting{Device: m, discard: true, zeroesOnDiscard: true}, true, false, true},
+	if a := m.Info().Abilities; a != (bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}) {
+		t.Fatalf("malloc abilities %+v, want all", a)
 	}
-	for i, tc := range tests {
-		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			if got := bdev.CanDiscard(tc.dev); got != tc.discard {
-				t.Errorf("CanDiscard = %v, want %v", got, tc.discard)
-			}
-			if got := bdev.CanWriteZeroes(tc.dev); got != tc.zeroes {
-				t.Errorf("CanWriteZeroes = %v, want %v", got, tc.zeroes)
-			}
-			if got := bdev.ZeroesOnDiscard(tc.dev); got != tc.zeroOnTrim {
-				t.Errorf("ZeroesOnDiscard = %v, want %v", got, tc.zeroOnTrim)
-			}
-			err := bdev.Discard(tc.dev, 0, 512)
-			if tc.discard != (err == nil) || (err != nil && !errors.Is(err, bdev.ErrNotSupported)) {
-				t.Errorf("Discard = %v, want support %v", err, tc.discard)
+	var calls int
+	tests := []struct {
+		name string
+		dev  bdev.Device
+		ok   bool
+	}{
+		{"offered", m, true},
+		{"offered without methods", methodless{m}, false},
+		{"methods not offered", silent{m, &calls}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for op, err := range map[string]error{
+				"Discard":     bdev.Discard(tc.dev, 0, 512),
+				"WriteZeroes": bdev.WriteZeroes(tc.dev, 0, 512),
+			} {
+				if tc.ok != (err == nil) || (err != nil && !errors.Is(err, bdev.ErrNotSupported)) {
+					t.Errorf("%s = %v, want success %v or ErrNotSupported", op, err, tc.ok)
+				}
 			}
 		})
 	}
-	if err := bdev.WriteZeroes(plain{m}, 0, 512); !errors.Is(err, bdev.ErrNotSupported) {
-		t.Errorf("WriteZeroes on plain device = %v, want ErrNotSupported", err)
+	if calls != 0 {
+		t.Errorf("the helpers called %d methods that Info does not offer", calls)
 	}
 }
 

@@ -105,7 +105,7 @@ func newExport(e Export) (*export, error) {
 		flags |= txReadOnly
 	} else {
 		flags |= txSendFUA | txSendWriteZeroes
-		if bdev.CanDiscard(e.Device) {
+		if info.Abilities.Discard {
 			flags |= txSendTrim
 		}
 	}
@@ -152,7 +152,7 @@ type Server struct {
 	refusals refusalLog
 
 	// zeroes returns a shared, never written, zero buffer for WRITE_ZEROES on
-	// devices without bdev.WriteZeroer.
+	// devices whose Abilities lack WriteZeroes.
 	zeroes func() []byte
 
 	// replyTimeout bounds each reply write, so a client that stops reading

@@ -8,7 +8,8 @@ import (
 
 // hookDevice wraps a device: hook (if set) runs before every IO and may
 // block, fail it or panic. Only bdev.Device methods are promoted, so it can
-// neither discard nor write zeroes; wrap it in zeroingDevice for those.
+// neither discard nor write zeroes, and its Info offers neither; wrap it in
+// zeroingDevice for those.
 type hookDevice struct {
 	bdev.Device
 	hook func(op string, off, n int64) error
@@ -16,6 +17,12 @@ type hookDevice struct {
 	inflight, maxInflight atomic.Int64
 	fuaWrites, writes     atomic.Int64
 	flushes               atomic.Int64
+}
+
+func (d *hookDevice) Info() bdev.Info {
+	in := d.Device.Info()
+	in.Abilities = bdev.Abilities{}
+	return in
 }
 
 func (d *hookDevice) enter(op string, off, n int64) error {
@@ -64,8 +71,10 @@ func (d *hookDevice) Flush() error {
 }
 
 // zeroingDevice is a hookDevice that can also discard and write zeroes,
-// passing both to the wrapped device.
+// passing both to the wrapped device, whose abilities its Info offers.
 type zeroingDevice struct{ *hookDevice }
+
+func (d zeroingDevice) Info() bdev.Info { return d.Device.Info() }
 
 func (d zeroingDevice) Discard(off, n int64) error {
 	defer d.leave()

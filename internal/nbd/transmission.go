@@ -557,11 +557,10 @@ func (c *conn) execute(j *job, try bool) (executed bool, err error) {
 }
 
 // writeZeroes zeroes a range with the device's WriteZeroes, or by writing a
-// shared zero buffer when the device has none.
+// shared zero buffer when the device's Abilities lack it.
 func (c *conn) writeZeroes(off, n int64, fua bool) error {
 	dev := c.ex.Device
-	err := bdev.WriteZeroes(dev, off, n)
-	if errors.Is(err, bdev.ErrNotSupported) {
+	if !dev.Info().Abilities.WriteZeroes {
 		z := c.srv.zeroes()
 		for done := int64(0); done < n; {
 			step := min(int64(len(z)), n-done)
@@ -572,6 +571,7 @@ func (c *conn) writeZeroes(off, n int64, fua bool) error {
 		}
 		return nil
 	}
+	err := bdev.WriteZeroes(dev, off, n)
 	if err == nil && fua {
 		err = dev.Flush()
 	}

@@ -249,8 +249,9 @@ type CoreConfig struct {
 	ID CoreID
 	// Device is the backing (slow) device.
 	Device bdev.Device
-	// Volume describes the exported volume; BlockSize and NumBlocks are taken
-	// from Device, the rest (name, UUID, product) from here.
+	// Volume describes the exported volume; BlockSize, NumBlocks and
+	// Abilities follow from Device, the rest (name, UUID, product) is taken
+	// from here.
 	Volume bdev.Info
 }
 
@@ -271,6 +272,7 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	}
 	vol := cfg.Volume
 	vol.BlockSize, vol.NumBlocks = info.BlockSize, info.NumBlocks
+	vol.Abilities = volumeAbilities(info.Abilities)
 	record := metadata.CoreRecord{ID: uint16(cfg.ID), SizeBytes: uint64(info.SizeBytes()), VolumeUUID: vol.UUID, CoreName: info.Name, VolumeName: vol.Name,
 		Identity: bdev.IdentityOf(cfg.Device)}
 

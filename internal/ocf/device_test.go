@@ -24,27 +24,35 @@ func TestCoreDeviceConformance(t *testing.T) {
 	}
 }
 
-// noDiscard hides the Discard method of the device it wraps.
-type noDiscard struct{ d bdev.Device }
-
-func (n noDiscard) Info() bdev.Info                             { return n.d.Info() }
-func (n noDiscard) ReadAt(p []byte, off int64) error            { return n.d.ReadAt(p, off) }
-func (n noDiscard) WriteAt(p []byte, off int64, fua bool) error { return n.d.WriteAt(p, off, fua) }
-func (n noDiscard) Flush() error                                { return n.d.Flush() }
-func (n noDiscard) Close() error                                { return n.d.Close() }
-
-// TestCoreReportsDiscardOnlyWhenCoreCan: over a core device that cannot
-// discard, the volume's Discard fails with ErrNotSupported and
-// bdev.CanDiscard reports false, so callers (bdev_get_bdevs, the NBD export)
-// do not advertise unmap.
-func TestCoreReportsDiscardOnlyWhenCoreCan(t *testing.T) {
-	env := ocftest.New(t, ocftest.Options{Lines: 4, WrapCore: func(_ int, d bdev.Device) bdev.Device { return noDiscard{d} }})
-	co := env.Cores[0]
-	err := co.Discard(0, 4096)
-	if !errors.Is(err, bdev.ErrNotSupported) {
-		t.Fatalf("Discard over a core that cannot discard: %v, want ErrNotSupported", err)
-	}
-	if bdev.CanDiscard(co) {
-		t.Errorf("bdev.CanDiscard(core) = true, but its Discard returns %v", err)
+// TestCoreAbilitiesFollowCore: a volume's Info offers discard exactly when
+// its core device does, zeroes on discard when the core does, and never
+// write-zeroes, whatever the mode; and the volume does what its Info says,
+// so callers (bdev_get_bdevs, the NBD export) advertise only what works.
+func TestCoreAbilitiesFollowCore(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		core bdev.Abilities // what the core device is restricted to
+		want bdev.Abilities
+	}{
+		{"malloc", bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}, bdev.Abilities{Discard: true, ZeroesOnDiscard: true}},
+		{"no zeroes on discard", bdev.Abilities{Discard: true, WriteZeroes: true}, bdev.Abilities{Discard: true}},
+		{"no discard", bdev.Abilities{WriteZeroes: true}, bdev.Abilities{}},
+	} {
+		for _, mode := range ocf.Modes() {
+			t.Run(tc.name+"/"+mode.String(), func(t *testing.T) {
+				wrap := func(_ int, d bdev.Device) bdev.Device { return bdevtest.Restrict(d, tc.core) }
+				env := ocftest.New(t, ocftest.Options{Lines: 4, Mode: mode, WrapCore: wrap})
+				co := env.Cores[0]
+				if got := co.Info().Abilities; got != tc.want {
+					t.Fatalf("abilities %+v over a core with %+v, want %+v", got, tc.core, tc.want)
+				}
+				bdevtest.CheckAbilities(t, co)
+				if !tc.want.Discard {
+					if err := co.Discard(0, 4096); !errors.Is(err, bdev.ErrNotSupported) {
+						t.Errorf("Discard over a core that cannot discard: %v, want ErrNotSupported", err)
+					}
+				}
+			})
+		}
 	}
 }

@@ -303,7 +303,7 @@ func (c *Cache) discard(co *Core, off, length int64) error {
 	if err := co.admit("discard"); err != nil {
 		return err
 	}
-	if !bdev.CanDiscard(co.dev) {
+	if !co.info.Abilities.Discard {
 		return fmt.Errorf("%s discard: core %s: %w", co.info.Name, co.dev.Info().Name, bdev.ErrNotSupported)
 	}
 	c.mu.Lock()

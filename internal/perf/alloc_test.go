@@ -31,7 +31,7 @@ func TestNoAllocationPerIO(t *testing.T) {
 	devs := []bdev.Device{newMalloc(t, "Malloc0", 1<<14), nd}
 	for _, dev := range devs {
 		for w := range Workload(len(workloadNames)) {
-			if w == Unmap && !bdev.CanDiscard(dev) || w == Verify && dev == bdev.Device(nd) {
+			if w == Unmap && !dev.Info().Abilities.Discard || w == Verify && dev == bdev.Device(nd) {
 				continue // null cannot unmap, and drops what is written
 			}
 			s := slotFor(t, Job{Name: "j", Dev: dev, Workload: w, QueueDepth: 4, IOSize: 4096, ReadPercent: 50})

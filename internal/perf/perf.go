@@ -158,7 +158,7 @@ func checkJob(j Job, index int) (length int64, err error) {
 		return 0, fmt.Errorf("%s: read percentage %d: want 0..100: %w", where, j.ReadPercent, ErrInvalidOption)
 	case j.Offset < 0 || j.Length < 0 || j.Offset%bs != 0 || j.Length%bs != 0:
 		return 0, fmt.Errorf("%s: range offset %d length %d: want block-aligned, non-negative: %w", where, j.Offset, j.Length, ErrInvalidOption)
-	case j.Workload == Unmap && !bdev.CanDiscard(j.Dev):
+	case j.Workload == Unmap && !info.Abilities.Discard:
 		return 0, fmt.Errorf("%s: %s cannot unmap: %w", where, info.Name, ErrNotSupported)
 	}
 	length = j.Length
@@ -189,10 +189,11 @@ func newJobState(j Job, index int) (*jobState, error) {
 	if js.Seed == 0 {
 		js.Seed = uint64(index+1) * 0x9e3779b97f4a7c15
 	}
-	if d, ok := j.Dev.(bdev.Discarder); ok {
+	a := j.Dev.Info().Abilities
+	if d, ok := j.Dev.(bdev.Discarder); ok && a.Discard {
 		js.discard = d
 	}
-	if z, ok := j.Dev.(bdev.WriteZeroer); ok && bdev.CanWriteZeroes(j.Dev) {
+	if z, ok := j.Dev.(bdev.WriteZeroer); ok && a.WriteZeroes {
 		js.zeroer = z
 	}
 	js.slots = newSlots(js)

@@ -238,7 +238,11 @@ func TestDatalessWorkloads(t *testing.T) {
 // noZeroes hides its device's WriteZeroes and Discard.
 type noZeroes struct{ d bdev.Device }
 
-func (n noZeroes) Info() bdev.Info                             { return n.d.Info() }
+func (n noZeroes) Info() bdev.Info {
+	in := n.d.Info()
+	in.Abilities = bdev.Abilities{}
+	return in
+}
 func (n noZeroes) ReadAt(p []byte, off int64) error            { return n.d.ReadAt(p, off) }
 func (n noZeroes) WriteAt(p []byte, off int64, fua bool) error { return n.d.WriteAt(p, off, fua) }
 func (n noZeroes) Flush() error                                { return n.d.Flush() }

@@ -96,8 +96,8 @@ func (a *API) describe(d bdev.Device) bdevObject {
 			Write:       true,
 			Flush:       true,
 			Reset:       true,
-			Unmap:       bdev.CanDiscard(d),
-			WriteZeroes: bdev.CanWriteZeroes(d),
+			Unmap:       in.Abilities.Discard,
+			WriteZeroes: in.Abilities.WriteZeroes,
 		},
 		DriverSpecific: struct{}{},
 	}

@@ -76,7 +76,7 @@ func TestCreateStartsAndClaims(t *testing.T) {
 	if in := d.Info(); in.NumBlocks != 16<<20/512 || in.ProductName != vbdev.ProductName {
 		t.Errorf("volume info %+v", in)
 	}
-	if !bdev.CanDiscard(d) {
+	if !d.Info().Abilities.Discard {
 		t.Error("volume on a malloc core should discard")
 	}
 	if _, err := e.m.Create(vbdev.Params{Name: "C1", Mode: "wt", CacheBdev: "Cache", CoreBdev: "Other"}); !errors.Is(err, vbdev.ErrNameExists) {

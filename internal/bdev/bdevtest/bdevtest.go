@@ -2,7 +2,7 @@
 // package bdev. Each device package runs Run on its own devices, so every
 // device, base or wrapper, is held to the same rules: aligned in-range IO
 // only and nothing applied otherwise, data read back as written, discard and
-// write-zeroes as reported, no torn blocks under concurrent overlapping
+// write-zeroes exactly as Info's Abilities offer them, no torn blocks under concurrent overlapping
 // writes, and ErrClosed after Close.
 package bdevtest
 
@@ -33,6 +33,7 @@ func Run(t *testing.T, open Open) {
 		{"Info", testInfo},
 		{"WriteRead", testWriteRead},
 		{"RejectsInvalidIO", testRejectsInvalidIO},
+		{"Abilities", CheckAbilities},
 		{"Discard", testDiscard},
 		{"WriteZeroes", testWriteZeroes},
 		{"ConcurrentOverlappingWrites", testConcurrentWrites},
@@ -156,18 +157,18 @@ func testRejectsInvalidIO(t *testing.T, d bdev.Device) {
 		if err := d.ReadAt(p, b.off); !errors.Is(err, bdev.ErrInvalidIO) {
 			t.Errorf("%s: ReadAt = %v, want ErrInvalidIO", b.name, err)
 		}
-		if bdev.CanDiscard(d) {
+		if d.Info().Abilities.Discard {
 			if err := bdev.Discard(d, b.off, b.n); !errors.Is(err, bdev.ErrInvalidIO) {
 				t.Errorf("%s: Discard = %v, want ErrInvalidIO", b.name, err)
 			}
 		}
-		if bdev.CanWriteZeroes(d) {
+		if d.Info().Abilities.WriteZeroes {
 			if err := bdev.WriteZeroes(d, b.off, b.n); !errors.Is(err, bdev.ErrInvalidIO) {
 				t.Errorf("%s: WriteZeroes = %v, want ErrInvalidIO", b.name, err)
 			}
 		}
 	}
-	if bdev.CanWriteZeroes(d) {
+	if d.Info().Abilities.WriteZeroes {
 		if err := bdev.WriteZeroes(d, 0, -bs); !errors.Is(err, bdev.ErrInvalidIO) {
 			t.Errorf("negative length: WriteZeroes = %v, want ErrInvalidIO", err)
 		}
@@ -199,14 +200,14 @@ func checkZeroedRange(t *testing.T, d bdev.Device, op func(off, n int64) error) 
 }
 
 func testDiscard(t *testing.T, d bdev.Device) {
-	if !bdev.CanDiscard(d) {
+	if !d.Info().Abilities.Discard {
 		if err := bdev.Discard(d, 0, int64(d.Info().BlockSize)); !errors.Is(err, bdev.ErrNotSupported) {
 			t.Fatalf("Discard on a device that cannot = %v, want ErrNotSupported", err)
 		}
 		return
 	}
 	got := checkZeroedRange(t, d, func(off, n int64) error { return bdev.Discard(d, off, n) })
-	if bdev.ZeroesOnDiscard(d) && !bytes.Equal(got, make([]byte, len(got))) {
+	if d.Info().Abilities.ZeroesOnDiscard && !bytes.Equal(got, make([]byte, len(got))) {
 		t.Fatal("discarded range does not read back as zeroes")
 	}
 	if err := bdev.Discard(d, 0, 0); err != nil {
@@ -215,7 +216,7 @@ func testDiscard(t *testing.T, d bdev.Device) {
 }
 
 func testWriteZeroes(t *testing.T, d bdev.Device) {
-	if !bdev.CanWriteZeroes(d) {
+	if !d.Info().Abilities.WriteZeroes {
 		if err := bdev.WriteZeroes(d, 0, int64(d.Info().BlockSize)); !errors.Is(err, bdev.ErrNotSupported) {
 			t.Fatalf("WriteZeroes on a device that cannot = %v, want ErrNotSupported", err)
 		}
@@ -266,10 +267,10 @@ func testClose(t *testing.T, d bdev.Device) {
 		"WriteAt": d.WriteAt(p, 0, false),
 		"Flush":   d.Flush(),
 	}
-	if bdev.CanDiscard(d) {
+	if d.Info().Abilities.Discard {
 		ops["Discard"] = bdev.Discard(d, 0, bs)
 	}
-	if bdev.CanWriteZeroes(d) {
+	if d.Info().Abilities.WriteZeroes {
 		ops["WriteZeroes"] = bdev.WriteZeroes(d, 0, bs)
 	}
 	for name, err := range ops {

@@ -52,19 +52,18 @@ const copyChunk = 1 << 20
 // parallel with each other. A block is therefore never torn by concurrent
 // writes, and CrashClone sees a state between two writes.
 //
-// Discard and WriteZeroes always exist and return an error wrapping
-// bdev.ErrNotSupported when the inner device lacked the ability at New;
-// Device implements bdev.AbilityReporter so that bdev.CanDiscard and
-// bdev.CanWriteZeroes report it. Both zero the range (volatile until a
-// flush, like a write). Clones report the same abilities as the original.
+// Discard and WriteZeroes always exist; Info's Abilities are the inner
+// device's, and each returns an error wrapping bdev.ErrNotSupported when
+// they lack it. Both zero the range (volatile until a flush, like a write),
+// but ZeroesOnDiscard promises no more than the inner device did. Clones
+// report the same abilities as the original.
 //
 // Closing a Device leaves the inner device open. CrashClone and Unflushed
 // keep working after Close, so a test may stop an engine cleanly and then
 // cut the power.
 type Device struct {
-	info  bdev.Info // fixed; the inner device's at New
+	info  bdev.Info // fixed; the inner device's at New, abilities included
 	inner bdev.Device
-	caps  abilities // fixed
 
 	mu struct {
 		sync.RWMutex
@@ -77,24 +76,15 @@ type Device struct {
 	}
 }
 
-// abilities are the optional abilities a Device offers, fixed at New.
-type abilities struct {
-	discard, writeZeroes, zeroesOnDiscard bool
-}
-
 // New wraps inner, whose current contents become the durable image. The
 // Device presents inner's Info unchanged and writes to inner only to make
 // data durable (Flush, FUA writes). inner stays owned by the caller.
 func New(inner bdev.Device) *Device {
-	return newDevice(inner, inner.Info(), abilities{
-		discard:         bdev.CanDiscard(inner),
-		writeZeroes:     bdev.CanWriteZeroes(inner),
-		zeroesOnDiscard: bdev.ZeroesOnDiscard(inner),
-	})
+	return newDevice(inner, inner.Info())
 }
 
-func newDevice(inner bdev.Device, info bdev.Info, caps abilities) *Device {
-	d := &Device{info: info, inner: inner, caps: caps}
+func newDevice(inner bdev.Device, info bdev.Info) *Device {
+	d := &Device{info: info, inner: inner}
 	d.mu.overlay = make(map[sectorIdx][][]byte)
 	return d
 }
@@ -198,13 +188,13 @@ func (d *Device) Flush() error {
 // Discard implements bdev.Discarder: the range reads back as zeroes, durably
 // after the next flush.
 func (d *Device) Discard(off, length int64) error {
-	return d.zero("discard", d.caps.discard, off, length)
+	return d.zero("discard", d.info.Abilities.Discard, off, length)
 }
 
 // WriteZeroes implements bdev.WriteZeroer: the range reads back as zeroes,
 // durably after the next flush.
 func (d *Device) WriteZeroes(off, length int64) error {
-	return d.zero("write-zeroes", d.caps.writeZeroes, off, length)
+	return d.zero("write-zeroes", d.info.Abilities.WriteZeroes, off, length)
 }
 
 func (d *Device) zero(op string, supported bool, off, length int64) error {
@@ -222,19 +212,6 @@ func (d *Device) zero(op string, supported bool, off, length int64) error {
 	d.record(off, length, nil)
 	return nil
 }
-
-// SupportsDiscard implements bdev.AbilityReporter: whether the inner device
-// could discard at New.
-func (d *Device) SupportsDiscard() bool { return d.caps.discard }
-
-// SupportsWriteZeroes implements bdev.AbilityReporter: whether the inner
-// device could write zeroes at New.
-func (d *Device) SupportsWriteZeroes() bool { return d.caps.writeZeroes }
-
-// ZeroesOnDiscard implements bdev.DiscardZeroer as the inner device did at
-// New. (Device itself always zeroes; it promises no more than the device it
-// stands in for.)
-func (d *Device) ZeroesOnDiscard() bool { return d.caps.zeroesOnDiscard }
 
 // Close implements bdev.Device. It waits for calls in progress and leaves
 // the inner device open; the overlay is kept for CrashClone.
@@ -297,7 +274,7 @@ func (d *Device) CrashClone(cfg CrashCloneConfig) (*Device, error) {
 	if err := applyOverlay(mem, d.mu.overlay, survivor); err != nil {
 		return nil, fmt.Errorf("crashdev %s: clone: %w", d.info.Name, err)
 	}
-	return newDevice(mem, d.info, d.caps), nil
+	return newDevice(mem, d.info), nil
 }
 
 // copyDevice copies the whole of src to dst, both of the size info gives.

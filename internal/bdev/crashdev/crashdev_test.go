@@ -28,8 +28,8 @@ func newMalloc(t testing.TB, blockSize uint32, numBlocks uint64) *malloc.Device 
 	return m
 }
 
-// plain hides every optional ability of the device it holds.
-type plain struct{ bdev.Device }
+// plain hides every optional ability of d.
+func plain(d bdev.Device) bdev.Device { return bdevtest.Restrict(d, bdev.Abilities{}) }
 
 func TestConformance(t *testing.T) {
 	for _, bs := range []uint32{512, 4096} {
@@ -38,7 +38,7 @@ func TestConformance(t *testing.T) {
 		})
 	}
 	t.Run("noAbilities", func(t *testing.T) {
-		bdevtest.Run(t, func(t *testing.T) bdev.Device { return crashdev.New(plain{newMalloc(t, 512, 64)}) })
+		bdevtest.Run(t, func(t *testing.T) bdev.Device { return crashdev.New(plain(newMalloc(t, 512, 64))) })
 	})
 	t.Run("clone", func(t *testing.T) {
 		bdevtest.Run(t, func(t *testing.T) bdev.Device {
@@ -53,11 +53,11 @@ func TestConformance(t *testing.T) {
 
 func TestAbilitiesFollowInner(t *testing.T) {
 	full := crashdev.New(newMalloc(t, 512, 16))
-	if !bdev.CanDiscard(full) || !bdev.CanWriteZeroes(full) || !bdev.ZeroesOnDiscard(full) {
+	if full.Info().Abilities != (bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}) {
 		t.Error("over malloc: want discard, write-zeroes and zeroes-on-discard")
 	}
-	none := crashdev.New(plain{newMalloc(t, 512, 16)})
-	if bdev.CanDiscard(none) || bdev.CanWriteZeroes(none) || bdev.ZeroesOnDiscard(none) {
+	none := crashdev.New(plain(newMalloc(t, 512, 16)))
+	if none.Info().Abilities != (bdev.Abilities{}) {
 		t.Error("over a device without abilities: reports some")
 	}
 	for name, err := range map[string]error{
@@ -69,7 +69,7 @@ func TestAbilitiesFollowInner(t *testing.T) {
 		}
 	}
 	c := clone(t, none, 0, 0)
-	if bdev.CanDiscard(c) || bdev.CanWriteZeroes(c) {
+	if c.Info().Abilities != (bdev.Abilities{}) {
 		t.Error("clone of a device without abilities reports the abilities of its RAM copy")
 	}
 }

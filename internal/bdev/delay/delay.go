@@ -42,11 +42,10 @@ type Config struct {
 	MaxInflight int
 }
 
-// Device is a delay device. Its Discard and WriteZeroes methods always exist
-// and return an error wrapping bdev.ErrNotSupported when the inner device
-// lacks the ability; it implements bdev.AbilityReporter, so bdev.CanDiscard
-// and bdev.CanWriteZeroes report the inner device's abilities. The errinj
-// wrapper follows the same rule.
+// Device is a delay device. Its Info's Abilities are the inner device's.
+// Its Discard and WriteZeroes methods always exist and return an error
+// wrapping bdev.ErrNotSupported when the inner device lacks the ability. The
+// errinj wrapper follows the same rule.
 //
 // Closing a Device does not close the inner device, which belongs to whoever
 // opened it (SPDK's delay bdev only releases its claim on the base).
@@ -87,7 +86,7 @@ func New(inner bdev.Device, cfg Config) (*Device, error) {
 	}
 	in := inner.Info()
 	d := &Device{
-		info:  bdev.Info{Name: cfg.Name, UUID: id, ProductName: ProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks},
+		info:  bdev.Info{Name: cfg.Name, UUID: id, ProductName: ProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks, Abilities: in.Abilities},
 		inner: inner,
 		sleep: cfg.Sleep,
 		seed:  cfg.Seed,
@@ -173,32 +172,13 @@ func (d *Device) Flush() error {
 
 // Discard implements bdev.Discarder, undelayed.
 func (d *Device) Discard(off, length int64) error {
-	return d.forward("discard", off, length, nil, func() error {
-		if !bdev.CanDiscard(d.inner) {
-			return fmt.Errorf("%s discard: %w", d.info.Name, bdev.ErrNotSupported)
-		}
-		return bdev.Discard(d.inner, off, length)
-	})
+	return d.forward("discard", off, length, nil, func() error { return bdev.Discard(d.inner, off, length) })
 }
 
 // WriteZeroes implements bdev.WriteZeroer, undelayed.
 func (d *Device) WriteZeroes(off, length int64) error {
-	return d.forward("write-zeroes", off, length, nil, func() error {
-		if !bdev.CanWriteZeroes(d.inner) {
-			return fmt.Errorf("%s write-zeroes: %w", d.info.Name, bdev.ErrNotSupported)
-		}
-		return bdev.WriteZeroes(d.inner, off, length)
-	})
+	return d.forward("write-zeroes", off, length, nil, func() error { return bdev.WriteZeroes(d.inner, off, length) })
 }
-
-// SupportsDiscard implements bdev.AbilityReporter.
-func (d *Device) SupportsDiscard() bool { return bdev.CanDiscard(d.inner) }
-
-// SupportsWriteZeroes implements bdev.AbilityReporter.
-func (d *Device) SupportsWriteZeroes() bool { return bdev.CanWriteZeroes(d.inner) }
-
-// ZeroesOnDiscard implements bdev.DiscardZeroer as the inner device does.
-func (d *Device) ZeroesOnDiscard() bool { return bdev.ZeroesOnDiscard(d.inner) }
 
 // Close implements bdev.Device. It waits for calls inside the inner device
 // (not for their delays) and leaves the inner device open.

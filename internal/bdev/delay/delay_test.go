@@ -70,7 +70,7 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := bdev.Info{Name: "Delay0", UUID: id, ProductName: "delay", BlockSize: 512, NumBlocks: 64}
+	want := bdev.Info{Name: "Delay0", UUID: id, ProductName: "delay", BlockSize: 512, NumBlocks: 64, Abilities: m.Info().Abilities}
 	if d.Info() != want {
 		t.Fatalf("Info = %+v, want %+v", d.Info(), want)
 	}
@@ -287,9 +287,9 @@ func TestAbilitiesFollowInner(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newDelay(t, tc.inner, &sleeps{})
-			if bdev.CanDiscard(d) != tc.discard || bdev.CanWriteZeroes(d) != tc.zeroes || bdev.ZeroesOnDiscard(d) != tc.zeroOnTrim {
-				t.Fatalf("CanDiscard %v CanWriteZeroes %v ZeroesOnDiscard %v, want %v %v %v",
-					bdev.CanDiscard(d), bdev.CanWriteZeroes(d), bdev.ZeroesOnDiscard(d), tc.discard, tc.zeroes, tc.zeroOnTrim)
+			want := bdev.Abilities{Discard: tc.discard, WriteZeroes: tc.zeroes, ZeroesOnDiscard: tc.zeroOnTrim}
+			if a := d.Info().Abilities; a != want {
+				t.Fatalf("abilities %+v, want %+v", a, want)
 			}
 			err := d.Discard(0, 512)
 			if tc.discard != (err == nil) {

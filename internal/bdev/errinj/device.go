@@ -20,11 +20,10 @@ import (
 // unless that error already carries an errno or a bdev sentinel of its own,
 // so bdev.Errno gives EIO.
 //
-// Like the delay device, Device always has Discard and WriteZeroes; they
-// return an error wrapping bdev.ErrNotSupported when the inner device lacks
-// the ability, and Device implements bdev.AbilityReporter so that
-// bdev.CanDiscard and bdev.CanWriteZeroes report the inner device's
-// abilities. Closing a Device leaves the inner device open.
+// Like the delay device, Device's Info has the inner device's Abilities, and
+// Device always has Discard and WriteZeroes; they return an error wrapping
+// bdev.ErrNotSupported when the inner device lacks the ability. Closing a
+// Device leaves the inner device open.
 type Device struct {
 	info    bdev.Info
 	inner   bdev.Device
@@ -101,15 +100,6 @@ func (d *Device) WriteZeroes(off, length int64) error {
 	})
 }
 
-// SupportsDiscard implements bdev.AbilityReporter.
-func (d *Device) SupportsDiscard() bool { return bdev.CanDiscard(d.inner) }
-
-// SupportsWriteZeroes implements bdev.AbilityReporter.
-func (d *Device) SupportsWriteZeroes() bool { return bdev.CanWriteZeroes(d.inner) }
-
-// ZeroesOnDiscard implements bdev.DiscardZeroer as the inner device does.
-func (d *Device) ZeroesOnDiscard() bool { return bdev.ZeroesOnDiscard(d.inner) }
-
 // Close implements bdev.Device. It waits for calls inside the inner device
 // and leaves the inner device open.
 func (d *Device) Close() error {
@@ -138,8 +128,8 @@ func (d *Device) do(op Op, call func(*Corruption) error) error {
 		return fail(bdev.ErrClosed)
 	case d.removed.Load():
 		return fail(fmt.Errorf("device was removed: %w", bdev.ErrNoSuchDevice))
-	case op.Kind == OpDiscard && !bdev.CanDiscard(d.inner),
-		op.Kind == OpWriteZeroes && !bdev.CanWriteZeroes(d.inner):
+	case op.Kind == OpDiscard && !d.info.Abilities.Discard,
+		op.Kind == OpWriteZeroes && !d.info.Abilities.WriteZeroes:
 		return fail(bdev.ErrNotSupported)
 	}
 	var corrupt *Corruption

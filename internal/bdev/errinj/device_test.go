@@ -239,7 +239,7 @@ func TestAbilitiesFollowInner(t *testing.T) {
 	}
 	c := &errinj.Counter{Injector: errinj.ErrInjected}
 	d := errinj.Wrap(n, c)
-	if bdev.CanDiscard(d) || !bdev.CanWriteZeroes(d) || bdev.ZeroesOnDiscard(d) {
+	if d.Info().Abilities != n.Info().Abilities {
 		t.Fatal("abilities differ from the null device's")
 	}
 	err = d.Discard(0, 512)
@@ -250,7 +250,7 @@ func TestAbilitiesFollowInner(t *testing.T) {
 		t.Fatal("an unsupported op reached the injector")
 	}
 	m := errinj.Wrap(newMalloc(t), errinj.Any())
-	if !bdev.CanDiscard(m) || !bdev.ZeroesOnDiscard(m) {
+	if a := m.Info().Abilities; !a.Discard || !a.ZeroesOnDiscard || a != m.Inner().Info().Abilities {
 		t.Fatal("abilities differ from the malloc device's")
 	}
 }

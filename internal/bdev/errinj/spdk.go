@@ -23,7 +23,7 @@ func NewErrorBdev(base bdev.Device, id uuid.UUID) (*Device, *SPDKInjector) {
 	in := base.Info()
 	inj := &SPDKInjector{}
 	d := Wrap(base, inj)
-	d.info = bdev.Info{Name: "EE_" + in.Name, UUID: id, ProductName: SPDKProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks}
+	d.info = bdev.Info{Name: "EE_" + in.Name, UUID: id, ProductName: SPDKProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks, Abilities: in.Abilities}
 	return d, inj
 }
 

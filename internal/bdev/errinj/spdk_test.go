@@ -19,7 +19,7 @@ func TestNewErrorBdev(t *testing.T) {
 	m := newMalloc(t)
 	id := uuid.New()
 	d, _ := errinj.NewErrorBdev(m, id)
-	want := bdev.Info{Name: "EE_Malloc0", UUID: id, ProductName: "Error Injection Disk", BlockSize: 512, NumBlocks: 64}
+	want := bdev.Info{Name: "EE_Malloc0", UUID: id, ProductName: "Error Injection Disk", BlockSize: 512, NumBlocks: 64, Abilities: m.Info().Abilities}
 	if d.Info() != want {
 		t.Fatalf("Info = %+v, want %+v", d.Info(), want)
 	}

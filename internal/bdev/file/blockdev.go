@@ -2,6 +2,9 @@ package file
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +25,24 @@ func blockDevGeometry(fd int) (size int64, logicalBlock uint32, err error) {
 		return 0, 0, fmt.Errorf("ioctl BLKSSZGET: logical block size %d", lbs)
 	}
 	return int64(sz), uint32(lbs), nil
+}
+
+// queueDiscards reports whether the block device numbered rdev takes
+// discards: whether its request queue's discard_max_bytes in sysfs is not 0.
+// A partition has no queue of its own and shares its disk's, one directory
+// up. When sysfs cannot tell (not mounted, a device without a queue
+// directory) it reports true and leaves the answer to BLKDISCARD.
+func queueDiscards(rdev uint64) bool {
+	dir := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))
+	for _, p := range []string{dir + "/queue/discard_max_bytes", dir + "/../queue/discard_max_bytes"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		return err != nil || n > 0
+	}
+	return true
 }
 
 // blkDiscard discards length bytes at off on a block device.

@@ -10,11 +10,30 @@ import (
 	"blockcache/internal/bdev"
 )
 
+// abilities are the device's bdev.Abilities, worked out at Open from how it
+// was opened and what it is (rdev is a block device's number). A read-only
+// device has none. A regular file discards by punching holes, which read
+// back as zeroes. A block device discards when its queue says so in sysfs
+// (discard_max_bytes, assumed non-zero when sysfs cannot tell), and a
+// discarded range reads back as whatever the device returns. Both write
+// zeroes, with FALLOC_FL_ZERO_RANGE or plain writes.
+func (d *Device) abilities(rdev uint64) bdev.Abilities {
+	switch {
+	case d.readOnly:
+		return bdev.Abilities{}
+	case d.blockDev:
+		return bdev.Abilities{Discard: queueDiscards(rdev), WriteZeroes: true}
+	}
+	return bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}
+}
+
 // Discard implements bdev.Discarder: it punches a hole in a regular file,
 // which then reads back as zeroes, and issues BLKDISCARD on a block device,
 // after which the range reads back as whatever the device returns. A file
-// system or device that cannot discard yields an error wrapping both
-// bdev.ErrNotSupported and EOPNOTSUPP.
+// system that cannot punch holes (every common one can: ext4, xfs, btrfs,
+// tmpfs) or a device that cannot discard yields an error wrapping both
+// bdev.ErrNotSupported and EOPNOTSUPP, although the device's Abilities
+// offered Discard.
 func (d *Device) Discard(off, length int64) error {
 	fd, err := d.begin("discard", off, length, true)
 	if err != nil {
@@ -37,10 +56,6 @@ func (d *Device) Discard(off, length int64) error {
 	}
 	return nil
 }
-
-// ZeroesOnDiscard implements bdev.DiscardZeroer: true for a regular file,
-// false for a block device, whose discard guarantees nothing.
-func (d *Device) ZeroesOnDiscard() bool { return !d.blockDev }
 
 // WriteZeroes implements bdev.WriteZeroer with
 // fallocate(FALLOC_FL_ZERO_RANGE), which both file systems and block devices

@@ -222,7 +222,8 @@ func (d *Device) describe(name string, opts Options) (bdev.Info, error) {
 	if id == uuid.Nil {
 		id = uuid.New()
 	}
-	return bdev.Info{Name: name, UUID: id, ProductName: ProductName, BlockSize: bs, NumBlocks: numBlocks}, nil
+	return bdev.Info{Name: name, UUID: id, ProductName: ProductName, BlockSize: bs, NumBlocks: numBlocks,
+		Abilities: d.abilities(st.Rdev)}, nil
 }
 
 // Info implements bdev.Device.

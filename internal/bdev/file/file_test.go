@@ -109,15 +109,13 @@ func TestOpenDescribesRegularFile(t *testing.T) {
 	id := uuid.New()
 	path := sparsePath(t, testSize+100) // a partial block at the end is ignored
 	d := mustOpen(t, path, file.Options{UUID: id})
-	want := bdev.Info{Name: "AIO0", UUID: id, ProductName: "AIO disk", BlockSize: 512, NumBlocks: testSize / 512}
+	want := bdev.Info{Name: "AIO0", UUID: id, ProductName: "AIO disk", BlockSize: 512, NumBlocks: testSize / 512,
+		Abilities: bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}}
 	if d.Info() != want {
 		t.Fatalf("Info = %+v, want %+v", d.Info(), want)
 	}
 	if d.Path() != path || d.ReadOnly() || d.IsBlockDevice() {
 		t.Fatalf("Path=%q ReadOnly=%v IsBlockDevice=%v", d.Path(), d.ReadOnly(), d.IsBlockDevice())
-	}
-	if !bdev.CanDiscard(d) || !bdev.CanWriteZeroes(d) || !bdev.ZeroesOnDiscard(d) {
-		t.Fatal("a regular file discards to zeroes and writes zeroes")
 	}
 	d.Close()
 	if d2 := mustOpen(t, path, file.Options{}); d2.Info().UUID == uuid.Nil || d2.Info().UUID == id {
@@ -133,8 +131,8 @@ func TestOpenBlockDevice(t *testing.T) {
 			if got := d.Info(); got.BlockSize != uint32(sector) || got.NumBlocks != uint64(testSize/sector) {
 				t.Fatalf("block size %d, %d blocks; want %d, %d", got.BlockSize, got.NumBlocks, sector, testSize/sector)
 			}
-			if !d.IsBlockDevice() || bdev.ZeroesOnDiscard(d) {
-				t.Fatal("block device: IsBlockDevice false or ZeroesOnDiscard true")
+			if a := d.Info().Abilities; !d.IsBlockDevice() || !a.Discard || !a.WriteZeroes || a.ZeroesOnDiscard {
+				t.Fatalf("block device: IsBlockDevice %v, abilities %+v; want a loop device to discard, not to zeroes, and write zeroes", d.IsBlockDevice(), a)
 			}
 			if sector == 4096 {
 				d.Close()

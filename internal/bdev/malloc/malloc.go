@@ -82,7 +82,8 @@ func NewChecked(name string, id uuid.UUID, blockSize uint32, numBlocks uint64, m
 	if id == uuid.Nil {
 		id = uuid.New()
 	}
-	d := &Device{info: bdev.Info{Name: name, UUID: id, ProductName: "Malloc disk", BlockSize: blockSize, NumBlocks: numBlocks}}
+	d := &Device{info: bdev.Info{Name: name, UUID: id, ProductName: "Malloc disk", BlockSize: blockSize, NumBlocks: numBlocks,
+		Abilities: bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}}}
 	data := make([]byte, size)
 	for i := 0; i < len(data); i += pageBytes {
 		data[i] = 0
@@ -217,10 +218,6 @@ func (d *Device) Flush() error {
 
 // Discard implements bdev.Discarder; the range reads back as zeroes.
 func (d *Device) Discard(off, length int64) error { return d.zero("discard", off, length) }
-
-// ZeroesOnDiscard implements bdev.DiscardZeroer: a discarded range reads
-// back as zeroes.
-func (d *Device) ZeroesOnDiscard() bool { return true }
 
 // WriteZeroes implements bdev.WriteZeroer.
 func (d *Device) WriteZeroes(off, length int64) error { return d.zero("write-zeroes", off, length) }

@@ -59,7 +59,8 @@ func TestNew(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer d.Close()
-			want := bdev.Info{Name: "m", UUID: id, ProductName: "Malloc disk", BlockSize: tc.blockSize, NumBlocks: tc.numBlocks}
+			want := bdev.Info{Name: "m", UUID: id, ProductName: "Malloc disk", BlockSize: tc.blockSize, NumBlocks: tc.numBlocks,
+				Abilities: bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}}
 			if d.Info() != want {
 				t.Fatalf("Info = %+v, want %+v", d.Info(), want)
 			}
@@ -80,7 +81,7 @@ func TestNilUUIDGetsRandomOne(t *testing.T) {
 
 func TestAbilities(t *testing.T) {
 	d, _ := malloc.New("m", uuid.Nil, 512, 16)
-	if !bdev.CanDiscard(d) || !bdev.CanWriteZeroes(d) || !bdev.ZeroesOnDiscard(d) {
+	if d.Info().Abilities != (bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}) {
 		t.Fatal("malloc must discard (to zeroes) and write zeroes")
 	}
 }

@@ -102,7 +102,7 @@ func Open(name string, uri URI, id uuid.UUID, opts Options) (*Device, error) {
 		nc.Close()
 		return nil, fmt.Errorf("NBD client %q: export at %s: %w", name, uri, err)
 	}
-	d.info = bdev.Info{Name: name, UUID: id, ProductName: "NBD disk", BlockSize: bs, NumBlocks: nblocks}
+	d.info = bdev.Info{Name: name, UUID: id, ProductName: "NBD disk", BlockSize: bs, NumBlocks: nblocks, Abilities: ex.abilities()}
 	d.flags, d.maxPayload = ex.flags, maxPayload
 	d.nconns = 1
 	if opts.Connections > 1 && ex.flags&txCanMultiConn != 0 {
@@ -252,17 +252,16 @@ func (d *Device) WriteZeroes(off, length int64) error {
 	return d.chunked(cmdWriteZeroes, 0, nil, off, length)
 }
 
-// SupportsDiscard implements bdev.AbilityReporter.
-func (d *Device) SupportsDiscard() bool { return d.flags&txSendTrim != 0 && d.flags&txReadOnly == 0 }
-
-// SupportsWriteZeroes implements bdev.AbilityReporter.
-func (d *Device) SupportsWriteZeroes() bool {
-	return d.flags&txSendWriteZeroes != 0 && d.flags&txReadOnly == 0
+// abilities are what the export's transmission flags advertise: discard
+// with NBD_FLAG_SEND_TRIM and write-zeroes with NBD_FLAG_SEND_WRITE_ZEROES,
+// neither on a read-only export. NBD_CMD_TRIM promises nothing about what a
+// trimmed range reads back as, so ZeroesOnDiscard is never set.
+func (ex export) abilities() bdev.Abilities {
+	if ex.flags&txReadOnly != 0 {
+		return bdev.Abilities{}
+	}
+	return bdev.Abilities{Discard: ex.flags&txSendTrim != 0, WriteZeroes: ex.flags&txSendWriteZeroes != 0}
 }
-
-// ZeroesOnDiscard implements bdev.DiscardZeroer: NBD_CMD_TRIM promises
-// nothing about what a trimmed range reads back as.
-func (d *Device) ZeroesOnDiscard() bool { return false }
 
 func (d *Device) checkWrite(op string, off, length int64) error {
 	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {

@@ -351,7 +351,7 @@ func TestAbilitiesFromFlags(t *testing.T) {
 	if !errors.Is(d.Discard(0, 512), bdev.ErrNotSupported) || !errors.Is(d.WriteZeroes(0, 512), bdev.ErrNotSupported) {
 		t.Fatal("discard or write zeroes without the server's flag did not fail with ErrNotSupported")
 	}
-	if bdev.CanDiscard(d) || bdev.CanWriteZeroes(d) {
+	if a := d.Info().Abilities; a.Discard || a.WriteZeroes {
 		t.Fatal("abilities reported that the server lacks")
 	}
 

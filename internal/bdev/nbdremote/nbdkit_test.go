@@ -106,7 +106,7 @@ func TestNbdkitErrorFilter(t *testing.T) {
 // asking the server.
 func TestNbdkitReadOnly(t *testing.T) {
 	d := openNbdkit(t, "-r", "memory", "1M")
-	if !d.Status().ReadOnly || d.SupportsDiscard() || d.SupportsWriteZeroes() {
+	if a := d.Info().Abilities; !d.Status().ReadOnly || a.Discard || a.WriteZeroes {
 		t.Fatalf("status %+v, want read-only without discard or zeroes", d.Status())
 	}
 	if err := d.WriteAt(make([]byte, 512), 0, false); bdev.Errno(err) != syscall.EROFS {

@@ -35,7 +35,8 @@ func New(name string, id uuid.UUID, blockSize uint32, numBlocks uint64) (*Device
 	if id == uuid.Nil {
 		id = uuid.New()
 	}
-	return &Device{info: bdev.Info{Name: name, UUID: id, ProductName: "Null disk", BlockSize: blockSize, NumBlocks: numBlocks}}, nil
+	return &Device{info: bdev.Info{Name: name, UUID: id, ProductName: "Null disk", BlockSize: blockSize, NumBlocks: numBlocks,
+		Abilities: bdev.Abilities{WriteZeroes: true}}}, nil
 }
 
 // Info implements bdev.Device.

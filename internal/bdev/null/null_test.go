@@ -28,7 +28,7 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := bdev.Info{Name: "Null0", UUID: id, ProductName: "Null disk", BlockSize: 4096, NumBlocks: 1 << 40}
+	want := bdev.Info{Name: "Null0", UUID: id, ProductName: "Null disk", BlockSize: 4096, NumBlocks: 1 << 40, Abilities: bdev.Abilities{WriteZeroes: true}}
 	if d.Info() != want {
 		t.Fatalf("Info = %+v, want %+v", d.Info(), want)
 	}
@@ -57,7 +57,7 @@ func TestReadsZeroesWritesDropped(t *testing.T) {
 		t.Fatal("read after write did not return zeroes")
 	}
 	// SPDK's null bdev supports write-zeroes but not unmap.
-	if bdev.CanDiscard(d) || !bdev.CanWriteZeroes(d) {
+	if a := d.Info().Abilities; a.Discard || !a.WriteZeroes {
 		t.Fatal("null device must write zeroes and must not discard")
 	}
 }
