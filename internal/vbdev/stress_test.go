@@ -9,7 +9,6 @@ package vbdev_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -28,6 +27,7 @@ import (
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/ocf"
+	"blockcache/internal/testutil"
 	"blockcache/internal/vbdev"
 )
 
@@ -70,50 +70,28 @@ func cleanIOError(err error) bool {
 	return errors.Is(err, ocf.ErrStopped) || errors.Is(err, bdev.ErrClosed) || errors.Is(err, bdev.ErrNoSuchDevice)
 }
 
-// Sector stamps: every 512-byte sector says which block it belongs to,
-// which write (value) wrote it and where in the block it sits, so any
+// Sector stamps (testutil.Stamp): every 512-byte sector says which
+// sector of the volume it is and which write (value) wrote it, so any
 // sector read back is checked whole and in place.
 const (
 	hioBlock   = 4096
 	hioSectors = hioBlock / bdev.SectorSize
 )
 
-func hioWord(blk, val uint64, sector, i int) uint64 {
-	return blk*0x9e3779b97f4a7c15 ^ val*0xc2b2ae3d27d4eb4f ^ uint64(sector)<<32 ^ uint64(i)
-}
-
 // hioStamp fills b (whole blocks starting at block blk) with value val.
 func hioStamp(b []byte, blk, val uint64) {
-	for s := 0; s < len(b)/bdev.SectorSize; s++ {
-		sec := b[s*bdev.SectorSize : (s+1)*bdev.SectorSize]
-		bk, in := blk+uint64(s/hioSectors), s%hioSectors
-		binary.LittleEndian.PutUint64(sec[0:], bk+1)
-		binary.LittleEndian.PutUint64(sec[8:], val)
-		binary.LittleEndian.PutUint64(sec[16:], uint64(in))
-		for i := 24; i < len(sec); i += 8 {
-			binary.LittleEndian.PutUint64(sec[i:], hioWord(bk, val, in, i))
-		}
-	}
+	testutil.Fill(b, testutil.Stamp{Sector: blk * hioSectors, Write: val})
 }
 
 // hioSector decodes one sector read back as sector in of block blk: its
 // value (0 for a sector never written), or an error if it is not a whole
 // stamped sector of that place.
 func hioSector(sec []byte, blk uint64, in int) (uint64, error) {
-	if !slices.ContainsFunc(sec, func(x byte) bool { return x != 0 }) {
-		return 0, nil
+	st, err := testutil.Check(sec, 0, 0, blk*hioSectors+uint64(in))
+	if err != nil {
+		return 0, fmt.Errorf("block %d sector %d: %w", blk, in, err)
 	}
-	le := binary.LittleEndian
-	if b, i := le.Uint64(sec[0:])-1, le.Uint64(sec[16:]); b != blk || i != uint64(in) {
-		return 0, fmt.Errorf("block %d sector %d holds the data of block %d sector %d", blk, in, b, i)
-	}
-	val := le.Uint64(sec[8:])
-	for i := 24; i < len(sec); i += 8 {
-		if le.Uint64(sec[i:]) != hioWord(blk, val, in, i) {
-			return 0, fmt.Errorf("block %d sector %d: torn or corrupt (value %d, bytes %d.. differ)", blk, in, val, i)
-		}
-	}
-	return val, nil
+	return st.Write, nil
 }
 
 // TestDeleteDuringHeavyIO deletes a volume, in every cache mode, while
@@ -188,7 +166,7 @@ func (m *heavyIOModel) check(t *testing.T, img []byte, what string) {
 	}
 	for blk := range m.acked {
 		// A failed write that landed counts from now on.
-		m.acked[blk] = binary.LittleEndian.Uint64(img[blk*hioBlock+8:])
+		m.acked[blk], _ = hioSector(img[blk*hioBlock:], uint64(blk), 0)
 	}
 	clear(m.failed)
 }
