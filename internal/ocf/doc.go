@@ -65,6 +65,7 @@
 //
 // # Files
 //
+//	doc.go          this overview
 //	cache.go        Cache, New, Stop, AddCore, RemoveCore
 //	core.go         Core: the volume's bdev.Device methods, attach state
 //	io.go           the data path: read, write, discard, flush by mode
