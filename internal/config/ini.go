@@ -1,6 +1,7 @@
-// Package config reads the legacy INI configuration of SPDK's era (the
-// seed's [OCF] section and the [Malloc] and [AIO] base sections) and turns
-// it into the JSON-RPC calls that build the same devices.
+// Package config reads the legacy INI configuration of older SPDK releases
+// (SPDK's OCF vbdev's [OCF] section and the [Malloc] and [AIO] base
+// sections) and turns it into the JSON-RPC calls that build the same
+// devices.
 package config
 
 import (

@@ -9,7 +9,7 @@ import (
 )
 
 // examineLocked probes a newly added bdev that no vbdev names for cache
-// metadata, as the seed's vbdev_ocf_examine_disk does. When it holds a
+// metadata, as SPDK's OCF vbdev does in vbdev_ocf_examine_disk. When it holds a
 // cache, a vbdev is re-created for every core the metadata records (with
 // the recorded volume name), to start by loading the cache as soon as its
 // core appears: no RPC is needed to bring a persistent cache back.

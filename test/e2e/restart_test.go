@@ -558,8 +558,8 @@ func TestConcurrentManagement(t *testing.T) {
 	d2.Stop(t)
 }
 
-// TestLegacyINI starts the daemon on a legacy SPDK INI config (the seed's
-// [OCF] section over [Malloc] and [AIO] bases) with --ini.
+// TestLegacyINI starts the daemon on a legacy SPDK INI config (SPDK's OCF
+// vbdev's [OCF] section over [Malloc] and [AIO] bases) with --ini.
 func TestLegacyINI(t *testing.T) {
 	t.Parallel()
 	files := sparseFiles(t, map[string]int64{"core.bin": 16 << 20})
