@@ -15,12 +15,14 @@ package ocf
 // map or unmap that key but readers of the same stripe (eviction and
 // invalidation need the stripe exclusively), and readers only map lines
 // empty and then add valid bits after the data is on the cache device, and
-// never rewrite valid data but with the same bytes. The mapping's chains are
-// relinked by atomic stores under Cache.mu, so a walk that races with a
-// change of some other key's chain may miss (and the read takes the general
-// path), but a line it finds with the key is that key's line, and the valid
-// bits it loads stand for data that is there and stays there while no one
-// holds the stripe exclusively.
+// rewrite valid data only with what the core returned for it: the same
+// bytes, unless a write to those sectors is in its core write (io.go,
+// writeCore), has not returned, and overwrites them in the cache before it
+// does. The mapping's chains are relinked by atomic stores under Cache.mu,
+// so a walk that races with a change of some other key's chain may miss
+// (and the read takes the general path), but a line it finds with the key
+// is that key's line, and the valid bits it loads stand for data that is
+// there and stays there while no one holds the stripe exclusively.
 
 // maxProbe bounds the lock-free chain walk. Chains hold one or two lines on
 // average; a walk that goes on longer is racing with heavy relinking, and
@@ -62,8 +64,9 @@ func (c *Cache) probe(core CoreID, coreLine uint32) lineIdx {
 // under the stripe lock, where a failure is handled.
 //
 // Without wait it never waits: it takes the stripe lock only if no one
-// holds it exclusively (a writer may hold it across core IO), and leaves a
-// cache-device failure to the general path, which may read the core.
+// holds it exclusively (a discard or a cleaning batch may hold it across
+// core IO), and leaves a cache-device failure to the general path, which
+// may read the core.
 func (c *Cache) readHit(co *Core, p []byte, off int64, wait bool) (served bool, err error) {
 	lay := &c.layout
 	last := off + int64(len(p)) - 1

@@ -11,6 +11,9 @@ import (
 // The data path. Each operation locks the stripes of its core lines (shared
 // for reads, exclusive otherwise), looks its lines up, acts by mode as in
 // engine.md's table, and updates the masks once its device IO succeeded.
+// A write lets go of its stripes' RW locks, keeping their order locks,
+// across its core write (writeCore), so that reads of those stripes do not
+// wait for the core.
 //
 // When a request needs lines and the cache has none to give because every
 // line is dirty or pinned, it drops its locks, writes back some dirty lines
@@ -195,7 +198,8 @@ func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error)
 	return retry, err
 }
 
-// writeLocked is writeOnce with r's stripes held exclusively.
+// writeLocked is writeOnce with r's stripes held exclusively. Its core
+// writes yield the stripes' RW locks (writeCore).
 func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err error) {
 	co := r.co
 	mode := c.writeMode(co)
@@ -209,7 +213,7 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 	case ModeWI, ModePT:
 		r.ptWhy = c.modePTReason()
 		r.countWrite(classPT)
-		return false, c.writeInvalidate(r, fua)
+		return false, c.writeInvalidate(r, fua, true)
 	case ModeWA:
 		// A write that hits in every line keeps the cache coherent by
 		// updating it, as write-through; anything else goes around it.
@@ -219,7 +223,7 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 		}
 		r.ptWhy = PTMode
 		r.countWrite(classPT)
-		return false, c.writeInvalidate(r, fua)
+		return false, c.writeInvalidate(r, fua, true)
 	}
 
 	// wt, wb, wo: every line of the request is mapped.
@@ -230,7 +234,7 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 	}
 	if !insert {
 		r.countWrite(classPT)
-		return false, c.writeInvalidate(r, fua)
+		return false, c.writeInvalidate(r, fua, true)
 	}
 	r.countWrite(class)
 	if mode == ModeWT {
@@ -247,10 +251,30 @@ func (c *Cache) writeLocked(r *request, fua, lastTry bool) (retry bool, err erro
 // newest data). Once that change reaches the metadata, a crash would read the
 // range from the core, so the core's copy must be durable first: when the
 // range held dirty data, the write is made durable (FUA) before returning.
-func (c *Cache) writeCore(r *request, fua bool) error {
+//
+// With yield, the caller holds r's stripes exclusively (writeOnce), and
+// writeCore lets go of their RW locks across the core write, keeping their
+// order locks, then takes them back and refreshes r. Meanwhile readers of
+// the stripes go on, seeing the cache's data from before the write, and may
+// map and fill lines from the core, whose data may be from before the write
+// too: refresh finds those lines, so that the caller overwrites or drops
+// their covered sectors before the write returns. No one else can take the
+// stripes: other writes, discards, cleaning, eviction and drains wait for
+// the order locks, so overlapping writes reach the core in order, no line
+// of r is unmapped or remapped, and no dirty data is written back over the
+// new data. See engine.md, Concurrency.
+func (c *Cache) writeCore(r *request, fua, yield bool) error {
 	co := r.co
 	co.stats.coreWrBytes.Add(uint64(r.len))
-	if err := co.dev.WriteAt(r.buf, r.off, fua || r.dirtyAny); err != nil {
+	if yield {
+		c.stripes.yieldRange(co.id, r.first, r.n)
+	}
+	err := co.dev.WriteAt(r.buf, r.off, fua || r.dirtyAny)
+	if yield {
+		c.stripes.resumeRange(co.id, r.first, r.n)
+		r.refresh()
+	}
+	if err != nil {
 		co.stats.coreWrErrors.Add(1)
 		r.invalidate(true)
 		return fmt.Errorf("%s write at %d: core device: %w", co.info.Name, r.off, err)
@@ -259,9 +283,10 @@ func (c *Cache) writeCore(r *request, fua bool) error {
 }
 
 // writeInvalidate writes to the core and drops the covered sectors from the
-// cache, dirty ones too: the core now holds newer data.
-func (c *Cache) writeInvalidate(r *request, fua bool) error {
-	if err := c.writeCore(r, fua); err != nil {
+// cache, dirty ones too: the core now holds newer data. yield is as for
+// writeCore.
+func (c *Cache) writeInvalidate(r *request, fua, yield bool) error {
+	if err := c.writeCore(r, fua, yield); err != nil {
 		return err
 	}
 	r.invalidate(false)
@@ -269,9 +294,11 @@ func (c *Cache) writeInvalidate(r *request, fua bool) error {
 }
 
 // writeThrough writes to the core, then to every mapped line, which holds
-// the covered sectors clean. A failed cache write only invalidates.
+// the covered sectors clean. A failed cache write only invalidates. The
+// core write yields the stripes' RW locks (writeCore): the cache copy is
+// written after it, under them again.
 func (c *Cache) writeThrough(r *request, fua bool) error {
-	if err := c.writeCore(r, fua); err != nil {
+	if err := c.writeCore(r, fua, true); err != nil {
 		return err
 	}
 	if err := r.cacheIO(selTouched, true, false); err != nil {
@@ -284,11 +311,13 @@ func (c *Cache) writeThrough(r *request, fua bool) error {
 }
 
 // writeBack writes to the cache only and marks the covered sectors dirty. If
-// the cache device fails, the write goes to the core instead.
+// the cache device fails, the write goes to the core instead, with the
+// stripes held throughout: the failed write left the cache's copy of the
+// range unknown, and no reader may see it.
 func (c *Cache) writeBack(r *request, fua bool) error {
 	if err := r.cacheIO(selTouched, true, fua); err != nil {
 		r.co.cacheError(false)
-		return c.writeInvalidate(r, fua)
+		return c.writeInvalidate(r, fua, false)
 	}
 	r.markWritten(true)
 	return nil

@@ -1,5 +1,7 @@
 package ocf
 
+import "slices"
+
 // request is the engine's view of one volume IO: the core lines it touches,
 // the cache lines they map to and snapshots of their masks taken under
 // Cache.mu. It lives on the caller's stack; requests of up to inlineLines
@@ -218,6 +220,35 @@ func (r *request) lookupFast() bool {
 		c.mu.lines[i].reference()
 	}
 	return true
+}
+
+// refresh brings r's view of its lines up to date when r takes its
+// stripes' RW locks back after a core write (writeCore). While r held only
+// the order locks, readers may have mapped lines for core lines r found
+// unmapped and added valid bits to any line, but nothing else: everyone
+// else who changes a line needs the order lock. So refresh looks up, under
+// Cache.mu, only the core lines r has no line for, and re-reads the masks
+// of the lines it has, which stay mapped as they were. r.hits and
+// r.dirtyAny keep what lookup counted.
+func (r *request) refresh() {
+	c := r.c
+	lines := r.lines()
+	if slices.Contains(lines, noLine) {
+		c.mu.Lock()
+		for k, i := range lines {
+			if i == noLine {
+				lines[k] = c.mu.mapping.lookup(c.mu.lines, r.co.id, uint32(r.first+uint64(k)))
+			}
+		}
+		c.mu.Unlock()
+	}
+	valid, dirty := r.valid(), r.dirty()
+	for k, i := range lines {
+		if i != noLine {
+			ln := &c.mu.lines[i]
+			valid[k], dirty[k] = ln.validMask(), ln.dirty
+		}
+	}
 }
 
 // allocLocked maps a cache line for every unmapped core line of r. It

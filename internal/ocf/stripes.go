@@ -8,47 +8,82 @@ import (
 
 // stripes are the data-path locks. Core line l of core c is guarded by
 // stripe (l + c*coreSkew) mod n, so consecutive core lines map to consecutive
-// stripes and a request locks a contiguous, wrapping range of them. Every
-// holder of several stripes takes them in ascending index order, so the
-// locks cannot deadlock. Readers take them shared, writers, discards and the
-// cleaner exclusively. Cache.mu is never held while waiting for a stripe.
+// stripes and a request locks a contiguous, wrapping range of them.
+//
+// A stripe has two locks (stripeLock): an order lock and an RW lock. Readers
+// take the RW lock shared and never the order lock. Everyone who takes a
+// stripe exclusively (writers, discards, cleaning, eviction and claims,
+// tidy, drains) takes its order lock first, then its RW lock exclusively. A
+// write that must write the core lets go of the RW locks across that write
+// and keeps the order locks, so readers go on while the order locks keep
+// every other exclusive holder out (io.go, writeCore).
+//
+// Lock order: the order locks of a request's stripes, in ascending index
+// order; then their RW locks, in ascending index order; then Cache.mu. A
+// holder of a stripe's RW lock never waits for an order lock, and TryLock
+// (taken under Cache.mu) never waits at all, so the locks cannot deadlock.
+// Cache.mu is never held while waiting for a stripe.
 type stripes struct {
 	locks []stripeLock
 	mask  uint64
 }
 
-// stripeLock is a stripe's lock alone on a 64-byte CPU cache line, so that
+// stripeLock is a stripe's locks alone on a 64-byte CPU cache line, so that
 // requests on neighbouring stripes from different CPUs do not contend on it.
 //
-// Besides the lock it keeps a sequence count, odd while an exclusive holder
-// has it, that the hit path reads instead of taking the lock: a read that
-// finds the count even and unchanged around its work ran while no one held
-// the stripe exclusively (see hit.go). Every exclusive lock and unlock goes
-// through Lock, TryLock and Unlock below, which keep the count.
+// Besides the locks it keeps a sequence count, odd while an exclusive holder
+// has the RW lock, that the hit path reads instead of taking the lock: a
+// read that finds the count even and unchanged around its work ran while no
+// one held the RW lock exclusively (see hit.go). Every exclusive lock and
+// unlock of the RW lock goes through the methods below, which keep the
+// count. Holding the order lock alone does not make the count odd: that is
+// the point of it.
 type stripeLock struct {
-	mu  sync.RWMutex
-	seq atomic.Uint32
-	_   [64 - 28]byte
+	order sync.Mutex
+	mu    sync.RWMutex
+	seq   atomic.Uint32
+	_     [64 - 36]byte
 }
 
 func (l *stripeLock) RLock()         { l.mu.RLock() }
 func (l *stripeLock) TryRLock() bool { return l.mu.TryRLock() }
 func (l *stripeLock) RUnlock()       { l.mu.RUnlock() }
 
+// Lock takes the stripe exclusively: its order lock, then its RW lock.
 func (l *stripeLock) Lock() {
-	l.mu.Lock()
-	l.seq.Add(1)
+	l.order.Lock()
+	l.lockRW()
 }
 
+// TryLock takes the stripe exclusively if no one holds either lock.
 func (l *stripeLock) TryLock() bool {
+	if !l.order.TryLock() {
+		return false
+	}
 	if !l.mu.TryLock() {
+		l.order.Unlock()
 		return false
 	}
 	l.seq.Add(1)
 	return true
 }
 
+// Unlock lets go of a stripe taken by Lock or TryLock.
 func (l *stripeLock) Unlock() {
+	l.unlockRW()
+	l.order.Unlock()
+}
+
+func (l *stripeLock) lockOrder()   { l.order.Lock() }
+func (l *stripeLock) unlockOrder() { l.order.Unlock() }
+
+// lockRW takes the RW lock exclusively. The caller holds the order lock.
+func (l *stripeLock) lockRW() {
+	l.mu.Lock()
+	l.seq.Add(1)
+}
+
+func (l *stripeLock) unlockRW() {
 	l.seq.Add(1)
 	l.mu.Unlock()
 }
@@ -67,9 +102,12 @@ func (l *stripeLock) readValid(seq uint32) bool { return l.seq.Load() == seq }
 const coreSkew = 0x9E37
 
 // maxStripes bounds the stripes of a cache (256 KiB of locks). A request
-// holding its stripes across a core write makes the hits on other core
-// lines of those stripes wait too; with 16 requests in flight about one
-// hit in maxStripes/16 meets one (docs/engine.md, Concurrency). 16384
+// holding its stripes' RW locks across core IO (a discard, a cleaning
+// batch, a dirty eviction) makes the hits on other core lines of those
+// stripes wait too, and a write holding their order locks across its core
+// write makes the other writes to them wait; with 16 requests in flight
+// about one request in maxStripes/16 meets one (docs/engine.md,
+// Concurrency). 16384
 // would make that four times rarer, but a cache of 2^18 lines would then
 // spend more than its budget of 64 bytes of memory a line
 // (TestMetadataBudget).
@@ -109,38 +147,59 @@ func (s *stripes) span(core CoreID, first, n uint64) (a0, a1, b0, b1 int) {
 	return 0, end - total, start, total
 }
 
-// lockRange locks the stripes of core lines [first, first+n).
-func (s *stripes) lockRange(core CoreID, first, n uint64, exclusive bool) {
+// each calls f on the stripes of core lines [first, first+n), in ascending
+// index order.
+func (s *stripes) each(core CoreID, first, n uint64, f func(*stripeLock)) {
 	a0, a1, b0, b1 := s.span(core, first, n)
-	for _, r := range [2][2]int{{a0, a1}, {b0, b1}} {
-		for i := r[0]; i < r[1]; i++ {
-			if exclusive {
-				s.locks[i].Lock()
-			} else {
-				s.locks[i].RLock()
-			}
-		}
+	for i := a0; i < a1; i++ {
+		f(&s.locks[i])
 	}
+	for i := b0; i < b1; i++ {
+		f(&s.locks[i])
+	}
+}
+
+// lockRange locks the stripes of core lines [first, first+n): shared, or
+// exclusively (every order lock, then every RW lock).
+func (s *stripes) lockRange(core CoreID, first, n uint64, exclusive bool) {
+	if !exclusive {
+		s.each(core, first, n, (*stripeLock).RLock)
+		return
+	}
+	s.each(core, first, n, (*stripeLock).lockOrder)
+	s.each(core, first, n, (*stripeLock).lockRW)
 }
 
 // unlockRange releases what lockRange took.
 func (s *stripes) unlockRange(core CoreID, first, n uint64, exclusive bool) {
-	a0, a1, b0, b1 := s.span(core, first, n)
-	for _, r := range [2][2]int{{a0, a1}, {b0, b1}} {
-		for i := r[0]; i < r[1]; i++ {
-			if exclusive {
-				s.locks[i].Unlock()
-			} else {
-				s.locks[i].RUnlock()
-			}
-		}
+	if !exclusive {
+		s.each(core, first, n, (*stripeLock).RUnlock)
+		return
 	}
+	s.each(core, first, n, (*stripeLock).unlockRW)
+	s.each(core, first, n, (*stripeLock).unlockOrder)
 }
 
-// lockAll exclusively locks every stripe, in ascending order.
+// yieldRange lets go of the RW locks of core lines [first, first+n), held
+// exclusively by lockRange, and keeps their order locks: readers may use
+// the stripes, no one else may take them exclusively. resumeRange takes
+// the RW locks back.
+func (s *stripes) yieldRange(core CoreID, first, n uint64) {
+	s.each(core, first, n, (*stripeLock).unlockRW)
+}
+
+func (s *stripes) resumeRange(core CoreID, first, n uint64) {
+	s.each(core, first, n, (*stripeLock).lockRW)
+}
+
+// lockAll exclusively locks every stripe: every order lock, then every RW
+// lock, in ascending order.
 func (s *stripes) lockAll() {
 	for i := range s.locks {
-		s.locks[i].Lock()
+		s.locks[i].lockOrder()
+	}
+	for i := range s.locks {
+		s.locks[i].lockRW()
 	}
 }
 
@@ -150,13 +209,17 @@ func (s *stripes) unlockAll() {
 	}
 }
 
-// lockSet exclusively locks an arbitrary set of stripe indices in ascending
-// order, dropping duplicates; it returns the sorted set for unlockSet.
+// lockSet exclusively locks an arbitrary set of stripe indices (every order
+// lock, then every RW lock, in ascending order), dropping duplicates; it
+// returns the sorted set for unlockSet.
 func (s *stripes) lockSet(idx []int) []int {
 	slices.Sort(idx)
 	idx = slices.Compact(idx)
 	for _, i := range idx {
-		s.locks[i].Lock()
+		s.locks[i].lockOrder()
+	}
+	for _, i := range idx {
+		s.locks[i].lockRW()
 	}
 	return idx
 }
