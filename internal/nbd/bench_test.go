@@ -13,11 +13,12 @@ import (
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/nbdproto"
 )
 
 // benchIO drives one connection with a pipelined client that allocates
 // nothing per request, so allocs/op is (almost all) the server's.
-func benchIO(b *testing.B, cmd command, size int, depth int) {
+func benchIO(b *testing.B, cmd nbdproto.Command, size int, depth int) {
 	benchIODev(b, newMalloc(b, "bench", 131072), cmd, size, depth) // 64 MiB
 }
 
@@ -26,7 +27,7 @@ func benchIO(b *testing.B, cmd command, size int, depth int) {
 // its write syscalls (syscw/op: the client's requests and the server's
 // replies) per request, which say more than ns/op while other processes
 // share the CPUs.
-func benchIODev(b *testing.B, dev bdev.Device, cmd command, size int, depth int) {
+func benchIODev(b *testing.B, dev bdev.Device, cmd nbdproto.Command, size int, depth int) {
 	ts := startServer(b, Export{Name: "disk", Device: dev})
 	n := ts.handshake(b, stdFlags)
 	if _, err := n.Option(nbdclient.OptGo, nbdclient.InfoData("disk")); err != nil {
@@ -43,18 +44,18 @@ func benchIODev(b *testing.B, dev bdev.Device, cmd command, size int, depth int)
 	cpu0, w0 := processCPU(b), writeSyscalls(b)
 	go func() {
 		w := bufio.NewWriterSize(nc, 256<<10)
-		req := make([]byte, requestHeaderLen)
+		req := make([]byte, nbdproto.RequestLen)
 		payload := make([]byte, size)
 		for i := range b.N {
 			window <- struct{}{}
-			binary.BigEndian.PutUint32(req[0:4], magicRequest)
+			binary.BigEndian.PutUint32(req[0:4], nbdproto.MagicRequest)
 			binary.BigEndian.PutUint16(req[4:6], 0)
 			binary.BigEndian.PutUint16(req[6:8], uint16(cmd))
 			binary.BigEndian.PutUint64(req[8:16], uint64(i))
 			binary.BigEndian.PutUint64(req[16:24], uint64(i)%blocks*uint64(size))
 			binary.BigEndian.PutUint32(req[24:28], uint32(size))
 			w.Write(req)
-			if cmd == cmdWrite {
+			if cmd == nbdproto.CmdWrite {
 				w.Write(payload)
 			}
 			if len(window) == depth || i == b.N-1 {
@@ -67,7 +68,7 @@ func benchIODev(b *testing.B, dev bdev.Device, cmd command, size int, depth int)
 		sendErr <- nil
 	}()
 	r := bufio.NewReaderSize(nc, 256<<10)
-	var hdr [simpleReplyLen]byte
+	var hdr [nbdproto.SimpleReplyLen]byte
 	for range b.N {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			b.Fatal(err)
@@ -75,7 +76,7 @@ func benchIODev(b *testing.B, dev bdev.Device, cmd command, size int, depth int)
 		if e := binary.BigEndian.Uint32(hdr[4:8]); e != 0 {
 			b.Fatalf("errno %d", e)
 		}
-		if cmd == cmdRead {
+		if cmd == nbdproto.CmdRead {
 			if _, err := r.Discard(size); err != nil {
 				b.Fatal(err)
 			}
@@ -127,7 +128,7 @@ func writeSyscalls(b *testing.B) int64 {
 func BenchmarkReadSlowMiss4K(b *testing.B) {
 	for _, wait := range []time.Duration{0, time.Millisecond} {
 		b.Run("wait="+wait.String(), func(b *testing.B) {
-			benchIODev(b, slowMissDevice{newMalloc(b, "bench", 131072), 10, wait}, cmdRead, 4096, 16)
+			benchIODev(b, slowMissDevice{newMalloc(b, "bench", 131072), 10, wait}, nbdproto.CmdRead, 4096, 16)
 		})
 	}
 }
@@ -138,7 +139,7 @@ func BenchmarkReadSlowMiss4K(b *testing.B) {
 // handed-off request, which the yield before writing (sendYielding) must
 // not lengthen.
 func BenchmarkReadHandedOff4K(b *testing.B) {
-	benchIODev(b, slowMissDevice{newMalloc(b, "bench", 131072), 1, 0}, cmdRead, 4096, 1)
+	benchIODev(b, slowMissDevice{newMalloc(b, "bench", 131072), 1, 0}, nbdproto.CmdRead, 4096, 1)
 }
 
 // slowMissDevice serves a read at once (bdev.TryReader) unless its block
@@ -165,7 +166,7 @@ func (d slowMissDevice) ReadAt(p []byte, off int64) error {
 	return d.Device.ReadAt(p, off)
 }
 
-func BenchmarkRead4K(b *testing.B)    { benchIO(b, cmdRead, 4096, 32) }
-func BenchmarkWrite4K(b *testing.B)   { benchIO(b, cmdWrite, 4096, 32) }
-func BenchmarkRead128K(b *testing.B)  { benchIO(b, cmdRead, 128<<10, 16) }
-func BenchmarkWrite128K(b *testing.B) { benchIO(b, cmdWrite, 128<<10, 16) }
+func BenchmarkRead4K(b *testing.B)    { benchIO(b, nbdproto.CmdRead, 4096, 32) }
+func BenchmarkWrite4K(b *testing.B)   { benchIO(b, nbdproto.CmdWrite, 4096, 32) }
+func BenchmarkRead128K(b *testing.B)  { benchIO(b, nbdproto.CmdRead, 128<<10, 16) }
+func BenchmarkWrite128K(b *testing.B) { benchIO(b, nbdproto.CmdWrite, 128<<10, 16) }

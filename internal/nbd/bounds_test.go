@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/nbdproto"
 )
 
 // waitFor polls cond until it holds, failing the test after a while.
@@ -128,7 +129,7 @@ func TestStalledWritePayloadsAreDropped(t *testing.T) {
 
 	start := time.Now()
 	for i, nc := range ncs {
-		if _, err := nc.Write(requestBytes(uint16(cmdWrite), 0, uint64(i), 0, MaxRequestBytes)); err != nil {
+		if _, err := nc.Write(requestBytes(uint16(nbdproto.CmdWrite), 0, uint64(i), 0, MaxRequestBytes)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -195,7 +196,7 @@ func TestPayloadTimeout(t *testing.T) {
 	t.Run("slow but in time", func(t *testing.T) {
 		nc := rawSession(t, ts)
 		data := pattern(3, 64<<10)
-		nc.Write(requestBytes(uint16(cmdWrite), 0, 1, 0, uint32(len(data))))
+		nc.Write(requestBytes(uint16(nbdproto.CmdWrite), 0, 1, 0, uint32(len(data))))
 		nc.Write(data[:1000])
 		time.Sleep(timeout / 2)
 		nc.Write(data[1000:])
@@ -213,7 +214,7 @@ func TestPayloadTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nc := rawSession(t, ts)
-			nc.Write(requestBytes(uint16(cmdWrite), 0, 1, tc.off, 1<<20))
+			nc.Write(requestBytes(uint16(nbdproto.CmdWrite), 0, 1, tc.off, 1<<20))
 			nc.Write(make([]byte, 1000))
 			start := time.Now()
 			n, err := readUntilClosed(nc, start.Add(10*time.Second))

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"blockcache/internal/nbdproto"
 )
 
 // Why a connection ended, for the disconnect log line.
@@ -41,7 +43,7 @@ type conn struct {
 	// closes turn.
 	turn  chan struct{}
 	ended chan error
-	hb    [requestHeaderLen]byte // the header being read; only by the turn holder
+	hb    [nbdproto.RequestLen]byte // the header being read; only by the turn holder
 	// largeWrite is set when the last request read was a large WRITE (see
 	// readHeader); only the turn holder uses it.
 	largeWrite bool

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 )
 
 // Errors returned by the Server's methods.
@@ -52,21 +53,21 @@ func errnoFor(err error) uint32 {
 	}
 	switch bdev.Errno(err) {
 	case syscall.EPERM, syscall.EROFS, syscall.EACCES:
-		return nbdEPERM
+		return nbdproto.EPERM
 	case syscall.ENOMEM:
-		return nbdENOMEM
+		return nbdproto.ENOMEM
 	case syscall.EINVAL:
-		return nbdEINVAL
+		return nbdproto.EINVAL
 	case syscall.ENOSPC, syscall.EDQUOT, syscall.EFBIG:
-		return nbdENOSPC
+		return nbdproto.ENOSPC
 	case syscall.EOVERFLOW:
-		return nbdEOVERFLOW
+		return nbdproto.EOVERFLOW
 	case syscall.EOPNOTSUPP:
-		return nbdENOTSUP
+		return nbdproto.ENOTSUP
 	case syscall.ESHUTDOWN, syscall.ENODEV:
 		// The device is gone (closed or hot-removed): ESHUTDOWN tells the
 		// client to disconnect rather than retry.
-		return nbdESHUTDOWN
+		return nbdproto.ESHUTDOWN
 	}
-	return nbdEIO
+	return nbdproto.EIO
 }

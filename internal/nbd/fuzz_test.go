@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/nbdproto"
 )
 
 // fakeCatalog serves one export to negotiate without a Server.
@@ -37,7 +38,7 @@ func greetingReply(flags uint32) []byte { return binary.BigEndian.AppendUint32(n
 
 // optionBytes encodes one option as a client sends it.
 func optionBytes(opt uint32, data []byte) []byte {
-	b := binary.BigEndian.AppendUint64(nil, magicOption)
+	b := binary.BigEndian.AppendUint64(nil, nbdproto.MagicOption)
 	b = binary.BigEndian.AppendUint32(b, opt)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 	return append(b, data...)
@@ -45,7 +46,7 @@ func optionBytes(opt uint32, data []byte) []byte {
 
 // requestBytes encodes a request header.
 func requestBytes(typ, flags uint16, handle, off uint64, length uint32) []byte {
-	b := binary.BigEndian.AppendUint32(nil, magicRequest)
+	b := binary.BigEndian.AppendUint32(nil, nbdproto.MagicRequest)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, handle)
@@ -81,11 +82,11 @@ func FuzzRequestParse(f *testing.F) {
 		exports = append(exports, ex)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var b [requestHeaderLen]byte
+		var b [nbdproto.RequestLen]byte
 		copy(b[:], data)
-		r, err := parseRequest(&b)
+		r, err := nbdproto.ParseRequest(&b)
 		if err != nil {
-			if binary.BigEndian.Uint32(b[:4]) == magicRequest {
+			if binary.BigEndian.Uint32(b[:4]) == nbdproto.MagicRequest {
 				t.Fatalf("good magic rejected: %v", err)
 			}
 			return
@@ -95,7 +96,7 @@ func FuzzRequestParse(f *testing.F) {
 				err := validate(r, ex, structured)
 				if err == nil {
 					checkAdmitted(t, r, ex, structured)
-				} else if e := errnoFor(err); e == 0 || e == nbdEIO {
+				} else if e := errnoFor(err); e == 0 || e == nbdproto.EIO {
 					t.Fatalf("rejection %v maps to errno %d", err, e)
 				}
 			}
@@ -104,31 +105,31 @@ func FuzzRequestParse(f *testing.F) {
 }
 
 // checkAdmitted asserts what execute relies on.
-func checkAdmitted(t *testing.T, r requestHeader, ex *export, structured bool) {
+func checkAdmitted(t *testing.T, r nbdproto.Request, ex *export, structured bool) {
 	t.Helper()
-	if r.flags&^allowedFlags(r.typ, ex.flags, structured) != 0 {
-		t.Fatalf("admitted %v with flags %v", r.typ, r.flags)
+	if r.Flags&^allowedFlags(r.Type, ex.flags, structured) != 0 {
+		t.Fatalf("admitted %v with flags %v", r.Type, r.Flags)
 	}
-	switch r.typ {
-	case cmdFlush:
+	switch r.Type {
+	case nbdproto.CmdFlush:
 		return
-	case cmdWrite, cmdTrim, cmdWriteZeroes:
+	case nbdproto.CmdWrite, nbdproto.CmdTrim, nbdproto.CmdWriteZeroes:
 		if ex.ReadOnly {
-			t.Fatalf("admitted %v on a read-only export", r.typ)
+			t.Fatalf("admitted %v on a read-only export", r.Type)
 		}
-		if r.typ == cmdTrim && ex.flags&txSendTrim == 0 {
+		if r.Type == nbdproto.CmdTrim && ex.flags&nbdproto.TxSendTrim == 0 {
 			t.Fatal("admitted TRIM without SEND_TRIM")
 		}
-	case cmdRead:
+	case nbdproto.CmdRead:
 	default:
-		t.Fatalf("admitted command %v", r.typ)
+		t.Fatalf("admitted command %v", r.Type)
 	}
-	end := r.offset + uint64(r.length)
-	if r.length == 0 || end < r.offset || end > ex.size || r.offset%512 != 0 || r.length%512 != 0 {
-		t.Fatalf("admitted %v [%d,+%d) on a %d-byte export", r.typ, r.offset, r.length, ex.size)
+	end := r.Offset + uint64(r.Length)
+	if r.Length == 0 || end < r.Offset || end > ex.size || r.Offset%512 != 0 || r.Length%512 != 0 {
+		t.Fatalf("admitted %v [%d,+%d) on a %d-byte export", r.Type, r.Offset, r.Length, ex.size)
 	}
-	if (r.typ == cmdRead || r.typ == cmdWrite) && r.length > maxPayloadBytes {
-		t.Fatalf("admitted %v of %d bytes", r.typ, r.length)
+	if (r.Type == nbdproto.CmdRead || r.Type == nbdproto.CmdWrite) && r.Length > maxPayloadBytes {
+		t.Fatalf("admitted %v of %d bytes", r.Type, r.Length)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/nbdproto"
 )
 
 // optErrType returns the reply type of an *OptError, failing otherwise.
@@ -63,7 +64,7 @@ func TestHandshakeGoAdvertisesExport(t *testing.T) {
 		}
 		if got.Size != tc.size || got.Flags != tc.flags {
 			t.Errorf("%s structured=%v: size %d flags %v, want %d %v", tc.export, tc.structured,
-				got.Size, txFlags(got.Flags), tc.size, txFlags(tc.flags))
+				got.Size, nbdproto.TxFlags(got.Flags), tc.size, nbdproto.TxFlags(tc.flags))
 		}
 		if got.MinBlock != 512 || got.PrefBlock != tc.prefs || got.MaxBlock != 32<<20 {
 			t.Errorf("%s: block sizes %d/%d/%d, want 512/%d/%d", tc.export, got.MinBlock, got.PrefBlock, got.MaxBlock, tc.prefs, 32<<20)
@@ -252,7 +253,7 @@ func TestHandshakeDuringShutdownIsRefused(t *testing.T) {
 	}
 	// Greeting (18 bytes), then one reply whose type is ERR_SHUTDOWN.
 	b := out.Bytes()
-	if len(b) < 18+20 || binary.BigEndian.Uint32(b[18+12:]) != uint32(repErrShutdown) {
+	if len(b) < 18+20 || binary.BigEndian.Uint32(b[18+12:]) != uint32(nbdproto.RepErrShutdown) {
 		t.Fatalf("reply %x, want NBD_REP_ERR_SHUTDOWN", b)
 	}
 }

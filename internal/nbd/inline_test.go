@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/nbdproto"
 )
 
 // rawSession opens a connection in transmission (simple replies) on export
@@ -29,13 +30,13 @@ func readSimpleReplies(t *testing.T, nc net.Conn, n, dataLen int) []uint64 {
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer nc.SetReadDeadline(time.Time{})
 	var handles []uint64
-	hdr := make([]byte, simpleReplyLen)
+	hdr := make([]byte, nbdproto.SimpleReplyLen)
 	data := make([]byte, dataLen)
 	for range n {
 		if _, err := io.ReadFull(nc, hdr); err != nil {
 			t.Fatalf("after %d of %d replies: %v", len(handles), n, err)
 		}
-		if m := binary.BigEndian.Uint32(hdr[0:4]); m != magicSimpleReply {
+		if m := binary.BigEndian.Uint32(hdr[0:4]); m != nbdproto.MagicSimpleReply {
 			t.Fatalf("reply magic %#x", m)
 		}
 		if e := binary.BigEndian.Uint32(hdr[4:8]); e != 0 {
@@ -61,7 +62,7 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 	const n = maxInflightRequests + 100
 	var burst []byte
 	for i := range n {
-		burst = append(burst, requestBytes(uint16(cmdRead), 0, uint64(i), uint64(i)*512, 512)...)
+		burst = append(burst, requestBytes(uint16(nbdproto.CmdRead), 0, uint64(i), uint64(i)*512, 512)...)
 	}
 	if _, err := nc.Write(burst); err != nil {
 		t.Fatal(err)
@@ -72,12 +73,12 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 
 	// A burst ending in a request that is rejected: the held replies go
 	// out before the reader waits for more.
-	burst = append(requestBytes(uint16(cmdRead), 0, 50, 0, 512), requestBytes(uint16(cmdRead), 0, 51, 1, 512)...)
+	burst = append(requestBytes(uint16(nbdproto.CmdRead), 0, 50, 0, 512), requestBytes(uint16(nbdproto.CmdRead), 0, 51, 1, 512)...)
 	if _, err := nc.Write(burst); err != nil {
 		t.Fatal(err)
 	}
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	hdr := make([]byte, simpleReplyLen)
+	hdr := make([]byte, nbdproto.SimpleReplyLen)
 	for got := 0; got < 2; got++ {
 		if _, err := io.ReadFull(nc, hdr); err != nil {
 			t.Fatalf("after %d of 2 replies: %v", got, err)
@@ -86,14 +87,14 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 			if _, err := io.ReadFull(nc, make([]byte, 512)); err != nil {
 				t.Fatal(err)
 			}
-		} else if e := binary.BigEndian.Uint32(hdr[4:8]); e != nbdEINVAL {
+		} else if e := binary.BigEndian.Uint32(hdr[4:8]); e != nbdproto.EINVAL {
 			t.Fatalf("misaligned read: errno %d", e)
 		}
 	}
 	nc.SetReadDeadline(time.Time{})
 
 	// A read held back behind a rejected WRITE whose payload arrives later.
-	burst = append(requestBytes(uint16(cmdRead), 0, 60, 0, 512), requestBytes(uint16(cmdWrite), 0, 61, 1, 4096)...)
+	burst = append(requestBytes(uint16(nbdproto.CmdRead), 0, 60, 0, 512), requestBytes(uint16(nbdproto.CmdWrite), 0, 61, 1, 4096)...)
 	if _, err := nc.Write(burst); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 	if _, err := io.ReadFull(nc, hdr); err != nil {
 		t.Fatal(err)
 	}
-	if h, e := binary.BigEndian.Uint64(hdr[8:16]), binary.BigEndian.Uint32(hdr[4:8]); h != 61 || e != nbdEINVAL {
+	if h, e := binary.BigEndian.Uint64(hdr[8:16]), binary.BigEndian.Uint32(hdr[4:8]); h != 61 || e != nbdproto.EINVAL {
 		t.Fatalf("handle %d errno %d, want 61 and EINVAL", h, e)
 	}
 
@@ -114,7 +115,7 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 	// payload, and must not hold replies back meanwhile.
 	payload := bytes.Repeat([]byte{0x5a}, 4096)
 	for i := range 8 {
-		if _, err := nc.Write(append(requestBytes(uint16(cmdWrite), 0, uint64(100+i), uint64(i)*4096, 4096), payload[:1000]...)); err != nil {
+		if _, err := nc.Write(append(requestBytes(uint16(nbdproto.CmdWrite), 0, uint64(100+i), uint64(i)*4096, 4096), payload[:1000]...)); err != nil {
 			t.Fatal(err)
 		}
 		if i > 0 {
@@ -130,9 +131,9 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 	// go out before the server hangs up.
 	burst = burst[:0]
 	for i := range 10 {
-		burst = append(burst, requestBytes(uint16(cmdRead), 0, uint64(200+i), uint64(i)*512, 512)...)
+		burst = append(burst, requestBytes(uint16(nbdproto.CmdRead), 0, uint64(200+i), uint64(i)*512, 512)...)
 	}
-	burst = append(burst, bytes.Repeat([]byte{0xee}, requestHeaderLen)...)
+	burst = append(burst, bytes.Repeat([]byte{0xee}, nbdproto.RequestLen)...)
 	if _, err := nc.Write(burst); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestBlockedInlineRequestIsOvertaken(t *testing.T) {
 
 	// The connection is idle and fast so far: the first request is
 	// executed inline, and blocks.
-	if _, err := nc.Write(requestBytes(uint16(cmdRead), 0, 1, 0, 512)); err != nil {
+	if _, err := nc.Write(requestBytes(uint16(nbdproto.CmdRead), 0, 1, 0, 512)); err != nil {
 		t.Fatal(err)
 	}
 	for dev.inflight.Load() == 0 {
@@ -164,7 +165,7 @@ func TestBlockedInlineRequestIsOvertaken(t *testing.T) {
 	}
 	start := time.Now()
 	for i := range 5 {
-		if _, err := nc.Write(requestBytes(uint16(cmdRead), 0, uint64(2+i), 4096, 512)); err != nil {
+		if _, err := nc.Write(requestBytes(uint16(nbdproto.CmdRead), 0, uint64(2+i), 4096, 512)); err != nil {
 			t.Fatal(err)
 		}
 		if got := readSimpleReplies(t, nc, 1, 512); got[0] != uint64(2+i) {
@@ -194,7 +195,7 @@ func TestSlowDeviceRunsRequestsInParallel(t *testing.T) {
 	const n = 16
 	var burst []byte
 	for i := range n {
-		burst = append(burst, requestBytes(uint16(cmdRead), 0, uint64(i), uint64(i)*512, 512)...)
+		burst = append(burst, requestBytes(uint16(nbdproto.CmdRead), 0, uint64(i), uint64(i)*512, 512)...)
 	}
 	if _, err := nc.Write(burst); err != nil {
 		t.Fatal(err)

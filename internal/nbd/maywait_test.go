@@ -5,6 +5,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"blockcache/internal/nbdproto"
 )
 
 // hitDevice is a hookDevice that says it serves reads below hitBytes at once
@@ -48,9 +50,9 @@ func TestMayWaitRequestIsNotInline(t *testing.T) {
 	}()
 
 	// The miss, then a hit and a write behind it on the same connection.
-	burst := requestBytes(uint16(cmdRead), 0, 1, hitBytes, 4096)
-	burst = append(burst, requestBytes(uint16(cmdRead), 0, 2, 0, 4096)...)
-	burst = append(burst, requestBytes(uint16(cmdWrite), 0, 3, 8192, 4096)...)
+	burst := requestBytes(uint16(nbdproto.CmdRead), 0, 1, hitBytes, 4096)
+	burst = append(burst, requestBytes(uint16(nbdproto.CmdRead), 0, 2, 0, 4096)...)
+	burst = append(burst, requestBytes(uint16(nbdproto.CmdWrite), 0, 3, 8192, 4096)...)
 	burst = append(burst, make([]byte, 4096)...)
 	if _, err := nc.Write(burst); err != nil {
 		t.Fatal(err)
@@ -63,7 +65,7 @@ func TestMayWaitRequestIsNotInline(t *testing.T) {
 
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got := map[uint64]bool{}
-	hdr := make([]byte, simpleReplyLen)
+	hdr := make([]byte, nbdproto.SimpleReplyLen)
 	for len(got) < 2 {
 		if _, err := io.ReadFull(nc, hdr); err != nil {
 			t.Fatalf("with the miss held, replies received for %v, then: %v", got, err)

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"blockcache/internal/nbdproto"
 )
 
 // maxErrorMessage bounds the human-readable message of an error chunk.
@@ -22,20 +24,20 @@ func (c *conn) prepareReply(j *job, err error) {
 		j.vec = [2][]byte{c.errorReply(j.hdr[:], j.req, err), nil}
 		return
 	}
-	if j.req.typ != cmdRead {
-		putSimpleReply(j.hdr[:simpleReplyLen], 0, j.req.handle)
-		j.vec = [2][]byte{j.hdr[:simpleReplyLen], nil}
+	if j.req.Type != nbdproto.CmdRead {
+		nbdproto.PutSimpleReply(j.hdr[:], nbdproto.SimpleReply{Cookie: j.req.Cookie})
+		j.vec = [2][]byte{j.hdr[:nbdproto.SimpleReplyLen], nil}
 		return
 	}
 	data := *j.buf
 	var h []byte
 	if c.structured {
-		putStructuredReply(j.hdr[:], replyFlagDone, replyTypeOffsetData, j.req.handle, uint32(8+len(data)))
-		binary.BigEndian.PutUint64(j.hdr[structuredReplyLen:], j.req.offset)
-		h = j.hdr[:structuredReplyLen+8]
+		nbdproto.PutChunk(j.hdr[:], nbdproto.Chunk{Flags: nbdproto.ReplyFlagDone, Type: nbdproto.ReplyTypeOffsetData, Cookie: j.req.Cookie, Length: uint32(8 + len(data))})
+		binary.BigEndian.PutUint64(j.hdr[nbdproto.ChunkLen:], j.req.Offset)
+		h = j.hdr[:nbdproto.ChunkLen+8]
 	} else {
-		putSimpleReply(j.hdr[:simpleReplyLen], 0, j.req.handle)
-		h = j.hdr[:simpleReplyLen]
+		nbdproto.PutSimpleReply(j.hdr[:], nbdproto.SimpleReply{Cookie: j.req.Cookie})
+		h = j.hdr[:nbdproto.SimpleReplyLen]
 	}
 	j.vec = [2][]byte{h, data}
 }
@@ -44,28 +46,28 @@ func (c *conn) prepareReply(j *job, err error) {
 // simple reply (in scratch, at least simpleReplyLen long), or with
 // structured replies an NBD_REPLY_TYPE_ERROR chunk carrying err's text,
 // which the spec prefers and requires for READ.
-func (c *conn) errorReply(scratch []byte, r requestHeader, err error) []byte {
+func (c *conn) errorReply(scratch []byte, r nbdproto.Request, err error) []byte {
 	errno := errnoFor(err)
 	if !c.structured {
-		putSimpleReply(scratch[:simpleReplyLen], errno, r.handle)
-		return scratch[:simpleReplyLen]
+		nbdproto.PutSimpleReply(scratch, nbdproto.SimpleReply{Errno: errno, Cookie: r.Cookie})
+		return scratch[:nbdproto.SimpleReplyLen]
 	}
 	msg := err.Error()
 	if len(msg) > maxErrorMessage {
 		msg = strings.ToValidUTF8(msg[:maxErrorMessage], "")
 	}
-	b := make([]byte, structuredReplyLen+6+len(msg))
-	putStructuredReply(b, replyFlagDone, replyTypeError, r.handle, uint32(6+len(msg)))
-	binary.BigEndian.PutUint32(b[structuredReplyLen:], errno)
-	binary.BigEndian.PutUint16(b[structuredReplyLen+4:], uint16(len(msg)))
-	copy(b[structuredReplyLen+6:], msg)
+	b := make([]byte, nbdproto.ChunkLen+6+len(msg))
+	nbdproto.PutChunk(b, nbdproto.Chunk{Flags: nbdproto.ReplyFlagDone, Type: nbdproto.ReplyTypeError, Cookie: r.Cookie, Length: uint32(6 + len(msg))})
+	binary.BigEndian.PutUint32(b[nbdproto.ChunkLen:], errno)
+	binary.BigEndian.PutUint16(b[nbdproto.ChunkLen+4:], uint16(len(msg)))
+	copy(b[nbdproto.ChunkLen+6:], msg)
 	return b
 }
 
 // replyError answers a rejected request (one that never became a job) at
 // once, from the reading goroutine.
-func (c *conn) replyError(r requestHeader, err error) error {
-	var scratch [simpleReplyLen]byte
+func (c *conn) replyError(r nbdproto.Request, err error) error {
+	var scratch [nbdproto.SimpleReplyLen]byte
 	return c.write(c.errorReply(scratch[:], r, err))
 }
 

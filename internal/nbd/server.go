@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 )
 
 // Export is a device offered to NBD clients under a name.
@@ -44,10 +45,10 @@ type Export struct {
 // protocol derives from it once, at AddExport.
 type export struct {
 	Export
-	size     uint64  // bytes
-	minBlock uint32  // device block size; every IO is aligned to it
-	prefs    uint32  // preferred block size
-	flags    txFlags // transmission flags, except SEND_DF which depends on the connection
+	size     uint64           // bytes
+	minBlock uint32           // device block size; every IO is aligned to it
+	prefs    uint32           // preferred block size
+	flags    nbdproto.TxFlags // transmission flags, except SEND_DF which depends on the connection
 	// tryRead and tryWrite are set when the device can say whether it
 	// serves a READ or WRITE at once (bdev.Immediate, bdev.TryReader,
 	// bdev.TryWriter): only such requests are executed inline (see
@@ -66,9 +67,9 @@ type export struct {
 // txFlagsFor returns the transmission flags sent to a connection.
 // NBD_FLAG_SEND_DF is set when structured replies were negotiated: a READ is
 // always answered with a single data chunk, so "don't fragment" is free.
-func (e *export) txFlagsFor(structured bool) txFlags {
+func (e *export) txFlagsFor(structured bool) nbdproto.TxFlags {
 	if structured {
-		return e.flags | txSendDF
+		return e.flags | nbdproto.TxSendDF
 	}
 	return e.flags
 }
@@ -77,17 +78,17 @@ func newExport(e Export) (*export, error) {
 	if e.Device == nil {
 		return nil, fmt.Errorf("%w: %q has no device", ErrInvalidExport, e.Name)
 	}
-	if len(e.Name) > maxStringLen || strings.IndexByte(e.Name, 0) >= 0 {
-		return nil, fmt.Errorf("%w: name %.64q is longer than %d bytes or contains NUL", ErrInvalidExport, e.Name, maxStringLen)
+	if len(e.Name) > nbdproto.MaxStringLen || strings.IndexByte(e.Name, 0) >= 0 {
+		return nil, fmt.Errorf("%w: name %.64q is longer than %d bytes or contains NUL", ErrInvalidExport, e.Name, nbdproto.MaxStringLen)
 	}
-	if len(e.Description) > maxStringLen || strings.IndexByte(e.Description, 0) >= 0 {
-		return nil, fmt.Errorf("%w: %q: description is longer than %d bytes or contains NUL", ErrInvalidExport, e.Name, maxStringLen)
+	if len(e.Description) > nbdproto.MaxStringLen || strings.IndexByte(e.Description, 0) >= 0 {
+		return nil, fmt.Errorf("%w: %q: description is longer than %d bytes or contains NUL", ErrInvalidExport, e.Name, nbdproto.MaxStringLen)
 	}
 	info := e.Device.Info()
 	bs := info.BlockSize
-	if bits.OnesCount32(bs) != 1 || bs < bdev.SectorSize || bs > maxMinBlockBytes {
+	if bits.OnesCount32(bs) != 1 || bs < bdev.SectorSize || bs > nbdproto.MaxMinBlockSize {
 		return nil, fmt.Errorf("%w: %q: device block size %d is not a power of two between %d and %d",
-			ErrInvalidExport, e.Name, bs, bdev.SectorSize, maxMinBlockBytes)
+			ErrInvalidExport, e.Name, bs, bdev.SectorSize, nbdproto.MaxMinBlockSize)
 	}
 	if info.NumBlocks == 0 {
 		return nil, fmt.Errorf("%w: %q: device has no blocks", ErrInvalidExport, e.Name)
@@ -100,17 +101,17 @@ func newExport(e Export) (*export, error) {
 		return nil, fmt.Errorf("%w: %q: preferred block size %d is not a power of two between %d and %d",
 			ErrInvalidExport, e.Name, prefs, bs, maxPayloadBytes)
 	}
-	flags := txHasFlags | txSendFlush
+	flags := nbdproto.TxHasFlags | nbdproto.TxSendFlush
 	if e.ReadOnly {
-		flags |= txReadOnly
+		flags |= nbdproto.TxReadOnly
 	} else {
-		flags |= txSendFUA | txSendWriteZeroes
+		flags |= nbdproto.TxSendFUA | nbdproto.TxSendWriteZeroes
 		if info.Abilities.Discard {
-			flags |= txSendTrim
+			flags |= nbdproto.TxSendTrim
 		}
 	}
 	if !e.NoMultiConn {
-		flags |= txCanMultiConn
+		flags |= nbdproto.TxCanMultiConn
 	}
 	return &export{
 		Export:   e,

@@ -16,6 +16,7 @@ import (
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/nbdproto"
 )
 
 func TestAddExportValidates(t *testing.T) {
@@ -31,8 +32,8 @@ func TestAddExportValidates(t *testing.T) {
 	}{
 		{"no device", Export{Name: "x"}},
 		{"NUL in name", Export{Name: "a\x00b", Device: dev}},
-		{"long name", Export{Name: strings.Repeat("n", maxStringLen+1), Device: dev}},
-		{"long description", Export{Name: "x", Description: strings.Repeat("d", maxStringLen+1), Device: dev}},
+		{"long name", Export{Name: strings.Repeat("n", nbdproto.MaxStringLen+1), Device: dev}},
+		{"long description", Export{Name: "x", Description: strings.Repeat("d", nbdproto.MaxStringLen+1), Device: dev}},
 		{"block size not a power of two", Export{Name: "x", Device: odd}},
 		{"preferred not a power of two", Export{Name: "x", Device: dev, PreferredBlockSize: 3000}},
 		{"preferred below block size", Export{Name: "x", Device: dev, PreferredBlockSize: 256}},

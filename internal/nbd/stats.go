@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"blockcache/internal/latency"
+	"blockcache/internal/nbdproto"
 )
 
 // exportStats are an export's request statistics, kept from AddExport on.
@@ -40,11 +41,11 @@ func (o ExportOp) String() string {
 // ExportOps lists the request classes.
 func ExportOps() []ExportOp { return []ExportOp{OpRead, OpWrite, OpOther} }
 
-func opOf(typ command) ExportOp {
+func opOf(typ nbdproto.Command) ExportOp {
 	switch typ {
-	case cmdRead:
+	case nbdproto.CmdRead:
 		return OpRead
-	case cmdWrite:
+	case nbdproto.CmdWrite:
 		return OpWrite
 	}
 	return OpOther
@@ -99,7 +100,7 @@ func (c *conn) executeTimed(j *job, try bool) (executed bool, err error) {
 	defer st.executing.Add(-1)
 	start := latency.Now()
 	if executed, err = c.execute(j, try); executed {
-		st.lat[opOf(j.req.typ)].Since(start)
+		st.lat[opOf(j.req.Type)].Since(start)
 	}
 	return executed, err
 }

@@ -14,6 +14,7 @@ import (
 
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbd/tlstest"
+	"blockcache/internal/nbdproto"
 )
 
 // tlsServer serves one 64-block export "disk" with TLS in mode, with the
@@ -136,7 +137,7 @@ func TestOversizedExportNameCloses(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got != 0 {
-				t.Fatalf("the server answered an oversized %v with %d bytes, want a close", optExportName, got)
+				t.Fatalf("the server answered an oversized %v with %d bytes, want a close", nbdproto.OptExportName, got)
 			}
 		})
 	}
@@ -319,7 +320,7 @@ func (f *fakeTLSCatalog) startTLS() error {
 // optReplies splits server output into option replies, stopping at what
 // is not one (NBD_OPT_EXPORT_NAME's answer).
 func optReplies(b []byte) (types []uint32, opts []uint32) {
-	for len(b) >= 20 && binary.BigEndian.Uint64(b) == magicOptionReply {
+	for len(b) >= 20 && binary.BigEndian.Uint64(b) == nbdproto.MagicOptionReply {
 		n := int(binary.BigEndian.Uint32(b[16:20]))
 		if len(b) < 20+n {
 			break
@@ -337,8 +338,8 @@ func optReplies(b []byte) (types []uint32, opts []uint32) {
 func noExportNameReply(t *testing.T, opts []uint32) {
 	t.Helper()
 	for _, o := range opts {
-		if option(o) == optExportName {
-			t.Fatalf("an option reply answered %v", optExportName)
+		if nbdproto.Option(o) == nbdproto.OptExportName {
+			t.Fatalf("an option reply answered %v", nbdproto.OptExportName)
 		}
 	}
 }
@@ -386,15 +387,15 @@ func FuzzHandshakeTLSRequire(f *testing.F) {
 		}
 		types, opts := optReplies(pre)
 		for i, typ := range types {
-			o := option(opts[i])
-			if typ != uint32(repErrTLSReqd) && o != optStartTLS && o != optAbort {
-				t.Fatalf("before TLS, %v answered with %v", o, repType(typ))
+			o := nbdproto.Option(opts[i])
+			if typ != uint32(nbdproto.RepErrTLSReqd) && o != nbdproto.OptStartTLS && o != nbdproto.OptAbort {
+				t.Fatalf("before TLS, %v answered with %v", o, nbdproto.RepType(typ))
 			}
 		}
 		noExportNameReply(t, opts)
 		types, opts = optReplies(post)
 		for _, typ := range types {
-			if typ == uint32(repErrTLSReqd) {
+			if typ == uint32(nbdproto.RepErrTLSReqd) {
 				t.Fatal("NBD_REP_ERR_TLS_REQD after the upgrade")
 			}
 		}

@@ -11,6 +11,7 @@ import (
 
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbd/tlstest"
+	"blockcache/internal/nbdproto"
 )
 
 // tlsSessionOn opens a TLS session on export "disk" of ts in transmission,
@@ -69,8 +70,8 @@ func TestTLSCloseNotHeldByStuckClient(t *testing.T) {
 		name    string
 		request []byte
 	}{
-		{"reply timed out", requestBytes(uint16(cmdRead), 0, 1, 0, 4096)},
-		{"NBD_CMD_DISC", requestBytes(uint16(cmdDisc), 0, 1, 0, 0)},
+		{"reply timed out", requestBytes(uint16(nbdproto.CmdRead), 0, 1, 0, 4096)},
+		{"NBD_CMD_DISC", requestBytes(uint16(nbdproto.CmdDisc), 0, 1, 0, 0)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := NewServer(nil, Options{TLS: TLSRequire, TLSConfig: cfg})
@@ -112,7 +113,7 @@ func TestTLSDisconnectSendsCloseNotify(t *testing.T) {
 	cfg := clientTLS(ca)
 	cfg.MaxVersion = tls.VersionTLS12 // record types in the clear
 	tc, raw := tlsSessionOn(t, ts, cfg)
-	if _, err := tc.Write(requestBytes(uint16(cmdDisc), 0, 1, 0, 0)); err != nil {
+	if _, err := tc.Write(requestBytes(uint16(nbdproto.CmdDisc), 0, 1, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
 	raw.SetReadDeadline(time.Now().Add(5 * time.Second))

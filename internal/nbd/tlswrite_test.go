@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"blockcache/internal/nbd/tlstest"
+	"blockcache/internal/nbdproto"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -40,7 +41,7 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 func replyBatch(n, dataLen int) (net.Buffers, []byte) {
 	var bufs net.Buffers
 	for i := range n {
-		bufs = append(bufs, bytes.Repeat([]byte{byte(i)}, simpleReplyLen))
+		bufs = append(bufs, bytes.Repeat([]byte{byte(i)}, nbdproto.SimpleReplyLen))
 		if dataLen > 0 {
 			bufs = append(bufs, bytes.Repeat([]byte{byte(i) ^ 0xff}, dataLen))
 		}

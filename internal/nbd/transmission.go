@@ -8,15 +8,16 @@ import (
 	"time"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 )
 
 // job is one admitted request: its header, its payload buffer and its
 // reply. Jobs are pooled per server so that the hot path does not allocate.
 type job struct {
-	req  requestHeader
+	req  nbdproto.Request
 	held int64   // payload bytes counted against the limiter and the budget
 	buf  *[]byte // WRITE payload or READ data, from Server.bufs; nil otherwise
-	hdr  [structuredReplyLen + 8]byte
+	hdr  [nbdproto.ChunkLen + 8]byte
 	vec  [2][]byte // the reply: header (or error chunk), then READ data
 }
 
@@ -205,10 +206,10 @@ func (c *conn) inlineOK() bool {
 // block). handleInline reports whether it executed j, and whether the
 // caller still holds the turn, that is whether the watchdog did not take it.
 func (c *conn) handleInline(j *job) (executed, haveTurn bool) {
-	if !c.canTry(j.req.typ) {
+	if !c.canTry(j.req.Type) {
 		return false, true
 	}
-	hold := c.br.Buffered() >= requestHeaderLen // while the turn is surely ours
+	hold := c.br.Buffered() >= nbdproto.RequestLen // while the turn is surely ours
 	c.inline.seq++
 	id := c.inline.seq
 	c.inline.running.Store(id)
@@ -243,11 +244,11 @@ func (c *conn) handleInline(j *job) (executed, haveTurn bool) {
 
 // canTry reports whether requests of type typ may be tried inline: the
 // export's device can tell whether it would serve them without waiting.
-func (c *conn) canTry(typ command) bool {
+func (c *conn) canTry(typ nbdproto.Command) bool {
 	switch typ {
-	case cmdRead:
+	case nbdproto.CmdRead:
 		return c.ex.tryRead
-	case cmdWrite:
+	case nbdproto.CmdWrite:
 		return c.ex.tryWrite
 	}
 	return false
@@ -294,30 +295,30 @@ func (c *conn) next() (j *job, err error) {
 		}
 	}()
 	for {
-		if c.br.Buffered() < requestHeaderLen {
+		if c.br.Buffered() < nbdproto.RequestLen {
 			c.flush() // about to wait for the client: send what is held back
 		}
 		if err := c.readHeader(); err != nil {
 			return nil, c.readError(err)
 		}
-		req, err := parseRequest(&c.hb)
+		req, err := nbdproto.ParseRequest(&c.hb)
 		if err != nil {
 			return nil, err // out of sync: hard disconnect
 		}
-		if req.typ == cmdDisc {
+		if req.Type == nbdproto.CmdDisc {
 			return nil, errDisconnect
 		}
 		if err := validate(req, c.ex, c.structured); err != nil {
-			if req.typ == cmdWrite {
-				if err := c.readPayload(int(req.length), func() error {
-					_, err := c.br.Discard(int(req.length))
+			if req.Type == nbdproto.CmdWrite {
+				if err := c.readPayload(int(req.Length), func() error {
+					_, err := c.br.Discard(int(req.Length))
 					return err
 				}); err != nil {
 					return nil, err
 				}
 			}
-			c.srv.log.Debug("nbd request rejected", "remote", c.remote, "cmd", req.typ,
-				"flags", req.flags, "offset", req.offset, "length", req.length, "err", err)
+			c.srv.log.Debug("nbd request rejected", "remote", c.remote, "cmd", req.Type,
+				"flags", req.Flags, "offset", req.Offset, "length", req.Length, "err", err)
 			if err := c.replyError(req, err); err != nil {
 				c.fail(err)
 				return nil, err
@@ -331,8 +332,8 @@ func (c *conn) next() (j *job, err error) {
 		}
 		j := c.srv.getJob()
 		j.req = req
-		if req.typ == cmdWrite {
-			j.buf = c.srv.bufs.get(int(req.length))
+		if req.Type == nbdproto.CmdWrite {
+			j.buf = c.srv.bufs.get(int(req.Length))
 			if err := c.readPayload(len(*j.buf), func() error {
 				return c.readBody(*j.buf)
 			}); err != nil {
@@ -341,7 +342,7 @@ func (c *conn) next() (j *job, err error) {
 				return nil, err
 			}
 		}
-		c.largeWrite = req.typ == cmdWrite && req.length >= largeWrite
+		c.largeWrite = req.Type == nbdproto.CmdWrite && req.Length >= largeWrite
 		c.requests.Add(1)
 		c.inflight.Add(1)
 		j.held = held
@@ -407,9 +408,9 @@ func (c *conn) readHeader() error {
 }
 
 // payloadBytes is the buffer a request holds while in flight.
-func payloadBytes(r requestHeader) int64 {
-	if r.typ == cmdRead || r.typ == cmdWrite {
-		return int64(r.length)
+func payloadBytes(r nbdproto.Request) int64 {
+	if r.Type == nbdproto.CmdRead || r.Type == nbdproto.CmdWrite {
+		return int64(r.Length)
 	}
 	return 0
 }
@@ -417,40 +418,40 @@ func payloadBytes(r requestHeader) int64 {
 // validate checks a request against the export and the negotiated options,
 // in one place, so that execute can trust it (nbdkit's validate_request).
 // The error wraps the errno the client receives.
-func validate(r requestHeader, ex *export, structured bool) error {
-	switch r.typ {
-	case cmdRead, cmdFlush:
-	case cmdWrite, cmdTrim, cmdWriteZeroes:
+func validate(r nbdproto.Request, ex *export, structured bool) error {
+	switch r.Type {
+	case nbdproto.CmdRead, nbdproto.CmdFlush:
+	case nbdproto.CmdWrite, nbdproto.CmdTrim, nbdproto.CmdWriteZeroes:
 		if ex.ReadOnly {
 			return errReadOnly
 		}
-		if r.typ == cmdTrim && ex.flags&txSendTrim == 0 {
+		if r.Type == nbdproto.CmdTrim && ex.flags&nbdproto.TxSendTrim == 0 {
 			return errUnknownCommand
 		}
 	default:
 		return errUnknownCommand
 	}
-	if r.flags&^allowedFlags(r.typ, ex.flags, structured) != 0 {
+	if r.Flags&^allowedFlags(r.Type, ex.flags, structured) != 0 {
 		return errBadFlags
 	}
-	if r.typ == cmdFlush {
-		if r.offset != 0 || r.length != 0 {
+	if r.Type == nbdproto.CmdFlush {
+		if r.Offset != 0 || r.Length != 0 {
 			return errFlushRange
 		}
 		return nil
 	}
-	if (r.typ == cmdRead || r.typ == cmdWrite) && r.length > maxPayloadBytes {
+	if (r.Type == nbdproto.CmdRead || r.Type == nbdproto.CmdWrite) && r.Length > maxPayloadBytes {
 		return errTooLarge
 	}
-	if r.length == 0 {
+	if r.Length == 0 {
 		return errZeroLength
 	}
 	bs := uint64(ex.minBlock)
-	if r.offset%bs != 0 || uint64(r.length)%bs != 0 {
+	if r.Offset%bs != 0 || uint64(r.Length)%bs != 0 {
 		return errMisaligned
 	}
-	if r.offset > ex.size || uint64(r.length) > ex.size-r.offset {
-		if r.typ == cmdRead {
+	if r.Offset > ex.size || uint64(r.Length) > ex.size-r.Offset {
+		if r.Type == nbdproto.CmdRead {
 			return errReadPastEnd
 		}
 		return errWritePastEnd
@@ -461,17 +462,17 @@ func validate(r requestHeader, ex *export, structured bool) error {
 // allowedFlags returns the command flags valid on typ. FUA is valid on every
 // command once advertised (the spec asks servers to accept it even where it
 // means nothing); DF only on READ with structured replies.
-func allowedFlags(typ command, flags txFlags, structured bool) cmdFlags {
-	var f cmdFlags
-	if flags&txSendFUA != 0 {
-		f |= cmdFlagFUA
+func allowedFlags(typ nbdproto.Command, flags nbdproto.TxFlags, structured bool) nbdproto.CmdFlags {
+	var f nbdproto.CmdFlags
+	if flags&nbdproto.TxSendFUA != 0 {
+		f |= nbdproto.CmdFlagFUA
 	}
 	switch typ {
-	case cmdWriteZeroes:
-		f |= cmdFlagNoHole
-	case cmdRead:
+	case nbdproto.CmdWriteZeroes:
+		f |= nbdproto.CmdFlagNoHole
+	case nbdproto.CmdRead:
 		if structured {
-			f |= cmdFlagDF
+			f |= nbdproto.CmdFlagDF
 		}
 	}
 	return f
@@ -507,8 +508,8 @@ func (c *conn) prepare(j *job, try bool) (executed, ok bool) {
 		return false, true
 	}
 	if err != nil {
-		c.srv.log.Debug("nbd request failed", "remote", c.remote, "cmd", j.req.typ,
-			"offset", j.req.offset, "length", j.req.length, "err", err)
+		c.srv.log.Debug("nbd request failed", "remote", c.remote, "cmd", j.req.Type,
+			"offset", j.req.Offset, "length", j.req.Length, "err", err)
 	}
 	c.prepareReply(j, err)
 	return true, true
@@ -519,10 +520,10 @@ func (c *conn) prepare(j *job, try bool) (executed, ok bool) {
 // reports whether it did. A READ leaves its data in j.buf.
 func (c *conn) execute(j *job, try bool) (executed bool, err error) {
 	dev := c.ex.Device
-	off, n := int64(j.req.offset), int64(j.req.length)
-	fua := j.req.flags&cmdFlagFUA != 0
-	switch j.req.typ {
-	case cmdRead:
+	off, n := int64(j.req.Offset), int64(j.req.Length)
+	fua := j.req.Flags&nbdproto.CmdFlagFUA != 0
+	switch j.req.Type {
+	case nbdproto.CmdRead:
 		if j.buf == nil {
 			j.buf = c.srv.bufs.get(int(n))
 		}
@@ -530,7 +531,7 @@ func (c *conn) execute(j *job, try bool) (executed bool, err error) {
 			return bdev.TryReadAt(dev, *j.buf, off)
 		}
 		return true, dev.ReadAt(*j.buf, off)
-	case cmdWrite:
+	case nbdproto.CmdWrite:
 		if try {
 			return bdev.TryWriteAt(dev, *j.buf, off, fua)
 		}
@@ -539,16 +540,16 @@ func (c *conn) execute(j *job, try bool) (executed bool, err error) {
 	if try {
 		return false, nil
 	}
-	switch j.req.typ {
-	case cmdFlush:
+	switch j.req.Type {
+	case nbdproto.CmdFlush:
 		return true, dev.Flush()
-	case cmdTrim:
+	case nbdproto.CmdTrim:
 		err := bdev.Discard(dev, off, n)
 		if err == nil && fua {
 			err = dev.Flush()
 		}
 		return true, err
-	case cmdWriteZeroes:
+	case nbdproto.CmdWriteZeroes:
 		// NBD_CMD_FLAG_NO_HOLE needs nothing: this server never reports
 		// holes, and whether the device deallocates is its own business.
 		return true, c.writeZeroes(off, n, fua)

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"blockcache/internal/nbdproto"
 )
 
 // yieldScene sends the reply to a FLUSH (handle 7) with sendYielding on a
@@ -57,7 +59,7 @@ func flushJob(t *testing.T, c *conn, handle uint64) *job {
 	}
 	c.inflight.Add(1)
 	j := c.srv.getJob()
-	j.req = requestHeader{typ: cmdFlush, handle: handle}
+	j.req = nbdproto.Request{Type: nbdproto.CmdFlush, Cookie: handle}
 	c.prepareReply(j, nil)
 	return j
 }
@@ -67,7 +69,7 @@ func readHandles(t *testing.T, nc net.Conn, handles ...uint64) {
 	t.Helper()
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for _, want := range handles {
-		var reply [simpleReplyLen]byte
+		var reply [nbdproto.SimpleReplyLen]byte
 		if _, err := io.ReadFull(nc, reply[:]); err != nil {
 			t.Fatalf("no reply to handle %d: %v", want, err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/nbd/nbdclient"
+	"blockcache/internal/nbdproto"
 )
 
 // readLog records the memory each Read of the server's connections filled,
@@ -203,9 +204,9 @@ func sendWrites(t *testing.T, sock string, size, writes, depth int) [][]byte {
 			p := bytes.Repeat([]byte{byte(i + 1)}, size)
 			binary.BigEndian.PutUint64(p, uint64(i))
 			payloads[i] = p
-			msg := make([]byte, requestHeaderLen, requestHeaderLen+size)
-			binary.BigEndian.PutUint32(msg[0:4], magicRequest)
-			binary.BigEndian.PutUint16(msg[6:8], uint16(cmdWrite))
+			msg := make([]byte, nbdproto.RequestLen, nbdproto.RequestLen+size)
+			binary.BigEndian.PutUint32(msg[0:4], nbdproto.MagicRequest)
+			binary.BigEndian.PutUint16(msg[6:8], uint16(nbdproto.CmdWrite))
 			binary.BigEndian.PutUint64(msg[8:16], uint64(i))
 			binary.BigEndian.PutUint64(msg[16:24], uint64(i*size))
 			binary.BigEndian.PutUint32(msg[24:28], uint32(size))
@@ -223,7 +224,7 @@ func sendWrites(t *testing.T, sock string, size, writes, depth int) [][]byte {
 		}
 		sent <- nil
 	}()
-	var hdr [simpleReplyLen]byte
+	var hdr [nbdproto.SimpleReplyLen]byte
 	for range writes {
 		if _, err := io.ReadFull(nc, hdr[:]); err != nil {
 			t.Fatal(err)

@@ -2,10 +2,12 @@
 // negotiation with raw access to every option, optional structured replies,
 // and requests issued concurrently and matched to replies by handle.
 //
-// It defines the protocol constants itself rather than importing the
-// server's, so that tests cross-check package nbd instead of sharing its
-// mistakes. It trusts nothing the server sends: an inconsistent reply ends
-// the connection with an error.
+// It is a deliberate second encoding of the protocol: it defines its
+// constants and header layouts itself rather than importing package
+// nbdproto, which the server and the NBD client bdev share, so that tests
+// cross-check package nbd instead of sharing its mistakes. Keep it apart.
+// It trusts nothing the server sends: an inconsistent reply ends the
+// connection with an error.
 package nbdclient
 
 import (
