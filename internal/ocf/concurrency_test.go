@@ -1,8 +1,6 @@
 package ocf_test
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -12,6 +10,7 @@ import (
 
 	"blockcache/internal/ocf"
 	"blockcache/internal/ocf/ocftest"
+	"blockcache/internal/testutil"
 )
 
 // TestConcurrentStamps runs many goroutines reading and writing overlapping
@@ -75,18 +74,8 @@ func (s *stampChecker) errorf(format string, args ...any) {
 
 // stampSector fills one 512-byte sector for write seq by writer of core.
 func stampSector(p []byte, core int, sector int64, writer int, seq uint64) {
-	binary.LittleEndian.PutUint64(p[0:], seq)
-	binary.LittleEndian.PutUint64(p[8:], uint64(sector))
-	binary.LittleEndian.PutUint16(p[16:], uint16(core)+1)
-	binary.LittleEndian.PutUint32(p[18:], uint32(writer))
-	binary.LittleEndian.PutUint16(p[22:], 0)
-	binary.LittleEndian.PutUint64(p[24:], seq*0x9E3779B97F4A7C15^uint64(sector))
-	for n := 32; n < sectorBytes; {
-		n += copy(p[n:sectorBytes], p[24:n])
-	}
+	testutil.Stamp{Space: uint32(core), Sector: uint64(sector), Write: seq, Writer: uint32(writer)}.Put(p)
 }
-
-var zeroSector = make([]byte, sectorBytes)
 
 // write writes a stamped range and records it.
 func (s *stampChecker) write(co *ocf.Core, core, writer int, off int64, n int, fua bool, buf []byte) {
@@ -134,21 +123,18 @@ func (s *stampChecker) read(co *ocf.Core, core int, off int64, n int, buf []byte
 // to it that returned before the read started, hi the clock when the read
 // returned.
 func (s *stampChecker) checkSector(p []byte, core int, sector int64, lb, hi uint64, what string) {
-	if bytes.Equal(p, zeroSector) {
+	st, err := testutil.Check(p, 0, uint32(core), uint64(sector))
+	if err == nil && st.Write == 0 {
 		if lb != 0 {
 			s.errorf("%s: sector %d reads zeroes, but write %d to it had completed before the read started", what, sector, lb)
 		}
 		return
 	}
-	seq := binary.LittleEndian.Uint64(p[0:])
-	writer := binary.LittleEndian.Uint32(p[18:])
-	var want [sectorBytes]byte
-	stampSector(want[:], core, sector, int(writer), seq)
+	seq, writer := st.Write, st.Writer
 	switch {
-	case !bytes.Equal(p, want[:]):
-		s.errorf("%s: sector %d holds no valid stamp of this core and sector (seq %d, sector %d, core %d): torn, misplaced or foreign data",
-			what, sector, seq, binary.LittleEndian.Uint64(p[8:]), int(binary.LittleEndian.Uint16(p[16:]))-1)
-	case seq == 0 || seq > hi:
+	case err != nil:
+		s.errorf("%s: sector %d holds no valid stamp of this core and sector (%v): torn, misplaced or foreign data", what, sector, err)
+	case seq > hi:
 		s.errorf("%s: sector %d holds write %d, which had not started when the read returned (clock %d)", what, sector, seq, hi)
 	case s.writer[seq].Load() != writer+1:
 		s.errorf("%s: sector %d holds write %d stamped by writer %d, but that write was writer %d's", what, sector, seq, writer, int(s.writer[seq].Load())-1)
@@ -263,8 +249,8 @@ func runStamps(t *testing.T, ls int64, seed uint64) {
 			// Every write has returned: lb for "not superseded" is the
 			// latest start among them.
 			chk.checkSector(p, core, sec, m, end, fmt.Sprintf("final read of core %d", core))
-			if seq := binary.LittleEndian.Uint64(p); m != 0 && seq != m && chk.end[seq].Load() < m {
-				chk.errorf("final read of core %d: sector %d holds write %d, superseded by write %d", core, sec, seq, m)
+			if st, err := testutil.Read(p); err == nil && m != 0 && st.Write != m && chk.end[st.Write].Load() < m {
+				chk.errorf("final read of core %d: sector %d holds write %d, superseded by write %d", core, sec, st.Write, m)
 			}
 		}
 	}

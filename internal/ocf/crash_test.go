@@ -2,7 +2,6 @@ package ocf_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"blockcache/internal/bdev/crashdev"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/ocf"
+	"blockcache/internal/testutil"
 )
 
 // TestCrashConsistency cuts power, or kills the process, at random points
@@ -110,29 +110,21 @@ func newCrashWorld(t *rapid.T, lineSize int64, mode ocf.Mode, lines, nCores int,
 	return w
 }
 
-// sectorContent is what write id puts in sector s of core: the id, the
-// core and the sector, then a filler derived from them. Write 0 is zeroes.
+// sectorContent is what write id puts in sector s of core: its stamp
+// (testutil.Stamp). Write 0 is zeroes.
 func sectorContent(id uint64, core, s int) []byte {
-	b := make([]byte, 512)
-	if id == 0 {
-		return b
-	}
-	binary.LittleEndian.PutUint64(b[0:], id)
-	binary.LittleEndian.PutUint32(b[8:], uint32(core))
-	binary.LittleEndian.PutUint32(b[12:], uint32(s))
-	for i := 16; i < 512; i++ {
-		b[i] = byte(id*31 + uint64(s)*7 + uint64(i))
-	}
+	b := make([]byte, testutil.SectorSize)
+	testutil.Stamp{Space: uint32(core), Sector: uint64(s), Write: id}.Put(b)
 	return b
 }
 
-// decode names the write a sector's content came from, or fails.
+// decodeSector names the write a sector's content came from, or fails.
 func decodeSector(b []byte, core, s int) (uint64, error) {
-	id := binary.LittleEndian.Uint64(b[0:])
-	if !bytes.Equal(b, sectorContent(id, core, s)) {
-		return 0, fmt.Errorf("core %d sector %d: content is no whole write of this sector (torn, misplaced or garbage); starts %x", core, s, b[:16])
+	st, err := testutil.Check(b, 0, uint32(core), uint64(s))
+	if err != nil {
+		return 0, fmt.Errorf("core %d sector %d: content is no whole write of this sector (torn, misplaced or garbage): %w", core, s, err)
 	}
-	return id, nil
+	return st.Write, nil
 }
 
 func (w *crashWorld) span(t *rapid.T) (core, s0, n int) {
