@@ -286,6 +286,7 @@ func (d *Daemon) shutdown() error {
 		d.log.Warn("rpc shutdown: handlers still running were cancelled", "grace", rpcShutdownGrace, "err", err)
 	}
 	cancelRPC()
+	d.api.StopNBDClientRetries()
 	if d.metrics != nil {
 		d.metrics.shutdown()
 	}

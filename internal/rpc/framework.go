@@ -127,6 +127,9 @@ func (a *API) subsystemConfig(name string, withWaiting bool) ([]configEntry, err
 		for _, b := range a.bases.list() {
 			items = append(items, configItem{name: b.name, deps: b.deps, entry: b.config()})
 		}
+		// NBD client bdevs retried since start-up are listed like SPDK's
+		// NVMe controllers that are reconnecting.
+		items = append(items, a.nbdRetries.configItems(func(name string) bool { return a.bases.get(name) != nil })...)
 		items = append(items, a.ocfConfig(withWaiting)...)
 		out = append(out, dependencyOrder(items)...)
 		out = append(out, configEntry{Method: "bdev_wait_for_examine"})

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/nbdremote"
@@ -63,8 +66,9 @@ type nbdClientDriverSpecific struct {
 }
 
 func (a *API) registerNBDClient() {
+	a.nbdRetries = newNBDRetries(a.svc.OnChange)
 	a.srv.Register("bdev_nbd_client_create", a.mutating(a.nbdClientCreate))
-	a.srv.Register("bdev_nbd_client_delete", a.mutating(a.deleteBase("nbd_client")))
+	a.srv.Register("bdev_nbd_client_delete", a.mutating(a.nbdClientDelete))
 }
 
 // resolve fills the unset knobs and returns the options and config.
@@ -103,7 +107,22 @@ func (p *nbdClientParams) resolve() (nbdremote.Options, nbdClientConfig) {
 	return o, cfg
 }
 
-func (a *API) nbdClientCreate(_ context.Context, params json.RawMessage) (any, error) {
+// nbdClientSpec is a checked bdev_nbd_client_create call: what creating
+// the bdev takes.
+type nbdClientSpec struct {
+	name string
+	uri  nbdremote.URI
+	id   uuid.UUID
+	opts nbdremote.Options
+	cfg  nbdClientConfig // URI in canonical form; UUID as given
+}
+
+// nbdClientCreate creates the bdev, or fails at once when the server
+// cannot be reached, as SPDK's attach does. Replaying the start-up config
+// it succeeds instead, and the entry is retried in the background
+// (nbdRetries). A create of a name being retried replaces the retry; if
+// it fails, the retry goes on as it was.
+func (a *API) nbdClientCreate(ctx context.Context, params json.RawMessage) (any, error) {
 	var p nbdClientParams
 	if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
 		return nil, err
@@ -120,10 +139,38 @@ func (a *API) nbdClientCreate(_ context.Context, params json.RawMessage) (any, e
 	if err := opts.Validate(); err != nil {
 		return nil, errnoReply(fmt.Errorf("bdev_nbd_client_create %q: %w", p.Name, err))
 	}
-	if _, err := a.svc.Registry.Lookup(p.Name); err == nil {
-		return nil, errnoReply(fmt.Errorf("bdev_nbd_client_create: name %q is taken: %w", p.Name, bdev.ErrExists))
-	}
+	cfg.URI, cfg.UUID = uri.String(), p.UUID
+	s := nbdClientSpec{name: p.Name, uri: uri, id: id, opts: opts, cfg: cfg}
 	log := a.svc.Log.With("bdev", p.Name, "uri", uri.String())
+	prev := a.nbdRetries.cancel(p.Name)
+	err = a.createNBDClient(ctx, s, log)
+	switch {
+	case err == nil:
+		if prev != nil {
+			log.Info("NBD client: created by hand; the start-up retry is over")
+		}
+		return p.Name, nil
+	case prev != nil:
+		a.nbdRetries.resume(prev)
+	case atStartup(ctx) && cfg.CtrlrLossTimeoutSec != 0 && nbdremote.Unreachable(err):
+		a.nbdRetries.start(s, log, err, func(ctx context.Context) error { return a.createNBDClient(ctx, s, log) })
+		return p.Name, nil
+	}
+	var je *jsonrpc.Error
+	if errors.As(err, &je) {
+		return nil, err
+	}
+	return nil, errnoReply(fmt.Errorf("bdev_nbd_client_create: %w", err))
+}
+
+// createNBDClient connects to the server and registers the bdev; the
+// error is the client's, unmapped, or a reply. Cancelling ctx abandons
+// the connect, and a device connected by then is closed unregistered.
+func (a *API) createNBDClient(ctx context.Context, s nbdClientSpec, log *slog.Logger) error {
+	if _, err := a.svc.Registry.Lookup(s.name); err == nil {
+		return fmt.Errorf("name %q is taken: %w", s.name, bdev.ErrExists)
+	}
+	cfg, opts := s.cfg, s.opts
 	opts.OnEvent = func(msg string, err error) {
 		if err != nil {
 			log.Warn("NBD client: "+msg, "err", err)
@@ -139,20 +186,24 @@ func (a *API) nbdClientCreate(_ context.Context, params json.RawMessage) (any, e
 			}
 		}
 	}
-	d, err := nbdremote.Open(p.Name, uri, id, opts)
+	d, err := nbdremote.OpenContext(ctx, s.name, s.uri, s.id, opts)
+	if err == nil && ctx.Err() != nil {
+		d.Close()
+		err = context.Cause(ctx)
+	}
 	if err != nil {
 		registered <- nil
-		return nil, errnoReply(fmt.Errorf("bdev_nbd_client_create: %w", err))
+		return err
 	}
-	cfg.URI, cfg.UUID = uri.String(), d.Info().UUID.String()
+	cfg.UUID = d.Info().UUID.String()
 	b := &baseBdev{
-		name: p.Name, module: "nbd_client", dev: d,
+		name: s.name, module: "nbd_client", dev: d,
 		config: func() configEntry { return configEntry{Method: "bdev_nbd_client_create", Params: cfg} },
 		driverSpecific: func() any {
 			var ds nbdClientDriverSpecific
 			st := d.Status()
 			x := &ds.NBDClient
-			x.nbdClientConfig, x.Export = cfg, uri.Export
+			x.nbdClientConfig, x.Export = cfg, s.uri.Export
 			x.State, x.Reconnects, x.LastError = string(st.State), st.Reconnects, st.LastError
 			x.ReadOnly, x.Flush, x.FUA, x.Trim, x.WriteZeroes, x.MultiConn = st.ReadOnly, st.Flush, st.FUA, st.Trim, st.Zero, st.MultiConn
 			x.OpenConnections = st.Connections
@@ -161,13 +212,27 @@ func (a *API) nbdClientCreate(_ context.Context, params json.RawMessage) (any, e
 	}
 	if err := a.registerBase(b); err != nil {
 		registered <- nil
-		return nil, err
+		return err
 	}
 	registered <- b
 	if cfg.Connections > 1 && d.Status().Connections == 1 {
 		log.Warn("NBD client: the server does not advertise multi-conn: one connection", "connections", cfg.Connections)
 	}
-	return p.Name, nil
+	return nil
+}
+
+// nbdClientDelete deletes the bdev, or ends the start-up retry of one
+// whose server was not reached yet.
+func (a *API) nbdClientDelete(ctx context.Context, params json.RawMessage) (any, error) {
+	var p deleteParams
+	if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
+		return nil, err
+	}
+	if r := a.nbdRetries.cancel(p.Name); r != nil && a.bases.get(p.Name) == nil {
+		r.log.Info("NBD client: deleted; the start-up retry is over", "attempts", r.attempts)
+		return true, nil
+	}
+	return a.deleteBase("nbd_client")(ctx, params)
 }
 
 // nbdClientErrno maps the NBD client's errors to errnos; ok is false for

@@ -49,6 +49,9 @@ type API struct {
 	// cannot both pass the memory check (malloc.New) before either has
 	// taken its memory.
 	sizing sync.Mutex
+	// nbdRetries retry the start-up NBD client bdevs whose server was
+	// down (nbdretry.go).
+	nbdRetries *nbdRetries
 }
 
 // Register registers every method on srv.

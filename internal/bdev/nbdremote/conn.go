@@ -38,7 +38,7 @@ type conn struct {
 }
 
 // dialConn connects to u and negotiates the export, within timeout
-// (none when zero). An nbds URI upgrades the connection to TLS first
+// (none when zero) and until ctx is cancelled. An nbds URI upgrades the connection to TLS first
 // (tls.go); the connection returned is then the TLS one.
 func dialConn(ctx context.Context, u URI, timeout time.Duration) (net.Conn, *bufio.Reader, export, error) {
 	var cfg *tls.Config
@@ -56,6 +56,9 @@ func dialConn(ctx context.Context, u URI, timeout time.Duration) (net.Conn, *buf
 	if timeout > 0 {
 		nc.SetDeadline(time.Now().Add(timeout))
 	}
+	// Cancelling ctx ends the handshake: its reads and writes time out.
+	cancelled := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer cancelled()
 	br := bufio.NewReaderSize(nc, 64<<10)
 	var ex export
 	if cfg == nil {
@@ -65,10 +68,17 @@ func dialConn(ctx context.Context, u URI, timeout time.Duration) (net.Conn, *buf
 	}
 	if err != nil {
 		nc.Close()
+		if ctx.Err() != nil {
+			return nil, nil, export{}, fmt.Errorf("handshake with %s: %w", u, context.Cause(ctx))
+		}
 		if isTimeout(err) && !errors.Is(err, ErrTimeout) {
 			err = fmt.Errorf("%v: %w", err, ErrTimeout)
 		}
 		return nil, nil, export{}, fmt.Errorf("handshake with %s: %w", u, err)
+	}
+	if !cancelled() {
+		nc.Close()
+		return nil, nil, export{}, fmt.Errorf("handshake with %s: %w", u, context.Cause(ctx))
 	}
 	nc.SetDeadline(time.Time{})
 	return nc, br, ex, nil

@@ -80,8 +80,15 @@ type Device struct {
 // Open connects to the export at uri and returns the device named name
 // with the export's size and block size. A nil id is derived from the URI.
 // It fails at once, as SPDK's bdev_nvme_attach_controller does, if the
-// server cannot be reached or refuses the export.
+// server cannot be reached or refuses the export (Unreachable tells the
+// two apart).
 func Open(name string, uri URI, id uuid.UUID, opts Options) (*Device, error) {
+	return OpenContext(context.Background(), name, uri, id, opts)
+}
+
+// OpenContext is Open, given up when ctx is cancelled while it connects.
+// ctx bounds only the connecting: the device outlives it.
+func OpenContext(ctx context.Context, name string, uri URI, id uuid.UUID, opts Options) (*Device, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("NBD client %q: %w", name, err)
 	}
@@ -93,7 +100,7 @@ func Open(name string, uri URI, id uuid.UUID, opts Options) (*Device, error) {
 	if timeout == 0 {
 		timeout = DefaultIOTimeout
 	}
-	nc, br, ex, err := dialConn(context.Background(), uri, timeout)
+	nc, br, ex, err := dialConn(ctx, uri, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("NBD client %q: %w", name, err)
 	}
@@ -121,7 +128,7 @@ func Open(name string, uri URI, id uuid.UUID, opts Options) (*Device, error) {
 	}
 	conns := []*conn{newConn(d, nc, br, ex.structured)}
 	for len(conns) < d.nconns {
-		c, err := d.dialMore(ex, timeout)
+		c, err := d.dialMore(ctx, ex, timeout)
 		if err != nil {
 			for _, c := range conns {
 				c.nc.Close()
@@ -139,8 +146,8 @@ func Open(name string, uri URI, id uuid.UUID, opts Options) (*Device, error) {
 }
 
 // dialMore opens one more connection and checks it shows the same export.
-func (d *Device) dialMore(want export, timeout time.Duration) (*conn, error) {
-	nc, br, ex, err := dialConn(context.Background(), d.uri, timeout)
+func (d *Device) dialMore(ctx context.Context, want export, timeout time.Duration) (*conn, error) {
+	nc, br, ex, err := dialConn(ctx, d.uri, timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,11 @@
 package nbdremote
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"syscall"
 
 	"blockcache/internal/bdev"
@@ -48,6 +51,36 @@ var (
 	// up on the server and is going away. It wraps bdev.ErrClosed.
 	ErrLost = fmt.Errorf("NBD server lost for good: %w", bdev.ErrClosed)
 )
+
+// errHungUp is a server that closed the connection in the middle of the
+// handshake: a protocol violation (-71), but also what a server going down
+// or starting up does, so Unreachable counts it.
+var errHungUp = fmt.Errorf("the server closed the connection: %w", ErrProtocol)
+
+// Unreachable reports whether err, from Open, means the server could not
+// be reached or the session not set up: the connection refused, reset or
+// timed out, no route, a Unix socket that is not there, the server
+// hanging up before the handshake ended, a TLS handshake that failed. Trying again
+// later may succeed. It is false for what only a change of parameters or
+// of the server's configuration fixes: a bad URI or options, unusable TLS
+// credentials, an export refused, a server without TLS for an nbds URI, a
+// protocol violation.
+func Unreachable(err error) bool {
+	if errors.Is(err, errHungUp) {
+		return true
+	}
+	for _, permanent := range []error{ErrBadURI, ErrInvalidOptions, ErrTLSCredentials, ErrTLSNotSupported,
+		ErrTLSRefused, ErrExportRefused, ErrProtocol, context.Canceled} {
+		if errors.Is(err, permanent) {
+			return false
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrTLSHandshake) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
 
 // serverErrno maps an NBD error value (proto.md's error values are
 // Linux's errno numbers) to a syscall.Errno; an unknown value is EIO.

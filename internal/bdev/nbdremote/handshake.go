@@ -301,7 +301,7 @@ func sanitize(b []byte) string {
 // protocol, keeping other errors (timeouts, resets) as they are.
 func eofAsProtocol(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("the server closed the connection: %w", ErrProtocol)
+		return errHungUp
 	}
 	return err
 }
