@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"blockcache/internal/testutil"
 )
 
 // Many NBD clients with deep queues of reads on a file bdev whose disk is

@@ -1,12 +1,13 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // TestDelayMaxInflight drives bdev_delay_create's max_inflight (ours)

@@ -5,7 +5,6 @@ package e2e
 // the RPC socket answers so that the operator can repair it.
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"blockcache/internal/testutil"
 )
 
 // ocfState is an element of bdev_ocf_get_bdevs with blockcache's failed

@@ -3,7 +3,6 @@ package e2e
 // Real NBD clients against cached volumes of the real daemon.
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 const (

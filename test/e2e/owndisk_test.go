@@ -5,7 +5,6 @@ package e2e
 // included; the fallback where a file system refuses O_DIRECT.
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"blockcache/internal/testutil"
 )
 
 // cli runs a blockcache client command against d and returns its stdout

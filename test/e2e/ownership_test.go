@@ -5,7 +5,6 @@ package e2e
 // refused at once.
 
 import (
-	"blockcache/internal/testutil"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"blockcache/internal/testutil"
 )
 
 // qemuLockRefusal is what qemu-io and qemu-img say when another process

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // remoteWrites writes, through uri with one nbdsh, n random writes of 4 to

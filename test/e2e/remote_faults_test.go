@@ -1,12 +1,13 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // TestRemoteCoreServerErrors: a server that fails writes (nbdkit's error

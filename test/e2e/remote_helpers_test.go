@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // remoteServer is an NBD server process the NBD client bdev connects to:

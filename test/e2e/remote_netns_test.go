@@ -1,13 +1,14 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // netns is a network namespace the test made, joined to the test's own by

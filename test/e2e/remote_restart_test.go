@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // remoteWriter writes through an NBD URI with nbdsh, one write after

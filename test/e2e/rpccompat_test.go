@@ -6,7 +6,6 @@ package e2e
 // (docs/rpc.md lists where blockcache differs).
 
 import (
-	"blockcache/internal/testutil"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // registeredMethods is every method blockcache is expected to register

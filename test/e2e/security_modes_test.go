@@ -4,7 +4,6 @@ package e2e
 // of another user, with the real daemon started under umask 000.
 
 import (
-	"blockcache/internal/testutil"
 	"fmt"
 	"io/fs"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // modeOf returns path's permission bits and group.

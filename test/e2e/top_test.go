@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"blockcache/internal/testutil"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"blockcache/internal/testutil"
 )
 
 // busyReader reads the first 64 KiB of uri over and over in 4 KiB
