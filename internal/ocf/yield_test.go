@@ -2,6 +2,7 @@ package ocf_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -243,5 +244,75 @@ func TestFillDuringCoreWriteIsOverwritten(t *testing.T) {
 func TestStripeLockFitsCacheLine(t *testing.T) {
 	if n := ocf.StripeLockSize; n != 64 {
 		t.Fatalf("stripe lock is %d bytes, want 64", n)
+	}
+}
+
+// failingCore fails its next write after armed, once the test lets it go
+// on, and writes nothing.
+type failingCore struct {
+	bdev.Device
+	armed            atomic.Bool
+	entered, release chan struct{}
+}
+
+var errInjected = errors.New("injected core write failure")
+
+func (d *failingCore) WriteAt(p []byte, off int64, fua bool) error {
+	if d.armed.CompareAndSwap(true, false) {
+		close(d.entered)
+		<-d.release
+		return errInjected
+	}
+	return d.Device.WriteAt(p, off, fua)
+}
+
+// TestFailedCoreWriteDropsFillsMadeMeanwhile: when a write's core write
+// fails, the core's copy of the range is unknown, so the clean copies in
+// the cache go, those a read miss filled while the write waited included.
+func TestFailedCoreWriteDropsFillsMadeMeanwhile(t *testing.T) {
+	const ls = 4096
+	for _, mode := range []ocf.Mode{ocf.ModeWT, ocf.ModeWI} {
+		t.Run(mode.String(), func(t *testing.T) {
+			var core *failingCore
+			env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: mode, SeqCutoff: ocf.CutoffNever{},
+				WrapCore: func(_ int, d bdev.Device) bdev.Device {
+					core = &failingCore{Device: d, entered: make(chan struct{}), release: make(chan struct{})}
+					return core
+				}})
+			co := env.Cores[0]
+			off := int64(7) * ls
+			old := bytes.Repeat([]byte{0x11}, ls)
+			devWrite(t, env.CoreDevs[0], old, off)
+
+			core.armed.Store(true)
+			w := make(chan error, 1)
+			go func() { w <- co.WriteAt(bytes.Repeat([]byte{0x33}, ls), off, false) }()
+			select {
+			case <-core.entered:
+			case <-time.After(10 * time.Second):
+				close(core.release)
+				t.Fatal("the write never reached the core")
+			}
+			within(t, "a miss filling the line", readWant(co, off, old))
+			for s, st := range co.SectorStates(off, ls) {
+				if !st.Valid {
+					t.Fatalf("sector %d not filled by the miss: the test does not test", s)
+				}
+			}
+			close(core.release)
+			select {
+			case err := <-w:
+				if !errors.Is(err, errInjected) {
+					t.Fatalf("write: %v, want the injected failure", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the write did not end")
+			}
+			for s, st := range co.SectorStates(off, ls) {
+				if st.Valid || st.Dirty {
+					t.Errorf("sector %d after the failed write: %+v, want not cached", s, st)
+				}
+			}
+		})
 	}
 }
