@@ -1,7 +1,6 @@
 package lint
 
 import (
-	"bufio"
 	"bytes"
 	"os"
 	"os/exec"
@@ -69,6 +68,23 @@ func repoFiles(t *testing.T, root string) []string {
 	return files
 }
 
+// outsideMarks are substrings every match of outsidePath contains: a file
+// without any of them (or the checkout's path) needs no closer look.
+var outsideMarks = [][]byte{[]byte("../shared"), []byte("/work/"), []byte("/home/"), []byte("/root/"), []byte("/Users/"), []byte("/opt/"), []byte("/workspace/")}
+
+// mayPointOutside reports whether data holds one of outsideMarks or root.
+func mayPointOutside(data []byte, root string) bool {
+	if bytes.Contains(data, []byte(root)) {
+		return true
+	}
+	for _, m := range outsideMarks {
+		if bytes.Contains(data, m) {
+			return true
+		}
+	}
+	return false
+}
+
 // outsideRefs returns the references outside the repository in one line
 // of text; root is the checkout's absolute path.
 func outsideRefs(line, root string) []string {
@@ -97,7 +113,7 @@ func TestNoPathsOutsideRepo(t *testing.T) {
 		if !checkedFile(rel) || filepath.ToSlash(rel) == selfFile {
 			continue
 		}
-		f, err := os.Open(filepath.Join(root, rel))
+		data, err := os.ReadFile(filepath.Join(root, rel))
 		if os.IsNotExist(err) {
 			continue // deleted in the working tree, not yet in the index
 		}
@@ -105,17 +121,14 @@ func TestNoPathsOutsideRepo(t *testing.T) {
 			t.Fatal(err)
 		}
 		checked++
-		sc := bufio.NewScanner(f)
-		sc.Buffer(nil, 1<<20)
-		for n := 1; sc.Scan(); n++ {
-			for _, ref := range outsideRefs(sc.Text(), root) {
-				t.Errorf("%s:%d points outside the repository: %q", rel, n, ref)
+		if !mayPointOutside(data, root) {
+			continue
+		}
+		for n, line := range strings.Split(string(data), "\n") {
+			for _, ref := range outsideRefs(line, root) {
+				t.Errorf("%s:%d points outside the repository: %q", rel, n+1, ref)
 			}
 		}
-		if err := sc.Err(); err != nil {
-			t.Errorf("%s: %v", rel, err)
-		}
-		f.Close()
 	}
 	if checked < 100 {
 		t.Fatalf("checked only %d files; is the listing broken?", checked)
