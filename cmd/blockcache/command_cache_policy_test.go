@@ -122,13 +122,13 @@ func TestCachePolicyCommands(t *testing.T) {
 	d.fails(t, []string{"cache", "set-seqcutoff", "C0", "--policy", "full", "--threshold-kib", "-1"}, `invalid argument "-1" for "--threshold-kib"`)
 	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "lru"}, `unknown cleaning policy "lru": use alru, acp, nop`)
 	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--alru-wake-up", "3601"},
-		"cache set-cleaning C0: cleaning parameter alru_wake_up = 3601s", "(allowed 0..3600s)", "(code -32602)")
+		"cache set-cleaning C0: alru_wake_up 3601 s out of range (allowed 0..3600 s) (code -32602)")
 	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "acp", "--acp-flush-max-buffers", "0"}, "acp_flush_max_buffers", "(allowed 1..10000)")
-	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--alru-max-dirty-ratio", "101"}, "alru_max_dirty_ratio = 101%", "(allowed 0..100%)")
-	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--max-inflight", "0"}, "max_inflight = 0", "(allowed 1..1024)")
+	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--alru-max-dirty-ratio", "101"}, "alru_max_dirty_ratio 101% out of range (allowed 0..100%)")
+	d.fails(t, []string{"cache", "set-cleaning", "C0", "--policy", "alru", "--max-inflight", "0"}, "max_inflight 0 out of range (allowed 1..1024)")
 	d.fails(t, []string{"cache", "set-promotion", "C0", "--policy", "nhit", "--insertion-threshold", "1"},
-		"cache set-promotion C0: nhit insertion_threshold 1", "(allowed 2..1000)", "(code -32602)")
-	d.fails(t, []string{"cache", "set-promotion", "C0", "--policy", "nhit", "--trigger-threshold", "101"}, "trigger_threshold 101", "(allowed 0..100)")
+		"cache set-promotion C0: insertion_threshold 1 out of range (allowed 2..1000) (code -32602)")
+	d.fails(t, []string{"cache", "set-promotion", "C0", "--policy", "nhit", "--trigger-threshold", "101"}, "trigger_threshold 101% out of range (allowed 0..100%)")
 	d.fails(t, []string{"cache", "set-promotion", "C0", "--policy", "sometimes"}, `unknown promotion policy "sometimes": use always, nhit`)
 	d.fails(t, []string{"cache", "set-cleaning", "C9", "--policy", "nop"}, "cache set-cleaning C9: No such device")
 	d.fails(t, []string{"cache", "set-promotion", "C9", "--policy", "always"}, "cache set-promotion C9: No such device")

@@ -187,7 +187,7 @@ func BenchmarkReadMiss4K(b *testing.B) {
 		co := env.Cores[0]
 		// The reads go round robin, a sequential stream: keep the
 		// sequential cutoff from taking them around the cache.
-		if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}); err != nil {
+		if err := co.SetSeqCutoff(seqCutoffPolicy(ocf.SeqCutoffNever)); err != nil {
 			b.Fatal(err)
 		}
 		var next atomic.Int64
@@ -260,7 +260,7 @@ func writeBackBench(b *testing.B, volatile bool, flushEvery int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	never := ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}
+	never := seqCutoffPolicy(ocf.SeqCutoffNever)
 	if err := co.SetSeqCutoff(never); err != nil {
 		b.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func writeThrough128K(b *testing.B, dropData bool) {
 	}
 	env := ocftest.New(b, opts)
 	co := env.Cores[0]
-	if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}); err != nil {
+	if err := co.SetSeqCutoff(seqCutoffPolicy(ocf.SeqCutoffNever)); err != nil {
 		b.Fatal(err)
 	}
 	p := make([]byte, reqBytes)
@@ -494,7 +494,7 @@ func dirtyMetaBench(b *testing.B, dist string, volatileDirty bool, lines int, de
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}); err != nil {
+	if err := co.SetSeqCutoff(seqCutoffPolicy(ocf.SeqCutoffNever)); err != nil {
 		b.Fatal(err)
 	}
 	blocks := uint64(4 * lines)

@@ -60,28 +60,30 @@ type Config struct {
 // metadata and is never held across device IO. Management operations
 // (AddCore, RemoveCore, SetMode, FlushDirty, Stop) are serialised by mgmt.
 type Cache struct {
+	// Immutable after New or Load returns.
 	dev    bdev.Device
 	layout layout
 	// sectorsPerLine is lineSize / 512.
 	sectorsPerLine int
-
-	mode atomic.Uint32 // a Mode
-	prom promotionHolder
 	// cutoff, when set (Config.SeqCutoff), replaces the per-core sequential
 	// cutoff; defaultSeqCutoff is what new cores start with.
 	cutoff           SeqCutoff
 	defaultSeqCutoff SeqCutoffParams
+	clock            Clock
+	epoch            time.Time // the zero of line.dirtySince
+	stripes          stripes   // the locks themselves; see stripes for their use
 
-	stripes stripes
+	// Safe for concurrent use on their own: atomics, pools, and state with
+	// a lock of its own (prom.mu; cleaner.mu and cleaner.step; meta.sync,
+	// see persistState for which of its fields Cache.mu guards instead).
+	mode    atomic.Uint32 // a Mode
+	prom    promotionHolder
 	scratch sync.Pool // *requestScratch, for requests of many lines
 	bufPool sync.Pool // *[]byte of lineSize bytes, for cleaning
-
-	meta persistState
-
+	meta    persistState
 	cleaner cleanerState
-	clock   Clock
-	epoch   time.Time // the zero of line.dirtySince
-
+	// fallback's counters are atomics: the data path counts errors
+	// without a lock.
 	fallback struct {
 		threshold atomic.Uint32 // 0: off
 		errors    atomic.Uint64 // cache errors since the threshold was set
@@ -92,9 +94,22 @@ type Cache struct {
 
 	mu struct {
 		sync.Mutex
+
+		// lines and mapping are written under mu only, and read
+		// lock-free: by the hit path (hit.go), and by lookups holding the
+		// stripe of the core line they look for (mapping.lookup). The
+		// slices and the bucket array never change after newCache; what
+		// the lock-free readers load (line.key, line.valid, line.hashNext,
+		// the bucket heads) are atomics, and the key and valid mask of a
+		// mapped line change only with its stripe held exclusively, so a
+		// read under the stripe, or one the stripe's sequence count
+		// vouches for, sees a consistent line. See the line type for each
+		// field.
 		lines   []line // indexed by lineIdx
 		mapping mapping
-		lists   lists
+
+		// The rest is guarded by mu.
+		lists lists
 		// cores holds attached cores and, after Load, the detached cores
 		// the metadata records (state has stateRemoved until AddCore).
 		cores   map[CoreID]*Core
@@ -121,12 +136,13 @@ func New(dev bdev.Device, cfg Config) (*Cache, error) {
 	}
 	c.meta.id = uuid.New()
 	if err := c.initMetadata(); err != nil {
-		return nil, fmt.Errorf("cache device %q: %w", dev.Info().Name, err)
+		return nil, onDevice("initialise cache metadata", dev, err)
 	}
 	return c, nil
 }
 
-// newCache builds an empty cache on dev without touching the device.
+// newCache builds an empty cache on dev without touching the device. Its
+// errors name dev.
 func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	info := dev.Info()
 	if info.BlockSize != sectorSize {
@@ -136,7 +152,7 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 		cfg.LineSize = DefaultLineSize
 	}
 	if cfg.Mode >= numModes {
-		return nil, fmt.Errorf("cache mode %d: %w", cfg.Mode, ErrInvalidConfig)
+		return nil, fmt.Errorf("cache device %q: cache mode %d: %w", info.Name, cfg.Mode, ErrInvalidConfig)
 	}
 	lay, err := computeLayout(info.SizeBytes(), cfg.LineSize)
 	if err != nil {
@@ -178,7 +194,7 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 	c.cleaner.params = DefaultCleaningParams()
 	if cfg.Cleaning != nil {
 		if err := cfg.Cleaning.Validate(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("cache device %q: %w", info.Name, err)
 		}
 		c.cleaner.params = *cfg.Cleaning
 	}
@@ -341,12 +357,14 @@ func (c *Cache) Detached() []metadata.CoreRecord {
 // written back to the core device first, then its lines and its record are
 // dropped. Without flush (shutdown, hot-remove) the core is only detached:
 // its lines and record stay, in memory and on the cache device, so AddCore
-// with the same id, or a later Load, brings its data back.
+// with the same id, or a later Load, brings its data back. When it fails the
+// core stays attached and serving (after a failed metadata write, without
+// lines: its data was written back).
 func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
 	if co.state.Load()&stateRemoved != 0 {
-		return fmt.Errorf("remove core %q: %w", co.info.Name, ErrNoSuchCore)
+		return fmt.Errorf("remove core %q: %w", co.record.CoreName, ErrNoSuchCore)
 	}
 	co.state.Or(stateRemoved)
 	c.drain()
@@ -362,7 +380,7 @@ func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	}
 	if err := c.flushDirty(co, nil); err != nil {
 		co.state.And(^uint32(stateRemoved)) // the core stays, with its data
-		return fmt.Errorf("remove core %q: %w", co.info.Name, err)
+		return fmt.Errorf("remove core %q: %w", co.record.CoreName, err)
 	}
 	c.stripes.lockAll()
 	c.mu.Lock()
@@ -376,11 +394,18 @@ func (c *Cache) RemoveCore(co *Core, flush bool) error {
 	c.stripes.unlockAll()
 	// The entries must say "unmapped" before the record goes: a loader
 	// rejects dirty entries of unrecorded cores.
-	if err := c.syncMetadata(true); err != nil {
-		return fmt.Errorf("remove core %q: %w", co.info.Name, err)
+	err := c.syncMetadata(true)
+	if err == nil {
+		err = c.writeSuperblock(false)
 	}
-	if err := c.writeSuperblock(false); err != nil {
-		return fmt.Errorf("remove core %q: %w", co.info.Name, err)
+	if err != nil {
+		// The core stays, without lines (its data is on the core device)
+		// and recorded, so that the removal can be tried again.
+		c.mu.Lock()
+		c.mu.cores[co.id] = co
+		c.mu.Unlock()
+		co.state.And(^uint32(stateRemoved))
+		return fmt.Errorf("remove core %q: %w", co.record.CoreName, err)
 	}
 	return nil
 }
@@ -412,7 +437,6 @@ func (c *Cache) Cores() []*Core {
 func (c *Cache) Stop() error {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
-	name := c.dev.Info().Name
 	c.mu.Lock()
 	attached := 0
 	for _, co := range c.mu.cores {
@@ -423,17 +447,17 @@ func (c *Cache) Stop() error {
 	c.mu.stopped = attached == 0
 	c.mu.Unlock()
 	if attached > 0 {
-		return fmt.Errorf("stop cache on %q: %d cores still attached: %w", name, attached, ErrCoreExists)
+		return onDevice("stop cache", c.dev, fmt.Errorf("%d cores still attached: %w", attached, ErrCoreExists))
 	}
 	c.stopCleaner()
 	if err := c.syncMetadata(true); err != nil {
-		return fmt.Errorf("stop cache on %q: %w", name, err)
+		return onDevice("stop cache", c.dev, err)
 	}
 	if err := c.writeSuperblock(true); err != nil {
-		return fmt.Errorf("stop cache on %q: %w", name, err)
+		return onDevice("stop cache", c.dev, err)
 	}
 	if err := c.dev.Flush(); err != nil {
-		return fmt.Errorf("stop cache on %q: flush: %w", name, err)
+		return onDevice("stop cache", c.dev, err)
 	}
 	return nil
 }

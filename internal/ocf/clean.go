@@ -172,7 +172,8 @@ func (c *Cache) writeBackLines(cands []cleanCandidate, cold bool, inflight int, 
 				c.mu.lists.pushBack(lines, listClean, cd.idx)
 			}
 			cleaned++
-		} else {
+		} else if !slices.Contains(errs, cd.err) {
+			// Errors come from fmt.Errorf (pointers): == is identity.
 			errs = append(errs, cd.err)
 		}
 	}
@@ -204,9 +205,11 @@ func (c *Cache) writeBackDurably(cands []cleanCandidate, inflight int, fua bool)
 		flushed = append(flushed, cd.core)
 		if err := bdev.FlushSince(cd.dev, cd.mark); err != nil {
 			cd.core.stats.coreWrErrors.Add(1)
+			// One error shared by the core's lines: cleanBatch reports it once.
+			err = onDevice("clean: flush core", cd.dev, err)
 			for j := range cands {
 				if cands[j].core == cd.core && cands[j].err == nil {
-					cands[j].err = fmt.Errorf("clean: flush core %s: %w", cd.dev.Info().Name, err)
+					cands[j].err = err
 				}
 			}
 		}
@@ -250,12 +253,12 @@ func (c *Cache) writeBackLine(cd *cleanCandidate, buf []byte, fua bool) error {
 		co.stats.cacheRdBytes.Add(uint64(len(b)))
 		if err := c.dev.ReadAt(b, c.layout.lineOffset(cd.idx, s0)); err != nil {
 			co.cacheError(true)
-			return fmt.Errorf("clean line %d of %s: %w: %w", cd.coreLine, co.info.Name, ErrDirtyUnreadable, err)
+			return fmt.Errorf("clean line %d of core %q: %w: %w", cd.coreLine, cd.dev.Info().Name, ErrDirtyUnreadable, err)
 		}
 		co.stats.coreWrBytes.Add(uint64(len(b)))
 		if err := cd.dev.WriteAt(b, lineStart+int64(s0)*sectorSize, fua); err != nil {
 			co.stats.coreWrErrors.Add(1)
-			return fmt.Errorf("clean line %d of %s: core device: %w", cd.coreLine, co.info.Name, err)
+			return fmt.Errorf("clean line %d: core device: %w", cd.coreLine, err)
 		}
 		co.stats.cleanedBytes.Add(uint64(len(b)))
 	}

@@ -46,30 +46,22 @@ func ParseCleaningKind(s string) (CleaningKind, error) {
 
 // ALRUParams are the alru policy's parameters.
 type ALRUParams struct {
-	WakeUp            time.Duration // between cleaning rounds; 0..3600 s, default 20 s
-	StalenessTime     time.Duration // how long a line must be dirty; 1..3600 s, default 120 s
-	FlushMaxBuffers   uint32        // lines per round; 1..10000, default 100
-	ActivityThreshold time.Duration // idle time before cleaning; 0..1000 s, default 10 s
+	WakeUp            time.Duration // between cleaning rounds; 0..3600 s
+	StalenessTime     time.Duration // how long a line must be dirty; 1..3600 s
+	FlushMaxBuffers   uint32        // lines per round; 1..10000
+	ActivityThreshold time.Duration // idle time before cleaning; 0..1000 s
 	// MaxDirtyRatio is the share of the cache's lines, in percent, that
 	// may be dirty: above it the cleaner writes back the least recently
 	// used dirty lines, busy or idle, until the share is back at it
 	// (pressure cleaning, cleanPressure). 0..100; 100 turns it off (OCF's
-	// default); default DefaultMaxDirtyRatio.
+	// default).
 	MaxDirtyRatio uint32
 }
 
-// DefaultMaxDirtyRatio is blockcache's default ALRUParams.MaxDirtyRatio,
-// chosen by measurement (engine.md, Cleaning); OCF's is 100, off.
-const DefaultMaxDirtyRatio = 80
-
-// DefaultCleaningMaxInflight is the default CleaningParams.MaxInflight: a
-// quarter of a default queue depth (128).
-const DefaultCleaningMaxInflight = 32
-
 // ACPParams are the acp policy's parameters.
 type ACPParams struct {
-	WakeUp          time.Duration // between rounds; 0..10 s, default 10 ms
-	FlushMaxBuffers uint32        // lines per round; 1..10000, default 128
+	WakeUp          time.Duration // between rounds; 0..10 s
+	FlushMaxBuffers uint32        // lines per round; 1..10000
 }
 
 // CleaningParams choose the cleaning policy and hold every policy's
@@ -80,53 +72,49 @@ type CleaningParams struct {
 	ACP  ACPParams
 	// MaxInflight bounds the lines cleaning writes back to the cores at
 	// once: the background policies and flushes (a miss writing back its
-	// own victims is foreground IO and is not counted). 1..1024, default
-	// DefaultCleaningMaxInflight.
+	// own victims is foreground IO and is not counted). 1..1024.
 	MaxInflight uint32
 }
 
-// DefaultCleaningParams are the defaults: OCF's (alru), but for
-// MaxDirtyRatio and MaxInflight.
+// Defaults that are blockcache's rather than OCF's: the dirty-ratio target,
+// chosen by measurement (engine.md, Cleaning; OCF's is 100, off), and a
+// quarter of a default queue depth (128) in flight.
+const (
+	defaultMaxDirtyRatio       = 80
+	defaultCleaningMaxInflight = 32
+	maxCleaningInflight        = 1024
+)
+
+// DefaultCleaningParams are a new cache's: OCF's (alru, 20 s, 120 s, 100
+// lines, 10 s; acp 10 ms, 128 lines), but for MaxDirtyRatio (80) and
+// MaxInflight (32).
 func DefaultCleaningParams() CleaningParams {
 	return CleaningParams{
 		Kind: CleanALRU,
 		ALRU: ALRUParams{WakeUp: 20 * time.Second, StalenessTime: 120 * time.Second, FlushMaxBuffers: 100, ActivityThreshold: 10 * time.Second,
-			MaxDirtyRatio: DefaultMaxDirtyRatio},
+			MaxDirtyRatio: defaultMaxDirtyRatio},
 		ACP:         ACPParams{WakeUp: 10 * time.Millisecond, FlushMaxBuffers: 128},
-		MaxInflight: DefaultCleaningMaxInflight,
+		MaxInflight: defaultCleaningMaxInflight,
 	}
 }
 
-// Validate checks every parameter against OCF's ranges, naming the first
-// one out of range.
+// Validate checks the policy and every parameter against OCF's ranges
+// (whole seconds and milliseconds: a fraction below the unit is not
+// checked) and returns a *ParamError for the first out of range.
 func (p CleaningParams) Validate() error {
-	type check struct {
-		name     string
-		v, lo, h int64
-		unit     string
-	}
-	for _, c := range []check{
-		{"alru wake_up", int64(p.ALRU.WakeUp / time.Second), 0, 3600, "s"},
-		{"alru staleness_time", int64(p.ALRU.StalenessTime / time.Second), 1, 3600, "s"},
-		{"alru flush_max_buffers", int64(p.ALRU.FlushMaxBuffers), 1, 10000, ""},
-		{"alru activity_threshold", int64(p.ALRU.ActivityThreshold / time.Millisecond), 0, 1000000, "ms"},
-		{"acp wake_up", int64(p.ACP.WakeUp / time.Millisecond), 0, 10000, "ms"},
-		{"acp flush_max_buffers", int64(p.ACP.FlushMaxBuffers), 1, 10000, ""},
-		{"alru max_dirty_ratio", int64(p.ALRU.MaxDirtyRatio), 0, 100, "%"},
-		{"max_inflight", int64(p.MaxInflight), 1, MaxCleaningInflight, ""},
-	} {
-		if c.v < c.lo || c.v > c.h {
-			return fmt.Errorf("cleaning parameter %s = %d%s: %w (allowed %d..%d%s)", c.name, c.v, c.unit, ErrInvalidConfig, c.lo, c.h, c.unit)
-		}
-	}
-	if p.Kind >= numCleaningKinds {
-		return fmt.Errorf("cleaning policy %d: %w", p.Kind, ErrInvalidConfig)
-	}
-	return nil
+	const alru, acp = "cleaning alru", "cleaning acp"
+	return checkParams(
+		paramCheck{"cleaning", "policy", int64(p.Kind), 0, int64(numCleaningKinds) - 1, ""},
+		paramCheck{alru, "wake_up", int64(p.ALRU.WakeUp / time.Second), 0, 3600, "s"},
+		paramCheck{alru, "staleness_time", int64(p.ALRU.StalenessTime / time.Second), 1, 3600, "s"},
+		paramCheck{alru, "flush_max_buffers", int64(p.ALRU.FlushMaxBuffers), 1, 10000, ""},
+		paramCheck{alru, "activity_threshold", int64(p.ALRU.ActivityThreshold / time.Millisecond), 0, 1000000, "ms"},
+		paramCheck{alru, "max_dirty_ratio", int64(p.ALRU.MaxDirtyRatio), 0, 100, "%"},
+		paramCheck{acp, "wake_up", int64(p.ACP.WakeUp / time.Millisecond), 0, 10000, "ms"},
+		paramCheck{acp, "flush_max_buffers", int64(p.ACP.FlushMaxBuffers), 1, 10000, ""},
+		paramCheck{"cleaning", "max_inflight", int64(p.MaxInflight), 1, maxCleaningInflight, ""},
+	)
 }
-
-// MaxCleaningInflight is the largest CleaningParams.MaxInflight.
-const MaxCleaningInflight = 1024
 
 // acpChunkBytes is the span of core the acp policy ranks by dirtiness, as
 // OCF's ACP_CHUNK_SIZE.
@@ -175,20 +163,36 @@ func (c *Cache) Cleaning() CleaningParams {
 	return c.cleaner.params
 }
 
-// SetCleaning changes the cleaning policy and parameters and records them
-// in the metadata; a running cleaner picks them up at once.
+// SetCleaning validates p, changes the cleaning policy and parameters to
+// it and records them in the metadata; a running cleaner picks them up at
+// once. If the metadata cannot be written, the old parameters stay in
+// force (unless another change came in meanwhile).
 func (c *Cache) SetCleaning(p CleaningParams) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	old := c.swapCleaning(p, nil)
+	if err := c.writeSuperblock(false); err != nil {
+		c.swapCleaning(old, &p)
+		return fmt.Errorf("set cleaning policy: %w", err)
+	}
+	return nil
+}
+
+// swapCleaning puts p in force if expect is nil or the parameters in force
+// are *expect, wakes the cleaner, and returns the parameters it found.
+func (c *Cache) swapCleaning(p CleaningParams, expect *CleaningParams) CleaningParams {
 	c.cleaner.mu.Lock()
-	c.cleaner.params = p
+	old := c.cleaner.params
+	if expect == nil || old == *expect {
+		c.cleaner.params = p
+	}
 	c.cleaner.mu.Unlock()
 	select {
 	case c.cleaner.wake <- struct{}{}:
 	default:
 	}
-	return c.writeSuperblock(false)
+	return old
 }
 
 // ioCount is the number of requests served so far, from the statistics:
@@ -462,7 +466,7 @@ func (c *Cache) stopCleaner() {
 // plus one) and MaxInflight; a 0, from metadata written before the slots
 // existed, loads as today's default.
 func recordedPressure(ratioSlot, inflightSlot uint32) (ratio, inflight uint32) {
-	ratio, inflight = DefaultMaxDirtyRatio, DefaultCleaningMaxInflight
+	ratio, inflight = defaultMaxDirtyRatio, defaultCleaningMaxInflight
 	if ratioSlot != 0 {
 		ratio = ratioSlot - 1
 	}

@@ -129,12 +129,12 @@ func TestNOP(t *testing.T) {
 	}
 	bad := ocf.DefaultCleaningParams()
 	bad.ALRU.StalenessTime = 0
-	if err := c.SetCleaning(bad); !errors.Is(err, ocf.ErrInvalidConfig) || !contains(err.Error(), "alru staleness_time") {
+	if err := c.SetCleaning(bad); !errors.Is(err, ocf.ErrInvalidConfig) || !contains(err.Error(), "cleaning alru: staleness_time 0 s") {
 		t.Fatalf("staleness 0: %v", err)
 	}
 	bad = ocf.DefaultCleaningParams()
 	bad.ACP.FlushMaxBuffers = 10001
-	if err := c.SetCleaning(bad); !errors.Is(err, ocf.ErrInvalidConfig) || !contains(err.Error(), "acp flush_max_buffers") {
+	if err := c.SetCleaning(bad); !errors.Is(err, ocf.ErrInvalidConfig) || !contains(err.Error(), "cleaning acp: flush_max_buffers 10001") {
 		t.Fatalf("acp flush_max_buffers 10001: %v", err)
 	}
 	p.Kind = ocf.CleanACP

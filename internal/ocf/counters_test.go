@@ -24,7 +24,7 @@ func TestPassThroughReasons(t *testing.T) {
 		WrapCache: func(d bdev.Device) bdev.Device { return errinj.Wrap(d, cacheFail) },
 	})
 	c, co := env.Cache, env.Cores[0]
-	if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}); err != nil {
+	if err := co.SetSeqCutoff(seqCutoffPolicy(ocf.SeqCutoffNever)); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 4096)
@@ -81,17 +81,17 @@ func TestPassThroughReasons(t *testing.T) {
 		for i := range 16 {
 			read(2<<20 + int64(i)*4096)
 		}
-		if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}); err != nil {
+		if err := co.SetSeqCutoff(seqCutoffPolicy(ocf.SeqCutoffNever)); err != nil {
 			t.Fatal(err)
 		}
 	})
 	expect("promotion refused", ocf.PTPromotion, 2, 0, func() {
-		if err := c.SetPromotion(ocf.PromotionParams{Kind: ocf.PromoteNHitKind, InsertionThreshold: 3, TriggerThreshold: 0, TriggerSet: true}); err != nil {
+		if err := c.SetPromotion(ocf.PromotionParams{Kind: ocf.PromoteNHitKind, InsertionThreshold: 3, TriggerThreshold: 0}); err != nil {
 			t.Fatal(err)
 		}
 		read(3 << 20)
 		read(3 << 20)
-		if err := c.SetPromotion(ocf.PromotionParams{Kind: ocf.PromoteAlwaysKind}); err != nil {
+		if err := c.SetPromotion(ocf.DefaultPromotionParams()); err != nil {
 			t.Fatal(err)
 		}
 	})

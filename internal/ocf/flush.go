@@ -39,7 +39,9 @@ type FlushOptions struct {
 // Cancelling ctx stops it before its next batch (a batch in flight, at
 // most 128 lines, finishes): the lines written back so far are clean and
 // recorded so, the rest stay dirty, and the error wraps ErrFlushCancelled.
-// Other management operations wait for a running flush.
+// Other management operations wait for a running flush. Its errors name
+// the lines and devices that failed, not the flush: the caller knows it
+// asked for one.
 func (c *Cache) Flush(ctx context.Context, co *Core, opts FlushOptions) error {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
@@ -81,7 +83,7 @@ func (c *Cache) flush(ctx context.Context, co *Core, opts FlushOptions) error {
 			err := fmt.Errorf("%w after writing back %d of %d dirty lines", ErrFlushCancelled, done, total)
 			// The lines written back can be reused once recorded clean.
 			if serr := c.syncMetadata(false); serr != nil {
-				err = errors.Join(err, fmt.Errorf("flush: %w", serr))
+				err = errors.Join(err, serr)
 			}
 			return err
 		}
@@ -93,7 +95,7 @@ func (c *Cache) flush(ctx context.Context, co *Core, opts FlushOptions) error {
 		if n == 0 || done >= total {
 			// Record the lines as clean, so they can be reused.
 			if err := c.syncMetadata(false); err != nil {
-				return fmt.Errorf("flush: %w", err)
+				return err
 			}
 			if opts.Progress != nil && n > 0 {
 				opts.Progress(done, max(total, done))

@@ -17,6 +17,8 @@ func Probe(dev bdev.Device) (*metadata.Superblock, error) {
 	return sb, err
 }
 
+// readSuperblock reads and validates both superblock copies. Its errors
+// name dev.
 func readSuperblock(dev bdev.Device) (sb *metadata.Superblock, damaged, err error) {
 	info := dev.Info()
 	if info.SizeBytes() < metadata.SuperblockArea {
@@ -24,7 +26,7 @@ func readSuperblock(dev bdev.Device) (sb *metadata.Superblock, damaged, err erro
 	}
 	buf := make([]byte, metadata.SuperblockArea)
 	if err := dev.ReadAt(buf, 0); err != nil {
-		return nil, nil, fmt.Errorf("cache device %q: read superblocks: %w", info.Name, err)
+		return nil, nil, fmt.Errorf("read superblocks: %w", err)
 	}
 	sb, damaged, err = metadata.Newest(buf[:metadata.SuperblockCopyBytes], buf[metadata.SuperblockCopyBytes:], info.SizeBytes())
 	if err != nil {
@@ -74,21 +76,20 @@ func Verify(dev bdev.Device, progress func(op string, done, total int64)) (*Load
 }
 
 func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, error) {
-	name := dev.Info().Name
 	sb, damaged, err := readSuperblock(dev)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load cache: %w", err)
 	}
 	if Mode(sb.Mode) >= numModes {
-		return nil, nil, fmt.Errorf("load cache %q: %w", name, fmt.Errorf("%w: mode %d", metadata.ErrCorrupt, sb.Mode))
+		return nil, nil, onDevice("load cache", dev, fmt.Errorf("%w: mode %d", metadata.ErrCorrupt, sb.Mode))
 	}
 	cfg.LineSize, cfg.Mode, cfg.VolatileMetadata = sb.Geometry.LineSize, Mode(sb.Mode), false
 	switch sb.Params[paramVolatileDirty] {
 	case 0, 1:
 		cfg.VolatileDirtyMetadata = sb.Params[paramVolatileDirty] == 1
 	default:
-		return nil, nil, fmt.Errorf("load cache %q: %w: superblock parameter %d (volatile dirty metadata) is %d, not 0 or 1",
-			name, metadata.ErrCorrupt, paramVolatileDirty, sb.Params[paramVolatileDirty])
+		return nil, nil, onDevice("load cache", dev, fmt.Errorf("%w: superblock parameter %d (volatile dirty metadata) is %d, not 0 or 1",
+			metadata.ErrCorrupt, paramVolatileDirty, sb.Params[paramVolatileDirty]))
 	}
 	cfg.Cleaning = &CleaningParams{
 		Kind: CleaningKind(sb.Cleaning),
@@ -105,7 +106,7 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		TriggerThreshold: sb.Params[paramNHitTrigger], TriggerSet: true}
 	c, err := newCache(dev, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load cache %q: %w", name, err)
+		return nil, nil, fmt.Errorf("load cache: %w", err)
 	}
 	c.meta.id, c.meta.seq = sb.CacheID, sb.Seq
 	if t := sb.Params[paramFallbackPT]; t <= MaxFallbackPTThreshold {
@@ -114,20 +115,20 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 	rep := &LoadReport{Superblock: sb, Clean: sb.Clean(), Damaged: damaged}
 	for _, r := range sb.Cores {
 		if int(r.ID) >= MaxCores {
-			return nil, nil, fmt.Errorf("load cache %q: %w: core id %d out of range", name, metadata.ErrCorrupt, r.ID)
+			return nil, nil, onDevice("load cache", dev, fmt.Errorf("%w: core id %d out of range", metadata.ErrCorrupt, r.ID))
 		}
 		c.mu.cores[CoreID(r.ID)] = &Core{cache: c, id: CoreID(r.ID), record: r, stats: newCounters()}
 		c.mu.cores[CoreID(r.ID)].state.Store(stateRemoved) // detached until AddCore
 	}
 	if err := c.loadEntries(rep); err != nil {
-		return nil, nil, fmt.Errorf("load cache %q: %w", name, err)
+		return nil, nil, onDevice("load cache", dev, err)
 	}
 	if readOnly {
 		return c, rep, nil
 	}
 	// From now on the cache runs: mark it not clean, in both copies.
 	if err := c.writeSuperblock(false); err != nil {
-		return nil, nil, fmt.Errorf("load cache %q: %w", name, err)
+		return nil, nil, onDevice("load cache", dev, err)
 	}
 	return c, rep, nil
 }

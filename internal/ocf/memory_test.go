@@ -48,7 +48,7 @@ func TestMemoryNeededMatchesNew(t *testing.T) {
 				}
 				cfg := Config{LineSize: tc.line, VolatileMetadata: true}
 				if nhit {
-					cfg.PromotionParams = PromotionParams{Kind: PromoteNHitKind}
+					cfg.PromotionParams = &PromotionParams{Kind: PromoteNHitKind, InsertionThreshold: 3, TriggerThreshold: 80}
 				}
 				before := heapInUse()
 				c, err := New(dev, cfg)

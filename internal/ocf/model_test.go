@@ -171,12 +171,12 @@ func (m *model) actions(t *rapid.T, lineSize int64) map[string]func(*rapid.T) {
 		"setPolicies": func(t *rapid.T) {
 			pp := ocf.PromotionParams{Kind: rapid.SampledFrom([]ocf.PromotionKind{ocf.PromoteAlwaysKind, ocf.PromoteNHitKind}).Draw(t, "promotion"),
 				InsertionThreshold: uint32(rapid.IntRange(2, 4).Draw(t, "insertion")),
-				TriggerThreshold:   uint32(rapid.IntRange(0, 100).Draw(t, "trigger")), TriggerSet: true}
+				TriggerThreshold:   uint32(rapid.IntRange(0, 100).Draw(t, "trigger"))}
 			if err := c.SetPromotion(pp); err != nil {
 				t.Fatalf("set promotion: %v", err)
 			}
 			sp := ocf.SeqCutoffParams{Policy: rapid.SampledFrom([]ocf.SeqCutoffPolicy{ocf.SeqCutoffFull, ocf.SeqCutoffAlways, ocf.SeqCutoffNever}).Draw(t, "seqPolicy"),
-				ThresholdBytes: uint32(rapid.IntRange(1, 16).Draw(t, "seqKiB")) * 1024, PromotionCount: uint32(rapid.IntRange(1, 3).Draw(t, "seqCount"))}
+				ThresholdBytes: uint64(rapid.IntRange(1, 16).Draw(t, "seqKiB")) * 1024, PromotionCount: uint32(rapid.IntRange(1, 3).Draw(t, "seqCount"))}
 			for _, co := range m.env.Cores {
 				if err := co.SetSeqCutoff(sp); err != nil {
 					t.Fatalf("set seq cutoff: %v", err)

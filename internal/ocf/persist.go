@@ -389,7 +389,7 @@ func (c *Cache) writeSuperblock(clean bool) error {
 }
 
 // initMetadata writes a fresh metadata area: every entry unmapped, then the
-// superblock.
+// superblock. Its errors are the device's; New says what they were for.
 func (c *Cache) initMetadata() error {
 	if c.meta.volatile {
 		return nil
@@ -404,12 +404,12 @@ func (c *Cache) initMetadata() error {
 			w.Seal()
 		}
 		if err := c.dev.WriteAt(buf[:n*metadata.SectorBytes], c.layout.EntrySectorOffset(s), false); err != nil {
-			return fmt.Errorf("initialise cache metadata: %w", err)
+			return err
 		}
 		c.reportProgress("init", s+n, total)
 	}
 	if err := c.dev.Flush(); err != nil {
-		return fmt.Errorf("initialise cache metadata: %w", err)
+		return err
 	}
 	return c.writeSuperblock(false)
 }

@@ -15,15 +15,16 @@ func TestNHitPromotion(t *testing.T) {
 	env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: ocf.ModeWT, CoreBytes: 1 << 20})
 	c, co := env.Cache, env.Cores[0]
 	for _, bad := range []ocf.PromotionParams{
-		{Kind: ocf.PromoteNHitKind, InsertionThreshold: 1},
-		{Kind: ocf.PromoteNHitKind, InsertionThreshold: 1001},
-		{Kind: ocf.PromoteNHitKind, TriggerThreshold: 101},
+		{Kind: ocf.PromoteNHitKind, InsertionThreshold: 1, TriggerThreshold: 80},
+		{Kind: ocf.PromoteNHitKind, InsertionThreshold: 1001, TriggerThreshold: 80},
+		{Kind: ocf.PromoteNHitKind, InsertionThreshold: 3, TriggerThreshold: 101},
+		{Kind: ocf.PromoteNHitKind}, // 0 is a value, not the default
 	} {
 		if err := c.SetPromotion(bad); !errors.Is(err, ocf.ErrInvalidConfig) {
 			t.Errorf("SetPromotion(%+v): %v, want ErrInvalidConfig", bad, err)
 		}
 	}
-	if err := c.SetPromotion(ocf.PromotionParams{Kind: ocf.PromoteNHitKind, InsertionThreshold: 3, TriggerThreshold: 0, TriggerSet: true}); err != nil {
+	if err := c.SetPromotion(ocf.PromotionParams{Kind: ocf.PromoteNHitKind, InsertionThreshold: 3, TriggerThreshold: 0}); err != nil {
 		t.Fatal(err)
 	}
 	occ := func() uint64 { return c.Stats().Usage.Occupancy }
@@ -43,7 +44,9 @@ func TestNHitPromotion(t *testing.T) {
 		t.Errorf("requests %+v: want the two refused misses as rd_pt and one full miss", s)
 	}
 	// Below the trigger (80% by default), every miss is inserted.
-	if err := c.SetPromotion(ocf.PromotionParams{Kind: ocf.PromoteNHitKind}); err != nil {
+	nhit := ocf.DefaultPromotionParams()
+	nhit.Kind = ocf.PromoteNHitKind
+	if err := c.SetPromotion(nhit); err != nil {
 		t.Fatal(err)
 	}
 	if err := co.ReadAt(buf, 8192); err != nil {

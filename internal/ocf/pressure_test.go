@@ -251,9 +251,9 @@ func TestCleaningParamsRanges(t *testing.T) {
 		set  func(*ocf.CleaningParams)
 		name string
 	}{
-		{func(p *ocf.CleaningParams) { p.ALRU.MaxDirtyRatio = 101 }, "alru max_dirty_ratio = 101%"},
-		{func(p *ocf.CleaningParams) { p.MaxInflight = 0 }, "max_inflight = 0"},
-		{func(p *ocf.CleaningParams) { p.MaxInflight = 1025 }, "max_inflight = 1025"},
+		{func(p *ocf.CleaningParams) { p.ALRU.MaxDirtyRatio = 101 }, "max_dirty_ratio 101%"},
+		{func(p *ocf.CleaningParams) { p.MaxInflight = 0 }, "max_inflight 0 "},
+		{func(p *ocf.CleaningParams) { p.MaxInflight = 1025 }, "max_inflight 1025 "},
 	} {
 		p := ocf.DefaultCleaningParams()
 		c.set(&p)

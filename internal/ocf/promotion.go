@@ -36,45 +36,41 @@ func ParsePromotionKind(s string) (PromotionKind, error) {
 	return 0, fmt.Errorf("promotion policy %q: %w (want always or nhit)", s, ErrInvalidConfig)
 }
 
-// nhit defaults and ranges, as OCF's.
-const (
-	DefaultNHitInsertionThreshold = 3
-	MinNHitInsertionThreshold     = 2
-	MaxNHitInsertionThreshold     = 1000
-	DefaultNHitTriggerThreshold   = 80 // percent occupancy
-	MaxNHitTriggerThreshold       = 100
-)
-
 // PromotionParams configure a cache's promotion policy.
 type PromotionParams struct {
 	Kind PromotionKind
-	// InsertionThreshold: nhit inserts a line on this access (2..1000; 0:
-	// default 3).
+	// InsertionThreshold: nhit inserts a line on this access; 2..1000.
 	InsertionThreshold uint32
 	// TriggerThreshold: nhit applies once occupancy reaches this percent
-	// (0..100; below it every miss is inserted). Default 80; set
-	// TriggerSet to use 0.
+	// (below it every miss is inserted); 0..100.
 	TriggerThreshold uint32
-	TriggerSet       bool
 }
 
-func (p PromotionParams) withDefaults() (PromotionParams, error) {
-	if p.InsertionThreshold == 0 {
-		p.InsertionThreshold = DefaultNHitInsertionThreshold
+// DefaultPromotionParams are a new cache's, OCF's: always, and for nhit
+// an insertion threshold of 3 and a trigger threshold of 80%.
+func DefaultPromotionParams() PromotionParams {
+	return PromotionParams{Kind: PromoteAlwaysKind, InsertionThreshold: 3, TriggerThreshold: 80}
+}
+
+// Validate checks the policy and its parameters against OCF's ranges and
+// returns a *ParamError for the first out of range.
+func (p PromotionParams) Validate() error {
+	return checkParams(
+		paramCheck{"promotion", "policy", int64(p.Kind), 0, int64(numPromotionKinds) - 1, ""},
+		paramCheck{"promotion nhit", "insertion_threshold", int64(p.InsertionThreshold), 2, 1000, ""},
+		paramCheck{"promotion nhit", "trigger_threshold", int64(p.TriggerThreshold), 0, 100, "%"},
+	)
+}
+
+// recordedPromotion decodes the promotion the superblock records; an
+// insertion threshold of 0, which no release wrote but the slot's zero
+// value, loads as the default.
+func recordedPromotion(kind uint8, insertion, trigger uint32) PromotionParams {
+	p := PromotionParams{Kind: PromotionKind(kind), InsertionThreshold: insertion, TriggerThreshold: trigger}
+	if insertion == 0 {
+		p.InsertionThreshold = DefaultPromotionParams().InsertionThreshold
 	}
-	if !p.TriggerSet && p.TriggerThreshold == 0 {
-		p.TriggerThreshold = DefaultNHitTriggerThreshold
-	}
-	p.TriggerSet = true
-	switch {
-	case p.Kind >= numPromotionKinds:
-		return p, fmt.Errorf("promotion policy %d: %w", p.Kind, ErrInvalidConfig)
-	case p.InsertionThreshold < MinNHitInsertionThreshold || p.InsertionThreshold > MaxNHitInsertionThreshold:
-		return p, fmt.Errorf("nhit insertion_threshold %d: %w (allowed %d..%d)", p.InsertionThreshold, ErrInvalidConfig, MinNHitInsertionThreshold, MaxNHitInsertionThreshold)
-	case p.TriggerThreshold > MaxNHitTriggerThreshold:
-		return p, fmt.Errorf("nhit trigger_threshold %d: %w (allowed 0..%d)", p.TriggerThreshold, ErrInvalidConfig, MaxNHitTriggerThreshold)
-	}
-	return p, nil
+	return p
 }
 
 // NHit is the nhit promotion policy: a line is inserted on its
@@ -94,10 +90,10 @@ type nhitSlot struct {
 	count uint32
 }
 
-// NewNHit returns an nhit policy with a table of slots entries.
+// NewNHit returns an nhit policy with p's thresholds and a table of slots
+// entries.
 func NewNHit(p PromotionParams, slots int) (*NHit, error) {
-	p, err := p.withDefaults()
-	if err != nil {
+	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	return &NHit{insertion: p.InsertionThreshold, trigger: p.TriggerThreshold, slots: make([]nhitSlot, max(slots, 1024))}, nil
@@ -136,23 +132,39 @@ func (h *promotionHolder) get() PromotionPolicy {
 	return h.policy
 }
 
-// SetPromotion changes the cache's promotion policy (PromotionParams'
-// zero values are the defaults) and records it in the metadata.
+// SetPromotion validates p, changes the cache's promotion policy to it and
+// records it in the metadata. If the metadata cannot be written, the old
+// policy stays in force (unless another change came in meanwhile).
 func (c *Cache) SetPromotion(p PromotionParams) error {
-	p, err := p.withDefaults()
+	pol, err := c.newPromotionPolicy(p)
 	if err != nil {
 		return err
 	}
-	var pol PromotionPolicy = PromoteAlways{}
-	if p.Kind == PromoteNHitKind {
-		if pol, err = NewNHit(p, c.layout.numLines); err != nil {
-			return err
-		}
-	}
 	c.prom.mu.Lock()
+	oldPol, old := c.prom.policy, c.prom.params
 	c.prom.policy, c.prom.params = pol, p
 	c.prom.mu.Unlock()
-	return c.writeSuperblock(false)
+	if err := c.writeSuperblock(false); err != nil {
+		c.prom.mu.Lock()
+		if c.prom.policy == pol && c.prom.params == p {
+			c.prom.policy, c.prom.params = oldPol, old
+		}
+		c.prom.mu.Unlock()
+		return fmt.Errorf("set promotion policy: %w", err)
+	}
+	return nil
+}
+
+// newPromotionPolicy validates p and returns the built-in policy it
+// chooses.
+func (c *Cache) newPromotionPolicy(p PromotionParams) (PromotionPolicy, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Kind == PromoteNHitKind {
+		return NewNHit(p, c.layout.numLines)
+	}
+	return PromoteAlways{}, nil
 }
 
 // Promotion returns the cache's promotion parameters.

@@ -2,6 +2,7 @@ package ocf
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	"blockcache/internal/ocf/metadata"
@@ -42,14 +43,12 @@ func ParseSeqCutoffPolicy(s string) (SeqCutoffPolicy, error) {
 	return 0, fmt.Errorf("sequential cutoff policy %q: %w (want always, full or never)", s, ErrInvalidConfig)
 }
 
-// Sequential cutoff defaults and limits. The defaults are the OCF
-// library's, which SPDK's OCF bdev keeps since it never sets them.
+// Sequential cutoff limits. seqStreams is OCF's count of streams tracked
+// per core; the threshold is stored in 32 bits (see recordedSeqCutoff).
 const (
-	DefaultSeqCutoffThreshold      = 1024 // bytes
-	DefaultSeqCutoffPromotionCount = 8
-	MaxSeqCutoffThreshold          = 1<<32 - 1 // bytes (4 GiB less a byte: the field is 32 bits)
-	MaxSeqCutoffPromotionCount     = 65535
-	seqStreams                     = 128 // streams tracked per core, as OCF
+	maxSeqCutoffThreshold      = 4 << 30 // bytes
+	maxSeqCutoffPromotionCount = 65535
+	seqStreams                 = 128
 
 	// legacySeqCutoffThreshold is what a threshold of 0 in a core record
 	// meant when the default was Open CAS Linux's 1 MiB. Every record
@@ -62,44 +61,53 @@ const (
 type SeqCutoffParams struct {
 	Policy SeqCutoffPolicy
 	// ThresholdBytes: a request that continues a stream is cut off when
-	// the stream's bytes plus its own reach this many. 0 means the default.
-	ThresholdBytes uint32
+	// the stream's bytes plus its own reach this many; 1 byte..4 GiB.
+	ThresholdBytes uint64
 	// PromotionCount is OCF's count of requests after which a stream moves
-	// from a per-queue table to the core's table. blockcache keeps one
-	// table per core, so it is recorded and shown but changes nothing that
-	// is cut off. 0 means the default.
+	// from a per-queue table to the core's table; 1..65535. blockcache
+	// keeps one table per core, so it is recorded and shown but changes
+	// nothing that is cut off.
 	PromotionCount uint32
 }
 
-// withDefaults fills zero fields and checks ranges.
-func (p SeqCutoffParams) withDefaults() (SeqCutoffParams, error) {
-	if p.ThresholdBytes == 0 {
-		p.ThresholdBytes = DefaultSeqCutoffThreshold
-	}
-	if p.PromotionCount == 0 {
-		p.PromotionCount = DefaultSeqCutoffPromotionCount
-	}
-	switch {
-	case p.Policy >= numSeqCutoffPolicies:
-		return p, fmt.Errorf("sequential cutoff policy %d: %w", p.Policy, ErrInvalidConfig)
-	case uint64(p.ThresholdBytes) > MaxSeqCutoffThreshold:
-		return p, fmt.Errorf("sequential cutoff threshold %d bytes: %w (allowed 1..%d)", p.ThresholdBytes, ErrInvalidConfig, uint64(MaxSeqCutoffThreshold))
-	case p.PromotionCount > MaxSeqCutoffPromotionCount:
-		return p, fmt.Errorf("sequential cutoff promotion count %d: %w (allowed 1..%d)", p.PromotionCount, ErrInvalidConfig, MaxSeqCutoffPromotionCount)
-	}
-	return p, nil
+// DefaultSeqCutoffParams are a new core's: the OCF library's (full, 1 KiB,
+// 8), which SPDK's OCF bdev keeps since it never sets them.
+func DefaultSeqCutoffParams() SeqCutoffParams {
+	return SeqCutoffParams{Policy: SeqCutoffFull, ThresholdBytes: 1024, PromotionCount: 8}
 }
+
+// Validate checks the policy and its parameters and returns a *ParamError
+// for the first out of range.
+func (p SeqCutoffParams) Validate() error {
+	const sc = "sequential cutoff"
+	return checkParams(
+		paramCheck{sc, "policy", int64(p.Policy), 0, int64(numSeqCutoffPolicies) - 1, ""},
+		paramCheck{sc, "threshold", int64(min(p.ThresholdBytes, maxSeqCutoffThreshold+1)), 1, maxSeqCutoffThreshold, "bytes"},
+		paramCheck{sc, "promotion_count", int64(p.PromotionCount), 1, maxSeqCutoffPromotionCount, ""},
+	)
+}
+
+// recordThreshold is the threshold as a core record holds it, in 32 bits:
+// 4 GiB is stored as 4 GiB less a byte, which cuts off exactly the same
+// streams (IO comes in whole sectors), and read back as 4 GiB.
+func recordThreshold(bytes uint64) uint32 { return uint32(min(bytes, math.MaxUint32)) }
 
 // recordedSeqCutoff returns the parameters a core record holds, as they
 // were meant when written: a 0 threshold is the old 1 MiB default, not
-// today's (see legacySeqCutoffThreshold).
+// today's (see legacySeqCutoffThreshold), and a 0 promotion count today's
+// default.
 func recordedSeqCutoff(rec metadata.CoreRecord) (SeqCutoffParams, error) {
-	p := SeqCutoffParams{Policy: SeqCutoffPolicy(rec.SeqCutoff), ThresholdBytes: rec.SeqThreshold, PromotionCount: rec.SeqPromotionCount}
-	if p.ThresholdBytes == 0 {
+	p := SeqCutoffParams{Policy: SeqCutoffPolicy(rec.SeqCutoff), ThresholdBytes: uint64(rec.SeqThreshold), PromotionCount: rec.SeqPromotionCount}
+	switch rec.SeqThreshold {
+	case 0:
 		p.ThresholdBytes = legacySeqCutoffThreshold
+	case math.MaxUint32:
+		p.ThresholdBytes = maxSeqCutoffThreshold
 	}
-	p, err := p.withDefaults()
-	if err != nil {
+	if p.PromotionCount == 0 {
+		p.PromotionCount = DefaultSeqCutoffParams().PromotionCount
+	}
+	if err := p.Validate(); err != nil {
 		return p, fmt.Errorf("core record %d (%q): %w", rec.ID, rec.CoreName, err)
 	}
 	return p, nil
@@ -194,12 +202,6 @@ func (d *seqDetector) reindex(i int16, next int64, write bool) {
 	d.streams[i].next, d.streams[i].write = next, write
 }
 
-func (d *seqDetector) set(p SeqCutoffParams) {
-	d.mu.Lock()
-	d.params = p
-	d.mu.Unlock()
-}
-
 func (d *seqDetector) get() SeqCutoffParams {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -265,18 +267,36 @@ func (co *Core) bypass(r *request, write bool) bool {
 	return sequential && (policy == SeqCutoffAlways || policy == SeqCutoffFull && r.full())
 }
 
-// SetSeqCutoff sets the core's sequential cutoff policy and parameters
-// (zero parameters: the defaults) and records them in the metadata.
+// SetSeqCutoff validates p, sets the core's sequential cutoff to it and
+// records it in the metadata. If the metadata cannot be written, the old
+// parameters stay in force (unless another change came in meanwhile).
 func (co *Core) SetSeqCutoff(p SeqCutoffParams) error {
-	p, err := p.withDefaults()
-	if err != nil {
+	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", co.info.Name, err)
 	}
-	co.seq.set(p)
-	co.cache.mu.Lock()
-	co.record.SeqCutoff, co.record.SeqThreshold, co.record.SeqPromotionCount = uint8(p.Policy), p.ThresholdBytes, p.PromotionCount
-	co.cache.mu.Unlock()
-	return co.cache.writeSuperblock(false)
+	old := co.swapSeqCutoff(p, nil)
+	if err := co.cache.writeSuperblock(false); err != nil {
+		co.swapSeqCutoff(old, &p)
+		return fmt.Errorf("set sequential cutoff of %s: %w", co.info.Name, err)
+	}
+	return nil
+}
+
+// swapSeqCutoff puts p in force and in the core's record if expect is nil
+// or the parameters in force are *expect, and returns those it found.
+func (co *Core) swapSeqCutoff(p SeqCutoffParams, expect *SeqCutoffParams) SeqCutoffParams {
+	c := co.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := co.seq
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.params
+	if expect == nil || old == *expect {
+		d.params = p
+		co.record.SeqCutoff, co.record.SeqThreshold, co.record.SeqPromotionCount = uint8(p.Policy), recordThreshold(p.ThresholdBytes), p.PromotionCount
+	}
+	return old
 }
 
 // SeqCutoff returns the core's sequential cutoff parameters.

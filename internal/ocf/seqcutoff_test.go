@@ -1,6 +1,7 @@
 package ocf
 
 import (
+	"math"
 	"testing"
 
 	"github.com/google/uuid"
@@ -65,7 +66,7 @@ func TestSeqCutoffStreamStart(t *testing.T) {
 // the cut: with any count, a stream's second request that reaches the
 // threshold is sequential.
 func TestSeqCutoffPromotionCountNoGate(t *testing.T) {
-	for _, count := range []uint32{1, 2, DefaultSeqCutoffPromotionCount, MaxSeqCutoffPromotionCount} {
+	for _, count := range []uint32{1, 2, DefaultSeqCutoffParams().PromotionCount, maxSeqCutoffPromotionCount} {
 		runSeqSteps(t, SeqCutoffParams{Policy: SeqCutoffAlways, ThresholdBytes: 8192, PromotionCount: count}, []seqStep{
 			{0, 4096, false, false},
 			{4096, 4096, false, true},
@@ -73,15 +74,15 @@ func TestSeqCutoffPromotionCountNoGate(t *testing.T) {
 	}
 }
 
-// TestSeqCutoffDefaultParams: zero parameters resolve to OCF's library
-// defaults, and the policy numbers stay those on disk.
+// TestSeqCutoffDefaultParams: the defaults are OCF's library defaults,
+// zero parameters are refused rather than defaulted, and the policy
+// numbers stay those on disk.
 func TestSeqCutoffDefaultParams(t *testing.T) {
-	p, err := SeqCutoffParams{}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (SeqCutoffParams{Policy: SeqCutoffFull, ThresholdBytes: 1024, PromotionCount: 8}); p != want {
+	if p, want := DefaultSeqCutoffParams(), (SeqCutoffParams{Policy: SeqCutoffFull, ThresholdBytes: 1024, PromotionCount: 8}); p != want {
 		t.Errorf("defaults %+v, want %+v", p, want)
+	}
+	if err := (SeqCutoffParams{}).Validate(); err == nil {
+		t.Error("zero parameters accepted")
 	}
 	if SeqCutoffFull != 0 || SeqCutoffAlways != 1 || SeqCutoffNever != 2 {
 		t.Error("sequential cutoff policy numbers changed; they are stored on disk")
@@ -101,12 +102,16 @@ func TestRecordedSeqCutoff(t *testing.T) {
 		{1, 0, 3, SeqCutoffParams{SeqCutoffAlways, 1 << 20, 3}},
 		{0, 1 << 20, 8, SeqCutoffParams{SeqCutoffFull, 1 << 20, 8}},
 		{2, 1024, 8, SeqCutoffParams{SeqCutoffNever, 1024, 8}},
+		{1, math.MaxUint32, 8, SeqCutoffParams{SeqCutoffAlways, 4 << 30, 8}}, // 4 GiB as recordThreshold stores it
 	} {
 		rec := metadata.CoreRecord{ID: 1, CoreName: "core", SeqCutoff: tc.policy, SeqThreshold: tc.threshold, SeqPromotionCount: tc.count}
 		got, err := recordedSeqCutoff(rec)
 		if err != nil || got != tc.want {
 			t.Errorf("record (%d, %d, %d): %+v, %v; want %+v", tc.policy, tc.threshold, tc.count, got, err, tc.want)
 		}
+	}
+	if got := recordThreshold(4 << 30); got != math.MaxUint32 {
+		t.Errorf("4 GiB recorded as %d, want 4 GiB less a byte", got)
 	}
 	if _, err := recordedSeqCutoff(metadata.CoreRecord{ID: 3, CoreName: "bad", SeqCutoff: 9}); err == nil {
 		t.Error("record with policy 9 accepted")

@@ -602,7 +602,7 @@ func TestSeqDetectorMatchesMapModel(t *testing.T) {
 	for seed := range uint64(20) {
 		// Thresholds below, within and above one request's size; the
 		// promotion count must not matter.
-		p := SeqCutoffParams{Policy: SeqCutoffAlways, ThresholdBytes: []uint32{1024, 8192, 40960}[seed%3], PromotionCount: []uint32{1, 8, 65535}[seed%5%3]}
+		p := SeqCutoffParams{Policy: SeqCutoffAlways, ThresholdBytes: []uint64{1024, 8192, 40960}[seed%3], PromotionCount: []uint32{1, 8, 65535}[seed%5%3]}
 		rng := rand.New(rand.NewPCG(seed, 7))
 		d := newSeqDetector(p)
 		ref := &refDetector{streams: map[int]*refStream{}}

@@ -59,7 +59,7 @@ func TestWOReadClassification(t *testing.T) {
 
 		// Set up: one-sector writes, wt for clean and wb for dirty, with
 		// no cutoff; then back to the defaults for the read.
-		if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: ocf.SeqCutoffNever}); err != nil {
+		if err := co.SetSeqCutoff(seqCutoffPolicy(ocf.SeqCutoffNever)); err != nil {
 			rt.Fatal(err)
 		}
 		want := make([]byte, 0, n)
@@ -79,7 +79,7 @@ func TestWOReadClassification(t *testing.T) {
 				}
 			}
 		}
-		if err := co.SetSeqCutoff(ocf.SeqCutoffParams{}); err != nil {
+		if err := co.SetSeqCutoff(ocf.DefaultSeqCutoffParams()); err != nil {
 			rt.Fatal(err)
 		}
 		if err := c.SetMode(ocf.ModeWO, false); err != nil {

@@ -105,7 +105,7 @@ func (a *API) ocfDelete(_ context.Context, params json.RawMessage) (any, error) 
 		if errors.Is(err, vbdev.ErrNoSuchVbdev) {
 			return nil, errNoSuchVbdev(p.Name)
 		}
-		return nil, jsonrpc.Errorf(jsonrpc.CodeInternalError, "Could not delete OCF vbdev: %s", err)
+		return nil, ocfFailure("Could not delete OCF vbdev", err)
 	}
 	return true, nil
 }

@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
-	"strings"
+	"syscall"
 	"time"
 
-	"blockcache/internal/bdev"
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/ocf"
 	"blockcache/internal/vbdev"
@@ -20,15 +18,64 @@ import (
 // bdev_ocf_get_policies. Cleaning and promotion belong to the cache (every
 // vbdev on it shares them), sequential cutoff to the vbdev's core.
 
-// Sequential cutoff limits on the wire: rpc.py's threshold is in KiB.
-const (
-	minSeqThresholdKiB = 1
-	maxSeqThresholdKiB = (ocf.MaxSeqCutoffThreshold + 1) / 1024 // 4194304 KiB = 4 GiB, stored as 4 GiB less a byte
-	minSeqPromotion    = 1
-	maxSeqPromotion    = ocf.MaxSeqCutoffPromotionCount
-)
-
 const seqCutoffFailure = "OCF could not set sequential cutoff parameters"
+
+// wireParam is how the set methods name an engine parameter, and the
+// engine units in one wire unit where they differ.
+type wireParam struct {
+	name    string
+	perUnit int64  // engine units per wire unit; 0: the same unit
+	unit    string // the wire unit, with perUnit
+}
+
+// wireParams maps the engine's policy parameters (ocf.ParamError's Policy
+// and Param) to the parameters of bdev_ocf_set_cleaning,
+// bdev_ocf_set_promotion and bdev_ocf_set_seqcutoff. The policies
+// themselves are parsed here, so a bad one never reaches the engine.
+var wireParams = map[[2]string]wireParam{
+	{"cleaning alru", "wake_up"}:              {name: "alru_wake_up"},
+	{"cleaning alru", "staleness_time"}:       {name: "alru_staleness_time"},
+	{"cleaning alru", "flush_max_buffers"}:    {name: "alru_flush_max_buffers"},
+	{"cleaning alru", "activity_threshold"}:   {name: "alru_activity_threshold"},
+	{"cleaning alru", "max_dirty_ratio"}:      {name: "alru_max_dirty_ratio"},
+	{"cleaning acp", "wake_up"}:               {name: "acp_wake_up"},
+	{"cleaning acp", "flush_max_buffers"}:     {name: "acp_flush_max_buffers"},
+	{"cleaning", "max_inflight"}:              {name: "max_inflight"},
+	{"promotion nhit", "insertion_threshold"}: {name: "insertion_threshold"},
+	{"promotion nhit", "trigger_threshold"}:   {name: "trigger_threshold"},
+	{"sequential cutoff", "threshold"}:        {name: "threshold", perUnit: 1024, unit: "KiB"},
+	{"sequential cutoff", "promotion_count"}:  {name: "promotion_count"},
+}
+
+// paramMessage says what is wrong with a parameter as the set methods name
+// it, in their units, e.g. "alru_wake_up 3601 s out of range (allowed
+// 0..3600 s)".
+func paramMessage(pe *ocf.ParamError) string {
+	w, ok := wireParams[[2]string{pe.Policy, pe.Param}]
+	if !ok {
+		return pe.Error()
+	}
+	e := *pe
+	if w.perUnit != 0 {
+		up := func(v int64) int64 { return (v + w.perUnit - 1) / w.perUnit }
+		e.Value, e.Min, e.Max, e.Unit = up(e.Value), up(e.Min), up(e.Max), w.unit
+	}
+	return e.Describe(w.name)
+}
+
+// policyFailure is the reply to a policy change the vbdev manager refused:
+// -32602 naming a parameter out of range, or as ocfFailure (the vbdev has
+// not started, -19; its metadata could not be written, -5).
+func policyFailure(name, prefix string, err error) error {
+	var pe *ocf.ParamError
+	switch {
+	case errors.As(err, &pe):
+		return jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "%s", paramMessage(pe)).WithData("%s", err.Error())
+	case errors.Is(err, vbdev.ErrNoSuchVbdev):
+		return errNoSuchVbdev(name)
+	}
+	return ocfFailure(prefix, err)
+}
 
 type setSeqCutoffParams struct {
 	Name   string `json:"name" rpc:"required"`
@@ -42,21 +89,17 @@ type setSeqCutoffParams struct {
 // seqCutoffInvalid is SPDK's reply to a bad sequential cutoff parameter,
 // with data saying which one and what it may be.
 func seqCutoffInvalid(format string, args ...any) error {
-	return jsonrpc.Errorf(jsonrpc.CodeInternalError, "%s: %d", seqCutoffFailure, -22).WithData(format, args...)
+	return jsonrpc.Errorf(jsonrpc.CodeInternalError, "%s: %d", seqCutoffFailure, -int(syscall.EINVAL)).WithData(format, args...)
 }
 
-// thresholdBytes converts a threshold in KiB to ocf's bytes. ocf holds it
-// in a uint32, one byte short of the 4 GiB maximum: that maximum becomes
-// 4 GiB - 1 byte, which cuts off exactly the same streams (IO comes in
-// whole sectors). thresholdKiB rounds back up, so it reads 4194304 KiB.
-func thresholdBytes(kib uint32) uint32 {
-	return uint32(min(uint64(kib)*1024, math.MaxUint32))
+// thresholdKiB is the engine's threshold in bytes as the wire gives it, in
+// KiB, rounded up.
+func thresholdKiB(bytes uint64) uint32 {
+	return uint32(min((bytes+1023)/1024, math.MaxUint32))
 }
 
-func thresholdKiB(bytes uint32) uint32 {
-	return uint32((uint64(bytes) + 1023) / 1024)
-}
-
+// ocfSetSeqCutoff is SPDK's: set a vbdev's sequential cutoff policy and,
+// where given and not 0, its threshold and promotion count.
 func (a *API) ocfSetSeqCutoff(_ context.Context, params json.RawMessage) (any, error) {
 	var p setSeqCutoffParams
 	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
@@ -69,48 +112,23 @@ func (a *API) ocfSetSeqCutoff(_ context.Context, params json.RawMessage) (any, e
 	if err != nil {
 		return nil, seqCutoffInvalid("policy: %v", err)
 	}
-	if p.Threshold != 0 && (p.Threshold < minSeqThresholdKiB || p.Threshold > maxSeqThresholdKiB) {
-		return nil, seqCutoffInvalid("threshold %d KiB out of range (allowed %d..%d KiB; 0 or absent leaves it unchanged)",
-			p.Threshold, minSeqThresholdKiB, maxSeqThresholdKiB)
-	}
-	if p.PromotionCount != 0 && (p.PromotionCount < minSeqPromotion || p.PromotionCount > maxSeqPromotion) {
-		return nil, seqCutoffInvalid("promotion_count %d out of range (allowed %d..%d; 0 or absent leaves it unchanged)",
-			p.PromotionCount, minSeqPromotion, maxSeqPromotion)
-	}
 	err = a.svc.OCF.SetSeqCutoff(p.Name, func(s *ocf.SeqCutoffParams) {
 		s.Policy = policy
 		if p.Threshold != 0 {
-			s.ThresholdBytes = thresholdBytes(p.Threshold)
+			s.ThresholdBytes = uint64(p.Threshold) * 1024
 		}
 		if p.PromotionCount != 0 {
 			s.PromotionCount = p.PromotionCount
 		}
 	})
-	if err != nil {
+	var pe *ocf.ParamError
+	switch {
+	case errors.As(err, &pe):
+		return nil, seqCutoffInvalid("%s", paramMessage(pe))
+	case err != nil:
 		return nil, policyFailure(p.Name, seqCutoffFailure, err)
 	}
 	return true, nil
-}
-
-// policyFailure is the reply to a policy change the engine refused for a
-// reason other than a parameter out of range: the vbdev went away, has
-// not started (-19), or its metadata could not be written.
-func policyFailure(name, prefix string, err error) error {
-	switch {
-	case errors.Is(err, vbdev.ErrNoSuchVbdev):
-		return errNoSuchVbdev(name)
-	case errors.Is(err, vbdev.ErrNotStarted), errors.Is(err, ocf.ErrInvalidConfig):
-		return ocfFailure(prefix, err)
-	}
-	// vbdev marks every refusal as an invalid parameter, a failed
-	// metadata write included: report that as the IO error it is.
-	return jsonrpc.Errorf(jsonrpc.CodeInternalError, "%s: %d", prefix, -int(bdev.Errno(err))).WithData("%s", err.Error())
-}
-
-// invalidPolicyParam is blockcache's reply to a policy parameter out of
-// range: -32602 with a message naming it and its allowed range.
-func invalidPolicyParam(msg string, err error) error {
-	return jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "%s", msg).WithData("%s", err.Error())
 }
 
 type setCleaningParams struct {
@@ -125,31 +143,6 @@ type setCleaningParams struct {
 	ACPFlushMaxBuffers    *uint32 `json:"acp_flush_max_buffers,omitempty"`   // lines
 	ALRUMaxDirtyRatio     *uint32 `json:"alru_max_dirty_ratio,omitempty"`    // percent; SPDK's newer name
 	MaxInflight           *uint32 `json:"max_inflight,omitempty"`            // lines; ours
-}
-
-// cleaningParamNames maps ocf's names of the cleaning parameters (in
-// CleaningParams.Validate's errors) to bdev_ocf_set_cleaning's.
-var cleaningParamNames = [][2]string{
-	{"alru wake_up", "alru_wake_up"},
-	{"alru staleness_time", "alru_staleness_time"},
-	{"alru flush_max_buffers", "alru_flush_max_buffers"},
-	{"alru activity_threshold", "alru_activity_threshold"},
-	{"acp wake_up", "acp_wake_up"},
-	{"acp flush_max_buffers", "acp_flush_max_buffers"},
-	{"alru max_dirty_ratio", "alru_max_dirty_ratio"},
-}
-
-// cleaningMessage is ocf's Validate error with the parameter named as the
-// RPC names it, e.g. "cleaning parameter alru_wake_up = 4000s: invalid
-// cache configuration (allowed 0..3600s)".
-func cleaningMessage(err error) string {
-	msg := err.Error()
-	for _, n := range cleaningParamNames {
-		if strings.Contains(msg, " "+n[0]+" ") {
-			return strings.Replace(msg, " "+n[0]+" ", " "+n[1]+" ", 1)
-		}
-	}
-	return msg
 }
 
 func setDuration(d *time.Duration, v *uint32, unit time.Duration) {
@@ -176,9 +169,8 @@ func (a *API) ocfSetCleaning(_ context.Context, params json.RawMessage) (any, er
 	}
 	kind, err := ocf.ParseCleaningKind(p.Policy)
 	if err != nil {
-		return nil, invalidPolicyParam(err.Error(), err)
+		return nil, invalidPolicyParam(err)
 	}
-	var invalid error
 	err = a.svc.OCF.SetCleaning(p.Name, func(c *ocf.CleaningParams) {
 		c.Kind = kind
 		setDuration(&c.ALRU.WakeUp, p.ALRUWakeUp, time.Second)
@@ -189,15 +181,16 @@ func (a *API) ocfSetCleaning(_ context.Context, params json.RawMessage) (any, er
 		setUint32(&c.ACP.FlushMaxBuffers, p.ACPFlushMaxBuffers)
 		setUint32(&c.ALRU.MaxDirtyRatio, p.ALRUMaxDirtyRatio)
 		setUint32(&c.MaxInflight, p.MaxInflight)
-		invalid = c.Validate()
 	})
-	switch {
-	case invalid != nil:
-		return nil, invalidPolicyParam(cleaningMessage(invalid), err)
-	case err != nil:
+	if err != nil {
 		return nil, policyFailure(p.Name, "Could not set cleaning policy", err)
 	}
 	return true, nil
+}
+
+// invalidPolicyParam is blockcache's reply to an unknown policy name.
+func invalidPolicyParam(err error) error {
+	return jsonrpc.Errorf(jsonrpc.CodeInvalidParams, "%s", err.Error())
 }
 
 type setPromotionParams struct {
@@ -220,42 +213,17 @@ func (a *API) ocfSetPromotion(_ context.Context, params json.RawMessage) (any, e
 	}
 	kind, err := ocf.ParsePromotionKind(p.Policy)
 	if err != nil {
-		return nil, invalidPolicyParam(err.Error(), err)
-	}
-	// ocf takes an insertion threshold of 0 for its default; here it is
-	// out of range like any other.
-	if t := p.InsertionThreshold; t != nil && (*t < ocf.MinNHitInsertionThreshold || *t > ocf.MaxNHitInsertionThreshold) {
-		err := fmt.Errorf("nhit insertion_threshold %d: %w (allowed %d..%d)", *t, ocf.ErrInvalidConfig,
-			ocf.MinNHitInsertionThreshold, ocf.MaxNHitInsertionThreshold)
-		return nil, invalidPolicyParam(err.Error(), err)
+		return nil, invalidPolicyParam(err)
 	}
 	err = a.svc.OCF.SetPromotion(p.Name, func(c *ocf.PromotionParams) {
 		c.Kind = kind
 		setUint32(&c.InsertionThreshold, p.InsertionThreshold)
-		if p.TriggerThreshold != nil {
-			c.TriggerThreshold, c.TriggerSet = *p.TriggerThreshold, true
-		}
+		setUint32(&c.TriggerThreshold, p.TriggerThreshold)
 	})
-	switch {
-	case errors.Is(err, ocf.ErrInvalidConfig) && !errors.Is(err, vbdev.ErrNotStarted):
-		return nil, invalidPolicyParam(engineCause(err).Error(), err)
-	case err != nil:
+	if err != nil {
 		return nil, policyFailure(p.Name, "Could not set promotion policy", err)
 	}
 	return true, nil
-}
-
-// engineCause is the engine's error inside vbdev's "OCF vbdev X: invalid
-// parameter: <engine error>", or err itself.
-func engineCause(err error) error {
-	if u, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range u.Unwrap() {
-			if errors.Is(e, ocf.ErrInvalidConfig) {
-				return e
-			}
-		}
-	}
-	return err
 }
 
 // policiesObject is bdev_ocf_get_policies' result. Times are in the units
@@ -332,16 +300,9 @@ func (a *API) ocfGetPolicies(_ context.Context, params json.RawMessage) (any, er
 // these gets no policy entries in the config, which keeps SPDK's shape.
 var (
 	defaultCleaning  = ocf.DefaultCleaningParams()
-	defaultPromotion = ocf.PromotionParams{Kind: ocf.PromoteAlwaysKind,
-		InsertionThreshold: ocf.DefaultNHitInsertionThreshold, TriggerThreshold: ocf.DefaultNHitTriggerThreshold}
-	defaultSeqCutoff = ocf.SeqCutoffParams{Policy: ocf.SeqCutoffFull,
-		ThresholdBytes: ocf.DefaultSeqCutoffThreshold, PromotionCount: ocf.DefaultSeqCutoffPromotionCount}
+	defaultPromotion = ocf.DefaultPromotionParams()
+	defaultSeqCutoff = ocf.DefaultSeqCutoffParams()
 )
-
-func isDefaultPromotion(p ocf.PromotionParams) bool {
-	return p.Kind == defaultPromotion.Kind && p.InsertionThreshold == defaultPromotion.InsertionThreshold &&
-		p.TriggerThreshold == defaultPromotion.TriggerThreshold
-}
 
 // policyConfig returns the config entries that restore a started vbdev's
 // policies where they differ from the defaults: its sequential cutoff and,
@@ -383,7 +344,7 @@ func (a *API) policyConfig(name string, withCache bool) []configItem {
 		}
 		add("bdev_ocf_set_cleaning", sp)
 	}
-	if !isDefaultPromotion(pol.Promotion) {
+	if pol.Promotion != defaultPromotion {
 		n := o.Promotion.NHit
 		add("bdev_ocf_set_promotion", setPromotionParams{Name: name, Policy: o.Promotion.Policy,
 			InsertionThreshold: &n.InsertionThreshold, TriggerThreshold: &n.TriggerThreshold})

@@ -190,10 +190,12 @@ func Replay(reqs []Request, p Policy, cfg Config) (Result, error) {
 	clock := &fakeClock{}
 	cleaning := ocf.DefaultCleaningParams()
 	cleaning.Kind = p.Cleaning
+	promotion := ocf.DefaultPromotionParams()
+	promotion.Kind = p.Promotion
 	c, err := ocf.New(cacheDev, ocf.Config{
 		LineSize:         ls,
 		Mode:             p.Mode,
-		PromotionParams:  ocf.PromotionParams{Kind: p.Promotion},
+		PromotionParams:  &promotion,
 		Cleaning:         &cleaning,
 		Clock:            clock,
 		VolatileMetadata: true,
@@ -205,7 +207,9 @@ func Replay(reqs []Request, p Policy, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := co.SetSeqCutoff(ocf.SeqCutoffParams{Policy: p.Cutoff}); err != nil {
+	cutoff := ocf.DefaultSeqCutoffParams()
+	cutoff.Policy = p.Cutoff
+	if err := co.SetSeqCutoff(cutoff); err != nil {
 		return Result{}, err
 	}
 

@@ -2,6 +2,12 @@ package vbdev
 
 import "errors"
 
+// Errors name each thing once (see the ocf package's errors.go): a Manager
+// method names its operation and the vbdev (`delete OCF vbdev "Vol": ...`),
+// the steps below it add only what their callee did not say, and the
+// engine and the registry name the cores, caches and devices. A start's
+// failure, kept as the vbdev's reason, does not name the vbdev.
+
 // Sentinel errors. The RPC layer maps them to SPDK's codes in one place.
 var (
 	// ErrNameExists: the vbdev name is taken by a bdev, alias or vbdev

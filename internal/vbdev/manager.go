@@ -287,7 +287,7 @@ func (m *Manager) create(p Params, keepFailed bool) (*Vbdev, error) {
 			// replayed over existing devices): the create adopts it.
 			v.auto = false
 			if v.failed != nil {
-				return v, v.failed
+				return v, fmt.Errorf("create OCF vbdev %q: %w", p.Name, v.failed)
 			}
 			return v, nil
 		case v.failed != nil && !keepFailed:
@@ -309,12 +309,15 @@ func (m *Manager) create(p Params, keepFailed bool) (*Vbdev, error) {
 	v := &Vbdev{params: p, mode: mode, uuid: uuid.New()}
 	m.mu.vbdevs = append(m.mu.vbdevs, v)
 	if keepFailed {
-		return v, m.startLocked(v)
+		if err := m.startLocked(v); err != nil {
+			return v, fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
+		}
+		return v, nil
 	}
 	if err := m.tryStartLocked(v); err != nil {
 		m.detachLocked(v, false)
 		m.mu.vbdevs = slices.DeleteFunc(m.mu.vbdevs, func(x *Vbdev) bool { return x == v })
-		return nil, err
+		return nil, fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
 	}
 	return v, nil
 }
@@ -331,7 +334,7 @@ func (m *Manager) retryLocked(v *Vbdev, p Params, mode ocf.Mode) error {
 	m.log.Info("retrying the start of a failed OCF vbdev", "vbdev", p.Name, "cache", p.CacheBdev, "core", p.CoreBdev, "force", p.Force)
 	if err := m.startLocked(v); err != nil {
 		v.params, v.mode = oldParams, oldMode
-		return err
+		return fmt.Errorf("create OCF vbdev %q: %w", p.Name, err)
 	}
 	return nil
 }

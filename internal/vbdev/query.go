@@ -150,7 +150,7 @@ func (m *Manager) SetMode(name, mode string) (ocf.Mode, error) {
 	}
 	if v.inst != nil && v.inst.cache != nil {
 		if err := v.inst.cache.SetMode(md, false); err != nil {
-			return 0, fmt.Errorf("set mode of OCF vbdev %q: %w", name, err)
+			return 0, fmt.Errorf("OCF vbdev %q: %w", name, err)
 		}
 	}
 	// Waiting vbdevs on the same cache start in the new mode too.
@@ -197,7 +197,7 @@ func (m *Manager) SetFallbackPT(name string, threshold uint32) error {
 		return err
 	}
 	if err := v.inst.cache.SetFallbackPTThreshold(threshold); err != nil {
-		return fmt.Errorf("OCF vbdev %q: %w: %w", name, ErrInvalidParam, err)
+		return policyError(name, err)
 	}
 	return nil
 }

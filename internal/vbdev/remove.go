@@ -39,7 +39,7 @@ func (m *Manager) Delete(name string) error {
 		}
 	}
 	if err := m.detachLocked(v, true); err != nil {
-		return fmt.Errorf("delete: %w", err)
+		return fmt.Errorf("delete OCF vbdev %q: %w", name, err)
 	}
 	m.forgetLocked(v)
 	if v.coreGone {
@@ -136,11 +136,11 @@ func (m *Manager) Shutdown(writeBack bool) error {
 		if writeBack && v.core != nil {
 			release = v.inst.cache.HoldWriteThrough(v.core)
 			if err := m.writeBackLocked(v, "shutdown"); err != nil && first == nil {
-				first = fmt.Errorf("shutdown: OCF vbdev %q: write back: %w", v.params.Name, err)
+				first = fmt.Errorf("shutdown: OCF vbdev %q: write back dirty data: %w", v.params.Name, err)
 			}
 		}
 		if err := m.detachLocked(v, false); err != nil && first == nil {
-			first = fmt.Errorf("shutdown: %w", err)
+			first = fmt.Errorf("shutdown: OCF vbdev %q: %w", v.params.Name, err)
 		}
 		release()
 	}

@@ -17,7 +17,8 @@ import (
 // yet (claiming them) and starts v once both are: the cache instance is
 // started if needed, the core added and the volume registered. A missing
 // base is not an error. A failure leaves what was attached attached; Create
-// rolls it back with detachLocked.
+// rolls it back with detachLocked. Its errors are the start's reason
+// (Info.Err): they do not name v, which whoever reports them does.
 func (m *Manager) tryStartLocked(v *Vbdev) error {
 	p := v.params
 	if v.coreClaim == nil {
@@ -26,7 +27,7 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 		} else if _, err := m.reg.Lookup(p.CoreBdev); err == nil {
 			c, err := m.reg.Claim(p.CoreBdev, claimOwner, func() { m.hotRemoveCore(v) })
 			if err != nil {
-				return fmt.Errorf("OCF vbdev %q: attach core: %w", p.Name, err)
+				return fmt.Errorf("attach core: %w", err)
 			}
 			v.coreClaim = c
 		}
@@ -42,16 +43,16 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 	inst := v.inst
 	if inst.cache == nil {
 		if err := m.startCacheLocked(inst, v); err != nil {
-			return fmt.Errorf("OCF vbdev %q: start cache %q: %w", p.Name, inst.name, err)
+			return err
 		}
 	}
 	id, recorded, err := coreIDFor(inst.cache, p.CoreBdev)
 	if err != nil {
-		return fmt.Errorf("OCF vbdev %q: add core: %w", p.Name, err)
+		return fmt.Errorf("add core %q: %w", p.CoreBdev, err)
 	}
 	if recorded != nil {
 		if err := m.checkCoreIdentity(inst, recorded, v.coreClaim.Device()); err != nil {
-			return fmt.Errorf("OCF vbdev %q: attach core %q: %w", p.Name, p.CoreBdev, err)
+			return err
 		}
 	}
 	if recorded != nil && recorded.VolumeName == p.Name {
@@ -63,13 +64,13 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 		Volume: bdev.Info{Name: p.Name, UUID: v.uuid, ProductName: ProductName},
 	})
 	if err != nil {
-		return fmt.Errorf("OCF vbdev %q: add core %q: %w", p.Name, p.CoreBdev, err)
+		return err
 	}
 	if err := m.reg.Register(co); err != nil {
 		if rerr := inst.cache.RemoveCore(co, false); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
-		return fmt.Errorf("OCF vbdev %q: register volume: %w", p.Name, err)
+		return err
 	}
 	v.core = co
 	m.log.Info("OCF vbdev started", "name", p.Name, "cache", inst.name, "core", p.CoreBdev, "core_id", id)
@@ -88,7 +89,7 @@ func (m *Manager) attachCacheLocked(v *Vbdev) error {
 		name := p.CacheBdev
 		c, err := m.reg.Claim(name, claimOwner, func() { m.hotRemoveCache(name) })
 		if err != nil {
-			return fmt.Errorf("OCF vbdev %q: attach cache: %w", p.Name, err)
+			return fmt.Errorf("attach cache: %w", err)
 		}
 		inst = &instance{name: name, claim: c, lineSize: v.effectiveLineSize(), mode: v.mode}
 		m.mu.instances[name] = inst
@@ -117,7 +118,7 @@ func coreIDFor(c *ocf.Cache, coreName string) (id ocf.CoreID, recorded *metadata
 			return id, nil, nil
 		}
 	}
-	return 0, nil, fmt.Errorf("cache holds %d cores already: %w", ocf.MaxCores, ErrInvalidParam)
+	return 0, nil, fmt.Errorf("cache %q holds %d cores already: %w", c.Device().Info().Name, ocf.MaxCores, ErrInvalidParam)
 }
 
 // startCacheLocked starts inst's engine cache for its first vbdev v: it
@@ -144,8 +145,8 @@ func (m *Manager) startCacheLocked(inst *instance, v *Vbdev) error {
 	case recordsCore(sb, p.CoreBdev):
 		load = true
 	case !p.Force:
-		return fmt.Errorf("%w: the device holds cache %s with cores %s, not %q (force discards it and reinitialises the device)",
-			ErrForeignCache, sb.CacheID, coreNames(sb), p.CoreBdev)
+		return fmt.Errorf("%w: cache device %q holds cache %s with cores %s, not %q (force discards it and reinitialises the device)",
+			ErrForeignCache, inst.name, sb.CacheID, coreNames(sb), p.CoreBdev)
 	default:
 		m.warnDiscard(inst, dev, "reinitialising a cache device that held another cache (force)", "cache_id", sb.CacheID.String(), "cores", coreNames(sb))
 	}
@@ -188,7 +189,7 @@ func (m *Manager) loadCacheLocked(inst *instance, v *Vbdev, cfg ocf.Config) (boo
 		return false, err
 	}
 	if p.LineSizeKiB != 0 && int64(p.LineSizeKiB)*1024 != c.LineSize() {
-		err := fmt.Errorf("%w: the cache on the device has %d KiB lines, not %d KiB", ErrInvalidParam, c.LineSize()/1024, p.LineSizeKiB)
+		err := fmt.Errorf("%w: the cache on cache device %q has %d KiB lines, not %d KiB", ErrInvalidParam, inst.name, c.LineSize()/1024, p.LineSizeKiB)
 		// Load marked the device as running; leave it as it was found.
 		if serr := c.Stop(); serr != nil {
 			err = errors.Join(err, serr)
@@ -222,7 +223,7 @@ func (m *Manager) loadCacheLocked(inst *instance, v *Vbdev, cfg ocf.Config) (boo
 func (m *Manager) checkBlank(inst *instance, dev bdev.Device, force bool) error {
 	sigs, err := signature.DetectDevice(dev)
 	if err != nil {
-		return fmt.Errorf("cache device %q: %w", inst.name, err)
+		return err
 	}
 	scan := recovery.ScanTags(dev, newProgressLog(m.log.With("cache", inst.name), "scan for cache remains"))
 	tag, sectors := scan.Dominant()
@@ -337,19 +338,20 @@ func coreNames(sb *metadata.Superblock) string {
 // detachLocked undoes tryStartLocked: the volume is unregistered (its users,
 // e.g. an NBD export, are told through their claim), the core leaves the
 // cache (written back first with flush), the bases are released, and the
-// cache instance stops with its last member.
+// cache instance stops with its last member. Its errors name the step that
+// failed, not v: callers do.
 func (m *Manager) detachLocked(v *Vbdev, flush bool) error {
 	p := v.params
 	if v.core != nil {
 		if _, err := m.reg.Unregister(p.Name); err != nil && !errors.Is(err, bdev.ErrNoSuchDevice) {
-			return fmt.Errorf("OCF vbdev %q: unregister volume: %w", p.Name, err)
+			return err
 		}
 		if err := v.inst.cache.RemoveCore(v.core, flush); err != nil {
 			// Keep the core and its data; bring the volume back.
 			if rerr := m.reg.Register(v.core); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
-			return fmt.Errorf("OCF vbdev %q: remove core %q: %w", p.Name, p.CoreBdev, err)
+			return err
 		}
 		v.core = nil
 	}

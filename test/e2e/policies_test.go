@@ -220,13 +220,13 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 		value   int
 		allowed string
 	}{
-		{"alru_wake_up", 3601, "0..3600s"},
-		{"alru_staleness_time", 0, "1..3600s"},
-		{"alru_staleness_time", 3601, "1..3600s"},
+		{"alru_wake_up", 3601, "0..3600 s"},
+		{"alru_staleness_time", 0, "1..3600 s"},
+		{"alru_staleness_time", 3601, "1..3600 s"},
 		{"alru_flush_max_buffers", 0, "1..10000"},
 		{"alru_flush_max_buffers", 10001, "1..10000"},
-		{"alru_activity_threshold", 1000001, "0..1000000ms"},
-		{"acp_wake_up", 10001, "0..10000ms"},
+		{"alru_activity_threshold", 1000001, "0..1000000 ms"},
+		{"acp_wake_up", 10001, "0..10000 ms"},
 		{"acp_flush_max_buffers", 0, "1..10000"},
 		{"acp_flush_max_buffers", 10001, "1..10000"},
 		{"alru_max_dirty_ratio", 101, "0..100%"},
@@ -236,7 +236,7 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 		d.expectRangeError(t, "bdev_ocf_set_cleaning", withParams(cl, c.param, c.value), c.param, c.allowed)
 		d.expectParamError(t, "bdev_ocf_set_cleaning", withParams(cl, c.param, -1), -32602, "Invalid parameters", c.param)
 	}
-	d.expectRangeError(t, "bdev_ocf_set_cleaning", withParams(cl, "policy", "alru", "alru_wake_up", 3601, "acp_wake_up", 1), "alru_wake_up", "0..3600s")
+	d.expectRangeError(t, "bdev_ocf_set_cleaning", withParams(cl, "policy", "alru", "alru_wake_up", 3601, "acp_wake_up", 1), "alru_wake_up", "0..3600 s")
 	if je := d.CallErr(t, "bdev_ocf_set_cleaning", withParams(cl, "policy", "lru")); je.Code != -32602 ||
 		!strings.Contains(je.Message, `cleaning policy "lru"`) || !strings.Contains(je.Message, "alru, acp or nop") {
 		t.Fatalf("bdev_ocf_set_cleaning policy lru: %+v", je)
@@ -267,7 +267,7 @@ func checkPolicyMethods(t *testing.T, d *Daemon, v0, v1 string) {
 		{"insertion_threshold", 0, "2..1000"},
 		{"insertion_threshold", 1, "2..1000"},
 		{"insertion_threshold", 1001, "2..1000"},
-		{"trigger_threshold", 101, "0..100"},
+		{"trigger_threshold", 101, "0..100%"},
 	} {
 		d.expectRangeError(t, "bdev_ocf_set_promotion", withParams(pr, c.param, c.value), c.param, c.allowed)
 		d.expectParamError(t, "bdev_ocf_set_promotion", withParams(pr, c.param, -1), -32602, "Invalid parameters", c.param)
