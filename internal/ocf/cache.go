@@ -23,8 +23,9 @@ type Config struct {
 	// Promotion, if set, replaces the built-in promotion policies (tests);
 	// otherwise PromotionParams chooses one.
 	Promotion PromotionPolicy
-	// PromotionParams chooses the built-in promotion policy.
-	PromotionParams PromotionParams
+	// PromotionParams chooses the built-in promotion policy; nil means
+	// DefaultPromotionParams.
+	PromotionParams *PromotionParams
 	// SeqCutoff decides which requests bypass the cache; nil means CutoffNever.
 	SeqCutoff SeqCutoff
 	// VolatileMetadata keeps the metadata in memory only (SPDK's
@@ -169,22 +170,19 @@ func newCache(dev bdev.Device, cfg Config) (*Cache, error) {
 		stripes:        newStripes(lay.numLines),
 		meta:           persistState{volatile: cfg.VolatileMetadata, volatileDirty: cfg.VolatileDirtyMetadata, progress: cfg.Progress},
 	}
-	pp, err := cfg.PromotionParams.withDefaults()
+	pp := DefaultPromotionParams()
+	if cfg.PromotionParams != nil {
+		pp = *cfg.PromotionParams
+	}
+	pol, err := c.newPromotionPolicy(pp)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cache device %q: %w", info.Name, err)
 	}
 	c.prom.params, c.prom.policy = pp, cfg.Promotion
 	if c.prom.policy == nil {
-		c.prom.policy = PromoteAlways{}
-		if pp.Kind == PromoteNHitKind {
-			if c.prom.policy, err = NewNHit(pp, lay.numLines); err != nil {
-				return nil, err
-			}
-		}
+		c.prom.policy = pol
 	}
-	if c.defaultSeqCutoff, err = (SeqCutoffParams{}).withDefaults(); err != nil {
-		return nil, err
-	}
+	c.defaultSeqCutoff = DefaultSeqCutoffParams()
 	c.mode.Store(uint32(cfg.Mode))
 	c.clock = cfg.Clock
 	if c.clock == nil {
@@ -323,7 +321,7 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 			seq = p
 		}
 	}
-	record.SeqCutoff, record.SeqThreshold, record.SeqPromotionCount = uint8(seq.Policy), seq.ThresholdBytes, seq.PromotionCount
+	record.SeqCutoff, record.SeqThreshold, record.SeqPromotionCount = uint8(seq.Policy), recordThreshold(seq.ThresholdBytes), seq.PromotionCount
 	co.dev, co.info, co.record = cfg.Device, vol, record
 	co.seq = newSeqDetector(seq)
 	co.immediate.Store(bdev.IsImmediate(cfg.Device) && bdev.IsImmediate(c.dev))

@@ -102,8 +102,8 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 		ACP: ACPParams{WakeUp: time.Duration(sb.Params[paramACPWakeUp]) * time.Millisecond, FlushMaxBuffers: sb.Params[paramACPFlushMax]},
 	}
 	cfg.Cleaning.ALRU.MaxDirtyRatio, cfg.Cleaning.MaxInflight = recordedPressure(sb.Params[paramALRUMaxDirty], sb.Params[paramCleanInflight])
-	cfg.PromotionParams = PromotionParams{Kind: PromotionKind(sb.Promotion), InsertionThreshold: sb.Params[paramNHitInsertion],
-		TriggerThreshold: sb.Params[paramNHitTrigger], TriggerSet: true}
+	pp := recordedPromotion(sb.Promotion, sb.Params[paramNHitInsertion], sb.Params[paramNHitTrigger])
+	cfg.PromotionParams = &pp
 	c, err := newCache(dev, cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load cache: %w", err)
