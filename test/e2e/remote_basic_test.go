@@ -220,38 +220,3 @@ func TestRemoteCoreDaemonRestart(t *testing.T) {
 	}
 	qemuIO(t, uri, "read -P 0x77 0 128k")
 }
-
-// TestRemoteCoreStartWithServerDown: a start-up config whose NBD server is
-// down skips the client's entry, not fatally, keeps it in config.json, and
-// the volume on it waits; creating the bdev once the server is up starts
-// the volume.
-func TestRemoteCoreStartWithServerDown(t *testing.T) {
-	srv := nbdkitUnix(t, "memory", "16M")
-	srv.kill()
-	cfg := fmt.Sprintf(`{"subsystems":[{"subsystem":"bdev","config":[
- {"method":"bdev_nbd_client_create","params":{"name":"Remote0","uri":%q}},
- {"method":"bdev_malloc_create","params":{"name":"Cache0","num_blocks":16384,"block_size":512}},
- {"method":"bdev_ocf_create","params":{"name":"Vol0","mode":"wt","cache_bdev_name":"Cache0","core_bdev_name":"Remote0"}}]}]}`, srv.uri)
-	dataDir := filepath.Join(t.TempDir(), "data")
-	d := StartDaemon(t, DaemonOpts{DataDir: dataDir, Config: writeFile(t, t.TempDir(), "config.json", []byte(cfg))})
-	if _, ok := d.nbdClient(t, "Remote0"); ok {
-		t.Fatal("Remote0 exists with its server down")
-	}
-	saved, err := os.ReadFile(filepath.Join(dataDir, "config.json"))
-	if err != nil || !strings.Contains(string(saved), "bdev_nbd_client_create") {
-		t.Fatalf("config.json lost the NBD client entry (%v):\n%s", err, saved)
-	}
-	started := func() bool {
-		var vb []struct {
-			Started bool `json:"started"`
-		}
-		d.CallInto(t, "bdev_ocf_get_bdevs", map[string]any{"name": "Vol0"}, &vb)
-		return len(vb) == 1 && vb[0].Started
-	}
-	if started() {
-		t.Fatal("Vol0 started without its core")
-	}
-	srv.start()
-	d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Remote0", "uri": srv.uri})
-	waitFor(t, 10*time.Second, "Vol0 starts once its core exists", started)
-}
