@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -215,4 +216,58 @@ func markers(blocks []readmeBlock) []string {
 		out = append(out, fmt.Sprintf("%d:%s", b.line, b.marker))
 	}
 	return out
+}
+
+// TestREADMEDocumentsCLI checks that the README names every command of
+// the binary and every flag of `blockcache serve`, as the help lists them.
+func TestREADMEDocumentsCLI(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	help := func(args ...string) string {
+		out, err := exec.Command(binPath, append(args, "--help")...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("blockcache %s --help: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	_, cmds, ok := strings.Cut(help(), "Available Commands:\n")
+	cmds, _, _ = strings.Cut(cmds, "\n\n")
+	if !ok {
+		t.Fatal("blockcache --help lists no commands")
+	}
+	n := 0
+	for _, line := range strings.Split(cmds, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] == "help" || f[0] == "completion" {
+			continue
+		}
+		n++
+		if !strings.Contains(readme, "`blockcache "+f[0]+" ") && !strings.Contains(readme, "`blockcache "+f[0]+"`") {
+			t.Errorf("README.md has no `blockcache %s` in its command tables", f[0])
+		}
+	}
+	if n < 10 {
+		t.Fatalf("found %d commands in blockcache --help:\n%s", n, cmds)
+	}
+
+	flags := regexp.MustCompile(`(?m)^\s+(?:-[a-z], )?--([a-z0-9-]+)`).FindAllStringSubmatch(help("serve"), -1)
+	if len(flags) < 20 {
+		t.Fatalf("found %d flags in blockcache serve --help", len(flags))
+	}
+	for _, f := range flags {
+		if f[1] == "help" {
+			continue
+		}
+		if !regexp.MustCompile("`(?:-[a-z], )?--" + regexp.QuoteMeta(f[1]) + "[ `=]").MatchString(readme) {
+			t.Errorf("README.md's serve flags do not list --%s", f[1])
+		}
+	}
 }
