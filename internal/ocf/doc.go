@@ -66,9 +66,10 @@
 // # Files
 //
 //	doc.go          this overview
-//	cache.go        Cache, New, Stop, AddCore, RemoveCore
-//	core.go         Core: the volume's bdev.Device methods, attach state
-//	io.go           the data path: read, write, discard, flush by mode
+//	cache.go        Cache, New, AddCore, RemoveCore, SetMode, Stop
+//	core.go         Core: the volume's bdev.Device methods (Flush among
+//	                them), its attach state
+//	io.go           the data path: read, write and discard, by mode
 //	hit.go          the lock-free read hit
 //	request.go      request: lookup, allocation, mask updates
 //	line.go lines.go lru.go mapping.go mask.go
