@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev"
 	"blockcache/internal/ocf"
 	"blockcache/internal/ocf/ocftest"
 	"blockcache/internal/testutil"
@@ -26,9 +27,32 @@ func TestConcurrentStamps(t *testing.T) {
 		t.Run(fmt.Sprintf("%dK", ls>>10), func(t *testing.T) {
 			seed := uint64(time.Now().UnixNano())
 			t.Logf("seed %d", seed)
-			runStamps(t, ls, seed)
+			runStamps(t, ls, seed, nil)
 		})
 	}
+}
+
+// TestConcurrentStampsSlowCore is TestConcurrentStamps over cores whose
+// reads and writes sleep, so that hits, misses and their fills run while
+// writes wait for the core with their stripes' RW locks let go (io.go,
+// writeCore).
+func TestConcurrentStampsSlowCore(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	runStamps(t, 4<<10, seed, func(_ int, d bdev.Device) bdev.Device { return sleepyDevice{d} })
+}
+
+// sleepyDevice sleeps before each read and write.
+type sleepyDevice struct{ bdev.Device }
+
+func (d sleepyDevice) ReadAt(p []byte, off int64) error {
+	time.Sleep(20 * time.Microsecond)
+	return d.Device.ReadAt(p, off)
+}
+
+func (d sleepyDevice) WriteAt(p []byte, off int64, fua bool) error {
+	time.Sleep(50 * time.Microsecond)
+	return d.Device.WriteAt(p, off, fua)
 }
 
 const (
@@ -145,17 +169,22 @@ func (s *stampChecker) checkSector(p []byte, core int, sector int64, lb, hi uint
 	}
 }
 
-func runStamps(t *testing.T, ls int64, seed uint64) {
+// runStamps runs the stamp test with lines of ls bytes, the cores wrapped
+// by wrapCore unless it is nil.
+func runStamps(t *testing.T, ls int64, seed uint64, wrapCore func(int, bdev.Device) bdev.Device) {
 	coreLines, cacheLines := int64(64), 8
 	opsPerWorker := 2000
 	if ls >= 64<<10 {
 		coreLines, cacheLines = 16, 4
 		opsPerWorker = 1000
 	}
+	if wrapCore != nil {
+		opsPerWorker /= 4 // slow cores: fewer requests, each overlapping more
+	}
 	coreBytes := coreLines * ls
 	sectors := coreBytes / sectorBytes
 	maxSectors := min(2*ls/sectorBytes, 64) // up to 2 lines (4K) or half a line (64K) a request
-	env := ocftest.New(t, ocftest.Options{Lines: cacheLines, LineSize: ls, Mode: ocf.ModeWB, Cores: stampCores, CoreBytes: coreBytes})
+	env := ocftest.New(t, ocftest.Options{Lines: cacheLines, LineSize: ls, Mode: ocf.ModeWB, Cores: stampCores, CoreBytes: coreBytes, WrapCore: wrapCore})
 	c := env.Cache
 	chk := newStampChecker(t, stampWorkers*opsPerWorker, sectors)
 
