@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"blockcache/internal/ocf/metadata"
+	"blockcache/internal/testutil"
 )
 
 // zeroRange overwrites n bytes of the file at off with zeroes.
@@ -91,20 +92,11 @@ func TestRecoverZeroedSuperblocks(t *testing.T) {
 		t.Errorf("recover output:\n%s", r.stdout)
 	}
 	if got, want := readFile(t, core), wantRecovered(func(int) bool { return false }); !bytes.Equal(got, want) {
-		t.Fatalf("core after recover differs from the dirty data at byte %d", firstDiff(got, want))
+		t.Fatalf("core after recover differs from the dirty data at byte %d", testutil.FirstDiff(got, want))
 	}
 	if !bytes.Equal(readFile(t, path), cacheBefore) {
 		t.Fatal("recover wrote to the cache image")
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 // TestRecoverDamagedEntrySector: the lines of a damaged entry sector are
@@ -127,7 +119,7 @@ func TestRecoverDamagedEntrySector(t *testing.T) {
 	}
 	want := wantRecovered(func(l int) bool { return l >= 49 && l <= 97 })
 	if got := readFile(t, core); !bytes.Equal(got, want) {
-		t.Fatalf("core after recover differs at byte %d", firstDiff(got, want))
+		t.Fatalf("core after recover differs at byte %d", testutil.FirstDiff(got, want))
 	}
 }
 

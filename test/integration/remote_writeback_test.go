@@ -22,6 +22,7 @@ import (
 	"blockcache/internal/nbd"
 	"blockcache/internal/ocf"
 	"blockcache/internal/ocf/ocftest"
+	"blockcache/internal/testutil"
 )
 
 // volatileDisk is a disk with a write cache, as behind qemu-nbd
@@ -247,10 +248,10 @@ func checkConverged(t *testing.T, vol *ocf.Core, disk *volatileDisk, model []byt
 		t.Fatalf("%d lines dirty after a successful flush", st.Usage.Dirty)
 	}
 	if got := disk.durable(); !bytes.Equal(got, model) {
-		t.Fatalf("the server's durable data differs from the model at %d", firstDiff(got, model))
+		t.Fatalf("the server's durable data differs from the model at %d", testutil.FirstDiff(got, model))
 	}
 	if got := bdevtest.MustRead(t, vol, 0, len(model)); !bytes.Equal(got, model) {
-		t.Fatalf("the volume differs from the model at %d", firstDiff(got, model))
+		t.Fatalf("the volume differs from the model at %d", testutil.FirstDiff(got, model))
 	}
 }
 
@@ -407,13 +408,4 @@ func TestRemoteCoreLostWriteThroughFlush(t *testing.T) {
 	if got := disk.durable(); !bytes.Equal(got[:len(p)], p) {
 		t.Fatal("data not durable after a successful flush")
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }

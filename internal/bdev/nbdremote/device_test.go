@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/testutil"
 )
 
 func fastOptions() Options {
@@ -150,7 +151,7 @@ func TestReplayOrder(t *testing.T) {
 			copy(want[1024:], fill(2)[:2048])
 			copy(want[1536:], fill(3)[:512])
 			if got := s.contents(); !bytes.Equal(got, want) {
-				t.Fatalf("server contents differ from the model at %d", firstDiff(got, want))
+				t.Fatalf("server contents differ from the model at %d", testutil.FirstDiff(got, want))
 			}
 			log := s.log()
 			tail := []string{"write@0=1", "write@1024=2", "flush", "write@1536=3"}
@@ -173,15 +174,6 @@ func waitState(t *testing.T, d *Device, state State) {
 			t.Fatalf("state %s, want %s", d.Status().State, state)
 		}
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 // TestNeverAnswers: a server that takes requests and never replies makes

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/testutil"
 )
 
 // startNbdkit runs nbdkit on a Unix socket with the given plugin arguments
@@ -78,7 +79,7 @@ func TestNbdkitMemory(t *testing.T) {
 	}
 	want := append(make([]byte, 4096), p[4096:]...)
 	if !bytes.Equal(got, want) {
-		t.Fatalf("read back differs at %d", firstDiff(got, want))
+		t.Fatalf("read back differs at %d", testutil.FirstDiff(got, want))
 	}
 	if err := d.Discard(0, 1<<20); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"blockcache/internal/testutil"
 )
 
 // cutProxy forwards Unix-socket connections to a server and can cut the
@@ -118,7 +120,7 @@ func TestCutsUnderLoad(t *testing.T) {
 						errs <- err
 						return
 					}
-					if i := firstDiff(got, model[off:off+n]); i < n {
+					if i := testutil.FirstDiff(got, model[off:off+n]); i >= 0 {
 						errs <- fmt.Errorf("worker %d read at %d differs at +%d", w, off, i)
 						return
 					}
@@ -161,7 +163,7 @@ func TestCutsUnderLoad(t *testing.T) {
 	if err := direct.ReadAt(got, 0); err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(got, model); i < len(model) {
+	if i := testutil.FirstDiff(got, model); i >= 0 {
 		t.Fatalf("server differs from the model at %d after %d reconnects", i, d.Status().Reconnects)
 	}
 	t.Logf("%d reconnects", d.Status().Reconnects)
