@@ -87,7 +87,7 @@ func TestConcurrentDirtyEvictionsInParallel(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, old) {
-		t.Fatalf("the lines written before the misses: %s", firstDiff(got, old))
+		t.Fatalf("the lines written before the misses: %s", diffAt(got, old))
 	}
 	for k := range misses {
 		b := make([]byte, 4096)
@@ -95,7 +95,7 @@ func TestConcurrentDirtyEvictionsInParallel(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(b, fresh) {
-			t.Fatalf("miss %d reads back %s", k, firstDiff(b, fresh))
+			t.Fatalf("miss %d reads back %s", k, diffAt(b, fresh))
 		}
 	}
 	t.Logf("at most %d core writes in flight; stats %+v", held, env.Cache.Stats().Requests)

@@ -114,7 +114,7 @@ func (m *model) actions(t *rapid.T, lineSize int64) map[string]func(*rapid.T) {
 				t.Fatalf("read core %d at %d len %d: %v", core, off, n, err)
 			}
 			if !bytes.Equal(got, m.want[core][off:off+n]) {
-				t.Fatalf("read core %d at %d len %d (mode %s): %s", core, off, n, c.Mode(), firstDiff(got, m.want[core][off:off+n]))
+				t.Fatalf("read core %d at %d len %d (mode %s): %s", core, off, n, c.Mode(), diffAt(got, m.want[core][off:off+n]))
 			}
 			m.checkReadClass(t, co, off, n, lineSize, before)
 		},
@@ -287,7 +287,7 @@ func (m *model) coreBytesOf(t *rapid.T, core int) []byte {
 func (m *model) checkCores(t *rapid.T, when string) {
 	for i := range m.want {
 		if got := m.coreBytesOf(t, i); !bytes.Equal(got, m.want[i]) {
-			t.Fatalf("core %d device differs from model %s: %s", i, when, firstDiff(got, m.want[i]))
+			t.Fatalf("core %d device differs from model %s: %s", i, when, diffAt(got, m.want[i]))
 		}
 	}
 }
@@ -324,13 +324,4 @@ func checkStats(t interface{ Fatalf(string, ...any) }, s ocf.Stats, c *ocf.Cache
 	if want := uint64(c.NumLines()) * uint64(c.LineSize()/4096); s.CacheSize4K != want {
 		t.Fatalf("cache size %d, want %d", s.CacheSize4K, want)
 	}
-}
-
-func firstDiff(got, want []byte) string {
-	for i := range got {
-		if got[i] != want[i] {
-			return fmt.Sprintf("first difference at byte %d (sector %d): got %#x want %#x", i, i/512, got[i], want[i])
-		}
-	}
-	return "equal"
 }

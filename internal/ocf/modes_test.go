@@ -11,6 +11,7 @@ import (
 	"blockcache/internal/bdev"
 	"blockcache/internal/ocf"
 	"blockcache/internal/ocf/ocftest"
+	"blockcache/internal/testutil"
 )
 
 // These tests pin engine.md's mode table cell by cell, and the statistics
@@ -36,10 +37,8 @@ func diffAt(got, want []byte) string {
 	if len(got) != len(want) {
 		return fmt.Sprintf("length %d, want %d", len(got), len(want))
 	}
-	for i := range got {
-		if got[i] != want[i] {
-			return fmt.Sprintf("first difference at byte %d (sector %d): got %#02x want %#02x", i, i/sectorBytes, got[i], want[i])
-		}
+	if i := testutil.FirstDiff(got, want); i >= 0 {
+		return fmt.Sprintf("first difference at byte %d (sector %d): got %#02x want %#02x", i, i/sectorBytes, got[i], want[i])
 	}
 	return "equal"
 }
