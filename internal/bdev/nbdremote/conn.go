@@ -4,12 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"time"
+
+	"blockcache/internal/nbdproto"
 )
 
 // conn is one connection to the server in transmission phase. Requests are
@@ -24,7 +25,7 @@ type conn struct {
 	wmu struct {
 		sync.Mutex
 		closed bool // set by the reader on its way out: nothing more is sent
-		hdr    [requestHeaderSize]byte
+		hdr    [nbdproto.RequestLen]byte
 		bufs   [2][]byte
 		nb     net.Buffers
 	}
@@ -112,9 +113,7 @@ func negotiateTLS(ctx context.Context, nc net.Conn, br *bufio.Reader, name strin
 }
 
 func newConn(d *Device, nc net.Conn, br *bufio.Reader, structured bool) *conn {
-	c := &conn{d: d, nc: nc, br: br, structured: structured, dead: make(chan struct{})}
-	binary.BigEndian.PutUint32(c.wmu.hdr[0:], magicRequest)
-	return c
+	return &conn{d: d, nc: nc, br: br, structured: structured, dead: make(chan struct{})}
 }
 
 // send writes r's request and payload. An error means the connection is
@@ -126,14 +125,10 @@ func (c *conn) send(r *request) error {
 		return fmt.Errorf("connection closed: %w", errConnGone)
 	}
 	h := c.wmu.hdr[:]
-	binary.BigEndian.PutUint16(h[4:], r.flags)
-	binary.BigEndian.PutUint16(h[6:], r.cmd)
-	binary.BigEndian.PutUint64(h[8:], r.cookie())
-	binary.BigEndian.PutUint64(h[16:], uint64(r.off))
-	binary.BigEndian.PutUint32(h[24:], r.length)
+	nbdproto.PutRequest(h, nbdproto.Request{Flags: r.flags, Type: r.cmd, Cookie: r.cookie(), Offset: uint64(r.off), Length: r.length})
 	c.wmu.bufs[0] = h
 	n := 1
-	if r.cmd == cmdWrite {
+	if r.cmd == nbdproto.CmdWrite {
 		c.wmu.bufs[1] = r.buf
 		n = 2
 	}
@@ -157,11 +152,7 @@ func (c *conn) disconnect() {
 		return
 	}
 	h := c.wmu.hdr[:]
-	binary.BigEndian.PutUint16(h[4:], 0)
-	binary.BigEndian.PutUint16(h[6:], cmdDisc)
-	binary.BigEndian.PutUint64(h[8:], 0)
-	binary.BigEndian.PutUint64(h[16:], 0)
-	binary.BigEndian.PutUint32(h[24:], 0)
+	nbdproto.PutRequest(h, nbdproto.Request{Type: nbdproto.CmdDisc})
 	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	c.nc.Write(h)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 )
 
 // State is the connection state a Device reports.
@@ -43,7 +44,7 @@ type Device struct {
 	info       bdev.Info
 	uri        URI
 	opts       Options
-	flags      uint16 // the export's transmission flags, fixed at Open
+	flags      nbdproto.TxFlags // the export's transmission flags, fixed at Open
 	maxPayload uint32
 	nconns     int // connections per session: Options.Connections when multi-conn, else 1
 
@@ -112,7 +113,7 @@ func OpenContext(ctx context.Context, name string, uri URI, id uuid.UUID, opts O
 	d.info = bdev.Info{Name: name, UUID: id, ProductName: "NBD disk", BlockSize: bs, NumBlocks: nblocks, Abilities: ex.abilities()}
 	d.flags, d.maxPayload = ex.flags, maxPayload
 	d.nconns = 1
-	if opts.Connections > 1 && ex.flags&txCanMultiConn != 0 {
+	if opts.Connections > 1 && ex.flags&nbdproto.TxCanMultiConn != 0 {
 		d.nconns = opts.Connections
 	}
 	d.slots = make([]request, opts.QueueDepth)
@@ -153,7 +154,7 @@ func (d *Device) dialMore(ctx context.Context, want export, timeout time.Duratio
 	}
 	if ex.size != want.size || ex.flags != want.flags {
 		nc.Close()
-		return nil, fmt.Errorf("export at %s changed: %d bytes, flags %#x, was %d bytes, flags %#x: %w",
+		return nil, fmt.Errorf("export at %s changed: %d bytes, flags %v, was %d bytes, flags %v: %w",
 			d.uri, ex.size, ex.flags, want.size, want.flags, ErrProtocol)
 	}
 	return newConn(d, nc, br, ex.structured), nil
@@ -182,8 +183,8 @@ func (d *Device) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Status{State: d.mu.state, Reconnects: d.reconnects.Load(), Connections: d.nconns,
-		ReadOnly: d.flags&txReadOnly != 0, Flush: d.flags&txSendFlush != 0, FUA: d.flags&txSendFUA != 0,
-		Trim: d.flags&txSendTrim != 0, Zero: d.flags&txSendWriteZeroes != 0, MultiConn: d.flags&txCanMultiConn != 0}
+		ReadOnly: d.flags&nbdproto.TxReadOnly != 0, Flush: d.flags&nbdproto.TxSendFlush != 0, FUA: d.flags&nbdproto.TxSendFUA != 0,
+		Trim: d.flags&nbdproto.TxSendTrim != 0, Zero: d.flags&nbdproto.TxSendWriteZeroes != 0, MultiConn: d.flags&nbdproto.TxCanMultiConn != 0}
 	if d.mu.lastErr != nil {
 		s.LastError = d.mu.lastErr.Error()
 	}
@@ -195,7 +196,7 @@ func (d *Device) ReadAt(p []byte, off int64) error {
 	if err := bdev.CheckIO(&d.info, "read", off, int64(len(p))); err != nil {
 		return err
 	}
-	return d.chunked(cmdRead, 0, p, off, int64(len(p)))
+	return d.chunked(nbdproto.CmdRead, 0, p, off, int64(len(p)))
 }
 
 // WriteAt implements bdev.Device. Without NBD_FLAG_SEND_FUA, a FUA write is
@@ -205,14 +206,14 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 	if err := d.checkWrite("write", off, int64(len(p))); err != nil {
 		return err
 	}
-	var flags uint16
+	var flags nbdproto.CmdFlags
 	var mark uint64
-	if fua && d.flags&txSendFUA != 0 {
-		flags = cmdFlagFUA
+	if fua && d.flags&nbdproto.TxSendFUA != 0 {
+		flags = nbdproto.CmdFlagFUA
 	} else if fua {
 		mark = d.WriteBackMark()
 	}
-	if err := d.chunked(cmdWrite, flags, p, off, int64(len(p))); err != nil {
+	if err := d.chunked(nbdproto.CmdWrite, flags, p, off, int64(len(p))); err != nil {
 		return err
 	}
 	if fua && flags == 0 {
@@ -227,11 +228,11 @@ func (d *Device) WriteAt(p []byte, off int64, fua bool) error {
 // fails with ErrWritesLost when a lost session may have taken
 // acknowledged writes with it (durability.go).
 func (d *Device) Flush() error {
-	if d.flags&txSendFlush == 0 {
+	if d.flags&nbdproto.TxSendFlush == 0 {
 		return d.openErr("flush")
 	}
 	seen := d.flushSeen()
-	if err := d.do(cmdFlush, 0, nil, 0, 0); err != nil {
+	if err := d.do(nbdproto.CmdFlush, 0, nil, 0, 0); err != nil {
 		return err
 	}
 	return d.flushed(seen)
@@ -239,24 +240,24 @@ func (d *Device) Flush() error {
 
 // Discard implements bdev.Discarder with NBD_CMD_TRIM.
 func (d *Device) Discard(off, length int64) error {
-	if d.flags&txSendTrim == 0 {
+	if d.flags&nbdproto.TxSendTrim == 0 {
 		return fmt.Errorf("%s discard: the server does not advertise NBD_FLAG_SEND_TRIM: %w", d.info.Name, bdev.ErrNotSupported)
 	}
 	if err := d.checkWrite("discard", off, length); err != nil {
 		return err
 	}
-	return d.chunked(cmdTrim, 0, nil, off, length)
+	return d.chunked(nbdproto.CmdTrim, 0, nil, off, length)
 }
 
 // WriteZeroes implements bdev.WriteZeroer with NBD_CMD_WRITE_ZEROES.
 func (d *Device) WriteZeroes(off, length int64) error {
-	if d.flags&txSendWriteZeroes == 0 {
+	if d.flags&nbdproto.TxSendWriteZeroes == 0 {
 		return fmt.Errorf("%s write-zeroes: the server does not advertise NBD_FLAG_SEND_WRITE_ZEROES: %w", d.info.Name, bdev.ErrNotSupported)
 	}
 	if err := d.checkWrite("write-zeroes", off, length); err != nil {
 		return err
 	}
-	return d.chunked(cmdWriteZeroes, 0, nil, off, length)
+	return d.chunked(nbdproto.CmdWriteZeroes, 0, nil, off, length)
 }
 
 // abilities are what the export's transmission flags advertise: discard
@@ -264,17 +265,17 @@ func (d *Device) WriteZeroes(off, length int64) error {
 // neither on a read-only export. NBD_CMD_TRIM promises nothing about what a
 // trimmed range reads back as, so ZeroesOnDiscard is never set.
 func (ex export) abilities() bdev.Abilities {
-	if ex.flags&txReadOnly != 0 {
+	if ex.flags&nbdproto.TxReadOnly != 0 {
 		return bdev.Abilities{}
 	}
-	return bdev.Abilities{Discard: ex.flags&txSendTrim != 0, WriteZeroes: ex.flags&txSendWriteZeroes != 0}
+	return bdev.Abilities{Discard: ex.flags&nbdproto.TxSendTrim != 0, WriteZeroes: ex.flags&nbdproto.TxSendWriteZeroes != 0}
 }
 
 func (d *Device) checkWrite(op string, off, length int64) error {
 	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 		return err
 	}
-	if d.flags&txReadOnly != 0 {
+	if d.flags&nbdproto.TxReadOnly != 0 {
 		return &bdev.IOError{Op: op, Dev: d.info.Name, Offset: off, Len: length,
 			Err: fmt.Errorf("the export is read-only: %w", syscall.EROFS)}
 	}
@@ -295,9 +296,9 @@ func (d *Device) openErr(op string) error {
 
 // chunked issues [off, off+length) in requests no larger than the server
 // takes, one after another.
-func (d *Device) chunked(cmd, flags uint16, p []byte, off, length int64) error {
+func (d *Device) chunked(cmd nbdproto.Command, flags nbdproto.CmdFlags, p []byte, off, length int64) error {
 	limit := int64(d.maxPayload)
-	if cmd == cmdTrim || cmd == cmdWriteZeroes {
+	if cmd == nbdproto.CmdTrim || cmd == nbdproto.CmdWriteZeroes {
 		limit = 1 << 30
 	}
 	for length > 0 {
@@ -316,7 +317,7 @@ func (d *Device) chunked(cmd, flags uint16, p []byte, off, length int64) error {
 
 // do runs one request: it takes a slot, submits it, waits for its outcome
 // and gives the slot back.
-func (d *Device) do(cmd, flags uint16, buf []byte, off, length int64) error {
+func (d *Device) do(cmd nbdproto.Command, flags nbdproto.CmdFlags, buf []byte, off, length int64) error {
 	r := <-d.free
 	r.cmd, r.flags, r.off, r.length, r.buf = cmd, flags, off, uint32(length), buf
 	r.result, r.covered = nil, 0

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 	"blockcache/internal/testutil"
 )
 
@@ -332,7 +333,7 @@ func TestNoAllocations(t *testing.T) {
 // trim or write zeroes those fail with ErrNotSupported, sending nothing.
 func TestAbilitiesFromFlags(t *testing.T) {
 	s := newFakeServer(t, 64<<10)
-	s.flags = txHasFlags | txSendFlush
+	s.flags = nbdproto.TxHasFlags | nbdproto.TxSendFlush
 	d := openFake(t, s, fastOptions())
 	if err := d.WriteAt(bytes.Repeat([]byte{9}, 512), 0, true); err != nil {
 		t.Fatal(err)
@@ -348,7 +349,7 @@ func TestAbilitiesFromFlags(t *testing.T) {
 	}
 
 	s2 := newFakeServer(t, 64<<10)
-	s2.flags = txHasFlags
+	s2.flags = nbdproto.TxHasFlags
 	d2 := openFake(t, s2, fastOptions())
 	if err := d2.Flush(); err != nil {
 		t.Fatal(err)

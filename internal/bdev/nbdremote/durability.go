@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 )
 
 // Write-back loss across a reconnect.
@@ -57,14 +58,14 @@ type writeBack struct {
 }
 
 // modifies reports whether cmd changes the export's contents.
-func modifies(cmd uint16) bool {
-	return cmd == cmdWrite || cmd == cmdWriteZeroes || cmd == cmdTrim
+func modifies(cmd nbdproto.Command) bool {
+	return cmd == nbdproto.CmdWrite || cmd == nbdproto.CmdWriteZeroes || cmd == nbdproto.CmdTrim
 }
 
 // flushSentLocked records, as r is sent, the acknowledged writes a flush
 // request covers if it succeeds.
 func (d *Device) flushSentLocked(r *request) {
-	if r.cmd == cmdFlush {
+	if r.cmd == nbdproto.CmdFlush {
 		r.flushMark = d.mu.wb.acked
 	}
 }
@@ -73,14 +74,14 @@ func (d *Device) flushSentLocked(r *request) {
 // owes a flush, a flush pays for the writes acknowledged before it was
 // sent.
 func (d *Device) completedLocked(r *request) {
-	if r.result != nil || d.flags&txSendFlush == 0 {
+	if r.result != nil || d.flags&nbdproto.TxSendFlush == 0 {
 		return
 	}
 	wb := &d.mu.wb
 	switch {
-	case r.cmd == cmdFlush:
+	case r.cmd == nbdproto.CmdFlush:
 		wb.durable = max(wb.durable, r.flushMark)
-	case modifies(r.cmd) && r.flags&cmdFlagFUA == 0:
+	case modifies(r.cmd) && r.flags&nbdproto.CmdFlagFUA == 0:
 		wb.acked++
 	}
 }
@@ -129,10 +130,10 @@ func (d *Device) WriteBackMark() uint64 {
 // a loss was recorded after mark, whether or not Flush reported it; it
 // does not clear the mark Flush reports.
 func (d *Device) FlushSince(mark uint64) error {
-	if d.flags&txSendFlush == 0 {
+	if d.flags&nbdproto.TxSendFlush == 0 {
 		return d.openErr("flush")
 	}
-	if err := d.do(cmdFlush, 0, nil, 0, 0); err != nil {
+	if err := d.do(nbdproto.CmdFlush, 0, nil, 0, 0); err != nil {
 		return err
 	}
 	d.mu.Lock()

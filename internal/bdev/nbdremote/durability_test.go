@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 )
 
 // waitReconnects waits up to 5 s for d to have reconnected n times and be
@@ -98,10 +99,10 @@ func TestFlushNoLossReported(t *testing.T) {
 	data := bytes.Repeat([]byte{9}, 4096)
 	for _, tc := range []struct {
 		name   string
-		flags  uint16
+		flags  nbdproto.TxFlags
 		before func(t *testing.T, s *fakeServer, d *Device) chan error
 	}{
-		{name: "no-flush-flag", flags: txHasFlags | txSendTrim,
+		{name: "no-flush-flag", flags: nbdproto.TxHasFlags | nbdproto.TxSendTrim,
 			before: func(t *testing.T, s *fakeServer, d *Device) chan error {
 				return nil
 			}},
@@ -202,7 +203,7 @@ func TestFlushSinceKeepsItsOwnMark(t *testing.T) {
 func TestEmulatedFUAReportsLoss(t *testing.T) {
 	s := newFakeServer(t, 64<<10)
 	s.volatile = true
-	s.flags &^= txSendFUA
+	s.flags &^= nbdproto.TxSendFUA
 	d := openFake(t, s, fastOptions())
 	if err := d.WriteAt(bytes.Repeat([]byte{4}, 4096), 0, false); err != nil {
 		t.Fatal(err)

@@ -82,30 +82,6 @@ func Unreachable(err error) bool {
 		errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
-// serverErrno maps an NBD error value (proto.md's error values are
-// Linux's errno numbers) to a syscall.Errno; an unknown value is EIO.
-func serverErrno(v uint32) syscall.Errno {
-	switch v {
-	case 1:
-		return syscall.EPERM
-	case 5:
-		return syscall.EIO
-	case 12:
-		return syscall.ENOMEM
-	case 22:
-		return syscall.EINVAL
-	case 28:
-		return syscall.ENOSPC
-	case 75:
-		return syscall.EOVERFLOW
-	case 95:
-		return syscall.EOPNOTSUPP
-	case 108:
-		return syscall.ESHUTDOWN
-	}
-	return syscall.EIO
-}
-
 // ServerError is an error the server returned for one request.
 type ServerError struct {
 	Errno   syscall.Errno

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"blockcache/internal/nbdproto"
 )
 
 // fakeServer is an in-process NBD server whose behaviour tests control:
@@ -19,7 +21,7 @@ type fakeServer struct {
 	addr string
 
 	export     string
-	flags      uint16
+	flags      nbdproto.TxFlags
 	structured bool
 	noGo       bool      // refuse NBD_OPT_GO as unknown: the client falls back to NBD_OPT_EXPORT_NAME
 	blockSize  [3]uint32 // min, preferred, max; zero: no NBD_INFO_BLOCK_SIZE
@@ -46,8 +48,8 @@ type fakeServer struct {
 type fakeReq struct {
 	c       net.Conn
 	wmu     *sync.Mutex
-	flags   uint16
-	typ     uint16
+	flags   nbdproto.CmdFlags
+	typ     nbdproto.Command
 	cookie  uint64
 	off     uint64
 	length  uint32
@@ -61,7 +63,7 @@ func newFakeServer(t *testing.T, size int) *fakeServer {
 		t.Fatal(err)
 	}
 	s := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), export: "disk", structured: true,
-		flags: txHasFlags | txSendFlush | txSendFUA | txSendTrim | txSendWriteZeroes | txCanMultiConn}
+		flags: nbdproto.TxHasFlags | nbdproto.TxSendFlush | nbdproto.TxSendFUA | nbdproto.TxSendTrim | nbdproto.TxSendWriteZeroes | nbdproto.TxCanMultiConn}
 	s.mu.data = make([]byte, size)
 	s.mu.durable = make([]byte, size)
 	s.mu.errAt = -1
@@ -139,9 +141,9 @@ func (s *fakeServer) serve() {
 // reads the client's flags.
 func greetClient(c net.Conn) (cflags [4]byte, err error) {
 	var greet [18]byte
-	binary.BigEndian.PutUint64(greet[0:], magicNBD)
-	binary.BigEndian.PutUint64(greet[8:], magicOption)
-	binary.BigEndian.PutUint16(greet[16:], handshakeFixedNewstyle|handshakeNoZeroes)
+	binary.BigEndian.PutUint64(greet[0:], nbdproto.MagicNBD)
+	binary.BigEndian.PutUint64(greet[8:], nbdproto.MagicOption)
+	binary.BigEndian.PutUint16(greet[16:], nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes)
 	if _, err := c.Write(greet[:]); err != nil {
 		return cflags, err
 	}
@@ -160,58 +162,58 @@ func (s *fakeServer) handle(c net.Conn) {
 		if _, err := io.ReadFull(c, h[:]); err != nil {
 			return
 		}
-		opt := binary.BigEndian.Uint32(h[8:])
+		opt := nbdproto.Option(binary.BigEndian.Uint32(h[8:]))
 		data := make([]byte, binary.BigEndian.Uint32(h[12:]))
 		if _, err := io.ReadFull(c, data); err != nil {
 			return
 		}
 		switch opt {
-		case optStructuredReply:
+		case nbdproto.OptStructuredReply:
 			if s.structured {
 				structured = true
-				optReply(c, opt, repAck, nil)
+				optReply(c, opt, nbdproto.RepAck, nil)
 			} else {
-				optReply(c, opt, repErrUnsup, nil)
+				optReply(c, opt, nbdproto.RepErrUnsup, nil)
 			}
 			continue
-		case optExportName:
+		case nbdproto.OptExportName:
 			if string(data) != s.export {
 				return // NBD_OPT_EXPORT_NAME refuses by hanging up
 			}
 			s.mu.Lock()
 			size := uint64(len(s.mu.data))
 			s.mu.Unlock()
-			b := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, size), s.flags)
+			b := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(nil, size), uint16(s.flags))
 			c.Write(b) // NO_ZEROES was offered and taken
-		case optGo:
+		case nbdproto.OptGo:
 			if s.noGo {
-				optReply(c, opt, repErrUnsup, nil)
+				optReply(c, opt, nbdproto.RepErrUnsup, nil)
 				continue
 			}
 			name := string(data[4 : 4+binary.BigEndian.Uint32(data)])
 			if name != s.export {
-				optReply(c, opt, repErrUnknown, []byte("no export "+name))
+				optReply(c, opt, nbdproto.RepErrUnknown, []byte("no export "+name))
 				continue
 			}
 			s.mu.Lock()
 			size := uint64(len(s.mu.data))
 			s.mu.Unlock()
 			info := make([]byte, 12)
-			binary.BigEndian.PutUint16(info, infoExport)
+			binary.BigEndian.PutUint16(info, uint16(nbdproto.InfoExport))
 			binary.BigEndian.PutUint64(info[2:], size)
-			binary.BigEndian.PutUint16(info[10:], s.flags)
-			optReply(c, opt, repInfo, info)
+			binary.BigEndian.PutUint16(info[10:], uint16(s.flags))
+			optReply(c, opt, nbdproto.RepInfo, info)
 			if s.blockSize[0] != 0 {
 				bs := make([]byte, 14)
-				binary.BigEndian.PutUint16(bs, infoBlockSize)
+				binary.BigEndian.PutUint16(bs, uint16(nbdproto.InfoBlockSize))
 				binary.BigEndian.PutUint32(bs[2:], s.blockSize[0])
 				binary.BigEndian.PutUint32(bs[6:], s.blockSize[1])
 				binary.BigEndian.PutUint32(bs[10:], s.blockSize[2])
-				optReply(c, opt, repInfo, bs)
+				optReply(c, opt, nbdproto.RepInfo, bs)
 			}
-			optReply(c, opt, repAck, nil)
+			optReply(c, opt, nbdproto.RepAck, nil)
 		default:
-			optReply(c, opt, repErrUnsup, nil)
+			optReply(c, opt, nbdproto.RepErrUnsup, nil)
 			continue
 		}
 		break
@@ -219,11 +221,11 @@ func (s *fakeServer) handle(c net.Conn) {
 	s.transmit(c, structured)
 }
 
-func optReply(c net.Conn, opt, typ uint32, data []byte) {
+func optReply(c net.Conn, opt nbdproto.Option, typ nbdproto.RepType, data []byte) {
 	b := make([]byte, 20+len(data))
-	binary.BigEndian.PutUint64(b, magicOptionReply)
-	binary.BigEndian.PutUint32(b[8:], opt)
-	binary.BigEndian.PutUint32(b[12:], typ)
+	binary.BigEndian.PutUint64(b, nbdproto.MagicOptionReply)
+	binary.BigEndian.PutUint32(b[8:], uint32(opt))
+	binary.BigEndian.PutUint32(b[12:], uint32(typ))
 	binary.BigEndian.PutUint32(b[16:], uint32(len(data)))
 	copy(b[20:], data)
 	c.Write(b)
@@ -236,12 +238,12 @@ func (s *fakeServer) transmit(c net.Conn, structured bool) {
 		if _, err := io.ReadFull(c, h[:]); err != nil {
 			return
 		}
-		r := fakeReq{c: c, wmu: wmu, flags: binary.BigEndian.Uint16(h[4:]), typ: binary.BigEndian.Uint16(h[6:]),
+		r := fakeReq{c: c, wmu: wmu, flags: nbdproto.CmdFlags(binary.BigEndian.Uint16(h[4:])), typ: nbdproto.Command(binary.BigEndian.Uint16(h[6:])),
 			cookie: binary.BigEndian.Uint64(h[8:]), off: binary.BigEndian.Uint64(h[16:]), length: binary.BigEndian.Uint32(h[24:])}
-		if r.typ == cmdDisc {
+		if r.typ == nbdproto.CmdDisc {
 			return
 		}
-		if r.typ == cmdWrite {
+		if r.typ == nbdproto.CmdWrite {
 			r.payload = make([]byte, r.length)
 			if _, err := io.ReadFull(c, r.payload); err != nil {
 				return
@@ -267,23 +269,23 @@ func (s *fakeServer) transmit(c net.Conn, structured bool) {
 // error when the read hits errAt.
 func (s *fakeServer) executeLocked(r fakeReq) (out fakeOut) {
 	switch r.typ {
-	case cmdRead:
+	case nbdproto.CmdRead:
 		if s.mu.errAt >= 0 && int64(r.off) <= s.mu.errAt && s.mu.errAt < int64(r.off)+int64(r.length) {
 			return fakeOut{errno: 5, msg: "injected"}
 		}
 		out.data = append([]byte(nil), s.mu.data[r.off:r.off+uint64(r.length)]...)
-	case cmdWrite:
+	case nbdproto.CmdWrite:
 		copy(s.mu.data[r.off:], r.payload)
 		s.mu.log = append(s.mu.log, "write@"+itoa(r.off)+"="+itoa(uint64(r.payload[0])))
-	case cmdWriteZeroes, cmdTrim:
+	case nbdproto.CmdWriteZeroes, nbdproto.CmdTrim:
 		clear(s.mu.data[r.off : r.off+uint64(r.length)])
-	case cmdFlush:
+	case nbdproto.CmdFlush:
 		copy(s.mu.durable, s.mu.data)
 		s.mu.log = append(s.mu.log, "flush")
 	}
-	if !s.volatile || r.flags&cmdFlagFUA != 0 {
+	if !s.volatile || r.flags&nbdproto.CmdFlagFUA != 0 {
 		end := r.off + uint64(r.length)
-		if r.typ == cmdRead {
+		if r.typ == nbdproto.CmdRead {
 			end = r.off
 		}
 		copy(s.mu.durable[r.off:end], s.mu.data[r.off:end])
@@ -332,22 +334,22 @@ func itoa(v uint64) string {
 func (s *fakeServer) reply(r fakeReq, structured bool, out fakeOut) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	if !structured || r.typ != cmdRead {
+	if !structured || r.typ != nbdproto.CmdRead {
 		var h [16]byte
-		binary.BigEndian.PutUint32(h[0:], magicSimpleReply)
+		binary.BigEndian.PutUint32(h[0:], nbdproto.MagicSimpleReply)
 		binary.BigEndian.PutUint32(h[4:], out.errno)
 		binary.BigEndian.PutUint64(h[8:], r.cookie)
 		r.c.Write(h[:])
-		if r.typ == cmdRead && out.errno == 0 {
+		if r.typ == nbdproto.CmdRead && out.errno == 0 {
 			r.c.Write(out.data)
 		}
 		return
 	}
-	chunk := func(flags, typ uint16, payload []byte) {
+	chunk := func(flags uint16, typ nbdproto.ReplyType, payload []byte) {
 		h := make([]byte, 20+len(payload))
-		binary.BigEndian.PutUint32(h[0:], magicStructuredReply)
+		binary.BigEndian.PutUint32(h[0:], nbdproto.MagicStructuredReply)
 		binary.BigEndian.PutUint16(h[4:], flags)
-		binary.BigEndian.PutUint16(h[6:], typ)
+		binary.BigEndian.PutUint16(h[6:], uint16(typ))
 		binary.BigEndian.PutUint64(h[8:], r.cookie)
 		binary.BigEndian.PutUint32(h[16:], uint32(len(payload)))
 		copy(h[20:], payload)
@@ -358,7 +360,7 @@ func (s *fakeServer) reply(r fakeReq, structured bool, out fakeOut) {
 		binary.BigEndian.PutUint32(p, out.errno)
 		binary.BigEndian.PutUint16(p[4:], uint16(len(out.msg)))
 		copy(p[6:], out.msg)
-		chunk(chunkFlagDone, chunkError, p)
+		chunk(nbdproto.ReplyFlagDone, nbdproto.ReplyTypeError, p)
 		return
 	}
 	half := uint64(len(out.data) / 2)
@@ -369,9 +371,9 @@ func (s *fakeServer) reply(r fakeReq, structured bool, out fakeOut) {
 		p := make([]byte, 8+part[1]-part[0])
 		binary.BigEndian.PutUint64(p, r.off+part[0])
 		copy(p[8:], out.data[part[0]:part[1]])
-		chunk(0, chunkOffsetData, p)
+		chunk(0, nbdproto.ReplyTypeOffsetData, p)
 	}
-	chunk(chunkFlagDone, chunkNone, nil)
+	chunk(nbdproto.ReplyFlagDone, nbdproto.ReplyTypeNone, nil)
 }
 
 // contents returns a copy of the server's data.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"blockcache/internal/nbdproto"
 )
 
 // FuzzReply feeds arbitrary bytes to the reply parser with three requests
@@ -14,16 +16,16 @@ import (
 func FuzzReply(f *testing.F) {
 	simple := func(errno uint32, cookie uint64, payload []byte) []byte {
 		b := make([]byte, 16, 16+len(payload))
-		binary.BigEndian.PutUint32(b, magicSimpleReply)
+		binary.BigEndian.PutUint32(b, nbdproto.MagicSimpleReply)
 		binary.BigEndian.PutUint32(b[4:], errno)
 		binary.BigEndian.PutUint64(b[8:], cookie)
 		return append(b, payload...)
 	}
-	chunk := func(flags, typ uint16, cookie uint64, payload []byte) []byte {
+	chunk := func(flags uint16, typ nbdproto.ReplyType, cookie uint64, payload []byte) []byte {
 		b := make([]byte, 20, 20+len(payload))
-		binary.BigEndian.PutUint32(b, magicStructuredReply)
+		binary.BigEndian.PutUint32(b, nbdproto.MagicStructuredReply)
 		binary.BigEndian.PutUint16(b[4:], flags)
-		binary.BigEndian.PutUint16(b[6:], typ)
+		binary.BigEndian.PutUint16(b[6:], uint16(typ))
 		binary.BigEndian.PutUint64(b[8:], cookie)
 		binary.BigEndian.PutUint32(b[16:], uint32(len(payload)))
 		return append(b, payload...)
@@ -34,14 +36,14 @@ func FuzzReply(f *testing.F) {
 	errc := append(binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint32(nil, 5), 3), "bad"...)
 	f.Add(simple(0, 1, make([]byte, 1024)))
 	f.Add(append(simple(0, 2, nil), simple(5, 3, nil)...))
-	f.Add(append(append(chunk(0, chunkOffsetData, 1, data), chunk(0, chunkOffsetHole, 1, hole)...), chunk(chunkFlagDone, chunkNone, 1, nil)...))
-	f.Add(chunk(chunkFlagDone, chunkError, 2, errc))
-	f.Add(chunk(chunkFlagDone, chunkErrorOffset, 1, binary.BigEndian.AppendUint64(errc, 4096)))
+	f.Add(append(append(chunk(0, nbdproto.ReplyTypeOffsetData, 1, data), chunk(0, nbdproto.ReplyTypeOffsetHole, 1, hole)...), chunk(nbdproto.ReplyFlagDone, nbdproto.ReplyTypeNone, 1, nil)...))
+	f.Add(chunk(nbdproto.ReplyFlagDone, nbdproto.ReplyTypeError, 2, errc))
+	f.Add(chunk(nbdproto.ReplyFlagDone, nbdproto.ReplyTypeErrorOffset, 1, binary.BigEndian.AppendUint64(errc, 4096)))
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		reqs := []*request{
-			{idx: 1, cmd: cmdRead, off: 4096, buf: make([]byte, 1024+64)[:1024:1024], structuredRead: true},
-			{idx: 2, cmd: cmdWrite, off: 0},
-			{idx: 3, cmd: cmdFlush},
+			{idx: 1, cmd: nbdproto.CmdRead, off: 4096, buf: make([]byte, 1024+64)[:1024:1024], structuredRead: true},
+			{idx: 2, cmd: nbdproto.CmdWrite, off: 0},
+			{idx: 3, cmd: nbdproto.CmdFlush},
 		}
 		guard := reqs[0].buf[:cap(reqs[0].buf)]
 		rr := replyReader{r: bytes.NewReader(stream), structured: true, lookup: func(c uint64) *request {
@@ -77,22 +79,22 @@ func FuzzReply(f *testing.F) {
 // bytes: no panic, and an accepted export is a valid one.
 func FuzzHandshake(f *testing.F) {
 	var g bytes.Buffer
-	binary.Write(&g, binary.BigEndian, magicNBD)
-	binary.Write(&g, binary.BigEndian, magicOption)
-	binary.Write(&g, binary.BigEndian, handshakeFixedNewstyle|handshakeNoZeroes)
-	rep := func(opt, typ uint32, data []byte) {
-		binary.Write(&g, binary.BigEndian, magicOptionReply)
+	binary.Write(&g, binary.BigEndian, nbdproto.MagicNBD)
+	binary.Write(&g, binary.BigEndian, nbdproto.MagicOption)
+	binary.Write(&g, binary.BigEndian, nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes)
+	rep := func(opt nbdproto.Option, typ nbdproto.RepType, data []byte) {
+		binary.Write(&g, binary.BigEndian, nbdproto.MagicOptionReply)
 		binary.Write(&g, binary.BigEndian, opt)
 		binary.Write(&g, binary.BigEndian, typ)
 		binary.Write(&g, binary.BigEndian, uint32(len(data)))
 		g.Write(data)
 	}
-	rep(optStructuredReply, repAck, nil)
-	info := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint16(nil, infoExport), 1<<20), txHasFlags|txSendFlush)
-	rep(optGo, repInfo, info)
-	bs := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint16(nil, infoBlockSize), 1), 4096), 1<<25)
-	rep(optGo, repInfo, bs)
-	rep(optGo, repAck, nil)
+	rep(nbdproto.OptStructuredReply, nbdproto.RepAck, nil)
+	info := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint16(nil, uint16(nbdproto.InfoExport)), 1<<20), uint16(nbdproto.TxHasFlags|nbdproto.TxSendFlush))
+	rep(nbdproto.OptGo, nbdproto.RepInfo, info)
+	bs := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint16(nil, uint16(nbdproto.InfoBlockSize)), 1), 4096), 1<<25)
+	rep(nbdproto.OptGo, nbdproto.RepInfo, bs)
+	rep(nbdproto.OptGo, nbdproto.RepAck, nil)
 	f.Add(g.Bytes())
 	f.Add(g.Bytes()[:40])
 	f.Fuzz(func(t *testing.T, server []byte) {
@@ -100,8 +102,8 @@ func FuzzHandshake(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if ex.flags&txHasFlags == 0 {
-			t.Fatalf("accepted flags %#x without HAS_FLAGS", ex.flags)
+		if ex.flags&nbdproto.TxHasFlags == 0 {
+			t.Fatalf("accepted flags %v without HAS_FLAGS", ex.flags)
 		}
 		bs, n, maxPayload, err := ex.geometry()
 		if err != nil {

@@ -7,13 +7,15 @@ import (
 	"io"
 	"math/bits"
 	"syscall"
+
+	"blockcache/internal/nbdproto"
 )
 
 // export is what the handshake learned about an export.
 type export struct {
 	size       uint64
-	flags      uint16 // transmission flags
-	structured bool   // structured replies negotiated
+	flags      nbdproto.TxFlags // transmission flags
+	structured bool             // structured replies negotiated
 	// Block size constraints (NBD_INFO_BLOCK_SIZE); hasBlockSize is false
 	// when the server sent none.
 	minBlock, prefBlock, maxBlock uint32
@@ -35,28 +37,28 @@ func negotiate(r io.Reader, w io.Writer, name string) (export, error) {
 // greet reads the server's greeting and answers with the client flags.
 // noZeroes is whether NBD_OPT_EXPORT_NAME's reply omits its padding.
 func greet(r io.Reader, w io.Writer) (noZeroes bool, err error) {
-	var hello [18]byte
+	var hello [nbdproto.GreetingLen]byte
 	if _, err := io.ReadFull(r, hello[:]); err != nil {
 		return false, fmt.Errorf("read the server's greeting: %w", eofAsProtocol(err))
 	}
-	if m := binary.BigEndian.Uint64(hello[0:]); m != magicNBD {
+	if m := binary.BigEndian.Uint64(hello[0:]); m != nbdproto.MagicNBD {
 		return false, fmt.Errorf("greeting magic %#x is not NBDMAGIC: not an NBD server: %w", m, ErrProtocol)
 	}
 	switch m := binary.BigEndian.Uint64(hello[8:]); m {
-	case magicOption:
-	case magicOldstyle:
+	case nbdproto.MagicOption:
+	case nbdproto.MagicOldstyle:
 		return false, fmt.Errorf("the server speaks the oldstyle handshake, which this client does not: %w", ErrProtocol)
 	default:
 		return false, fmt.Errorf("greeting's second magic %#x is not IHAVEOPT: %w", m, ErrProtocol)
 	}
 	hflags := binary.BigEndian.Uint16(hello[16:])
-	if hflags&handshakeFixedNewstyle == 0 {
+	if hflags&nbdproto.FlagFixedNewstyle == 0 {
 		return false, fmt.Errorf("the server does not offer fixed newstyle negotiation: %w", ErrProtocol)
 	}
-	cflags := clientFixedNewstyle
-	noZeroes = hflags&handshakeNoZeroes != 0
+	cflags := nbdproto.FlagCFixedNewstyle
+	noZeroes = hflags&nbdproto.FlagNoZeroes != 0
 	if noZeroes {
-		cflags |= clientNoZeroes
+		cflags |= nbdproto.FlagCNoZeroes
 	}
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], cflags)
@@ -70,51 +72,51 @@ func greet(r io.Reader, w io.Writer) (noZeroes bool, err error) {
 // then NBD_OPT_GO or NBD_OPT_EXPORT_NAME.
 func haggle(r io.Reader, w io.Writer, name string, noZeroes bool) (export, error) {
 	var ex export
-	if err := sendOption(w, optStructuredReply, nil); err != nil {
+	if err := sendOption(w, nbdproto.OptStructuredReply, nil); err != nil {
 		return ex, err
 	}
-	typ, data, err := readOptionReply(r, optStructuredReply)
+	typ, data, err := readOptionReply(r, nbdproto.OptStructuredReply)
 	if err != nil {
 		return ex, err
 	}
 	switch {
-	case typ == repAck:
+	case typ == nbdproto.RepAck:
 		ex.structured = true
-	case typ&optReplyErrorBit != 0:
+	case typ&nbdproto.RepFlagError != 0:
 		// Any refusal leaves simple replies; nothing else changes.
 	default:
-		return ex, fmt.Errorf("reply type %#x (%d bytes) to NBD_OPT_STRUCTURED_REPLY: %w", typ, len(data), ErrProtocol)
+		return ex, fmt.Errorf("reply %v (%d bytes) to NBD_OPT_STRUCTURED_REPLY: %w", typ, len(data), ErrProtocol)
 	}
 
 	goData := make([]byte, 4+len(name)+2+2)
 	binary.BigEndian.PutUint32(goData, uint32(len(name)))
 	copy(goData[4:], name)
 	binary.BigEndian.PutUint16(goData[4+len(name):], 1)
-	binary.BigEndian.PutUint16(goData[6+len(name):], infoBlockSize)
-	if err := sendOption(w, optGo, goData); err != nil {
+	binary.BigEndian.PutUint16(goData[6+len(name):], uint16(nbdproto.InfoBlockSize))
+	if err := sendOption(w, nbdproto.OptGo, goData); err != nil {
 		return ex, err
 	}
 	haveExport := false
 	for {
-		typ, data, err := readOptionReply(r, optGo)
+		typ, data, err := readOptionReply(r, nbdproto.OptGo)
 		if err != nil {
 			return ex, err
 		}
 		switch typ {
-		case repInfo:
+		case nbdproto.RepInfo:
 			if err := ex.parseInfo(data); err != nil {
 				return ex, err
 			}
-			if len(data) >= 2 && binary.BigEndian.Uint16(data) == infoExport {
+			if len(data) >= 2 && nbdproto.InfoType(binary.BigEndian.Uint16(data)) == nbdproto.InfoExport {
 				haveExport = true
 			}
 			continue
-		case repAck:
+		case nbdproto.RepAck:
 			if !haveExport {
 				return ex, fmt.Errorf("NBD_OPT_GO acknowledged without NBD_INFO_EXPORT: %w", ErrProtocol)
 			}
 			return ex, ex.check()
-		case repErrUnsup:
+		case nbdproto.RepErrUnsup:
 			return exportName(r, w, name, noZeroes, ex.structured)
 		}
 		return ex, optionError(typ, data, name)
@@ -125,12 +127,12 @@ func haggle(r io.Reader, w io.Writer, name string, noZeroes bool) (export, error
 // entered at once, and a refused name is a closed connection.
 func exportName(r io.Reader, w io.Writer, name string, noZeroes, structured bool) (export, error) {
 	ex := export{structured: structured}
-	if err := sendOption(w, optExportName, []byte(name)); err != nil {
+	if err := sendOption(w, nbdproto.OptExportName, []byte(name)); err != nil {
 		return ex, err
 	}
-	n := 10
+	n := nbdproto.ExportNameReplyLen
 	if !noZeroes {
-		n += 124
+		n += nbdproto.ZeroesPadLen
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil {
@@ -140,7 +142,7 @@ func exportName(r io.Reader, w io.Writer, name string, noZeroes, structured bool
 		return ex, fmt.Errorf("read NBD_OPT_EXPORT_NAME reply: %w", err)
 	}
 	ex.size = binary.BigEndian.Uint64(buf)
-	ex.flags = binary.BigEndian.Uint16(buf[8:])
+	ex.flags = nbdproto.TxFlags(binary.BigEndian.Uint16(buf[8:]))
 	return ex, ex.check()
 }
 
@@ -149,14 +151,14 @@ func (ex *export) parseInfo(data []byte) error {
 	if len(data) < 2 {
 		return fmt.Errorf("NBD_REP_INFO of %d bytes: %w", len(data), ErrProtocol)
 	}
-	switch t := binary.BigEndian.Uint16(data); t {
-	case infoExport:
+	switch t := nbdproto.InfoType(binary.BigEndian.Uint16(data)); t {
+	case nbdproto.InfoExport:
 		if len(data) != 12 {
 			return fmt.Errorf("NBD_INFO_EXPORT of %d bytes, want 12: %w", len(data), ErrProtocol)
 		}
 		ex.size = binary.BigEndian.Uint64(data[2:])
-		ex.flags = binary.BigEndian.Uint16(data[10:])
-	case infoBlockSize:
+		ex.flags = nbdproto.TxFlags(binary.BigEndian.Uint16(data[10:]))
+	case nbdproto.InfoBlockSize:
 		if len(data) != 14 {
 			return fmt.Errorf("NBD_INFO_BLOCK_SIZE of %d bytes, want 14: %w", len(data), ErrProtocol)
 		}
@@ -170,8 +172,8 @@ func (ex *export) parseInfo(data []byte) error {
 
 // check validates what the server said about the export.
 func (ex *export) check() error {
-	if ex.flags&txHasFlags == 0 {
-		return fmt.Errorf("transmission flags %#x lack NBD_FLAG_HAS_FLAGS: %w", ex.flags, ErrProtocol)
+	if ex.flags&nbdproto.TxHasFlags == 0 {
+		return fmt.Errorf("transmission flags %v lack NBD_FLAG_HAS_FLAGS: %w", ex.flags, ErrProtocol)
 	}
 	if ex.size > 1<<62 {
 		return fmt.Errorf("export size %d is out of range: %w", ex.size, ErrProtocol)
@@ -197,7 +199,7 @@ func (ex *export) check() error {
 // the last whole block is not used.
 func (ex *export) geometry() (blockSize uint32, numBlocks uint64, maxPayload uint32, err error) {
 	blockSize = 512
-	maxPayload = defaultMaxPayload
+	maxPayload = nbdproto.DefaultMaxPayload
 	if ex.hasBlockSize {
 		switch {
 		case ex.prefBlock >= 512 && ex.prefBlock <= 64<<10:
@@ -220,66 +222,60 @@ func (ex *export) geometry() (blockSize uint32, numBlocks uint64, maxPayload uin
 	return blockSize, numBlocks, maxPayload, nil
 }
 
-func sendOption(w io.Writer, opt uint32, data []byte) error {
-	buf := make([]byte, 16+len(data))
-	binary.BigEndian.PutUint64(buf, magicOption)
-	binary.BigEndian.PutUint32(buf[8:], opt)
-	binary.BigEndian.PutUint32(buf[12:], uint32(len(data)))
-	copy(buf[16:], data)
-	if _, err := w.Write(buf); err != nil {
-		return fmt.Errorf("send option %d: %w", opt, err)
+func sendOption(w io.Writer, opt nbdproto.Option, data []byte) error {
+	if _, err := w.Write(nbdproto.AppendOption(nil, opt, data)); err != nil {
+		return fmt.Errorf("send %v: %w", opt, err)
 	}
 	return nil
 }
 
 // readOptionReply reads one option reply to opt and returns its type and
 // payload.
-func readOptionReply(r io.Reader, opt uint32) (typ uint32, data []byte, err error) {
-	var h [20]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return 0, nil, fmt.Errorf("read reply to option %d: %w", opt, eofAsProtocol(err))
+func readOptionReply(r io.Reader, opt nbdproto.Option) (typ nbdproto.RepType, data []byte, err error) {
+	var b [nbdproto.OptionReplyLen]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, nil, fmt.Errorf("read reply to %v: %w", opt, eofAsProtocol(err))
 	}
-	if m := binary.BigEndian.Uint64(h[0:]); m != magicOptionReply {
-		return 0, nil, fmt.Errorf("option reply magic %#x: %w", m, ErrProtocol)
+	h, err := nbdproto.ParseOptionReply(&b)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %w", err, ErrProtocol)
 	}
-	if o := binary.BigEndian.Uint32(h[8:]); o != opt {
-		return 0, nil, fmt.Errorf("reply to option %d while option %d was asked: %w", o, opt, ErrProtocol)
+	if h.Option != opt {
+		return 0, nil, fmt.Errorf("reply to %v while %v was asked: %w", h.Option, opt, ErrProtocol)
 	}
-	typ = binary.BigEndian.Uint32(h[12:])
-	n := binary.BigEndian.Uint32(h[16:])
-	if n > maxOptionReply {
-		return 0, nil, fmt.Errorf("option reply of %d bytes exceeds %d: %w", n, maxOptionReply, ErrProtocol)
+	if h.Length > maxOptionReply {
+		return 0, nil, fmt.Errorf("option reply of %d bytes exceeds %d: %w", h.Length, maxOptionReply, ErrProtocol)
 	}
-	data = make([]byte, n)
+	data = make([]byte, h.Length)
 	if _, err := io.ReadFull(r, data); err != nil {
-		return 0, nil, fmt.Errorf("read reply to option %d: %w", opt, eofAsProtocol(err))
+		return 0, nil, fmt.Errorf("read reply to %v: %w", opt, eofAsProtocol(err))
 	}
-	return typ, data, nil
+	return h.Type, data, nil
 }
 
 // optionError turns an error reply to NBD_OPT_GO into an error naming the
 // export and quoting the server's message.
-func optionError(typ uint32, data []byte, name string) error {
+func optionError(typ nbdproto.RepType, data []byte, name string) error {
 	msg := ""
 	if len(data) > 0 {
 		msg = fmt.Sprintf(" (%q)", sanitize(data))
 	}
 	switch typ {
-	case repErrUnknown:
+	case nbdproto.RepErrUnknown:
 		return fmt.Errorf("export %q: the server has no such export%s: %w", name, msg, ErrExportRefused)
-	case repErrPolicy:
+	case nbdproto.RepErrPolicy:
 		return fmt.Errorf("export %q: refused by the server's policy%s: %w", name, msg, ErrExportRefused)
-	case repErrTLSReqd:
+	case nbdproto.RepErrTLSReqd:
 		return fmt.Errorf("export %q: the server requires TLS%s: use an nbds:// or nbds+unix:// URI: %w", name, msg, ErrTLSNotSupported)
-	case repErrShutdown:
+	case nbdproto.RepErrShutdown:
 		return fmt.Errorf("export %q: the server is shutting down%s: %w", name, msg, syscall.ESHUTDOWN)
-	case repErrInvalid, repErrPlatform, repErrBlockSizeReqd, repErrTooBig:
-		return fmt.Errorf("export %q: the server refused NBD_OPT_GO with error %#x%s: %w", name, typ, msg, ErrExportRefused)
+	case nbdproto.RepErrInvalid, nbdproto.RepErrPlatform, nbdproto.RepErrBlockSize, nbdproto.RepErrTooBig:
+		return fmt.Errorf("export %q: the server refused NBD_OPT_GO with %v%s: %w", name, typ, msg, ErrExportRefused)
 	}
-	if typ&optReplyErrorBit != 0 {
-		return fmt.Errorf("export %q: the server refused NBD_OPT_GO with error %#x%s: %w", name, typ, msg, ErrExportRefused)
+	if typ&nbdproto.RepFlagError != 0 {
+		return fmt.Errorf("export %q: the server refused NBD_OPT_GO with %v%s: %w", name, typ, msg, ErrExportRefused)
 	}
-	return fmt.Errorf("export %q: unexpected reply type %#x to NBD_OPT_GO: %w", name, typ, ErrProtocol)
+	return fmt.Errorf("export %q: unexpected reply %v to NBD_OPT_GO: %w", name, typ, ErrProtocol)
 }
 
 // sanitize keeps a server's message printable and short.

@@ -207,7 +207,7 @@ func (d *Device) reconnect() error {
 		}
 		bs, nblocks, _, gerr := ex.geometry()
 		if gerr == nil && (bs != d.info.BlockSize || nblocks != d.info.NumBlocks || ex.flags != d.flags) {
-			gerr = fmt.Errorf("the export changed: %d blocks of %d bytes, flags %#x; was %d of %d, flags %#x: %w",
+			gerr = fmt.Errorf("the export changed: %d blocks of %d bytes, flags %v; was %d of %d, flags %v: %w",
 				nblocks, bs, ex.flags, d.info.NumBlocks, d.info.BlockSize, d.flags, ErrProtocol)
 		}
 		if gerr != nil {

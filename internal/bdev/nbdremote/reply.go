@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+
+	"blockcache/internal/nbdproto"
 )
 
 // replyReader parses the server's replies on one connection. It is used by
@@ -13,7 +15,7 @@ type replyReader struct {
 	structured bool
 	// lookup returns the in-flight request a cookie names, or nil.
 	lookup func(cookie uint64) *request
-	hdr    [chunkHeaderSize]byte
+	hdr    [nbdproto.ChunkLen]byte
 	msg    [maxErrorMessage + 8]byte
 	tmp    [12]byte // chunk payload headers; a field so nothing escapes per reply
 }
@@ -31,30 +33,30 @@ func (rr *replyReader) next() (req *request, done bool, err error) {
 		return nil, false, err
 	}
 	switch m := binary.BigEndian.Uint32(h); m {
-	case magicSimpleReply:
-		if _, err := io.ReadFull(rr.r, h[4:simpleReplySize]); err != nil {
+	case nbdproto.MagicSimpleReply:
+		if _, err := io.ReadFull(rr.r, h[4:nbdproto.SimpleReplyLen]); err != nil {
 			return nil, false, eofAsProtocol(err)
 		}
-		cookie := binary.BigEndian.Uint64(h[8:])
-		req = rr.lookup(cookie)
+		sr, _ := nbdproto.ParseSimpleReply((*[nbdproto.SimpleReplyLen]byte)(h)) // magic checked above
+		req = rr.lookup(sr.Cookie)
 		if req == nil {
-			return nil, false, fmt.Errorf("simple reply for cookie %#x, which is not in flight: %w", cookie, ErrProtocol)
+			return nil, false, fmt.Errorf("simple reply for cookie %#x, which is not in flight: %w", sr.Cookie, ErrProtocol)
 		}
-		if e := binary.BigEndian.Uint32(h[4:]); e != 0 {
-			req.result = &ServerError{Errno: serverErrno(e)}
+		if sr.Errno != 0 {
+			req.result = &ServerError{Errno: nbdproto.SyscallErrno(sr.Errno)}
 			return req, true, nil
 		}
-		if req.cmd == cmdRead {
+		if req.cmd == nbdproto.CmdRead {
 			if _, err := io.ReadFull(rr.r, req.buf); err != nil {
 				return nil, false, eofAsProtocol(err)
 			}
 		}
 		return req, true, nil
-	case magicStructuredReply:
+	case nbdproto.MagicStructuredReply:
 		if !rr.structured {
 			return nil, false, fmt.Errorf("structured reply chunk without NBD_OPT_STRUCTURED_REPLY: %w", ErrProtocol)
 		}
-		if _, err := io.ReadFull(rr.r, h[4:chunkHeaderSize]); err != nil {
+		if _, err := io.ReadFull(rr.r, h[4:nbdproto.ChunkLen]); err != nil {
 			return nil, false, eofAsProtocol(err)
 		}
 		return rr.chunk()
@@ -65,23 +67,20 @@ func (rr *replyReader) next() (req *request, done bool, err error) {
 
 // chunk handles a structured chunk whose header is in rr.hdr.
 func (rr *replyReader) chunk() (req *request, done bool, err error) {
-	h := rr.hdr[:]
-	flags := binary.BigEndian.Uint16(h[4:])
-	typ := binary.BigEndian.Uint16(h[6:])
-	cookie := binary.BigEndian.Uint64(h[8:])
-	n := binary.BigEndian.Uint32(h[16:])
-	req = rr.lookup(cookie)
+	c, _ := nbdproto.ParseChunk(&rr.hdr) // magic checked by next
+	typ, n := c.Type, c.Length
+	req = rr.lookup(c.Cookie)
 	if req == nil {
-		return nil, false, fmt.Errorf("chunk type %d for cookie %#x, which is not in flight: %w", typ, cookie, ErrProtocol)
+		return nil, false, fmt.Errorf("chunk type %d for cookie %#x, which is not in flight: %w", typ, c.Cookie, ErrProtocol)
 	}
-	done = flags&chunkFlagDone != 0
+	done = c.Flags&nbdproto.ReplyFlagDone != 0
 	switch typ {
-	case chunkNone:
+	case nbdproto.ReplyTypeNone:
 		if n != 0 || !done {
 			return nil, false, fmt.Errorf("NBD_REPLY_TYPE_NONE with length %d, done %v: %w", n, done, ErrProtocol)
 		}
-	case chunkOffsetData:
-		if req.cmd != cmdRead || n < 8 {
+	case nbdproto.ReplyTypeOffsetData:
+		if req.cmd != nbdproto.CmdRead || n < 8 {
 			return nil, false, fmt.Errorf("data chunk of %d bytes for a %s: %w", n, cmdName(req.cmd), ErrProtocol)
 		}
 		ob := rr.tmp[:8]
@@ -96,8 +95,8 @@ func (rr *replyReader) chunk() (req *request, done bool, err error) {
 			return nil, false, eofAsProtocol(err)
 		}
 		req.covered += uint64(len(dst))
-	case chunkOffsetHole:
-		if req.cmd != cmdRead || n != 12 {
+	case nbdproto.ReplyTypeOffsetHole:
+		if req.cmd != nbdproto.CmdRead || n != 12 {
 			return nil, false, fmt.Errorf("hole chunk of %d bytes for a %s: %w", n, cmdName(req.cmd), ErrProtocol)
 		}
 		b := rr.tmp[:12]
@@ -110,20 +109,20 @@ func (rr *replyReader) chunk() (req *request, done bool, err error) {
 		}
 		clear(dst)
 		req.covered += uint64(len(dst))
-	case chunkError, chunkErrorOffset:
+	case nbdproto.ReplyTypeError, nbdproto.ReplyTypeErrorOffset:
 		if err := rr.errorChunk(req, typ, n); err != nil {
 			return nil, false, err
 		}
 	default:
-		if typ&chunkErrorBit == 0 {
+		if typ&nbdproto.ReplyTypeErrorBit == 0 {
 			return nil, false, fmt.Errorf("unknown chunk type %d: %w", typ, ErrProtocol)
 		}
 		// An unknown error type: its payload starts with the error.
-		if err := rr.errorChunk(req, chunkError, n); err != nil {
+		if err := rr.errorChunk(req, nbdproto.ReplyTypeError, n); err != nil {
 			return nil, false, err
 		}
 	}
-	if done && req.result == nil && req.cmd == cmdRead && req.covered != uint64(len(req.buf)) && req.structuredRead {
+	if done && req.result == nil && req.cmd == nbdproto.CmdRead && req.covered != uint64(len(req.buf)) && req.structuredRead {
 		req.result = fmt.Errorf("read reply covered %d of %d bytes: %w", req.covered, len(req.buf), ErrProtocol)
 	}
 	return req, done, nil
@@ -132,7 +131,7 @@ func (rr *replyReader) chunk() (req *request, done bool, err error) {
 // errorChunk reads an error chunk's payload of n bytes: error, message
 // length, message, and for NBD_REPLY_TYPE_ERROR_OFFSET the offset. The
 // first error of a request is kept.
-func (rr *replyReader) errorChunk(req *request, typ uint16, n uint32) error {
+func (rr *replyReader) errorChunk(req *request, typ nbdproto.ReplyType, n uint32) error {
 	if n < 6 {
 		return fmt.Errorf("error chunk of %d bytes: %w", n, ErrProtocol)
 	}
@@ -144,10 +143,10 @@ func (rr *replyReader) errorChunk(req *request, typ uint16, n uint32) error {
 	mlen := uint32(binary.BigEndian.Uint16(b[4:]))
 	rest := n - 6
 	want := mlen
-	if typ == chunkErrorOffset {
+	if typ == nbdproto.ReplyTypeErrorOffset {
 		want += 8
 	}
-	if rest < want || mlen > maxErrorMessage || rest > maxErrorMessage+8 || (typ == chunkErrorOffset && rest != want) {
+	if rest < want || mlen > maxErrorMessage || rest > maxErrorMessage+8 || (typ == nbdproto.ReplyTypeErrorOffset && rest != want) {
 		return fmt.Errorf("error chunk of %d bytes with a %d-byte message: %w", n, mlen, ErrProtocol)
 	}
 	if _, err := io.ReadFull(rr.r, rr.msg[:rest]); err != nil {
@@ -158,7 +157,7 @@ func (rr *replyReader) errorChunk(req *request, typ uint16, n uint32) error {
 		return fmt.Errorf("error chunk with error value 0: %w", ErrProtocol)
 	}
 	if req.result == nil {
-		req.result = &ServerError{Errno: serverErrno(e), Message: sanitize(buf)}
+		req.result = &ServerError{Errno: nbdproto.SyscallErrno(e), Message: sanitize(buf)}
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package nbdremote
 import (
 	"fmt"
 	"time"
+
+	"blockcache/internal/nbdproto"
 )
 
 // reqState says who owns a request slot. Transitions happen under
@@ -31,8 +33,8 @@ type request struct {
 	gen uint32 // bumped, under Device.mu, at each submission; high half of the cookie
 
 	// Set by the caller before submission, then read-only.
-	cmd    uint16
-	flags  uint16
+	cmd    nbdproto.Command
+	flags  nbdproto.CmdFlags
 	off    int64
 	length uint32
 	buf    []byte // read destination or write source; nil otherwise

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"blockcache/internal/nbdproto"
 	"blockcache/internal/pemfile"
 )
 
@@ -177,27 +178,27 @@ func readCAs(path string) ([]*x509.Certificate, error) {
 // startTLS asks for TLS with NBD_OPT_STARTTLS, right after the greeting.
 // Any answer but NBD_REP_ACK fails: ErrTLSRefused for an error reply.
 func startTLS(r io.Reader, w io.Writer) error {
-	if err := sendOption(w, optStartTLS, nil); err != nil {
+	if err := sendOption(w, nbdproto.OptStartTLS, nil); err != nil {
 		return err
 	}
-	typ, data, err := readOptionReply(r, optStartTLS)
+	typ, data, err := readOptionReply(r, nbdproto.OptStartTLS)
 	if err != nil {
 		return err
 	}
 	switch {
-	case typ == repAck:
+	case typ == nbdproto.RepAck:
 		if len(data) != 0 {
 			return fmt.Errorf("NBD_REP_ACK to NBD_OPT_STARTTLS with %d bytes of data: %w", len(data), ErrProtocol)
 		}
 		return nil
-	case typ&optReplyErrorBit != 0:
+	case typ&nbdproto.RepFlagError != 0:
 		msg := ""
 		if len(data) > 0 {
 			msg = fmt.Sprintf(" (%q)", sanitize(data))
 		}
-		return fmt.Errorf("the server refused NBD_OPT_STARTTLS with error %#x%s: %w", typ, msg, ErrTLSRefused)
+		return fmt.Errorf("the server refused NBD_OPT_STARTTLS with %v%s: %w", typ, msg, ErrTLSRefused)
 	}
-	return fmt.Errorf("reply type %#x to NBD_OPT_STARTTLS: %w", typ, ErrProtocol)
+	return fmt.Errorf("reply %v to NBD_OPT_STARTTLS: %w", typ, ErrProtocol)
 }
 
 // upgrade runs the client side of the TLS handshake on nc, after the

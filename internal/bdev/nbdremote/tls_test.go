@@ -25,6 +25,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/nbdproto"
 )
 
 // testCA issues throw-away certificates.
@@ -117,13 +118,13 @@ type tlsFront struct {
 	ln      net.Listener
 	backend *fakeServer
 	cfg     *tls.Config
-	refuse  uint32 // error reply to NBD_OPT_STARTTLS; 0 accepts
-	garbage bool   // send plain bytes after the ACK
+	refuse  nbdproto.RepType // error reply to NBD_OPT_STARTTLS; 0 accepts
+	garbage bool             // send plain bytes after the ACK
 
 	mu struct {
 		sync.Mutex
-		options    []uint32 // options received in plain text, in order
-		handshakes int      // TLS sessions established
+		options    []nbdproto.Option // options received in plain text, in order
+		handshakes int               // TLS sessions established
 		clientCN   string
 	}
 }
@@ -186,22 +187,22 @@ func (f *tlsFront) handle(c net.Conn) {
 		if _, err := io.ReadFull(c, h[:]); err != nil {
 			return
 		}
-		opt := binary.BigEndian.Uint32(h[8:])
+		opt := nbdproto.Option(binary.BigEndian.Uint32(h[8:]))
 		if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(h[12:]))); err != nil {
 			return
 		}
 		f.mu.Lock()
 		f.mu.options = append(f.mu.options, opt)
 		f.mu.Unlock()
-		if opt != optStartTLS {
-			optReply(c, opt, repErrTLSReqd, []byte("TLS first"))
+		if opt != nbdproto.OptStartTLS {
+			optReply(c, opt, nbdproto.RepErrTLSReqd, []byte("TLS first"))
 			continue
 		}
 		if f.refuse != 0 {
 			optReply(c, opt, f.refuse, []byte("no TLS here"))
 			continue
 		}
-		optReply(c, opt, repAck, nil)
+		optReply(c, opt, nbdproto.RepAck, nil)
 		break
 	}
 	if f.garbage {
@@ -236,10 +237,10 @@ func (f *tlsFront) handle(c net.Conn) {
 	io.Copy(tc, b)
 }
 
-func (f *tlsFront) state() (options []uint32, handshakes int, clientCN string) {
+func (f *tlsFront) state() (options []nbdproto.Option, handshakes int, clientCN string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]uint32(nil), f.mu.options...), f.mu.handshakes, f.mu.clientCN
+	return append([]nbdproto.Option(nil), f.mu.options...), f.mu.handshakes, f.mu.clientCN
 }
 
 func openURI(t *testing.T, s string) (*Device, error) {
@@ -278,7 +279,7 @@ func TestTLSSession(t *testing.T) {
 		t.Fatal("the write did not reach the server behind TLS")
 	}
 	opts, hs, cn := f.state()
-	if len(opts) != 1 || opts[0] != optStartTLS || hs != 1 || cn != "client" {
+	if len(opts) != 1 || opts[0] != nbdproto.OptStartTLS || hs != 1 || cn != "client" {
 		t.Fatalf("plain-text options %v, %d TLS sessions, client %q; want only NBD_OPT_STARTTLS, 1, client", opts, hs, cn)
 	}
 
@@ -304,7 +305,7 @@ func TestTLSSession(t *testing.T) {
 // is sent nothing else: no downgrade.
 func TestTLSRefused(t *testing.T) {
 	ca := newTestCA(t)
-	for _, refusal := range []uint32{repErrUnsup, repErrPolicy} {
+	for _, refusal := range []nbdproto.RepType{nbdproto.RepErrUnsup, nbdproto.RepErrPolicy} {
 		f := newTLSFront(t, "unix", newFakeServer(t, 1<<20), ca, nil)
 		f.refuse = refusal
 		_, err := openURI(t, f.uri("tls-certificates="+clientDir(t, ca, nil)))
@@ -434,21 +435,21 @@ func TestDefaultTLSDirs(t *testing.T) {
 // server bytes: no panic, and only an empty NBD_REP_ACK lets TLS start.
 func FuzzStartTLS(f *testing.F) {
 	var g bytes.Buffer
-	binary.Write(&g, binary.BigEndian, magicNBD)
-	binary.Write(&g, binary.BigEndian, magicOption)
-	binary.Write(&g, binary.BigEndian, handshakeFixedNewstyle|handshakeNoZeroes)
-	reply := func(typ uint32, data []byte) []byte {
-		b := binary.BigEndian.AppendUint64(append([]byte(nil), g.Bytes()...), magicOptionReply)
-		b = binary.BigEndian.AppendUint32(b, optStartTLS)
-		b = binary.BigEndian.AppendUint32(b, typ)
+	binary.Write(&g, binary.BigEndian, nbdproto.MagicNBD)
+	binary.Write(&g, binary.BigEndian, nbdproto.MagicOption)
+	binary.Write(&g, binary.BigEndian, nbdproto.FlagFixedNewstyle|nbdproto.FlagNoZeroes)
+	reply := func(typ nbdproto.RepType, data []byte) []byte {
+		b := binary.BigEndian.AppendUint64(append([]byte(nil), g.Bytes()...), nbdproto.MagicOptionReply)
+		b = binary.BigEndian.AppendUint32(b, uint32(nbdproto.OptStartTLS))
+		b = binary.BigEndian.AppendUint32(b, uint32(typ))
 		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 		return append(b, data...)
 	}
-	f.Add(reply(repAck, nil))
-	f.Add(reply(repErrUnsup, []byte("no")))
-	f.Add(reply(repErrPolicy, nil))
-	f.Add(reply(repInfo, []byte{0, 0}))
-	f.Add(reply(repAck, []byte{1}))
+	f.Add(reply(nbdproto.RepAck, nil))
+	f.Add(reply(nbdproto.RepErrUnsup, []byte("no")))
+	f.Add(reply(nbdproto.RepErrPolicy, nil))
+	f.Add(reply(nbdproto.RepInfo, []byte{0, 0}))
+	f.Add(reply(nbdproto.RepAck, []byte{1}))
 	f.Fuzz(func(t *testing.T, server []byte) {
 		r := bytes.NewReader(server)
 		var sent bytes.Buffer
@@ -456,16 +457,16 @@ func FuzzStartTLS(f *testing.F) {
 			return
 		}
 		err := startTLS(r, &sent)
-		ok := len(server) >= 18+20 && binary.BigEndian.Uint64(server[18:]) == magicOptionReply &&
-			binary.BigEndian.Uint32(server[18+8:]) == optStartTLS &&
-			binary.BigEndian.Uint32(server[18+12:]) == repAck && binary.BigEndian.Uint32(server[18+16:]) == 0
+		ok := len(server) >= 18+20 && binary.BigEndian.Uint64(server[18:]) == nbdproto.MagicOptionReply &&
+			nbdproto.Option(binary.BigEndian.Uint32(server[18+8:])) == nbdproto.OptStartTLS &&
+			nbdproto.RepType(binary.BigEndian.Uint32(server[18+12:])) == nbdproto.RepAck && binary.BigEndian.Uint32(server[18+16:]) == 0
 		if (err == nil) != ok {
 			t.Fatalf("startTLS on %x = %v", server, err)
 		}
 		if err != nil && !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrTLSRefused) {
 			t.Fatalf("startTLS error %v is neither a protocol error nor a refusal", err)
 		}
-		if want := 4 + 16; sent.Len() != want || binary.BigEndian.Uint32(sent.Bytes()[4+8:]) != optStartTLS {
+		if want := 4 + 16; sent.Len() != want || nbdproto.Option(binary.BigEndian.Uint32(sent.Bytes()[4+8:])) != nbdproto.OptStartTLS {
 			t.Fatalf("the client sent %x, want its flags and NBD_OPT_STARTTLS only", sent.Bytes())
 		}
 	})

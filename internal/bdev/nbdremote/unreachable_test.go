@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"blockcache/internal/nbdproto"
 )
 
 // TestUnreachable: which of Open's real failures may go away by trying
@@ -27,7 +29,7 @@ func TestUnreachable(t *testing.T) {
 	ca, other := newTestCA(t), newTestCA(t)
 	tlsFront := newTLSFront(t, "tcp", newFakeServer(t, 1<<20), ca, nil)
 	noTLS := newTLSFront(t, "tcp", newFakeServer(t, 1<<20), ca, nil)
-	noTLS.refuse = repErrPolicy
+	noTLS.refuse = nbdproto.RepErrPolicy
 	bad := fastOptions()
 	bad.ReconnectDelay = 0
 
