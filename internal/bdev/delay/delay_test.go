@@ -12,7 +12,6 @@ import (
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/delay"
 	"blockcache/internal/bdev/malloc"
-	"blockcache/internal/bdev/null"
 )
 
 // sleeps is a fake Sleep that records what it was asked to wait.
@@ -257,49 +256,10 @@ func TestSleepHoldsNoLock(t *testing.T) {
 	}
 }
 
-func TestCloseLeavesInnerOpen(t *testing.T) {
-	m := newMalloc(t)
-	d := newDelay(t, m, &sleeps{})
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.ReadAt(make([]byte, 512), 0); !errors.Is(err, bdev.ErrClosed) {
-		t.Fatalf("read after Close = %v", err)
-	}
-	if err := m.ReadAt(make([]byte, 512), 0); err != nil {
-		t.Fatalf("inner device closed with the delay device: %v", err)
-	}
-}
-
-func TestAbilitiesFollowInner(t *testing.T) {
-	n, err := null.New("Null0", uuid.Nil, 512, 64) // write-zeroes, no discard
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name                        string
-		inner                       bdev.Device
-		discard, zeroes, zeroOnTrim bool
-	}{
-		{"malloc", newMalloc(t), true, true, true},
-		{"null", n, false, true, false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			d := newDelay(t, tc.inner, &sleeps{})
-			want := bdev.Abilities{Discard: tc.discard, WriteZeroes: tc.zeroes, ZeroesOnDiscard: tc.zeroOnTrim}
-			if a := d.Info().Abilities; a != want {
-				t.Fatalf("abilities %+v, want %+v", a, want)
-			}
-			err := d.Discard(0, 512)
-			if tc.discard != (err == nil) {
-				t.Fatalf("Discard = %v", err)
-			}
-			if !tc.discard && (!errors.Is(err, bdev.ErrNotSupported) || bdev.Errno(err) == 0) {
-				t.Fatalf("Discard on an inner device without it = %v, want ErrNotSupported", err)
-			}
-		})
-	}
+// TestWrapperContract: abilities follow the inner device, Close leaves it
+// open.
+func TestWrapperContract(t *testing.T) {
+	bdevtest.RunWrapper(t, func(t *testing.T, inner bdev.Device) bdev.Device { return newDelay(t, inner, &sleeps{}) })
 }
 
 func TestLatencyKindNames(t *testing.T) {
