@@ -334,16 +334,34 @@ type writeCell struct {
 	cached     bool   // the written data is in the cache afterwards
 }
 
+// writeSetup prepares line off (n bytes) of a write cell's cache before
+// the write.
+type writeSetup func(t *testing.T, env *ocftest.Env, off int64, n int)
+
+// runWriteCells runs runWriteCell for every cell, line size and FUA
+// setting in fuas, each as a subtest named mode/line size/fua.
+func runWriteCells(t *testing.T, cells []writeCell, fuas []bool, setup writeSetup) {
+	for _, tc := range cells {
+		for _, ls := range testLineSizes {
+			for _, fua := range fuas {
+				t.Run(fmt.Sprintf("%s/%dK/fua=%v", tc.mode, ls>>10, fua), func(t *testing.T) {
+					runWriteCell(t, ls, tc, fua, setup)
+				})
+			}
+		}
+	}
+}
+
 // runWriteCell writes 'D' over line off (fua as given) after setup and checks
 // the cell: statistics, usage, the core device, and then, on two copies of
 // the scenario (a read can insert, so each check needs a cache of its own):
 // the data read back in the mode, and whether the cache holds the data
 // (found by changing the core behind the cache's back and reading in wt).
-func runWriteCell(t *testing.T, ls int64, tc writeCell, fua bool, setup func(env *ocftest.Env, off int64, n int)) {
+func runWriteCell(t *testing.T, ls int64, tc writeCell, fua bool, setup writeSetup) {
 	for _, check := range []string{"read back", "cache content"} {
 		env, off, n, n4 := modeEnv(t, ls)
 		c, co := env.Cache, env.Cores[0]
-		setup(env, off, n)
+		setup(t, env, off, n)
 		setMode(t, c, tc.mode, false)
 		co.ResetStats()
 
@@ -393,17 +411,9 @@ func TestModeWriteHit(t *testing.T) {
 		{ocf.ModePT, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
 		{ocf.ModeWO, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
 	}
-	for _, tc := range cells {
-		for _, ls := range testLineSizes {
-			for _, fua := range []bool{false, true} {
-				t.Run(fmt.Sprintf("%s/%dK/fua=%v", tc.mode, ls>>10, fua), func(t *testing.T) {
-					runWriteCell(t, ls, tc, fua, func(env *ocftest.Env, off int64, n int) {
-						volRead(t, env.Cores[0], off, n) // wt read: caches the line clean
-					})
-				})
-			}
-		}
-	}
+	runWriteCells(t, cells, []bool{false, true}, func(t *testing.T, env *ocftest.Env, off int64, n int) {
+		volRead(t, env.Cores[0], off, n) // wt read: caches the line clean
+	})
 }
 
 // TestModeWriteHitDirty pins the "write hit" column when the line is dirty:
@@ -418,16 +428,10 @@ func TestModeWriteHitDirty(t *testing.T) {
 		{ocf.ModePT, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
 		{ocf.ModeWO, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
 	}
-	for _, tc := range cells {
-		for _, ls := range testLineSizes {
-			t.Run(fmt.Sprintf("%s/%dK", tc.mode, ls>>10), func(t *testing.T) {
-				runWriteCell(t, ls, tc, false, func(env *ocftest.Env, off int64, n int) {
-					setMode(t, env.Cache, ocf.ModeWB, false)
-					volWrite(t, env.Cores[0], tagged('C', off, n), off, false)
-				})
-			})
-		}
-	}
+	runWriteCells(t, cells, []bool{false}, func(t *testing.T, env *ocftest.Env, off int64, n int) {
+		setMode(t, env.Cache, ocf.ModeWB, false)
+		volWrite(t, env.Cores[0], tagged('C', off, n), off, false)
+	})
 }
 
 // TestModeWriteMiss pins the "write miss" column.
@@ -441,15 +445,7 @@ func TestModeWriteMiss(t *testing.T) {
 		{ocf.ModePT, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
 		{ocf.ModeWO, 'A', wrFull, traffic{0, 0, 0, 1}, 1, 1, true},
 	}
-	for _, tc := range cells {
-		for _, ls := range testLineSizes {
-			for _, fua := range []bool{false, true} {
-				t.Run(fmt.Sprintf("%s/%dK/fua=%v", tc.mode, ls>>10, fua), func(t *testing.T) {
-					runWriteCell(t, ls, tc, fua, func(*ocftest.Env, int64, int) {})
-				})
-			}
-		}
-	}
+	runWriteCells(t, cells, []bool{false, true}, func(*testing.T, *ocftest.Env, int64, int) {})
 }
 
 // TestPartialLineWriteNoRMW: a wb write of one 4 KiB block of a 64 KiB line
