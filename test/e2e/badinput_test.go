@@ -349,8 +349,7 @@ func TestDeleteBdevInUse(t *testing.T) {
 	d.expectClaimed(t, "Hot_core", false)
 
 	// The base of a delay bdev: the delay bdev goes with it.
-	d.Call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "Hot_core", "name": "Slow",
-		"avg_read_latency": 1, "p99_read_latency": 1, "avg_write_latency": 1, "p99_write_latency": 1})
+	d.Call(t, "bdev_delay_create", delayParams("Hot_core", "Slow", 1, 1))
 	d.Call(t, "bdev_malloc_delete", map[string]any{"name": "Hot_core"})
 	d.expectError(t, "bdev_get_bdevs", map[string]any{"name": "Slow"}, -19, "No such device")
 	d.expectError(t, "bdev_delay_delete", map[string]any{"name": "Slow"}, -19, "No such device")

@@ -77,13 +77,7 @@ func (r fioResult) writes() int64 {
 func TestFlushCancelUnderWrites(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t, DaemonOpts{Bare: true})
-	d.Call(t, "bdev_malloc_create", mallocParams("FC_cache", 64, 512))
-	d.Call(t, "bdev_malloc_create", mallocParams("FC_core", 128, 512))
-	d.Call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "FC_core", "name": "FC_slow",
-		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": 1000, "p99_write_latency": 1000})
-	d.Call(t, "bdev_ocf_create", ocfParams("FC", "wb", "FC_cache", "FC_slow", 4))
-	var uri string
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "FC"}, &uri)
+	uri := d.createSlowCoreVolume(t, "FC", "wb", 64, 128, 4, 0, 1000)
 
 	// 16 MiB of dirty data, 4096 lines: at 1 ms a core write, seconds of
 	// write-back.
@@ -215,13 +209,7 @@ func TestFlushCancelUnderWrites(t *testing.T) {
 func TestFlushInterrupt(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t, DaemonOpts{Bare: true})
-	d.Call(t, "bdev_malloc_create", mallocParams("FI_cache", 64, 512))
-	d.Call(t, "bdev_malloc_create", mallocParams("FI_core", 128, 512))
-	d.Call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "FI_core", "name": "FI_slow",
-		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": 20000, "p99_write_latency": 20000})
-	d.Call(t, "bdev_ocf_create", ocfParams("FI", "wb", "FI_cache", "FI_slow", 4))
-	var uri string
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "FI"}, &uri)
+	uri := d.createSlowCoreVolume(t, "FI", "wb", 64, 128, 4, 0, 20000)
 	qemuIO(t, uri, "write -P 0x33 0 16m") // 4096 lines at 20 ms a core write
 
 	interrupted := func(args ...string) (code int, stderr string) {

@@ -498,13 +498,38 @@ func ocfParams(name, mode, cache, core string, lineKiB int) map[string]any {
 	return p
 }
 
-// createCachedVolume creates two malloc bdevs and an OCF vbdev on them, and
-// exports it over NBD; it returns the export's URI.
+// delayParams are what rpc.py sends for `bdev_delay_create -b BASE -d NAME`
+// with reads taking readUS and writes writeUS, on average and at p99.
+func delayParams(base, name string, readUS, writeUS int) map[string]any {
+	return map[string]any{"base_bdev_name": base, "name": name,
+		"avg_read_latency": readUS, "p99_read_latency": readUS, "avg_write_latency": writeUS, "p99_write_latency": writeUS}
+}
+
+// createCachedVolume creates two malloc bdevs, name_cache and name_core,
+// and an OCF vbdev on them, and exports it over NBD; it returns the
+// export's URI.
 func (d *Daemon) createCachedVolume(t *testing.T, name, mode string, cacheMiB, coreMiB, lineKiB int) string {
 	t.Helper()
 	d.Call(t, "bdev_malloc_create", mallocParams(name+"_cache", cacheMiB, 512))
 	d.Call(t, "bdev_malloc_create", mallocParams(name+"_core", coreMiB, 512))
-	d.Call(t, "bdev_ocf_create", ocfParams(name, mode, name+"_cache", name+"_core", lineKiB))
+	return d.cacheAndExport(t, name, mode, name+"_core", lineKiB)
+}
+
+// createSlowCoreVolume is createCachedVolume with the core behind a delay
+// bdev, name_slow, whose reads take readUS and writes writeUS.
+func (d *Daemon) createSlowCoreVolume(t *testing.T, name, mode string, cacheMiB, coreMiB, lineKiB, readUS, writeUS int) string {
+	t.Helper()
+	d.Call(t, "bdev_malloc_create", mallocParams(name+"_cache", cacheMiB, 512))
+	d.Call(t, "bdev_malloc_create", mallocParams(name+"_core", coreMiB, 512))
+	d.Call(t, "bdev_delay_create", delayParams(name+"_core", name+"_slow", readUS, writeUS))
+	return d.cacheAndExport(t, name, mode, name+"_slow", lineKiB)
+}
+
+// cacheAndExport creates the OCF vbdev name on name_cache and core and
+// exports it; it returns the export's URI.
+func (d *Daemon) cacheAndExport(t *testing.T, name, mode, core string, lineKiB int) string {
+	t.Helper()
+	d.Call(t, "bdev_ocf_create", ocfParams(name, mode, name+"_cache", core, lineKiB))
 	var uri string
 	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": name}, &uri)
 	if uri != d.URI(name) {

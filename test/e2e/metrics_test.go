@@ -301,13 +301,7 @@ func TestMetricsSlowCoreMisses(t *testing.T) {
 	env := testutil.NbdshEnv(t)
 	d, url := metricsDaemon(t)
 	const latUS = 20_000
-	d.Call(t, "bdev_malloc_create", mallocParams("Sc", 16, 512))
-	d.Call(t, "bdev_malloc_create", mallocParams("Sb", 16, 512))
-	d.Call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "Sb", "name": "Sd",
-		"avg_read_latency": latUS, "p99_read_latency": latUS, "avg_write_latency": latUS, "p99_write_latency": latUS})
-	d.Call(t, "bdev_ocf_create", ocfParams("Sv", "wt", "Sc", "Sd", 4))
-	var uri string
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Sv"}, &uri)
+	uri := d.createSlowCoreVolume(t, "Sv", "wt", 16, 16, 4, latUS, latUS)
 	d.Call(t, "bdev_ocf_set_seqcutoff", map[string]any{"name": "Sv", "policy": "never"})
 	const misses = 8
 	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", fmt.Sprintf(`
@@ -318,7 +312,7 @@ for i in range(%d):
 `, misses, misses))
 	text, m := scrape(t, url)
 	promtoolCheck(t, text)
-	vol := []string{"volume", "Sv", "cache", "Sc", "core", "Sd"}
+	vol := []string{"volume", "Sv", "cache", "Sv_cache", "core", "Sv_slow"}
 	bucket := func(op, le string) float64 {
 		return m[series("blockcache_volume_request_duration_seconds_bucket", append(vol, "op", op, "le", le)...)]
 	}
