@@ -88,12 +88,6 @@ func (a *API) aioCreate(_ context.Context, params json.RawMessage) (any, error) 
 	ds.AIO.Filename, ds.AIO.BlockSizeOverride = p.Filename, p.BlockSize != 0
 	ds.AIO.ReadOnly, ds.AIO.Fallocate, ds.AIO.NoWait = p.ReadOnly, p.Fallocate, p.NoWait
 	ds.AIO.Buffered = !d.Direct()
-	if err := a.registerBase(&baseBdev{
-		name: p.Name, module: "aio", dev: d,
-		config:         func() configEntry { return configEntry{Method: "bdev_aio_create", Params: cfg} },
-		driverSpecific: func() any { return ds },
-	}); err != nil {
-		return nil, err
-	}
-	return p.Name, nil
+	return a.created(&baseBdev{name: p.Name, module: "aio", dev: d, config: fixedConfig("bdev_aio_create", cfg),
+		driverSpecific: func() any { return ds }})
 }

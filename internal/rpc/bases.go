@@ -107,6 +107,31 @@ func parseUUID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
+// ramBdevUUID checks what bdev_malloc_create and bdev_null_create ask for
+// beyond a size: metadata and DIF, which neither supports, and an optional
+// uuid, which it returns.
+func ramBdevUUID(mdSize uint32, difType int32, id string) (uuid.UUID, error) {
+	if mdSize != 0 || difType != 0 {
+		return uuid.Nil, jsonrpc.ErrnoError(syscall.EINVAL).WithData("metadata and DIF (md_size, dif_type) are not supported")
+	}
+	return parseUUID(id)
+}
+
+// fixedConfig is the config of a base bdev whose create entry does not
+// change after creation.
+func fixedConfig(method string, params any) func() configEntry {
+	return func() configEntry { return configEntry{Method: method, Params: params} }
+}
+
+// created registers a new base bdev (see registerBase) and returns its
+// name, the answer of its create method.
+func (a *API) created(b *baseBdev) (any, error) {
+	if err := a.registerBase(b); err != nil {
+		return nil, err
+	}
+	return b.name, nil
+}
+
 // register registers a new base bdev's device and records it; on failure
 // the device is closed.
 func (a *API) registerBase(b *baseBdev) error {

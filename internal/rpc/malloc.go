@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"encoding/json"
-	"syscall"
 
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/jsonrpc"
@@ -42,10 +41,7 @@ func (a *API) mallocCreate(_ context.Context, params json.RawMessage) (any, erro
 	if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
 		return nil, err
 	}
-	if p.MdSize != 0 || p.DifType != 0 {
-		return nil, jsonrpc.ErrnoError(syscall.EINVAL).WithData("metadata and DIF (md_size, dif_type) are not supported")
-	}
-	id, err := parseUUID(p.UUID)
+	id, err := ramBdevUUID(p.MdSize, p.DifType, p.UUID)
 	if err != nil {
 		return nil, err
 	}
@@ -64,11 +60,5 @@ func (a *API) mallocCreate(_ context.Context, params json.RawMessage) (any, erro
 	}
 	p.MdInterleave = false
 	cfg := p
-	if err := a.registerBase(&baseBdev{
-		name: p.Name, module: "malloc", dev: d,
-		config: func() configEntry { return configEntry{Method: "bdev_malloc_create", Params: cfg} },
-	}); err != nil {
-		return nil, err
-	}
-	return p.Name, nil
+	return a.created(&baseBdev{name: p.Name, module: "malloc", dev: d, config: fixedConfig("bdev_malloc_create", cfg)})
 }

@@ -198,7 +198,7 @@ func (a *API) createNBDClient(ctx context.Context, s nbdClientSpec, log *slog.Lo
 	cfg.UUID = d.Info().UUID.String()
 	b := &baseBdev{
 		name: s.name, module: "nbd_client", dev: d,
-		config: func() configEntry { return configEntry{Method: "bdev_nbd_client_create", Params: cfg} },
+		config: fixedConfig("bdev_nbd_client_create", cfg),
 		driverSpecific: func() any {
 			var ds nbdClientDriverSpecific
 			st := d.Status()

@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"encoding/json"
-	"syscall"
 
 	"blockcache/internal/bdev/null"
 	"blockcache/internal/jsonrpc"
@@ -45,10 +44,7 @@ func (a *API) nullCreate(_ context.Context, params json.RawMessage) (any, error)
 	if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
 		return nil, err
 	}
-	if p.MdSize != 0 || p.DifType != 0 {
-		return nil, jsonrpc.ErrnoError(syscall.EINVAL).WithData("metadata and DIF (md_size, dif_type) are not supported")
-	}
-	id, err := parseUUID(p.UUID)
+	id, err := ramBdevUUID(p.MdSize, p.DifType, p.UUID)
 	if err != nil {
 		return nil, err
 	}
@@ -57,11 +53,5 @@ func (a *API) nullCreate(_ context.Context, params json.RawMessage) (any, error)
 		return nil, errnoReply(err)
 	}
 	cfg := nullConfig{Name: p.Name, NumBlocks: p.NumBlocks, BlockSize: p.BlockSize, UUID: d.Info().UUID.String()}
-	if err := a.registerBase(&baseBdev{
-		name: p.Name, module: "null", dev: d,
-		config: func() configEntry { return configEntry{Method: "bdev_null_create", Params: cfg} },
-	}); err != nil {
-		return nil, err
-	}
-	return p.Name, nil
+	return a.created(&baseBdev{name: p.Name, module: "null", dev: d, config: fixedConfig("bdev_null_create", cfg)})
 }

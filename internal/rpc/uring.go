@@ -82,12 +82,6 @@ func (a *API) uringCreate(params json.RawMessage, open openFunc) (any, error) {
 		ds.Uring.DirectRefused = refused.Error()
 	}
 	cfg := uringConfig{Name: p.Name, BlockSize: d.Info().BlockSize, Filename: p.Filename, UUID: d.Info().UUID.String()}
-	if err := a.registerBase(&baseBdev{
-		name: p.Name, module: "uring", dev: d,
-		config:         func() configEntry { return configEntry{Method: "bdev_uring_create", Params: cfg} },
-		driverSpecific: func() any { return ds },
-	}); err != nil {
-		return nil, err
-	}
-	return p.Name, nil
+	return a.created(&baseBdev{name: p.Name, module: "uring", dev: d, config: fixedConfig("bdev_uring_create", cfg),
+		driverSpecific: func() any { return ds }})
 }

@@ -179,7 +179,7 @@ func (a *API) errorCreate(_ context.Context, params json.RawMessage) (any, error
 	d, inj := errinj.NewErrorBdev(base, id)
 	p.UUID = id.String()
 	b := &baseBdev{name: name, module: "error", dev: d, claim: claim, injector: inj, deps: []string{p.BaseName},
-		config: func() configEntry { return configEntry{Method: "bdev_error_create", Params: p} }}
+		config: fixedConfig("bdev_error_create", p)}
 	if err := a.registerBase(b); err != nil {
 		claim.Release()
 		return nil, err
