@@ -222,6 +222,21 @@ func remoteCore(t *testing.T, disk *volatileDisk) (*nbdremote.Device, *cutter) {
 	return dev, cut
 }
 
+// crashServer kills the core's server: the disk loses what it had not
+// made durable and every connection to it is cut.
+func crashServer(disk *volatileDisk, cut *cutter) {
+	disk.crash()
+	cut.cut()
+}
+
+// flushInBackground starts the cache's flush of vol; its result arrives on
+// the channel.
+func flushInBackground(env *ocftest.Env, vol *ocf.Core) <-chan error {
+	flushed := make(chan error, 1)
+	go func() { flushed <- env.Cache.FlushDirty(vol, nil) }()
+	return flushed
+}
+
 // dirtyVolume builds a wb cache on remote and makes 256 dirty lines, in
 // more than one cleaning batch; it returns the volume and the model.
 func dirtyVolume(t *testing.T, remote bdev.Device, size int) (*ocftest.Env, []byte) {
@@ -269,8 +284,7 @@ func TestRemoteCoreLostWriteBack(t *testing.T) {
 	vol := env.Cores[0]
 
 	entered, release := disk.holdNext(-1)
-	flushed := make(chan error, 1)
-	go func() { flushed <- env.Cache.FlushDirty(vol, nil) }()
+	flushed := flushInBackground(env, vol)
 	waitEntered(t, entered, "the core flush of the cache's flush")
 	disk.crash()
 	if bytes.Equal(disk.durable(), model) {
@@ -299,19 +313,16 @@ func TestRemoteCoreLostWriteBackTwice(t *testing.T) {
 	vol := env.Cores[0]
 
 	first, releaseFirst := disk.holdNext(-1)
-	flushed := make(chan error, 1)
-	go func() { flushed <- env.Cache.FlushDirty(vol, nil) }()
+	flushed := flushInBackground(env, vol)
 	waitEntered(t, first, "the core flush of the cache's flush")
 	resent, releaseResent := disk.holdNext(-1)
 	retry, releaseRetry := disk.holdNext(-1)
-	disk.crash()
-	cut.cut()
+	crashServer(disk, cut)
 	releaseFirst()
 	waitEntered(t, resent, "the flush resent after the reconnect")
 	releaseResent()
 	waitEntered(t, retry, "the flush after the batch wrote its lines again")
-	disk.crash()
-	cut.cut()
+	crashServer(disk, cut)
 	releaseRetry()
 	err := <-flushed
 	if !errors.Is(err, nbdremote.ErrWritesLost) || !errors.Is(err, bdev.ErrWritesLost) || !errors.Is(err, syscall.EIO) {
@@ -345,16 +356,14 @@ func TestRemoteCoreLostWriteBackReportedElsewhere(t *testing.T) {
 	bdevtest.MustWrite(t, vol, p, 0, false)
 	copy(model, p)
 
-	flushed := make(chan error, 1)
-	go func() { flushed <- env.Cache.FlushDirty(vol, nil) }()
+	flushed := flushInBackground(env, vol)
 	waitEntered(t, held.entered, "the batch's write at 0")
 	for end := time.Now().Add(10 * time.Second); vol.Counters().CleanedBytes < (lines-1)*4096; time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("the batch wrote back %d bytes, want the %d of its other lines", vol.Counters().CleanedBytes, (lines-1)*4096)
 		}
 	}
-	disk.crash()
-	cut.cut()
+	crashServer(disk, cut)
 	if err := remote.Flush(); !errors.Is(err, nbdremote.ErrWritesLost) {
 		t.Fatalf("another caller's flush after the crash = %v, want ErrWritesLost", err)
 	}
@@ -396,8 +405,7 @@ func TestRemoteCoreLostWriteThroughFlush(t *testing.T) {
 	vol := env.Cores[0]
 	p := bdevtest.Pattern(1, 64<<10)
 	bdevtest.MustWrite(t, vol, p, 0, false)
-	disk.crash()
-	cut.cut()
+	crashServer(disk, cut)
 	if err := vol.Flush(); !errors.Is(err, nbdremote.ErrWritesLost) || !errors.Is(err, syscall.EIO) {
 		t.Fatalf("flush after the server's crash = %v, want ErrWritesLost (EIO)", err)
 	}
