@@ -64,7 +64,7 @@ type Device interface {
 // A device that sets Discard implements Discarder, and one that sets
 // WriteZeroes implements WriteZeroer; the operation then fails only as a
 // write to the device could (a regular file on a file system that cannot
-// punch holes is the one documented exception, see package file). A device
+// punch holes is the one exception, see file.Device.Discard). A device
 // that does not set an ability need not implement its method, and a wrapper
 // that has the method whatever it wraps sets the ability only when the
 // device below has it.
