@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 )
 
@@ -57,7 +58,7 @@ func TestAllowListTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServerOpts(t, Options{Allow: &AllowList{Addrs: addrs}}, nil, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServerOpts(t, Options{Allow: &AllowList{Addrs: addrs}}, nil, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	if !dialFrom(t, "tcp", "127.0.0.2", ts.tcpAddr) {
 		t.Fatal("127.0.0.2 refused")
 	}
@@ -87,7 +88,7 @@ func TestAllowListUnixPeerCred(t *testing.T) {
 		{AllowList{UIDs: []uint32{uid + 1}}, false},
 		{AllowList{UIDs: []uint32{uid + 1}, GIDs: []uint32{gid + 1}}, false},
 	} {
-		ts := startServerOpts(t, Options{Allow: &tc.al}, nil, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+		ts := startServerOpts(t, Options{Allow: &tc.al}, nil, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 		if got := dialFrom(t, "unix", "", ts.unixPath); got != tc.ok {
 			t.Errorf("%+v: admitted %v, want %v", tc.al, got, tc.ok)
 		}

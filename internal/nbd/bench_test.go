@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
 )
@@ -19,7 +20,7 @@ import (
 // benchIO drives one connection with a pipelined client that allocates
 // nothing per request, so allocs/op is (almost all) the server's.
 func benchIO(b *testing.B, cmd nbdproto.Command, size int, depth int) {
-	benchIODev(b, newMalloc(b, "bench", 131072), cmd, size, depth) // 64 MiB
+	benchIODev(b, bdevtest.NewMalloc(b, "bench", 131072), cmd, size, depth) // 64 MiB
 }
 
 // benchIODev is benchIO on dev. Besides ns/op and allocs/op it reports the
@@ -128,7 +129,7 @@ func writeSyscalls(b *testing.B) int64 {
 func BenchmarkReadSlowMiss4K(b *testing.B) {
 	for _, wait := range []time.Duration{0, time.Millisecond} {
 		b.Run("wait="+wait.String(), func(b *testing.B) {
-			benchIODev(b, slowMissDevice{newMalloc(b, "bench", 131072), 10, wait}, nbdproto.CmdRead, 4096, 16)
+			benchIODev(b, slowMissDevice{bdevtest.NewMalloc(b, "bench", 131072), 10, wait}, nbdproto.CmdRead, 4096, 16)
 		})
 	}
 }
@@ -139,7 +140,7 @@ func BenchmarkReadSlowMiss4K(b *testing.B) {
 // handed-off request, which the yield before writing (sendYielding) must
 // not lengthen.
 func BenchmarkReadHandedOff4K(b *testing.B) {
-	benchIODev(b, slowMissDevice{newMalloc(b, "bench", 131072), 1, 0}, nbdproto.CmdRead, 4096, 1)
+	benchIODev(b, slowMissDevice{bdevtest.NewMalloc(b, "bench", 131072), 1, 0}, nbdproto.CmdRead, 4096, 1)
 }
 
 // slowMissDevice serves a read at once (bdev.TryReader) unless its block

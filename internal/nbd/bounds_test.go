@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
 )
@@ -120,7 +121,7 @@ func TestStalledWritePayloadsAreDropped(t *testing.T) {
 	var trims atomic.Int32
 	ts := startServerOpts(t, Options{PayloadTimeout: timeout, MaxInflightBytes: limit},
 		func(s *Server) { s.trim.free = func() { trims.Add(1); debug.FreeOSMemory() } },
-		Export{Name: "disk", Device: newMalloc(t, "m0", MaxRequestBytes/512)})
+		Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", MaxRequestBytes/512)})
 	ncs := make([]net.Conn, conns)
 	for i := range ncs {
 		ncs[i] = rawSession(t, ts)
@@ -190,7 +191,7 @@ func TestStalledWritePayloadsAreDropped(t *testing.T) {
 // short, and the payload of a rejected WRITE, are bounded by it too.
 func TestPayloadTimeout(t *testing.T) {
 	const timeout = 400 * time.Millisecond
-	dev := newMalloc(t, "m0", 4096)
+	dev := bdevtest.NewMalloc(t, "m0", 4096)
 	ts := startServerOpts(t, Options{PayloadTimeout: timeout}, nil, Export{Name: "disk", Device: dev})
 
 	t.Run("slow but in time", func(t *testing.T) {
@@ -235,7 +236,7 @@ func TestPayloadTimeout(t *testing.T) {
 // after the handshake timeout, counted from accept.
 func TestHandshakeTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	ts := startServerOpts(t, Options{HandshakeTimeout: timeout}, nil, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServerOpts(t, Options{HandshakeTimeout: timeout}, nil, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	silent := dialGreeted(t, "tcp", ts.tcpAddr)
 	start := time.Now()
 	haggling := ts.handshake(t, stdFlags) // greeted and answered
@@ -266,7 +267,7 @@ func TestHandshakeTimeout(t *testing.T) {
 // its slot.
 func TestConnectionCap(t *testing.T) {
 	const limit = 6
-	ts := startServerOpts(t, Options{MaxConnections: limit}, nil, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServerOpts(t, Options{MaxConnections: limit}, nil, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	addr := func(i int) (string, string) {
 		if i%2 == 1 {
 			return "unix", ts.unixPath
@@ -326,7 +327,7 @@ func TestFDReserveRefusesConnections(t *testing.T) {
 	var base atomic.Int64
 	ts := startServerOpts(t, Options{}, func(s *Server) {
 		s.fds.limit = func() (int, error) { return int(base.Load()) + fdReserve + room, nil }
-	}, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	}, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	open, err := openFDs()
 	if err != nil {
 		t.Fatal(err)
@@ -419,7 +420,7 @@ func TestBudgetHoldsAcrossConnections(t *testing.T) {
 		limit   = MaxRequestBytes
 	)
 	release := make(chan struct{})
-	m := newMalloc(t, "m0", clients*each*size/512)
+	m := bdevtest.NewMalloc(t, "m0", clients*each*size/512)
 	dev := &hookDevice{Device: m}
 	dev.hook = func(string, int64, int64) error { <-release; return nil }
 	ts := startServerOpts(t, Options{MaxInflightBytes: limit}, nil, Export{Name: "disk", Device: dev})
@@ -471,10 +472,10 @@ func TestBudgetHoldsAcrossConnections(t *testing.T) {
 func TestRemoveExportEndsBudgetWait(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	slow := &hookDevice{Device: newMalloc(t, "ma", MaxRequestBytes/512)}
+	slow := &hookDevice{Device: bdevtest.NewMalloc(t, "ma", MaxRequestBytes/512)}
 	slow.hook = func(string, int64, int64) error { <-release; return nil }
 	ts := startServerOpts(t, Options{MaxInflightBytes: MaxRequestBytes}, nil,
-		Export{Name: "a", Device: slow}, Export{Name: "b", Device: newMalloc(t, "mb", 64)})
+		Export{Name: "a", Device: slow}, Export{Name: "b", Device: bdevtest.NewMalloc(t, "mb", 64)})
 	a := ts.dial(t, nbdclient.Options{Export: "a"})
 	go a.ReadAt(make([]byte, MaxRequestBytes), 0) // holds the whole budget
 	waitFor(t, "the budget taken", 5*time.Second, func() bool { return slow.inflight.Load() == 1 })

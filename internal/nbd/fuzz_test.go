@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
 )
@@ -68,7 +69,7 @@ func FuzzRequestParse(f *testing.F) {
 	f.Add(requestBytes(0, 0, 9, 0, 32<<20+512))
 	f.Add([]byte("not a request at all, just bytes"))
 
-	dev := newMalloc(f, "fuzz", 8192)
+	dev := bdevtest.NewMalloc(f, "fuzz", 8192)
 	var exports []*export
 	for _, e := range []Export{
 		{Name: "rw", Device: dev},
@@ -148,7 +149,7 @@ func FuzzHandshake(f *testing.F) {
 	f.Add(seq(greetingReply(0xffffffff)))
 	f.Add(seq(greet, []byte("IHAVEOPT\x00\x00\x00\x07\xff\xff\xff\xff")))
 
-	dev := newMalloc(f, "fuzz", 64)
+	dev := bdevtest.NewMalloc(f, "fuzz", 64)
 	ex, err := newExport(Export{Name: "disk", Description: "d", Device: dev})
 	if err != nil {
 		f.Fatal(err)
@@ -183,7 +184,7 @@ func FuzzSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		tl := &testLogger{t: t}
 		s := mustNewServer(t, slog.New(tl))
-		dev := newMalloc(t, "fuzz", 128)
+		dev := bdevtest.NewMalloc(t, "fuzz", 128)
 		if err := s.AddExport(Export{Name: "disk", Device: dev}); err != nil {
 			t.Fatal(err)
 		}

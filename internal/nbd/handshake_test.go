@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
 )
@@ -23,11 +24,11 @@ func optErrType(t *testing.T, err error) uint32 {
 
 func TestHandshakeGoAdvertisesExport(t *testing.T) {
 	const base = nbdclient.FlagHasFlags | nbdclient.FlagSendFlush
-	plain := &hookDevice{Device: newMalloc(t, "plain", 2048)} // no discard, no write-zeroes
+	plain := &hookDevice{Device: bdevtest.NewMalloc(t, "plain", 2048)} // no discard, no write-zeroes
 	ts := startServer(t,
-		Export{Name: "disk", Description: "the disk", Device: newMalloc(t, "m0", 4096), PreferredBlockSize: 64 << 10},
-		Export{Name: "ro", Device: newMalloc(t, "m1", 2048), ReadOnly: true},
-		Export{Name: "single", Device: newMalloc(t, "m2", 2048), NoMultiConn: true},
+		Export{Name: "disk", Description: "the disk", Device: bdevtest.NewMalloc(t, "m0", 4096), PreferredBlockSize: 64 << 10},
+		Export{Name: "ro", Device: bdevtest.NewMalloc(t, "m1", 2048), ReadOnly: true},
+		Export{Name: "single", Device: bdevtest.NewMalloc(t, "m2", 2048), NoMultiConn: true},
 		Export{Name: "plain", Device: plain},
 	)
 	rw := base | nbdclient.FlagSendFUA | nbdclient.FlagSendWriteZeroes
@@ -86,7 +87,7 @@ func TestHandshakeGoAdvertisesExport(t *testing.T) {
 }
 
 func TestHandshakeExportName(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 1024)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 1024)})
 	for _, flags := range []uint32{stdFlags, nbdclient.ClientFixedNewstyle, 0} {
 		// With NO_ZEROES the server must omit the 124 bytes, without it send
 		// them; the client reads exactly what it expects, so a mismatch
@@ -113,8 +114,8 @@ func TestHandshakeExportName(t *testing.T) {
 
 func TestHandshakeList(t *testing.T) {
 	ts := startServer(t,
-		Export{Name: "b", Description: "second", Device: newMalloc(t, "m0", 64)},
-		Export{Name: "a", Description: "first", Device: newMalloc(t, "m1", 64)},
+		Export{Name: "b", Description: "second", Device: bdevtest.NewMalloc(t, "m0", 64)},
+		Export{Name: "a", Description: "first", Device: bdevtest.NewMalloc(t, "m1", 64)},
 	)
 	n := ts.handshake(t, stdFlags)
 	got, err := n.List()
@@ -140,7 +141,7 @@ func TestHandshakeList(t *testing.T) {
 }
 
 func TestHandshakeUnknownExport(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	n := ts.handshake(t, stdFlags)
 	if _, err := n.Info("nope"); optErrType(t, err) != nbdclient.RepErrUnknown {
 		t.Fatalf("INFO nope: %v", err)
@@ -161,8 +162,8 @@ func TestHandshakeUnknownExport(t *testing.T) {
 }
 
 func TestHandshakeDefaultExport(t *testing.T) {
-	second := newMalloc(t, "m1", 64) // created first: devices must outlive the server
-	ts := startServer(t, Export{Name: "only", Device: newMalloc(t, "m0", 64)})
+	second := bdevtest.NewMalloc(t, "m1", 64) // created first: devices must outlive the server
+	ts := startServer(t, Export{Name: "only", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	n := ts.handshake(t, stdFlags)
 	c, err := n.Go("")
 	if err != nil {
@@ -181,7 +182,7 @@ func TestHandshakeDefaultExport(t *testing.T) {
 }
 
 func TestHandshakeRefusesBadOptions(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	n := ts.handshake(t, stdFlags)
 	goodInfo := nbdclient.InfoData("disk", nbdclient.InfoBlockSize)
 	overrun := slices.Clone(goodInfo)
@@ -221,7 +222,7 @@ func TestHandshakeRefusesBadOptions(t *testing.T) {
 }
 
 func TestHandshakeAbort(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	n := ts.handshake(t, stdFlags)
 	if _, err := n.Option(nbdclient.OptAbort, nil); err != nil {
 		t.Fatalf("ABORT not acknowledged: %v", err)
@@ -230,7 +231,7 @@ func TestHandshakeAbort(t *testing.T) {
 }
 
 func TestHandshakeProtocolViolationsDisconnect(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	// Unknown client flags.
 	n := ts.handshake(t, stdFlags|1<<7)
 	waitClosed(t, n.Conn())
@@ -243,7 +244,7 @@ func TestHandshakeProtocolViolationsDisconnect(t *testing.T) {
 }
 
 func TestHandshakeDuringShutdownIsRefused(t *testing.T) {
-	ex, _ := newExport(Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ex, _ := newExport(Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	cat := &fakeCatalog{ex: ex, closing: true}
 	var out bytes.Buffer
 	in := append(greetingReply(stdFlags), optionBytes(nbdclient.OptGo, nbdclient.InfoData("disk"))...)

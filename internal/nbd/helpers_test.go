@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/nbd/nbdclient"
@@ -72,17 +70,6 @@ func (l *testLogger) errorCount() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.errors)
-}
-
-// newMalloc returns a RAM device of blocks 512-byte blocks.
-func newMalloc(t testing.TB, name string, blocks uint64) *malloc.Device {
-	t.Helper()
-	d, err := malloc.New(name, uuid.Nil, 512, blocks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
 }
 
 // testServer is a Server listening on TCP loopback and a Unix socket.

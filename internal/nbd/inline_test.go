@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
 )
@@ -54,7 +55,7 @@ func readSimpleReplies(t *testing.T, nc net.Conn, n, dataLen int) []uint64 {
 // back to go out together; they must all go out once the client sends
 // nothing more, and when reading ends on a broken stream.
 func TestHeldRepliesAreFlushed(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 4096)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 4096)})
 	nc := rawSession(t, ts)
 
 	// More requests than may be in flight at once: the reader must not
@@ -145,7 +146,7 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 // requests sent after it: the watchdog passes the reading turn on.
 func TestBlockedInlineRequestIsOvertaken(t *testing.T) {
 	release := make(chan struct{})
-	dev := &hookDevice{Device: newMalloc(t, "m0", 4096)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
 	dev.hook = func(op string, off, n int64) error {
 		if op == "read" && off == 0 {
 			<-release
@@ -185,7 +186,7 @@ func TestBlockedInlineRequestIsOvertaken(t *testing.T) {
 // On a slow device the requests of one connection run in parallel: after an
 // inline request was slow, the reader passes the turn on.
 func TestSlowDeviceRunsRequestsInParallel(t *testing.T) {
-	dev := &hookDevice{Device: newMalloc(t, "m0", 4096)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
 	dev.hook = func(string, int64, int64) error {
 		time.Sleep(20 * time.Millisecond)
 		return nil

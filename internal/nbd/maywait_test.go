@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbdproto"
 )
 
@@ -32,7 +33,7 @@ func TestMayWaitRequestIsNotInline(t *testing.T) {
 	gate := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	const hitBytes = 1 << 20
-	dev := hitDevice{hookDevice: &hookDevice{Device: newMalloc(t, "m0", 8192)}, hitBytes: hitBytes}
+	dev := hitDevice{hookDevice: &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 8192)}, hitBytes: hitBytes}
 	dev.hook = func(op string, off, n int64) error {
 		if op == "read" && off >= hitBytes {
 			entered <- struct{}{}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/testutil"
 )
@@ -27,8 +28,8 @@ const (
 // realServer serves "disk" (64 MiB, malloc) and "ro" (read-only, 8 MiB).
 func realServer(t *testing.T) (*testServer, *malloc.Device) {
 	t.Helper()
-	disk := newMalloc(t, "disk", realDiskBlocks)
-	ro := newMalloc(t, "ro", 16384)
+	disk := bdevtest.NewMalloc(t, "disk", realDiskBlocks)
+	ro := bdevtest.NewMalloc(t, "ro", 16384)
 	if err := ro.WriteAt(bytes.Repeat([]byte{0x77}, 8<<20), 0, false); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
@@ -21,7 +22,7 @@ import (
 
 func TestAddExportValidates(t *testing.T) {
 	s := mustNewServer(t, nil)
-	dev := newMalloc(t, "m0", 64)
+	dev := bdevtest.NewMalloc(t, "m0", 64)
 	odd, err := malloc.New("odd", uuid.Nil, 1536, 64) // not a power of two
 	if err != nil {
 		t.Fatal(err)
@@ -87,14 +88,14 @@ func TestAddExportValidates(t *testing.T) {
 // clients, and leaves other exports alone.
 func TestRemoveExportDisconnectsClients(t *testing.T) {
 	release := make(chan struct{})
-	a := &hookDevice{Device: newMalloc(t, "ma", 64)}
+	a := &hookDevice{Device: bdevtest.NewMalloc(t, "ma", 64)}
 	a.hook = func(op string, off, n int64) error {
 		if off == 4096 {
 			<-release
 		}
 		return nil
 	}
-	ts := startServer(t, Export{Name: "a", Device: a}, Export{Name: "b", Device: newMalloc(t, "mb", 64)})
+	ts := startServer(t, Export{Name: "a", Device: a}, Export{Name: "b", Device: bdevtest.NewMalloc(t, "mb", 64)})
 	busy := ts.dial(t, nbdclient.Options{Export: "a", StructuredReplies: true})
 	idle := ts.dial(t, nbdclient.Options{Export: "a"})
 	other := ts.dial(t, nbdclient.Options{Export: "b"})
@@ -164,14 +165,14 @@ func newBareServer(t *testing.T, exports ...Export) (*Server, string, chan error
 
 func TestShutdownDrainsThenFlushes(t *testing.T) {
 	release := make(chan struct{})
-	dev := &hookDevice{Device: newMalloc(t, "m0", 64)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
 	dev.hook = func(op string, off, n int64) error {
 		if op == "write" {
 			<-release
 		}
 		return nil
 	}
-	other := &hookDevice{Device: newMalloc(t, "m1", 64)}
+	other := &hookDevice{Device: bdevtest.NewMalloc(t, "m1", 64)}
 	s, addr, served := newBareServer(t, Export{Name: "disk", Device: dev}, Export{Name: "other", Device: other})
 	c, err := nbdclient.Dial("tcp", addr, nbdclient.Options{Export: "disk"})
 	if err != nil {
@@ -219,7 +220,7 @@ func TestShutdownDrainsThenFlushes(t *testing.T) {
 func TestShutdownGivesUpAtDeadline(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	dev := &hookDevice{Device: newMalloc(t, "m0", 64)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
 	dev.hook = func(op string, off, n int64) error {
 		if op == "read" {
 			<-release
@@ -252,7 +253,7 @@ func TestShutdownGivesUpAtDeadline(t *testing.T) {
 // so RemoveExport does not hang on it.
 func TestStuckClientIsCutOff(t *testing.T) {
 	var reads atomic.Int64
-	dev := &hookDevice{Device: newMalloc(t, "m0", 65536)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 65536)}
 	dev.hook = func(string, int64, int64) error { reads.Add(1); return nil }
 	ts := startServerWith(t, func(s *Server) { s.replyTimeout = 200 * time.Millisecond }, Export{Name: "disk", Device: dev})
 	n := ts.handshake(t, stdFlags)
@@ -279,7 +280,7 @@ func TestStuckClientIsCutOff(t *testing.T) {
 }
 
 func TestServeOnUnixSocket(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	c, err := nbdclient.Dial("unix", ts.unixPath, nbdclient.Options{Export: "disk", StructuredReplies: true})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/latency"
 	"blockcache/internal/nbd/nbdclient"
 )
@@ -15,7 +16,7 @@ func TestExportStats(t *testing.T) {
 	const slow = 3 * time.Millisecond
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	dev := &hookDevice{Device: newMalloc(t, "m0", 2048)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 2048)}
 	dev.hook = func(op string, off, n int64) error {
 		switch {
 		case op == "write" && off == 0:

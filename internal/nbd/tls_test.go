@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/nbdproto"
@@ -26,7 +27,7 @@ func tlsServer(t *testing.T, ca *tlstest.CA, mode TLSMode, verifyPeer bool) *tes
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startServerOpts(t, Options{TLS: mode, TLSConfig: cfg}, nil, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	return startServerOpts(t, Options{TLS: mode, TLSConfig: cfg}, nil, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 }
 
 func clientTLS(ca *tlstest.CA, certs ...tls.Certificate) *tls.Config {
@@ -190,7 +191,7 @@ func TestTLSOnServesBoth(t *testing.T) {
 }
 
 func TestTLSOffRefusesStartTLS(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	n := ts.handshake(t, stdFlags)
 	ca := tlstest.NewCA(t, "ca")
 	if err := n.StartTLS(clientTLS(ca)); optErrType(t, err) != nbdclient.RepErrUnsup {
@@ -223,7 +224,7 @@ func TestTLSVerifyPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServerOpts(t, Options{TLS: TLSRequire, TLSConfig: cfg}, nil, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServerOpts(t, Options{TLS: TLSRequire, TLSConfig: cfg}, nil, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 
 	for _, tc := range []struct {
 		name  string
@@ -363,7 +364,7 @@ func FuzzHandshakeTLSRequire(f *testing.F) {
 	f.Add(seq(greet, []byte("IHAVEOPT\x00\x00\x00\x01\x00\x01\x00\x01"))) // EXPORT_NAME of 64 KiB + 1
 	f.Add(seq(greet, starttls, []byte("IHAVEOPT\x00\x00\x00\x01\x00\x01\x00\x01")))
 
-	ex, err := newExport(Export{Name: "disk", Device: newMalloc(f, "fuzz", 64)})
+	ex, err := newExport(Export{Name: "disk", Device: bdevtest.NewMalloc(f, "fuzz", 64)})
 	if err != nil {
 		f.Fatal(err)
 	}

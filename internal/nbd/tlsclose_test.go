@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/nbdproto"
@@ -79,7 +80,7 @@ func TestTLSCloseNotHeldByStuckClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.replyTimeout = replyTimeout
-			if err := s.AddExport(Export{Name: "disk", Device: newMalloc(t, "m0", 64)}); err != nil {
+			if err := s.AddExport(Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)}); err != nil {
 				t.Fatal(err)
 			}
 			client, c := pipeTLSSession(t, s, clientTLS(ca))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 )
 
@@ -45,7 +46,7 @@ func pattern(seed uint64, n int) []byte {
 
 func TestReadWriteRoundTrip(t *testing.T) {
 	modes(t, func(t *testing.T, o nbdclient.Options) {
-		dev := &hookDevice{Device: newMalloc(t, "m0", 4096)}
+		dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
 		ts := startServer(t, Export{Name: "disk", Device: dev})
 		c := ts.dial(t, o)
 		want := pattern(1, 64<<10)
@@ -100,7 +101,7 @@ func TestReadWriteRoundTrip(t *testing.T) {
 func TestOutOfOrderReplies(t *testing.T) {
 	modes(t, func(t *testing.T, o nbdclient.Options) {
 		release := make(chan struct{})
-		dev := &hookDevice{Device: newMalloc(t, "m0", 4096)}
+		dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
 		dev.hook = func(op string, off, n int64) error {
 			if op == "read" && off == 0 {
 				<-release
@@ -159,7 +160,7 @@ func TestOutOfOrderReplies(t *testing.T) {
 // the rest wait in the socket and are served later.
 func TestInflightIsBounded(t *testing.T) {
 	release := make(chan struct{})
-	dev := &hookDevice{Device: newMalloc(t, "m0", 4096)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
 	dev.hook = func(string, int64, int64) error { <-release; return nil }
 	ts := startServer(t, Export{Name: "disk", Device: dev})
 	c := ts.dial(t, nbdclient.Options{Export: "disk"})
@@ -186,7 +187,7 @@ func TestInflightIsBounded(t *testing.T) {
 }
 
 func TestBadMagicDisconnects(t *testing.T) {
-	ts := startServer(t, Export{Name: "disk", Device: newMalloc(t, "m0", 64)})
+	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	c := ts.dial(t, nbdclient.Options{Export: "disk"})
 	if err := c.ReadAt(make([]byte, 512), 0); err != nil {
 		t.Fatal(err)
@@ -209,10 +210,10 @@ func TestBadMagicDisconnects(t *testing.T) {
 func TestRejectedRequestsKeepConnection(t *testing.T) {
 	modes(t, func(t *testing.T, o nbdclient.Options) {
 		const size = 4096 * 512
-		plain := &hookDevice{Device: newMalloc(t, "plain", 4096)}
+		plain := &hookDevice{Device: bdevtest.NewMalloc(t, "plain", 4096)}
 		ts := startServer(t,
-			Export{Name: "disk", Device: newMalloc(t, "m0", 4096)},
-			Export{Name: "ro", Device: newMalloc(t, "m1", 4096), ReadOnly: true},
+			Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 4096)},
+			Export{Name: "ro", Device: bdevtest.NewMalloc(t, "m1", 4096), ReadOnly: true},
 			Export{Name: "plain", Device: plain},
 		)
 		rw := ts.dial(t, o)
@@ -282,7 +283,7 @@ func TestRejectedRequestsKeepConnection(t *testing.T) {
 
 // A READ of exactly the maximum payload is served.
 func TestMaximumPayload(t *testing.T) {
-	dev := newMalloc(t, "m0", (32<<20)/512)
+	dev := bdevtest.NewMalloc(t, "m0", (32<<20)/512)
 	ts := startServer(t, Export{Name: "disk", Device: dev})
 	c := ts.dial(t, nbdclient.Options{Export: "disk", StructuredReplies: true})
 	want := pattern(7, 32<<20)
@@ -298,8 +299,8 @@ func TestMaximumPayload(t *testing.T) {
 func TestTrimAndWriteZeroes(t *testing.T) {
 	modes(t, func(t *testing.T, o nbdclient.Options) {
 		const blocks = 16384 // 8 MiB
-		withZeroes := zeroingDevice{&hookDevice{Device: newMalloc(t, "m0", blocks)}}
-		without := &hookDevice{Device: newMalloc(t, "m1", blocks)}
+		withZeroes := zeroingDevice{&hookDevice{Device: bdevtest.NewMalloc(t, "m0", blocks)}}
+		without := &hookDevice{Device: bdevtest.NewMalloc(t, "m1", blocks)}
 		ts := startServer(t, Export{Name: "disk", Device: withZeroes}, Export{Name: "plain", Device: without})
 
 		check := func(c *nbdclient.Client, off uint64, n int, want []byte) {
@@ -365,7 +366,7 @@ func TestDeviceErrorsAreReported(t *testing.T) {
 	modes(t, func(t *testing.T, o nbdclient.Options) {
 		var failWith error
 		var mu sync.Mutex
-		dev := &hookDevice{Device: newMalloc(t, "m0", 64)}
+		dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
 		dev.hook = func(op string, off, n int64) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -410,7 +411,7 @@ func TestDeviceErrorsAreReported(t *testing.T) {
 // NBD_CMD_DISC waits for the requests in flight to be answered.
 func TestDisconnectAnswersInflight(t *testing.T) {
 	release := make(chan struct{})
-	dev := &hookDevice{Device: newMalloc(t, "m0", 64)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
 	dev.hook = func(op string, off, n int64) error {
 		if op == "write" {
 			<-release
@@ -445,7 +446,7 @@ func TestDisconnectAnswersInflight(t *testing.T) {
 // disturb the server.
 func TestClientHangupLeaksNothing(t *testing.T) {
 	release := make(chan struct{})
-	dev := &hookDevice{Device: newMalloc(t, "m0", 4096)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
 	dev.hook = func(op string, off, n int64) error {
 		if off == 0 {
 			<-release
@@ -523,7 +524,7 @@ func waitConns(t *testing.T, s *Server, n int) {
 
 // A panic while serving a request closes that connection only.
 func TestPanicClosesOnlyThatConnection(t *testing.T) {
-	dev := &hookDevice{Device: newMalloc(t, "m0", 64)}
+	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
 	dev.hook = func(op string, off, n int64) error {
 		if off == 8192 {
 			panic(errors.New("device exploded"))

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
 )
@@ -119,7 +120,7 @@ func TestLargeWritePayloadNotCopied(t *testing.T) {
 		name := map[bool]string{true: "inline", false: "handed-off"}[inline]
 		t.Run(name, func(t *testing.T) {
 			log := &readLog{}
-			d := &copyCheckDevice{Device: newMalloc(t, "disk", 16<<20/512), log: log}
+			d := &copyCheckDevice{Device: bdevtest.NewMalloc(t, "disk", 16<<20/512), log: log}
 			var dev bdev.Device = d
 			if inline {
 				dev = immediateCopyCheckDevice{d}

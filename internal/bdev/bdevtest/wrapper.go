@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
-	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/bdev/null"
 )
 
@@ -30,7 +29,7 @@ func RunWrapper(t *testing.T, wrap Wrapper) {
 			inner func(*testing.T) bdev.Device
 			want  bdev.Abilities
 		}{
-			{"malloc", newMallocInner, bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}},
+			{"malloc", func(t *testing.T) bdev.Device { return NewMalloc(t, "Malloc0", 64) }, bdev.Abilities{Discard: true, WriteZeroes: true, ZeroesOnDiscard: true}},
 			{"null", newNullInner, bdev.Abilities{WriteZeroes: true}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -55,7 +54,7 @@ func RunWrapper(t *testing.T, wrap Wrapper) {
 		}
 	})
 	t.Run("CloseLeavesInnerOpen", func(t *testing.T) {
-		inner := newMallocInner(t)
+		inner := NewMalloc(t, "Malloc0", 64)
 		w := wrap(t, inner)
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
@@ -67,15 +66,6 @@ func RunWrapper(t *testing.T, wrap Wrapper) {
 			t.Fatalf("inner device closed with the wrapper: %v", err)
 		}
 	})
-}
-
-func newMallocInner(t *testing.T) bdev.Device {
-	m, err := malloc.New("Malloc0", uuid.Nil, 512, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
 }
 
 func newNullInner(t *testing.T) bdev.Device {

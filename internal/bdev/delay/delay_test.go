@@ -11,7 +11,6 @@ import (
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/delay"
-	"blockcache/internal/bdev/malloc"
 )
 
 // sleeps is a fake Sleep that records what it was asked to wait.
@@ -34,16 +33,6 @@ func (s *sleeps) take() []time.Duration {
 	return out
 }
 
-func newMalloc(t *testing.T) *malloc.Device {
-	t.Helper()
-	m, err := malloc.New("Malloc0", uuid.Nil, 512, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
-
 var testLatencies = delay.Latencies{
 	AvgRead: 10 * time.Microsecond, P99Read: 500 * time.Microsecond,
 	AvgWrite: 20 * time.Microsecond, P99Write: 900 * time.Microsecond,
@@ -59,11 +48,11 @@ func newDelay(t *testing.T, inner bdev.Device, s *sleeps) *delay.Device {
 }
 
 func TestConformance(t *testing.T) {
-	bdevtest.Run(t, func(t *testing.T) bdev.Device { return newDelay(t, newMalloc(t), &sleeps{}) })
+	bdevtest.Run(t, func(t *testing.T) bdev.Device { return newDelay(t, bdevtest.NewMalloc(t, "Malloc0", 64), &sleeps{}) })
 }
 
 func TestNew(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	id := uuid.New()
 	d, err := delay.New(m, delay.Config{Name: "Delay0", UUID: id, Latencies: testLatencies})
 	if err != nil {
@@ -97,7 +86,7 @@ func TestNew(t *testing.T) {
 // no delay for flush, discard and write-zeroes.
 func TestLatencyDistribution(t *testing.T) {
 	var s sleeps
-	d := newDelay(t, newMalloc(t), &s)
+	d := newDelay(t, bdevtest.NewMalloc(t, "Malloc0", 64), &s)
 	p := make([]byte, 512)
 	const n = 20000
 	for i := range n {
@@ -151,7 +140,7 @@ func TestLatencyDistribution(t *testing.T) {
 
 func TestSetLatency(t *testing.T) {
 	var s sleeps
-	d := newDelay(t, newMalloc(t), &s)
+	d := newDelay(t, bdevtest.NewMalloc(t, "Malloc0", 64), &s)
 	for _, k := range []delay.LatencyKind{delay.AvgRead, delay.P99Read} {
 		if err := d.SetLatency(k, 0); err != nil {
 			t.Fatal(err)
@@ -191,7 +180,7 @@ func TestSetLatency(t *testing.T) {
 // race detector) and checks every sleep is one of the values ever set.
 func TestSetLatencyConcurrentWithIO(t *testing.T) {
 	var s sleeps
-	d := newDelay(t, newMalloc(t), &s)
+	d := newDelay(t, bdevtest.NewMalloc(t, "Malloc0", 64), &s)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
@@ -220,7 +209,7 @@ func TestSetLatencyConcurrentWithIO(t *testing.T) {
 // TestSleepHoldsNoLock blocks one read in its delay and checks that other
 // IO and Close proceed meanwhile.
 func TestSleepHoldsNoLock(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	d, err := delay.New(m, delay.Config{Name: "Delay0", Latencies: delay.Latencies{AvgRead: 1, P99Read: 1}, Sleep: func(time.Duration) {
@@ -279,7 +268,7 @@ func TestLatencyKindNames(t *testing.T) {
 
 // TestRealSleep runs once with the real clock to check the default Sleep.
 func TestRealSleep(t *testing.T) {
-	d, err := delay.New(newMalloc(t), delay.Config{Name: "Delay0", Latencies: delay.Latencies{AvgRead: 5 * time.Millisecond, P99Read: 5 * time.Millisecond}})
+	d, err := delay.New(bdevtest.NewMalloc(t, "Malloc0", 64), delay.Config{Name: "Delay0", Latencies: delay.Latencies{AvgRead: 5 * time.Millisecond, P99Read: 5 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // the oldest waiter, so they reach the inner device in the order they came.
 func TestMaxInflightFIFO(t *testing.T) {
 	const limit, k = 4, 6
-	in := &arrivals{Device: newMalloc(t)}
+	in := &arrivals{Device: bdevtest.NewMalloc(t, "Malloc0", 64)}
 	h := newHeldSleep()
 	d, err := delay.New(in, delay.Config{Name: "Delay0", Latencies: testLatencies, Sleep: h.sleep, MaxInflight: limit})
 	if err != nil {
@@ -153,7 +153,7 @@ func TestMaxInflightFIFO(t *testing.T) {
 // of 20 ms, 2 at a time, take at least 4 rounds.
 func TestMaxInflightRealClock(t *testing.T) {
 	const lat, limit, n = 20 * time.Millisecond, 2, 8
-	d, err := delay.New(newMalloc(t), delay.Config{Name: "Delay0", Latencies: delay.Latencies{AvgRead: lat, P99Read: lat}, MaxInflight: limit})
+	d, err := delay.New(bdevtest.NewMalloc(t, "Malloc0", 64), delay.Config{Name: "Delay0", Latencies: delay.Latencies{AvgRead: lat, P99Read: lat}, MaxInflight: limit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestMaxInflightRealClock(t *testing.T) {
 // a slot too (they wait behind a held read), and that rejected IO takes none.
 func TestMaxInflightAllKinds(t *testing.T) {
 	h := newHeldSleep()
-	d, err := delay.New(newMalloc(t), delay.Config{Name: "Delay0", Latencies: testLatencies, Sleep: h.sleep, MaxInflight: 1})
+	d, err := delay.New(bdevtest.NewMalloc(t, "Malloc0", 64), delay.Config{Name: "Delay0", Latencies: testLatencies, Sleep: h.sleep, MaxInflight: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestMaxInflightAllKinds(t *testing.T) {
 // waiter fails with ErrClosed once admitted, undelayed, and frees its slot.
 func TestMaxInflightClose(t *testing.T) {
 	h := newHeldSleep()
-	d, err := delay.New(newMalloc(t), delay.Config{Name: "Delay0", Latencies: testLatencies, Sleep: h.sleep, MaxInflight: 1})
+	d, err := delay.New(bdevtest.NewMalloc(t, "Malloc0", 64), delay.Config{Name: "Delay0", Latencies: testLatencies, Sleep: h.sleep, MaxInflight: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestMaxInflightClose(t *testing.T) {
 }
 
 func TestMaxInflightConfig(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	if _, err := delay.New(m, delay.Config{Name: "x", MaxInflight: -1}); err == nil {
 		t.Fatal("New accepted a negative MaxInflight")
 	}
@@ -271,7 +271,7 @@ func TestMaxInflightConfig(t *testing.T) {
 // a time, which must not deadlock its concurrent cases.
 func TestConformanceLimited(t *testing.T) {
 	bdevtest.Run(t, func(t *testing.T) bdev.Device {
-		d, err := delay.New(newMalloc(t), delay.Config{Name: "Delay0", Latencies: testLatencies, Sleep: (&sleeps{}).sleep, MaxInflight: 1})
+		d, err := delay.New(bdevtest.NewMalloc(t, "Malloc0", 64), delay.Config{Name: "Delay0", Latencies: testLatencies, Sleep: (&sleeps{}).sleep, MaxInflight: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,34 +13,23 @@ import (
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/errinj"
-	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/bdev/null"
 )
 
-func newMalloc(t *testing.T) *malloc.Device {
-	t.Helper()
-	m, err := malloc.New("Malloc0", uuid.Nil, 512, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
-
 func TestConformanceWithoutFaults(t *testing.T) {
-	bdevtest.Run(t, func(t *testing.T) bdev.Device { return errinj.Wrap(newMalloc(t), errinj.Any()) })
+	bdevtest.Run(t, func(t *testing.T) bdev.Device { return errinj.Wrap(bdevtest.NewMalloc(t, "Malloc0", 64), errinj.Any()) })
 }
 
 // TestConformanceWithCorruptionOffTarget arms a corruption that never
 // matches in-range data, checking the corruption path leaves IO intact.
 func TestConformanceWithCorruptionOffTarget(t *testing.T) {
 	bdevtest.Run(t, func(t *testing.T) bdev.Device {
-		return errinj.Wrap(newMalloc(t), &errinj.Corruption{Offset: 1 << 40, Mask: 0xff})
+		return errinj.Wrap(bdevtest.NewMalloc(t, "Malloc0", 64), &errinj.Corruption{Offset: 1 << 40, Mask: 0xff})
 	})
 }
 
 func TestWrapIsTransparent(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	d := errinj.Wrap(m, errinj.Any())
 	if d.Info() != m.Info() || d.Inner() != bdev.Device(m) {
 		t.Fatalf("Info %+v, want %+v", d.Info(), m.Info())
@@ -66,7 +55,7 @@ func checkInjected(t *testing.T, err error, op string, off, n int64) {
 }
 
 func TestInjectedFailures(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	c := &errinj.Counter{Injector: errinj.ErrInjected.If(errinj.Or(
 		errinj.And(errinj.Writes(), errinj.OnIndex(2)), // the third write
 		errinj.And(errinj.Reads(), errinj.InRange(4096, 512)),
@@ -107,7 +96,7 @@ func TestInjectedFailures(t *testing.T) {
 }
 
 func TestInjectedErrnoIsKept(t *testing.T) {
-	d := errinj.Wrap(newMalloc(t), errinj.InjectorFunc(func(op errinj.Op) error {
+	d := errinj.Wrap(bdevtest.NewMalloc(t, "Malloc0", 64), errinj.InjectorFunc(func(op errinj.Op) error {
 		if op.Kind == errinj.OpWrite {
 			return fmt.Errorf("disk full: %w", syscall.ENOSPC)
 		}
@@ -123,7 +112,7 @@ func TestInjectedErrnoIsKept(t *testing.T) {
 }
 
 func TestCorruption(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	tog := &errinj.Toggle{Injector: &errinj.Corruption{Offset: 700, Mask: 0x0f}}
 	d := errinj.Wrap(m, tog)
 	p := bdevtest.Pattern(5, 1024)
@@ -165,7 +154,7 @@ func TestCorruption(t *testing.T) {
 }
 
 func TestRemove(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	c := &errinj.Counter{Injector: errinj.Any()}
 	d := errinj.Wrap(m, c)
 	bdevtest.MustWrite(t, d, bdevtest.Pattern(1, 512), 0, false)
@@ -191,7 +180,7 @@ func TestRemove(t *testing.T) {
 // TestRemoveUnderLoad removes the device while IO runs: every IO either
 // succeeds or fails with ErrNoSuchDevice, and once Remove returned, all do.
 func TestRemoveUnderLoad(t *testing.T) {
-	d := errinj.Wrap(newMalloc(t), errinj.Any())
+	d := errinj.Wrap(bdevtest.NewMalloc(t, "Malloc0", 64), errinj.Any())
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for range 4 {
@@ -247,7 +236,7 @@ func TestUnsupportedOpSkipsInjector(t *testing.T) {
 // Counter counted: the check the NBD and RPC layers are meant to make.
 func TestCounterMatchesObservedFailures(t *testing.T) {
 	c := &errinj.Counter{Injector: errinj.ErrInjected.If(errinj.Randomly(0.2, 7))}
-	d := errinj.Wrap(newMalloc(t), c)
+	d := errinj.Wrap(bdevtest.NewMalloc(t, "Malloc0", 64), c)
 	var mu sync.Mutex
 	seen := 0
 	var wg sync.WaitGroup

@@ -16,7 +16,7 @@ import (
 )
 
 func TestNewErrorBdev(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	id := uuid.New()
 	d, _ := errinj.NewErrorBdev(m, id)
 	want := bdev.Info{Name: "EE_Malloc0", UUID: id, ProductName: "Error Injection Disk", BlockSize: 512, NumBlocks: 64, Abilities: m.Info().Abilities}
@@ -42,7 +42,7 @@ func TestNewErrorBdev(t *testing.T) {
 }
 
 func TestSPDKFailures(t *testing.T) {
-	d, inj := errinj.NewErrorBdev(newMalloc(t), uuid.Nil)
+	d, inj := errinj.NewErrorBdev(bdevtest.NewMalloc(t, "Malloc0", 64), uuid.Nil)
 	if err := inj.Inject(errinj.InjectOpts{IOType: errinj.IOTypeRead, ErrorType: errinj.ErrorFailure, Num: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestSPDKFailures(t *testing.T) {
 }
 
 func TestSPDKCorruptData(t *testing.T) {
-	m := newMalloc(t)
+	m := bdevtest.NewMalloc(t, "Malloc0", 64)
 	d, inj := errinj.NewErrorBdev(m, uuid.Nil)
 	p := bdevtest.Pattern(3, 1024)
 	if err := inj.Inject(errinj.InjectOpts{IOType: errinj.IOTypeWrite, ErrorType: errinj.ErrorCorruptData, Num: 1, CorruptOffset: 600, CorruptValue: 0x80}); err != nil {
@@ -164,7 +164,7 @@ func TestSPDKNames(t *testing.T) {
 // TestSPDKConcurrentCountdown checks that num_errors is honoured exactly
 // when many goroutines issue IO at once.
 func TestSPDKConcurrentCountdown(t *testing.T) {
-	d, inj := errinj.NewErrorBdev(newMalloc(t), uuid.Nil)
+	d, inj := errinj.NewErrorBdev(bdevtest.NewMalloc(t, "Malloc0", 64), uuid.Nil)
 	if err := inj.Inject(errinj.InjectOpts{IOType: errinj.IOTypeRead, ErrorType: errinj.ErrorFailure, Num: 50}); err != nil {
 		t.Fatal(err)
 	}
