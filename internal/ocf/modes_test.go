@@ -398,20 +398,23 @@ func runWriteCell(t *testing.T, ls int64, tc writeCell, fua bool, setup writeSet
 	}
 }
 
+// writeHitCells is the "write hit" column, the same whether the line
+// written was clean or dirty.
+var writeHitCells = []writeCell{
+	{ocf.ModeWT, 'D', wrHit, traffic{0, 1, 0, 1}, 1, 0, true},
+	{ocf.ModeWB, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
+	// wa: a full hit is written through (OCF's ocf_write_wa hands a
+	// hit to ocf_write_wt, which counts it as a hit).
+	{ocf.ModeWA, 'D', wrHit, traffic{0, 1, 0, 1}, 1, 0, true},
+	// wi: core, cached sectors invalidated (the whole line here).
+	{ocf.ModeWI, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
+	{ocf.ModePT, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
+	{ocf.ModeWO, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
+}
+
 // TestModeWriteHit pins the "write hit" column for a clean cached line.
 func TestModeWriteHit(t *testing.T) {
-	cells := []writeCell{
-		{ocf.ModeWT, 'D', wrHit, traffic{0, 1, 0, 1}, 1, 0, true},
-		{ocf.ModeWB, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
-		// wa: a full hit is written through (OCF's ocf_write_wa hands a
-		// hit to ocf_write_wt, which counts it as a hit).
-		{ocf.ModeWA, 'D', wrHit, traffic{0, 1, 0, 1}, 1, 0, true},
-		// wi: core, cached sectors invalidated (the whole line here).
-		{ocf.ModeWI, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
-		{ocf.ModePT, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
-		{ocf.ModeWO, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
-	}
-	runWriteCells(t, cells, []bool{false, true}, func(t *testing.T, env *ocftest.Env, off int64, n int) {
+	runWriteCells(t, writeHitCells, []bool{false, true}, func(t *testing.T, env *ocftest.Env, off int64, n int) {
 		volRead(t, env.Cores[0], off, n) // wt read: caches the line clean
 	})
 }
@@ -420,15 +423,7 @@ func TestModeWriteHit(t *testing.T) {
 // pt and wi must drop the dirty sectors too (the core now has newer data),
 // write-through modes leave the line clean.
 func TestModeWriteHitDirty(t *testing.T) {
-	cells := []writeCell{
-		{ocf.ModeWT, 'D', wrHit, traffic{0, 1, 0, 1}, 1, 0, true},
-		{ocf.ModeWB, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
-		{ocf.ModeWA, 'D', wrHit, traffic{0, 1, 0, 1}, 1, 0, true},
-		{ocf.ModeWI, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
-		{ocf.ModePT, 'D', wrPT, traffic{0, 1, 0, 0}, 0, 0, false},
-		{ocf.ModeWO, 'A', wrHit, traffic{0, 0, 0, 1}, 1, 1, true},
-	}
-	runWriteCells(t, cells, []bool{false}, func(t *testing.T, env *ocftest.Env, off int64, n int) {
+	runWriteCells(t, writeHitCells, []bool{false}, func(t *testing.T, env *ocftest.Env, off int64, n int) {
 		setMode(t, env.Cache, ocf.ModeWB, false)
 		volWrite(t, env.Cores[0], tagged('C', off, n), off, false)
 	})
