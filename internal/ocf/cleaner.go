@@ -200,9 +200,7 @@ func (c *Cache) swapCleaning(p CleaningParams, expect *CleaningParams) CleaningP
 func (c *Cache) ioCount() uint64 {
 	var n uint64
 	for _, co := range c.Cores() {
-		s := &co.stats
-		n += s.rdHits.Load() + s.rdPartialMisses.Load() + s.rdFullMisses.Load() + s.rdPT.Load() +
-			s.wrHits.Load() + s.wrPartialMisses.Load() + s.wrFullMisses.Load() + s.wrPT.Load()
+		n += co.stats.requests()
 	}
 	return n
 }

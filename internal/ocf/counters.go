@@ -59,9 +59,10 @@ func (n Counters) Sub(base Counters) Counters {
 func (c *counters) load() Counters {
 	hitReads, hitBytes := c.hitTotals()
 	n := Counters{
-		ReadHits: c.rdHits.Load() + hitReads, ReadPartialMisses: c.rdPartialMisses.Load(), ReadFullMisses: c.rdFullMisses.Load(),
-		WriteHits: c.wrHits.Load(), WritePartialMisses: c.wrPartialMisses.Load(), WriteFullMisses: c.wrFullMisses.Load(),
-		ReadPT: c.rdPT.Load(), WritePT: c.wrPT.Load(),
+		ReadHits: c.rd.byClass[classHit].Load() + hitReads, ReadPartialMisses: c.rd.byClass[classPartialMiss].Load(),
+		ReadFullMisses: c.rd.byClass[classFullMiss].Load(), ReadPT: c.rd.byClass[classPT].Load(),
+		WriteHits: c.wr.byClass[classHit].Load(), WritePartialMisses: c.wr.byClass[classPartialMiss].Load(),
+		WriteFullMisses: c.wr.byClass[classFullMiss].Load(), WritePT: c.wr.byClass[classPT].Load(),
 
 		CoreReadBytes: c.coreRdBytes.Load(), CoreWriteBytes: c.coreWrBytes.Load(),
 		CacheReadBytes: c.cacheRdBytes.Load() + hitBytes, CacheWriteBytes: c.cacheWrBytes.Load(),
@@ -73,8 +74,8 @@ func (c *counters) load() Counters {
 		CleanedLines: c.cleanedLines.Load(), CleanedBytes: c.cleanedBytes.Load(),
 	}
 	for i := range n.ReadPTBy {
-		n.ReadPTBy[i] = c.rdPTWhy[i].Load()
-		n.WritePTBy[i] = c.wrPTWhy[i].Load()
+		n.ReadPTBy[i] = c.rd.ptBy[i].Load()
+		n.WritePTBy[i] = c.wr.ptBy[i].Load()
 	}
 	return n
 }
@@ -82,26 +83,20 @@ func (c *counters) load() Counters {
 // Counters returns the volume's counters since its core was attached.
 func (co *Core) Counters() Counters { return co.stats.load() }
 
-// countRead counts r as a read of class cl; a pass-through one under
+// countRead counts r as a read of class cl; a pass-through one also under
 // r.ptWhy.
-func (r *request) countRead(cl reqClass) {
-	r.class = cl
-	if cl == classPT {
-		r.co.stats.countPT(false, r.ptWhy)
-		return
-	}
-	r.co.stats.countRead(cl)
-}
+func (r *request) countRead(cl reqClass) { r.count(&r.co.stats.rd, cl) }
 
-// countWrite counts r as a write of class cl; a pass-through one under
-// r.ptWhy.
-func (r *request) countWrite(cl reqClass) {
+// countWrite counts r as a write of class cl; a pass-through one also
+// under r.ptWhy.
+func (r *request) countWrite(cl reqClass) { r.count(&r.co.stats.wr, cl) }
+
+func (r *request) count(d *reqCounts, cl reqClass) {
 	r.class = cl
+	d.byClass[cl].Add(1)
 	if cl == classPT {
-		r.co.stats.countPT(true, r.ptWhy)
-		return
+		d.ptBy[ptReason(r.ptWhy)].Add(1)
 	}
-	r.co.stats.countWrite(cl)
 }
 
 // volumeLatency are a volume's latency histograms, recorded at its IO

@@ -61,19 +61,14 @@ func (c *Cache) modePTReason() PTReason {
 	return PTMode
 }
 
-// countPT counts a pass-through request and its reason.
-func (c *counters) countPT(write bool, why PTReason) {
+// ptReason is why, checked: a pass-through request counted without a
+// reason is a bug, counted under PTMode in release builds.
+func ptReason(why PTReason) PTReason {
 	if why >= NumPTReasons {
 		if invariants.Enabled {
 			panic(errors.New("ocf: pass-through request counted without a reason"))
 		}
-		why = PTMode
+		return PTMode
 	}
-	if write {
-		c.wrPT.Add(1)
-		c.wrPTWhy[why].Add(1)
-		return
-	}
-	c.rdPT.Add(1)
-	c.rdPTWhy[why].Add(1)
+	return why
 }

@@ -10,11 +10,9 @@ import (
 // moves the baseline that Stats subtracts. Usage (occupancy, dirty) lives
 // in Core under Cache.mu instead.
 type counters struct {
-	rdHits, rdPartialMisses, rdFullMisses, rdPT atomic.Uint64
-	wrHits, wrPartialMisses, wrFullMisses, wrPT atomic.Uint64
-
-	// rdPTWhy and wrPTWhy split rdPT and wrPT by reason.
-	rdPTWhy, wrPTWhy [NumPTReasons]atomic.Uint64
+	// Requests, reads and writes, by class (the hit path's reads are in
+	// Core's shards instead).
+	rd, wr reqCounts
 
 	// Lines and bytes written back to the core by cleaning (the cleaner,
 	// flushes and misses making room).
@@ -108,33 +106,28 @@ const (
 	classPartialMiss
 	classFullMiss
 	classPT // pass-through: counted in total only
+	numReqClasses
 )
 
-func (c *counters) countRead(cl reqClass) {
-	switch cl {
-	case classHit:
-		c.rdHits.Add(1)
-	case classPartialMiss:
-		c.rdPartialMisses.Add(1)
-	case classFullMiss:
-		c.rdFullMisses.Add(1)
-	case classPT:
-		c.rdPT.Add(1)
-	}
+// reqCounts count the requests of one direction by class, and the
+// pass-through ones again by reason.
+type reqCounts struct {
+	byClass [numReqClasses]atomic.Uint64
+	ptBy    [NumPTReasons]atomic.Uint64
 }
 
-func (c *counters) countWrite(cl reqClass) {
-	switch cl {
-	case classHit:
-		c.wrHits.Add(1)
-	case classPartialMiss:
-		c.wrPartialMisses.Add(1)
-	case classFullMiss:
-		c.wrFullMisses.Add(1)
-	case classPT:
-		c.wrPT.Add(1)
+// total is the number of requests counted.
+func (d *reqCounts) total() uint64 {
+	var n uint64
+	for i := range d.byClass {
+		n += d.byClass[i].Load()
 	}
+	return n
 }
+
+// requests is the number of reads and writes counted, the hit path's
+// aside.
+func (c *counters) requests() uint64 { return c.rd.total() + c.wr.total() }
 
 // Stats is a snapshot of statistics for one core or a whole cache, in the
 // units SPDK's bdev_ocf_get_stats reports: usage and blocks in 4 KiB blocks,
