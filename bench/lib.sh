@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# bench/lib.sh: what the benchmark scripts nbd.sh, slowcore.sh and
-# wbpressure.sh share. Sourced, not run: each script sets its own knobs
-# (KEEP, REV, BLOCKCACHE, BASE_REV, BASE_BLOCKCACHE, SERVER_CPUS, FIO_CPUS
-# among them) and then sources it with  . "$here/lib.sh"
+# bench/lib.sh: what the benchmark scripts (nbd.sh, perf.sh, remote.sh,
+# slowcore.sh, wbpressure.sh) share. Sourced, not run: each script sets its
+# own knobs (KEEP, REV, BLOCKCACHE, BASE_REV, BASE_BLOCKCACHE, SERVER_CPUS,
+# FIO_CPUS among them) and then sources it with  . "$here/lib.sh"
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -11,6 +11,48 @@ die() {
 	echo "${0##*/}: $*" >&2
 	exit 1
 }
+
+# --- knobs ------------------------------------------------------------------
+# whole_numbers VAR...: die unless each variable holds a whole number.
+whole_numbers() {
+	local v
+	for v in "$@"; do
+		[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
+	done
+}
+
+# at_least_one VAR...: die unless each variable (a whole number) is 1 or
+# more.
+at_least_one() {
+	local v
+	for v in "$@"; do
+		[ "${!v}" -ge 1 ] || die "$v=${!v}: want at least 1"
+	done
+}
+
+# delay_in_ms: die unless DELAY_US is a whole number of milliseconds, as
+# nbdkit's delay filter takes them.
+delay_in_ms() {
+	if ! [[ "$DELAY_US" =~ ^[0-9]+$ ]] || [ $((DELAY_US % 1000)) != 0 ]; then
+		die "DELAY_US=$DELAY_US: want a multiple of 1000 (nbdkit's delay filter takes milliseconds)"
+	fi
+}
+
+# pick_servers NAME...: servers, the NAMEs that SERVERS names (all of them
+# when SERVERS is empty), in order; die when it names none of them.
+pick_servers() {
+	local s
+	servers=()
+	for s in "$@"; do
+		if [ -z "${SERVERS:-}" ] || [[ " $SERVERS " == *" $s "* ]]; then
+			servers+=("$s")
+		fi
+	done
+	[ ${#servers[@]} -gt 0 ] || die "SERVERS=\"${SERVERS:-}\" matches none of: $*"
+}
+
+# have NAME: whether NAME is one of servers.
+have() { [[ " ${servers[*]} " == *" $1 "* ]]; }
 
 # --- dependencies ---------------------------------------------------------
 # need_tools CMD:PKG...: install with apt-get (through sudo unless root) the

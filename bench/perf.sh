@@ -61,11 +61,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
-for v in REPS RUNTIME WARM PREFILL CPU CACHE_MIB CORE_MIB; do
-	[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
-done
-[ "$REPS" -ge 1 ] || die "REPS=$REPS: want at least 1"
-[ "$RUNTIME" -ge 1 ] || die "RUNTIME=$RUNTIME: want at least 1"
+whole_numbers REPS RUNTIME WARM PREFILL CPU CACHE_MIB CORE_MIB
+at_least_one REPS RUNTIME
 [ "$CORE_MIB" -lt "$CACHE_MIB" ] || die "CORE_MIB=$CORE_MIB: want less than CACHE_MIB=$CACHE_MIB, so that every IO hits"
 case $BACKEND in
 uring) file_method=bdev_uring_create ;;

@@ -69,14 +69,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
-if ! [[ "$DELAY_US" =~ ^[0-9]+$ ]] || [ $((DELAY_US % 1000)) != 0 ]; then
-	die "DELAY_US=$DELAY_US: want a multiple of 1000 (nbdkit's delay filter takes milliseconds)"
-fi
-for v in REPS WARM RUNTIME QD CACHE_MIB CORE_MIB CONNECTIONS; do
-	[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
-done
-[ "$REPS" -ge 1 ] || die "REPS=$REPS: want at least 1"
-[ "$RUNTIME" -ge 1 ] || die "RUNTIME=$RUNTIME: want at least 1"
+delay_in_ms
+whole_numbers REPS WARM RUNTIME QD CACHE_MIB CORE_MIB CONNECTIONS
+at_least_one REPS RUNTIME
 for w in $WORKLOADS; do
 	case $w in read | mix) ;; *) die "WORKLOADS: unknown workload $w (read, mix)" ;; esac
 done
@@ -94,14 +89,7 @@ work_dir remote stop_servers
 binaries ./cmd/blockcache sum
 
 all=(blockcache-wt blockcache-wb nbdkit-cache server)
-servers=()
-for s in "${all[@]}"; do
-	if [ -z "$SERVERS" ] || [[ " $SERVERS " == *" $s "* ]]; then
-		servers+=("$s")
-	fi
-done
-[ ${#servers[@]} -gt 0 ] || die "SERVERS=\"$SERVERS\" matches none of: ${all[*]}"
-have() { [[ " ${servers[*]} " == *" $1 "* ]]; }
+pick_servers "${all[@]}"
 
 # --- servers ----------------------------------------------------------------
 pinning

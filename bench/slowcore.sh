@@ -60,14 +60,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
-if ! [[ "$DELAY_US" =~ ^[0-9]+$ ]] || [ $((DELAY_US % 1000)) != 0 ]; then
-	die "DELAY_US=$DELAY_US: want a multiple of 1000 (nbdkit's delay filter takes milliseconds)"
-fi
-for v in REPS WARM RUNTIME QD CACHE_MIB CORE_MIB; do
-	[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
-done
-[ "$REPS" -ge 1 ] || die "REPS=$REPS: want at least 1"
-[ "$RUNTIME" -ge 1 ] || die "RUNTIME=$RUNTIME: want at least 1"
+delay_in_ms
+whole_numbers REPS WARM RUNTIME QD CACHE_MIB CORE_MIB
+at_least_one REPS RUNTIME
 [ -n "$SETS" ] || die "SETS is empty"
 
 # --- dependencies ---------------------------------------------------------
@@ -86,13 +81,7 @@ binaries ./cmd/blockcache sum
 all=(blockcache blockcache-0)
 [ -z "$base_bin" ] || all+=(base base-0)
 all+=(nbdkit-delay nbdkit-cache)
-servers=()
-for s in "${all[@]}"; do
-	if [ -z "$SERVERS" ] || [[ " $SERVERS " == *" $s "* ]]; then
-		servers+=("$s")
-	fi
-done
-[ ${#servers[@]} -gt 0 ] || die "SERVERS=\"$SERVERS\" matches none of: ${all[*]}"
+pick_servers "${all[@]}"
 
 # --- servers ----------------------------------------------------------------
 pinning
@@ -192,7 +181,6 @@ pair_ratio() {
 		awk -v c="$4" -v n=5 '{ print $c / $(c + n) }' >"$work/ratio"
 	spread "$work/ratio" 1 "%.2f"
 }
-have() { [[ " ${servers[*]} " == *" $1 "* ]]; }
 
 table=$work/table
 ratios=$work/ratios

@@ -75,13 +75,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$here/lib.sh"
 
-for v in RUNTIME SAMPLE STEADY_FROM DELAY_US LIMIT QD ZIPF_MIB CACHE_MIB CORE_MIB LINE_KIB; do
-	[[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v}: want a whole number"
-done
-[ "$SAMPLE" -ge 1 ] || die "SAMPLE=$SAMPLE: want at least 1"
+whole_numbers RUNTIME SAMPLE STEADY_FROM DELAY_US LIMIT QD ZIPF_MIB CACHE_MIB CORE_MIB LINE_KIB
+at_least_one SAMPLE
 [ "$STEADY_FROM" -lt "$RUNTIME" ] || die "STEADY_FROM=$STEADY_FROM: want less than RUNTIME=$RUNTIME"
 [ $((STEADY_FROM % SAMPLE)) = 0 ] || die "STEADY_FROM=$STEADY_FROM: want a multiple of SAMPLE=$SAMPLE"
-[ "$LIMIT" -ge 1 ] || die "LIMIT=$LIMIT: want at least 1"
+at_least_one LIMIT
 [ $((4 * CACHE_MIB)) -le "$CORE_MIB" ] || die "CORE_MIB=$CORE_MIB: uniform-write needs 4x CACHE_MIB=$CACHE_MIB"
 [ "$ZIPF_MIB" -le "$CORE_MIB" ] || die "ZIPF_MIB=$ZIPF_MIB exceeds CORE_MIB=$CORE_MIB"
 for r in $ROWS; do
