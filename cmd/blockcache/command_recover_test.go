@@ -11,19 +11,6 @@ import (
 	"blockcache/internal/testutil"
 )
 
-// zeroRange overwrites n bytes of the file at off with zeroes.
-func zeroRange(t *testing.T, path string, off, n int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, n), off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // coreImage makes a zeroed core image file of size bytes.
 func coreImage(t *testing.T, size int64) string {
 	t.Helper()
@@ -56,7 +43,7 @@ func wantRecovered(lost func(cacheLine int) bool) []byte {
 // for byte, and never writes to the cache image.
 func TestRecoverZeroedSuperblocks(t *testing.T) {
 	path, id := buildImage(t, false)
-	zeroRange(t, path, 0, metadata.SuperblockArea)
+	testutil.ZeroRange(t, path, 0, metadata.SuperblockArea)
 	core := coreImage(t, imageCoreLen)
 	cacheBefore := readFile(t, path)
 

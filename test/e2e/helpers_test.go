@@ -156,6 +156,32 @@ func (l *lineLog) find(s string) (string, bool, <-chan struct{}) {
 	return "", false, l.changed
 }
 
+// errExited says the process ended before it wrote the line waited for.
+var errExited = errors.New("exited")
+
+// wait waits up to timeout for a line containing s and returns it; it
+// fails early, with errExited, once exited is closed (nil: never) and no
+// such line came.
+func (l *lineLog) wait(s string, timeout time.Duration, exited <-chan struct{}) (string, error) {
+	deadline := time.After(timeout)
+	for {
+		line, ok, more := l.find(s)
+		if ok {
+			return line, nil
+		}
+		select {
+		case <-more:
+		case <-exited:
+			if line, ok, _ := l.find(s); ok {
+				return line, nil
+			}
+			return "", errExited
+		case <-deadline:
+			return "", fmt.Errorf("no line containing %q after %v", s, timeout)
+		}
+	}
+}
+
 // DaemonOpts say how to start blockcache serve.
 type DaemonOpts struct {
 	// Bare starts with --bare.
@@ -265,29 +291,23 @@ func startProcess(t *testing.T, o DaemonOpts) *Daemon {
 // waitReady waits for the "blockcache ready" log line and takes the NBD
 // address from it.
 func (d *Daemon) waitReady(timeout time.Duration) error {
-	deadline := time.After(timeout)
-	for {
-		line, ok, more := d.stderr.find("blockcache ready")
-		if ok {
-			_, after, found := strings.Cut(line, " nbd=")
-			if !found {
-				return fmt.Errorf("no nbd= address in the ready line %q", line)
-			}
-			uri, _, _ := strings.Cut(after, " ")
-			uri = strings.Replace(uri, "nbds://", "nbd://", 1) // serve --tls=require
-			if addr, ok := strings.CutPrefix(uri, "nbd://"); ok {
-				d.NBDAddr = strings.TrimSuffix(addr, "/")
-			}
-			return nil
-		}
-		select {
-		case <-more:
-		case <-d.exited:
-			return fmt.Errorf("exited before it was ready: %v", d.waitErr)
-		case <-deadline:
-			return fmt.Errorf("no ready line after %v", timeout)
-		}
+	line, err := d.stderr.wait("blockcache ready", timeout, d.exited)
+	if errors.Is(err, errExited) {
+		return fmt.Errorf("exited before it was ready: %v", d.waitErr)
 	}
+	if err != nil {
+		return err
+	}
+	_, after, found := strings.Cut(line, " nbd=")
+	if !found {
+		return fmt.Errorf("no nbd= address in the ready line %q", line)
+	}
+	uri, _, _ := strings.Cut(after, " ")
+	uri = strings.Replace(uri, "nbds://", "nbd://", 1) // serve --tls=require
+	if addr, ok := strings.CutPrefix(uri, "nbd://"); ok {
+		d.NBDAddr = strings.TrimSuffix(addr, "/")
+	}
+	return nil
 }
 
 // Stderr returns what the daemon logged so far.
@@ -299,18 +319,11 @@ func (d *Daemon) Stdout() string { return d.stdout.String() }
 // waitStdout waits for a stdout line containing s and returns it.
 func (d *Daemon) waitStdout(t *testing.T, s string) string {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		line, ok, more := d.stdout.find(s)
-		if ok {
-			return line
-		}
-		select {
-		case <-more:
-		case <-deadline:
-			t.Fatalf("blockcache printed no line containing %q; stdout:\n%s", s, d.Stdout())
-		}
+	line, err := d.stdout.wait(s, 10*time.Second, nil)
+	if err != nil {
+		t.Fatalf("blockcache printed no line containing %q (%v); stdout:\n%s", s, err, d.Stdout())
 	}
+	return line
 }
 
 // URI is the NBD URI of an export.

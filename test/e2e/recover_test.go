@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -63,7 +64,7 @@ func TestZeroedSuperblocksRecover(t *testing.T) {
 	}
 	d.Kill(t)
 
-	zeroFileRange(t, cacheImg, 0, 128<<10)
+	testutil.ZeroRange(t, cacheImg, 0, 128<<10)
 
 	// The restart refuses the volume. Whether the daemon then stays up
 	// with the volume failed, or exits, the message must say what was
@@ -120,43 +121,18 @@ func readAll(t *testing.T, path string) []byte {
 	return b
 }
 
-// zeroFileRange overwrites n bytes at off of the file with zeroes.
-func zeroFileRange(t *testing.T, path string, off, n int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, n), off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // waitLogLine waits for a log line of d containing s, whether d stays up
 // or exits, and returns it.
 func waitLogLine(t *testing.T, d *Daemon, s string, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		line, ok, more := d.stderr.find(s)
-		if ok {
-			return line
-		}
-		select {
-		case <-more:
-		case <-d.exited:
-			if line, ok, _ := d.stderr.find(s); ok {
-				return line
-			}
-			t.Fatalf("blockcache exited (%v) without logging %q:\n%s", d.waitErr, s, d.Stderr())
-		case <-deadline:
-			t.Fatalf("no log line containing %q after %v:\n%s", s, timeout, d.Stderr())
-		}
+	line, err := d.stderr.wait(s, timeout, d.exited)
+	if errors.Is(err, errExited) {
+		t.Fatalf("blockcache exited (%v) without logging %q:\n%s", d.waitErr, s, d.Stderr())
 	}
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, d.Stderr())
+	}
+	return line
 }
 
 // ready reports whether d is up and answering: it logged its ready line
