@@ -143,27 +143,19 @@ func writeAt(t *testing.T, path string, p []byte, off int64) {
 // persistedMethods returns "method name" for each entry of config.json.
 func persistedMethods(t *testing.T, dataDir string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dataDir, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Subsystems []struct {
-			Config []struct {
+	var out []string
+	for _, ss := range readConfig(t, filepath.Join(dataDir, "config.json")).Subsystems {
+		for _, raw := range ss.Config {
+			var m struct {
 				Method string `json:"method"`
 				Params struct {
 					Name     string `json:"name"`
 					BdevName string `json:"bdev_name"`
 				} `json:"params"`
-			} `json:"config"`
-		} `json:"subsystems"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, ss := range doc.Subsystems {
-		for _, m := range ss.Config {
+			}
+			if err := json.Unmarshal(raw, &m); err != nil {
+				t.Fatalf("config.json entry %s: %v", raw, err)
+			}
 			out = append(out, strings.TrimSpace(m.Method+" "+m.Params.Name+m.Params.BdevName))
 		}
 	}
@@ -339,31 +331,16 @@ func TestNoVolumeStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(tv.dataDir, "config.json")
-	b, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Subsystems []struct {
-			Subsystem string            `json:"subsystem"`
-			Config    []json.RawMessage `json:"config"`
-		} `json:"subsystems"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil || len(doc.Subsystems) != 2 || doc.Subsystems[0].Subsystem != "bdev" {
-		t.Fatalf("config.json: %v\n%s", err, b)
+	doc := readConfig(t, cfgPath)
+	if len(doc.Subsystems) != 2 || doc.Subsystems[0].Subsystem != "bdev" {
+		t.Fatalf("config.json: %+v", doc)
 	}
 	doc.Subsystems[0].Config = append(doc.Subsystems[0].Config,
 		json.RawMessage(fmt.Sprintf(`{"method":"bdev_aio_create","params":{"name":"D3","filename":%q}}`, core3)),
 		json.RawMessage(fmt.Sprintf(`{"method":"bdev_aio_create","params":{"name":"C3","filename":%q}}`, filepath.Join(tv.files, "missing.bin"))),
 		json.RawMessage(`{"method":"bdev_ocf_create","params":{"name":"V3","mode":"wt","cache_bdev_name":"C3","core_bdev_name":"D3"}}`))
 	doc.Subsystems[1].Config = append(doc.Subsystems[1].Config, json.RawMessage(`{"method":"nbd_start_disk","params":{"bdev_name":"V3"}}`))
-	b, err = json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeConfig(t, cfgPath, doc)
 
 	d := tv.restart(t)
 	st := d.ocfStates(t)

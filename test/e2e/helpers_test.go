@@ -574,6 +574,41 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	return p
 }
 
+// configDoc is an SPDK JSON config (config.json, save_config's output)
+// with its entries left raw.
+type configDoc struct {
+	Subsystems []struct {
+		Subsystem string            `json:"subsystem"`
+		Config    []json.RawMessage `json:"config"`
+	} `json:"subsystems"`
+}
+
+// readConfig reads the SPDK JSON config at path.
+func readConfig(t *testing.T, path string) configDoc {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc configDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%s: %v\n%s", path, err, b)
+	}
+	return doc
+}
+
+// writeConfig writes doc to path.
+func writeConfig(t *testing.T, path string, doc configDoc) {
+	t.Helper()
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // bdevInfo is an element of bdev_get_bdevs.
 type bdevInfo struct {
 	Name             string          `json:"name"`

@@ -335,19 +335,7 @@ func checkPolicyMethodsNotStarted(t *testing.T, d *Daemon, v string) {
 // stripPolicyEntries removes the policy entries from a persisted config.
 func stripPolicyEntries(t *testing.T, file string) {
 	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Subsystems []struct {
-			Subsystem string            `json:"subsystem"`
-			Config    []json.RawMessage `json:"config"`
-		} `json:"subsystems"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
+	doc := readConfig(t, file)
 	removed := 0
 	for i := range doc.Subsystems {
 		doc.Subsystems[i].Config = slices.DeleteFunc(doc.Subsystems[i].Config, func(e json.RawMessage) bool {
@@ -359,14 +347,10 @@ func stripPolicyEntries(t *testing.T, file string) {
 		})
 	}
 	if removed != 4 {
+		b, _ := os.ReadFile(file)
 		t.Fatalf("%s holds %d policy entries, want 4:\n%s", file, removed, b)
 	}
-	if b, err = json.MarshalIndent(doc, "", "  "); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(file, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeConfig(t, file, doc)
 }
 
 // TestPoliciesSurviveRestart sets every kind of policy on two vbdevs that
