@@ -364,17 +364,9 @@ func TestPoliciesSurviveRestart(t *testing.T) {
 	t.Parallel()
 	testutil.RequireTool(t, "qemu-io")
 	dataDir := filepath.Join(t.TempDir(), "data")
-	files := t.TempDir()
+	const cacheBytes = 16 << 20
+	files := sparseFiles(t, map[string]int64{"cache.bin": cacheBytes, "core0.bin": 32 << 20, "core1.bin": 16 << 20})
 	cacheFile := filepath.Join(files, "cache.bin")
-	sizes := map[string]int64{cacheFile: 16 << 20, filepath.Join(files, "core0.bin"): 32 << 20, filepath.Join(files, "core1.bin"): 16 << 20}
-	for f, size := range sizes {
-		if err := os.WriteFile(f, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(f, size); err != nil {
-			t.Fatal(err)
-		}
-	}
 	create := func(d *Daemon) {
 		d.Call(t, "bdev_aio_create", aioParams(cacheFile, "PCache"))
 		d.Call(t, "bdev_aio_create", aioParams(filepath.Join(files, "core0.bin"), "PCore0"))
@@ -468,7 +460,7 @@ func TestPoliciesSurviveRestart(t *testing.T) {
 	if err := os.Truncate(cacheFile, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(cacheFile, sizes[cacheFile]); err != nil {
+	if err := os.Truncate(cacheFile, cacheBytes); err != nil {
 		t.Fatal(err)
 	}
 	f := StartDaemon(t, DaemonOpts{Bare: true, Config: writeFile(t, files, "saved.json", saved)})

@@ -86,19 +86,8 @@ func TestRestartWriteBackAio(t *testing.T) {
 	t.Parallel()
 	testutil.RequireTool(t, "qemu-img")
 	dataDir := filepath.Join(t.TempDir(), "data")
-	files := t.TempDir()
+	files := sparseFiles(t, map[string]int64{"cache.bin": 8 << 20, "core.bin": 32 << 20})
 	cacheFile, coreFile := filepath.Join(files, "cache.bin"), filepath.Join(files, "core.bin")
-	for _, f := range []struct {
-		path string
-		size int64
-	}{{cacheFile, 8 << 20}, {coreFile, 32 << 20}} {
-		if err := os.WriteFile(f.path, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(f.path, f.size); err != nil {
-			t.Fatal(err)
-		}
-	}
 	d := StartDaemon(t, DaemonOpts{DataDir: dataDir})
 	d.Call(t, "bdev_aio_create", aioParams(cacheFile, "WbCache"))
 	d.Call(t, "bdev_aio_create", aioParams(coreFile, "WbCore"))
