@@ -145,14 +145,7 @@ func TestHeldRepliesAreFlushed(t *testing.T) {
 // A request executed inline that blocks in the device does not hold up the
 // requests sent after it: the watchdog passes the reading turn on.
 func TestBlockedInlineRequestIsOvertaken(t *testing.T) {
-	release := make(chan struct{})
-	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
-	dev.hook = func(op string, off, n int64) error {
-		if op == "read" && off == 0 {
-			<-release
-		}
-		return nil
-	}
+	dev, release := blockingDevice(t, "m0", 4096, "read", 0)
 	ts := startServer(t, Export{Name: "disk", Device: dev})
 	nc := rawSession(t, ts)
 

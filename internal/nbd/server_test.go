@@ -87,14 +87,7 @@ func TestAddExportValidates(t *testing.T) {
 // RemoveExport answers what is in flight, then disconnects that export's
 // clients, and leaves other exports alone.
 func TestRemoveExportDisconnectsClients(t *testing.T) {
-	release := make(chan struct{})
-	a := &hookDevice{Device: bdevtest.NewMalloc(t, "ma", 64)}
-	a.hook = func(op string, off, n int64) error {
-		if off == 4096 {
-			<-release
-		}
-		return nil
-	}
+	a, release := blockingDevice(t, "ma", 64, "", 4096)
 	ts := startServer(t, Export{Name: "a", Device: a}, Export{Name: "b", Device: bdevtest.NewMalloc(t, "mb", 64)})
 	busy := ts.dial(t, nbdclient.Options{Export: "a", StructuredReplies: true})
 	idle := ts.dial(t, nbdclient.Options{Export: "a"})
@@ -164,14 +157,7 @@ func newBareServer(t *testing.T, exports ...Export) (*Server, string, chan error
 }
 
 func TestShutdownDrainsThenFlushes(t *testing.T) {
-	release := make(chan struct{})
-	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
-	dev.hook = func(op string, off, n int64) error {
-		if op == "write" {
-			<-release
-		}
-		return nil
-	}
+	dev, release := blockingDevice(t, "m0", 64, "write", -1)
 	other := &hookDevice{Device: bdevtest.NewMalloc(t, "m1", 64)}
 	s, addr, served := newBareServer(t, Export{Name: "disk", Device: dev}, Export{Name: "other", Device: other})
 	c, err := nbdclient.Dial("tcp", addr, nbdclient.Options{Export: "disk"})
@@ -218,15 +204,8 @@ func TestShutdownDrainsThenFlushes(t *testing.T) {
 }
 
 func TestShutdownGivesUpAtDeadline(t *testing.T) {
-	release := make(chan struct{})
+	dev, release := blockingDevice(t, "m0", 64, "read", -1)
 	defer close(release)
-	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
-	dev.hook = func(op string, off, n int64) error {
-		if op == "read" {
-			<-release
-		}
-		return nil
-	}
 	s, addr, served := newBareServer(t, Export{Name: "disk", Device: dev})
 	c, err := nbdclient.Dial("tcp", addr, nbdclient.Options{Export: "disk"})
 	if err != nil {

@@ -2,8 +2,10 @@ package nbd
 
 import (
 	"sync/atomic"
+	"testing"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 )
 
 // hookDevice wraps a device: hook (if set) runs before every IO and may
@@ -17,6 +19,21 @@ type hookDevice struct {
 	inflight, maxInflight atomic.Int64
 	fuaWrites, writes     atomic.Int64
 	flushes               atomic.Int64
+}
+
+// blockingDevice returns a RAM device of blocks 512-byte blocks whose IO
+// of kind op ("read", "write"; "" any) at off (-1 any) waits until release
+// is closed.
+func blockingDevice(t *testing.T, name string, blocks uint64, op string, off int64) (dev *hookDevice, release chan struct{}) {
+	release = make(chan struct{})
+	dev = &hookDevice{Device: bdevtest.NewMalloc(t, name, blocks)}
+	dev.hook = func(o string, at, n int64) error {
+		if (op == "" || o == op) && (off < 0 || at == off) {
+			<-release
+		}
+		return nil
+	}
+	return dev, release
 }
 
 func (d *hookDevice) Info() bdev.Info {

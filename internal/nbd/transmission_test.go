@@ -100,14 +100,7 @@ func TestReadWriteRoundTrip(t *testing.T) {
 // requests sent after it.
 func TestOutOfOrderReplies(t *testing.T) {
 	modes(t, func(t *testing.T, o nbdclient.Options) {
-		release := make(chan struct{})
-		dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
-		dev.hook = func(op string, off, n int64) error {
-			if op == "read" && off == 0 {
-				<-release
-			}
-			return nil
-		}
+		dev, release := blockingDevice(t, "m0", 4096, "read", 0)
 		ts := startServer(t, Export{Name: "disk", Device: dev})
 		c := ts.dial(t, o)
 
@@ -410,14 +403,7 @@ func TestDeviceErrorsAreReported(t *testing.T) {
 
 // NBD_CMD_DISC waits for the requests in flight to be answered.
 func TestDisconnectAnswersInflight(t *testing.T) {
-	release := make(chan struct{})
-	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 64)}
-	dev.hook = func(op string, off, n int64) error {
-		if op == "write" {
-			<-release
-		}
-		return nil
-	}
+	dev, release := blockingDevice(t, "m0", 64, "write", -1)
 	ts := startServer(t, Export{Name: "disk", Device: dev})
 	c := ts.dial(t, nbdclient.Options{Export: "disk"})
 	werr := make(chan error, 1)
@@ -445,14 +431,7 @@ func TestDisconnectAnswersInflight(t *testing.T) {
 // Clients vanishing mid-request leave no goroutines behind and do not
 // disturb the server.
 func TestClientHangupLeaksNothing(t *testing.T) {
-	release := make(chan struct{})
-	dev := &hookDevice{Device: bdevtest.NewMalloc(t, "m0", 4096)}
-	dev.hook = func(op string, off, n int64) error {
-		if off == 0 {
-			<-release
-		}
-		return nil
-	}
+	dev, release := blockingDevice(t, "m0", 4096, "", 0)
 	ts := startServer(t, Export{Name: "disk", Device: dev})
 	// Warm up: the listeners and one full session.
 	c := ts.dial(t, nbdclient.Options{Export: "disk"})
