@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -88,7 +89,7 @@ func TestUringMatchesSync(t *testing.T) {
 						err = d.ReadAt(p, off)
 						res[i] = fmt.Sprintf("%x", p[:8])
 						if err == nil {
-							res[i] += fmt.Sprintf(" crc %d", crc(p))
+							res[i] += fmt.Sprintf(" crc %d", crc32.ChecksumIEEE(p))
 						}
 					case 4:
 						if rng.IntN(2) == 0 {
@@ -117,14 +118,6 @@ func TestUringMatchesSync(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("the devices differ after the run (seed %d)", seed)
 	}
-}
-
-func crc(p []byte) uint32 {
-	h := uint32(2166136261)
-	for _, c := range p {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	return h
 }
 
 // TestOpenUringWaitsForRelease: a file whose lock is held by an open file

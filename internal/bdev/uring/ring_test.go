@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"runtime/pprof"
 	"sync"
@@ -193,7 +194,7 @@ func TestRingLikeSystemCalls(t *testing.T) {
 					got, err = unix.Pread(pick(i), p, off)
 				}
 				if err == nil {
-					got = int(crc(p[:got]))
+					got = int(crc32.ChecksumIEEE(p[:got]))
 				}
 			default:
 				mode := uint32(unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE)
@@ -229,14 +230,6 @@ func TestRingLikeSystemCalls(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("contents differ after the run (seed %d)", seed)
 	}
-}
-
-func crc(p []byte) uint32 {
-	h := uint32(2166136261)
-	for _, c := range p {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	return h
 }
 
 // pipeReaders starts n goroutines that each read one byte of the pipe
