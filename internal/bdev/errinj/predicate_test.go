@@ -1,6 +1,7 @@
 package errinj_test
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -57,7 +58,7 @@ func TestOnIndex(t *testing.T) {
 	for range 5 {
 		got = append(got, p.Evaluate(read0))
 	}
-	if want := []bool{false, false, true, false, false}; !equal(got, want) {
+	if want := []bool{false, false, true, false, false}; !slices.Equal(got, want) {
 		t.Fatalf("OnIndex(2) = %v, want %v", got, want)
 	}
 	// Inside And it counts only the ops that reach it: the third write.
@@ -66,7 +67,7 @@ func TestOnIndex(t *testing.T) {
 	for _, op := range []errinj.Op{write4k, read0, write4k, read0, write4k, write4k} {
 		got = append(got, p.Evaluate(op))
 	}
-	if want := []bool{false, false, false, false, true, false}; !equal(got, want) {
+	if want := []bool{false, false, false, false, true, false}; !slices.Equal(got, want) {
 		t.Fatalf("And(Writes, OnIndex(2)) = %v, want %v", got, want)
 	}
 	if s := errinj.OnIndex(7).String(); s != "(OnIndex 7)" {
@@ -80,7 +81,7 @@ func TestNextN(t *testing.T) {
 	for range 5 {
 		got = append(got, c.Evaluate(read0))
 	}
-	if want := []bool{true, true, true, false, false}; !equal(got, want) {
+	if want := []bool{true, true, true, false, false}; !slices.Equal(got, want) {
 		t.Fatalf("NextN(3) = %v, want %v", got, want)
 	}
 	if c.Remaining() != 0 {
@@ -95,21 +96,8 @@ func TestNextN(t *testing.T) {
 	}
 
 	// Under concurrency exactly n evaluations match.
-	c = errinj.NextN(100)
-	var hits atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 100 {
-				if c.Evaluate(read0) {
-					hits.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if hits.Load() != 100 {
-		t.Fatalf("%d concurrent matches, want 100", hits.Load())
+	if hits := concurrentHits(errinj.NextN(100), 8, 100); hits != 100 {
+		t.Fatalf("%d concurrent matches, want 100", hits)
 	}
 }
 
@@ -140,20 +128,27 @@ func TestRandomly(t *testing.T) {
 	}
 	_, seqB := count(errinj.Randomly(0.1, 42), n)
 	_, seqC := count(errinj.Randomly(0.1, 43), n)
-	if !equal(seqA, seqB) {
+	if !slices.Equal(seqA, seqB) {
 		t.Fatal("same seed gave different sequences")
 	}
-	if equal(seqA, seqC) {
+	if slices.Equal(seqA, seqC) {
 		t.Fatal("different seeds gave the same sequence")
 	}
 
 	// Safe for concurrent use (checked by the race detector).
-	p := errinj.Randomly(0.5, 9)
-	var wg sync.WaitGroup
+	if hits := concurrentHits(errinj.Randomly(0.5, 9), 4, 1000); hits < 1500 || hits > 2500 {
+		t.Fatalf("p=0.5 matched %d of 4000", hits)
+	}
+}
+
+// concurrentHits evaluates p each times in each of goroutines goroutines
+// at once and returns how many evaluations matched.
+func concurrentHits(p errinj.Predicate, goroutines, each int) int64 {
 	var hits atomic.Int64
-	for range 4 {
+	var wg sync.WaitGroup
+	for range goroutines {
 		wg.Go(func() {
-			for range 1000 {
+			for range each {
 				if p.Evaluate(read0) {
 					hits.Add(1)
 				}
@@ -161,19 +156,5 @@ func TestRandomly(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if hits.Load() < 1500 || hits.Load() > 2500 {
-		t.Fatalf("p=0.5 matched %d of 4000", hits.Load())
-	}
-}
-
-func equal(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return hits.Load()
 }
