@@ -65,15 +65,24 @@ func TestOversizeRequestAnsweredShortly(t *testing.T) {
 	}
 }
 
+// holdLargeSlot connects and sends all but the end of a 100 KiB request,
+// then waits until it holds one of ts's large-request slots (the test's
+// server has one).
+func holdLargeSlot(t *testing.T, ts *testServer) *rawConn {
+	t.Helper()
+	c := dialRaw(t, ts.path)
+	req := bigEcho(1, 100<<10)
+	c.send(req[:len(req)-10])
+	waitFor(t, "A to take the slot", func() bool { return len(ts.largeSlots) == 1 })
+	return c
+}
+
 func TestLargeRequestsWaitForASlot(t *testing.T) {
 	const timeout = 1500 * time.Millisecond
 	ts := newTestServer(t, Options{MaxLargeRequests: 1, LargeRequestTimeout: timeout})
 
 	// A starts a large request and stalls: it holds the only slot.
-	a := dialRaw(t, ts.path)
-	req := bigEcho(1, 100<<10)
-	a.send(req[:len(req)-10])
-	waitFor(t, "A to take the slot", func() bool { return len(ts.largeSlots) == 1 })
+	a := holdLargeSlot(t, ts)
 
 	// B's complete large request waits; C's small one does not.
 	b := dialRaw(t, ts.path)
@@ -236,10 +245,7 @@ func TestErrorsQuoteExcerpts(t *testing.T) {
 
 func TestShutdownWakesSlotWaiters(t *testing.T) {
 	ts := newTestServer(t, Options{MaxLargeRequests: 1, LargeRequestTimeout: time.Minute})
-	a := dialRaw(t, ts.path)
-	req := bigEcho(1, 100<<10)
-	a.send(req[:len(req)-10])
-	waitFor(t, "A to take the slot", func() bool { return len(ts.largeSlots) == 1 })
+	a := holdLargeSlot(t, ts)
 	b := dialRaw(t, ts.path)
 	b.send(bigEcho(2, 100<<10))
 	time.Sleep(50 * time.Millisecond)
