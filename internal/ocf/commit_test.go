@@ -8,12 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/crashdev"
-	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/ocf"
 	"blockcache/internal/ocf/metadata"
 	"blockcache/internal/ocf/ocftest"
@@ -63,15 +60,7 @@ func TestDirtyWriteDurableAtReturn(t *testing.T) {
 		name := map[bool]string{false: "default", true: "volatile-dirty"}[volatileDirty]
 		t.Run(name, func(t *testing.T) {
 			const lines, lineSize = 16, ocf.DefaultLineSize
-			cacheMem, err := malloc.New("cache", uuid.Nil, 512, uint64(ocf.DeviceBytesFor(lines, lineSize)/512))
-			if err != nil {
-				t.Fatal(err)
-			}
-			coreMem, err := malloc.New("core", uuid.Nil, 512, (1<<20)/512)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cacheDev, coreDev := crashdev.New(cacheMem), crashdev.New(coreMem)
+			cacheDev, coreDev := crashDevice(t, "cache", ocf.DeviceBytesFor(lines, lineSize)), crashDevice(t, "core", 1<<20)
 			c, err := ocf.New(cacheDev, ocf.Config{Mode: ocf.ModeWB, VolatileDirtyMetadata: volatileDirty})
 			if err != nil {
 				t.Fatal(err)
@@ -278,15 +267,7 @@ func TestReplacingDirtyDataDurableAtReturn(t *testing.T) {
 	for _, o := range ops {
 		for _, crash := range []string{"kill", "power cut"} {
 			t.Run(o.name+"/"+crash, func(t *testing.T) {
-				cacheMem, err := malloc.New("cache", uuid.Nil, 512, uint64(ocf.DeviceBytesFor(16, ocf.DefaultLineSize)/512))
-				if err != nil {
-					t.Fatal(err)
-				}
-				coreMem, err := malloc.New("core", uuid.Nil, 512, (1<<20)/512)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cacheDev, coreDev := crashdev.New(cacheMem), crashdev.New(coreMem)
+				cacheDev, coreDev := crashDevice(t, "cache", ocf.DeviceBytesFor(16, ocf.DefaultLineSize)), crashDevice(t, "core", 1<<20)
 				c, err := ocf.New(cacheDev, ocf.Config{Mode: ocf.ModeWB})
 				if err != nil {
 					t.Fatal(err)

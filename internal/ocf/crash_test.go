@@ -74,7 +74,9 @@ type crashWorld struct {
 	cur      [][]uint64
 }
 
-func crashDevice(t *rapid.T, name string, bytes int64) *crashdev.Device {
+// crashDevice returns a crash-simulating device over a fresh RAM device of
+// bytes bytes.
+func crashDevice(t interface{ Fatal(...any) }, name string, bytes int64) *crashdev.Device {
 	m, err := malloc.New(name, uuid.Nil, 512, uint64(bytes/512))
 	if err != nil {
 		t.Fatal(err)
