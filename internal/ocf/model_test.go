@@ -229,13 +229,7 @@ func (m *model) checkReadClass(t *rapid.T, co *ocf.Core, off, n, lineSize int64,
 		}
 		first = end
 	}
-	class := rdPartial
-	switch {
-	case hitLines == lines:
-		class = rdHit
-	case hitLines == 0:
-		class = rdFull
-	}
+	class := readStatsFor(hitLines, lines)
 	what := fmt.Sprintf("read at %d len %d in %s (%d of %d lines hit)", off, n, mode, hitLines, lines)
 	s := co.Stats()
 	switch {

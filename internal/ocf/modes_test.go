@@ -121,6 +121,18 @@ var (
 	wrPT      = reqStats(0, 0, 0, 0, 0, 0, 0, 1)
 )
 
+// readStatsFor is how a read of lines cache lines counts when hitLines of
+// them hit: a hit, a partial miss or a full miss.
+func readStatsFor(hitLines, lines int) ocf.RequestStats {
+	switch hitLines {
+	case lines:
+		return rdHit
+	case 0:
+		return rdFull
+	}
+	return rdPartial
+}
+
 // traffic is the expected block traffic of one request, in units of the
 // request's size in 4 KiB blocks: 0 or 1, or -1 for "not pinned" (the engine
 // may or may not move those blocks).

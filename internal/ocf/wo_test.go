@@ -106,13 +106,7 @@ func TestWOReadClassification(t *testing.T) {
 				hitLines++
 			}
 		}
-		class := rdPartial
-		switch {
-		case hitLines == lines:
-			class = rdHit
-		case hitLines == 0:
-			class = rdFull
-		}
+		class := readStatsFor(hitLines, lines)
 		for i, k := range kinds {
 			so := off + int64(i)*512
 			switch {
