@@ -74,6 +74,22 @@ func startVolWriters(vol bdev.Device, n, span int) volWriters {
 	return volWriters{bdevtest.StartWriters(vol, n, span, 11)}
 }
 
+// endsUnder runs op (what, such as a delete) while the writers run, and
+// fails the test if it fails or has not ended after 60 s.
+func (w volWriters) endsUnder(t *testing.T, what string, op func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s under writers did not end in 60 s (%d writes)", what, w.Writes.Load())
+	}
+}
+
 // checkDevice checks the first span blocks of dev: each holds its last
 // acknowledged write (or, for a block whose last write failed, that
 // write), or if no writer touched it, the 0xd1 that flushVolume wrote below
@@ -285,17 +301,8 @@ func TestDeleteConvergesUnderWriters(t *testing.T) {
 	w := startVolWriters(vol, 4, 2000)
 	defer w.Stop()
 	time.Sleep(20 * time.Millisecond)
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- e.m.Delete("V") }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("delete under writers did not end in 60 s (%d writes)", w.Writes.Load())
-	}
+	w.endsUnder(t, "delete", func() error { return e.m.Delete("V") })
 	took := time.Since(start)
 	for _, err := range w.Stop() {
 		if !errors.Is(err, bdev.ErrClosed) && !errors.Is(err, ocf.ErrStopped) {
@@ -403,16 +410,7 @@ func TestShutdownWritesBackUnderWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond)
-	done := make(chan error, 1)
-	go func() { done <- e.m.Shutdown(true) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("shutdown under writers did not end in 60 s (%d writes)", w.Writes.Load())
-	}
+	w.endsUnder(t, "shutdown", func() error { return e.m.Shutdown(true) })
 	for _, err := range w.Stop() {
 		if !errors.Is(err, bdev.ErrClosed) && !errors.Is(err, ocf.ErrStopped) {
 			t.Errorf("a writer failed with %v, want the volume closed or stopped", err)
