@@ -39,6 +39,13 @@ func (e *env) malloc(name string, mib int) *malloc.Device {
 	return d
 }
 
+// sharedCache registers the RAM bdevs of a cache shared by two cores:
+// Cache (8 MiB), Core1 and Core2 (4 MiB each).
+func (e *env) sharedCache() (cache, core1, core2 *malloc.Device) {
+	e.t.Helper()
+	return e.malloc("Cache", 8), e.malloc("Core1", 4), e.malloc("Core2", 4)
+}
+
 func (e *env) create(name, mode, cache, core string) {
 	e.t.Helper()
 	if _, err := e.m.Create(vbdev.Params{Name: name, Mode: mode, CacheBdev: cache, CoreBdev: core}); err != nil {
@@ -119,9 +126,7 @@ func TestWaitsForBasesInAnyOrder(t *testing.T) {
 
 func TestSharedCacheConflicts(t *testing.T) {
 	e := newEnv(t)
-	e.malloc("Cache", 8)
-	e.malloc("Core1", 4)
-	e.malloc("Core2", 4)
+	e.sharedCache()
 	if _, err := e.m.Create(vbdev.Params{Name: "C1", Mode: "wb", LineSizeKiB: 8, CacheBdev: "Cache", CoreBdev: "Core1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -178,9 +183,7 @@ func TestDeleteWritesBackAndReleases(t *testing.T) {
 
 func TestHotRemove(t *testing.T) {
 	e := newEnv(t)
-	e.malloc("Cache", 8)
-	e.malloc("Core1", 4)
-	e.malloc("Core2", 4)
+	e.sharedCache()
 	e.create("C1", "wt", "Cache", "Core1")
 	e.create("C2", "wt", "Cache", "Core2")
 
@@ -235,11 +238,7 @@ func TestRestartLoadsCache(t *testing.T) {
 	}
 
 	e2 := newEnv(t)
-	for _, d := range []bdev.Device{cache, core} {
-		if err := e2.reg.Register(d); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e2.register(cache, core)
 	e2.create("C1", "wt", "Cache", "Core") // the recorded mode (wb) wins
 	if in, _ := e2.m.Get("C1"); !in.Started || in.Mode != "wb" {
 		t.Fatalf("after restart: %+v, want started in the recorded wb mode", in)
@@ -257,9 +256,7 @@ func TestRestartLoadsCache(t *testing.T) {
 // metadata is refused unless force is given.
 func TestForeignCacheNeedsForce(t *testing.T) {
 	e := newEnv(t)
-	e.malloc("Cache", 8)
-	e.malloc("Core1", 4)
-	e.malloc("Core2", 4)
+	e.sharedCache()
 	e.create("C1", "wb", "Cache", "Core1")
 	if err := e.m.Shutdown(false); err != nil {
 		t.Fatal(err)
@@ -282,9 +279,7 @@ func TestForeignCacheNeedsForce(t *testing.T) {
 // the same parameters (a replayed config) adopts the vbdev.
 func TestExamineAutoLoads(t *testing.T) {
 	e := newEnv(t)
-	cache := e.malloc("Cache", 8)
-	core1 := e.malloc("Core1", 4)
-	core2 := e.malloc("Core2", 4)
+	cache, core1, core2 := e.sharedCache()
 	e.create("C1", "wb", "Cache", "Core1")
 	e.create("C2", "wb", "Cache", "Core2")
 	data := bytes.Repeat([]byte{0x3c}, 4096)
@@ -299,11 +294,7 @@ func TestExamineAutoLoads(t *testing.T) {
 	}
 
 	e2 := newEnv(t)
-	for _, d := range []bdev.Device{core1, cache, core2} { // core first, then cache
-		if err := e2.reg.Register(d); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e2.register(core1, cache, core2) // core first, then cache
 	for _, name := range []string{"C1", "C2"} {
 		if !e2.started(name) {
 			t.Fatalf("%s not re-created and started from the cache metadata", name)

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"blockcache/internal/bdev"
 	"blockcache/internal/vbdev"
 )
 
@@ -46,11 +45,7 @@ func TestVolatileDirtyMetadataPerCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2 := newEnv(t)
-	for _, d := range []bdev.Device{cache, core} {
-		if err := e2.reg.Register(d); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e2.register(cache, core)
 	e2.create("V", "wb", "Cache", "Core") // without the flag: the recorded choice wins
 	if in, _ := e2.m.Get("V"); !in.Started || !in.VolatileDirtyMetadata {
 		t.Fatalf("after restart: %+v, want the recorded volatile dirty metadata", in)
