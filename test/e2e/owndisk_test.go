@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -37,31 +36,11 @@ func (d *Daemon) cli(t *testing.T, args ...string) (stdout, stderr string) {
 // without O_DIRECT (/proc/PID/fdinfo flags).
 func (d *Daemon) directFDs(t *testing.T, path string) (direct, buffered int) {
 	t.Helper()
-	dir := "/proc/" + strconv.Itoa(d.cmd.Process.Pid)
-	fds, err := os.ReadDir(dir + "/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		if target, err := os.Readlink(dir + "/fd/" + fd.Name()); err != nil || target != path {
-			continue
-		}
-		info, err := os.ReadFile(dir + "/fdinfo/" + fd.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.Lines(string(info)) {
-			if v, ok := strings.CutPrefix(line, "flags:"); ok {
-				flags, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if flags&unix.O_DIRECT != 0 {
-					direct++
-				} else {
-					buffered++
-				}
-			}
+	for _, flags := range testutil.OpenFlags(t, d.cmd.Process.Pid, path) {
+		if flags&unix.O_DIRECT != 0 {
+			direct++
+		} else {
+			buffered++
 		}
 	}
 	return direct, buffered

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,37 +16,8 @@ import (
 	"blockcache/internal/aligned"
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/file"
+	"blockcache/internal/testutil"
 )
-
-// openFlags returns the open flags (/proc/self/fdinfo's "flags:") of this
-// process's file descriptors on path.
-func openFlags(t *testing.T, path string) []int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var flags []int
-	for _, fd := range fds {
-		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err != nil || target != path {
-			continue
-		}
-		info, err := os.ReadFile("/proc/self/fdinfo/" + fd.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.Lines(string(info)) {
-			if v, ok := strings.CutPrefix(line, "flags:"); ok {
-				f, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
-				if err != nil {
-					t.Fatalf("fdinfo flags %q: %v", v, err)
-				}
-				flags = append(flags, int(f))
-			}
-		}
-	}
-	return flags
-}
 
 // residentPages counts the pages of path in the page cache (mincore).
 func residentPages(t *testing.T, path string, size int) int {
@@ -84,7 +54,7 @@ func TestDirectBypassesPageCache(t *testing.T) {
 		if d.Direct() != direct || d.DirectRefused() != nil {
 			t.Fatalf("Direct %v: device says Direct %v, refused %v", direct, d.Direct(), d.DirectRefused())
 		}
-		flags := openFlags(t, path)
+		flags := testutil.OpenFlags(t, 0, path)
 		if len(flags) != 1 || (flags[0]&unix.O_DIRECT != 0) != direct {
 			t.Fatalf("Direct %v: fd flags %o, want O_DIRECT %v", direct, flags, direct)
 		}
@@ -139,7 +109,7 @@ func TestBufferedFallback(t *testing.T) {
 	if d.Direct() || !errors.Is(d.DirectRefused(), unix.EINVAL) || d.MemAlign() != 1 {
 		t.Fatalf("fallback: Direct %v, refused %v, MemAlign %d", d.Direct(), d.DirectRefused(), d.MemAlign())
 	}
-	if flags := openFlags(t, path); len(flags) != 1 || flags[0]&unix.O_DIRECT != 0 {
+	if flags := testutil.OpenFlags(t, 0, path); len(flags) != 1 || flags[0]&unix.O_DIRECT != 0 {
 		t.Fatalf("fallback fd flags %o, want one fd without O_DIRECT", flags)
 	}
 	bdevtest.MustWrite(t, d, bdevtest.Pattern(3, 4096), 8192, true)
@@ -255,7 +225,7 @@ func TestBufferedFallbackCoarseAlignment(t *testing.T) {
 		!strings.Contains(d.DirectRefused().Error(), "needs 4096-byte alignment, coarser than the 512-byte block size") {
 		t.Fatalf("fallback: direct %v, block size %d, refused %v", d.Direct(), d.Info().BlockSize, d.DirectRefused())
 	}
-	if flags := openFlags(t, path); len(flags) != 1 || flags[0]&unix.O_DIRECT != 0 {
+	if flags := testutil.OpenFlags(t, 0, path); len(flags) != 1 || flags[0]&unix.O_DIRECT != 0 {
 		t.Fatalf("fallback fd flags %o, want one fd without O_DIRECT", flags)
 	}
 	bdevtest.MustWrite(t, d, bdevtest.Pattern(5, 512), 512, true)
