@@ -25,6 +25,7 @@ import (
 	"blockcache/internal/invariants"
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/rpcclient"
+	"blockcache/internal/testutil"
 )
 
 // binPath is the blockcache binary TestMain built (with the invariants tag
@@ -549,6 +550,15 @@ func (d *Daemon) cacheAndExport(t *testing.T, name, mode, core string, lineKiB i
 		t.Fatalf("nbd_start_disk %s returned %q, want %q", name, uri, d.URI(name))
 	}
 	return uri
+}
+
+// expectSameImage checks with qemu-img compare that the raw image (file or
+// NBD URI) b holds what the raw image a does; what names the check.
+func expectSameImage(t *testing.T, what, a, b string) {
+	t.Helper()
+	if out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", a, b); !strings.Contains(out, "Images are identical") {
+		t.Fatalf("%s: %s", what, out)
+	}
 }
 
 // randomBytes returns n bytes from a seeded generator.

@@ -133,10 +133,7 @@ func TestRestartWriteBackAio(t *testing.T) {
 	if len(disks) != 2 || disks[1] != (nbdDisk{NBDDevice: d2.URI("WbVol"), BdevName: "WbVol"}) {
 		t.Fatalf("nbd_get_disks after restart: %+v, want cache0 and WbVol on %s", disks, d2.NBDAddr)
 	}
-	out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("WbVol"))
-	if !strings.Contains(out, "Images are identical") {
-		t.Fatalf("after restart: %s", out)
-	}
+	expectSameImage(t, "after restart", img, d2.URI("WbVol"))
 	d2.Stop(t)
 }
 
@@ -227,10 +224,7 @@ func TestRestartKeepsDirtyData(t *testing.T) {
 	if got := d2.stats(t, "Vol").Usage.Dirty.Count; got != dirty {
 		t.Errorf("%d dirty 4 KiB blocks after loading, %d before shutdown", got, dirty)
 	}
-	out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
-	if !strings.Contains(out, "Images are identical") {
-		t.Fatalf("after loading the dirty cache: %s", out)
-	}
+	expectSameImage(t, "after loading the dirty cache", img, d2.URI("Vol"))
 	// This time the shutdown writes back: the core file alone is complete.
 	d2.Stop(t)
 	core, err = os.ReadFile(filepath.Join(files, "core.bin"))
@@ -260,10 +254,7 @@ func TestRestartAfterKill(t *testing.T) {
 	d.Kill(t)
 
 	d2 := StartDaemon(t, DaemonOpts{DataDir: dataDir})
-	out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, d2.URI("Vol"))
-	if !strings.Contains(out, "Images are identical") {
-		t.Fatalf("after SIGKILL and restart: %s", out)
-	}
+	expectSameImage(t, "after SIGKILL and restart", img, d2.URI("Vol"))
 	d2.Stop(t)
 }
 
@@ -391,10 +382,7 @@ func TestExamineAutoLoad(t *testing.T) {
 		}
 		var u string
 		d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol"}, &u)
-		out := testutil.Run(t, nil, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, u)
-		if !strings.Contains(out, "Images are identical") {
-			t.Fatalf("order %v: %s", order, out)
-		}
+		expectSameImage(t, fmt.Sprintf("order %v", order), img, u)
 		// The vbdev is in the config as if it had been created by RPC.
 		if !strings.Contains(string(d.configEntry(t, "bdev_ocf_create", "name", "Vol")), `"core_bdev_name":"VCore"`) {
 			t.Fatal("the re-created vbdev is not in framework_get_config")
