@@ -72,7 +72,7 @@ func TestParamErrors(t *testing.T) {
 		seqCutoffCase(func(p *ocf.SeqCutoffParams) { p.Policy = 3 }, pe("sequential cutoff", "policy", 3, 0, 2, "")),
 		seqCutoffCase(func(p *ocf.SeqCutoffParams) { p.ThresholdBytes = 0 }, pe("sequential cutoff", "threshold", 0, 1, 4<<30, "bytes")),
 		seqCutoffCase(func(p *ocf.SeqCutoffParams) { p.ThresholdBytes = 4<<30 + 1 }, pe("sequential cutoff", "threshold", 4<<30+1, 1, 4<<30, "bytes")),
-		seqCutoffCase(func(p *ocf.SeqCutoffParams) { p.ThresholdBytes = 1 << 62 }, pe("sequential cutoff", "threshold", 4<<30+1, 1, 4<<30, "bytes")),
+		seqCutoffCase(func(p *ocf.SeqCutoffParams) { p.ThresholdBytes = 1 << 62 }, pe("sequential cutoff", "threshold", 1<<62, 1, 4<<30, "bytes")),
 		seqCutoffCase(func(p *ocf.SeqCutoffParams) { p.PromotionCount = 0 }, pe("sequential cutoff", "promotion_count", 0, 1, 65535, "")),
 		seqCutoffCase(func(p *ocf.SeqCutoffParams) { p.PromotionCount = 65536 }, pe("sequential cutoff", "promotion_count", 65536, 1, 65535, "")),
 	} {

@@ -82,7 +82,7 @@ func (p SeqCutoffParams) Validate() error {
 	const sc = "sequential cutoff"
 	return checkParams(
 		paramCheck{sc, "policy", int64(p.Policy), 0, int64(numSeqCutoffPolicies) - 1, ""},
-		paramCheck{sc, "threshold", int64(min(p.ThresholdBytes, maxSeqCutoffThreshold+1)), 1, maxSeqCutoffThreshold, "bytes"},
+		paramCheck{sc, "threshold", int64(min(p.ThresholdBytes, math.MaxInt64)), 1, maxSeqCutoffThreshold, "bytes"},
 		paramCheck{sc, "promotion_count", int64(p.PromotionCount), 1, maxSeqCutoffPromotionCount, ""},
 	)
 }
