@@ -161,7 +161,10 @@ func (a *API) deleteBase(module string) handler {
 		if b == nil || b.module != module {
 			return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no %s bdev named %q", module, p.Name)
 		}
-		if err := a.removeBase(b, "deleted"); err != nil {
+		done := a.deleting(b.name)
+		err := a.removeBase(b, "deleted")
+		done(err == nil)
+		if err != nil {
 			return nil, errnoReply(err)
 		}
 		return true, nil

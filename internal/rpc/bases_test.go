@@ -18,7 +18,7 @@ import (
 // metadata, DIF and a bad uuid with -22 and register nothing; what they do
 // create is registered under its name with its config entry.
 func TestRAMBdevCreate(t *testing.T) {
-	a := &API{svc: Services{Registry: bdev.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, bases: newBaseTable()}
+	a := &API{svc: Services{Registry: bdev.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, bases: newBaseTable(), exports: newExportTable()}
 	creates := map[string]func(context.Context, json.RawMessage) (any, error){
 		"bdev_malloc_create": a.mallocCreate, "bdev_null_create": a.nullCreate,
 	}

@@ -3,57 +3,15 @@ package rpc
 import (
 	"context"
 	"encoding/json"
-	"slices"
+	"errors"
+	"fmt"
 	"strings"
-	"sync"
 	"syscall"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/nbd"
 )
-
-// exportInfo is one started NBD export.
-type exportInfo struct {
-	bdevName string
-	device   string // what nbd_start_disk returned: the nbd:// URI
-	readOnly bool   // writes, trims and write-zeroes fail with EPERM
-	claim    *bdev.Claim
-}
-
-// exportTable holds the exports in start order.
-type exportTable struct {
-	mu      sync.Mutex
-	exports []*exportInfo
-}
-
-func newExportTable() *exportTable { return &exportTable{} }
-
-func (t *exportTable) find(device string) *exportInfo {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, e := range t.exports {
-		if e.device == device {
-			return e
-		}
-	}
-	return nil
-}
-
-// take removes e if still present and reports whether it was.
-func (t *exportTable) take(e *exportInfo) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(t.exports)
-	t.exports = slices.DeleteFunc(t.exports, func(x *exportInfo) bool { return x == e })
-	return len(t.exports) < n
-}
-
-func (t *exportTable) list() []*exportInfo {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return slices.Clone(t.exports)
-}
 
 func (a *API) registerNBD() {
 	a.srv.Register("nbd_start_disk", a.mutating(a.nbdStartDisk))
@@ -72,7 +30,7 @@ type nbdStartParams struct {
 // isKernelNBD reports whether dev names a kernel NBD device node.
 func isKernelNBD(dev string) bool { return strings.HasPrefix(dev, "/dev/nbd") }
 
-func (a *API) nbdStartDisk(_ context.Context, params json.RawMessage) (any, error) {
+func (a *API) nbdStartDisk(ctx context.Context, params json.RawMessage) (any, error) {
 	var p nbdStartParams
 	if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
 		return nil, err
@@ -85,48 +43,100 @@ func (a *API) nbdStartDisk(_ context.Context, params json.RawMessage) (any, erro
 				p.BdevName, a.svc.NBDURI(p.BdevName))
 	}
 	dev, err := a.svc.Registry.Lookup(p.BdevName)
+	if errors.Is(err, bdev.ErrNoSuchDevice) && atStartup(ctx) {
+		return a.addPending(p)
+	}
 	if err != nil {
 		return nil, errnoReply(err)
 	}
-	e := &exportInfo{bdevName: dev.Info().Name, device: a.svc.NBDURI(dev.Info().Name), readOnly: p.ReadOnly}
-	if a.exports.find(e.device) != nil {
-		// The export is named after the bdev, so its "nbd device" is in
-		// use: SPDK's answer for a busy /dev/nbdX.
-		return nil, jsonrpc.ErrnoError(syscall.EBUSY).WithData("%s is already exported as %s", e.bdevName, e.device)
+	name := dev.Info().Name
+	e := &exportInfo{bdevName: name, device: a.svc.NBDURI(name), readOnly: p.ReadOnly}
+	if other := a.exports.add(e); other != nil {
+		return nil, errExportBusy(other)
 	}
-	claim, err := a.svc.Registry.Claim(e.bdevName, "nbd", func() { a.stopExport(e) })
-	if err != nil {
+	if err := a.startExport(e, dev); err != nil {
+		a.exports.abandon(e, "")
 		return nil, errnoReply(err)
 	}
-	e.claim = claim
-	ex := nbd.Export{Name: e.bdevName, Description: dev.Info().ProductName, Device: dev, ReadOnly: p.ReadOnly}
-	if in, err := a.svc.OCF.Get(e.bdevName); err == nil && in.Started {
-		ex.PreferredBlockSize = uint32(in.LineSizeKiB * 1024)
-		ex.Description = "blockcache " + in.Mode + " volume " + in.Name
-	}
-	if err := a.svc.NBD.AddExport(ex); err != nil {
-		claim.Release()
-		return nil, errnoReply(err)
-	}
-	a.exports.mu.Lock()
-	a.exports.exports = append(a.exports.exports, e)
-	a.exports.mu.Unlock()
 	a.svc.Log.Info("nbd export started", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly)
 	return e.device, nil
 }
 
-// stopExport ends an export: clients are disconnected once their in-flight
-// requests finish, then the bdev is released. It is also the hot-remove
-// callback of the export's claim.
-func (a *API) stopExport(e *exportInfo) {
-	if !a.exports.take(e) {
-		return
+// errExportBusy is the reply to a start whose export name is taken by
+// other: the export is named after the bdev, so its "nbd device" is in
+// use, SPDK's answer for a busy /dev/nbdX.
+func errExportBusy(other *exportView) error {
+	if other.pending != "" {
+		return jsonrpc.ErrnoError(syscall.EBUSY).WithData("%s is already exported as %s, pending (%s): nbd_stop_disk it first",
+			other.e.bdevName, other.e.device, other.pending)
 	}
+	return jsonrpc.ErrnoError(syscall.EBUSY).WithData("%s is already exported as %s", other.e.bdevName, other.e.device)
+}
+
+// startExport claims dev for e, which is marked starting, and adds its
+// export to the NBD server. On failure nothing is left claimed or added,
+// and e is still starting: the caller abandons it.
+func (a *API) startExport(e *exportInfo, dev bdev.Device) error {
+	ex := nbd.Export{Name: e.bdevName, Description: dev.Info().ProductName, Device: dev, ReadOnly: e.readOnly}
+	if in, err := a.svc.OCF.Get(e.bdevName); err == nil && in.Started {
+		ex.PreferredBlockSize = uint32(in.LineSizeKiB * 1024)
+		ex.Description = "blockcache " + in.Mode + " volume " + in.Name
+	}
+	s := &exportSession{}
+	claim, err := a.svc.Registry.Claim(e.bdevName, "nbd", func() { a.exportGone(e, s) })
+	if err != nil {
+		return err
+	}
+	s.claim = claim
+	if err := a.svc.NBD.AddExport(ex); err != nil {
+		claim.Release()
+		return err
+	}
+	if !a.exports.activate(e, s) {
+		// Stopped meanwhile, or the bdev went away: undo.
+		a.closeSession(e, s)
+		return fmt.Errorf("export %q: %w", e.bdevName, bdev.ErrNoSuchDevice)
+	}
+	return nil
+}
+
+// closeSession disconnects the export's clients once their in-flight
+// requests finish, then releases the bdev.
+func (a *API) closeSession(e *exportInfo, s *exportSession) {
 	if err := a.svc.NBD.RemoveExport(e.bdevName); err != nil {
 		a.svc.Log.Warn("nbd remove export", "bdev", e.bdevName, "err", err)
 	}
-	e.claim.Release()
+	s.claim.Release()
+}
+
+// stopExport ends an export for good, started or pending.
+func (a *API) stopExport(e *exportInfo) {
+	s, ok := a.exports.take(e)
+	if !ok {
+		return
+	}
+	if s == nil {
+		a.svc.Log.Info("nbd export stopped while pending", "bdev", e.bdevName, "uri", e.device)
+		return
+	}
+	a.closeSession(e, s)
 	a.svc.Log.Info("nbd export stopped", "bdev", e.bdevName, "uri", e.device)
+}
+
+// exportGone is the hot-remove callback of an export's claim: the export
+// ends, and stays pending unless its bdev is being deleted.
+func (a *API) exportGone(e *exportInfo, s *exportSession) {
+	ok, ended := a.exports.gone(e, s, "its bdev was removed")
+	if !ok {
+		return
+	}
+	a.closeSession(e, s)
+	if ended {
+		a.svc.Log.Info("nbd export stopped: its bdev was deleted", "bdev", e.bdevName, "uri", e.device)
+		return
+	}
+	a.svc.Log.Warn("nbd export pending: its bdev was removed; the export starts again when a bdev of that name registers",
+		"bdev", e.bdevName, "uri", e.device)
 }
 
 type nbdStopParams struct {
@@ -151,11 +161,17 @@ func (a *API) nbdStopDisk(_ context.Context, params json.RawMessage) (any, error
 
 type nbdGetParams struct {
 	NBDDevice string `json:"nbd_device"`
+	// IncludePending (ours) lists the pending exports too.
+	IncludePending bool `json:"include_pending,omitempty"`
 }
 
+// nbdDiskObject is SPDK's nbd_get_disks entry. State and Pending are
+// ours, set with include_pending only, so rpc.py sees SPDK's shape.
 type nbdDiskObject struct {
 	NBDDevice string `json:"nbd_device"`
 	BdevName  string `json:"bdev_name"`
+	State     string `json:"state,omitempty"`   // "started" or "pending"
+	Pending   string `json:"pending,omitempty"` // why it is pending
 }
 
 func (a *API) nbdGetDisks(_ context.Context, params json.RawMessage) (any, error) {
@@ -164,29 +180,51 @@ func (a *API) nbdGetDisks(_ context.Context, params json.RawMessage) (any, error
 		return nil, err
 	}
 	out := []nbdDiskObject{}
-	for _, e := range a.exports.list() {
-		if p.NBDDevice == "" || p.NBDDevice == e.device {
-			out = append(out, nbdDiskObject{NBDDevice: e.device, BdevName: e.bdevName})
+	pending := ""
+	for _, v := range a.exports.list() {
+		if p.NBDDevice != "" && p.NBDDevice != v.e.device {
+			continue
 		}
+		o := nbdDiskObject{NBDDevice: v.e.device, BdevName: v.e.bdevName}
+		switch {
+		case p.IncludePending && v.pending != "":
+			o.State, o.Pending = "pending", v.pending
+		case p.IncludePending:
+			o.State = "started"
+		case v.pending != "":
+			pending = v.pending
+			continue
+		}
+		out = append(out, o)
 	}
 	if p.NBDDevice != "" && len(out) == 0 {
+		if pending != "" {
+			return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("the export %q is pending (%s): it starts when its bdev registers", p.NBDDevice, pending)
+		}
 		return nil, jsonrpc.ErrnoError(syscall.ENODEV).WithData("no export started as %q", p.NBDDevice)
 	}
 	return out, nil
 }
 
-// nbdConfig returns the nbd subsystem's config entries.
+// nbdConfig returns the nbd subsystem's config entries: every export,
+// pending ones included, so that a restart starts them again.
 func (a *API) nbdConfig() []configEntry {
 	var out []configEntry
-	for _, e := range a.exports.list() {
+	for _, v := range a.exports.list() {
+		e := v.e
 		out = append(out, configEntry{Method: "nbd_start_disk", Params: nbdStartParams{BdevName: e.bdevName, NBDDevice: e.device, ReadOnly: e.readOnly}})
 	}
 	return out
 }
 
-// StopExports ends every export (daemon shutdown).
+// StopExports ends every export (daemon shutdown): pending ones are
+// dropped, and none starts any more.
 func (a *API) StopExports() {
-	for _, e := range a.exports.list() {
-		a.stopExport(e)
+	if a.unsubscribe != nil {
+		a.unsubscribe()
+	}
+	a.exports.close()
+	for _, v := range a.exports.list() {
+		a.stopExport(v.e)
 	}
 }

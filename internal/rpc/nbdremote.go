@@ -230,6 +230,7 @@ func (a *API) nbdClientDelete(ctx context.Context, params json.RawMessage) (any,
 	}
 	if r := a.nbdRetries.cancel(p.Name); r != nil && a.bases.get(p.Name) == nil {
 		r.log.Info("NBD client: deleted; the start-up retry is over", "attempts", r.attempts)
+		a.deleting(p.Name)(true)
 		return true, nil
 	}
 	return a.deleteBase("nbd_client")(ctx, params)

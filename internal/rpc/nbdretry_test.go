@@ -56,7 +56,7 @@ func newRetryAPI(t *testing.T) *retryAPI {
 	reg, log := bdev.NewRegistry(), slog.New(slog.NewTextHandler(r.log, nil))
 	ocf := vbdev.NewManager(reg, log)
 	t.Cleanup(ocf.Close)
-	r.API = &API{svc: Services{Registry: reg, OCF: ocf, Log: log, OnChange: func() { r.changes.Add(1) }}, bases: newBaseTable()}
+	r.API = &API{svc: Services{Registry: reg, OCF: ocf, Log: log, OnChange: func() { r.changes.Add(1) }}, bases: newBaseTable(), exports: newExportTable()}
 	r.nbdRetries = newNBDRetries(r.svc.OnChange)
 	t.Cleanup(func() {
 		r.StopNBDClientRetries()

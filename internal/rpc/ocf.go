@@ -101,7 +101,10 @@ func (a *API) ocfDelete(_ context.Context, params json.RawMessage) (any, error) 
 	if err := jsonrpc.DecodeParams(params, &p, errInvalidParams); err != nil {
 		return nil, err
 	}
-	if err := a.svc.OCF.Delete(p.Name); err != nil {
+	done := a.deleting(p.Name)
+	err := a.svc.OCF.Delete(p.Name)
+	done(err == nil)
+	if err != nil {
 		if errors.Is(err, vbdev.ErrNoSuchVbdev) {
 			return nil, errNoSuchVbdev(p.Name)
 		}

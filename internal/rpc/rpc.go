@@ -45,6 +45,9 @@ type API struct {
 	srv     *jsonrpc.Server
 	bases   *baseTable
 	exports *exportTable
+	// unsubscribe ends the registry subscription that starts pending
+	// exports (nbd_pending.go).
+	unsubscribe func()
 	// sizing serialises creating RAM-backed bdevs, so that two creations
 	// cannot both pass the memory check (malloc.New) before either has
 	// taken its memory.
@@ -64,6 +67,7 @@ func Register(srv *jsonrpc.Server, svc Services) *API {
 	a.registerWrappers()
 	a.registerOCF()
 	a.registerNBD()
+	a.unsubscribe = svc.Registry.Subscribe(a.onBdevEvent)
 	a.registerMetrics()
 	return a
 }

@@ -19,7 +19,7 @@ import (
 // bdev_uring_create answers -95 "Operation not supported" with the reason
 // as data, and registers nothing.
 func TestUringCreateWithoutIOUring(t *testing.T) {
-	a := &API{svc: Services{Registry: bdev.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, bases: newBaseTable()}
+	a := &API{svc: Services{Registry: bdev.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, bases: newBaseTable(), exports: newExportTable()}
 	var asked file.Options
 	refuse := func(name, path string, opts file.Options) (*file.Device, error) {
 		asked = opts

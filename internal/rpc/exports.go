@@ -1,0 +1,227 @@
+package rpc
+
+import (
+	"slices"
+	"sync"
+
+	"blockcache/internal/bdev"
+)
+
+// exportInfo is one export of the table: started (serving on the NBD
+// server, its bdev claimed) or pending (its bdev absent: not created yet
+// at start-up, or hot-removed), in which case it starts by itself when a
+// bdev of its name registers. bdevName, device and readOnly are
+// immutable; the rest is guarded by exportTable.mu.
+type exportInfo struct {
+	bdevName string
+	device   string // what nbd_start_disk returned: the nbd:// URI
+	readOnly bool   // writes, trims and write-zeroes fail with EPERM
+
+	// sess is the started export's session; nil while pending or starting.
+	sess *exportSession
+	// pending says why the export waits for its bdev; "" once started.
+	pending string
+	// starting is set while one goroutine starts the export, so that no
+	// other does.
+	starting bool
+}
+
+// exportSession is one start of an export: the claim on its bdev, and
+// whether the bdev went away (the claim's hot-remove callback ran), which
+// may happen before the start completes. gone is guarded by
+// exportTable.mu.
+type exportSession struct {
+	claim *bdev.Claim
+	gone  bool
+}
+
+// exportTable holds the exports, started and pending, in start order. An
+// export's device (its URI, derived from the bdev name) is unique in it.
+type exportTable struct {
+	mu      sync.Mutex
+	exports []*exportInfo
+	// deleting counts the delete methods running per bdev name: an
+	// export whose bdev goes away while its name is deleted ends for
+	// good instead of turning pending.
+	deleting map[string]int
+	// closed is set at shutdown: nothing starts or turns pending after.
+	closed bool
+	// starters are the goroutines starting pending exports whose bdev
+	// arrived.
+	starters sync.WaitGroup
+}
+
+func newExportTable() *exportTable { return &exportTable{deleting: map[string]int{}} }
+
+func (t *exportTable) find(device string) *exportInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.findLocked(device)
+}
+
+func (t *exportTable) findLocked(device string) *exportInfo {
+	for _, e := range t.exports {
+		if e.device == device {
+			return e
+		}
+	}
+	return nil
+}
+
+// add appends e, about to start (or pending when e.pending is set),
+// unless the table holds an export of the same device: then it returns a
+// copy of that one's state.
+func (t *exportTable) add(e *exportInfo) (other *exportView) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if o := t.findLocked(e.device); o != nil {
+		return &exportView{e: o, pending: o.pending}
+	}
+	e.starting = e.pending == ""
+	t.exports = append(t.exports, e)
+	return nil
+}
+
+// take removes e if still present and returns its session, nil when it
+// was pending; ok reports whether it was present.
+func (t *exportTable) take(e *exportInfo) (s *exportSession, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.exports)
+	t.exports = slices.DeleteFunc(t.exports, func(x *exportInfo) bool { return x == e })
+	s, e.sess = e.sess, nil
+	return s, len(t.exports) < n
+}
+
+// beginStart reports whether the caller may start e, a pending export
+// still in the table that nobody is starting; if so e is marked starting.
+func (t *exportTable) beginStart(e *exportInfo) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || e.pending == "" || e.starting || !slices.Contains(t.exports, e) {
+		return false
+	}
+	e.starting = true
+	return true
+}
+
+// activate records s as e's session once its NBD export was added. It
+// fails, leaving e as it was but no longer starting, when e was stopped
+// meanwhile or s's bdev went away; the caller then undoes the start.
+func (t *exportTable) activate(e *exportInfo, s *exportSession) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.starting = false
+	if s.gone || t.closed || !slices.Contains(t.exports, e) {
+		return false
+	}
+	e.sess, e.pending = s, ""
+	return true
+}
+
+// abandon ends a start that failed: e stays pending if it was, with why
+// unless that is empty, or leaves the table if it was a new export.
+func (t *exportTable) abandon(e *exportInfo, why string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.starting = false
+	if e.pending == "" {
+		t.exports = slices.DeleteFunc(t.exports, func(x *exportInfo) bool { return x == e })
+		return
+	}
+	if why != "" {
+		e.pending = why
+	}
+}
+
+// gone handles s's bdev going away. It returns ok false when s is not
+// e's current session (the start has not completed, and will be undone).
+// Otherwise e loses its session and turns pending with why, or, when its
+// bdev is being deleted or the table is closed, leaves the table: ended
+// reports which.
+func (t *exportTable) gone(e *exportInfo, s *exportSession, why string) (ok, ended bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.gone = true
+	if e.sess != s {
+		return false, false
+	}
+	e.sess = nil
+	if t.closed || t.deleting[e.bdevName] > 0 {
+		t.exports = slices.DeleteFunc(t.exports, func(x *exportInfo) bool { return x == e })
+		return true, true
+	}
+	e.pending = why
+	return true, false
+}
+
+// markDeleting records that name's delete method runs; the returned
+// function ends that and, if the delete succeeded, removes and returns
+// the pending exports of name.
+func (t *exportTable) markDeleting(name string) (done func(deleted bool) []*exportInfo) {
+	t.mu.Lock()
+	t.deleting[name]++
+	t.mu.Unlock()
+	return func(deleted bool) []*exportInfo {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.deleting[name]--; t.deleting[name] == 0 {
+			delete(t.deleting, name)
+		}
+		if !deleted {
+			return nil
+		}
+		var out []*exportInfo
+		t.exports = slices.DeleteFunc(t.exports, func(e *exportInfo) bool {
+			drop := e.bdevName == name && e.sess == nil
+			if drop {
+				out = append(out, e)
+			}
+			return drop
+		})
+		return out
+	}
+}
+
+// waiting returns the pending exports whose bdev is called by one of
+// names, not being started.
+func (t *exportTable) waiting(names []string) []*exportInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*exportInfo
+	for _, e := range t.exports {
+		if e.pending != "" && !e.starting && slices.Contains(names, e.bdevName) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// exportView is a copy of an export's state, for listings.
+type exportView struct {
+	e       *exportInfo
+	pending string // "" when started
+}
+
+func (t *exportTable) list() []exportView {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]exportView, 0, len(t.exports))
+	for _, e := range t.exports {
+		v := exportView{e: e, pending: e.pending}
+		if e.sess == nil && v.pending == "" {
+			continue // a new export still starting
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// close stops every start and turn to pending; it waits for the starters
+// running.
+func (t *exportTable) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.starters.Wait()
+}

@@ -1,0 +1,102 @@
+package rpc
+
+import (
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/vbdev"
+)
+
+// Pending exports (docs/remote.md, "Exports of absent bdevs"): an export
+// whose bdev is absent stays in the export table and in the config, and
+// starts by itself when a bdev of its name registers. An export turns
+// pending when the start-up config starts it before its bdev exists, or
+// when its bdev is hot-removed; it ends for good with nbd_stop_disk or a
+// delete method of its bdev.
+
+// addPending adds the start-up export p, whose bdev does not exist yet,
+// as pending.
+func (a *API) addPending(p nbdStartParams) (any, error) {
+	why := a.absentReason(p.BdevName)
+	e := &exportInfo{bdevName: p.BdevName, device: a.svc.NBDURI(p.BdevName), readOnly: p.ReadOnly, pending: why}
+	if other := a.exports.add(e); other != nil {
+		return nil, errExportBusy(other)
+	}
+	a.svc.Log.Warn("nbd export pending: its bdev does not exist yet; the export starts when a bdev of that name registers",
+		"bdev", e.bdevName, "uri", e.device, "reason", why)
+	// The bdev may have registered since the lookup, before the export
+	// was in the table for onBdevEvent to see.
+	a.exports.starters.Add(1)
+	a.startPending(e)
+	return e.device, nil
+}
+
+// absentReason says why the bdev called name, which is not registered,
+// is absent: an OCF vbdev of that name waiting for a base bdev or failed
+// to start, or no such bdev yet.
+func (a *API) absentReason(name string) string {
+	in, err := a.svc.OCF.Get(name)
+	switch {
+	case err != nil, in.State == vbdev.StateStarted:
+		return "its bdev does not exist yet"
+	case in.State == vbdev.StateFailed:
+		return fmt.Sprintf("its OCF vbdev failed to start: %v", in.Err)
+	case in.CacheAttached:
+		return fmt.Sprintf("its OCF vbdev is waiting for its core bdev %q", in.CoreBdev)
+	}
+	return fmt.Sprintf("its OCF vbdev is waiting for its cache bdev %q", in.CacheBdev)
+}
+
+// onBdevEvent starts the pending exports of a bdev that registered. The
+// starts run on their own goroutines: events may be delivered under the
+// OCF manager's lock (a volume registering), which starting an export
+// takes.
+func (a *API) onBdevEvent(ev bdev.Event) {
+	if ev.Kind != bdev.EventAdded {
+		return
+	}
+	names := []string{ev.Name}
+	if id := ev.Device.Info().UUID; id != uuid.Nil {
+		names = append(names, id.String())
+	}
+	for _, e := range a.exports.waiting(names) {
+		a.exports.starters.Add(1)
+		go a.startPending(e)
+	}
+}
+
+// startPending starts e if it is pending and its bdev exists; else e
+// stays pending. It marks a starter done.
+func (a *API) startPending(e *exportInfo) {
+	defer a.exports.starters.Done()
+	if !a.exports.beginStart(e) {
+		return
+	}
+	dev, err := a.svc.Registry.Lookup(e.bdevName)
+	if err != nil {
+		a.exports.abandon(e, "")
+		return
+	}
+	if err := a.startExport(e, dev); err != nil {
+		a.exports.abandon(e, "its bdev is back but the export could not start: "+err.Error())
+		a.svc.Log.Warn("nbd export pending: its bdev registered but the export could not start; it is tried again when a bdev of that name registers",
+			"bdev", e.bdevName, "uri", e.device, "err", err)
+		return
+	}
+	a.svc.Log.Info("nbd export started: its bdev registered", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly)
+}
+
+// deleting wraps the delete of the bdev called name: an export of it that
+// the delete ends does not turn pending, and once the delete succeeded
+// its pending exports are dropped. Call the returned function with the
+// delete's outcome.
+func (a *API) deleting(name string) (done func(deleted bool)) {
+	end := a.exports.markDeleting(name)
+	return func(deleted bool) {
+		for _, e := range end(deleted) {
+			a.svc.Log.Info("nbd export stopped while pending: its bdev was deleted", "bdev", e.bdevName, "uri", e.device)
+		}
+	}
+}
