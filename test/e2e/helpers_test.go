@@ -552,6 +552,18 @@ func (d *Daemon) cacheAndExport(t *testing.T, name, mode, core string, lineKiB i
 	return uri
 }
 
+// cacheOver creates cache, a RAM bdev of cacheMiB, and the OCF volume vol
+// in mode over the existing bdev core, and exports vol; it returns what
+// nbd_start_disk returned, the export's URI.
+func (d *Daemon) cacheOver(t *testing.T, vol, mode, cache string, cacheMiB int, core string) string {
+	t.Helper()
+	d.Call(t, "bdev_malloc_create", mallocParams(cache, cacheMiB, 512))
+	d.Call(t, "bdev_ocf_create", ocfParams(vol, mode, cache, core, 0))
+	var uri string
+	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": vol}, &uri)
+	return uri
+}
+
 // expectSameImage checks with qemu-img compare that the raw image (file or
 // NBD URI) b holds what the raw image a does; what names the check.
 func expectSameImage(t *testing.T, what, a, b string) {

@@ -52,10 +52,7 @@ func TestRemoteCoreBasics(t *testing.T) {
 				t.Fatalf("driver_specific %+v, want connected on 2 connections with the defaults", st)
 			}
 
-			d.Call(t, "bdev_malloc_create", mallocParams("Cache0", 8, 512))
-			d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wt", "Cache0", "Remote0", 0))
-			var uri string
-			d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+			uri := d.cacheOver(t, "Vol0", "wt", "Cache0", 8, "Remote0")
 			qemuIO(t, uri, "write -P 0x5c 1m 256k", "read -P 0x5c 1m 256k")
 			testutil.Run(t, nil, "qemu-io", "-f", "raw", "-c", "flush", uri)
 

@@ -49,10 +49,7 @@ func TestRemoteCoreComeback(t *testing.T) {
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	create := map[string]any{"name": "Remote0", "uri": srv.uri, "ctrlr_loss_timeout_sec": 2, "reconnect_delay_sec": 1}
 	d.Call(t, "bdev_nbd_client_create", create)
-	d.Call(t, "bdev_malloc_create", mallocParams("Cache0", 32, 512))
-	d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wb", "Cache0", "Remote0", 0))
-	var uri string
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	uri := d.cacheOver(t, "Vol0", "wb", "Cache0", 32, "Remote0")
 
 	model := make([]byte, size)
 	remoteWrites(t, uri, rng, 60, 1, model)

@@ -17,10 +17,7 @@ func TestRemoteCoreServerErrors(t *testing.T) {
 	srv := nbdkitUnix(t, "--filter=error", "memory", "16M", "error-pwrite=EIO", "error-pwrite-rate=100%")
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Remote0", "uri": srv.uri})
-	d.Call(t, "bdev_malloc_create", mallocParams("Cache0", 8, 512))
-	d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wt", "Cache0", "Remote0", 0))
-	var uri string
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	uri := d.cacheOver(t, "Vol0", "wt", "Cache0", 8, "Remote0")
 	env := testutil.NbdshEnv(t)
 	out, err := testutil.RunErr(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'x' * 4096, 0)")
 	if err == nil || !strings.Contains(out, "Input/output error") {
@@ -87,10 +84,7 @@ func TestRemoteCoreLost(t *testing.T) {
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	create := map[string]any{"name": "Remote0", "uri": srv.uri, "ctrlr_loss_timeout_sec": 2}
 	d.Call(t, "bdev_nbd_client_create", create)
-	d.Call(t, "bdev_malloc_create", mallocParams("Cache0", 8, 512))
-	d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wb", "Cache0", "Remote0", 0))
-	var uri string
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	uri := d.cacheOver(t, "Vol0", "wb", "Cache0", 8, "Remote0")
 	env := testutil.NbdshEnv(t)
 	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "h.pwrite(b'\\x5a' * 65536, 1 << 20)")
 

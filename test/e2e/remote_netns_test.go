@@ -75,10 +75,7 @@ func TestRemoteCoreNetns(t *testing.T) {
 		"-f", "-i", n.serverAddr, "-p", "10809", "memory", "32M")
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 	d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Remote0", "uri": srv.uri, "io_timeout_sec": 1})
-	d.Call(t, "bdev_malloc_create", mallocParams("Cache0", 16, 512))
-	d.Call(t, "bdev_ocf_create", ocfParams("Vol0", "wt", "Cache0", "Remote0", 0))
-	var uri string
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	uri := d.cacheOver(t, "Vol0", "wt", "Cache0", 16, "Remote0")
 
 	model := make([]byte, 32<<20)
 	w := startRemoteWriter(t, uri, 2, 32<<20)

@@ -121,10 +121,7 @@ func TestRemoteCoreServerRestart(t *testing.T) {
 			}
 			d := StartDaemon(t, DaemonOpts{Bare: true})
 			d.Call(t, "bdev_nbd_client_create", map[string]any{"name": "Remote0", "uri": srv.uri})
-			d.Call(t, "bdev_malloc_create", mallocParams("Cache0", 16, 512))
-			d.Call(t, "bdev_ocf_create", ocfParams("Vol0", mode, "Cache0", "Remote0", 0))
-			var uri string
-			d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+			uri := d.cacheOver(t, "Vol0", mode, "Cache0", 16, "Remote0")
 
 			model := make([]byte, size)
 			w := startRemoteWriter(t, uri, 1, 8<<20)

@@ -39,10 +39,7 @@ func TestRemoteCoreTLS(t *testing.T) {
 	if cfg := string(b.Call(t, "framework_get_config", map[string]any{"name": "bdev"})); !strings.Contains(cfg, `"uri":"`+uri+`"`) {
 		t.Fatalf("save_config lacks the nbds URI %q: %s", uri, cfg)
 	}
-	b.Call(t, "bdev_malloc_create", mallocParams("Cache", 8, 512))
-	b.Call(t, "bdev_ocf_create", ocfParams("Vol", "wt", "Cache", "Core", 0))
-	var vol string
-	b.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol"}, &vol)
+	vol := b.cacheOver(t, "Vol", "wt", "Cache", 8, "Core")
 	qemuIO(t, vol, "write -P 0x3c 2m 512k", "read -P 0x3c 2m 512k")
 	testutil.Run(t, nil, "qemu-io", "-f", "raw", "-c", "flush", vol)
 	got := readExport(t, a.tcp("nbds", certs))
