@@ -81,3 +81,20 @@ func TestPersistedRAMBdevWarns(t *testing.T) {
 		t.Errorf("a --config file's malloc bdevs were warned about:\n%s", log)
 	}
 }
+
+// TestRAMCacheWarnKeepsCoreData: a malloc bdev that is only the cache of
+// its volumes does not take their data with it (the core keeps it, and a
+// clean shutdown wrote the dirty data back): its warning says the volumes
+// start cold, not that their data did not survive, which the warning for
+// a malloc core still says.
+func TestRAMCacheWarnKeepsCoreData(t *testing.T) {
+	log := startFrom(t, ramConfig, false)
+	cache := logLine(log, "RAM-backed bdev re-created empty", "bdev=RamCache")
+	if cache == "" || strings.Contains(cache, "that of the volumes on it") || !strings.Contains(cache, "start cold") {
+		t.Errorf("warning for a malloc cache: %q; want one saying its volumes start cold, not that their data is gone", cache)
+	}
+	core := logLine(log, "RAM-backed bdev re-created empty", "bdev=RamCore")
+	if !strings.Contains(core, "that of the volumes on it, did not survive") {
+		t.Errorf("warning for a malloc core: %q; want it to say the volumes' data did not survive", core)
+	}
+}
