@@ -36,6 +36,9 @@ var forbidden = map[string][]string{
 	// The NBD wire format, which the server (internal/nbd) and the client
 	// bdev (internal/bdev/nbdremote) share: it imports nothing of the module.
 	"internal/nbdproto": {"internal", "cmd"},
+	// The test client encodes the wire itself, so that a mistake in
+	// nbdproto cannot hide behind the same mistake in the client.
+	"internal/nbd/nbdclient": {"internal/nbdproto"},
 	// Test support every package's tests may use (testonly_test.go).
 	"internal/testutil": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 }
