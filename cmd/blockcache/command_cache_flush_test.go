@@ -30,15 +30,24 @@ func dirtyCount(t *testing.T, d *testDaemon, name string) uint64 {
 	return statsJSON(t, d, name)["usage"]["dirty"].Count
 }
 
+// slowCoreCache creates, with the CLI, the wb volume C0 on a RAM cache
+// M0 of cacheMiB over Slow1, a delay bdev on the RAM core M1 of coreMiB
+// whose writes take writeUS.
+func slowCoreCache(t *testing.T, d *testDaemon, cacheMiB, coreMiB, writeUS int) {
+	t.Helper()
+	d.malloc(t, "M0", cacheMiB<<20/512, 512)
+	d.malloc(t, "M1", coreMiB<<20/512, 512)
+	d.call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "M1", "name": "Slow1",
+		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": writeUS, "p99_write_latency": writeUS})
+	d.ok(t, "cache", "create", "C0", "--mode", "wb", "--cache", "M0", "--core", "Slow1")
+}
+
 func TestCacheFlush(t *testing.T) {
 	d := startDaemon(t)
-	d.malloc(t, "M0", 8192, 512)  // cache, 4 MiB: about 1000 lines of 4 KiB
-	d.malloc(t, "M1", 65536, 512) // core, 32 MiB
-	// Every write to the core takes 5 ms, so writing back 300 lines one
-	// by one takes 1.5 s at least: long enough to watch.
-	d.call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "M1", "name": "Slow1",
-		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": 5000, "p99_write_latency": 5000})
-	d.ok(t, "cache", "create", "C0", "--mode", "wb", "--cache", "M0", "--core", "Slow1")
+	// A 4 MiB cache (about 1000 lines of 4 KiB) on a 32 MiB core. Every
+	// write to the core takes 5 ms, so writing back 300 lines one by one
+	// takes 1.5 s at least: long enough to watch.
+	slowCoreCache(t, d, 4, 32, 5000)
 
 	// No flush yet.
 	if got := d.ok(t, "cache", "flush-status", "C0"); got != "C0: flush finished, status 0 (success), 0 of 0 dirty lines written back\n" {
@@ -211,11 +220,7 @@ func TestProgressView(t *testing.T) {
 func slowFlushDaemon(t *testing.T, lines int) *testDaemon {
 	t.Helper()
 	d := startDaemon(t)
-	d.malloc(t, "M0", 32768, 512)  // cache, 16 MiB: about 4000 lines of 4 KiB
-	d.malloc(t, "M1", 131072, 512) // core, 64 MiB
-	d.call(t, "bdev_delay_create", map[string]any{"base_bdev_name": "M1", "name": "Slow1",
-		"avg_read_latency": 0, "p99_read_latency": 0, "avg_write_latency": 10000, "p99_write_latency": 10000})
-	d.ok(t, "cache", "create", "C0", "--mode", "wb", "--cache", "M0", "--core", "Slow1")
+	slowCoreCache(t, d, 16, 64, 10000) // about 4000 lines of 4 KiB
 	d.ok(t, "export", "start", "C0")
 	nbdIO(t, d, "C0", lines)
 	d.ok(t, "export", "stop", "C0")
