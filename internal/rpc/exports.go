@@ -59,6 +59,16 @@ func (t *exportTable) find(device string) *exportInfo {
 	return t.findLocked(device)
 }
 
+// view returns a copy of the state of the export of device, or nil.
+func (t *exportTable) view(device string) *exportView {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.findLocked(device); e != nil {
+		return &exportView{e: e, pending: e.pending}
+	}
+	return nil
+}
+
 func (t *exportTable) findLocked(device string) *exportInfo {
 	for _, e := range t.exports {
 		if e.device == device {

@@ -42,6 +42,10 @@ func (a *API) nbdStartDisk(ctx context.Context, params json.RawMessage) (any, er
 			WithData("blockcache exports bdevs over its own NBD server: omit nbd_device, and %s is reached at %s",
 				p.BdevName, a.svc.NBDURI(p.BdevName))
 	}
+	if other := a.exports.view(a.svc.NBDURI(p.BdevName)); other != nil {
+		// Also when the bdev is absent: a pending export holds the name.
+		return nil, errExportBusy(other)
+	}
 	dev, err := a.svc.Registry.Lookup(p.BdevName)
 	if errors.Is(err, bdev.ErrNoSuchDevice) && atStartup(ctx) {
 		return a.addPending(p)
