@@ -1,6 +1,11 @@
 package ocf
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+
+	"blockcache/internal/invariants"
+)
 
 // request is the engine's view of one volume IO: the core lines it touches,
 // the cache lines they map to and snapshots of their masks taken under
@@ -233,6 +238,13 @@ func (r *request) lookupFast() bool {
 func (r *request) refresh() {
 	c := r.c
 	lines := r.lines()
+	if invariants.Enabled {
+		for k, i := range lines {
+			if i != noLine {
+				r.checkKept(k, i)
+			}
+		}
+	}
 	if slices.Contains(lines, noLine) {
 		c.mu.Lock()
 		for k, i := range lines {
@@ -248,6 +260,19 @@ func (r *request) refresh() {
 			ln := &c.mu.lines[i]
 			valid[k], dirty[k] = ln.validMask(), ln.dirty
 		}
+	}
+}
+
+// checkKept panics unless line i, which r held for its k-th core line
+// before it yielded, is still mapped to that core line with the dirty
+// mask and at least the valid sectors r saw: what refresh relies on.
+func (r *request) checkKept(k int, i lineIdx) {
+	ln := &r.c.mu.lines[i]
+	switch {
+	case !ln.mapped() || ln.core() != r.co.id || uint64(ln.coreLine()) != r.first+uint64(k):
+		panic(fmt.Sprintf("ocf: line %d of core %d line %d was remapped during a core write", i, r.co.id, r.first+uint64(k)))
+	case ln.dirty != r.dirty()[k] || !ln.validMask().contains(r.valid()[k]):
+		panic(fmt.Sprintf("ocf: line %d of core %d line %d lost valid or changed dirty sectors during a core write", i, r.co.id, r.first+uint64(k)))
 	}
 }
 
