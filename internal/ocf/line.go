@@ -35,15 +35,22 @@ const (
 //     under Cache.mu; the key of a mapped line and its valid mask change
 //     only with that stripe held exclusively, except that a reader holding
 //     it shared may add valid bits once the data they stand for is on the
-//     cache device (and that data equals the core's). A lock-free read is
+//     cache device (and that data is what the core returned: the core's,
+//     or, while a write to those sectors is in its core write, possibly
+//     older; the write overwrites or drops it before it returns, io.go
+//     writeCore). A lock-free read is
 //     trusted only when the stripe's sequence count did not move around it
 //     (stripeLock.readBegin, readValid). Writers hold Cache.mu, so a
 //     writer's load-modify-store of the key cannot race with another
 //     writer.
-//   - since is an atomic too: the hit path sets its referenced flag with
-//     no lock at all (reference); everything else reads and writes it
-//     under Cache.mu.
-//   - dirty, prev and next are plain, read and written under Cache.mu only.
+//   - since is an atomic too: the hit path and lookupFast set its
+//     referenced flag without Cache.mu (reference); everything else reads
+//     and writes it under Cache.mu.
+//   - dirty is plain, written under Cache.mu; the dirty mask of a mapped
+//     line changes only with its stripe held exclusively, so a holder of
+//     that stripe reads it without Cache.mu (lookupFast, refresh), and
+//     everyone else under Cache.mu.
+//   - prev and next are plain, read and written under Cache.mu only.
 //
 // Whoever holds the stripe of a line's core line, shared or exclusive, may
 // use the line's data: eviction takes only lines whose stripe it can
