@@ -25,6 +25,19 @@ func fakeRoot(t *testing.T, files map[string]string) Probe {
 	return Probe{Root: root}
 }
 
+// fakeCgroupV2 is a fake root whose process is in cgroup v2 group (under
+// /sys/fs/cgroup) with memory.max limit and memory.current current.
+func fakeCgroupV2(t *testing.T, group, limit, current string) Probe {
+	t.Helper()
+	return fakeRoot(t, map[string]string{
+		"/proc/meminfo":                               meminfo,
+		"/proc/self/cgroup":                           "0::/" + group + "\n",
+		"/proc/self/mountinfo":                        mountinfoV2,
+		"/sys/fs/cgroup/" + group + "/memory.max":     limit + "\n",
+		"/sys/fs/cgroup/" + group + "/memory.current": current + "\n",
+	})
+}
+
 const meminfo = `MemTotal:       24683784 kB
 MemFree:         1000000 kB
 MemAvailable:    2000000 kB
@@ -125,13 +138,7 @@ func TestCgroupV2Limit(t *testing.T) {
 }
 
 func TestCgroupV2Unlimited(t *testing.T) {
-	p := fakeRoot(t, map[string]string{
-		"/proc/meminfo":                     meminfo,
-		"/proc/self/cgroup":                 "0::/app\n",
-		"/proc/self/mountinfo":              mountinfoV2,
-		"/sys/fs/cgroup/app/memory.max":     "max\n",
-		"/sys/fs/cgroup/app/memory.current": "999999999999\n",
-	})
+	p := fakeCgroupV2(t, "app", "max", "999999999999")
 	a, err := p.Available()
 	if err != nil {
 		t.Fatal(err)
@@ -144,24 +151,12 @@ func TestCgroupV2Unlimited(t *testing.T) {
 func TestCgroupOverMemAvailable(t *testing.T) {
 	// A limit above MemAvailable does not raise what is available, and usage
 	// above the limit leaves zero, not a negative figure.
-	p := fakeRoot(t, map[string]string{
-		"/proc/meminfo":                   meminfo,
-		"/proc/self/cgroup":               "0::/a\n",
-		"/proc/self/mountinfo":            mountinfoV2,
-		"/sys/fs/cgroup/a/memory.max":     "100\n",
-		"/sys/fs/cgroup/a/memory.current": "200\n",
-	})
+	p := fakeCgroupV2(t, "a", "100", "200")
 	a, _ := p.Available()
 	if a.Bytes != 0 {
 		t.Fatalf("usage over the limit: got %d, want 0", a.Bytes)
 	}
-	p = fakeRoot(t, map[string]string{
-		"/proc/meminfo":                   meminfo,
-		"/proc/self/cgroup":               "0::/a\n",
-		"/proc/self/mountinfo":            mountinfoV2,
-		"/sys/fs/cgroup/a/memory.max":     "999999999999\n",
-		"/sys/fs/cgroup/a/memory.current": "0\n",
-	})
+	p = fakeCgroupV2(t, "a", "999999999999", "0")
 	if a, _ := p.Available(); a.Bytes != 2000000*1024 {
 		t.Fatalf("a high limit raised the figure: %+v", a)
 	}
