@@ -93,24 +93,32 @@ func under(pkg, prefix string) bool { return pkg == prefix || strings.HasPrefix(
 // TestForbiddenImports keeps the package graph one-way: the engine knows
 // nothing of transports, transports nothing of the engine.
 func TestForbiddenImports(t *testing.T) {
-	checked := 0
-	for _, f := range moduleFiles(t) {
+	eachModuleImport(t, moduleFiles(t), func(f goFile, target string) {
 		for owner, bans := range forbidden {
 			if !under(f.pkg, owner) {
 				continue
 			}
-			for _, imp := range f.file.Imports {
-				path, _ := strconv.Unquote(imp.Path.Value)
-				if !strings.HasPrefix(path, module) {
-					continue
+			for _, ban := range bans {
+				if under(target, ban) && !under(target, owner) {
+					t.Errorf("%s imports %s: %s must not depend on %s", f.rel, module+target, owner, ban)
 				}
+			}
+		}
+	})
+}
+
+// eachModuleImport calls fn with each file of files and each module
+// package it imports (its path under the module), and fails the test if
+// there is none.
+func eachModuleImport(t *testing.T, files []goFile, fn func(f goFile, target string)) {
+	t.Helper()
+	checked := 0
+	for _, f := range files {
+		for _, imp := range f.file.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if target, ok := strings.CutPrefix(path, module); ok {
 				checked++
-				target := strings.TrimPrefix(path, module)
-				for _, ban := range bans {
-					if under(target, ban) && !under(target, owner) {
-						t.Errorf("%s imports %s: %s must not depend on %s", f.rel, path, owner, ban)
-					}
-				}
+				fn(f, target)
 			}
 		}
 	}

@@ -1,7 +1,6 @@
 package lint
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -18,25 +17,17 @@ var testOnly = []string{
 
 // TestTestOnlyImports keeps the test-support packages out of non-test code.
 func TestTestOnlyImports(t *testing.T) {
-	checked := 0
+	var files []goFile
 	for _, f := range moduleFiles(t) {
-		if strings.HasSuffix(f.rel, "_test.go") || isTestOnly(f.pkg) {
-			continue
-		}
-		for _, imp := range f.file.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if !strings.HasPrefix(path, module) {
-				continue
-			}
-			checked++
-			if target := strings.TrimPrefix(path, module); isTestOnly(target) {
-				t.Errorf("%s imports %s, which only tests may use", f.rel, path)
-			}
+		if !strings.HasSuffix(f.rel, "_test.go") && !isTestOnly(f.pkg) {
+			files = append(files, f)
 		}
 	}
-	if checked == 0 {
-		t.Fatal("no module imports checked")
-	}
+	eachModuleImport(t, files, func(f goFile, target string) {
+		if isTestOnly(target) {
+			t.Errorf("%s imports %s, which only tests may use", f.rel, module+target)
+		}
+	})
 }
 
 func isTestOnly(pkg string) bool {
