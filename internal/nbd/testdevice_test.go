@@ -25,6 +25,7 @@ type hookDevice struct {
 // of kind op ("read", "write"; "" any) at off (-1 any) waits until release
 // is closed.
 func blockingDevice(t *testing.T, name string, blocks uint64, op string, off int64) (dev *hookDevice, release chan struct{}) {
+	t.Helper()
 	release = make(chan struct{})
 	dev = &hookDevice{Device: bdevtest.NewMalloc(t, name, blocks)}
 	dev.hook = func(o string, at, n int64) error {
