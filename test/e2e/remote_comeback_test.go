@@ -35,9 +35,10 @@ func remoteWrites(t *testing.T, uri string, rng *rand.Rand, n, first int, model 
 // an image file) has acknowledged writes in its cache when the server is
 // killed; after ctrlr_loss_timeout_sec the core bdev is removed and the
 // volume waits for it, listed and kept in save_config, its cache still
-// claimed. Once the server is back, bdev_nbd_client_create alone brings
-// the volume back under its name with its dirty data, which reads back
-// and, flushed, reaches the image file, which then equals the model.
+// claimed, and its export pending. Once the server is back,
+// bdev_nbd_client_create alone brings the volume back under its name with
+// its dirty data, and its export with it, at the same URI: the data reads
+// back and, flushed, reaches the image file, which then equals the model.
 func TestRemoteCoreComeback(t *testing.T) {
 	t.Parallel()
 	const size = 16 << 20
@@ -72,8 +73,11 @@ func TestRemoteCoreComeback(t *testing.T) {
 	if cfg := d.configEntries(t, "bdev"); !strings.Contains(rawStrings(cfg), `"name":"Vol0"`) {
 		t.Fatalf("save_config lost the waiting Vol0:\n%s", rawStrings(cfg))
 	}
-	// The export ended with its bdev (as in SPDK): it is not kept.
+	// The export is pending: not listed (as SPDK), but kept.
 	expectJSON(t, "nbd_get_disks while the volume waits", d.Call(t, "nbd_get_disks", nil), "[]")
+	if raw := d.Call(t, "nbd_get_disks", map[string]any{"include_pending": true}); !strings.Contains(string(raw), `"state":"pending","pending":"its bdev was removed"`) {
+		t.Fatalf("nbd_get_disks include_pending while the volume waits: %s", raw)
+	}
 	if onDisk, err := os.ReadFile(image); err != nil || bytes.Equal(onDisk, model) {
 		t.Fatalf("the image file already holds the wb writes (err %v): the test proves nothing", err)
 	}
@@ -90,7 +94,10 @@ func TestRemoteCoreComeback(t *testing.T) {
 	if st := d.stats(t, "Vol0"); st.Usage.Dirty.Count == 0 {
 		t.Fatalf("no dirty data once the core is back: %+v", st.Usage)
 	}
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	nbdinfoWorks(t, uri)
+	if !strings.Contains(d.Stderr(), "nbd export started: its bdev registered") {
+		t.Fatalf("the log does not say the export came back:\n%s", d.Stderr())
+	}
 	if got := readExport(t, uri); !bytes.Equal(got, model) {
 		t.Fatalf("Vol0 once its core is back differs from the model at byte %d", testutil.FirstDiff(got, model))
 	}
