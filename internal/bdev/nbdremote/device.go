@@ -271,6 +271,10 @@ func (ex export) abilities() bdev.Abilities {
 	return bdev.Abilities{Discard: ex.flags&nbdproto.TxSendTrim != 0, WriteZeroes: ex.flags&nbdproto.TxSendWriteZeroes != 0}
 }
 
+// ReadOnly reports whether the export is read-only (NBD_FLAG_READ_ONLY),
+// so that an NBD export of the bdev is read-only too.
+func (d *Device) ReadOnly() bool { return d.flags&nbdproto.TxReadOnly != 0 }
+
 func (d *Device) checkWrite(op string, off, length int64) error {
 	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {
 		return err

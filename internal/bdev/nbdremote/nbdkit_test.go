@@ -107,7 +107,7 @@ func TestNbdkitErrorFilter(t *testing.T) {
 // asking the server.
 func TestNbdkitReadOnly(t *testing.T) {
 	d := openNbdkit(t, "-r", "memory", "1M")
-	if a := d.Info().Abilities; !d.Status().ReadOnly || a.Discard || a.WriteZeroes {
+	if a := d.Info().Abilities; !d.Status().ReadOnly || !d.ReadOnly() || a.Discard || a.WriteZeroes {
 		t.Fatalf("status %+v, want read-only without discard or zeroes", d.Status())
 	}
 	if err := d.WriteAt(make([]byte, 512), 0, false); bdev.Errno(err) != syscall.EROFS {
