@@ -140,8 +140,8 @@ func TestStartupFailuresAreNotFatal(t *testing.T) {
 	for _, want := range [][]string{
 		{"level=ERROR", "OCF vbdev failed to start", "vbdev=Bad", "bdev_delay Taken"},
 		{"level=ERROR", "config entry failed; skipped", "method=bdev_aio_create", "/nonexistent/blockcache/cache.img"},
-		{"level=WARN", "nbd export pending", "bdev=Bad", "its OCF vbdev failed to start", "bdev_delay Taken"},
-		{"level=WARN", "nbd export pending", "bdev=Waits", `its OCF vbdev is waiting for its cache bdev \"Missing\"`},
+		{"level=WARN", "nbd export pending", "bdev=Bad", `OCF vbdev \"Bad\" failed to start`, "bdev_delay Taken"},
+		{"level=WARN", "nbd export pending", "bdev=Waits", `OCF vbdev \"Waits\" is waiting for its cache bdev \"Missing\"`},
 		{"level=ERROR", "start-up config: some entries failed", "failed_entries=2", "failed_volumes=Bad"},
 	} {
 		if logLine(l, want...) == "" {

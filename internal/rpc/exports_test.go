@@ -138,7 +138,7 @@ func TestPendingExportAtStartup(t *testing.T) {
 		t.Fatalf("a pending export is served or listed: %v", x.disks(t, false))
 	}
 	all := x.disks(t, true)
-	if len(all) != 1 || all[0].State != "pending" || !strings.Contains(all[0].Pending, `waiting for its core bdev "Core"`) {
+	if len(all) != 1 || all[0].State != "pending" || !strings.Contains(all[0].Pending, `OCF vbdev "Vol" is waiting for its core bdev "Core"`) {
 		t.Fatalf("nbd_get_disks include_pending: %+v", all)
 	}
 	_, err = x.call(t, t.Context(), "nbd_get_disks", `{"nbd_device":"nbd:///Vol"}`)

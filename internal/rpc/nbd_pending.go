@@ -42,11 +42,11 @@ func (a *API) absentReason(name string) string {
 	case err != nil, in.State == vbdev.StateStarted:
 		return "its bdev does not exist yet"
 	case in.State == vbdev.StateFailed:
-		return fmt.Sprintf("its OCF vbdev failed to start: %v", in.Err)
+		return fmt.Sprintf("OCF vbdev %q failed to start: %v", name, in.Err)
 	case in.CacheAttached:
-		return fmt.Sprintf("its OCF vbdev is waiting for its core bdev %q", in.CoreBdev)
+		return fmt.Sprintf("OCF vbdev %q is waiting for its core bdev %q", name, in.CoreBdev)
 	}
-	return fmt.Sprintf("its OCF vbdev is waiting for its cache bdev %q", in.CacheBdev)
+	return fmt.Sprintf("OCF vbdev %q is waiting for its cache bdev %q", name, in.CacheBdev)
 }
 
 // onBdevEvent starts the pending exports of a bdev that registered. The
