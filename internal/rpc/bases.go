@@ -167,6 +167,7 @@ func (a *API) deleteBase(module string) handler {
 		if err != nil {
 			return nil, errnoReply(err)
 		}
+		a.dropForgotten()
 		return true, nil
 	}
 }

@@ -24,6 +24,9 @@ type exportInfo struct {
 	// starting is set while one goroutine starts the export, so that no
 	// other does.
 	starting bool
+	// onOCF is set once the export served an OCF vbdev: a pending export
+	// of a vbdev the OCF module no longer knows ends (dropForgotten).
+	onOCF bool
 }
 
 // exportSession is one start of an export: the claim on its bdev, and
@@ -32,6 +35,7 @@ type exportInfo struct {
 // exportTable.mu.
 type exportSession struct {
 	claim *bdev.Claim
+	ocf   bool // the bdev is an OCF vbdev
 	gone  bool
 }
 
@@ -46,9 +50,10 @@ type exportTable struct {
 	deleting map[string]int
 	// closed is set at shutdown: nothing starts or turns pending after.
 	closed bool
-	// starters are the goroutines starting pending exports whose bdev
-	// arrived.
-	starters sync.WaitGroup
+	// workers are the goroutines starting pending exports whose bdev
+	// arrived, or checking whether a pending export's vbdev is gone; each
+	// is added under mu while not closed.
+	workers sync.WaitGroup
 }
 
 func newExportTable() *exportTable { return &exportTable{deleting: map[string]int{}} }
@@ -126,6 +131,7 @@ func (t *exportTable) activate(e *exportInfo, s *exportSession) bool {
 		return false
 	}
 	e.sess, e.pending = s, ""
+	e.onOCF = e.onOCF || s.ocf
 	return true
 }
 
@@ -148,21 +154,50 @@ func (t *exportTable) abandon(e *exportInfo, why string) {
 // e's current session (the start has not completed, and will be undone).
 // Otherwise e loses its session and turns pending with why, or, when its
 // bdev is being deleted or the table is closed, leaves the table: ended
-// reports which.
-func (t *exportTable) gone(e *exportInfo, s *exportSession, why string) (ok, ended bool) {
+// reports which. check reports that a worker was added to check whether
+// the OCF vbdev is gone.
+func (t *exportTable) gone(e *exportInfo, s *exportSession, why string) (ok, ended, check bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s.gone = true
 	if e.sess != s {
-		return false, false
+		return false, false, false
 	}
 	e.sess = nil
 	if t.closed || t.deleting[e.bdevName] > 0 {
 		t.exports = slices.DeleteFunc(t.exports, func(x *exportInfo) bool { return x == e })
-		return true, true
+		return true, true, false
 	}
 	e.pending = why
-	return true, false
+	if s.ocf {
+		t.workers.Add(1)
+	}
+	return true, false, s.ocf
+}
+
+// ocfPending returns the pending exports that served an OCF vbdev.
+func (t *exportTable) ocfPending() []*exportInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*exportInfo
+	for _, e := range t.exports {
+		if e.onOCF && e.sess == nil && e.pending != "" && !e.starting {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// dropPending removes e if it is still pending and not being started.
+func (t *exportTable) dropPending(e *exportInfo) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.sess != nil || e.pending == "" || e.starting {
+		return false
+	}
+	n := len(t.exports)
+	t.exports = slices.DeleteFunc(t.exports, func(x *exportInfo) bool { return x == e })
+	return len(t.exports) < n
 }
 
 // markDeleting records that name's delete method runs; the returned
@@ -194,17 +229,28 @@ func (t *exportTable) markDeleting(name string) (done func(deleted bool) []*expo
 }
 
 // waiting returns the pending exports whose bdev is called by one of
-// names, not being started.
+// names, not being started, with a worker added for each.
 func (t *exportTable) waiting(names []string) []*exportInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []*exportInfo
 	for _, e := range t.exports {
-		if e.pending != "" && !e.starting && slices.Contains(names, e.bdevName) {
+		if !t.closed && e.pending != "" && !e.starting && slices.Contains(names, e.bdevName) {
 			out = append(out, e)
+			t.workers.Add(1)
 		}
 	}
 	return out
+}
+
+// addWorker adds a worker unless the table is closed.
+func (t *exportTable) addWorker() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.workers.Add(1)
+	}
+	return !t.closed
 }
 
 // exportView is a copy of an export's state, for listings.
@@ -227,11 +273,11 @@ func (t *exportTable) list() []exportView {
 	return out
 }
 
-// close stops every start and turn to pending; it waits for the starters
+// close stops every start and turn to pending; it waits for the workers
 // running.
 func (t *exportTable) close() {
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()
-	t.starters.Wait()
+	t.workers.Wait()
 }

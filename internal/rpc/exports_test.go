@@ -271,3 +271,33 @@ func TestPendingExportCollision(t *testing.T) {
 		t.Fatalf("config lists %v", got)
 	}
 }
+
+// TestPendingExportGoneForGood: a bdev removed with its definition is as
+// deleted, and so is its export: the volumes of a hot-removed cache (the
+// OCF module drops them) and a delay bdev whose base was deleted.
+func TestPendingExportGoneForGood(t *testing.T) {
+	x := newExportAPI(t)
+	x.volume(t)
+	x.must(t, "nbd_start_disk", `{"bdev_name":"Vol"}`)
+	x.must(t, "bdev_malloc_create", `{"name":"Base","num_blocks":2048,"block_size":512}`)
+	x.must(t, "bdev_delay_create", `{"base_bdev_name":"Base","name":"Slow","avg_read_latency":0,"p99_read_latency":0,"avg_write_latency":0,"p99_write_latency":0}`)
+	x.must(t, "nbd_start_disk", `{"bdev_name":"Slow"}`)
+	if got := x.configured(t); !slices.Equal(got, []string{"Vol", "Slow"}) {
+		t.Fatalf("config lists %v", got)
+	}
+
+	x.must(t, "bdev_malloc_delete", `{"name":"Cache"}`)
+	x.must(t, "bdev_malloc_delete", `{"name":"Base"}`)
+	if all := x.disks(t, true); len(all) != 0 || len(x.configured(t)) != 0 {
+		t.Fatalf("exports of bdevs gone for good are kept: %+v", all)
+	}
+	if x.log.count("its OCF vbdev is gone") != 1 || x.log.count("nbd export stopped: its bdev was deleted") != 1 {
+		t.Fatalf("the log does not say why each export ended:\n%s", x.log.b.String())
+	}
+	x.must(t, "bdev_malloc_create", `{"name":"Cache","num_blocks":16384,"block_size":512}`)
+	x.must(t, "bdev_ocf_create", `{"name":"Vol","mode":"wt","cache_bdev_name":"Cache","core_bdev_name":"Core"}`)
+	time.Sleep(50 * time.Millisecond)
+	if x.served("Vol") {
+		t.Fatal("the export of a volume dropped with its cache started with a new volume")
+	}
+}

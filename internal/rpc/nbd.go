@@ -82,11 +82,12 @@ func errExportBusy(other *exportView) error {
 // and e is still starting: the caller abandons it.
 func (a *API) startExport(e *exportInfo, dev bdev.Device) error {
 	ex := nbd.Export{Name: e.bdevName, Description: dev.Info().ProductName, Device: dev, ReadOnly: e.readOnly}
+	s := &exportSession{}
 	if in, err := a.svc.OCF.Get(e.bdevName); err == nil && in.Started {
 		ex.PreferredBlockSize = uint32(in.LineSizeKiB * 1024)
 		ex.Description = "blockcache " + in.Mode + " volume " + in.Name
+		s.ocf = true
 	}
-	s := &exportSession{}
 	claim, err := a.svc.Registry.Claim(e.bdevName, "nbd", func() { a.exportGone(e, s) })
 	if err != nil {
 		return err
@@ -130,9 +131,16 @@ func (a *API) stopExport(e *exportInfo) {
 // exportGone is the hot-remove callback of an export's claim: the export
 // ends, and stays pending unless its bdev is being deleted.
 func (a *API) exportGone(e *exportInfo, s *exportSession) {
-	ok, ended := a.exports.gone(e, s, "its bdev was removed")
+	ok, ended, check := a.exports.gone(e, s, "its bdev was removed")
 	if !ok {
 		return
+	}
+	if check {
+		// Not here: this may run under the OCF manager's lock.
+		go func() {
+			defer a.exports.workers.Done()
+			a.dropForgotten()
+		}()
 	}
 	a.closeSession(e, s)
 	if ended {

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -28,8 +29,9 @@ func (a *API) addPending(p nbdStartParams) (any, error) {
 		"bdev", e.bdevName, "uri", e.device, "reason", why)
 	// The bdev may have registered since the lookup, before the export
 	// was in the table for onBdevEvent to see.
-	a.exports.starters.Add(1)
-	a.startPending(e)
+	if a.exports.addWorker() {
+		a.startPending(e)
+	}
 	return e.device, nil
 }
 
@@ -62,15 +64,14 @@ func (a *API) onBdevEvent(ev bdev.Event) {
 		names = append(names, id.String())
 	}
 	for _, e := range a.exports.waiting(names) {
-		a.exports.starters.Add(1)
 		go a.startPending(e)
 	}
 }
 
 // startPending starts e if it is pending and its bdev exists; else e
-// stays pending. It marks a starter done.
+// stays pending. It marks a worker done.
 func (a *API) startPending(e *exportInfo) {
-	defer a.exports.starters.Done()
+	defer a.exports.workers.Done()
 	if !a.exports.beginStart(e) {
 		return
 	}
@@ -86,6 +87,21 @@ func (a *API) startPending(e *exportInfo) {
 		return
 	}
 	a.svc.Log.Info("nbd export started: its bdev registered", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly)
+}
+
+// dropForgotten ends the pending exports of OCF vbdevs that the OCF
+// module no longer knows: a cache hot-remove takes its vbdevs with it,
+// waiting ones included, as a delete would. It takes the OCF manager's
+// lock: never call it from a registry event or claim callback.
+func (a *API) dropForgotten() {
+	for _, e := range a.exports.ocfPending() {
+		if _, err := a.svc.OCF.Get(e.bdevName); !errors.Is(err, vbdev.ErrNoSuchVbdev) {
+			continue
+		}
+		if a.exports.dropPending(e) {
+			a.svc.Log.Info("nbd export stopped while pending: its OCF vbdev is gone (its cache bdev was removed)", "bdev", e.bdevName, "uri", e.device)
+		}
+	}
 }
 
 // deleting wraps the delete of the bdev called name: an export of it that

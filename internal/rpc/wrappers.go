@@ -37,7 +37,9 @@ func (a *API) claimBase(base, name, module string) (bdev.Device, *bdev.Claim, er
 	}
 	claim, err := a.svc.Registry.Claim(base, "bdev_"+module+" "+name, func() {
 		if b := a.bases.get(name); b != nil && b.module == module {
-			a.removeBase(b, "base bdev "+base+" removed")
+			// The wrapper is gone for good, as deleted: so is its export.
+			done := a.deleting(name)
+			done(a.removeBase(b, "base bdev "+base+" removed") == nil)
 		}
 	})
 	if err != nil {
