@@ -331,13 +331,14 @@ func TestDeleteBdevInUse(t *testing.T) {
 		t.Fatalf("export of the hot-removed vbdev %s still listed: %+v", uri, disks)
 	}
 
-	// The core back: Hot starts again by itself. bdev_ocf_delete of an
-	// exported vbdev stops the export too.
+	// The core back: Hot starts again by itself, and its pending export
+	// with it. bdev_ocf_delete of an exported vbdev stops the export for
+	// good.
 	d.Call(t, "bdev_malloc_create", mallocParams("Hot_core", 16, 512))
 	if vb := d.ocfBdevs(t, "Hot"); len(vb) != 1 || !vb[0].Started {
 		t.Fatalf("Hot once its core is back: %+v, want started", vb)
 	}
-	d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "Hot"})
+	nbdinfoWorks(t, uri)
 	c = d.nbdDial(t, "Hot")
 	if err := c.WriteAt(bytes.Repeat([]byte{9}, 4096), 0, 0); err != nil {
 		t.Fatal(err)

@@ -254,12 +254,13 @@ func removeUnderNBDIO(t *testing.T, hotRemoveCore bool) {
 				readCore(what + ": the core file of a write-through cache after its hot-remove")
 			}
 			// The cache kept the core and its dirty data: the core back,
-			// DVol starts again by itself and has it all.
+			// DVol starts again by itself, its pending export too, and
+			// has it all.
 			d.Call(t, "bdev_aio_create", coreParams)
 			if vb := d.ocfBdevs(t, "DVol"); len(vb) != 1 || !vb[0].Started {
 				t.Fatalf("%s: DVol once its core is back: %+v, want started", what, vb)
 			}
-			d.Call(t, "nbd_start_disk", map[string]any{"bdev_name": "DVol"})
+			nbdinfoWorks(t, d.URI("DVol"))
 			c := d.nbdDial(t, "DVol")
 			img := make([]byte, coreBytes)
 			for off := 0; off < coreBytes; off += 1 << 20 {

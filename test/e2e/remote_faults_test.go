@@ -74,8 +74,8 @@ func TestRemoteCoreSilentServer(t *testing.T) {
 // TestRemoteCoreLost: after ctrlr_loss_timeout_sec without the server the
 // NBD client bdev is removed and the wb volume on it hot-removed, its
 // dirty data kept in the cache and its vbdev waiting; once the server is
-// back, creating the bdev again brings the volume and its data back, and
-// deleting the volume writes it to the server. (TestRemoteCoreComeback
+// back, creating the bdev again brings the volume and its data back, its
+// export with it, and deleting the volume writes it to the server. (TestRemoteCoreComeback
 // checks the whole image.)
 func TestRemoteCoreLost(t *testing.T) {
 	image := filepath.Join(t.TempDir(), "core.img")
@@ -118,7 +118,7 @@ func TestRemoteCoreLost(t *testing.T) {
 	if stats.Usage.Dirty.Count == 0 {
 		t.Fatalf("no dirty data after the core came back: %+v", stats.Usage)
 	}
-	d.CallInto(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, &uri)
+	nbdinfoWorks(t, uri) // the pending export starts with the volume
 	testutil.Run(t, env, "nbdsh", "-u", uri, "-c", "assert h.pread(65536, 1 << 20) == b'\\x5a' * 65536")
 	d.Call(t, "bdev_ocf_delete", map[string]any{"name": "Vol0"})
 	got := readExport(t, srv.uri)
