@@ -27,6 +27,17 @@ type nbdDisk struct {
 	BdevName  string `json:"bdev_name"`
 }
 
+// nbdDiskState is one element of nbd_get_disks with include_pending: an
+// export started, or pending while its bdev is absent.
+type nbdDiskState struct {
+	nbdDisk
+	State   string `json:"state"`
+	Pending string `json:"pending"`
+}
+
+// allDisks are nbd_get_disks' params listing pending exports too.
+var allDisks = map[string]any{"include_pending": true}
+
 func newExportStartCmd(o *clientOpts) *cobra.Command {
 	var readOnly bool
 	cmd := &cobra.Command{
@@ -70,7 +81,7 @@ Connected clients are disconnected once their requests in flight finish.`,
 			what := "export stop " + args[0]
 			return o.with(func(c *rpcclient.Client) error {
 				var disks []nbdDisk
-				if _, err := call(c, what, "nbd_get_disks", nil, &disks); err != nil {
+				if _, err := call(c, what, "nbd_get_disks", allDisks, &disks); err != nil {
 					return err
 				}
 				device := ""
@@ -100,12 +111,15 @@ func newExportListCmd(o *clientOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List the NBD exports (nbd_get_disks)",
-		Args:    cobra.NoArgs,
+		Short:   "List the NBD exports, started and pending (nbd_get_disks)",
+		Long: `List the NBD exports (nbd_get_disks with include_pending): each one's
+bdev, URI and state: started, or pending with why (its bdev is absent: a
+volume waiting for its core; it starts by itself when the bdev is back).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.with(func(c *rpcclient.Client) error {
-				var disks []nbdDisk
-				raw, err := call(c, "export list", "nbd_get_disks", nil, &disks)
+				var disks []nbdDiskState
+				raw, err := call(c, "export list", "nbd_get_disks", allDisks, &disks)
 				if err != nil {
 					return err
 				}
@@ -113,14 +127,18 @@ func newExportListCmd(o *clientOpts) *cobra.Command {
 					return printResult(cmd.OutOrStdout(), raw)
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "BDEV\tURI")
+				fmt.Fprintln(tw, "BDEV\tURI\tSTATE")
 				for _, d := range disks {
-					fmt.Fprintf(tw, "%s\t%s\n", d.BdevName, d.NBDDevice)
+					state := d.State
+					if d.Pending != "" {
+						state += ": " + d.Pending
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", d.BdevName, d.NBDDevice, state)
 				}
 				return tw.Flush()
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print nbd_get_disks' result as JSON instead of a table")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print nbd_get_disks' result (with include_pending) as JSON instead of a table")
 	return cmd
 }

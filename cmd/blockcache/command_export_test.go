@@ -19,7 +19,7 @@ func TestExportCommands(t *testing.T) {
 	uri = uri[:len(uri)-1]
 	out := d.ok(t, "export", "list")
 	checkRowCount(t, out, 1)
-	checkRow(t, out, "M0", uri)
+	checkRow(t, out, "M0", uri, "started")
 	var disks []nbdDisk
 	if err := json.Unmarshal([]byte(d.ok(t, "export", "list", "--json")), &disks); err != nil || len(disks) != 1 || disks[0] != (nbdDisk{uri, "M0"}) {
 		t.Errorf("export list --json: %+v, %v", disks, err)
@@ -42,7 +42,7 @@ func TestExportCommands(t *testing.T) {
 	checkRowCount(t, d.ok(t, "export", "list"), 0)
 
 	d.fails(t, []string{"export", "stop", "M0"}, "export stop M0: no export has that URI or bdev name")
-	if !regexp.MustCompile(`^BDEV\s+URI\n$`).MatchString(d.ok(t, "export", "list")) {
+	if !regexp.MustCompile(`^BDEV\s+URI\s+STATE\n$`).MatchString(d.ok(t, "export", "list")) {
 		t.Error("export list of nothing is not just the header")
 	}
 }

@@ -13,8 +13,8 @@ import (
 // (qemu-nbd on an image file), with dirty data in its cache file and an
 // export, is saved by the daemon; the daemon restarts while the server is
 // down. The export is pending: nbd_get_disks does not list it (as SPDK),
-// with include_pending it does, config.json keeps it, and the log says
-// why. Once the server is up the volume starts and its export with it,
+// with include_pending it does, and so does blockcache export list,
+// config.json keeps it, and the log says why. Once the server is up the volume starts and its export with it,
 // within seconds, with one info line: nbdinfo reaches it and qemu-io
 // reads the dirty data and the image's.
 func TestRemotePendingExportAtStart(t *testing.T) {
@@ -53,6 +53,9 @@ func TestRemotePendingExportAtStart(t *testing.T) {
 	d.CallInto(t, "nbd_get_disks", map[string]any{"include_pending": true}, &all)
 	if len(all) != 1 || all[0].NBDDevice != uri || all[0].State != "pending" || !strings.Contains(all[0].Pending, `waiting for its core bdev "Remote0"`) {
 		t.Fatalf("nbd_get_disks include_pending: %+v, want %s pending for its core", all, uri)
+	}
+	if out := d.cliOut(t, "export", "list"); !strings.Contains(out, "Vol0") || !strings.Contains(out, `pending: OCF vbdev "Vol0" is waiting for its core bdev "Remote0"`) {
+		t.Fatalf("blockcache export list does not show the pending export and why:\n%s", out)
 	}
 	d.expectError(t, "nbd_start_disk", map[string]any{"bdev_name": "Vol0"}, -16, "Device or resource busy")
 	if saved, err := os.ReadFile(filepath.Join(dataDir, "config.json")); err != nil || !strings.Contains(string(saved), `"nbd_start_disk"`) {
