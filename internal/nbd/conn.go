@@ -27,9 +27,13 @@ var (
 
 // conn is one client connection, from accept to close.
 type conn struct {
-	srv    *Server
-	nc     net.Conn
-	br     *bufio.Reader // requests; used only by the holder of the reading turn
+	srv *Server
+	nc  net.Conn
+	// raw is nc's raw access (see rawSocket), nil where it has none; src
+	// is what requests are read from: raw, or nc.
+	raw    *rawSocket
+	src    io.Reader
+	br     *bufio.Reader // requests, from src; used only by the holder of the reading turn
 	remote string
 	done   chan struct{} // closed when the connection is closed and forgotten
 
@@ -91,12 +95,17 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:    s,
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
+		raw:    newRawSocket(nc),
+		src:    nc,
 		remote: nc.RemoteAddr().String(),
 		done:   make(chan struct{}),
 		closed: make(chan struct{}),
 		iov:    make([][]byte, 0, 2*maxInflightRequests),
 	}
+	if c.raw != nil {
+		c.src = c.raw
+	}
+	c.br = bufio.NewReaderSize(c.src, 64<<10)
 	c.out.queue = make([]*job, 0, maxInflightRequests)
 	c.out.spare = make([]*job, 0, maxInflightRequests)
 	if c.remote == "" || c.remote == "@" {

@@ -215,6 +215,9 @@ func (c *conn) writeIOV() (err error) {
 		}
 	}()
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.replyTimeout))
+	if c.raw != nil {
+		return c.raw.writeBuffers(&c.wbufs)
+	}
 	if bw, ok := c.nc.(buffersWriter); ok {
 		return bw.writeBuffers(&c.wbufs)
 	}

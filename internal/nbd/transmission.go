@@ -389,7 +389,7 @@ func (c *conn) readBody(p []byte) error {
 	if b := c.br.Buffered(); b > 0 {
 		n, _ = c.br.Read(p[:min(b, len(p))]) // buffered bytes only: no read from the socket
 	}
-	_, err := io.ReadFull(c.nc, p[n:])
+	_, err := io.ReadFull(c.src, p[n:])
 	return err
 }
 
@@ -400,7 +400,7 @@ func (c *conn) readBody(p []byte) error {
 // apart, the payload goes from the socket straight into the job's buffer.
 func (c *conn) readHeader() error {
 	if c.largeWrite && c.br.Buffered() == 0 {
-		_, err := io.ReadFull(c.nc, c.hb[:])
+		_, err := io.ReadFull(c.src, c.hb[:])
 		return err
 	}
 	_, err := io.ReadFull(c.br, c.hb[:])

@@ -1,0 +1,169 @@
+package nbd
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// rawSocket reads and writes a plain TCP or Unix socket with raw system
+// calls (syscall.RawSyscall) through the runtime's poller, instead of the
+// net.Conn's Read and writev.
+//
+// Why: a system call made the ordinary way tells the Go scheduler that the
+// thread may block (entersyscall), and when every scheduler slot was idle
+// just before, as it is each time a connection at queue depth 1 waits for
+// its client, the runtime wakes its monitor thread (sysmon) from its deep
+// sleep there: a futex wake, a thread scheduled on some CPU, often the
+// client's, and a few short sleeps of its own before it sleeps deeply
+// again. On a socket in non-blocking mode a read or a writev never blocks
+// (the poller waits for readiness instead), so nothing needs the monitor
+// then, and a raw system call does not wake it. Measured in bench/README.md
+// ("Session of 2026-12-06 evening, NBD").
+//
+// The deadlines of the net.Conn apply as they do to its own Read and
+// Write: the waits for readiness are the poller's.
+type rawSocket struct {
+	rc syscall.RawConn
+
+	// The operation in progress, for readFn and writeFn, which are made
+	// once so that a call allocates nothing. rp and the results belong to
+	// the one reader (the holder of the reading turn), wiov and wn to the
+	// one writer (under conn.wmu).
+	rp      []byte
+	rn      int
+	rerr    syscall.Errno
+	readFn  func(fd uintptr) bool
+	wiov    []syscall.Iovec
+	wn      int
+	werr    syscall.Errno
+	writeFn func(fd uintptr) bool
+}
+
+// maxIOV is how many buffers one writev takes (Linux's IOV_MAX).
+const maxIOV = 1024
+
+// newRawSocket returns the raw access to nc, or nil when nc is not a TCP
+// or Unix socket of package net (TLS, or a test's pipe): those keep the
+// connection's own methods.
+func newRawSocket(nc net.Conn) *rawSocket {
+	var sc syscall.Conn
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawSocket{rc: rc}
+	r.readFn = r.read
+	r.writeFn = r.writev
+	return r
+}
+
+// Read reads into p what the socket holds, waiting in the poller until it
+// holds something. It returns io.EOF at the end of the stream.
+func (r *rawSocket) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.rp = p
+	err := r.rc.Read(r.readFn)
+	r.rp = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case r.rerr != 0:
+		return 0, r.rerr
+	case r.rn == 0:
+		return 0, io.EOF
+	}
+	return r.rn, nil
+}
+
+// read is the system call of Read; false asks the poller to wait.
+func (r *rawSocket) read(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rp[0])), uintptr(len(r.rp)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		r.rn, r.rerr = int(n), e
+		return true
+	}
+}
+
+// writeBuffers writes all of bufs, consuming them, with as few writev
+// calls as the socket's buffer allows.
+func (r *rawSocket) writeBuffers(bufs *net.Buffers) error {
+	for len(*bufs) > 0 {
+		iov := r.wiov[:0]
+		for _, b := range *bufs {
+			if len(iov) == maxIOV {
+				break
+			}
+			if len(b) > 0 {
+				v := syscall.Iovec{Base: &b[0]}
+				v.SetLen(len(b))
+				iov = append(iov, v)
+			}
+		}
+		r.wiov = iov
+		if len(iov) == 0 {
+			*bufs = (*bufs)[:0]
+			return nil
+		}
+		err := r.rc.Write(r.writeFn)
+		clear(iov) // hold no payload buffers
+		if err == nil && r.werr != 0 {
+			err = r.werr
+		}
+		if err != nil {
+			return err
+		}
+		if r.wn == 0 {
+			return io.ErrShortWrite
+		}
+		consume(bufs, r.wn)
+	}
+	return nil
+}
+
+// consume drops the first n bytes of bufs.
+func consume(bufs *net.Buffers, n int) {
+	b := *bufs
+	for len(b) > 0 && n >= len(b[0]) {
+		n -= len(b[0])
+		b[0] = nil
+		b = b[1:]
+	}
+	if len(b) > 0 {
+		b[0] = b[0][n:]
+	}
+	*bufs = b
+}
+
+// writev is the system call of writeBuffers; false asks the poller to wait
+// until the socket can take more.
+func (r *rawSocket) writev(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&r.wiov[0])), uintptr(len(r.wiov)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		r.wn, r.werr = int(n), e
+		return true
+	}
+}

@@ -1,0 +1,161 @@
+package nbd
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// socketPair returns the two ends of a connection of network "tcp" or
+// "unix": the accepted end first.
+func socketPair(t *testing.T, network string) (srv, cli net.Conn) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	cli, err = net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = <-accepted
+	if srv == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { srv.Close(); cli.Close() })
+	return srv, cli
+}
+
+func TestRawSocketOnlyForNetSockets(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		srv, _ := socketPair(t, network)
+		if newRawSocket(srv) == nil {
+			t.Errorf("%s: no raw access to a %T", network, srv)
+		}
+	}
+	p, q := net.Pipe()
+	defer p.Close()
+	defer q.Close()
+	if newRawSocket(p) != nil {
+		t.Error("raw access to a net.Pipe, which has no socket")
+	}
+	if newRawSocket(&upgradableConn{raw: p}) != nil {
+		t.Error("raw access to a connection that TLS may take over")
+	}
+}
+
+// TestRawSocketRoundTrip writes more than the socket buffers hold through
+// writeBuffers, in many buffers (more than one writev takes), while the
+// other end reads slowly, so that writes are partial and wait for room;
+// and reads through Read what the other end writes, up to its close.
+func TestRawSocketRoundTrip(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			srv, cli := socketPair(t, network)
+			raw := newRawSocket(srv)
+
+			var want []byte
+			var bufs net.Buffers
+			for i := range 3000 {
+				b := bytes.Repeat([]byte{byte(i)}, 1+i%700)
+				if i%500 == 0 {
+					b = make([]byte, 256<<10)
+					b[0], b[len(b)-1] = byte(i), byte(i>>8)
+				}
+				bufs = append(bufs, b)
+				want = append(want, b...)
+			}
+			got := make(chan []byte, 1)
+			go func() {
+				var all []byte
+				p := make([]byte, 1000)
+				for len(all) < len(want) {
+					n, err := cli.Read(p)
+					all = append(all, p[:n]...)
+					if err != nil {
+						break
+					}
+					time.Sleep(time.Microsecond)
+				}
+				got <- all
+			}()
+			if err := raw.writeBuffers(&bufs); err != nil {
+				t.Fatal(err)
+			}
+			if len(bufs) != 0 {
+				t.Errorf("writeBuffers left %d buffers", len(bufs))
+			}
+			if g := <-got; !bytes.Equal(g, want) {
+				t.Fatalf("the other end read %d bytes, not the %d written, or other bytes", len(g), len(want))
+			}
+
+			msg := bytes.Repeat([]byte("request!"), 40000)
+			go func() {
+				cli.Write(msg)
+				cli.Close()
+			}()
+			all, err := io.ReadAll(raw)
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+			if !bytes.Equal(all, msg) {
+				t.Fatalf("read %d bytes, not the %d sent, or other bytes", len(all), len(msg))
+			}
+			if n, err := raw.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+				t.Errorf("Read after the end: %d, %v; want 0, EOF", n, err)
+			}
+		})
+	}
+}
+
+// TestRawSocketDeadlines: the connection's deadlines stop a Read waiting
+// for data and a write waiting for room, with os.ErrDeadlineExceeded, as
+// beginClose and the reply timeout rely on.
+func TestRawSocketDeadlines(t *testing.T) {
+	srv, _ := socketPair(t, "unix")
+	raw := newRawSocket(srv)
+	srv.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := raw.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Read past the read deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	srv.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	bufs := net.Buffers{make([]byte, 64<<20)} // more than the socket holds; nobody reads
+	if err := raw.writeBuffers(&bufs); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("write past the write deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	srv.Close()
+	if _, err := raw.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read of a closed connection: %v, want net.ErrClosed", err)
+	}
+}
+
+func TestConsume(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{
+		{0, "ab|cde|f"}, {1, "b|cde|f"}, {2, "cde|f"}, {4, "e|f"}, {5, "f"}, {6, ""},
+	} {
+		bufs := net.Buffers{[]byte("ab"), []byte("cde"), []byte("f")}
+		consume(&bufs, tc.n)
+		got := string(bytes.Join(bufs, []byte("|")))
+		if got != tc.want {
+			t.Errorf("consume %d: %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
