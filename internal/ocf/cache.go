@@ -59,7 +59,9 @@ type Config struct {
 // IO goes through a Core and may be issued from any number of goroutines.
 // Data-path exclusion is per core line (see stripes); Cache.mu guards only
 // metadata and is never held across device IO. Management operations
-// (AddCore, RemoveCore, SetMode, FlushDirty, Stop) are serialised by mgmt.
+// (AddCore, RemoveCore, FlushDirty, Stop) are serialised by mgmt; changes of
+// the settings the superblock records (SetMode and the other setters) by
+// settings.
 type Cache struct {
 	// Immutable after New or Load returns.
 	dev    bdev.Device
@@ -92,6 +94,13 @@ type Cache struct {
 	}
 
 	mgmt sync.Mutex // serialises management operations
+	// settings serialises the changes of what the superblock records: each
+	// holds it from the change through the superblock write to the
+	// change's undoing when the write fails (changeRecorded), so no write
+	// records a change that is then undone. Taken after mgmt, before
+	// meta.sync and mu. Flushes do not take it: a setting never waits for
+	// one.
+	settings sync.Mutex
 
 	mu struct {
 		sync.Mutex
@@ -236,10 +245,20 @@ func (c *Cache) NumLines() int { return c.layout.numLines }
 // Mode returns the current cache mode.
 func (c *Cache) Mode() Mode { return Mode(c.mode.Load()) }
 
-// SetMode changes the cache mode at run time. Dirty data is never lost: with
-// flushFirst, dirty lines are written back before the change when the new mode
-// does not write back; otherwise they stay dirty (and are read from the cache)
-// until cleaned.
+// SetMode changes the cache mode at run time and records it in the metadata.
+// Dirty data is never lost: with flushFirst, dirty lines are written back
+// before the change when the new mode does not write back; otherwise they
+// stay dirty (and are read from the cache) until cleaned. If the metadata
+// cannot be written, the old mode is put back and the error returned; a
+// flush done first is not undone (its lines are clean, nothing else).
+//
+// Requests read the mode once, lock-free, as they start, so one that
+// started in the new mode may still run in it after the old mode is back.
+// That is safe for the same reason a switch needs no drain: each mode keeps
+// the cache and the core coherent whatever mode the requests before it ran
+// in (a write-back write leaves dirty lines, which every mode reads from the
+// cache and the cleaner writes back, as after leaving wb). The mode is all
+// that changes: the cleaner runs in every mode.
 func (c *Cache) SetMode(m Mode, flushFirst bool) error {
 	if m >= numModes {
 		return fmt.Errorf("set cache mode %d: %w", m, ErrInvalidConfig)
@@ -249,8 +268,11 @@ func (c *Cache) SetMode(m Mode, flushFirst bool) error {
 			return fmt.Errorf("set cache mode %s: %w", m, err)
 		}
 	}
-	c.mode.Store(uint32(m))
-	if err := c.writeSuperblock(false); err != nil {
+	var old Mode
+	err := c.changeRecorded(
+		func() { old = Mode(c.mode.Swap(uint32(m))) },
+		func() { c.mode.Store(uint32(old)) })
+	if err != nil {
 		return fmt.Errorf("set cache mode %s: %w", m, err)
 	}
 	return nil
@@ -290,6 +312,8 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	record := metadata.CoreRecord{ID: uint16(cfg.ID), SizeBytes: uint64(info.SizeBytes()), VolumeUUID: vol.UUID, CoreName: info.Name, VolumeName: vol.Name,
 		Identity: bdev.IdentityOf(cfg.Device)}
 
+	c.settings.Lock() // the record's change and its superblock write
+	defer c.settings.Unlock()
 	c.mu.Lock()
 	if c.mu.stopped {
 		c.mu.Unlock()
@@ -380,6 +404,8 @@ func (c *Cache) RemoveCore(co *Core, flush bool) error {
 		co.state.And(^uint32(stateRemoved)) // the core stays, with its data
 		return fmt.Errorf("remove core %q: %w", co.record.CoreName, err)
 	}
+	c.settings.Lock() // the record's removal, its superblock write and undoing
+	defer c.settings.Unlock()
 	c.stripes.lockAll()
 	c.mu.Lock()
 	for i := range c.mu.lines {
@@ -448,6 +474,8 @@ func (c *Cache) Stop() error {
 		return onDevice("stop cache", c.dev, fmt.Errorf("%d cores still attached: %w", attached, ErrCoreExists))
 	}
 	c.stopCleaner()
+	c.settings.Lock()
+	defer c.settings.Unlock()
 	if err := c.syncMetadata(true); err != nil {
 		return onDevice("stop cache", c.dev, err)
 	}

@@ -165,28 +165,25 @@ func (c *Cache) Cleaning() CleaningParams {
 
 // SetCleaning validates p, changes the cleaning policy and parameters to
 // it and records them in the metadata; a running cleaner picks them up at
-// once. If the metadata cannot be written, the old parameters stay in
-// force (unless another change came in meanwhile).
+// once. If the metadata cannot be written, the old parameters are put
+// back.
 func (c *Cache) SetCleaning(p CleaningParams) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	old := c.swapCleaning(p, nil)
-	if err := c.writeSuperblock(false); err != nil {
-		c.swapCleaning(old, &p)
+	var old CleaningParams
+	if err := c.changeRecorded(func() { old = c.swapCleaning(p) }, func() { c.swapCleaning(old) }); err != nil {
 		return fmt.Errorf("set cleaning policy: %w", err)
 	}
 	return nil
 }
 
-// swapCleaning puts p in force if expect is nil or the parameters in force
-// are *expect, wakes the cleaner, and returns the parameters it found.
-func (c *Cache) swapCleaning(p CleaningParams, expect *CleaningParams) CleaningParams {
+// swapCleaning puts p in force, wakes the cleaner, and returns the
+// parameters it replaced.
+func (c *Cache) swapCleaning(p CleaningParams) CleaningParams {
 	c.cleaner.mu.Lock()
 	old := c.cleaner.params
-	if expect == nil || old == *expect {
-		c.cleaner.params = p
-	}
+	c.cleaner.params = p
 	c.cleaner.mu.Unlock()
 	select {
 	case c.cleaner.wake <- struct{}{}:

@@ -44,13 +44,31 @@ func (c *Cache) FallbackPTThreshold() uint32 { return c.fallback.threshold.Load(
 
 // SetFallbackPTThreshold sets the number of cache errors after which the
 // cache falls back to pass-through (0 turns it off) and starts counting
-// afresh, leaving fallback. It is recorded in the metadata.
+// afresh, leaving fallback. It is recorded in the metadata. If the metadata
+// cannot be written, the old threshold is put back with the errors counted
+// before and since, and fallback is in force if it was, or if those errors
+// reach the old threshold.
 func (c *Cache) SetFallbackPTThreshold(n uint32) error {
 	if n > MaxFallbackPTThreshold {
 		return fmt.Errorf("fallback pass-through threshold %d: %w (allowed 0..%d)", n, ErrInvalidConfig, MaxFallbackPTThreshold)
 	}
-	c.fallback.threshold.Store(n)
-	c.fallback.errors.Store(0)
-	c.fallback.active.Store(false)
-	return c.writeSuperblock(false)
+	f := &c.fallback
+	var oldThreshold uint32
+	var oldErrors uint64
+	var oldActive bool
+	err := c.changeRecorded(
+		func() {
+			oldThreshold = f.threshold.Swap(n)
+			oldErrors = f.errors.Swap(0)
+			oldActive = f.active.Swap(false)
+		},
+		func() {
+			f.threshold.Store(oldThreshold)
+			errs := f.errors.Add(oldErrors)
+			f.active.Store(oldActive || oldThreshold > 0 && errs >= uint64(oldThreshold))
+		})
+	if err != nil {
+		return fmt.Errorf("set fallback pass-through threshold %d: %w", n, err)
+	}
+	return nil
 }

@@ -126,7 +126,10 @@ func load(dev bdev.Device, cfg Config, readOnly bool) (*Cache, *LoadReport, erro
 	if readOnly {
 		return c, rep, nil
 	}
-	// From now on the cache runs: mark it not clean, in both copies.
+	// From now on the cache runs: mark it not clean, in both copies. No
+	// one else has the cache yet; writeSuperblock checks settings is held.
+	c.settings.Lock()
+	defer c.settings.Unlock()
 	if err := c.writeSuperblock(false); err != nil {
 		return nil, nil, onDevice("load cache", dev, err)
 	}

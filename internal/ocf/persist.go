@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"blockcache/internal/invariants"
 	"blockcache/internal/ocf/metadata"
 )
 
@@ -361,7 +362,12 @@ func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
 // so that either copy alone describes the cache after a crash; a clean mark
 // at stop goes to one copy only (the other, older, copy then says "not
 // clean", which costs a recovery scan if it is ever used, nothing more).
+// The caller holds settings (see changeRecorded).
 func (c *Cache) writeSuperblock(clean bool) error {
+	if invariants.Enabled && c.settings.TryLock() {
+		c.settings.Unlock()
+		panic("ocf: superblock written without settings held")
+	}
 	if c.meta.volatile {
 		return nil
 	}
@@ -411,6 +417,8 @@ func (c *Cache) initMetadata() error {
 	if err := c.dev.Flush(); err != nil {
 		return err
 	}
+	c.settings.Lock() // no one else has the cache yet; writeSuperblock checks it
+	defer c.settings.Unlock()
 	return c.writeSuperblock(false)
 }
 

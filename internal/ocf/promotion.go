@@ -134,25 +134,28 @@ func (h *promotionHolder) get() PromotionPolicy {
 
 // SetPromotion validates p, changes the cache's promotion policy to it and
 // records it in the metadata. If the metadata cannot be written, the old
-// policy stays in force (unless another change came in meanwhile).
+// policy is put back, with the counts it had.
 func (c *Cache) SetPromotion(p PromotionParams) error {
 	pol, err := c.newPromotionPolicy(p)
 	if err != nil {
 		return err
 	}
-	c.prom.mu.Lock()
-	oldPol, old := c.prom.policy, c.prom.params
-	c.prom.policy, c.prom.params = pol, p
-	c.prom.mu.Unlock()
-	if err := c.writeSuperblock(false); err != nil {
-		c.prom.mu.Lock()
-		if c.prom.policy == pol && c.prom.params == p {
-			c.prom.policy, c.prom.params = oldPol, old
-		}
-		c.prom.mu.Unlock()
+	var oldPol PromotionPolicy
+	var old PromotionParams
+	if err := c.changeRecorded(func() { oldPol, old = c.prom.swap(pol, p) }, func() { c.prom.swap(oldPol, old) }); err != nil {
 		return fmt.Errorf("set promotion policy: %w", err)
 	}
 	return nil
+}
+
+// swap puts pol with its parameters p in force and returns those it
+// replaced.
+func (h *promotionHolder) swap(pol PromotionPolicy, p PromotionParams) (PromotionPolicy, PromotionParams) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	oldPol, old := h.policy, h.params
+	h.policy, h.params = pol, p
+	return oldPol, old
 }
 
 // newPromotionPolicy validates p and returns the built-in policy it

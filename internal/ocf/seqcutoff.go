@@ -269,22 +269,21 @@ func (co *Core) bypass(r *request, write bool) bool {
 
 // SetSeqCutoff validates p, sets the core's sequential cutoff to it and
 // records it in the metadata. If the metadata cannot be written, the old
-// parameters stay in force (unless another change came in meanwhile).
+// parameters are put back.
 func (co *Core) SetSeqCutoff(p SeqCutoffParams) error {
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", co.info.Name, err)
 	}
-	old := co.swapSeqCutoff(p, nil)
-	if err := co.cache.writeSuperblock(false); err != nil {
-		co.swapSeqCutoff(old, &p)
+	var old SeqCutoffParams
+	if err := co.cache.changeRecorded(func() { old = co.swapSeqCutoff(p) }, func() { co.swapSeqCutoff(old) }); err != nil {
 		return fmt.Errorf("set sequential cutoff of %s: %w", co.info.Name, err)
 	}
 	return nil
 }
 
-// swapSeqCutoff puts p in force and in the core's record if expect is nil
-// or the parameters in force are *expect, and returns those it found.
-func (co *Core) swapSeqCutoff(p SeqCutoffParams, expect *SeqCutoffParams) SeqCutoffParams {
+// swapSeqCutoff puts p in force and in the core's record, and returns the
+// parameters it replaced.
+func (co *Core) swapSeqCutoff(p SeqCutoffParams) SeqCutoffParams {
 	c := co.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -292,10 +291,8 @@ func (co *Core) swapSeqCutoff(p SeqCutoffParams, expect *SeqCutoffParams) SeqCut
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := d.params
-	if expect == nil || old == *expect {
-		d.params = p
-		co.record.SeqCutoff, co.record.SeqThreshold, co.record.SeqPromotionCount = uint8(p.Policy), recordThreshold(p.ThresholdBytes), p.PromotionCount
-	}
+	d.params = p
+	co.record.SeqCutoff, co.record.SeqThreshold, co.record.SeqPromotionCount = uint8(p.Policy), recordThreshold(p.ThresholdBytes), p.PromotionCount
 	return old
 }
 

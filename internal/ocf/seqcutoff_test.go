@@ -160,7 +160,10 @@ func TestLoadKeepsRecordedSeqCutoff(t *testing.T) {
 	c.mu.Lock()
 	old.record.SeqThreshold, old.record.SeqPromotionCount = 0, 0
 	c.mu.Unlock()
-	if err := c.writeSuperblock(false); err != nil {
+	c.settings.Lock()
+	err = c.writeSuperblock(false)
+	c.settings.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	stop(c, old)
