@@ -29,6 +29,11 @@ import (
 // request that waits longer than fast_io_fail_timeout since the loss is
 // taken out of pending and fails with EIO; it is then never sent.
 //
+// All of this orders what the client sends. A request the server read
+// from the lost connection and had not yet executed may still run after
+// the new session's requests: nothing in NBD orders connections against
+// each other (docs/remote.md, "The limit").
+//
 // Writes the lost session had acknowledged without a flush may have died
 // with the server's cache; a new session's flush cannot cover them, so
 // reconnect records the loss for Flush to report (durability.go).
