@@ -1,14 +1,17 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
 
 // TestPolicyChangeMetadataWriteFails: when the cache device fails the
-// metadata write of a policy change, each set method answers -32603 with
-// -5 (EIO) and the write's error as data, the policies in force stay the
-// old ones, and the same change succeeds once the device works again.
+// metadata write of a policy, cache mode or fallback threshold change, each
+// set method answers -32603 with -5 (EIO) and the write's error as data,
+// the settings in force stay the old ones, and the same change succeeds
+// once the device works again.
 func TestPolicyChangeMetadataWriteFails(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t, DaemonOpts{Bare: true})
@@ -53,5 +56,48 @@ func TestPolicyChangeMetadataWriteFails(t *testing.T) {
 		`"seqcutoff":{"policy":"never","threshold":64,"promotion_count":2}}`
 	if before != want {
 		t.Fatalf("policies after the changes:\n got %s\nwant %s", before, want)
+	}
+
+	// The cache mode and the fallback pass-through threshold, likewise, as
+	// bdev_get_bdevs shows them.
+	settings := func() string {
+		b, _ := d.getBdev(t, "PolVol")
+		var ds struct {
+			Mode      string `json:"mode"`
+			Threshold uint32 `json:"fallback_pt_threshold"`
+		}
+		if err := json.Unmarshal(b.DriverSpecific, &ds); err != nil {
+			t.Fatalf("driver_specific %s: %v", b.DriverSpecific, err)
+		}
+		return fmt.Sprintf("mode %s, fallback_pt_threshold %d", ds.Mode, ds.Threshold)
+	}
+	if got := settings(); got != "mode wt, fallback_pt_threshold 0" {
+		t.Fatalf("settings of a fresh cache: %s", got)
+	}
+	for _, c := range []struct {
+		method  string
+		params  map[string]any
+		message string
+		result  string
+		after   string
+	}{
+		{"bdev_ocf_set_cache_mode", map[string]any{"name": "PolVol", "mode": "wb"},
+			"Could not change OCF vbdev cache mode: -5", `"wb"`, "mode wb, fallback_pt_threshold 0"},
+		{"bdev_ocf_set_fallback_pt", map[string]any{"name": "PolVol", "threshold": 9},
+			"Could not set fallback pass-through threshold: -5", "true", "mode wb, fallback_pt_threshold 9"},
+	} {
+		old := settings()
+		d.Call(t, "bdev_error_inject_error", map[string]any{"name": "EE_PolBase", "io_type": "write", "error_type": "failure", "num": 1})
+		je := d.expectError(t, c.method, c.params, -32603, c.message)
+		if !strings.Contains(je.Data, "superblock") || !strings.Contains(je.Data, "PolVol") {
+			t.Errorf("%s with the metadata write failing: data %q, want the vbdev and the failed superblock write named", c.method, je.Data)
+		}
+		if got := settings(); got != old {
+			t.Fatalf("%s failed but changed the settings: %s, want %s", c.method, got, old)
+		}
+		expectJSON(t, c.method, d.Call(t, c.method, c.params), c.result)
+		if got := settings(); got != c.after {
+			t.Fatalf("%s once the device works: %s, want %s", c.method, got, c.after)
+		}
 	}
 }
