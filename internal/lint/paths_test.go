@@ -53,6 +53,11 @@ func checkedFile(path string) bool {
 // added included, ignored ones not), relative to the module root.
 func repoFiles(t *testing.T, root string) []string {
 	t.Helper()
+	if _, err := os.Stat(filepath.Join(root, ".git")); err != nil {
+		// An exported tree (git archive, a release tarball) has no index:
+		// every file in it is the repository's.
+		return walkFiles(t, root)
+	}
 	cmd := exec.Command("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z")
 	cmd.Dir = root
 	out, err := cmd.Output()
@@ -64,6 +69,36 @@ func repoFiles(t *testing.T, root string) []string {
 		if len(f) > 0 {
 			files = append(files, string(f))
 		}
+	}
+	return files
+}
+
+// walkFiles lists the regular files below root, relative to it, leaving
+// out what .gitignore names: the daemon's build output and data, test
+// binaries and profiles.
+func walkFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		name := d.Name()
+		if d.IsDir() {
+			if rel == "bin" || rel == "blockcache-data" || (name != "." && strings.HasPrefix(name, ".") && name != ".ci") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || rel == "blockcache" || strings.HasSuffix(name, ".test") || strings.HasSuffix(name, ".prof") {
+			return nil
+		}
+		files = append(files, rel)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", root, err)
 	}
 	return files
 }
