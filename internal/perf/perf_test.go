@@ -193,10 +193,16 @@ func TestVerifyDetectsCorruption(t *testing.T) {
 		t.Fatalf("status %s runtime %v; want failed, stopped early", r.Status(), r.Runtime)
 	}
 
-	every := errinj.Wrap(newMalloc(t, "Malloc1", 1024), corrupt.If(errinj.And(errinj.Reads(), errinj.Randomly(0.1, 7))))
-	r = runOne(t, Job{Name: "Err1", Dev: every, Workload: Verify, QueueDepth: 4, IOSize: 4096, ContinueOnFailure: true}, 30*time.Millisecond)
-	if r.Miscompares < 10 || r.Failed != r.Miscompares || r.Completed < 5*r.Failed {
-		t.Fatalf("continue on failure: miscompares %d failed %d completed %d", r.Miscompares, r.Failed, r.Completed)
+	// How many reads a loaded machine completes in the window varies, so
+	// the miscompares are checked against the corruptions injected: every
+	// one is found, but for those of reads the job's end left unchecked.
+	injected := &errinj.Counter{Injector: corrupt.If(errinj.And(errinj.Reads(), errinj.Randomly(0.1, 7)))}
+	every := errinj.Wrap(newMalloc(t, "Malloc1", 1024), injected)
+	const depth = 4
+	r = runOne(t, Job{Name: "Err1", Dev: every, Workload: Verify, QueueDepth: depth, IOSize: 4096, ContinueOnFailure: true}, 50*time.Millisecond)
+	n := uint64(injected.Load())
+	if n < 2 || r.Miscompares > n || r.Miscompares+depth < n || r.Failed != r.Miscompares || r.Completed < 5*r.Failed {
+		t.Fatalf("continue on failure: %d corruptions injected; miscompares %d failed %d completed %d", n, r.Miscompares, r.Failed, r.Completed)
 	}
 	if r.Status() != "finished" {
 		t.Fatalf("status %s, want finished with -f", r.Status())
