@@ -142,11 +142,12 @@ func (a *API) nbdClientCreate(ctx context.Context, params json.RawMessage) (any,
 	cfg.URI, cfg.UUID = uri.String(), p.UUID
 	s := nbdClientSpec{name: p.Name, uri: uri, id: id, opts: opts, cfg: cfg}
 	log := a.svc.Log.With("bdev", p.Name, "uri", uri.String())
-	prev := a.nbdRetries.cancel(p.Name)
+	prev := a.nbdRetries.pause(p.Name)
 	err = a.createNBDClient(ctx, s, log)
 	switch {
 	case err == nil:
 		if prev != nil {
+			a.nbdRetries.forget(prev)
 			log.Info("NBD client: created by hand; the start-up retry is over")
 		}
 		return p.Name, nil
@@ -222,16 +223,23 @@ func (a *API) createNBDClient(ctx context.Context, s nbdClientSpec, log *slog.Lo
 }
 
 // nbdClientDelete deletes the bdev, or ends the start-up retry of one
-// whose server was not reached yet.
+// whose server was not reached yet. A bdev of another module holding the
+// retried name is left alone.
 func (a *API) nbdClientDelete(ctx context.Context, params json.RawMessage) (any, error) {
 	var p deleteParams
 	if err := jsonrpc.DecodeParams(params, &p, errDecode); err != nil {
 		return nil, err
 	}
-	if r := a.nbdRetries.cancel(p.Name); r != nil && a.bases.get(p.Name) == nil {
-		r.log.Info("NBD client: deleted; the start-up retry is over", "attempts", r.attempts)
-		a.deleting(p.Name)(true)
-		return true, nil
+	if r := a.nbdRetries.remove(p.Name); r != nil {
+		switch b := a.bases.get(p.Name); {
+		case b == nil:
+			r.log.Info("NBD client: deleted; the start-up retry is over", "attempts", r.attempts)
+			a.deleting(p.Name)(true)
+			return true, nil
+		case b.module != "nbd_client":
+			r.log.Info("NBD client: deleted; the start-up retry is over; the "+b.module+" bdev of the name stays", "attempts", r.attempts)
+			return true, nil
+		}
 	}
 	return a.deleteBase("nbd_client")(ctx, params)
 }

@@ -16,9 +16,9 @@ import (
 // again in the background every reconnect_delay_sec for as long as
 // ctrlr_loss_timeout_sec allows, until the bdev is created. An entry
 // stays here, and so in the config, until its bdev is created, deleted
-// (bdev_nbd_client_delete), or created by hand (which replaces it), even
-// once its retry ended: a restart tries it again, as it would any
-// start-up entry that failed.
+// (bdev_nbd_client_delete), or created by hand (which replaces it once it
+// succeeds), even once its retry ended: a restart tries it again, as it
+// would any start-up entry that failed.
 type nbdRetries struct {
 	// onConnected runs after a retry created its bdev (to persist the
 	// config); may be nil.
@@ -41,10 +41,14 @@ type nbdRetry struct {
 	deadline time.Time
 	started  time.Time
 
-	// Set by start and resume; the fields below the goroutine writes, and
-	// cancel reads once done is closed.
+	// Set by launchLocked and read under nbdRetries.mu: the goroutine's
+	// cancel and end. The fields after them the goroutine writes, and
+	// others read once done is closed.
 	cancel context.CancelFunc
 	done   chan struct{}
+	// held is set, under nbdRetries.mu, while a create by hand of the name
+	// has the goroutine stopped; the entry stays listed meanwhile.
+	held bool
 
 	attempts  int
 	connected bool // the bdev was created and registered
@@ -70,16 +74,28 @@ func (t *nbdRetries) start(s nbdClientSpec, log *slog.Logger, err error, attempt
 	}
 	log.Warn("NBD client: the server cannot be reached at start; retrying in the background "+until,
 		"err", err, "reconnect_delay", s.opts.ReconnectDelay)
-	t.resume(r)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.mu.byName[s.name] = r
+	t.launchLocked(r)
 }
 
-// resume puts r back in the table, with its goroutine running again
-// unless it had ended. A closed table keeps r listed, without goroutine.
+// resume restarts the goroutine of r, which pause returned, unless it had
+// ended or r was deleted meanwhile.
 func (t *nbdRetries) resume(r *nbdRetry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	r.held = false
+	if t.mu.byName[r.spec.name] != r {
+		return
+	}
+	t.launchLocked(r)
+}
+
+// launchLocked starts r's goroutine, unless r ended or the table is
+// closed (r stays listed, without goroutine).
+func (t *nbdRetries) launchLocked(r *nbdRetry) {
 	r.done = make(chan struct{})
-	t.mu.byName[r.spec.name] = r
 	if r.ended || t.mu.closed {
 		r.cancel = func() {}
 		close(r.done)
@@ -141,20 +157,48 @@ func (t *nbdRetries) forget(r *nbdRetry) {
 	}
 }
 
-// cancel removes the entry called name and stops its goroutine, waiting
-// for an attempt in progress to end (a connect in progress is abandoned).
-// It returns the entry if its bdev was not created, for resume; nil if
-// there was none or it connected before it stopped (the bdev then exists).
-func (t *nbdRetries) cancel(name string) *nbdRetry {
+// pause stops the goroutine of the entry called name, for a create by
+// hand, waiting for an attempt in progress to end (a connect in progress
+// is abandoned); the entry stays listed in the config. It returns the
+// entry, which the caller then forgets (the create succeeded) or resumes
+// (it failed); nil if there was none, another create holds it, or it
+// connected before it stopped (the bdev then exists).
+func (t *nbdRetries) pause(name string) *nbdRetry {
 	t.mu.Lock()
 	r := t.mu.byName[name]
-	delete(t.mu.byName, name)
-	t.mu.Unlock()
-	if r == nil {
+	if r == nil || r.held {
+		t.mu.Unlock()
 		return nil
 	}
-	r.cancel()
-	<-r.done
+	r.held = true
+	cancel, done := r.cancel, r.done
+	t.mu.Unlock()
+	cancel()
+	<-done
+	if r.connected {
+		t.mu.Lock()
+		r.held = false
+		t.mu.Unlock()
+		return nil
+	}
+	return r
+}
+
+// remove drops the entry called name and stops its goroutine as pause
+// does. It returns the entry if its bdev was not created; nil if there was
+// none or it connected before it stopped.
+func (t *nbdRetries) remove(name string) *nbdRetry {
+	t.mu.Lock()
+	r := t.mu.byName[name]
+	if r == nil {
+		t.mu.Unlock()
+		return nil
+	}
+	delete(t.mu.byName, name)
+	cancel, done := r.cancel, r.done
+	t.mu.Unlock()
+	cancel()
+	<-done
 	if r.connected {
 		return nil
 	}
@@ -181,9 +225,13 @@ func (t *nbdRetries) configItems(exists func(name string) bool) []configItem {
 func (t *nbdRetries) close() {
 	t.mu.Lock()
 	t.mu.closed = true
-	rs := make([]*nbdRetry, 0, len(t.mu.byName))
+	type running struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	rs := make([]running, 0, len(t.mu.byName))
 	for _, r := range t.mu.byName {
-		rs = append(rs, r)
+		rs = append(rs, running{r.cancel, r.done})
 	}
 	t.mu.Unlock()
 	for _, r := range rs {

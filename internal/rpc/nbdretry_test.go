@@ -282,3 +282,131 @@ func TestNBDClientRetryGivesUp(t *testing.T) {
 		t.Fatal("an entry left the config when its retry ended")
 	}
 }
+
+// TestNBDClientRetryStopRacesCreate: daemon shutdown while creates by hand
+// of a retried name keep failing stops the retry without a data race
+// (run with -race) and keeps the entry.
+func TestNBDClientRetryStopRacesCreate(t *testing.T) {
+	for range 20 {
+		a := newRetryAPI(t)
+		dir := t.TempDir()
+		if _, err := a.create(AtStartup(t.Context()), clientParams("R0", filepath.Join(dir, "nbd.sock"), "")); err != nil {
+			t.Fatal(err)
+		}
+		by := clientParams("R0", filepath.Join(dir, "other.sock"), "")
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := a.create(t.Context(), by); err == nil {
+					t.Error("create by hand with the server down succeeded")
+					return
+				}
+			}
+		}()
+		time.Sleep(time.Millisecond)
+		a.StopNBDClientRetries()
+		close(stop)
+		wg.Wait()
+		if got := a.listed(t, "R0"); len(got) != 1 || !strings.Contains(got[0].URI, "nbd.sock") {
+			t.Fatalf("config after shutdown: %+v, want the retried entry as it was", got)
+		}
+	}
+}
+
+// silentListener accepts connections on a Unix socket and never greets.
+func silentListener(t *testing.T, sock string) {
+	t.Helper()
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+}
+
+// TestNBDClientCreateKeepsRetryListed: while a create by hand of a
+// retried name is connecting, the config still lists the retried entry
+// (a config saved meanwhile must not lose it), and after it failed too.
+func TestNBDClientCreateKeepsRetryListed(t *testing.T) {
+	a := newRetryAPI(t)
+	dir := t.TempDir()
+	sock, silent := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "silent.sock")
+	silentListener(t, silent)
+	if _, err := a.create(AtStartup(t.Context()), clientParams("R0", sock, "")); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.create(t.Context(), clientParams("R0", silent, `,"io_timeout_sec":1`))
+		errc <- err
+	}()
+	for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if got := a.listed(t, "R0"); len(got) != 1 || !strings.Contains(got[0].URI, "nbd.sock") {
+			t.Fatalf("config while a create by hand connects: %+v, want the retried entry", got)
+		}
+	}
+	var je *jsonrpc.Error
+	if err := <-errc; !errors.As(err, &je) || je.Code != -110 {
+		t.Fatalf("create by hand to a silent server = %v, want -110", err)
+	}
+	if got := a.listed(t, "R0"); len(got) != 1 || !strings.Contains(got[0].URI, "nbd.sock") {
+		t.Fatalf("config after the create by hand failed: %+v, want the retried entry", got)
+	}
+	serveNBD(t, sock)
+	waitUntil(t, 5*time.Second, "the retry goes on and creates R0", func() bool { return a.exists("R0") })
+}
+
+// TestNBDClientDeleteRetryNameTaken: bdev_nbd_client_delete of a retried
+// name that a bdev of another module now holds ends the retry and drops
+// the entry (true), leaving that bdev alone.
+func TestNBDClientDeleteRetryNameTaken(t *testing.T) {
+	a := newRetryAPI(t)
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	if _, err := a.create(AtStartup(t.Context()), clientParams("R0", sock, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.mallocCreate(t.Context(), json.RawMessage(`{"name":"R0","num_blocks":64,"block_size":512}`)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.nbdClientDelete(t.Context(), json.RawMessage(`{"name":"R0"}`))
+	if err != nil || res != true {
+		t.Fatalf("delete of a retried name held by a malloc bdev = %v, %v; want true", res, err)
+	}
+	if got := a.listed(t, "R0"); len(got) != 0 {
+		t.Fatalf("config after the delete lists %+v", got)
+	}
+	if b := a.bases.get("R0"); b == nil || b.module != "malloc" {
+		t.Fatalf("the malloc bdev R0 is gone: %+v", b)
+	}
+	var je *jsonrpc.Error
+	if _, err := a.nbdClientDelete(t.Context(), json.RawMessage(`{"name":"R0"}`)); !errors.As(err, &je) || je.Code != -19 {
+		t.Fatalf("second delete = %v, want -19", err)
+	}
+}
