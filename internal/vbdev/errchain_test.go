@@ -177,7 +177,7 @@ func TestErrorChainFallbackIOError(t *testing.T) {
 	failing.Store(true)
 	err := e.m.SetFallbackPT("Vol", 5)
 	wantChain(t, "fallback threshold on a failing cache device", err,
-		`OCF vbdev "Vol": write superblock copy 1: Cache write at offset 65536 length 512: injected error: input/output error`)
+		`OCF vbdev "Vol": set fallback pass-through threshold 5: write superblock copy 1: Cache write at offset 65536 length 512: injected error: input/output error`)
 	if errors.Is(err, vbdev.ErrInvalidParam) {
 		t.Errorf("%v: an IO failure marked as an invalid parameter", err)
 	}
