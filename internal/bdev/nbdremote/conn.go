@@ -174,11 +174,29 @@ func (c *conn) readLoop() {
 			c.d.complete(c, req)
 		}
 	}
-	c.nc.Close()
+	c.abort()
 	c.wmu.Lock()
 	c.wmu.closed = true
 	c.wmu.Unlock()
 	c.d.connLost(c, err)
+}
+
+// abort closes the connection without delivering what is still queued for
+// the server. Over TCP, SO_LINGER 0 makes the kernel drop its send queue
+// and reset the connection instead of sending the rest and FIN: requests
+// written to a dropped connection would otherwise still reach the server
+// when a lost link comes back, possibly after their resent copies and
+// newer writes (docs/remote.md, "The limit"). A TLS session is not told
+// (no close_notify, which could wait on a stalled connection).
+func (c *conn) abort() {
+	raw := c.nc
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	raw.Close()
 }
 
 // errConnGone marks a send on a connection already torn down.

@@ -2,6 +2,7 @@ package nbdremote
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"path/filepath"
@@ -41,9 +42,13 @@ type fakeServer struct {
 		log      []string // executed commands, "write@off" / "flush"
 		conns    []net.Conn
 		accepted int
+		ended    []error // why each connection's request loop ended
 		changed  chan struct{}
 	}
 }
+
+// errDisc ends a connection's request loop at NBD_CMD_DISC.
+var errDisc = errors.New("NBD_CMD_DISC")
 
 type fakeReq struct {
 	c       net.Conn
@@ -62,6 +67,20 @@ func newFakeServer(t *testing.T, size int) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFakeServerOn(t, ln, size)
+}
+
+// newFakeServerTCP is newFakeServer on TCP loopback.
+func newFakeServerTCP(t *testing.T, size int) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFakeServerOn(t, ln, size)
+}
+
+func newFakeServerOn(t *testing.T, ln net.Listener, size int) *fakeServer {
 	s := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), export: "disk", structured: true,
 		flags: nbdproto.TxHasFlags | nbdproto.TxSendFlush | nbdproto.TxSendFUA | nbdproto.TxSendTrim | nbdproto.TxSendWriteZeroes | nbdproto.TxCanMultiConn}
 	s.mu.data = make([]byte, size)
@@ -73,7 +92,9 @@ func newFakeServer(t *testing.T, size int) *fakeServer {
 	return s
 }
 
-func (s *fakeServer) uri() URI { return URI{Network: "unix", Address: s.addr, Export: s.export} }
+func (s *fakeServer) uri() URI {
+	return URI{Network: s.ln.Addr().Network(), Address: s.addr, Export: s.export}
+}
 
 func (s *fakeServer) close() {
 	s.ln.Close()
@@ -236,11 +257,19 @@ func (s *fakeServer) transmit(c net.Conn, structured bool) {
 	for {
 		var h [28]byte
 		if _, err := io.ReadFull(c, h[:]); err != nil {
+			s.mu.Lock()
+			s.mu.ended = append(s.mu.ended, err)
+			s.notifyLocked()
+			s.mu.Unlock()
 			return
 		}
 		r := fakeReq{c: c, wmu: wmu, flags: nbdproto.CmdFlags(binary.BigEndian.Uint16(h[4:])), typ: nbdproto.Command(binary.BigEndian.Uint16(h[6:])),
 			cookie: binary.BigEndian.Uint64(h[8:]), off: binary.BigEndian.Uint64(h[16:]), length: binary.BigEndian.Uint32(h[24:])}
 		if r.typ == nbdproto.CmdDisc {
+			s.mu.Lock()
+			s.mu.ended = append(s.mu.ended, errDisc)
+			s.notifyLocked()
+			s.mu.Unlock()
 			return
 		}
 		if r.typ == nbdproto.CmdWrite {

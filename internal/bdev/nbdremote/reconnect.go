@@ -8,6 +8,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"blockcache/internal/bdev"
 )
 
 // Reconnecting, and the ordering guarantee across it.
@@ -44,7 +46,11 @@ func (d *Device) fail(c *conn, err error) {
 	conns := d.failLocked(c, err)
 	d.mu.Unlock()
 	for _, x := range conns {
-		x.nc.Close()
+		if errors.Is(err, bdev.ErrClosed) {
+			x.nc.Close() // Close sent NBD_CMD_DISC: let it through
+		} else {
+			x.abort()
+		}
 	}
 }
 
@@ -109,7 +115,7 @@ func (d *Device) connLost(c *conn, err error) {
 	close(c.dead)
 	d.mu.Unlock()
 	for _, x := range conns {
-		x.nc.Close()
+		x.abort()
 	}
 }
 
@@ -201,7 +207,7 @@ func (d *Device) reconnect() error {
 	var conns []*conn
 	closeAll := func() {
 		for _, c := range conns {
-			c.nc.Close()
+			c.abort()
 		}
 	}
 	for len(conns) < d.nconns {
