@@ -2,12 +2,12 @@ package perf
 
 import (
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/bdev/null"
+	"blockcache/internal/latency"
 )
 
 // slotFor prepares job j as Run would and returns its first slot.
@@ -35,12 +35,12 @@ func TestNoAllocationPerIO(t *testing.T) {
 				continue // null cannot unmap, and drops what is written
 			}
 			s := slotFor(t, Job{Name: "j", Dev: dev, Workload: w, QueueDepth: 4, IOSize: 4096, ReadPercent: 50})
-			t0 := time.Now()
+			t0 := latency.Now()
 			allocs := testing.AllocsPerRun(1000, func() {
 				if err := s.do(); err != nil {
 					t.Fatal(err)
 				}
-				t1 := time.Now()
+				t1 := latency.Now()
 				s.hist.Record(t1.Sub(t0))
 				t0 = t1
 			})
@@ -67,12 +67,12 @@ func BenchmarkIO(b *testing.B) {
 		b.Run(c.w.String()+"/"+c.dev.Info().Name, func(b *testing.B) {
 			s := slotFor(b, Job{Name: "j", Dev: c.dev, Workload: c.w, QueueDepth: 1, IOSize: 4096})
 			b.ReportAllocs()
-			t0 := time.Now()
+			t0 := latency.Now()
 			for b.Loop() {
 				if err := s.do(); err != nil {
 					b.Fatal(err)
 				}
-				t1 := time.Now()
+				t1 := latency.Now()
 				s.hist.Record(t1.Sub(t0))
 				t0 = t1
 			}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/latency"
 )
 
 // Job describes one stream of IO.
@@ -80,7 +81,7 @@ func Run(ctx context.Context, jobs []Job, d time.Duration) ([]*Result, error) {
 
 	start := make(chan struct{})
 	var clock struct {
-		start, deadline time.Time
+		start, deadline latency.Stamp
 	}
 	var wg sync.WaitGroup
 	for _, js := range states {
@@ -108,7 +109,7 @@ func Run(ctx context.Context, jobs []Job, d time.Duration) ([]*Result, error) {
 		case <-done:
 		}
 	}()
-	clock.start = time.Now()
+	clock.start = latency.Now()
 	clock.deadline = clock.start.Add(d)
 	close(start)
 	wg.Wait()
@@ -231,7 +232,7 @@ func (js *jobState) fail(err error) {
 }
 
 // result sums the slots' counts once every slot has returned.
-func (js *jobState) result(start time.Time, terminated bool) *Result {
+func (js *jobState) result(start latency.Stamp, terminated bool) *Result {
 	r := &Result{
 		Job:               js.Name,
 		Core:              js.Core,
@@ -247,15 +248,13 @@ func (js *jobState) result(start time.Time, terminated bool) *Result {
 		r.VerifyStart = uint64(js.Offset / js.IOSize)
 		r.VerifyLength = js.ios
 	}
-	var end time.Time
+	end := start
 	for _, s := range js.slots {
 		r.Completed += s.completed
 		r.Failed += s.failed
 		r.Miscompares += s.miscompares
 		r.Latency.Merge(&s.hist)
-		if s.end.After(end) {
-			end = s.end
-		}
+		end = max(end, s.end)
 	}
 	r.Runtime = end.Sub(start)
 	js.mu.Lock()
