@@ -87,6 +87,8 @@
 //	persist.go commit.go load.go layout.go
 //	                metadata writes, group commit, Load and Probe, where
 //	                things are on the device
+//	settings.go     changeRecorded: a setting's change, its superblock
+//	                write, and its undoing when the write fails
 //	check.go        Check, the metadata consistency walk
 //	stats.go counters.go memory.go
 //	                statistics, per-volume counters, memory needed

@@ -1,6 +1,7 @@
 package ocf
 
 import (
+	"errors"
 	"fmt"
 	mbits "math/bits"
 	"slices"
@@ -366,7 +367,7 @@ func (c *Cache) superblockLocked(clean bool) *metadata.Superblock {
 func (c *Cache) writeSuperblock(clean bool) error {
 	if invariants.Enabled && c.settings.TryLock() {
 		c.settings.Unlock()
-		panic("ocf: superblock written without settings held")
+		panic(errors.New("ocf: superblock written without settings held"))
 	}
 	if c.meta.volatile {
 		return nil
