@@ -62,6 +62,7 @@ type conn struct {
 		seq           uint64
 		skip, backoff int
 		timer         *time.Timer // calls watchdog
+		yielded       time.Time   // when the turn holder last yielded (see yieldToHandedOff)
 	}
 
 	wmu sync.Mutex // held while writing to nc
@@ -103,7 +104,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		iov:    make([][]byte, 0, 2*maxInflightRequests),
 	}
 	if c.raw != nil {
-		c.src = c.raw
+		c.src = connReader{c}
 	}
 	c.br = bufio.NewReaderSize(c.src, 64<<10)
 	c.out.queue = make([]*job, 0, maxInflightRequests)

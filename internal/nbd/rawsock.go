@@ -167,3 +167,22 @@ func (r *rawSocket) writev(fd uintptr) bool {
 		return true
 	}
 }
+
+// rawOK reports whether c's socket IO is to be made with raw system calls
+// now: c has raw access and no handed-off request is in flight. While one
+// is, the ordinary system calls keep the monitor awake: a thread that the
+// kernel preempts inside one (on a busy machine, often at its return) has
+// its scheduler slot handed to another thread by the monitor, so the
+// goroutines of completed misses run meanwhile. Nothing waits for the slot
+// at queue depth 1 on hits, where the raw calls save the most.
+func (c *conn) rawOK() bool { return c.raw != nil && c.handedOff.Load() == 0 }
+
+// connReader reads c's socket, raw when rawOK says so.
+type connReader struct{ c *conn }
+
+func (r connReader) Read(p []byte) (int, error) {
+	if r.c.rawOK() {
+		return r.c.raw.Read(p)
+	}
+	return r.c.nc.Read(p)
+}

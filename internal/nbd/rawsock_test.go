@@ -159,3 +159,23 @@ func TestConsume(t *testing.T) {
 		}
 	}
 }
+
+// TestRawOnlyWithNothingHandedOff: a connection on a socket uses the raw
+// calls while no handed-off request is in flight, and the ordinary ones
+// while one is; a connection without a socket never uses them.
+func TestRawOnlyWithNothingHandedOff(t *testing.T) {
+	srv, _ := socketPair(t, "tcp")
+	c := newConn(mustNewServer(t, nil), srv)
+	if !c.rawOK() {
+		t.Error("no raw calls on an idle TCP connection")
+	}
+	c.handedOff.Store(1)
+	if c.rawOK() {
+		t.Error("raw calls with a handed-off request in flight")
+	}
+	p, q := net.Pipe()
+	defer q.Close()
+	if newConn(mustNewServer(t, nil), p).rawOK() {
+		t.Error("raw calls on a net.Pipe")
+	}
+}

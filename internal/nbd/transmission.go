@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"blockcache/internal/bdev"
@@ -140,6 +141,11 @@ const (
 	// periods. A timer per request would cost more than the request
 	// (arming one wakes the runtime's poller); one per period costs little.
 	inlinePeriod = time.Millisecond
+	// inlineYield is how long the reader executes requests inline, while
+	// handed-off requests are in flight, before it lets their goroutines
+	// run (see yieldToHandedOff): a few hits' time, small beside a slow
+	// device's.
+	inlineYield = 20 * time.Microsecond
 )
 
 // follow is the life of one of the connection's goroutines: wait for the
@@ -210,6 +216,7 @@ func (c *conn) handleInline(j *job) (executed, haveTurn bool) {
 		return false, true
 	}
 	hold := c.br.Buffered() >= nbdproto.RequestLen // while the turn is surely ours
+	c.yieldToHandedOff()
 	c.inline.seq++
 	id := c.inline.seq
 	c.inline.running.Store(id)
@@ -240,6 +247,25 @@ func (c *conn) handleInline(j *job) (executed, haveTurn bool) {
 		c.inline.backoff = inlineBackoff
 	}
 	return executed || !ok, true
+}
+
+// yieldToHandedOff lets the goroutines of handed-off requests run, if
+// there are any and the reader has not let them for inlineYield. On one
+// scheduler slot, a request whose device IO completed (a miss whose core
+// read ended: its timer or poller event is due) otherwise waits until the
+// reader next waits for the client, however many hits it executes
+// meanwhile; the yield also lets due timers fire. Only the holder of the
+// turn calls it.
+func (c *conn) yieldToHandedOff() {
+	if c.handedOff.Load() == 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.inline.yielded) < inlineYield {
+		return
+	}
+	c.inline.yielded = now
+	runtime.Gosched()
 }
 
 // canTry reports whether requests of type typ may be tried inline: the

@@ -129,3 +129,56 @@ func TestYieldHoldsNoWriterRole(t *testing.T) {
 		return queued == 1
 	})
 }
+
+// TestReaderYieldsToHandedOff: on one scheduler slot, the reader executing
+// requests inline lets a ready goroutine (a handed-off request whose IO
+// completed) run once inlineYield has passed while handed-off requests
+// are in flight, and not when none is, or before inlineYield has passed.
+func TestReaderYieldsToHandedOff(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	srv, _ := tcpPair(t)
+	c := newConn(mustNewServer(t, nil), srv)
+
+	// ready starts a goroutine, blocked until now, that is ready to run
+	// once ready returns; ran reports whether it has run since.
+	ready := func() (ran func() bool) {
+		gate, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			<-gate
+			close(done)
+		}()
+		runtime.Gosched() // it waits at the gate
+		close(gate)
+		return func() bool {
+			select {
+			case <-done:
+				return true
+			default:
+				return false
+			}
+		}
+	}
+
+	ran := ready()
+	c.yieldToHandedOff()
+	if ran() {
+		t.Fatal("the reader yielded with no handed-off request in flight")
+	}
+	runtime.Gosched()
+
+	c.handedOff.Store(1)
+	c.inline.yielded = time.Time{}
+	ran = ready()
+	c.yieldToHandedOff()
+	if !ran() {
+		t.Fatal("the reader did not yield with a handed-off request in flight")
+	}
+
+	c.inline.yielded = time.Now().Add(time.Hour) // inlineYield has not passed
+	ran = ready()
+	c.yieldToHandedOff()
+	if ran() {
+		t.Fatal("the reader yielded again before inlineYield passed")
+	}
+	runtime.Gosched()
+}
