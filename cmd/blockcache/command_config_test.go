@@ -72,7 +72,7 @@ func TestConfigSaveLoad(t *testing.T) {
 			t.Errorf("bdev list --json after config load (%s):\n%s\nwant\n%s", name, got, want)
 		}
 		checkRow(t, d.ok(t, "cache", "list"), "C0", "started", "wb", "16 KiB", "M0", "yes", "M1", "yes", "-")
-		checkRow(t, d.ok(t, "export", "list"), "C0", "nbd://"+d.nbdAddr+"/C0")
+		checkRow(t, d.ok(t, "export", "list"), "C0", "nbd://"+d.nbdAddr+"/C0", "started")
 	}
 
 	// Failures name what failed.
