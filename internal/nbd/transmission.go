@@ -102,6 +102,11 @@ func (c *conn) unhold(payload int64) {
 // payload never passes through the reader's buffer (see readBody), so the
 // kernel's copy out of the socket is the only one before the device.
 //
+// While handed-off requests are in flight, the reader lets their
+// goroutines run every inlineYield of inline work (see yieldToHandedOff),
+// so that on one scheduler slot a completed miss does not wait for the
+// reader to run out of requests.
+//
 // A request executed inline that takes longer than inlineFast makes the
 // connection pass the turn for the next inlineBackoff requests or more
 // (see inlineOK). One that takes far longer (blocked in the device, or its
