@@ -292,7 +292,9 @@ type CoreConfig struct {
 }
 
 // AddCore attaches a core to the cache and returns its volume. The core is
-// recorded in the metadata before AddCore returns.
+// recorded in the metadata before AddCore returns. When the superblock
+// write fails the cache is left as it was, in memory and on the device: a
+// new core is not in it, a recorded one stays detached with its data.
 func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	c.mgmt.Lock()
 	defer c.mgmt.Unlock()
@@ -312,8 +314,9 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 	record := metadata.CoreRecord{ID: uint16(cfg.ID), SizeBytes: uint64(info.SizeBytes()), VolumeUUID: vol.UUID, CoreName: info.Name, VolumeName: vol.Name,
 		Identity: bdev.IdentityOf(cfg.Device)}
 
-	c.settings.Lock() // the record's change and its superblock write
+	c.settings.Lock() // the record's change, its superblock write and undoing
 	defer c.settings.Unlock()
+	sbSeq := c.superblockSeq()
 	c.mu.Lock()
 	if c.mu.stopped {
 		c.mu.Unlock()
@@ -326,8 +329,9 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 		}
 	}
 	co := c.mu.cores[cfg.ID]
+	fresh := co == nil
 	switch {
-	case co == nil:
+	case fresh:
 		co = &Core{cache: c, id: cfg.ID, stats: newCounters()}
 		c.mu.cores[cfg.ID] = co
 	case co.dev != nil || co.state.Load()&stateRemoved == 0:
@@ -346,12 +350,29 @@ func (c *Cache) AddCore(cfg CoreConfig) (*Core, error) {
 		}
 	}
 	record.SeqCutoff, record.SeqThreshold, record.SeqPromotionCount = uint8(seq.Policy), recordThreshold(seq.ThresholdBytes), seq.PromotionCount
+	oldInfo, oldRecord, oldSeq, oldImmediate := co.info, co.record, co.seq, co.immediate.Load()
 	co.dev, co.info, co.record = cfg.Device, vol, record
 	co.seq = newSeqDetector(seq)
 	co.immediate.Store(bdev.IsImmediate(cfg.Device) && bdev.IsImmediate(c.dev))
 	co.state.Store(0)
 	c.mu.Unlock()
-	if err := c.writeSuperblock(false); err != nil {
+	err := c.recordOrUndo(sbSeq, func() {
+		// Back as before: a new core leaves the table (it has no lines:
+		// nothing could reach it), a recorded one is detached again with
+		// its lines and record. The drains are RemoveCore's: IO that found
+		// the core through Cores, then a cleaning batch holding its device.
+		co.state.Store(stateRemoved)
+		c.drain()
+		c.mu.Lock()
+		if fresh {
+			delete(c.mu.cores, cfg.ID)
+		}
+		co.dev, co.info, co.record, co.seq = nil, oldInfo, oldRecord, oldSeq
+		co.immediate.Store(oldImmediate)
+		c.mu.Unlock()
+		c.drain()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("add core %q: %w", info.Name, err)
 	}
 	return co, nil

@@ -87,8 +87,9 @@
 //	persist.go commit.go load.go layout.go
 //	                metadata writes, group commit, Load and Probe, where
 //	                things are on the device
-//	settings.go     changeRecorded: a setting's change, its superblock
-//	                write, and its undoing when the write fails
+//	settings.go     changeRecorded, recordOrUndo: a setting's change (or
+//	                AddCore's), its superblock write, and its undoing when
+//	                the write fails
 //	check.go        Check, the metadata consistency walk
 //	stats.go counters.go memory.go
 //	                statistics, per-volume counters, memory needed

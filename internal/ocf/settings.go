@@ -18,6 +18,15 @@ func (c *Cache) changeRecorded(apply, undo func()) error {
 	defer c.settings.Unlock()
 	seq := c.superblockSeq()
 	apply()
+	return c.recordOrUndo(seq, undo)
+}
+
+// recordOrUndo writes the superblock to record the changes made since the
+// newest copy written had sequence number seq; if the write fails, undo
+// takes them back, the superblock is rewritten if a copy holding them
+// reached the device, and the write's error is returned (see
+// changeRecorded). The caller holds settings from before its changes.
+func (c *Cache) recordOrUndo(seq uint64, undo func()) error {
 	err := c.writeSuperblock(false)
 	if err == nil {
 		return nil
