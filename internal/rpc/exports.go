@@ -44,9 +44,11 @@ type exportSession struct {
 type exportTable struct {
 	mu      sync.Mutex
 	exports []*exportInfo
-	// deleting counts the delete methods running per bdev name: an
-	// export whose bdev goes away while its name is deleted ends for
-	// good instead of turning pending.
+	// deleting counts the delete methods running per bdev name. An
+	// export whose bdev goes away while its name is deleted turns pending
+	// with pendingDeleting, and no pending export of the name starts
+	// until the last of those deletes ends: it ends the exports when it
+	// succeeded, else starts them again (markDeleting).
 	deleting map[string]int
 	// closed is set at shutdown: nothing starts or turns pending after.
 	closed bool
@@ -57,6 +59,10 @@ type exportTable struct {
 }
 
 func newExportTable() *exportTable { return &exportTable{deleting: map[string]int{}} }
+
+// pendingDeleting is why an export whose bdev a delete method removed
+// waits for the delete's outcome.
+const pendingDeleting = "its bdev is being deleted"
 
 func (t *exportTable) find(device string) *exportInfo {
 	t.mu.Lock()
@@ -109,11 +115,12 @@ func (t *exportTable) take(e *exportInfo) (s *exportSession, ok bool) {
 }
 
 // beginStart reports whether the caller may start e, a pending export
-// still in the table that nobody is starting; if so e is marked starting.
+// still in the table that nobody is starting and whose bdev no delete
+// method is deleting; if so e is marked starting.
 func (t *exportTable) beginStart(e *exportInfo) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || e.pending == "" || e.starting || !slices.Contains(t.exports, e) {
+	if t.closed || e.pending == "" || e.starting || t.deleting[e.bdevName] > 0 || !slices.Contains(t.exports, e) {
 		return false
 	}
 	e.starting = true
@@ -152,27 +159,32 @@ func (t *exportTable) abandon(e *exportInfo, why string) {
 
 // gone handles s's bdev going away. It returns ok false when s is not
 // e's current session (the start has not completed, and will be undone).
-// Otherwise e loses its session and turns pending with why, or, when its
-// bdev is being deleted or the table is closed, leaves the table: ended
-// reports which. check reports that a worker was added to check whether
-// the OCF vbdev is gone.
-func (t *exportTable) gone(e *exportInfo, s *exportSession, why string) (ok, ended, check bool) {
+// Otherwise e loses its session and turns pending, pending saying why:
+// pendingDeleting when a delete method is deleting its bdev (the delete's
+// end decides what becomes of e), else why. When the table is closed e
+// leaves it instead, and pending is "". check reports that a worker was
+// added to check whether the OCF vbdev is gone.
+func (t *exportTable) gone(e *exportInfo, s *exportSession, why string) (ok bool, pending string, check bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s.gone = true
 	if e.sess != s {
-		return false, false, false
+		return false, "", false
 	}
 	e.sess = nil
-	if t.closed || t.deleting[e.bdevName] > 0 {
+	switch {
+	case t.closed:
 		t.exports = slices.DeleteFunc(t.exports, func(x *exportInfo) bool { return x == e })
-		return true, true, false
+		return true, "", false
+	case t.deleting[e.bdevName] > 0:
+		e.pending = pendingDeleting
+		return true, e.pending, false
 	}
 	e.pending = why
 	if s.ocf {
 		t.workers.Add(1)
 	}
-	return true, false, s.ocf
+	return true, why, s.ocf
 }
 
 // ocfPending returns the pending exports that served an OCF vbdev.
@@ -200,42 +212,60 @@ func (t *exportTable) dropPending(e *exportInfo) bool {
 	return len(t.exports) < n
 }
 
-// markDeleting records that name's delete method runs; the returned
-// function ends that and, if the delete succeeded, removes and returns
-// the pending exports of name.
-func (t *exportTable) markDeleting(name string) (done func(deleted bool) []*exportInfo) {
+// markDeleting records that name's delete method runs. The returned
+// function ends that. If the delete succeeded it removes the pending
+// exports of name and returns them as they were (ended; pendingDeleting
+// says the delete stopped one). If it failed and no other delete of name
+// runs, it returns the pending exports of name to start again (retry),
+// with a worker added for each: the bdev a failed delete removed may be
+// back (bdev_ocf_delete re-registers the volume it could not delete).
+// Those the delete stopped wait, if their bdev is not back, as for a
+// hot-removed bdev.
+func (t *exportTable) markDeleting(name string) (done func(deleted bool) (ended []exportView, retry []*exportInfo)) {
 	t.mu.Lock()
 	t.deleting[name]++
 	t.mu.Unlock()
-	return func(deleted bool) []*exportInfo {
+	return func(deleted bool) (ended []exportView, retry []*exportInfo) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		if t.deleting[name]--; t.deleting[name] == 0 {
 			delete(t.deleting, name)
 		}
-		if !deleted {
-			return nil
+		if deleted {
+			t.exports = slices.DeleteFunc(t.exports, func(e *exportInfo) bool {
+				drop := e.bdevName == name && e.sess == nil
+				if drop {
+					ended = append(ended, exportView{e: e, pending: e.pending})
+				}
+				return drop
+			})
+			return ended, nil
 		}
-		var out []*exportInfo
-		t.exports = slices.DeleteFunc(t.exports, func(e *exportInfo) bool {
-			drop := e.bdevName == name && e.sess == nil
-			if drop {
-				out = append(out, e)
+		if t.closed || t.deleting[name] > 0 {
+			return nil, nil
+		}
+		for _, e := range t.exports {
+			if e.bdevName != name || e.pending == "" || e.starting {
+				continue
 			}
-			return drop
-		})
-		return out
+			if e.pending == pendingDeleting {
+				e.pending = "its bdev was removed by a delete that failed"
+			}
+			retry = append(retry, e)
+			t.workers.Add(1)
+		}
+		return nil, retry
 	}
 }
 
 // waiting returns the pending exports whose bdev is called by one of
-// names, not being started, with a worker added for each.
+// names, not being started nor deleted, with a worker added for each.
 func (t *exportTable) waiting(names []string) []*exportInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []*exportInfo
 	for _, e := range t.exports {
-		if !t.closed && e.pending != "" && !e.starting && slices.Contains(names, e.bdevName) {
+		if !t.closed && e.pending != "" && !e.starting && t.deleting[e.bdevName] == 0 && slices.Contains(names, e.bdevName) {
 			out = append(out, e)
 			t.workers.Add(1)
 		}

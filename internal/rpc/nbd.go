@@ -129,9 +129,10 @@ func (a *API) stopExport(e *exportInfo) {
 }
 
 // exportGone is the hot-remove callback of an export's claim: the export
-// ends, and stays pending unless its bdev is being deleted.
+// ends, and stays pending (until the delete's outcome, when its bdev is
+// being deleted: see deleting).
 func (a *API) exportGone(e *exportInfo, s *exportSession) {
-	ok, ended, check := a.exports.gone(e, s, "its bdev was removed")
+	ok, pending, check := a.exports.gone(e, s, "its bdev was removed")
 	if !ok {
 		return
 	}
@@ -143,9 +144,12 @@ func (a *API) exportGone(e *exportInfo, s *exportSession) {
 		}()
 	}
 	a.closeSession(e, s)
-	if ended {
-		a.svc.Log.Info("nbd export stopped: its bdev was deleted", "bdev", e.bdevName, "uri", e.device)
+	switch pending {
+	case "":
+		a.svc.Log.Info("nbd export stopped: the daemon is shutting down", "bdev", e.bdevName, "uri", e.device)
 		return
+	case pendingDeleting:
+		return // the delete's end logs what becomes of it
 	}
 	a.svc.Log.Warn("nbd export pending: its bdev was removed; the export starts again when a bdev of that name registers",
 		"bdev", e.bdevName, "uri", e.device)

@@ -15,7 +15,7 @@ import (
 // starts by itself when a bdev of its name registers. An export turns
 // pending when the start-up config starts it before its bdev exists, or
 // when its bdev is hot-removed; it ends for good with nbd_stop_disk or a
-// delete method of its bdev.
+// delete method of its bdev that succeeds.
 
 // addPending adds the start-up export p, whose bdev does not exist yet,
 // as pending.
@@ -104,15 +104,27 @@ func (a *API) dropForgotten() {
 	}
 }
 
-// deleting wraps the delete of the bdev called name: an export of it that
-// the delete ends does not turn pending, and once the delete succeeded
-// its pending exports are dropped. Call the returned function with the
-// delete's outcome.
+// deleting wraps the delete of the bdev called name. An export of it
+// that the delete stops waits, pending, for the delete's outcome: once
+// the delete succeeded it ends, as do the exports of name that were
+// pending already; if it failed, the exports of name start again if
+// their bdev is back (a failed bdev_ocf_delete re-registers its volume),
+// else stay pending. Call the returned function with the delete's
+// outcome; it does not wait for the starts, so it may be called where
+// the OCF manager's lock is held.
 func (a *API) deleting(name string) (done func(deleted bool)) {
 	end := a.exports.markDeleting(name)
 	return func(deleted bool) {
-		for _, e := range end(deleted) {
-			a.svc.Log.Info("nbd export stopped while pending: its bdev was deleted", "bdev", e.bdevName, "uri", e.device)
+		ended, retry := end(deleted)
+		for _, v := range ended {
+			if v.pending == pendingDeleting {
+				a.svc.Log.Info("nbd export stopped: its bdev was deleted", "bdev", v.e.bdevName, "uri", v.e.device)
+			} else {
+				a.svc.Log.Info("nbd export stopped while pending: its bdev was deleted", "bdev", v.e.bdevName, "uri", v.e.device)
+			}
+		}
+		for _, e := range retry {
+			go a.startPending(e)
 		}
 	}
 }
