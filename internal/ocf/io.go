@@ -171,25 +171,43 @@ func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 	co.stats.volumeWrBytes.Add(uint64(len(p)))
 	var r request
 	r.init(c, co, p, off, int64(len(p)))
+	a, fua := c.takeWriteOrder(&r, fua)
+	if a.superseded() {
+		r.done()
+		return a.absorbed()
+	}
+	err := c.writeOrdered(&r, fua)
+	a.finish(err)
+	return err
+}
+
+// writeOrdered runs write r, whose order locks the caller holds, and lets
+// go of them.
+func (c *Cache) writeOrdered(r *request, fua bool) error {
 	for attempt := 0; ; attempt++ {
-		retry, err := c.writeOnce(&r, fua, attempt > 0)
+		if attempt > 0 {
+			c.stripes.lockOrderRange(r.co.id, r.first, r.n)
+		}
+		retry, err := c.writeOnce(r, fua, attempt > 0)
 		if !retry {
 			r.done()
 			if err == nil {
 				// The metadata recording the write's change of dirty
 				// state (with FUA, every change) is durable before the
 				// write returns.
-				err = c.commitWrite(&r, "write", fua)
+				err = c.commitWrite(r, "write", fua)
 			}
 			return err
 		}
-		c.cleanForRoom(&r)
+		c.cleanForRoom(r)
 	}
 }
 
+// writeOnce takes the RW locks of r's stripes, whose order locks the
+// caller holds, runs r and lets go of both.
 func (c *Cache) writeOnce(r *request, fua, lastTry bool) (retry bool, err error) {
 	co := r.co
-	c.stripes.lockRange(co.id, r.first, r.n, true)
+	c.stripes.resumeRange(co.id, r.first, r.n)
 	if err = co.admit("write"); err == nil {
 		retry, err = c.writeLocked(r, fua, lastTry)
 	}

@@ -26,6 +26,9 @@ import (
 type stripes struct {
 	locks []stripeLock
 	mask  uint64
+	// absorbed counts the writes superseded by a later write of the same
+	// range (absorb.go).
+	absorbed atomic.Uint64
 }
 
 // stripeLock is a stripe's locks alone on a 64-byte CPU cache line, so that
@@ -38,11 +41,17 @@ type stripes struct {
 // unlock of the RW lock goes through the methods below, which keep the
 // count. Holding the order lock alone does not make the count odd: that is
 // the point of it.
+//
+// absorbMu and waiting are the stripe's registry of writes waiting for
+// their order locks (absorb.go), for the writes whose first core line the
+// stripe guards.
 type stripeLock struct {
-	order sync.Mutex
-	mu    sync.RWMutex
-	seq   atomic.Uint32
-	_     [64 - 36]byte
+	order    sync.Mutex
+	mu       sync.RWMutex
+	seq      atomic.Uint32
+	absorbMu sync.Mutex
+	waiting  *absorber // guarded by absorbMu
+	_        [64 - 56]byte
 }
 
 func (l *stripeLock) RLock()         { l.mu.RLock() }
@@ -166,8 +175,8 @@ func (s *stripes) lockRange(core CoreID, first, n uint64, exclusive bool) {
 		s.each(core, first, n, (*stripeLock).RLock)
 		return
 	}
-	s.each(core, first, n, (*stripeLock).lockOrder)
-	s.each(core, first, n, (*stripeLock).lockRW)
+	s.lockOrderRange(core, first, n)
+	s.resumeRange(core, first, n)
 }
 
 // unlockRange releases what lockRange took.
@@ -180,10 +189,48 @@ func (s *stripes) unlockRange(core CoreID, first, n uint64, exclusive bool) {
 	s.each(core, first, n, (*stripeLock).unlockOrder)
 }
 
+// lockOrderRange takes the order locks of core lines [first, first+n) in
+// ascending order; resumeRange then takes their RW locks.
+func (s *stripes) lockOrderRange(core CoreID, first, n uint64) {
+	s.each(core, first, n, (*stripeLock).lockOrder)
+}
+
+// tryLockOrderRange takes the order locks of core lines [first, first+n)
+// if no one holds any of them, and reports whether it did; it takes none
+// otherwise.
+func (s *stripes) tryLockOrderRange(core CoreID, first, n uint64) bool {
+	a0, a1, b0, b1 := s.span(core, first, n)
+	for i := a0; i < a1; i++ {
+		if !s.locks[i].order.TryLock() {
+			s.unlockOrderIdx(a0, i)
+			return false
+		}
+	}
+	for i := b0; i < b1; i++ {
+		if !s.locks[i].order.TryLock() {
+			s.unlockOrderIdx(a0, a1)
+			s.unlockOrderIdx(b0, i)
+			return false
+		}
+	}
+	return true
+}
+
+func (s *stripes) unlockOrderIdx(from, to int) {
+	for i := from; i < to; i++ {
+		s.locks[i].unlockOrder()
+	}
+}
+
+// unlockOrderRange lets go of the order locks lockOrderRange took.
+func (s *stripes) unlockOrderRange(core CoreID, first, n uint64) {
+	s.each(core, first, n, (*stripeLock).unlockOrder)
+}
+
 // yieldRange lets go of the RW locks of core lines [first, first+n), held
 // exclusively by lockRange, and keeps their order locks: readers may use
 // the stripes, no one else may take them exclusively. resumeRange takes
-// the RW locks back.
+// the RW locks back, or takes them after lockOrderRange.
 func (s *stripes) yieldRange(core CoreID, first, n uint64) {
 	s.each(core, first, n, (*stripeLock).unlockRW)
 }
