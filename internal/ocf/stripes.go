@@ -22,7 +22,8 @@ import (
 // order; then their RW locks, in ascending index order; then Cache.mu. A
 // holder of a stripe's RW lock never waits for an order lock, and TryLock
 // (taken under Cache.mu) never waits at all, so the locks cannot deadlock.
-// Cache.mu is never held while waiting for a stripe.
+// Cache.mu is never held while waiting for a stripe. A stripe's absorbMu
+// (absorb.go) is a leaf: held only to change its list, taking nothing else.
 type stripes struct {
 	locks []stripeLock
 	mask  uint64
