@@ -35,9 +35,14 @@ type absorber struct {
 	succ *absorber // the write that superseded this one, or nil
 
 	// err is the write's result, set before done is marked done; a write
-	// that superseded this one reads it after waiting on done.
-	done sync.WaitGroup
-	err  error
+	// that superseded this one reads it after waiting on done, and with it
+	// how the write was counted (class and ptWhy, if counted), to count
+	// itself the same way: it was served as that write was.
+	done    sync.WaitGroup
+	err     error
+	counted bool
+	class   reqClass
+	ptWhy   PTReason
 }
 
 // takeWriteOrder takes the order locks of write r. If the write may absorb
@@ -104,21 +109,29 @@ func (l *stripeLock) unlink(a *absorber) {
 // a nil absorber (a write that never registered).
 func (a *absorber) superseded() bool { return a != nil && a.succ != nil }
 
-// absorbed waits for the write that superseded a's and returns its result
-// as a's, which a's own predecessor, if any, then takes.
-func (a *absorber) absorbed() error {
-	a.succ.done.Wait()
-	a.finish(a.succ.err)
+// absorbed waits for the write that superseded r's (whose absorber a is),
+// counts r as that write was counted and returns its result as r's, which
+// a's own predecessor, if any, then takes.
+func (a *absorber) absorbed(r *request) error {
+	s := a.succ
+	s.done.Wait()
+	if s.counted {
+		r.ptWhy = s.ptWhy
+		r.countWrite(s.class)
+	}
+	a.finish(s.err, r)
 	return a.err
 }
 
-// finish records err as the result of a's write and wakes the write a
-// superseded, if any. It does nothing on a nil absorber.
-func (a *absorber) finish(err error) {
+// finish records err as the result of r's write, whose absorber a is, with
+// how r was counted, and wakes the write a superseded, if any. It does
+// nothing on a nil absorber.
+func (a *absorber) finish(err error, r *request) {
 	if a == nil {
 		return
 	}
 	a.err = err
+	a.counted, a.class, a.ptWhy = r.counted, r.class, r.ptWhy
 	a.done.Done()
 }
 

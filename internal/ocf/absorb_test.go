@@ -114,6 +114,7 @@ func TestAbsorbedWritesReturnTheLastOnesResult(t *testing.T) {
 			off := int64(line) * ls
 			volWrite(t, co, bytes.Repeat([]byte{0x01}, ls), off, false)
 			cw.take()
+			before := co.Counters()
 
 			var data [][]byte
 			for _, b := range []byte{0x11, 0x22, 0x33, 0x44} {
@@ -124,6 +125,13 @@ func TestAbsorbedWritesReturnTheLastOnesResult(t *testing.T) {
 				if err := bdevtest.ReleaseAndReceive(t, gate, ch, fmt.Sprintf("write %d", i+1)); err != nil {
 					t.Errorf("write %d: %v", i+1, err)
 				}
+			}
+			// Every write is counted, the absorbed ones as the write that
+			// absorbed them: wt hits, or wi pass-through.
+			after := co.Counters()
+			hits, pt := after.WriteHits-before.WriteHits, after.WritePT-before.WritePT
+			if want := map[ocf.Mode][2]uint64{ocf.ModeWT: {4, 0}, ocf.ModeWI: {0, 4}}[mode]; hits != want[0] || pt != want[1] {
+				t.Errorf("counted %d write hits and %d pass-through writes, want %d and %d", hits, pt, want[0], want[1])
 			}
 			if l := cw.take(); !slices.Equal(l, []string{"0x11 fua=false", "0x44 fua=true"}) {
 				t.Errorf("core writes %q, want W1's, then W4's with W2's FUA", l)

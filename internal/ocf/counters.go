@@ -92,7 +92,7 @@ func (r *request) countRead(cl reqClass) { r.count(&r.co.stats.rd, cl) }
 func (r *request) countWrite(cl reqClass) { r.count(&r.co.stats.wr, cl) }
 
 func (r *request) count(d *reqCounts, cl reqClass) {
-	r.class = cl
+	r.class, r.counted = cl, true
 	d.byClass[cl].Add(1)
 	if cl == classPT {
 		d.ptBy[ptReason(r.ptWhy)].Add(1)

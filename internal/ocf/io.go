@@ -174,10 +174,10 @@ func (c *Cache) write(co *Core, p []byte, off int64, fua bool) error {
 	a, fua := c.takeWriteOrder(&r, fua)
 	if a.superseded() {
 		r.done()
-		return a.absorbed()
+		return a.absorbed(&r)
 	}
 	err := c.writeOrdered(&r, fua)
-	a.finish(err)
+	a.finish(err, &r)
 	return err
 }
 

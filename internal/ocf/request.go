@@ -35,7 +35,10 @@ type request struct {
 	commitSeq uint64
 
 	class reqClass // how the request was counted (countRead, countWrite)
-	ptWhy PTReason // why it went pass-through, when class is classPT
+	// counted says whether class is set: a request may fail before it is
+	// counted.
+	counted bool
+	ptWhy   PTReason // why it went pass-through, when class is classPT
 
 	scratch *requestScratch // borrowed for large requests, else nil
 	inline  struct {
