@@ -62,7 +62,6 @@ type conn struct {
 		seq           uint64
 		skip, backoff int
 		timer         *time.Timer // calls watchdog
-		yielded       time.Time   // when the turn holder last yielded (see yieldToHandedOff)
 	}
 
 	wmu sync.Mutex // held while writing to nc

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"time"
 
 	"blockcache/internal/bdev"
@@ -102,11 +101,6 @@ func (c *conn) unhold(payload int64) {
 // payload never passes through the reader's buffer (see readBody), so the
 // kernel's copy out of the socket is the only one before the device.
 //
-// While handed-off requests are in flight, the reader lets their
-// goroutines run every inlineYield of inline work (see yieldToHandedOff),
-// so that on one scheduler slot a completed miss does not wait for the
-// reader to run out of requests.
-//
 // A request executed inline that takes longer than inlineFast makes the
 // connection pass the turn for the next inlineBackoff requests or more
 // (see inlineOK). One that takes far longer (blocked in the device, or its
@@ -146,11 +140,6 @@ const (
 	// periods. A timer per request would cost more than the request
 	// (arming one wakes the runtime's poller); one per period costs little.
 	inlinePeriod = time.Millisecond
-	// inlineYield is how long the reader executes requests inline, while
-	// handed-off requests are in flight, before it lets their goroutines
-	// run (see yieldToHandedOff): a few hits' time, small beside a slow
-	// device's.
-	inlineYield = 20 * time.Microsecond
 )
 
 // follow is the life of one of the connection's goroutines: wait for the
@@ -221,7 +210,6 @@ func (c *conn) handleInline(j *job) (executed, haveTurn bool) {
 		return false, true
 	}
 	hold := c.br.Buffered() >= nbdproto.RequestLen // while the turn is surely ours
-	c.yieldToHandedOff()
 	c.inline.seq++
 	id := c.inline.seq
 	c.inline.running.Store(id)
@@ -252,25 +240,6 @@ func (c *conn) handleInline(j *job) (executed, haveTurn bool) {
 		c.inline.backoff = inlineBackoff
 	}
 	return executed || !ok, true
-}
-
-// yieldToHandedOff lets the goroutines of handed-off requests run, if
-// there are any and the reader has not let them for inlineYield. On one
-// scheduler slot, a request whose device IO completed (a miss whose core
-// read ended: its timer or poller event is due) otherwise waits until the
-// reader next waits for the client, however many hits it executes
-// meanwhile; the yield also lets due timers fire. Only the holder of the
-// turn calls it.
-func (c *conn) yieldToHandedOff() {
-	if c.handedOff.Load() == 0 {
-		return
-	}
-	now := time.Now()
-	if now.Sub(c.inline.yielded) < inlineYield {
-		return
-	}
-	c.inline.yielded = now
-	runtime.Gosched()
 }
 
 // canTry reports whether requests of type typ may be tried inline: the
