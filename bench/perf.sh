@@ -42,6 +42,13 @@
 #   SHAPES="..."    subset of the shapes above, by name
 #   REV=commit      build that commit (git archive) instead of the working tree
 #   BLOCKCACHE=path use this binary instead of building anything
+#   BASE_REV=commit also run every blockcache shape with this commit's build
+#   BASE_BLOCKCACHE=path  (or this binary), alternating with the one under
+#                   test run by run, the order swapped from round to round:
+#                   a before/after from the same minutes ("NAME@base" rows)
+#   LOCK=/tmp/bench.lock  every measured run (and the prefill) holds this
+#                   flock(1) lock, so that it never overlaps another
+#                   benchmark that takes it; LOCK= runs without
 #   KEEP=1          keep the work directory (configs, JSON results)
 set -euo pipefail
 
@@ -56,6 +63,7 @@ BACKEND=${BACKEND:-uring}
 DIR=${DIR:-}
 SHAPES=${SHAPES:-malloc-qd1 malloc-qd32 ocf-qd1 ocf-qd32 ocf-wb-qd32 file-qd32 fio-qd32}
 KEEP=${KEEP:-0}
+LOCK=${LOCK-/tmp/bench.lock}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -76,9 +84,17 @@ for s in $SHAPES; do
 	esac
 done
 
-need_tools fio:fio jq:jq taskset:util-linux
+need_tools fio:fio jq:jq taskset:util-linux flock:util-linux
 work_dir perf stop_servers
 binaries ./cmd/blockcache
+# locked CMD...: CMD under LOCK.
+locked() {
+	if [ -n "$LOCK" ]; then
+		flock "$LOCK" "$@"
+	else
+		"$@"
+	fi
+}
 files=${DIR:-$work}
 mkdir -p "$files"
 mask=$(printf '0x%x' $((1 << CPU)))
@@ -113,17 +129,18 @@ if [[ " $SHAPES " == *" file-qd32 "* || " $SHAPES " == *" fio-qd32 "* ]]; then
 		"$(printf '{"method":"%s","params":{"name":"File1","filename":"%s","block_size":512}}' "$file_method" "$files/core.img")" \
 		"$(ocf_entry wt File0 File1)" >"$work/file.json"
 	if [[ " $SHAPES " == *" file-qd32 "* ]] && [ "$PREFILL" -gt 0 ]; then
-		GOMAXPROCS=1 "$bc_bin" perf -m "$mask" -c "$work/file.json" -q 8 -o 128k -w read -t "$PREFILL" \
+		GOMAXPROCS=1 locked "$bc_bin" perf -m "$mask" -c "$work/file.json" -q 8 -o 128k -w read -t "$PREFILL" \
 			>"$work/prefill.txt" 2>&1 || die "prefill of the file volume failed: $(cat "$work/prefill.txt")"
 	fi
 fi
 
 # --- runs -------------------------------------------------------------------
-# perf_run NAME CONFIG QD WORKLOAD: one measured run; its JSON in
-# $work/NAME.ROUND.json, its "iops p50 p99" appended to $work/NAME.txt.
+# perf_run NAME CONFIG QD WORKLOAD [BIN]: one measured run of BIN (bc_bin);
+# its JSON in $work/NAME.ROUND.json, its "iops p50 p99 hits" appended to
+# $work/NAME.txt.
 perf_run() {
-	local name=$1 cfg=$2 qd=$3 workload=$4 out=$work/$1.$round.json
-	GOMAXPROCS=1 "$bc_bin" perf -m "$mask" -c "$work/$cfg" -q "$qd" -o 4k -w "$workload" \
+	local name=$1 cfg=$2 qd=$3 workload=$4 bin=${5:-$bc_bin} out=$work/$1.$round.json
+	GOMAXPROCS=1 locked "$bin" perf -m "$mask" -c "$work/$cfg" -q "$qd" -o 4k -w "$workload" \
 		-t "$RUNTIME" --warmup "$WARM" --json >"$out" 2>"$work/$name.$round.err" ||
 		die "$name: blockcache perf failed: $(cat "$work/$name.$round.err")"
 	jq -r '.results[0] | "\(.iops) \(.p50_latency_us) \(.p99_latency_us) \(.extra.ocf_read_hit_pct // .extra.ocf_write_hit_pct // "-")"' \
@@ -133,7 +150,7 @@ perf_run() {
 # fio_run: fio on the cache file, same CPU, ramp and runtime.
 fio_run() {
 	local out=$work/fio-qd32.$round.json
-	taskset -c "$CPU" fio --name=cachefile --filename="$files/cache.img" --ioengine=io_uring --direct=1 \
+	locked taskset -c "$CPU" fio --name=cachefile --filename="$files/cache.img" --ioengine=io_uring --direct=1 \
 		--rw=randread --bs=4k --iodepth=32 --time_based --ramp_time="$WARM" --runtime="$RUNTIME" \
 		--output-format=json >"$out" 2>"$work/fio-qd32.$round.err" ||
 		die "fio failed: $(cat "$work/fio-qd32.$round.err")"
@@ -141,21 +158,40 @@ fio_run() {
 		"$out" >>"$work/fio-qd32.txt"
 }
 
+# run_shape SHAPE [BIN]: one run of SHAPE, by BIN (bc_bin), whose results
+# go under SHAPE@base when BIN is the base.
 run_shape() {
+	local bin=${2:-$bc_bin} name=$1
+	[ "$bin" = "$bc_bin" ] || name=$1@base
 	case $1 in
-	malloc-qd1) perf_run "$1" malloc.json 1 randread ;;
-	malloc-qd32) perf_run "$1" malloc.json 32 randread ;;
-	ocf-qd1) perf_run "$1" ocf.json 1 randread ;;
-	ocf-qd32) perf_run "$1" ocf.json 32 randread ;;
-	ocf-wb-qd32) perf_run "$1" ocf-wb.json 32 randwrite ;;
-	file-qd32) perf_run "$1" file.json 32 randread ;;
+	malloc-qd1) perf_run "$name" malloc.json 1 randread "$bin" ;;
+	malloc-qd32) perf_run "$name" malloc.json 32 randread "$bin" ;;
+	ocf-qd1) perf_run "$name" ocf.json 1 randread "$bin" ;;
+	ocf-qd32) perf_run "$name" ocf.json 32 randread "$bin" ;;
+	ocf-wb-qd32) perf_run "$name" ocf-wb.json 32 randwrite "$bin" ;;
+	file-qd32) perf_run "$name" file.json 32 randread "$bin" ;;
 	fio-qd32) fio_run ;;
 	esac
+}
+
+# run_both SHAPE: SHAPE by the binary under test and, with a base, by the
+# base too, in an order that swaps from round to round.
+run_both() {
+	if [ -z "$base_bin" ] || [ "$1" = fio-qd32 ]; then
+		run_shape "$1"
+	elif [ $((round % 2)) = 1 ]; then
+		run_shape "$1"
+		run_shape "$1" "$base_bin"
+	else
+		run_shape "$1" "$base_bin"
+		run_shape "$1"
+	fi
 }
 
 echo "bench/perf.sh: blockcache perf on one CPU ($CPU, -m $mask, GOMAXPROCS=1), 4 KiB IOs"
 machine_lines
 echo "blockcache: $bc_desc"
+[ -z "$base_bin" ] || echo "base:       $base_desc (rows NAME@base)"
 echo "runs:       REPS=$REPS RUNTIME=${RUNTIME}s WARM=${WARM}s PREFILL=${PREFILL}s CACHE_MIB=$CACHE_MIB CORE_MIB=$CORE_MIB BACKEND=$BACKEND files in $files"
 echo "load:       $(loadavg) before"
 
@@ -163,7 +199,7 @@ read -r -a shapes <<<"$SHAPES"
 for round in $(seq "$REPS"); do
 	n=${#shapes[@]}
 	for i in $(seq 0 $((n - 1))); do
-		run_shape "${shapes[$(((i + round - 1) % n))]}"
+		run_both "${shapes[$(((i + round - 1) % n))]}"
 	done
 	echo "round $round/$REPS done (load $(loadavg))"
 done
@@ -181,10 +217,15 @@ kiops() { awk -v v="$1" 'BEGIN{printf "%.0fk", v/1000}'; }
 
 declare -A spdk=([malloc-qd1]="1.8M" [malloc-qd32]="2.0M" [ocf-qd1]="560k" [ocf-qd32]="590-650k" [ocf-wb-qd32]="575k" [file-qd32]="" [fio-qd32]="")
 echo
-printf '%-12s %10s %-16s %9s %9s %9s %10s\n' shape IOPS "spread" "p50 us" "p99 us" "min hits" "SPDK 1 CPU"
+printf '%-17s %10s %-16s %9s %9s %9s %10s\n' shape IOPS "spread" "p50 us" "p99 us" "min hits" "SPDK 1 CPU"
+rows=()
 for s in "${shapes[@]}"; do
-	printf '%-12s %10s %-16s %9.2f %9.2f %9s %10s\n' "$s" "$(kiops "$(med 1 "$s")")" "($(iops_range "$s"))" \
-		"$(med 2 "$s")" "$(med 3 "$s")" "$(hits "$s")" "${spdk[$s]}"
+	rows+=("$s")
+	[ -z "$base_bin" ] || [ "$s" = fio-qd32 ] || rows+=("$s@base")
+done
+for s in "${rows[@]}"; do
+	printf '%-17s %10s %-16s %9.2f %9.2f %9s %10s\n' "$s" "$(kiops "$(med 1 "$s")")" "($(iops_range "$s"))" \
+		"$(med 2 "$s")" "$(med 3 "$s")" "$(hits "$s")" "${spdk[${s%@base}]}"
 done
 
 # target NAME SHAPE WANT: SHAPE's median IOPS against WANT IOPS.
@@ -192,19 +233,29 @@ target() {
 	[ -s "$work/$2.txt" ] || return 0
 	local got
 	got=$(med 1 "$2")
-	awk -v n="$1" -v g="$got" -v w="$3" 'BEGIN{printf "%-34s %8.0fk  >= %6.0fk  %5.2fx  %s\n", n, g/1000, w/1000, g/w, (g>=w ? "met" : "MISSED")}'
+	awk -v n="$1" -v g="$got" -v w="$3" 'BEGIN{printf "%-40s %8.0fk  >= %6.0fk  %5.2fx  %s\n", n, g/1000, w/1000, g/w, (g>=w ? "met" : "MISSED")}'
 }
 echo
+# targets SUFFIX: the targets for the rows of SUFFIX ("" or "@base").
+targets() {
+	local b=$1
+	target "OCF read hits QD1 (1.5x SPDK)$b" "ocf-qd1$b" 850000
+	target "OCF read hits QD32 (1.5x SPDK)$b" "ocf-qd32$b" 975000
+	target "OCF wb write hits QD32 (1.0x SPDK)$b" "ocf-wb-qd32$b" 575000
+	if [ -s "$work/file-qd32$b.txt" ] && [ -s "$work/fio-qd32.txt" ]; then
+		target "file cache hits QD32 (0.9x fio)$b" "file-qd32$b" "$(awk -v f="$(med 1 fio-qd32)" 'BEGIN{print 0.9*f}')"
+	fi
+	if [ -s "$work/malloc-qd1$b.txt" ] && [ -s "$work/ocf-qd1$b.txt" ]; then
+		awk -v o="$(med 1 "ocf-qd1$b")" -v m="$(med 1 "malloc-qd1$b")" -v b="$b" 'BEGIN{printf "OCF QD1 hits / malloc QD1 (ceiling)%s: %.2f\n", b, o/m}'
+	fi
+	if [ -s "$work/file-qd32$b.txt" ] && [ -s "$work/fio-qd32.txt" ]; then
+		awk -v f="$(med 1 "file-qd32$b")" -v g="$(med 1 fio-qd32)" -v b="$b" 'BEGIN{printf "file cache hits QD32 / fio io_uring direct QD32%s: %.2f\n", b, f/g}'
+	fi
+}
 echo "targets (issue 14), medians:"
-target "OCF read hits QD1 (1.5x SPDK)" ocf-qd1 850000
-target "OCF read hits QD32 (1.5x SPDK)" ocf-qd32 975000
-target "OCF wb write hits QD32 (1.0x SPDK)" ocf-wb-qd32 575000
-if [ -s "$work/file-qd32.txt" ] && [ -s "$work/fio-qd32.txt" ]; then
-	target "file cache hits QD32 (0.9x fio)" file-qd32 "$(awk -v f="$(med 1 fio-qd32)" 'BEGIN{print 0.9*f}')"
-fi
-if [ -s "$work/malloc-qd1.txt" ] && [ -s "$work/ocf-qd1.txt" ]; then
-	awk -v o="$(med 1 ocf-qd1)" -v m="$(med 1 malloc-qd1)" 'BEGIN{printf "OCF QD1 hits / malloc QD1 (ceiling): %.2f\n", o/m}'
-fi
-if [ -s "$work/file-qd32.txt" ] && [ -s "$work/fio-qd32.txt" ]; then
-	awk -v b="$(med 1 file-qd32)" -v f="$(med 1 fio-qd32)" 'BEGIN{printf "file cache hits QD32 / fio io_uring direct QD32: %.2f\n", b/f}'
+targets ""
+if [ -n "$base_bin" ]; then
+	echo
+	echo "the base, same rounds:"
+	targets @base
 fi
