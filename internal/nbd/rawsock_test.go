@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -177,5 +178,35 @@ func TestRawOnlyWithNothingHandedOff(t *testing.T) {
 	defer q.Close()
 	if newConn(mustNewServer(t, nil), p).rawOK() {
 		t.Error("raw calls on a net.Pipe")
+	}
+}
+
+// TestReadSpin: a Read of an empty socket polls it for the spin before it
+// waits in the poller (a deadline already due ends it only then), and
+// data that arrives during the spin is returned, on one scheduler slot
+// too, where the goroutine sending it runs only while the reader yields.
+func TestReadSpin(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	srv, cli := socketPair(t, "unix")
+	raw := newRawSocket(srv)
+	if raw.spin != readSpin {
+		t.Fatalf("spin %v, want readSpin (%v)", raw.spin, readSpin)
+	}
+
+	raw.spin = 30 * time.Millisecond
+	srv.SetReadDeadline(time.Now().Add(time.Millisecond))
+	start := time.Now()
+	_, err := raw.Read(make([]byte, 10))
+	if took := time.Since(start); !errors.Is(err, os.ErrDeadlineExceeded) || took < raw.spin {
+		t.Errorf("Read of an empty socket: %v after %v; want the deadline's error after the spin of %v", err, took, raw.spin)
+	}
+
+	srv.SetReadDeadline(time.Time{})
+	raw.spin = time.Hour // only the data ends the spin
+	go cli.Write([]byte("late"))
+	p := make([]byte, 10)
+	n, err := raw.Read(p)
+	if err != nil || string(p[:n]) != "late" {
+		t.Errorf("Read during the spin: %q, %v; want \"late\"", p[:n], err)
 	}
 }
