@@ -398,12 +398,17 @@ func (c *conn) readBody(p []byte) error {
 // another large WRITE likely follows, and a buffered read would take up to
 // a buffer's worth of its payload along, to be copied out again; read
 // apart, the payload goes from the socket straight into the job's buffer.
+//
+// Unless after a large WRITE, a read of an empty socket polls it for
+// readSpin first.
 func (c *conn) readHeader() error {
 	if c.largeWrite && c.br.Buffered() == 0 {
 		_, err := io.ReadFull(c.src, c.hb[:])
 		return err
 	}
+	c.setSpin(readSpin)
 	_, err := io.ReadFull(c.br, c.hb[:])
+	c.setSpin(0)
 	return err
 }
 
