@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"blockcache/internal/nbdproto"
 )
 
 // socketPair returns the two ends of a connection of network "tcp" or
@@ -210,3 +212,37 @@ func TestReadSpin(t *testing.T) {
 		t.Errorf("Read during the spin: %q, %v; want \"late\"", p[:n], err)
 	}
 }
+
+// TestOnlyHeaderReadsPoll: the reader polls while it reads a request
+// header and not after, so that a WRITE's payload is waited for in the
+// poller; after a large WRITE the header is read without polling too.
+func TestOnlyHeaderReadsPoll(t *testing.T) {
+	srv, cli := socketPair(t, "tcp")
+	c := newConn(mustNewServer(t, nil), srv)
+	var seen []time.Duration
+	c.src = readerFunc(func(p []byte) (int, error) {
+		seen = append(seen, c.raw.spin)
+		return c.raw.Read(p)
+	})
+	c.br.Reset(c.src)
+	hdr := make([]byte, nbdproto.RequestLen)
+	cli.Write(hdr)
+	if err := c.readHeader(); err != nil {
+		t.Fatal(err)
+	}
+	cli.Write(hdr)
+	c.largeWrite = true
+	if err := c.readHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 2 || seen[0] != readSpin || seen[1] != 0 {
+		t.Errorf("polling of the two header reads: %v, want [%v 0]", seen, readSpin)
+	}
+	if c.raw.spin != 0 {
+		t.Errorf("polling %v after the header read, want none", c.raw.spin)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
