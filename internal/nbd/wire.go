@@ -11,6 +11,7 @@
 //	tls.go           NBD_OPT_STARTTLS: upgrading a connection to TLS
 //	transmission.go  read a request, validate it, execute it
 //	reply.go         simple and structured replies, batched under a write lock
+//	rawsock.go       raw reads and writes of plain sockets through the poller
 //	errors.go        sentinels, and errnoFor: error to NBD error value
 //	server.go        exports, listeners, connections, Shutdown
 //	conn.go          one client connection, from accept to close

@@ -76,6 +76,8 @@
 //	                line metadata, its changes, the lists, the hash table,
 //	                sector masks
 //	stripes.go      the data-path locks
+//	absorb.go       write absorption: a waiting write superseded by a later one
+//	                of the same range
 //	evict.go        making room when every line is dirty or in use
 //	clean.go        write-back batches; cleaner.go the background cleaner
 //	                and the alru, acp and nop policies
