@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -214,7 +215,8 @@ func TestDirectFallback(t *testing.T) {
 	if stderr != wantNote {
 		t.Fatalf("cache create stderr %q, want %q", stderr, wantNote)
 	}
-	if line, ok, _ := d.stderr.find("direct IO refused"); !ok || !strings.Contains(line, "level=WARN") ||
+	// The daemon's log reaches the test through a pipe: wait for the line.
+	if line := waitLogLine(t, d, "direct IO refused", 10*time.Second); !strings.Contains(line, "level=WARN") ||
 		!strings.Contains(line, "path="+cache) || !strings.Contains(line, "O_DIRECT") {
 		t.Fatalf("no WARN naming %s and the reason:\n%s", cache, d.Stderr())
 	}
