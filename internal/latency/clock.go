@@ -56,8 +56,15 @@ func Now() Stamp {
 	return slowNow()
 }
 
-// tscStamp converts a counter reading to a Stamp.
+// tscStamp converts a counter reading to a Stamp. A reading below base's
+// (the counter reset by a suspend, or set back by a hypervisor) gives a
+// stamp before base's: the unsigned difference would wrap and scale to a
+// stamp centuries away.
 func tscStamp(tsc, nsPerTick uint64) Stamp {
+	if tsc < base.tsc {
+		hi, lo := bits.Mul64(base.tsc-tsc, nsPerTick)
+		return Stamp(base.ns) - Stamp(hi<<32|lo>>32)
+	}
 	hi, lo := bits.Mul64(tsc-base.tsc, nsPerTick)
 	return Stamp(base.ns + (hi<<32 | lo>>32))
 }

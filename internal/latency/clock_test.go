@@ -106,3 +106,29 @@ func BenchmarkNow(b *testing.B) {
 		b.Fatal("no stamps")
 	}
 }
+
+// TestTSCStampBeforeBase: a counter reading below base (the counter reset
+// by a suspend, or moved back by a hypervisor) gives a stamp before
+// base's, at the calibrated rate, not one centuries away.
+func TestTSCStampBeforeBase(t *testing.T) {
+	const third = (1 << 32) / 3 // 3 GHz
+	for _, tc := range []struct {
+		name  string
+		ticks uint64 // below base
+		n     uint64
+		want  Stamp
+	}{
+		{"3000 ticks at 3 GHz", 3000, third, -999}, // 3000·(2^32/3 rounded down)/2^32, truncated
+		{"3000 ticks at 2 GHz", 3000, 1 << 31, -1500},
+		{"1 tick at 1 GHz", 1, 1 << 32, -1},
+		{"a second at 3 GHz", 3e9, third, -Stamp(time.Second) + 1},
+	} {
+		got := tscStamp(base.tsc-tc.ticks, tc.n) - Stamp(base.ns)
+		if d := got - tc.want; d < -1 || d > 1 {
+			t.Errorf("%s: stamp %v from base, want %v", tc.name, time.Duration(got), time.Duration(tc.want))
+		}
+	}
+	if got := tscStamp(base.tsc+3000, 1<<31) - Stamp(base.ns); got != 1500 {
+		t.Errorf("3000 ticks after base at 2 GHz: %d ns, want 1500", got)
+	}
+}
