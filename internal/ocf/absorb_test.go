@@ -47,18 +47,7 @@ func (d *coreWrites) take() []string {
 // absorbEnv builds a one-core cache in mode whose next core write after
 // armed is set waits at the gate (logged before it waits).
 func absorbEnv(t *testing.T, mode ocf.Mode) (*ocftest.Env, *bdevtest.IOGate, *atomic.Bool, *coreWrites) {
-	t.Helper()
-	var gate *bdevtest.IOGate
-	var cw *coreWrites
-	armed := new(atomic.Bool)
-	env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: mode, SeqCutoff: ocf.CutoffNever{},
-		WrapCore: func(_ int, d bdev.Device) bdev.Device {
-			gate = bdevtest.NewIOGate(d, func(write bool, _, _ int64) bool { return write && armed.CompareAndSwap(true, false) })
-			cw = &coreWrites{Device: gate}
-			return cw
-		}})
-	t.Cleanup(gate.Release)
-	return env, gate, armed, cw
+	return gatedCore(t, mode, func(d bdev.Device) *coreWrites { return &coreWrites{Device: d} })
 }
 
 // eventually fails t unless cond holds within 10 s.

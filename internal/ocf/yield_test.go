@@ -48,18 +48,25 @@ func (w *writeLog) take() []string {
 // heldCore builds a one-core cache in mode whose next core write after
 // armed is set waits at the gate; later ones do not.
 func heldCore(t *testing.T, mode ocf.Mode) (*ocftest.Env, *bdevtest.IOGate, *atomic.Bool, *writeLog) {
+	return gatedCore(t, mode, func(d bdev.Device) *writeLog { return &writeLog{Device: d} })
+}
+
+// gatedCore is heldCore with the core's recorder made by wrap, which gets
+// the gated device: the gate sits below it, so the recorder sees a held
+// write before it waits.
+func gatedCore[W bdev.Device](t *testing.T, mode ocf.Mode, wrap func(bdev.Device) W) (*ocftest.Env, *bdevtest.IOGate, *atomic.Bool, W) {
 	t.Helper()
 	var gate *bdevtest.IOGate
-	var wlog *writeLog
+	var rec W
 	armed := new(atomic.Bool)
 	env := ocftest.New(t, ocftest.Options{Lines: 16, Mode: mode, SeqCutoff: ocf.CutoffNever{},
 		WrapCore: func(_ int, d bdev.Device) bdev.Device {
 			gate = bdevtest.NewIOGate(d, func(write bool, _, _ int64) bool { return write && armed.CompareAndSwap(true, false) })
-			wlog = &writeLog{Device: gate}
-			return wlog
+			rec = wrap(gate)
+			return rec
 		}})
 	t.Cleanup(gate.Release)
-	return env, gate, armed, wlog
+	return env, gate, armed, rec
 }
 
 // within runs f and fails t if it does not return within 2 s (it is left
