@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,26 +21,15 @@ import (
 type coreWrites struct {
 	bdev.Device
 	fail atomic.Bool
-	mu   sync.Mutex
-	log  []string
+	logLines
 }
 
 func (d *coreWrites) WriteAt(p []byte, off int64, fua bool) error {
-	d.mu.Lock()
-	d.log = append(d.log, fmt.Sprintf("%#x fua=%v", p[0], fua))
-	d.mu.Unlock()
+	d.add(fmt.Sprintf("%#x fua=%v", p[0], fua))
 	if d.fail.Load() {
 		return errInjected
 	}
 	return d.Device.WriteAt(p, off, fua)
-}
-
-func (d *coreWrites) take() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	l := d.log
-	d.log = nil
-	return l
 }
 
 // absorbEnv builds a one-core cache in mode whose next core write after

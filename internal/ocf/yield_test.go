@@ -16,12 +16,33 @@ import (
 	"blockcache/internal/ocf/ocftest"
 )
 
+// logLines is a list of lines appended to by concurrent IO and taken by
+// the test.
+type logLines struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (l *logLines) add(s string) {
+	l.mu.Lock()
+	l.log = append(l.log, s)
+	l.mu.Unlock()
+}
+
+// take returns the lines added since the last take.
+func (l *logLines) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lines := l.log
+	l.log = nil
+	return lines
+}
+
 // writeLog wraps a core device and logs the start and the end of each
 // write, by the first byte of its data.
 type writeLog struct {
 	bdev.Device
-	mu  sync.Mutex
-	log []string
+	logLines
 }
 
 func (w *writeLog) WriteAt(p []byte, off int64, fua bool) error {
@@ -29,20 +50,6 @@ func (w *writeLog) WriteAt(p []byte, off int64, fua bool) error {
 	err := w.Device.WriteAt(p, off, fua)
 	w.add(fmt.Sprintf("end %#x", p[0]))
 	return err
-}
-
-func (w *writeLog) add(s string) {
-	w.mu.Lock()
-	w.log = append(w.log, s)
-	w.mu.Unlock()
-}
-
-func (w *writeLog) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	l := w.log
-	w.log = nil
-	return l
 }
 
 // heldCore builds a one-core cache in mode whose next core write after
