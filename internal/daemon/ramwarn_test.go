@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,20 +35,8 @@ func startFrom(t *testing.T, config string, asFile bool) string {
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sockDir, err := os.MkdirTemp("", "bcd")
+	_, log, err := startWith(t, cfg)
 	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	log := &syncBuf{}
-	cfg.RPCSocket = filepath.Join(sockDir, "rpc.sock")
-	cfg.Log = slog.New(slog.NewTextHandler(log, nil))
-	d, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.shutdown() })
-	if err := d.loadStartupConfig(context.Background()); err != nil {
 		t.Fatalf("start: %v\n%s", err, log)
 	}
 	return log.String()

@@ -44,14 +44,23 @@ func startOn(t *testing.T, config string) (*Daemon, *syncBuf, error) {
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startWith(t, Config{ConfigFile: cfgPath, DataDir: filepath.Join(dir, "data")})
+}
+
+// startWith gives cfg an RPC socket (in a short temporary directory) and a
+// log, builds the daemon, which is shut down at cleanup, and loads its
+// start-up config; it returns the daemon, its log and the load's error.
+func startWith(t *testing.T, cfg Config) (*Daemon, *syncBuf, error) {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "bcd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	log := &syncBuf{}
-	d, err := New(Config{RPCSocket: filepath.Join(sockDir, "rpc.sock"), ConfigFile: cfgPath, DataDir: filepath.Join(dir, "data"),
-		Log: slog.New(slog.NewTextHandler(log, nil))})
+	cfg.RPCSocket = filepath.Join(sockDir, "rpc.sock")
+	cfg.Log = slog.New(slog.NewTextHandler(log, nil))
+	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
