@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/daemon"
@@ -35,7 +36,8 @@ type perfBdevs struct {
 // cache volume of the config still waiting for a base bdev afterwards is an
 // error too; one the config did not ask for (found on a cache device whose
 // metadata names it, as SPDK's examine does) is left out, said on warn.
-func buildPerfBdevs(ctx context.Context, path string, log *slog.Logger, warn io.Writer) (*perfBdevs, error) {
+// ioPoll is the io_uring bdevs' completion poll budget (rpc.Services.IOPoll).
+func buildPerfBdevs(ctx context.Context, path string, ioPoll time.Duration, log *slog.Logger, warn io.Writer) (*perfBdevs, error) {
 	doc, err := daemon.ReadDocument(path)
 	if err != nil {
 		return nil, err
@@ -55,6 +57,7 @@ func buildPerfBdevs(ctx context.Context, path string, log *slog.Logger, warn io.
 		NBDURI:   func(string) string { return "" },
 		Log:      log,
 		Version:  version,
+		IOPoll:   ioPoll,
 	})
 	created := map[string]bool{} // the names of the config's cache volumes
 	for _, ss := range doc.Subsystems {

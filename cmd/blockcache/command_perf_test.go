@@ -240,6 +240,7 @@ func TestPerfRefuses(t *testing.T) {
 		{base("-t", "0"), `-t "0": want a number of seconds`},
 		{base("-t", "NaN"), `-t "NaN"`},
 		{base("--warmup", "-1"), `--warmup "-1"`},
+		{base("--io-poll", "-1ms"), "--io-poll -1ms: must not be negative"},
 		{base("-w", "randrw"), "-M must be given, 0..100, with -w randrw"},
 		{base("-w", "rw", "-M", "101"), "-M must be given, 0..100, with -w rw"},
 		{base("-m", "0xZZ"), "-m/--cpumask: cpu mask"},

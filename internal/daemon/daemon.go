@@ -62,6 +62,11 @@ type Config struct {
 	// shutdown. Without it the dirty data stays in the caches (their
 	// metadata is persistent) and is loaded at the next start.
 	ShutdownFlush bool
+	// IOPoll is the completion poll budget of io_uring bdevs: with IO in
+	// flight a ring polls for its completions for up to this long before
+	// it sleeps, at the price of a CPU kept busy (uring.Options.Poll).
+	// Zero, the default, never polls.
+	IOPoll time.Duration
 	// Log receives one line per management event.
 	Log *slog.Logger
 	// Version is reported by spdk_get_version.
@@ -165,6 +170,7 @@ func New(cfg Config) (*Daemon, error) {
 		Version:  cfg.Version,
 		Kill:     d.kill,
 		OnChange: d.saveState,
+		IOPoll:   cfg.IOPoll,
 	})
 	return d, nil
 }

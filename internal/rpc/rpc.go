@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sync"
 	"syscall"
+	"time"
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/jsonrpc"
@@ -37,6 +38,10 @@ type Services struct {
 	// OnChange is called after each successful method that changed the
 	// daemon's configuration (to persist it).
 	OnChange func()
+	// IOPoll is the completion poll budget of the io_uring bdevs
+	// (bdev_uring_create) made from now on: file.Options.Poll. Zero never
+	// polls.
+	IOPoll time.Duration
 }
 
 // API is the set of methods registered on a server.

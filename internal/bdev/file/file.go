@@ -22,6 +22,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
@@ -69,6 +70,10 @@ type Options struct {
 	// Engine is how IO reaches the kernel: EngineSync (the zero value)
 	// or EngineUring, with a ring of QueueDepth entries.
 	Engine Engine
+	// Poll is EngineUring's completion poll budget (uring.Options.Poll):
+	// with IO in flight the ring's completion goroutine polls for up to
+	// this long before it sleeps. Zero never polls. EngineSync ignores it.
+	Poll time.Duration
 }
 
 // DefaultQueueDepth is the queue depth of a device opened with none given:
@@ -177,7 +182,7 @@ func Open(name, path string, opts Options) (*Device, error) {
 	d.info = info
 	d.bounceSize = max(int(info.BlockSize), maxBounceBytes/int(info.BlockSize)*int(info.BlockSize))
 	d.bounce = newBouncePool(d.bounceSize)
-	if err := d.startEngine(opts.Engine, depth); err != nil {
+	if err := d.startEngine(opts.Engine, depth, opts.Poll); err != nil {
 		unix.Close(fd)
 		return fail(err)
 	}

@@ -12,7 +12,7 @@ import (
 // newTestRing creates a ring closed at cleanup.
 func newTestRing(t testing.TB, depth int) *Ring {
 	t.Helper()
-	r, err := New(depth)
+	r, err := New(depth, Options{})
 	if err != nil {
 		t.Fatalf("New(%d): %v", depth, err)
 	}

@@ -3,6 +3,8 @@ package uring
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -26,7 +28,8 @@ func (r *Ring) openEventfd() (*os.File, error) {
 }
 
 // reap is the ring's completion goroutine: it waits for the eventfd in
-// the netpoller while the completion ring is empty, and delivers what has
+// the netpoller while the completion ring is empty (after polling it for
+// the poll budget while operations are in flight), and delivers what has
 // arrived, until Close's no-op does.
 //
 // The eventfd's counter is never read. The netpoller watches it
@@ -50,12 +53,38 @@ func (r *Ring) reap() {
 		if stop {
 			return
 		}
+		if r.pollArrived() {
+			continue
+		}
+		r.parks.Add(1)
 		// The eventfd is closed only after reap returns, so an error
 		// here means the netpoller cannot watch it: nothing would ever
 		// wake the ring's callers.
 		if err := rc.Read(arrived); err != nil {
 			panic(fmt.Errorf("waiting for io_uring completions on the eventfd of ring fd %d: %w", r.fd, err))
 		}
+	}
+}
+
+// pollArrived polls the completion ring, for up to the poll budget, while
+// operations are in flight, and reports whether a completion arrived. It
+// yields between looks, so goroutines ready to run (submitters, the
+// callers of the operations just delivered) run first; when none is, the
+// loop spins and keeps the CPU from sleeping. It stops as soon as no
+// operation holds a slot: an idle ring parks at once.
+func (r *Ring) pollArrived() bool {
+	if r.poll <= 0 {
+		return false
+	}
+	start := time.Now()
+	for {
+		if loadAcquire(r.cqHead) != loadAcquire(r.cqTail) {
+			return true
+		}
+		if len(r.free) == r.depth || time.Since(start) >= r.poll {
+			return false
+		}
+		runtime.Gosched()
 	}
 }
 

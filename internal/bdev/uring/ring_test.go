@@ -305,7 +305,7 @@ func TestRingBoundsThreads(t *testing.T) {
 // cancels the former (ECANCELED or EINTR), fails the latter with
 // ErrClosed, and returns; later operations fail with ErrClosed.
 func TestRingCloseCancelsInFlight(t *testing.T) {
-	r, err := New(4)
+	r, err := New(4, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestRingCloseCancelsInFlight(t *testing.T) {
 func TestRingCloseDuringFileIO(t *testing.T) {
 	const block, workers = 4096, 16
 	fd := tempFile(t, t.TempDir(), "close.img", workers*block, unix.O_DIRECT)
-	r, err := New(4)
+	r, err := New(4, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +437,7 @@ func TestNewUnavailable(t *testing.T) {
 		{unix.ENOSYS, "built without io_uring"},
 		{unix.EPERM, "io_uring_setup: operation not permitted"},
 	} {
-		_, err := newRing(8, func(uint32, *params) (int, error) { return -1, c.errno })
+		_, err := newRing(8, Options{}, func(uint32, *params) (int, error) { return -1, c.errno })
 		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, c.errno) {
 			t.Fatalf("setup failing with %v: %v, want ErrUnavailable (EOPNOTSUPP) only", c.errno, err)
 		}
@@ -449,12 +449,12 @@ func TestNewUnavailable(t *testing.T) {
 			t.Fatalf("setup failing with %v: %q does not say %q", c.errno, err, c.why)
 		}
 	}
-	_, err := newRing(8, func(uint32, *params) (int, error) { return -1, unix.ENOMEM })
+	_, err := newRing(8, Options{}, func(uint32, *params) (int, error) { return -1, unix.ENOMEM })
 	if errors.Is(err, ErrUnavailable) || !errors.Is(err, unix.ENOMEM) {
 		t.Fatalf("setup failing with ENOMEM: %v", err)
 	}
 	for _, depth := range []int{0, -1, MaxDepth + 1} {
-		if _, err := New(depth); !errors.Is(err, unix.EINVAL) {
+		if _, err := New(depth, Options{}); !errors.Is(err, unix.EINVAL) {
 			t.Fatalf("New(%d): %v, want EINVAL", depth, err)
 		}
 	}
