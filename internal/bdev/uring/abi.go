@@ -33,6 +33,13 @@ const (
 
 	registerEventfd = 4 // IORING_REGISTER_EVENTFD
 
+	setupCoopTaskrun = 1 << 8 // IORING_SETUP_COOP_TASKRUN: Linux 5.19
+	setupTaskrunFlag = 1 << 9 // IORING_SETUP_TASKRUN_FLAG: Linux 5.19
+
+	sqTaskrun = 1 << 2 // IORING_SQ_TASKRUN, in the sq ring's flags
+
+	enterGetevents = 1 << 0 // IORING_ENTER_GETEVENTS
+
 	featSingleMmap = 1 << 0 // IORING_FEAT_SINGLE_MMAP
 	featRWCurPos   = 1 << 3 // IORING_FEAT_RW_CUR_POS: Linux 5.6, which also brought READ, WRITE and FALLOCATE
 

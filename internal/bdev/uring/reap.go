@@ -72,6 +72,18 @@ func (r *Ring) reap() {
 // callers of the operations just delivered) run first; when none is, the
 // loop spins and keeps the CPU from sleeping. It stops as soon as no
 // operation holds a slot: an idle ring parks at once.
+//
+// A polling ring is set up with COOP_TASKRUN and TASKRUN_FLAG (coop). The
+// kernel posts a completion from task work run by the thread that
+// submitted the operation; by default it interrupts that thread, when it
+// is running, to make it do so, which costs an inter-processor interrupt
+// whenever the device's interrupt lands on another CPU (on a VM, an exit to
+// the hypervisor on both sides). With coop it only raises sqTaskrun, which
+// the loop sees and answers with an io_uring_enter(GETEVENTS) that runs
+// the work without waiting. A sleeping submitter is still woken, so a
+// parked ring misses nothing; the work of a thread that is running other
+// code waits for its next entry into the kernel (a system call, or the
+// runtime's preemption signal within 10 ms).
 func (r *Ring) pollArrived() bool {
 	if r.poll <= 0 {
 		return false
@@ -80,6 +92,16 @@ func (r *Ring) pollArrived() bool {
 	for {
 		if loadAcquire(r.cqHead) != loadAcquire(r.cqTail) {
 			return true
+		}
+		if r.coop && loadAcquire(r.sqFlags)&sqTaskrun != 0 {
+			// Runs this thread's pending task work, and returns at
+			// once (min_complete 0); errors leave it for later. The
+			// work may be another thread's: then the flag stays set
+			// and the budget still bounds the loop.
+			unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 0, enterGetevents, 0, 0)
+			if loadAcquire(r.cqHead) != loadAcquire(r.cqTail) {
+				return true
+			}
 		}
 		if len(r.free) == r.depth || time.Since(start) >= r.poll {
 			return false

@@ -43,6 +43,8 @@
 // polls with GOMAXPROCS=1, network readiness waits for the poll to end (the
 // runtime looks at its netpoller only when nothing else can run), so a
 // server with one scheduler slot delays its sockets by up to the budget.
+// A polling ring also takes its completions' task work cooperatively
+// (pollArrived).
 //
 // Fixed files (IORING_REGISTER_FILES) and registered buffers are not
 // used. BenchmarkRandRead4K measured no steady gain from a registered
@@ -52,8 +54,8 @@
 // SINGLE_ISSUER are not used: they need every submission made from one
 // thread, and Go submits from whichever thread runs the goroutine.
 // COOP_TASKRUN, which delays completions until the submitting thread next
-// enters the kernel to spare it an interrupt, measured no gain
-// (docs/perf.md).
+// enters the kernel to spare it an interrupt, measured no gain for a ring
+// that sleeps (docs/perf.md); a polling ring uses it.
 package uring
 
 import (
@@ -98,6 +100,10 @@ type Ring struct {
 	// advances sqHead as it consumes entries.
 	sqHead, sqTail *uint32
 	sqMask         uint32
+	sqFlags        *uint32 // where the kernel raises sqTaskrun (coop)
+	// coop: the ring was set up with COOP_TASKRUN and TASKRUN_FLAG, as
+	// polling rings are (pollArrived).
+	coop bool
 	sqes           []sqe
 	// The completion ring. CQEs are read and cqHead written under reapMu.
 	cqHead, cqTail *uint32
@@ -187,11 +193,20 @@ func newRing(depth int, opts Options, setup setupFunc) (*Ring, error) {
 	// kernel to a power of two; the completion ring is twice as large, so
 	// it never overflows.
 	var p params
+	coop := opts.Poll > 0 // see pollArrived
+	if coop {
+		p.flags = setupCoopTaskrun | setupTaskrunFlag
+	}
 	fd, err := setup(uint32(depth+2), &p)
+	if coop && errors.Is(err, unix.EINVAL) {
+		// Before Linux 5.19, which has neither flag: poll without.
+		p, coop = params{}, false
+		fd, err = setup(uint32(depth+2), &p)
+	}
 	if err != nil {
 		return nil, setupError(err)
 	}
-	r := &Ring{fd: fd, depth: depth, poll: opts.Poll, closing: make(chan struct{}), reaped: make(chan struct{})}
+	r := &Ring{fd: fd, depth: depth, poll: opts.Poll, coop: coop, closing: make(chan struct{}), reaped: make(chan struct{})}
 	if err := r.mapRings(&p); err != nil {
 		r.unmap()
 		unix.Close(fd)
@@ -257,7 +272,7 @@ func (r *Ring) mapRings(p *params) error {
 	r.sqeMem = sqeMem
 	base := unsafe.Pointer(&mem[0])
 	at := func(off uint32) *uint32 { return (*uint32)(unsafe.Add(base, off)) }
-	r.sqHead, r.sqTail, r.sqMask = at(p.sqOff.head), at(p.sqOff.tail), *at(p.sqOff.ringMask)
+	r.sqHead, r.sqTail, r.sqMask, r.sqFlags = at(p.sqOff.head), at(p.sqOff.tail), *at(p.sqOff.ringMask), at(p.sqOff.flags)
 	r.cqHead, r.cqTail, r.cqMask = at(p.cqOff.head), at(p.cqOff.tail), *at(p.cqOff.ringMask)
 	r.sqes = unsafe.Slice((*sqe)(unsafe.Pointer(&sqeMem[0])), p.sqEntries)
 	r.cqes = unsafe.Slice((*cqe)(unsafe.Add(base, p.cqOff.cqes)), p.cqEntries)

@@ -17,13 +17,19 @@ import (
 // TestRingMatchesModel: goroutines, more than the ring's depth, issue
 // random reads, writes (some RWF_DSYNC), datasyncs, hole punches and
 // zero-range fallocates through one ring on one O_DIRECT file (and on a
-// buffered one), each on blocks of its own, against an in-memory model.
+// buffered one, and through a polling ring), each on blocks of its own,
+// against an in-memory model.
 // Every read through the ring, and a pread of the same blocks now and
 // then, must return the model's bytes; at the end a pread of the whole
 // file must equal the model.
 func TestRingMatchesModel(t *testing.T) {
-	for _, direct := range []bool{true, false} {
-		t.Run(map[bool]string{true: "direct", false: "buffered"}[direct], func(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		direct bool
+		poll   time.Duration
+	}{{"direct", true, 0}, {"buffered", false, 0}, {"direct-polling", true, time.Millisecond}} {
+		direct := c.direct
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			const (
 				block   = 4096
@@ -36,7 +42,14 @@ func TestRingMatchesModel(t *testing.T) {
 				flags = unix.O_DIRECT
 			}
 			fd := tempFile(t, t.TempDir(), "model.img", blocks*block, flags)
-			r := newTestRing(t, 4)
+			r, err := New(4, Options{Poll: c.poll})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			if r.coop != (c.poll > 0) {
+				t.Fatalf("ring with poll budget %v: coop task work %v", c.poll, r.coop)
+			}
 			model := make([]byte, blocks*block)
 			seed := uint64(time.Now().UnixNano())
 			t.Logf("seed %d", seed)
