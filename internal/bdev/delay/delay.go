@@ -5,6 +5,10 @@
 // inner device completed the IO. Flush, discard and write-zeroes are
 // forwarded undelayed, as in SPDK.
 //
+// A delay is slept on a per-device hrtimer.Timer, precise to microseconds
+// where time.Sleep oversleeps by up to a millisecond in an idle process;
+// SPDK's delay bdev checks its deadlines from a poller that never sleeps.
+//
 // Ours, not SPDK's: Config.MaxInflight bounds how many IOs are in the device
 // at once, as a real disk's limited parallelism does. An IO holds its slot
 // from before it reaches the inner device until its delay has passed; IOs
@@ -22,6 +26,7 @@ import (
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/hrtimer"
 )
 
 // ProductName is the product name delay devices report, as SPDK's.
@@ -32,8 +37,11 @@ type Config struct {
 	Name string
 	UUID uuid.UUID // zero picks a random one
 	Latencies
-	// Sleep waits for the given time; nil means time.Sleep. Tests pass a
-	// fake so that they do not wait.
+	// Sleep waits for the given time; nil means the device's own
+	// hrtimer.Timer (time.Sleep where the kernel refuses a timerfd).
+	// time.Sleep itself oversleeps by up to a millisecond when the process
+	// is idle (package hrtimer), which a model of a disk's latency cannot
+	// afford. Tests pass a fake so that they do not wait.
 	Sleep func(time.Duration)
 	// Seed chooses which IOs get the p99 latency.
 	Seed uint64
@@ -53,6 +61,7 @@ type Device struct {
 	info  bdev.Info
 	inner bdev.Device
 	sleep func(time.Duration)
+	timer *hrtimer.Timer // behind sleep when Config.Sleep is nil; nil otherwise
 	seed  uint64
 	slots *queue // every IO that passed CheckIO holds a slot until it returns
 
@@ -94,6 +103,9 @@ func New(inner bdev.Device, cfg Config) (*Device, error) {
 	}
 	if d.sleep == nil {
 		d.sleep = time.Sleep
+		if t, err := hrtimer.New(); err == nil {
+			d.timer, d.sleep = t, t.Sleep
+		}
 	}
 	for k, v := range cfg.Latencies.byKind() {
 		d.latency[k].Store(int64(v))
@@ -181,11 +193,16 @@ func (d *Device) WriteZeroes(off, length int64) error {
 }
 
 // Close implements bdev.Device. It waits for calls inside the inner device
-// (not for their delays) and leaves the inner device open.
+// (not for their delays, which still run their course) and leaves the
+// inner device open.
 func (d *Device) Close() error {
 	d.mu.Lock()
+	first := !d.closed
 	d.closed = true
 	d.mu.Unlock()
+	if first && d.timer != nil {
+		return d.timer.Close()
+	}
 	return nil
 }
 
