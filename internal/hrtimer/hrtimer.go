@@ -21,6 +21,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"syscall"
@@ -73,7 +74,16 @@ func (t *Timer) Sleep(d time.Duration) {
 	if d <= 0 {
 		return
 	}
-	at := int64(time.Since(t.base) + d)
+	now := time.Since(t.base)
+	at := int64(now + d)
+	if at < int64(now) {
+		// d beyond the int64 range (the delay bdev's RPC takes
+		// latencies up to math.MaxInt64 ns). A wrapped, negative
+		// deadline would be armed for centuries and, as t.mu.armed,
+		// stop every later Sleep from arming the timer: they would
+		// never wake. The latest deadline sleeps as time.Sleep would.
+		at = math.MaxInt64
+	}
 	t.mu.Lock()
 	if t.mu.closing {
 		t.mu.Unlock()

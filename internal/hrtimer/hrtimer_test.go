@@ -1,6 +1,7 @@
 package hrtimer
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -131,6 +132,42 @@ func TestCloseIdle(t *testing.T) {
 	case <-tm.done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the timer's goroutine did not end")
+	}
+}
+
+// TestSleepLongestDuration: a Sleep whose deadline is beyond the int64
+// range of nanoseconds (the delay bdev takes latencies up to
+// math.MaxInt64 ns) neither wraps into the past, so that the next
+// wake-up ends it, nor keeps the timer from waking a short Sleep after it.
+func TestSleepLongestDuration(t *testing.T) {
+	tm := newTimer(t)
+	time.Sleep(time.Millisecond) // the timer's base is in the past
+	long := make(chan struct{})
+	go func() {
+		tm.Sleep(time.Duration(math.MaxInt64))
+		close(long)
+	}()
+	waitFor(t, func() bool {
+		tm.mu.Lock()
+		defer tm.mu.Unlock()
+		return tm.mu.sleepers.Len() == 1
+	})
+	short := make(chan struct{})
+	go func() {
+		tm.Sleep(time.Millisecond)
+		close(short)
+	}()
+	select {
+	case <-short:
+	case <-long:
+		t.Fatal("Sleep(math.MaxInt64) returned")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Sleep(1ms) after a Sleep(math.MaxInt64) still asleep after 10s")
+	}
+	select {
+	case <-long:
+		t.Fatal("Sleep(math.MaxInt64) returned")
+	case <-time.After(50 * time.Millisecond):
 	}
 }
 
