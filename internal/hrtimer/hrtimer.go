@@ -36,6 +36,8 @@ type Timer struct {
 	fd   int           // file's descriptor (File.Fd would make it blocking)
 	base time.Time     // deadlines are nanoseconds since base (monotonic)
 	done chan struct{} // closed when the goroutine returns
+	// closeFile closes file once: Close and the goroutine may both try.
+	closeFile func() error
 
 	mu struct {
 		sync.Mutex
@@ -59,6 +61,7 @@ func New() (*Timer, error) {
 		return nil, fmt.Errorf("timerfd_create: %w", err)
 	}
 	t := &Timer{file: os.NewFile(uintptr(fd), "hrtimer timerfd"), fd: fd, base: time.Now(), done: make(chan struct{})}
+	t.closeFile = sync.OnceValue(t.file.Close)
 	rc, err := t.file.SyscallConn()
 	if err != nil {
 		t.file.Close()
@@ -123,7 +126,7 @@ func (t *Timer) Close() error {
 	if idle {
 		// Nothing left to wake: closing the file ends the goroutine's
 		// wait. Otherwise the goroutine closes it after the last wake-up.
-		return t.file.Close()
+		return t.closeFile()
 	}
 	return nil
 }
@@ -143,7 +146,7 @@ func (t *Timer) run(rc syscall.RawConn) {
 			return // the file was closed: Close with nobody asleep
 		}
 		if t.wakeDue() {
-			t.file.Close()
+			t.closeFile()
 			return
 		}
 	}

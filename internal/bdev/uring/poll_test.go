@@ -2,6 +2,7 @@ package uring
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -96,6 +97,49 @@ func TestRingPollCloseInFlight(t *testing.T) {
 	if err := <-b; !errors.Is(err, unix.ECANCELED) && !errors.Is(err, unix.EINTR) {
 		t.Fatalf("read in flight at Close: %v, want ECANCELED or EINTR", err)
 	}
+}
+
+// TestPollWithoutCoopTaskrun: where the kernel refuses COOP_TASKRUN and
+// TASKRUN_FLAG (before Linux 5.19: EINVAL), a polling ring is set up
+// without them, and its IO completes.
+func TestPollWithoutCoopTaskrun(t *testing.T) {
+	var refused int
+	old := func(entries uint32, p *params) (int, error) {
+		if p.flags&(setupCoopTaskrun|setupTaskrunFlag) != 0 {
+			refused++
+			return -1, unix.EINVAL
+		}
+		return sysSetup(entries, p)
+	}
+	r, err := newRing(4, Options{Poll: time.Millisecond}, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if refused != 1 || r.coop {
+		t.Fatalf("setup refused %d times, coop %v; want 1 and false", refused, r.coop)
+	}
+	rd, wr := testPipe(t)
+	done := pipeRead(r, rd)
+	writeByte(t, wr)
+	if err := <-done; err != nil {
+		t.Fatalf("read: %v", err)
+	}
+}
+
+// kernelAtLeast reports whether the running kernel's release is at least
+// major.minor.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		t.Fatalf("kernel release %q: %v", u.Release[:], err)
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // TestNewRefusesNegativePoll: a negative budget is EINVAL.

@@ -82,8 +82,8 @@ func (r *Ring) reap() {
 // the loop sees and answers with an io_uring_enter(GETEVENTS) that runs
 // the work without waiting. A sleeping submitter is still woken, so a
 // parked ring misses nothing; the work of a thread that is running other
-// code waits for its next entry into the kernel (a system call, or the
-// runtime's preemption signal within 10 ms).
+// code waits for its next entry into the kernel: a system call, or an
+// interrupt such as the scheduler tick.
 func (r *Ring) pollArrived() bool {
 	if r.poll <= 0 {
 		return false
