@@ -37,6 +37,10 @@
 #   CORE_MIB=256    RAM-disk and file core size (smaller than the cache: all
 #                   hits once warm)
 #   BACKEND=uring   file bdevs: uring (bdev_uring_create) or aio
+#   IO_POLL=        perf's --io-poll for the uring bdevs (empty: perf's
+#                   default, 1ms, polling as bdevperf's reactor does; 0
+#                   sleeps while IO is in flight, as serve does by default;
+#                   a base build older than the flag then fails)
 #   DIR=            where the cache and core files go (default: the work
 #                   directory under /tmp; it must allow O_DIRECT, not tmpfs)
 #   SHAPES="..."    subset of the shapes above, by name
@@ -60,6 +64,7 @@ CPU=${CPU:-0}
 CACHE_MIB=${CACHE_MIB:-512}
 CORE_MIB=${CORE_MIB:-256}
 BACKEND=${BACKEND:-uring}
+IO_POLL=${IO_POLL:-}
 DIR=${DIR:-}
 SHAPES=${SHAPES:-malloc-qd1 malloc-qd32 ocf-qd1 ocf-qd32 ocf-wb-qd32 file-qd32 fio-qd32}
 KEEP=${KEEP:-0}
@@ -140,8 +145,10 @@ fi
 # $work/NAME.txt.
 perf_run() {
 	local name=$1 cfg=$2 qd=$3 workload=$4 bin=${5:-$bc_bin} out=$work/$1.$round.json
+	local poll=()
+	[ -z "$IO_POLL" ] || poll=(--io-poll "$IO_POLL")
 	GOMAXPROCS=1 locked "$bin" perf -m "$mask" -c "$work/$cfg" -q "$qd" -o 4k -w "$workload" \
-		-t "$RUNTIME" --warmup "$WARM" --json >"$out" 2>"$work/$name.$round.err" ||
+		-t "$RUNTIME" --warmup "$WARM" "${poll[@]}" --json >"$out" 2>"$work/$name.$round.err" ||
 		die "$name: blockcache perf failed: $(cat "$work/$name.$round.err")"
 	jq -r '.results[0] | "\(.iops) \(.p50_latency_us) \(.p99_latency_us) \(.extra.ocf_read_hit_pct // .extra.ocf_write_hit_pct // "-")"' \
 		"$out" >>"$work/$name.txt"
@@ -192,7 +199,7 @@ echo "bench/perf.sh: blockcache perf on one CPU ($CPU, -m $mask, GOMAXPROCS=1), 
 machine_lines
 echo "blockcache: $bc_desc"
 [ -z "$base_bin" ] || echo "base:       $base_desc (rows NAME@base)"
-echo "runs:       REPS=$REPS RUNTIME=${RUNTIME}s WARM=${WARM}s PREFILL=${PREFILL}s CACHE_MIB=$CACHE_MIB CORE_MIB=$CORE_MIB BACKEND=$BACKEND files in $files"
+echo "runs:       REPS=$REPS RUNTIME=${RUNTIME}s WARM=${WARM}s PREFILL=${PREFILL}s CACHE_MIB=$CACHE_MIB CORE_MIB=$CORE_MIB BACKEND=$BACKEND IO_POLL=${IO_POLL:-default} files in $files"
 echo "load:       $(loadavg) before"
 
 read -r -a shapes <<<"$SHAPES"
