@@ -45,6 +45,7 @@ var (
 	descCacheBytes  = desc("cache_bytes_total", "Bytes read from and written to the cache device for this volume.", withVolume("direction")...)
 	descVolumeBytes = desc("volume_bytes_total", "Bytes the volume's clients read and wrote.", withVolume("direction")...)
 	descErrors      = desc("device_errors_total", "Failed device IOs, by device (core, cache) and direction.", withVolume("device", "direction")...)
+	descAbsorbed    = desc("absorbed_writes_total", "Writes to the core superseded by a later write of the same range while waiting for their order locks.", "cache")
 
 	descOccupancy  = desc("occupancy_bytes", "Cache space holding the volume's data.", volumeLabels...)
 	descDirty      = desc("dirty_bytes", "Cache space holding the volume's data not yet written to the core.", volumeLabels...)
@@ -74,7 +75,7 @@ var (
 	descExportLatency  = desc("nbd_request_duration_seconds", "Device time per NBD request, by op (read, write, other).", "export", "op")
 	allDescs           = []*prometheus.Desc{
 		descVolumeInfo, descVolumeState, descVolumes, descRequests, descPassThrough, descCoreBytes, descCacheBytes,
-		descVolumeBytes, descErrors, descOccupancy, descDirty, descClean, descCacheFree, descCacheSize, descFallbackPT,
+		descVolumeBytes, descErrors, descAbsorbed, descOccupancy, descDirty, descClean, descCacheFree, descCacheSize, descFallbackPT,
 		descCleanedLines, descCleanedBytes, descDirtyTarget, descBacklog, descFlushRunning, descFlushRemaining, descFlushRate,
 		descVolumeLatency, descRemoteConnected, descRemoteReconnects,
 		descNBDConnections, descExportConns, descExportInFlight, descExportLatency,
@@ -111,6 +112,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- gauge(descFallbackPT, b2f(v.Config.FallbackPT), v.Cache)
 			ch <- gauge(descDirtyTarget, v.Cleaner.DirtyRatioTarget, v.Cache)
 			ch <- gauge(descBacklog, float64(v.Cleaner.BacklogBytes), v.Cache)
+			ch <- counter(descAbsorbed, v.Requests.CacheAbsorbedWrites, v.Cache)
 		}
 	}
 	for st, n := range states {

@@ -76,6 +76,7 @@ func volumeOf(o vbdev.Observed) Volume {
 		ReadHits: n.ReadHits, ReadPartialMisses: n.ReadPartialMisses, ReadFullMisses: n.ReadFullMisses,
 		WriteHits: n.WriteHits, WritePartialMisses: n.WritePartialMisses, WriteFullMisses: n.WriteFullMisses,
 		ReadPassThrough: map[string]uint64{}, WritePassThrough: map[string]uint64{},
+		CacheAbsorbedWrites: c.AbsorbedWrites(),
 	}
 	for r := range ocf.NumPTReasons {
 		v.Requests.ReadPassThrough[r.String()] = n.ReadPTBy[r]

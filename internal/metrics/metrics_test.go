@@ -1,6 +1,9 @@
 package metrics_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -8,11 +11,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/malloc"
 	"blockcache/internal/metrics"
 	"blockcache/internal/vbdev"
@@ -129,6 +135,8 @@ func TestHandlerServesPrometheusText(t *testing.T) {
 		`blockcache_volume_request_duration_seconds_count{` + lbl + `,op="read_hit",volume="v0"} 1`,
 		`blockcache_volume_request_duration_seconds_bucket{` + lbl + `,op="read_miss",volume="v0",le="+Inf"} 1`,
 		`blockcache_pass_through_requests_total{` + lbl + `,direction="write",reason="unaligned",volume="v0"} 0`,
+		`# TYPE blockcache_absorbed_writes_total counter`,
+		`blockcache_absorbed_writes_total{cache="c0"} 0`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(text, want) {
@@ -150,5 +158,112 @@ func TestHandlerServesPrometheusText(t *testing.T) {
 	}
 	if resp, err := http.Get(srv.URL + "/other"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET /other: %v %v", resp, err)
+	}
+}
+
+// scrapeText returns what /metrics serves for src.
+func scrapeText(t *testing.T, src metrics.Source) string {
+	t.Helper()
+	srv := httptest.NewServer(metrics.Handler(src))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
+}
+
+// TestAbsorbedWritesExported: a write-through volume's first write is held
+// in its core write; two more of its range queue behind it, and the later
+// one supersedes the earlier. The cache's absorbed write shows in the
+// snapshot, in /metrics as blockcache_absorbed_writes_total{cache} and in
+// the snapshot's JSON (blockcache_get_metrics).
+func TestAbsorbedWritesExported(t *testing.T) {
+	reg := bdev.NewRegistry()
+	m := vbdev.NewManager(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() { m.Shutdown(false); m.Close() })
+	cacheDev, err := malloc.New("c0", uuid.Nil, 512, 16<<20/512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coreDev, err := malloc.New("b0", uuid.Nil, 512, 32<<20/512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed := new(atomic.Bool)
+	gate := bdevtest.NewIOGate(coreDev, func(write bool, _, _ int64) bool { return write && armed.CompareAndSwap(true, false) })
+	t.Cleanup(gate.Release)
+	for _, d := range []bdev.Device{cacheDev, gate} {
+		if err := reg.Register(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Create(vbdev.Params{Name: "v0", Mode: "wt", CacheBdev: "c0", CoreBdev: "b0"}); err != nil {
+		t.Fatal(err)
+	}
+	vol, err := reg.Lookup("v0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := m.Observe()
+	if len(obs) != 1 || obs[0].Cache == nil {
+		t.Fatalf("observed %+v", obs)
+	}
+	cache := obs[0].Cache
+
+	const off = 1 << 20
+	res := make(chan error, 3)
+	armed.Store(true)
+	go func() { res <- vol.WriteAt(make([]byte, 4096), off, false) }()
+	if !gate.WaitHeld(1, 10*time.Second) {
+		t.Fatal("the first write never reached the core")
+	}
+	for b := range byte(2) {
+		go func() { res <- vol.WriteAt(bytes.Repeat([]byte{b + 1}, 4096), off, false) }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); cache.AbsorbedWrites() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes absorbed, want 1", cache.AbsorbedWrites())
+		}
+	}
+	for i := range 3 {
+		if err := bdevtest.ReleaseAndReceive(t, gate, res, fmt.Sprintf("write %d", i+1)); err != nil {
+			t.Errorf("write %d: %v", i+1, err)
+		}
+	}
+
+	src := metrics.Source{OCF: m}
+	s := src.Gather()
+	if len(s.Volumes) != 1 || s.Volumes[0].Requests == nil || s.Volumes[0].Requests.CacheAbsorbedWrites != 1 {
+		t.Fatalf("snapshot volumes %+v, want v0 with 1 absorbed write", s.Volumes)
+	}
+	text := scrapeText(t, src)
+	for _, want := range []string{
+		`# TYPE blockcache_absorbed_writes_total counter`,
+		"\nblockcache_absorbed_writes_total{cache=\"c0\"} 1\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	raw, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded struct {
+		Volumes []struct {
+			Requests map[string]any `json:"requests"`
+		} `json:"volumes"`
+	}
+	if err := json.Unmarshal(raw, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	if got := decoded.Volumes[0].Requests["cache_absorbed_writes"]; got != 1.0 {
+		t.Errorf("JSON requests.cache_absorbed_writes = %v, want 1", got)
 	}
 }

@@ -59,7 +59,8 @@ type VolumeConfig struct {
 }
 
 // Requests counts requests: served ones by result, pass-through ones by
-// reason (see ocf.PTReason for the names and their precedence).
+// reason (see ocf.PTReason for the names and their precedence), and the
+// cache's absorbed writes.
 type Requests struct {
 	ReadHits           uint64            `json:"read_hits"`
 	ReadPartialMisses  uint64            `json:"read_partial_misses"`
@@ -69,6 +70,11 @@ type Requests struct {
 	WriteFullMisses    uint64            `json:"write_full_misses"`
 	ReadPassThrough    map[string]uint64 `json:"read_pass_through"`
 	WritePassThrough   map[string]uint64 `json:"write_pass_through"`
+	// CacheAbsorbedWrites is cache-wide, shared by the volumes on the
+	// cache (ocf.Cache.AbsorbedWrites): writes superseded by a later write
+	// of the same range while they waited for their order locks. They are
+	// also in the counts above, as the write that superseded them.
+	CacheAbsorbedWrites uint64 `json:"cache_absorbed_writes"`
 }
 
 // Bytes is traffic: the core and cache devices' IO and what the clients
