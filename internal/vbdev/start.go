@@ -67,7 +67,7 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 		return err
 	}
 	if err := m.reg.Register(co); err != nil {
-		if rerr := inst.cache.RemoveCore(co, false); rerr != nil {
+		if rerr := undoAddCore(inst.cache, co, recorded == nil); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return err
@@ -75,6 +75,25 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 	v.core = co
 	m.log.Info("OCF vbdev started", "name", p.Name, "cache", inst.name, "core", p.CoreBdev, "core_id", id)
 	return nil
+}
+
+// undoAddCore takes co, just added and never registered, out of c again.
+// A recorded core is only detached: its record and its lines stay for a
+// later start. A new core's record is dropped (RemoveCore with flush; no IO
+// reached it, so nothing is written back), or the metadata would keep a
+// core no volume claims; if that fails, it is detached all the same.
+func undoAddCore(c *ocf.Cache, co *ocf.Core, isNew bool) error {
+	if !isNew {
+		return c.RemoveCore(co, false)
+	}
+	err := c.RemoveCore(co, true)
+	if err == nil {
+		return nil
+	}
+	if derr := c.RemoveCore(co, false); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	return err
 }
 
 // attachCacheLocked joins v to the instance of its cache bdev, creating the
