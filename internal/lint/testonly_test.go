@@ -12,7 +12,6 @@ var testOnly = []string{
 	"internal/testutil",
 	"internal/bdev/bdevtest",
 	"internal/ocf/ocftest",
-	"internal/nbd/tlstest",
 }
 
 // TestTestOnlyImports keeps the test-support packages out of non-test code.

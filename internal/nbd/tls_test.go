@@ -14,13 +14,13 @@ import (
 
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
-	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/nbdproto"
+	"blockcache/internal/testutil"
 )
 
 // tlsServer serves one 64-block export "disk" with TLS in mode, with the
 // credentials of ca.
-func tlsServer(t *testing.T, ca *tlstest.CA, mode TLSMode, verifyPeer bool) *testServer {
+func tlsServer(t *testing.T, ca *testutil.CA, mode TLSMode, verifyPeer bool) *testServer {
 	t.Helper()
 	dir := ca.ServerDir(t.TempDir())
 	cfg, err := LoadTLSConfig(dir, verifyPeer)
@@ -30,7 +30,7 @@ func tlsServer(t *testing.T, ca *tlstest.CA, mode TLSMode, verifyPeer bool) *tes
 	return startServerOpts(t, Options{TLS: mode, TLSConfig: cfg}, nil, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 }
 
-func clientTLS(ca *tlstest.CA, certs ...tls.Certificate) *tls.Config {
+func clientTLS(ca *testutil.CA, certs ...tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", Certificates: certs, MinVersion: tls.VersionTLS12}
 }
 
@@ -51,7 +51,7 @@ func roundTrip(t *testing.T, c *nbdclient.Client) {
 }
 
 func TestTLSRequireRefusesOptionsBeforeStartTLS(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	ts := tlsServer(t, ca, TLSRequire, false)
 	n := ts.handshake(t, stdFlags)
 	for _, tc := range []struct {
@@ -105,7 +105,7 @@ func TestTLSRequireRefusesOptionsBeforeStartTLS(t *testing.T) {
 }
 
 func TestTLSRequireExportNameCloses(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	ts := tlsServer(t, ca, TLSRequire, false)
 	n := ts.handshake(t, stdFlags)
 	if err := n.SendOption(nbdclient.OptExportName, []byte("disk")); err != nil {
@@ -122,7 +122,7 @@ func TestTLSRequireExportNameCloses(t *testing.T) {
 // option may be, which cannot be answered with an option reply, ends the
 // session without a byte sent, whatever the TLS mode.
 func TestOversizedExportNameCloses(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	for _, mode := range []TLSMode{TLSOff, TLSOn, TLSRequire} {
 		t.Run(mode.String(), func(t *testing.T) {
 			ts := tlsServer(t, ca, mode, false)
@@ -145,7 +145,7 @@ func TestOversizedExportNameCloses(t *testing.T) {
 }
 
 func TestTLSRequireNeedsFixedNewstyle(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	ts := tlsServer(t, ca, TLSRequire, false)
 	n := ts.handshake(t, nbdclient.ClientNoZeroes)
 	waitClosed(t, n.Conn())
@@ -154,7 +154,7 @@ func TestTLSRequireNeedsFixedNewstyle(t *testing.T) {
 // TestTLSStructuredRepliesForgotten: what was negotiated in plain text does
 // not survive the upgrade (mode on, where plain-text options are answered).
 func TestTLSStructuredRepliesForgotten(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	ts := tlsServer(t, ca, TLSOn, false)
 	n := ts.handshake(t, stdFlags)
 	if err := n.StructuredReplies(); err != nil {
@@ -173,7 +173,7 @@ func TestTLSStructuredRepliesForgotten(t *testing.T) {
 }
 
 func TestTLSOnServesBoth(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	ts := tlsServer(t, ca, TLSOn, false)
 	plain := ts.dial(t, nbdclient.Options{Export: "disk", StructuredReplies: true})
 	roundTrip(t, plain)
@@ -193,7 +193,7 @@ func TestTLSOnServesBoth(t *testing.T) {
 func TestTLSOffRefusesStartTLS(t *testing.T) {
 	ts := startServer(t, Export{Name: "disk", Device: bdevtest.NewMalloc(t, "m0", 64)})
 	n := ts.handshake(t, stdFlags)
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	if err := n.StartTLS(clientTLS(ca)); optErrType(t, err) != nbdclient.RepErrUnsup {
 		t.Fatalf("STARTTLS on a server without TLS: %v, want NBD_REP_ERR_UNSUP", err)
 	}
@@ -204,7 +204,7 @@ func TestTLSOffRefusesStartTLS(t *testing.T) {
 }
 
 func TestTLSWrongCAFails(t *testing.T) {
-	ca, other := tlstest.NewCA(t, "ca"), tlstest.NewCA(t, "other")
+	ca, other := testutil.NewCA(t, "ca"), testutil.NewCA(t, "other")
 	ts := tlsServer(t, ca, TLSRequire, false)
 	n := ts.handshake(t, stdFlags)
 	err := n.StartTLS(clientTLS(other))
@@ -216,10 +216,10 @@ func TestTLSWrongCAFails(t *testing.T) {
 }
 
 func TestTLSVerifyPeer(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	good, revoked := ca.Client("good"), ca.Client("revoked")
-	stranger := tlstest.NewCA(t, "stranger").Client("stranger")
-	dir := ca.ServerDir(t.TempDir(), revoked.Cert)
+	stranger := testutil.NewCA(t, "stranger").Client("stranger")
+	dir := ca.ServerDir(t.TempDir(), revoked.Cert.SerialNumber)
 	cfg, err := LoadTLSConfig(dir, true)
 	if err != nil {
 		t.Fatal(err)
@@ -258,8 +258,8 @@ func TestTLSVerifyPeer(t *testing.T) {
 }
 
 func TestLoadTLSConfigErrors(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
-	other := tlstest.NewCA(t, "other")
+	ca := testutil.NewCA(t, "ca")
+	other := testutil.NewCA(t, "other")
 	for _, tc := range []struct {
 		name   string
 		mangle func(dir string)

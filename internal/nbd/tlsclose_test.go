@@ -11,8 +11,8 @@ import (
 
 	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/nbd/nbdclient"
-	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/nbdproto"
+	"blockcache/internal/testutil"
 )
 
 // tlsSessionOn opens a TLS session on export "disk" of ts in transmission,
@@ -61,7 +61,7 @@ func pipeTLSSession(t *testing.T, s *Server, cfg *tls.Config) (net.Conn, *conn) 
 // and after NBD_CMD_DISC, where the alert is sent but not waited for long.
 // The client's end is a net.Pipe, never writable while it does not read.
 func TestTLSCloseNotHeldByStuckClient(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	cfg, err := LoadTLSConfig(ca.ServerDir(t.TempDir()), false)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestTLSCloseNotHeldByStuckClient(t *testing.T) {
 // TestTLSDisconnectSendsCloseNotify: a client that disconnects with
 // NBD_CMD_DISC gets a TLS close-notify alert before the close.
 func TestTLSDisconnectSendsCloseNotify(t *testing.T) {
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	ts := tlsServer(t, ca, TLSRequire, false)
 	cfg := clientTLS(ca)
 	cfg.MaxVersion = tls.VersionTLS12 // record types in the clear

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/nbdproto"
+	"blockcache/internal/testutil"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -130,7 +130,7 @@ func (w *writeCounter) Write(p []byte) (int, error) {
 // records, not one record (and one system call) for each buffer.
 func TestTLSRepliesCoalesced(t *testing.T) {
 	srv, cli := tcpPair(t)
-	ca := tlstest.NewCA(t, "ca")
+	ca := testutil.NewCA(t, "ca")
 	cfg, err := LoadTLSConfig(ca.ServerDir(t.TempDir()), false)
 	if err != nil {
 		t.Fatal(err)

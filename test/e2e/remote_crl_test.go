@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/testutil"
 )
 
@@ -17,21 +16,16 @@ import (
 // libnbd's nbdinfo refuses it with the same directory; with a CRL that
 // lists another serial, or without the CRL, the bdev is created.
 func TestRemoteCoreTLSRevokedServer(t *testing.T) {
-	ca := tlstest.NewCA(t, "CRL test CA")
+	ca := testutil.NewCA(t, "CRL test CA")
 	dir := shortTempDir(t)
 	srvCert := ca.Server()
 	serverDir := filepath.Join(dir, "server")
-	if err := os.MkdirAll(serverDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"ca-cert.pem": ca.PEM, "server-cert.pem": srvCert.CertPEM, "server-key.pem": srvCert.KeyPEM} {
-		writeFile(t, serverDir, name, b)
-	}
+	testutil.WriteFiles(t, serverDir, map[string][]byte{testutil.CACertFile: ca.PEM, testutil.ServerCertFile: srvCert.CertPEM, testutil.ServerKeyFile: srvCert.KeyPEM})
 	other := ca.Client("someone else")
-	revoking := tlstest.ClientDir(t, filepath.Join(dir, "revoking"), ca, nil)
-	crlPath := writeFile(t, revoking, "ca-crl.pem", ca.CRL(other.Cert, srvCert.Cert))
-	allowing := tlstest.ClientDir(t, filepath.Join(dir, "allowing"), ca, nil)
-	writeFile(t, allowing, "ca-crl.pem", ca.CRL(other.Cert))
+	revoking := testutil.ClientDir(t, filepath.Join(dir, "revoking"), ca, nil)
+	crlPath := writeFile(t, revoking, "ca-crl.pem", ca.CRL(other.Cert.SerialNumber, srvCert.Cert.SerialNumber))
+	allowing := testutil.ClientDir(t, filepath.Join(dir, "allowing"), ca, nil)
+	writeFile(t, allowing, "ca-crl.pem", ca.CRL(other.Cert.SerialNumber))
 	srv := nbdkitTCP(t, "--tls=require", "--tls-certificates="+serverDir, "memory", "16M")
 	nbds := func(certs string) string { return "nbds://" + srv.addr + "/?tls-certificates=" + certs }
 

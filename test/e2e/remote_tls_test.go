@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/testutil"
 )
 
@@ -27,7 +26,7 @@ func TestRemoteCoreTLS(t *testing.T) {
 	a := startTLSDaemon(t, "require", "--tls-verify-peer")
 	dir := shortTempDir(t)
 	cl := a.ca.Client("daemon-b")
-	certs := tlstest.ClientDir(t, filepath.Join(dir, "b"), a.ca, &cl)
+	certs := testutil.ClientDir(t, filepath.Join(dir, "b"), a.ca, &cl)
 
 	b := StartDaemon(t, DaemonOpts{Bare: true})
 	uri := a.tcp("nbds", certs)
@@ -60,8 +59,8 @@ func TestRemoteCoreTLS(t *testing.T) {
 	qemuIO(t, u, "read -P 0x3c 2m 512k", "read -P 0 0 2m")
 
 	off := startTLSDaemon(t, "off")
-	noCert := tlstest.ClientDir(t, filepath.Join(dir, "nocert"), a.ca, nil)
-	wrongCA := tlstest.ClientDir(t, filepath.Join(dir, "wrong"), tlstest.NewCA(t, "another CA"), &cl)
+	noCert := testutil.ClientDir(t, filepath.Join(dir, "nocert"), a.ca, nil)
+	wrongCA := testutil.ClientDir(t, filepath.Join(dir, "wrong"), testutil.NewCA(t, "another CA"), &cl)
 	for _, tc := range []struct {
 		uri  string
 		code int
@@ -96,12 +95,12 @@ func TestRemoteCoreTLSOtherServers(t *testing.T) {
 	if out := testutil.Run(t, nil, "nbdkit", "--dump-config"); !strings.Contains(out, "tls=yes") {
 		t.Fatalf("nbdkit is built without TLS:\n%s", out)
 	}
-	ca := tlstest.NewCA(t, "nbdkit test CA")
+	ca := testutil.NewCA(t, "nbdkit test CA")
 	dir := shortTempDir(t)
 	server := ca.ServerDir(filepath.Join(dir, "server"))
 	cl := ca.Client("daemon")
-	withCert := tlstest.ClientDir(t, filepath.Join(dir, "client"), ca, &cl)
-	noCert := tlstest.ClientDir(t, filepath.Join(dir, "nocert"), ca, nil)
+	withCert := testutil.ClientDir(t, filepath.Join(dir, "client"), ca, &cl)
+	noCert := testutil.ClientDir(t, filepath.Join(dir, "nocert"), ca, nil)
 	d := StartDaemon(t, DaemonOpts{Bare: true})
 
 	for i, tc := range []struct {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"blockcache/internal/nbd/nbdclient"
-	"blockcache/internal/nbd/tlstest"
 	"blockcache/internal/testutil"
 )
 
@@ -27,7 +26,7 @@ import (
 type tlsEnv struct {
 	d    *Daemon
 	sock string // NBD Unix socket
-	ca   *tlstest.CA
+	ca   *testutil.CA
 	good string // ca-cert.pem of the server's CA
 	// wrong holds the ca-cert.pem of another CA.
 	wrong string
@@ -35,11 +34,11 @@ type tlsEnv struct {
 
 func startTLSDaemon(t *testing.T, mode string, extra ...string) *tlsEnv {
 	t.Helper()
-	e := &tlsEnv{ca: tlstest.NewCA(t, "blockcache test CA")}
+	e := &tlsEnv{ca: testutil.NewCA(t, "blockcache test CA")}
 	dir := shortTempDir(t)
 	e.sock = filepath.Join(dir, "nbd.sock")
-	e.good = tlstest.ClientDir(t, filepath.Join(dir, "good"), e.ca, nil)
-	e.wrong = tlstest.ClientDir(t, filepath.Join(dir, "wrong"), tlstest.NewCA(t, "another CA"), nil)
+	e.good = testutil.ClientDir(t, filepath.Join(dir, "good"), e.ca, nil)
+	e.wrong = testutil.ClientDir(t, filepath.Join(dir, "wrong"), testutil.NewCA(t, "another CA"), nil)
 	args := []string{"--nbd-socket", e.sock}
 	if mode != "off" {
 		srv := e.ca.ServerDir(filepath.Join(dir, "server"))
@@ -149,7 +148,7 @@ func TestTLSRequireRealClients(t *testing.T) {
 	// Failures: a server certificate of another CA, and no TLS at all.
 	mustFail(t, "wrong CA", "nbdinfo", e.tcp("nbds", e.wrong))
 	mustFail(t, "wrong CA", "qemu-img", append([]string{"info"}, e.qemuArgs(e.wrong)...)...)
-	if out, err := runAs(t, nobody, nobodyHome(t, tlstest.NewCA(t, "another CA")), "fio", "--name=wrongca", "--ioengine=nbd",
+	if out, err := runAs(t, nobody, nobodyHome(t, testutil.NewCA(t, "another CA")), "fio", "--name=wrongca", "--ioengine=nbd",
 		"--uri="+e.tcp("nbds", ""), "--rw=read", "--size=1m"); err == nil {
 		t.Fatalf("fio with another CA succeeded:\n%s", out)
 	}
@@ -225,9 +224,9 @@ func TestTLSVerifyPeerRealClients(t *testing.T) {
 	t.Parallel()
 	e := startTLSDaemon(t, "require", "--tls-verify-peer")
 	cert := e.ca.Client("client")
-	withCert := tlstest.ClientDir(t, filepath.Join(shortTempDir(t), "client"), e.ca, &cert)
-	stranger := tlstest.NewCA(t, "stranger").Client("stranger")
-	withStranger := tlstest.ClientDir(t, filepath.Join(shortTempDir(t), "stranger"), e.ca, &stranger)
+	withCert := testutil.ClientDir(t, filepath.Join(shortTempDir(t), "client"), e.ca, &cert)
+	stranger := testutil.NewCA(t, "stranger").Client("stranger")
+	withStranger := testutil.ClientDir(t, filepath.Join(shortTempDir(t), "stranger"), e.ca, &stranger)
 
 	testutil.Run(t, nil, "nbdinfo", e.tcp("nbds", withCert))
 	testutil.Run(t, nil, "nbdinfo", e.unix("nbds", withCert))
@@ -293,7 +292,7 @@ func readFile(t *testing.T, p string) []byte {
 	return b
 }
 
-func tlsClientConfig(ca *tlstest.CA) *tls.Config {
+func tlsClientConfig(ca *testutil.CA) *tls.Config {
 	return &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
 }
 
@@ -304,7 +303,7 @@ var nobody = syscall.Credential{Uid: 65534, Gid: 65534}
 
 // nobodyHome makes a home directory for nobody holding ca's certificate, if
 // ca is not nil, in libnbd's default place, .pki/libnbd/ca-cert.pem.
-func nobodyHome(t *testing.T, ca *tlstest.CA) string {
+func nobodyHome(t *testing.T, ca *testutil.CA) string {
 	t.Helper()
 	home, err := os.MkdirTemp("", "bce2e-home")
 	if err != nil {
@@ -312,7 +311,7 @@ func nobodyHome(t *testing.T, ca *tlstest.CA) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
 	if ca != nil {
-		tlstest.ClientDir(t, filepath.Join(home, ".pki", "libnbd"), ca, nil)
+		testutil.ClientDir(t, filepath.Join(home, ".pki", "libnbd"), ca, nil)
 	}
 	err = filepath.WalkDir(home, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {

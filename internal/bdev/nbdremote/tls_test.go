@@ -2,17 +2,10 @@ package nbdremote
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,88 +19,22 @@ import (
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/nbdproto"
+	"blockcache/internal/testutil"
 )
 
-// testCA issues throw-away certificates.
-type testCA struct {
-	t    *testing.T
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	next int64
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{t: t, cert: cert, key: key, next: 2}
-}
-
-func (ca *testCA) pem() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-}
-
-// issue returns a certificate and key in PEM for a server (with the DNS
-// name localhost and the IP 127.0.0.1) or a client.
-func (ca *testCA) issue(server bool) (certPEM, keyPEM []byte) {
-	t := ca.t
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.next), Subject: pkix.Name{CommonName: "client"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	ca.next++
-	if server {
-		tmpl.Subject.CommonName = "localhost"
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.DNSNames = []string{"localhost"}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
+// newTestCA returns a throw-away CA.
+func newTestCA(t *testing.T) *testutil.CA { return testutil.NewCA(t, "test CA") }
 
 // clientDir writes a client certificate directory trusting trust, with a
-// client certificate from ca if ca is not nil.
-func clientDir(t *testing.T, trust, ca *testCA) string {
+// client certificate named client from ca if ca is not nil.
+func clientDir(t *testing.T, trust, ca *testutil.CA) string {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(name string, b []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if trust != nil {
-		write(TLSCACertFile, trust.pem())
-	}
+	var cert *testutil.Issued
 	if ca != nil {
-		c, k := ca.issue(false)
-		write(TLSClientCertFile, c)
-		write(TLSClientKeyFile, k)
+		c := ca.Client("client")
+		cert = &c
 	}
-	return dir
+	return testutil.ClientDir(t, t.TempDir(), trust, cert)
 }
 
 // tlsFront is an NBD server front that speaks the handshake up to and
@@ -129,7 +56,7 @@ type tlsFront struct {
 	}
 }
 
-func newTLSFront(t *testing.T, network string, backend *fakeServer, ca *testCA, clientCA *testCA) *tlsFront {
+func newTLSFront(t *testing.T, network string, backend *fakeServer, ca, clientCA *testutil.CA) *tlsFront {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -141,16 +68,10 @@ func newTLSFront(t *testing.T, network string, backend *fakeServer, ca *testCA, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, k := ca.issue(true)
-	cert, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{Certificates: []tls.Certificate{ca.Server().TLS(t)}, MinVersion: tls.VersionTLS12}
 	if clientCA != nil {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		cfg.ClientCAs = x509.NewCertPool()
-		cfg.ClientCAs.AddCert(clientCA.cert)
+		cfg.ClientCAs = clientCA.Pool()
 	}
 	f := &tlsFront{t: t, ln: ln, backend: backend, cfg: cfg}
 	go f.serve()

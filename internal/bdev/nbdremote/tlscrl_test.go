@@ -1,9 +1,6 @@
 package nbdremote
 
 import (
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -16,20 +13,6 @@ import (
 
 	"blockcache/internal/bdev"
 )
-
-// crl returns a PEM CRL of ca revoking the serials.
-func (ca *testCA) crl(serials ...*big.Int) []byte {
-	ca.t.Helper()
-	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour)}
-	for _, s := range serials {
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.cert, ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
-}
 
 // serverSerial is the serial number of the certificate f presents.
 func (f *tlsFront) serverSerial() *big.Int {
@@ -62,7 +45,7 @@ func TestTLSCRLRevokedServer(t *testing.T) {
 		serial := f.serverSerial()
 
 		revoking := clientDir(t, ca, nil)
-		crlPath := writeCRL(t, revoking, ca.crl(big.NewInt(999), serial))
+		crlPath := writeCRL(t, revoking, ca.CRL(big.NewInt(999), serial))
 		_, err := openURI(t, f.uri("tls-certificates="+revoking))
 		want := fmt.Sprintf("(serial %s) is revoked by %s", serial, crlPath)
 		if !errors.Is(err, ErrTLSHandshake) || bdev.Errno(err) != syscall.EACCES || !strings.Contains(err.Error(), want) {
@@ -73,7 +56,7 @@ func TestTLSCRLRevokedServer(t *testing.T) {
 		}
 
 		other := clientDir(t, ca, nil)
-		writeCRL(t, other, ca.crl(new(big.Int).Add(serial, big.NewInt(1000))))
+		writeCRL(t, other, ca.CRL(new(big.Int).Add(serial, big.NewInt(1000))))
 		d, err := openURI(t, f.uri("tls-certificates="+other))
 		if err != nil {
 			t.Fatalf("%s: Open with a CRL not listing the server: %v", network, err)
@@ -96,7 +79,7 @@ func TestTLSCRLReadAtReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crlPath := writeCRL(t, dir, ca.crl(f.serverSerial()))
+	crlPath := writeCRL(t, dir, ca.CRL(f.serverSerial()))
 	backend.dropAll(false)
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		st := d.Status()
@@ -119,7 +102,7 @@ func TestTLSCRLUnusable(t *testing.T) {
 	f := newTLSFront(t, "tcp", newFakeServer(t, 1<<20), ca, nil)
 	for crl, says := range map[string]string{
 		"junk":              "no PEM X509 CRL block",
-		string(other.crl()): "which is not signed by the CA of",
+		string(other.CRL()): "which is not signed by the CA of",
 		"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n": "CRL 1:",
 	} {
 		dir := clientDir(t, ca, nil)
