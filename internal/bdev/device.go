@@ -27,6 +27,11 @@ type Info struct {
 	BlockSize   uint32    // bytes; a multiple of SectorSize
 	NumBlocks   uint64
 	Abilities   Abilities // the optional operations the device offers
+	// ReadOnly is set when every write-like IO fails: a file opened
+	// read-only, an NBD client of a read-only export, and a wrapper
+	// (delay, error injection) over either. A read-only device offers no
+	// Abilities, and its NBD exports advertise NBD_FLAG_READ_ONLY.
+	ReadOnly bool
 }
 
 // SizeBytes is the capacity of the device in bytes.

@@ -29,8 +29,8 @@ type Export struct {
 	// Device serves the IO. The server never closes it; Shutdown flushes it.
 	Device bdev.Device
 	// ReadOnly advertises NBD_FLAG_READ_ONLY; writes, trims and write-zeroes
-	// fail with EPERM. A Device that reports itself read-only (readOnlyDevice)
-	// is exported so whatever ReadOnly says.
+	// fail with EPERM. A Device whose Info says ReadOnly is exported so
+	// whatever ReadOnly says.
 	ReadOnly bool
 	// PreferredBlockSize is advertised as the preferred IO size, e.g. the
 	// cache line size: a power of two, at least the device block size, at
@@ -40,13 +40,6 @@ type Export struct {
 	// Flush on the device makes the writes of every connection durable, as
 	// every bdev.Device does.
 	NoMultiConn bool
-}
-
-// readOnlyDevice is implemented by devices that can only be read, such as
-// a file bdev opened read-only or an NBD client bdev of a read-only export:
-// their exports advertise nothing writable.
-type readOnlyDevice interface {
-	ReadOnly() bool
 }
 
 // export is an Export as served: the Export itself (immutable) plus what the
@@ -109,7 +102,7 @@ func newExport(e Export) (*export, error) {
 		return nil, fmt.Errorf("%w: %q: preferred block size %d is not a power of two between %d and %d",
 			ErrInvalidExport, e.Name, prefs, bs, maxPayloadBytes)
 	}
-	if ro, ok := e.Device.(readOnlyDevice); ok && ro.ReadOnly() {
+	if info.ReadOnly {
 		e.ReadOnly = true
 	}
 	flags := nbdproto.TxHasFlags | nbdproto.TxSendFlush

@@ -62,7 +62,7 @@ func (a *API) nbdStartDisk(ctx context.Context, params json.RawMessage) (any, er
 		a.exports.abandon(e, "")
 		return nil, errnoReply(err)
 	}
-	a.svc.Log.Info("nbd export started", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly)
+	a.svc.Log.Info("nbd export started", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly || dev.Info().ReadOnly)
 	return e.device, nil
 }
 

@@ -86,7 +86,7 @@ func (a *API) startPending(e *exportInfo) {
 			"bdev", e.bdevName, "uri", e.device, "err", err)
 		return
 	}
-	a.svc.Log.Info("nbd export started: its bdev registered", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly)
+	a.svc.Log.Info("nbd export started: its bdev registered", "bdev", e.bdevName, "uri", e.device, "readonly", e.readOnly || dev.Info().ReadOnly)
 }
 
 // dropForgotten ends the pending exports of OCF vbdevs that the OCF

@@ -76,12 +76,19 @@ func TestAbilitiesMatchWhatDevicesDo(t *testing.T) {
 		}, onlyWriteZeroes},
 		{"delay/malloc", func(t *testing.T) bdev.Device { return newDelayDev(t, newMallocDev(t)) }, allAbilities},
 		{"delay/null", func(t *testing.T) bdev.Device { return newDelayDev(t, newNullDev(t)) }, onlyWriteZeroes},
+		{"delay/read-only-file", func(t *testing.T) bdev.Device {
+			return newDelayDev(t, openFile(t, scratchFile(t), file.Options{ReadOnly: true}))
+		}, noAbilities},
 		{"errinj/malloc", func(t *testing.T) bdev.Device { return errinj.Wrap(newMallocDev(t), errinj.Any()) }, allAbilities},
 		{"errinj/null", func(t *testing.T) bdev.Device { return errinj.Wrap(newNullDev(t), errinj.Any()) }, onlyWriteZeroes},
 		{"error-bdev/malloc", func(t *testing.T) bdev.Device {
 			d, _ := errinj.NewErrorBdev(newMallocDev(t), uuid.Nil)
 			return d
 		}, allAbilities},
+		{"error-bdev/read-only-file", func(t *testing.T) bdev.Device {
+			d, _ := errinj.NewErrorBdev(openFile(t, scratchFile(t), file.Options{ReadOnly: true}), uuid.Nil)
+			return d
+		}, noAbilities},
 	}
 	// A cache volume discards when its core does and never writes zeroes,
 	// in every mode; over NBD it gains write-zeroes from the server.

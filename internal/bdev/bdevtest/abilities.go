@@ -14,12 +14,22 @@ import (
 // offer them; an operation not offered must change nothing, and
 // bdev.Discard and bdev.WriteZeroes must refuse it with
 // bdev.ErrNotSupported; ZeroesOnDiscard must come with Discard and hold;
-// and Info must not allocate. It writes the first block of d.
+// a ReadOnly device must offer nothing and refuse a write; and Info must
+// not allocate. It writes the first block of d.
 func CheckAbilities(t *testing.T, d bdev.Device) {
 	t.Helper()
-	a := d.Info().Abilities
+	info := d.Info()
+	a := info.Abilities
 	if a.ZeroesOnDiscard && !a.Discard {
-		t.Errorf("%s: ZeroesOnDiscard without Discard", d.Info().Name)
+		t.Errorf("%s: ZeroesOnDiscard without Discard", info.Name)
+	}
+	if info.ReadOnly {
+		if a != (bdev.Abilities{}) {
+			t.Errorf("%s: read-only but offers %+v", info.Name, a)
+		}
+		if err := d.WriteAt(make([]byte, info.BlockSize), 0, false); err == nil {
+			t.Errorf("%s: read-only but a write succeeded", info.Name)
+		}
 	}
 	if n := testing.AllocsPerRun(10, func() { _ = d.Info() }); n != 0 {
 		t.Errorf("%s: Info allocates %v times", d.Info().Name, n)

@@ -50,7 +50,8 @@ type Config struct {
 	MaxInflight int
 }
 
-// Device is a delay device. Its Info's Abilities are the inner device's.
+// Device is a delay device. Its Info's Abilities and ReadOnly are the inner
+// device's.
 // Its Discard and WriteZeroes methods always exist and return an error
 // wrapping bdev.ErrNotSupported when the inner device lacks the ability. The
 // errinj wrapper follows the same rule.
@@ -95,7 +96,8 @@ func New(inner bdev.Device, cfg Config) (*Device, error) {
 	}
 	in := inner.Info()
 	d := &Device{
-		info:  bdev.Info{Name: cfg.Name, UUID: id, ProductName: ProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks, Abilities: in.Abilities},
+		info: bdev.Info{Name: cfg.Name, UUID: id, ProductName: ProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks,
+			Abilities: in.Abilities, ReadOnly: in.ReadOnly},
 		inner: inner,
 		sleep: cfg.Sleep,
 		seed:  cfg.Seed,

@@ -20,10 +20,10 @@ import (
 // unless that error already carries an errno or a bdev sentinel of its own,
 // so bdev.Errno gives EIO.
 //
-// Like the delay device, Device's Info has the inner device's Abilities, and
-// Device always has Discard and WriteZeroes; they return an error wrapping
-// bdev.ErrNotSupported when the inner device lacks the ability. Closing a
-// Device leaves the inner device open.
+// Like the delay device, Device's Info has the inner device's Abilities and
+// ReadOnly, and Device always has Discard and WriteZeroes; they return an
+// error wrapping bdev.ErrNotSupported when the inner device lacks the
+// ability. Closing a Device leaves the inner device open.
 type Device struct {
 	info    bdev.Info
 	inner   bdev.Device

@@ -23,7 +23,8 @@ func NewErrorBdev(base bdev.Device, id uuid.UUID) (*Device, *SPDKInjector) {
 	in := base.Info()
 	inj := &SPDKInjector{}
 	d := Wrap(base, inj)
-	d.info = bdev.Info{Name: "EE_" + in.Name, UUID: id, ProductName: SPDKProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks, Abilities: in.Abilities}
+	d.info = bdev.Info{Name: "EE_" + in.Name, UUID: id, ProductName: SPDKProductName, BlockSize: in.BlockSize, NumBlocks: in.NumBlocks,
+		Abilities: in.Abilities, ReadOnly: in.ReadOnly}
 	return d, inj
 }
 

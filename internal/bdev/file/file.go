@@ -228,7 +228,7 @@ func (d *Device) describe(name string, opts Options) (bdev.Info, error) {
 		id = uuid.New()
 	}
 	return bdev.Info{Name: name, UUID: id, ProductName: ProductName, BlockSize: bs, NumBlocks: numBlocks,
-		Abilities: d.abilities(st.Rdev)}, nil
+		Abilities: d.abilities(st.Rdev), ReadOnly: d.readOnly}, nil
 }
 
 // Info implements bdev.Device.
@@ -237,7 +237,8 @@ func (d *Device) Info() bdev.Info { return d.info }
 // Path returns the path the device was opened on.
 func (d *Device) Path() string { return d.path }
 
-// ReadOnly reports whether the device was opened read-only.
+// ReadOnly reports whether the device was opened read-only, as Info's
+// ReadOnly does.
 func (d *Device) ReadOnly() bool { return d.readOnly }
 
 // Direct reports whether the device does its IO with O_DIRECT, bypassing

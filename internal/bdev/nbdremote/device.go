@@ -110,7 +110,8 @@ func OpenContext(ctx context.Context, name string, uri URI, id uuid.UUID, opts O
 		nc.Close()
 		return nil, fmt.Errorf("NBD client %q: export at %s: %w", name, uri, err)
 	}
-	d.info = bdev.Info{Name: name, UUID: id, ProductName: "NBD disk", BlockSize: bs, NumBlocks: nblocks, Abilities: ex.abilities()}
+	d.info = bdev.Info{Name: name, UUID: id, ProductName: "NBD disk", BlockSize: bs, NumBlocks: nblocks, Abilities: ex.abilities(),
+		ReadOnly: ex.flags&nbdproto.TxReadOnly != 0}
 	d.flags, d.maxPayload = ex.flags, maxPayload
 	d.nconns = 1
 	if opts.Connections > 1 && ex.flags&nbdproto.TxCanMultiConn != 0 {
@@ -272,8 +273,8 @@ func (ex export) abilities() bdev.Abilities {
 }
 
 // ReadOnly reports whether the export is read-only (NBD_FLAG_READ_ONLY),
-// so that an NBD export of the bdev is read-only too.
-func (d *Device) ReadOnly() bool { return d.flags&nbdproto.TxReadOnly != 0 }
+// as Info's ReadOnly does.
+func (d *Device) ReadOnly() bool { return d.info.ReadOnly }
 
 func (d *Device) checkWrite(op string, off, length int64) error {
 	if err := bdev.CheckIO(&d.info, op, off, length); err != nil {

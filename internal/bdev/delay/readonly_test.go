@@ -1,0 +1,57 @@
+package delay_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/delay"
+	"blockcache/internal/bdev/file"
+	"blockcache/internal/bdev/malloc"
+)
+
+// TestReadOnlyFollowsInner: a delay device over a file opened read-only
+// says ReadOnly in its Info, with no abilities, and its writes fail as the
+// file's do; over a writable device it is not read-only.
+func TestReadOnlyFollowsInner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "golden.img")
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := file.Open("golden", path, file.Options{ReadOnly: true, UUID: uuid.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ro.Close() })
+	d, err := delay.New(ro, delay.Config{Name: "Delay0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if info := d.Info(); !info.ReadOnly || info.Abilities != (bdev.Abilities{}) {
+		t.Fatalf("delay over a read-only file: ReadOnly=%v Abilities=%+v, want true and none", info.ReadOnly, info.Abilities)
+	}
+	if err := d.WriteAt(make([]byte, 512), 0, false); err == nil {
+		t.Fatal("write through a read-only delay device succeeded")
+	}
+
+	m, err := malloc.New("Malloc0", uuid.Nil, 512, 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	w, err := delay.New(m, delay.Config{Name: "Delay1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	if w.Info().ReadOnly {
+		t.Fatal("delay over a malloc device says ReadOnly")
+	}
+	if err := w.WriteAt(make([]byte, 512), 0, false); err != nil {
+		t.Fatalf("write through a writable delay device: %v", err)
+	}
+}
