@@ -104,7 +104,7 @@ type Ring struct {
 	// coop: the ring was set up with COOP_TASKRUN and TASKRUN_FLAG, as
 	// polling rings are (pollArrived).
 	coop bool
-	sqes           []sqe
+	sqes []sqe
 	// The completion ring. CQEs are read and cqHead written under reapMu.
 	cqHead, cqTail *uint32
 	cqMask         uint32
