@@ -29,11 +29,18 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) malloc(name string, mib int) *malloc.Device {
 	e.t.Helper()
-	d, err := malloc.New(name, uuid.Nil, 512, uint64(mib)<<20/512)
-	if err != nil {
+	d := e.mallocUnregistered(name, mib)
+	if err := e.reg.Register(d); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.reg.Register(d); err != nil {
+	return d
+}
+
+// mallocUnregistered makes a RAM bdev without registering it.
+func (e *env) mallocUnregistered(name string, mib int) *malloc.Device {
+	e.t.Helper()
+	d, err := malloc.New(name, uuid.Nil, 512, uint64(mib)<<20/512)
+	if err != nil {
 		e.t.Fatal(err)
 	}
 	return d
