@@ -100,11 +100,12 @@ type Ring struct {
 	// advances sqHead as it consumes entries.
 	sqHead, sqTail *uint32
 	sqMask         uint32
+	sqes           []sqe
 	sqFlags        *uint32 // where the kernel raises sqTaskrun (coop)
 	// coop: the ring was set up with COOP_TASKRUN and TASKRUN_FLAG, as
 	// polling rings are (pollArrived).
 	coop bool
-	sqes []sqe
+
 	// The completion ring. CQEs are read and cqHead written under reapMu.
 	cqHead, cqTail *uint32
 	cqMask         uint32
