@@ -25,16 +25,18 @@ func (m *Manager) tryStartLocked(v *Vbdev) error {
 	if v.coreClaim == nil {
 		if o := m.coreHolderLocked(p.CoreBdev, v); o != nil {
 			m.log.Info("OCF vbdev waits: its core bdev is held by another OCF vbdev", "vbdev", p.Name, "core", p.CoreBdev, "holder", o.params.Name)
-		} else if d, err := m.reg.Lookup(p.CoreBdev); err == nil {
-			if d.Info().ReadOnly {
-				// As SPDK, whose open of the core for writing fails: a
-				// read-only core would take wb's writes into the cache
-				// with no way back to the core.
-				return fmt.Errorf("attach core: bdev %q is read-only, and a core must take the cache's writes: %w", p.CoreBdev, syscall.EROFS)
-			}
+		} else if _, err := m.reg.Lookup(p.CoreBdev); err == nil {
 			c, err := m.reg.Claim(p.CoreBdev, claimOwner, func() { m.hotRemoveCore(v) })
 			if err != nil {
 				return fmt.Errorf("attach core: %w", err)
+			}
+			if c.Device().Info().ReadOnly {
+				// As SPDK, whose open of the core for writing fails: a
+				// read-only core would take wb's writes into the cache
+				// with no way back to the core. Checked on the claimed
+				// device, which is the one attached.
+				c.Release()
+				return fmt.Errorf("attach core: bdev %q is read-only, and a core must take the cache's writes: %w", p.CoreBdev, syscall.EROFS)
 			}
 			v.coreClaim = c
 		}
