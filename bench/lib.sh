@@ -197,12 +197,19 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # median: the median of the numbers on stdin, one a line.
 median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 
-# read_stats SERVER -> prints "read_hits reads" of the volume Cache0 on the
-# blockcache server SERVER ($bc_bin, its socket in ${RPC[SERVER]}).
+# read_stats SERVER -> prints "read_hits reads miss_seconds misses" of the
+# volume Cache0 on the blockcache server SERVER ($bc_bin, its socket in
+# ${RPC[SERVER]}): the counts of bdev_ocf_get_stats, then the sum and count
+# of the volume's read_miss latency histogram (blockcache_get_metrics).
 read_stats() {
-	"$bc_bin" rpc bdev_ocf_get_stats '{"name":"Cache0"}' -s "${RPC[$1]}" |
-		jq -r '.requests | "\(.rd_hits.count) \(.rd_total.count)"' ||
+	local counts miss
+	counts=$("$bc_bin" rpc bdev_ocf_get_stats '{"name":"Cache0"}' -s "${RPC[$1]}" |
+		jq -r '.requests | "\(.rd_hits.count) \(.rd_total.count)"') ||
 		die "bdev_ocf_get_stats on $1 failed"
+	miss=$("$bc_bin" rpc blockcache_get_metrics -s "${RPC[$1]}" |
+		jq -r '.volumes[] | select(.name == "Cache0") | .latency.read_miss | "\(.sum_seconds) \(.counts | add)"') ||
+		die "blockcache_get_metrics on $1 failed"
+	echo "$counts ${miss:-0 0}"
 }
 
 # spread FILE COLUMN FORMAT -> "median [min-max]" of that column, in FORMAT.
@@ -216,21 +223,24 @@ spread() {
 
 # measure_run GROUP SERVER REP [LAT]: one measured run of SERVER through the
 # script's run_fio (run_fio SERVER GROUP SECONDS TAG -> "iops p50_us
-# p99_us"), with Cache0's read hits counted before and after when SERVER
-# is a blockcache (it has a socket in RPC). It appends "iops p50_us p99_us
-# read_hits reads" to $work/GROUP.SERVER, so that line N is round N when
-# every server runs once a round, and prints a progress line to stderr,
-# the latencies labelled LAT (e.g. "rd ").
+# p99_us"), with Cache0's read hits and read-miss latency read before and
+# after when SERVER is a blockcache (it has a socket in RPC). It appends
+# "iops p50_us p99_us read_hits reads miss_us" to $work/GROUP.SERVER
+# (miss_us: the volume's mean read-miss time over the run, 0 when none or
+# not a blockcache), so that line N is round N when every server runs once
+# a round, and prints a progress line to stderr, the latencies labelled LAT
+# (e.g. "rd ").
 measure_run() {
-	local grp=$1 srv=$2 rep=$3 lat=${4:-} s0="0 0" s1="0 0" r h0 t0 h1 t1 iops p50 p99 hit=-
+	local grp=$1 srv=$2 rep=$3 lat=${4:-} s0="0 0 0 0" s1="0 0 0 0" r h0 t0 m0 n0 h1 t1 m1 n1 iops p50 p99 hit=- miss
 	[ -z "${RPC[$srv]:-}" ] || s0=$(read_stats "$srv")
 	r=$(run_fio "$srv" "$grp" "$RUNTIME" "rep$rep")
 	[ -z "${RPC[$srv]:-}" ] || s1=$(read_stats "$srv")
-	read -r h0 t0 <<<"$s0"
-	read -r h1 t1 <<<"$s1"
-	echo "$r $((h1 - h0)) $((t1 - t0))" >>"$work/$grp.$srv"
+	read -r h0 t0 m0 n0 <<<"$s0"
+	read -r h1 t1 m1 n1 <<<"$s1"
+	miss=$(awk -v m0="$m0" -v m1="$m1" -v n=$((n1 - n0)) 'BEGIN { printf "%.0f", n ? 1e6 * (m1 - m0) / n : 0 }')
+	echo "$r $((h1 - h0)) $((t1 - t0)) $miss" >>"$work/$grp.$srv"
 	read -r iops p50 p99 <<<"$r"
-	[ -z "${RPC[$srv]:-}" ] || hit=$(awk -v h=$((h1 - h0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.2f%%", t ? 100 * h / t : 0 }')
+	[ -z "${RPC[$srv]:-}" ] || hit="$(awk -v h=$((h1 - h0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.2f%%", t ? 100 * h / t : 0 }')  miss ${miss} us"
 	printf '  %-5s rep %d %-14s %8.0f IOPS  %sp50 %7.0f us  %sp99 %7.0f us  hits %s\n' \
 		"$grp" "$rep" "$srv" "$iops" "$lat" "$p50" "$lat" "$p99" "$hit" >&2
 }

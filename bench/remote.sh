@@ -190,7 +190,7 @@ run_fio() {
 # pair_ratio WORKLOAD A B -> "median [min-max]" of A's IOPS over B's, each
 # round's runs of A and B forming a pair.
 pair_ratio() {
-	paste -d' ' "$work/$1.$2" "$work/$1.$3" | awk '{ print $1 / $6 }' >"$work/ratio"
+	paste -d' ' "$work/$1.$2" "$work/$1.$3" | awk '{ print $1 / $7 }' >"$work/ratio"
 	spread "$work/ratio" 1 "%.2f"
 }
 # target WORKLOAD A B -> the target for A/B IOPS, or "-".

@@ -178,14 +178,14 @@ run_fio() {
 # rep's runs of A and B forming a pair (same rotation round).
 pair_ratio() {
 	paste -d' ' "$work/$1.$2" "$work/$1.$3" |
-		awk -v c="$4" -v n=5 '{ print $c / $(c + n) }' >"$work/ratio"
+		awk -v c="$4" -v n=6 '{ print $c / $(c + n) }' >"$work/ratio"
 	spread "$work/ratio" 1 "%.2f"
 }
 
 table=$work/table
 ratios=$work/ratios
-printf '| %-5s | %-12s | %-22s | %-20s | %-22s | %6s |\n' set server "IOPS [min-max]" "p50 us [min-max]" "p99 us [min-max]" "hit %" >"$table"
-printf '|-------|--------------|------------------------|----------------------|------------------------|-------:|\n' >>"$table"
+printf '| %-5s | %-12s | %-22s | %-20s | %-22s | %6s | %-18s |\n' set server "IOPS [min-max]" "p50 us [min-max]" "p99 us [min-max]" "hit %" "miss us [min-max]" >"$table"
+printf '|-------|--------------|------------------------|----------------------|------------------------|-------:|--------------------|\n' >>"$table"
 printf '| %-5s | %-27s | %-19s | %-17s |\n' set ratio "IOPS [min-max]" "p50 [min-max]" >"$ratios"
 printf '|-------|-----------------------------|---------------------|-------------------|\n' >>"$ratios"
 # A build and its 0 µs reference form a group that runs back to back, so
@@ -230,10 +230,13 @@ for set in $SETS; do
 	stop_servers
 	for srv in "${servers[@]}"; do
 		f=$work/$set.$srv
-		hit=-
-		[ -z "${RPC[$srv]:-}" ] || hit=$(awk '{ h += $4; t += $5 } END { printf "%.2f", t ? 100 * h / t : 0 }' "$f")
-		printf '| %-5s | %-12s | %-22s | %-20s | %-22s | %6s |\n' "$set" "$srv" \
-			"$(spread "$f" 1 %.0f)" "$(spread "$f" 2 %.0f)" "$(spread "$f" 3 %.0f)" "$hit" >>"$table"
+		hit=- miss=-
+		if [ -n "${RPC[$srv]:-}" ]; then
+			hit=$(awk '{ h += $4; t += $5 } END { printf "%.2f", t ? 100 * h / t : 0 }' "$f")
+			miss=$(spread "$f" 6 %.0f)
+		fi
+		printf '| %-5s | %-12s | %-22s | %-20s | %-22s | %6s | %-18s |\n' "$set" "$srv" \
+			"$(spread "$f" 1 %.0f)" "$(spread "$f" 2 %.0f)" "$(spread "$f" 3 %.0f)" "$hit" "$miss" >>"$table"
 	done
 	for pair in blockcache:blockcache-0 base:base-0 blockcache:nbdkit-cache base:nbdkit-cache \
 		blockcache:nbdkit-delay blockcache:base blockcache-0:base-0; do
@@ -250,7 +253,8 @@ done
 echo
 echo "load avg:   $(loadavg) at end; at the start of each set: $loads"
 echo "medians of $REPS runs of ${RUNTIME}s, with [min-max]; p50/p99 = fio completion latency (clat);"
-echo "hit % = read hits / reads of Cache0 over the measured runs (bdev_ocf_get_stats)"
+echo "hit % = read hits / reads of Cache0 over the measured runs (bdev_ocf_get_stats);"
+echo "miss us = the volume's mean read-miss time in each run (blockcache_get_metrics), median [min-max]"
 cat "$table"
 echo
 echo "ratios: median [min-max] over the $REPS rounds of A/B, A and B run in the same round;"
