@@ -1,17 +1,15 @@
 package nbd
 
 import (
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/delay"
 	"blockcache/internal/bdev/errinj"
-	"blockcache/internal/bdev/file"
 	"blockcache/internal/nbd/nbdclient"
 	"blockcache/internal/nbdproto"
 )
@@ -41,15 +39,7 @@ func TestReadOnlyDeviceExportsReadOnly(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "golden.img")
-			if err := os.WriteFile(path, make([]byte, 1<<20), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			dev, err := file.Open("golden", path, file.Options{ReadOnly: true, UUID: uuid.New()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { dev.Close() })
+			dev := bdevtest.NewReadOnlyFile(t, "golden", 1<<20)
 			ts := startServer(t, Export{Name: "rodev", Device: tc.wrap(t, dev)})
 			c, err := ts.handshake(t, stdFlags).Go("rodev")
 			if err != nil {

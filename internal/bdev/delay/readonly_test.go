@@ -1,31 +1,18 @@
 package delay_test
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/google/uuid"
-
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/delay"
-	"blockcache/internal/bdev/file"
-	"blockcache/internal/bdev/malloc"
 )
 
 // TestReadOnlyFollowsInner: a delay device over a file opened read-only
 // says ReadOnly in its Info, with no abilities, and its writes fail as the
 // file's do; over a writable device it is not read-only.
 func TestReadOnlyFollowsInner(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "golden.img")
-	if err := os.WriteFile(path, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ro, err := file.Open("golden", path, file.Options{ReadOnly: true, UUID: uuid.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ro.Close() })
+	ro := bdevtest.NewReadOnlyFile(t, "golden", 1<<20)
 	d, err := delay.New(ro, delay.Config{Name: "Delay0"})
 	if err != nil {
 		t.Fatal(err)
@@ -38,12 +25,7 @@ func TestReadOnlyFollowsInner(t *testing.T) {
 		t.Fatal("write through a read-only delay device succeeded")
 	}
 
-	m, err := malloc.New("Malloc0", uuid.Nil, 512, 128)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	w, err := delay.New(m, delay.Config{Name: "Delay1"})
+	w, err := delay.New(bdevtest.NewMalloc(t, "Malloc0", 128), delay.Config{Name: "Delay1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,13 @@
 package errinj_test
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/google/uuid"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/bdevtest"
 	"blockcache/internal/bdev/errinj"
-	"blockcache/internal/bdev/file"
 	"blockcache/internal/bdev/null"
 )
 
@@ -17,15 +15,7 @@ import (
 // over a file opened read-only say ReadOnly in their Info, with no
 // abilities; over a writable device neither does.
 func TestReadOnlyFollowsInner(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "golden.img")
-	if err := os.WriteFile(path, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ro, err := file.Open("golden", path, file.Options{ReadOnly: true, UUID: uuid.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ro.Close() })
+	ro := bdevtest.NewReadOnlyFile(t, "golden", 1<<20)
 	rw, err := null.New("Null0", uuid.Nil, 512, 128)
 	if err != nil {
 		t.Fatal(err)
