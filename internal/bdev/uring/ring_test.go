@@ -258,13 +258,7 @@ func pipeReaders(t *testing.T, r *Ring, fd, n int) <-chan error {
 			results <- err
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(r.free) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d slots still free after starting %d readers", len(r.free), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, fmt.Sprintf("every slot taken by %d readers", n), func() bool { return len(r.free) == 0 })
 	return results
 }
 
