@@ -21,6 +21,7 @@ import (
 	"blockcache/internal/bdev"
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/nbd"
+	"blockcache/internal/poller"
 	"blockcache/internal/rpc"
 	"blockcache/internal/vbdev"
 )
@@ -118,7 +119,12 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	nbdServer, err := nbd.NewServer(cfg.Log, cfg.NBD)
+	// The NBD readers run the delay bdevs' completion checks (package
+	// poller).
+	pollers := new(poller.Set)
+	nbdOpts := cfg.NBD
+	nbdOpts.Pollers = pollers
+	nbdServer, err := nbd.NewServer(cfg.Log, nbdOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +177,7 @@ func New(cfg Config) (*Daemon, error) {
 		Kill:     d.kill,
 		OnChange: d.saveState,
 		IOPoll:   cfg.IOPoll,
+		Pollers:  pollers,
 	})
 	return d, nil
 }

@@ -15,6 +15,9 @@
 // time has come and arms the timerfd for the next. Sleepers wait on
 // channels kept for reuse, so a Sleep allocates nothing in the steady
 // state.
+//
+// A goroutine that is awake anyway can call Poll to wake the sleepers due
+// at once, without waiting for the netpoller (see package poller).
 package hrtimer
 
 import (
@@ -24,6 +27,7 @@ import (
 	"math"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +42,9 @@ type Timer struct {
 	done chan struct{} // closed when the goroutine returns
 	// closeFile closes file once: Close and the goroutine may both try.
 	closeFile func() error
+	// next is the earliest deadline asleep, math.MaxInt64 with nobody
+	// asleep; written under mu, read without it by Poll.
+	next atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -62,6 +69,7 @@ func New() (*Timer, error) {
 	}
 	t := &Timer{file: os.NewFile(uintptr(fd), "hrtimer timerfd"), fd: fd, base: time.Now(), done: make(chan struct{})}
 	t.closeFile = sync.OnceValue(t.file.Close)
+	t.next.Store(math.MaxInt64)
 	rc, err := t.file.SyscallConn()
 	if err != nil {
 		t.file.Close()
@@ -102,6 +110,7 @@ func (t *Timer) Sleep(d time.Duration) {
 	}
 	s.at = at
 	heap.Push(&t.mu.sleepers, s)
+	t.next.Store(t.mu.sleepers[0].at)
 	if t.mu.armed == 0 || at < t.mu.armed {
 		t.armLocked(at)
 	}
@@ -160,15 +169,41 @@ func (t *Timer) wakeDue() (finished bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.mu.armed = 0
-	for t.mu.sleepers.Len() > 0 && t.mu.sleepers[0].at <= now {
-		s := heap.Pop(&t.mu.sleepers).(*sleeper)
-		s.wake <- struct{}{}
-	}
+	t.wakeLocked(now)
 	if t.mu.sleepers.Len() > 0 {
 		t.armLocked(t.mu.sleepers[0].at)
 		return false
 	}
 	return t.mu.closing
+}
+
+// Poll wakes the sleepers whose deadline has passed, without waiting for
+// the timerfd's expiry to reach the goroutine through the runtime's network
+// poller, which a busy scheduler slot looks at only now and then (package
+// poller). It takes no lock and makes no system call while nobody is due,
+// and is safe to call from any goroutine. The timerfd stays armed: its
+// expiry still wakes the goroutine, which then finds fewer sleepers due.
+func (t *Timer) Poll() {
+	now := int64(time.Since(t.base))
+	if t.next.Load() > now {
+		return
+	}
+	t.mu.Lock()
+	t.wakeLocked(now)
+	t.mu.Unlock()
+}
+
+// wakeLocked wakes every sleeper due at now. t.mu is held.
+func (t *Timer) wakeLocked(now int64) {
+	for t.mu.sleepers.Len() > 0 && t.mu.sleepers[0].at <= now {
+		s := heap.Pop(&t.mu.sleepers).(*sleeper)
+		s.wake <- struct{}{}
+	}
+	next := int64(math.MaxInt64)
+	if t.mu.sleepers.Len() > 0 {
+		next = t.mu.sleepers[0].at
+	}
+	t.next.Store(next)
 }
 
 // armLocked sets the timerfd to expire at deadline at (relative to now:

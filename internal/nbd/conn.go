@@ -103,7 +103,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 		iov:    make([][]byte, 0, 2*maxInflightRequests),
 	}
 	if c.raw != nil {
-		c.src = connReader{c}
+		c.src = c.raw
+		c.raw.handedOff = &c.handedOff
+		c.raw.pollers = s.opts.Pollers
 	}
 	c.br = bufio.NewReaderSize(c.src, 64<<10)
 	c.out.queue = make([]*job, 0, maxInflightRequests)

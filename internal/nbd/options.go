@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"time"
+
+	"blockcache/internal/poller"
 )
 
 // Options bound what clients, together, can make the server hold: file
@@ -38,6 +40,12 @@ type Options struct {
 	// Allow, if not nil, restricts which clients are admitted; the others
 	// are closed before the handshake.
 	Allow *AllowList
+
+	// Pollers, if not nil, are the devices' completion checks, run by a
+	// reader polling an empty socket (see readSpin), so that a completion
+	// signalled through the runtime's network poller is not kept waiting
+	// by the reader's own polling.
+	Pollers *poller.Set
 }
 
 // Defaults of Options.

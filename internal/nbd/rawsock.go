@@ -4,9 +4,12 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"blockcache/internal/poller"
 )
 
 // rawSocket reads and writes a plain TCP or Unix socket with raw system
@@ -24,7 +27,8 @@ import (
 // then, and a raw system call does not wake it. At queue depth 1 that
 // halves the context switches per request (about 2 to 1) and a third of
 // the server's CPU per request; measured in bench/README.md ("Session of
-// 2026-12-06 evening, NBD"). A connection uses it only while rawOK says.
+// 2026-12-06 evening, NBD"). Handed-off requests in flight do not change
+// that (see yield).
 //
 // The deadlines of the net.Conn apply as they do to its own Read and
 // Write: the waits for readiness are the poller's.
@@ -35,23 +39,30 @@ type rawSocket struct {
 	// once so that a call allocates nothing. rp and the results belong to
 	// the one reader (the holder of the reading turn), wiov and wn to the
 	// one writer (under conn.wmu).
-	spin    time.Duration // how long read polls an empty socket before waiting; set by the reader
-	rp      []byte
-	rn      int
-	rerr    syscall.Errno
-	readFn  func(fd uintptr) bool
-	wiov    []syscall.Iovec
-	wn      int
-	werr    syscall.Errno
-	writeFn func(fd uintptr) bool
+	spin   time.Duration // how long read polls an empty socket before waiting; set by the reader
+	rp     []byte
+	rn     int
+	rerr   syscall.Errno
+	readFn func(fd uintptr) bool
+	// polled is when the reader last let the runtime look at its network
+	// poller (see yield); handedOff is the connection's count of
+	// handed-off requests in flight, and pollers the devices' completion
+	// checks (Options.Pollers), run between the tries of an empty socket.
+	polled    time.Time
+	handedOff *atomic.Int32
+	pollers   *poller.Set
+	wiov      []syscall.Iovec
+	wn        int
+	werr      syscall.Errno
+	writeFn   func(fd uintptr) bool
 }
 
 // maxIOV is how many buffers one writev takes (Linux's IOV_MAX).
 const maxIOV = 1024
 
 // readSpin is how long a read of an empty socket keeps reading it before it
-// waits in the poller, yielding the CPU between tries to the other
-// goroutines and to the other threads of the CPU. At queue depth 1 the
+// waits in the poller, running the devices' completion checks and yielding
+// the CPU between tries (see yield). At queue depth 1 the
 // client sends its next request some 10-30 us after it received the
 // reply; a reader that has gone to sleep by then must be woken, which on
 // a virtual machine, when the client runs on another CPU, is an
@@ -63,6 +74,11 @@ const maxIOV = 1024
 // still sending it (128 KiB writes at QD8: 60 us of server CPU per IO
 // against 52, and fewer IOPS).
 const readSpin = 50 * time.Microsecond
+
+// netpollEvery is how often, at least, a reader polling an empty socket
+// with handed-off requests in flight lets the runtime look at its network
+// poller (see yield).
+const netpollEvery = 50 * time.Microsecond
 
 // setSpin sets how long c's raw reads poll an empty socket (see readSpin).
 // Only the holder of the reading turn calls it.
@@ -89,7 +105,7 @@ func newRawSocket(nc net.Conn) *rawSocket {
 	if err != nil {
 		return nil
 	}
-	r := &rawSocket{rc: rc}
+	r := &rawSocket{rc: rc, handedOff: new(atomic.Int32)}
 	r.readFn = r.read
 	r.writeFn = r.writev
 	return r
@@ -132,14 +148,50 @@ func (r *rawSocket) read(fd uintptr) bool {
 			if until.IsZero() {
 				until = now.Add(r.spin)
 			} else if now.After(until) {
+				r.polled = now // the wait is in the poller
 				return false
 			}
-			runtime.Gosched()                                    // the other goroutines first
-			syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) // and the other threads of this CPU, the client's among them
+			r.pollers.Poll()
+			r.yield(now)
 			continue
 		}
 		r.rn, r.rerr = int(n), e
 		return true
+	}
+}
+
+// yield lets the rest of the process, and of the CPU, run between two
+// tries of an empty socket.
+//
+// With nothing handed off, the other goroutines go first (Gosched), then
+// the CPU's other threads, the client's among them (sched_yield): a client
+// on the reader's CPU sends its next request during the yield.
+//
+// With handed-off requests in flight the thread keeps its CPU: the kernel
+// would run the thread it yields to until that blocks or its time slice
+// ends, and the handed-off requests, whose goroutines need this thread's
+// scheduler slot to complete, would wait as long (with sched_yield, misses
+// over a 1 ms core reached the client 1.9 ms late at p99, against 1.2).
+// Nor does a Gosched let them complete when their device signals through
+// the runtime's network poller (a timerfd, an eventfd, a socket): the
+// scheduler looks at the poller only when it finds nothing else to run,
+// and the yielding reader is always there to run, so their completions
+// would wait until the reader stopped polling. Devices that can check
+// their completions cheaply are run by read between tries (Options.Pollers);
+// for the others, every netpollEvery the reader parks on a timer of a
+// microsecond instead of yielding: with nothing else to run, the scheduler
+// then polls the network, without blocking when something is ready, and
+// at worst sleeps until the next event, which the client's request is.
+func (r *rawSocket) yield(now time.Time) {
+	switch {
+	case r.handedOff.Load() == 0:
+		runtime.Gosched()                                    // the other goroutines first
+		syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) // and the other threads of this CPU, the client's among them
+	case now.Sub(r.polled) >= netpollEvery:
+		time.Sleep(time.Microsecond)
+		r.polled = time.Now()
+	default:
+		runtime.Gosched()
 	}
 }
 
@@ -207,23 +259,4 @@ func (r *rawSocket) writev(fd uintptr) bool {
 		r.wn, r.werr = int(n), e
 		return true
 	}
-}
-
-// rawOK reports whether c's socket IO is to be made with raw system calls
-// now: c has raw access and no handed-off request is in flight. While one
-// is, the ordinary system calls keep the monitor awake: a thread that the
-// kernel preempts inside one (on a busy machine, often at its return) has
-// its scheduler slot handed to another thread by the monitor, so the
-// goroutines of completed misses run meanwhile. Nothing waits for the slot
-// at queue depth 1 on hits, where the raw calls save the most.
-func (c *conn) rawOK() bool { return c.raw != nil && c.handedOff.Load() == 0 }
-
-// connReader reads c's socket, raw when rawOK says so.
-type connReader struct{ c *conn }
-
-func (r connReader) Read(p []byte) (int, error) {
-	if r.c.rawOK() {
-		return r.c.raw.Read(p)
-	}
-	return r.c.nc.Read(p)
 }

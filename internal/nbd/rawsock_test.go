@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"blockcache/internal/nbdproto"
+	"blockcache/internal/poller"
 )
 
 // socketPair returns the two ends of a connection of network "tcp" or
@@ -163,22 +166,26 @@ func TestConsume(t *testing.T) {
 	}
 }
 
-// TestRawOnlyWithNothingHandedOff: a connection on a socket uses the raw
-// calls while no handed-off request is in flight, and the ordinary ones
-// while one is; a connection without a socket never uses them.
-func TestRawOnlyWithNothingHandedOff(t *testing.T) {
+// TestRawOnSockets: a connection on a socket reads and writes with its raw
+// socket, which sees the connection's handed-off requests and runs the
+// server's pollers; a connection without a socket has none.
+func TestRawOnSockets(t *testing.T) {
+	var set poller.Set
 	srv, _ := socketPair(t, "tcp")
-	c := newConn(mustNewServer(t, nil), srv)
-	if !c.rawOK() {
-		t.Error("no raw calls on an idle TCP connection")
+	s, err := NewServer(nil, Options{Pollers: &set})
+	if err != nil {
+		t.Fatal(err)
 	}
-	c.handedOff.Store(1)
-	if c.rawOK() {
-		t.Error("raw calls with a handed-off request in flight")
+	c := newConn(s, srv)
+	if c.raw == nil || c.src != io.Reader(c.raw) {
+		t.Fatal("a TCP connection does not read with its raw socket")
+	}
+	if c.raw.handedOff != &c.handedOff || c.raw.pollers != &set {
+		t.Error("the raw socket does not see the connection's handed-off count or the server's pollers")
 	}
 	p, q := net.Pipe()
 	defer q.Close()
-	if newConn(mustNewServer(t, nil), p).rawOK() {
+	if newConn(mustNewServer(t, nil), p).raw != nil {
 		t.Error("raw calls on a net.Pipe")
 	}
 }
@@ -246,3 +253,79 @@ func TestOnlyHeaderReadsPoll(t *testing.T) {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestSpinLetsNetpollRun: with a handed-off request in flight, a reader
+// polling an empty socket on the one scheduler slot still lets a goroutine
+// woken through the runtime's network poller run (here one reading another
+// socket, which then sends the data the reader waits for) within about
+// netpollEvery. A reader that only yielded (Gosched) would keep it waiting
+// until the runtime's monitor polled the network, every 10 ms: the
+// scheduler never found its run queue empty. The median of 15 relays
+// bounds it, so that a test machine's hiccup does not fail it.
+func TestSpinLetsNetpollRun(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	srv, cli := socketPair(t, "unix")
+	raw := newRawSocket(srv)
+	raw.handedOff.Store(1)
+	raw.spin = 5 * time.Second
+
+	// The relay reads b's other end (waiting in the poller) and answers
+	// on cli; a timer, which the scheduler checks on every switch, starts
+	// it by writing to b.
+	a, b := socketPair(t, "unix")
+	go func() {
+		var p [1]byte
+		for {
+			if _, err := a.Read(p[:]); err != nil {
+				return
+			}
+			cli.Write([]byte("relayed"))
+		}
+	}()
+	var lat []time.Duration
+	for range 15 {
+		var sent atomic.Int64
+		time.AfterFunc(2*time.Millisecond, func() {
+			sent.Store(time.Now().UnixNano())
+			b.Write([]byte("x"))
+		})
+		p := make([]byte, 16)
+		n, err := raw.Read(p)
+		if err != nil || string(p[:n]) != "relayed" {
+			t.Fatalf("Read: %q, %v; want \"relayed\"", p[:n], err)
+		}
+		lat = append(lat, time.Duration(time.Now().UnixNano()-sent.Load()))
+	}
+	slices.Sort(lat)
+	if med := lat[len(lat)/2]; med > 2*time.Millisecond {
+		t.Errorf("relays took %v (median %v): the spin kept the network poller from running", lat, med)
+	}
+}
+
+// TestSpinRunsPollers: a reader polling an empty socket runs the pollers
+// between its tries, with or without handed-off requests in flight.
+func TestSpinRunsPollers(t *testing.T) {
+	for _, handedOff := range []int32{0, 1} {
+		srv, cli := socketPair(t, "unix")
+		raw := newRawSocket(srv)
+		raw.handedOff.Store(handedOff)
+		raw.spin = 5 * time.Second
+		var set poller.Set
+		raw.pollers = &set
+		calls := 0
+		set.Add(func() {
+			calls++
+			if calls == 3 {
+				cli.Write([]byte("done"))
+			}
+		})
+		p := make([]byte, 16)
+		n, err := raw.Read(p)
+		if err != nil || string(p[:n]) != "done" {
+			t.Fatalf("handed off %d: Read %q, %v; want \"done\"", handedOff, p[:n], err)
+		}
+		if calls < 3 {
+			t.Errorf("handed off %d: pollers ran %d times, want at least 3", handedOff, calls)
+		}
+	}
+}

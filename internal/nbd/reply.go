@@ -215,7 +215,7 @@ func (c *conn) writeIOV() (err error) {
 		}
 	}()
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.replyTimeout))
-	if c.rawOK() {
+	if c.raw != nil {
 		return c.raw.writeBuffers(&c.wbufs)
 	}
 	if bw, ok := c.nc.(buffersWriter); ok {

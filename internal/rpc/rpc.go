@@ -18,6 +18,7 @@ import (
 	"blockcache/internal/jsonrpc"
 	"blockcache/internal/nbd"
 	"blockcache/internal/ocf"
+	"blockcache/internal/poller"
 	"blockcache/internal/vbdev"
 )
 
@@ -42,6 +43,9 @@ type Services struct {
 	// (bdev_uring_create) made from now on: file.Options.Poll. Zero never
 	// polls.
 	IOPoll time.Duration
+	// Pollers, if not nil, gets the completion checks of the delay bdevs
+	// made from now on (delay.Config.Pollers); the NBD server runs them.
+	Pollers *poller.Set
 }
 
 // API is the set of methods registered on a server.

@@ -106,7 +106,7 @@ func (a *API) delayCreate(_ context.Context, params json.RawMessage) (any, error
 	d, err := delay.New(base, delay.Config{Name: p.Name, UUID: id, Latencies: delay.Latencies{
 		AvgRead: us(p.AvgReadLatency), P99Read: us(p.P99ReadLatency),
 		AvgWrite: us(p.AvgWriteLatency), P99Write: us(p.P99WriteLatency),
-	}, MaxInflight: int(p.MaxInflight)})
+	}, MaxInflight: int(p.MaxInflight), Pollers: a.svc.Pollers})
 	if err != nil {
 		claim.Release()
 		return nil, jsonrpc.ErrnoError(syscall.EINVAL).WithData("%v", err)

@@ -27,6 +27,7 @@ import (
 
 	"blockcache/internal/bdev"
 	"blockcache/internal/hrtimer"
+	"blockcache/internal/poller"
 )
 
 // ProductName is the product name delay devices report, as SPDK's.
@@ -48,6 +49,11 @@ type Config struct {
 	// MaxInflight is the most IOs (of any kind) in the device at once; 0
 	// means no limit, as SPDK's delay bdev.
 	MaxInflight int
+	// Pollers, if not nil, gets the device's own timer's Poll while the
+	// device is open, so that a busy goroutine (the NBD reader) ends the
+	// delays that are due without waiting for the network poller, as
+	// SPDK's delay bdev ends them from a poller. Unused with Sleep.
+	Pollers *poller.Set
 }
 
 // Device is a delay device. Its Info's Abilities and ReadOnly are the inner
@@ -63,8 +69,10 @@ type Device struct {
 	inner bdev.Device
 	sleep func(time.Duration)
 	timer *hrtimer.Timer // behind sleep when Config.Sleep is nil; nil otherwise
-	seed  uint64
-	slots *queue // every IO that passed CheckIO holds a slot until it returns
+	// unpoll removes timer's Poll from Config.Pollers; nil if not added.
+	unpoll func()
+	seed   uint64
+	slots  *queue // every IO that passed CheckIO holds a slot until it returns
 
 	ios     atomic.Uint64          // IOs delayed so far; numbers them for the p99 draw
 	latency [numKinds]atomic.Int64 // nanoseconds by LatencyKind; SetLatency writes
@@ -107,6 +115,9 @@ func New(inner bdev.Device, cfg Config) (*Device, error) {
 		d.sleep = time.Sleep
 		if t, err := hrtimer.New(); err == nil {
 			d.timer, d.sleep = t, t.Sleep
+			if cfg.Pollers != nil {
+				d.unpoll = cfg.Pollers.Add(t.Poll)
+			}
 		}
 	}
 	for k, v := range cfg.Latencies.byKind() {
@@ -202,6 +213,9 @@ func (d *Device) Close() error {
 	first := !d.closed
 	d.closed = true
 	d.mu.Unlock()
+	if first && d.unpoll != nil {
+		d.unpoll()
+	}
 	if first && d.timer != nil {
 		return d.timer.Close()
 	}
