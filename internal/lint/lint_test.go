@@ -34,6 +34,7 @@ var forbidden = map[string][]string{
 	"internal/aligned": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 	"internal/pemfile": {"internal/bdev", "internal/ocf", "internal/vbdev", "internal/nbd", "internal/rpc", "internal/metrics", "cmd"},
 	"internal/hrtimer": {"internal", "cmd"},
+	"internal/poller":  {"internal", "cmd"},
 	// The NBD wire format, which the server (internal/nbd) and the client
 	// bdev (internal/bdev/nbdremote) share: it imports nothing of the module.
 	"internal/nbdproto": {"internal", "cmd"},
