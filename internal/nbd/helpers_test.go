@@ -63,6 +63,21 @@ next:
 	}
 	return out
 }
+
+// waitFind waits up to ten seconds for a line containing every one of
+// parts and returns the lines find returns then: a connection's last line
+// is logged after its client has seen the connection close.
+func (l *testLogger) waitFind(parts ...string) []string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := l.find(parts...)
+		if len(got) > 0 || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (l *testLogger) WithAttrs([]slog.Attr) slog.Handler { return l }
 func (l *testLogger) WithGroup(string) slog.Handler      { return l }
 

@@ -151,8 +151,7 @@ func (r *rawSocket) read(fd uintptr) bool {
 				r.polled = now // the wait is in the poller
 				return false
 			}
-			r.pollers.Poll()
-			r.yield(now)
+			r.yield(now, r.pollers.Poll())
 			continue
 		}
 		r.rn, r.rerr = int(n), e
@@ -176,20 +175,24 @@ func (r *rawSocket) read(fd uintptr) bool {
 // the runtime's network poller (a timerfd, an eventfd, a socket): the
 // scheduler looks at the poller only when it finds nothing else to run,
 // and the yielding reader is always there to run, so their completions
-// would wait until the reader stopped polling. Devices that can check
-// their completions cheaply are run by read between tries (Options.Pollers);
-// for the others, every netpollEvery the reader parks on a timer of a
-// microsecond instead of yielding: with nothing else to run, the scheduler
-// then polls the network, without blocking when something is ready, and
-// at worst sleeps until the next event, which the client's request is.
-func (r *rawSocket) yield(now time.Time) {
+// would wait until the reader stopped polling. So read runs the devices'
+// completion checks between tries (Options.Pollers), and yield parks the
+// reader on a timer of a microsecond instead of yielding when a check
+// reports completions waiting for the network poller (netpoll), and in any
+// case every netpollEvery, for the devices that have no check: with
+// nothing else to run, the scheduler then polls the network, without
+// blocking when something is ready, and at worst sleeps until the next
+// event, which the client's request is. Completions waiting for the
+// network poller make any reader park, with handed-off requests or not:
+// they may be another connection's.
+func (r *rawSocket) yield(now time.Time, netpoll bool) {
 	switch {
+	case netpoll || r.handedOff.Load() > 0 && now.Sub(r.polled) >= netpollEvery:
+		time.Sleep(time.Microsecond)
+		r.polled = time.Now()
 	case r.handedOff.Load() == 0:
 		runtime.Gosched()                                    // the other goroutines first
 		syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) // and the other threads of this CPU, the client's among them
-	case now.Sub(r.polled) >= netpollEvery:
-		time.Sleep(time.Microsecond)
-		r.polled = time.Now()
 	default:
 		runtime.Gosched()
 	}

@@ -313,11 +313,12 @@ func TestSpinRunsPollers(t *testing.T) {
 		var set poller.Set
 		raw.pollers = &set
 		calls := 0
-		set.Add(func() {
+		set.Add(func() bool {
 			calls++
 			if calls == 3 {
 				cli.Write([]byte("done"))
 			}
+			return false
 		})
 		p := make([]byte, 16)
 		n, err := raw.Read(p)

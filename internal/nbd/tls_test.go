@@ -252,7 +252,7 @@ func TestTLSVerifyPeer(t *testing.T) {
 			}
 		})
 	}
-	if got := ts.log.find("nbd disconnect", "revoked by"); len(got) != 1 {
+	if got := ts.log.waitFind("nbd disconnect", "revoked by"); len(got) != 1 {
 		t.Fatalf("revocation not logged: %q", ts.log.find("nbd disconnect"))
 	}
 }

@@ -6,11 +6,13 @@
 // io_uring's completions an eventfd. The runtime looks at the poller only
 // when a scheduler slot has nothing else to run, so while one goroutine
 // keeps the daemon's slot busy (the NBD reader polling its socket for the
-// client's next request) those completions wait, and a 1 ms core read
-// takes 1.4 ms. A device that can tell cheaply whether work has completed
-// registers a check here instead; the busy goroutine calls Set.Poll between
-// its tries, and the completion is seen within microseconds, with no
-// system call.
+// client's next request) those completions wait. A device that can tell
+// cheaply whether work has completed registers a check here; the busy
+// goroutine calls Set.Poll between its tries. A check either completes the
+// work itself (a delay device ends the delays that are due, with no system
+// call), or reports that completions wait for the network poller (an
+// io_uring's completion ring is not empty), and the busy goroutine then
+// lets the runtime poll at once instead of at its next regular turn.
 package poller
 
 import (
@@ -19,11 +21,12 @@ import (
 	"sync/atomic"
 )
 
-// Func checks for completed work and completes it: it wakes the goroutines
-// waiting for it. It must be cheap when nothing is due (it runs between the
-// tries of a busy loop), must not block, and must be safe to call from any
-// goroutine, concurrently with itself.
-type Func func()
+// Func checks for completed work. It completes what it can itself (it
+// wakes the goroutines waiting for it) and reports whether completions
+// wait for the runtime's network poller. It must be cheap when nothing is
+// due (it runs between the tries of a busy loop), must not block, and must
+// be safe to call from any goroutine, concurrently with itself.
+type Func func() (netpoll bool)
 
 // Set is a set of checks, run together by Poll. The zero Set is empty and
 // ready; a nil *Set is empty and stays so (Add panics, Poll does nothing).
@@ -64,18 +67,23 @@ func (s *Set) remove(e *entry) {
 	s.entries.Store(&next)
 }
 
-// Poll runs every registered check once. It allocates nothing.
-func (s *Set) Poll() {
+// Poll runs every registered check once and reports whether any found
+// completions waiting for the runtime's network poller. It allocates
+// nothing.
+func (s *Set) Poll() (netpoll bool) {
 	if s == nil {
-		return
+		return false
 	}
 	cur := s.entries.Load()
 	if cur == nil {
-		return
+		return false
 	}
 	for _, e := range *cur {
-		e.f()
+		if e.f() {
+			netpoll = true
+		}
 	}
+	return netpoll
 }
 
 // Len is the number of registered checks.

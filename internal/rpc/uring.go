@@ -71,7 +71,7 @@ func (a *API) uringCreate(params json.RawMessage, open openFunc) (any, error) {
 		return nil, errnoReply(fmt.Errorf("bdev_uring_create: name %q is taken: %w", p.Name, bdev.ErrExists))
 	}
 	d, err := open(p.Name, p.Filename, file.Options{BlockSize: p.BlockSize, UUID: id,
-		Direct: true, BufferedFallback: true, Engine: file.EngineUring, Poll: a.svc.IOPoll})
+		Direct: true, BufferedFallback: true, Engine: file.EngineUring, Poll: a.svc.IOPoll, Pollers: a.svc.Pollers})
 	if err != nil {
 		return nil, errnoReply(err)
 	}

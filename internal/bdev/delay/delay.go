@@ -116,7 +116,10 @@ func New(inner bdev.Device, cfg Config) (*Device, error) {
 		if t, err := hrtimer.New(); err == nil {
 			d.timer, d.sleep = t, t.Sleep
 			if cfg.Pollers != nil {
-				d.unpoll = cfg.Pollers.Add(t.Poll)
+				d.unpoll = cfg.Pollers.Add(func() bool {
+					t.Poll() // ends the delays due itself
+					return false
+				})
 			}
 		}
 	}

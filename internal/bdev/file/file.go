@@ -28,6 +28,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"blockcache/internal/bdev"
+	"blockcache/internal/bdev/uring"
+	"blockcache/internal/poller"
 )
 
 // ProductName is the product name file devices report, as SPDK's aio bdev.
@@ -74,6 +76,8 @@ type Options struct {
 	// with IO in flight the ring's completion goroutine polls for up to
 	// this long before it sleeps. Zero never polls. EngineSync ignores it.
 	Poll time.Duration
+	// Pollers is EngineUring's completion check set (uring.Options.Pollers).
+	Pollers *poller.Set
 }
 
 // DefaultQueueDepth is the queue depth of a device opened with none given:
@@ -182,7 +186,7 @@ func Open(name, path string, opts Options) (*Device, error) {
 	d.info = info
 	d.bounceSize = max(int(info.BlockSize), maxBounceBytes/int(info.BlockSize)*int(info.BlockSize))
 	d.bounce = newBouncePool(d.bounceSize)
-	if err := d.startEngine(opts.Engine, depth, opts.Poll); err != nil {
+	if err := d.startEngine(opts.Engine, depth, uring.Options{Poll: opts.Poll, Pollers: opts.Pollers}); err != nil {
 		unix.Close(fd)
 		return fail(err)
 	}

@@ -69,13 +69,13 @@ func OpenUring(name, path string, opts Options) (*Device, error) {
 }
 
 // startEngine sets up engine e for an opened device of the given queue
-// depth, with a ring's completion poll budget.
-func (d *Device) startEngine(e Engine, depth int, poll time.Duration) error {
+// depth, with a ring's options.
+func (d *Device) startEngine(e Engine, depth int, ropts uring.Options) error {
 	switch e {
 	case EngineSync:
 		return nil
 	case EngineUring:
-		r, err := uring.New(min(depth, uring.MaxDepth), uring.Options{Poll: poll})
+		r, err := uring.New(min(depth, uring.MaxDepth), ropts)
 		if err != nil {
 			return err
 		}

@@ -69,6 +69,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"blockcache/internal/poller"
 )
 
 // MaxDepth is the largest queue depth New accepts.
@@ -88,6 +90,11 @@ type Options struct {
 	// last delivery, yielding in between, before it parks in the
 	// netpoller. Zero never polls: every wait for a completion parks.
 	Poll time.Duration
+	// Pollers, if not nil, gets the ring's Arrived while the ring is
+	// open, so that a goroutine busy on the one scheduler slot (the NBD
+	// reader) lets the completion goroutine run as soon as completions
+	// arrive (package poller).
+	Pollers *poller.Set
 }
 
 // Ring is one io_uring instance with a bounded queue depth.
@@ -125,6 +132,11 @@ type Ring struct {
 	reapMu sync.Mutex
 	// woken is set under reapMu when Close's no-op completes.
 	woken bool
+	// unmapped is set under reapMu before Close unmaps the rings, for
+	// Arrived, which may be called at any time.
+	unmapped bool
+	// unpoll removes Arrived from Options.Pollers; nil if not added.
+	unpoll func()
 
 	// event is the eventfd the kernel signals for each completion; the
 	// completion goroutine (reap) waits for it in the netpoller.
@@ -225,6 +237,9 @@ func newRing(depth int, opts Options, setup setupFunc) (*Ring, error) {
 		r.free <- uint32(i)
 	}
 	go r.reap()
+	if opts.Pollers != nil {
+		r.unpoll = opts.Pollers.Add(r.Arrived)
+	}
 	return r, nil
 }
 
@@ -297,6 +312,19 @@ func (r *Ring) unmap() {
 	}
 }
 
+// Arrived reports whether completions wait in the completion ring for the
+// completion goroutine, which then is parked in the netpoller or about to
+// be (package poller): false while another goroutine delivers them. It
+// takes no lock that another caller would wait for, makes no system call,
+// and is safe at any time, after Close too.
+func (r *Ring) Arrived() bool {
+	if !r.reapMu.TryLock() {
+		return false // being delivered
+	}
+	defer r.reapMu.Unlock()
+	return !r.unmapped && loadAcquire(r.cqHead) != loadAcquire(r.cqTail)
+}
+
 // Depth returns the ring's queue depth.
 func (r *Ring) Depth() int { return r.depth }
 
@@ -324,6 +352,12 @@ func (r *Ring) close() error {
 	}
 	r.control(&sqe{opcode: opNop, userData: tagWake})
 	<-r.reaped
+	if r.unpoll != nil {
+		r.unpoll()
+	}
+	r.reapMu.Lock() // a running Arrived may still be due to look
+	r.unmapped = true
+	r.reapMu.Unlock()
 	r.unmap()
 	err := r.event.Close()
 	if cerr := unix.Close(r.fd); cerr != nil {
