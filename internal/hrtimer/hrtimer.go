@@ -180,15 +180,15 @@ func (t *Timer) wakeDue() (finished bool) {
 // Poll wakes the sleepers whose deadline has passed, without waiting for
 // the timerfd's expiry to reach the goroutine through the runtime's network
 // poller, which a busy scheduler slot looks at only now and then (package
-// poller). It takes no lock and makes no system call while nobody is due,
+// poller). It makes no system call, takes no lock while nobody is due,
+// never waits for one (another goroutine holding it is left to finish),
 // and is safe to call from any goroutine. The timerfd stays armed: its
 // expiry still wakes the goroutine, which then finds fewer sleepers due.
 func (t *Timer) Poll() {
 	now := int64(time.Since(t.base))
-	if t.next.Load() > now {
-		return
+	if t.next.Load() > now || !t.mu.TryLock() {
+		return // nobody due, or somebody is sleeping or waking them now
 	}
-	t.mu.Lock()
 	t.wakeLocked(now)
 	t.mu.Unlock()
 }

@@ -104,7 +104,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	if c.raw != nil {
 		c.src = c.raw
-		c.raw.handedOff = &c.handedOff
+		c.raw.handedOff = &s.handedOff
 		c.raw.pollers = s.opts.Pollers
 	}
 	c.br = bufio.NewReaderSize(c.src, 64<<10)

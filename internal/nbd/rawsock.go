@@ -44,10 +44,11 @@ type rawSocket struct {
 	rn     int
 	rerr   syscall.Errno
 	readFn func(fd uintptr) bool
-	// polled is when the reader last let the runtime look at its network
-	// poller (see yield); handedOff is the connection's count of
-	// handed-off requests in flight, and pollers the devices' completion
-	// checks (Options.Pollers), run between the tries of an empty socket.
+	// polled is when the reader last waited in the runtime's network
+	// poller (see yield); handedOff counts the handed-off requests in
+	// flight on all the server's connections (nil: none), and pollers are
+	// the devices' completion checks (Options.Pollers), run between the
+	// tries of an empty socket.
 	polled    time.Time
 	handedOff *atomic.Int32
 	pollers   *poller.Set
@@ -76,9 +77,13 @@ const maxIOV = 1024
 const readSpin = 50 * time.Microsecond
 
 // netpollEvery is how often, at least, a reader polling an empty socket
-// with handed-off requests in flight lets the runtime look at its network
-// poller (see yield).
-const netpollEvery = 50 * time.Microsecond
+// while handed-off requests are in flight waits in the runtime's network
+// poller (see yield), for what no completion check covers: another
+// connection's requests, the RPC socket. Each such wait costs the reader a
+// sleep until the next event when nothing was ready, and at 50 us the
+// slow-core row lost about 10 % of its IOPS to them; the devices' own
+// completions have their checks.
+const netpollEvery = time.Millisecond
 
 // setSpin sets how long c's raw reads poll an empty socket (see readSpin).
 // Only the holder of the reading turn calls it.
@@ -105,7 +110,7 @@ func newRawSocket(nc net.Conn) *rawSocket {
 	if err != nil {
 		return nil
 	}
-	r := &rawSocket{rc: rc, handedOff: new(atomic.Int32)}
+	r := &rawSocket{rc: rc}
 	r.readFn = r.read
 	r.writeFn = r.writev
 	return r
@@ -147,11 +152,11 @@ func (r *rawSocket) read(fd uintptr) bool {
 			now := time.Now()
 			if until.IsZero() {
 				until = now.Add(r.spin)
-			} else if now.After(until) {
-				r.polled = now // the wait is in the poller
-				return false
 			}
-			r.yield(now, r.pollers.Poll())
+			if now.After(until) || !r.yield(now, r.pollers.Poll()) {
+				r.polled = now
+				return false // the wait is in the poller
+			}
 			continue
 		}
 		r.rn, r.rerr = int(n), e
@@ -160,42 +165,43 @@ func (r *rawSocket) read(fd uintptr) bool {
 }
 
 // yield lets the rest of the process, and of the CPU, run between two
-// tries of an empty socket.
+// tries of an empty socket, or reports that the reader is to wait in the
+// runtime's network poller instead.
 //
 // With nothing handed off, the other goroutines go first (Gosched), then
 // the CPU's other threads, the client's among them (sched_yield): a client
 // on the reader's CPU sends its next request during the yield.
 //
-// With handed-off requests in flight the thread keeps its CPU: the kernel
-// would run the thread it yields to until that blocks or its time slice
-// ends, and the handed-off requests, whose goroutines need this thread's
-// scheduler slot to complete, would wait as long (with sched_yield, misses
-// over a 1 ms core reached the client 1.9 ms late at p99, against 1.2).
-// Nor does a Gosched let them complete when their device signals through
-// the runtime's network poller (a timerfd, an eventfd, a socket): the
-// scheduler looks at the poller only when it finds nothing else to run,
-// and the yielding reader is always there to run, so their completions
-// would wait until the reader stopped polling. So read runs the devices'
-// completion checks between tries (Options.Pollers), and yield parks the
-// reader on a timer of a microsecond instead of yielding when a check
-// reports completions waiting for the network poller (netpoll), and in any
-// case every netpollEvery, for the devices that have no check: with
-// nothing else to run, the scheduler then polls the network, without
-// blocking when something is ready, and at worst sleeps until the next
-// event, which the client's request is. Completions waiting for the
-// network poller make any reader park, with handed-off requests or not:
-// they may be another connection's.
-func (r *rawSocket) yield(now time.Time, netpoll bool) {
+// With handed-off requests in flight (on any connection) the thread keeps
+// its CPU: the kernel would run the thread it yields to until that blocks
+// or its time slice ends, and the handed-off requests, whose goroutines
+// need this thread's scheduler slot to complete, would wait as long (with
+// sched_yield, misses over a 1 ms core reached the client 1.9 ms late at
+// p99, against 1.2). Nor does a Gosched let them complete when their device
+// signals through the runtime's network poller (a timerfd, an eventfd, a
+// socket): the scheduler looks at the poller only when it finds nothing
+// else to run, and the yielding reader is always there to run, so their
+// completions would wait until the reader stopped polling. So read runs
+// the devices' completion checks between tries (Options.Pollers), and the
+// reader waits for its socket in the poller when a check reports
+// completions waiting there (netpoll), and in any case every netpollEvery,
+// for the devices that have no check. Only the poller wakes it then, so
+// the scheduler runs every goroutine ready to run and polls the network
+// before the reader runs again: without blocking when something was
+// ready, and otherwise until the next event, the client's request
+// included.
+func (r *rawSocket) yield(now time.Time, netpoll bool) bool {
+	busy := r.handedOff != nil && r.handedOff.Load() > 0
 	switch {
-	case netpoll || r.handedOff.Load() > 0 && now.Sub(r.polled) >= netpollEvery:
-		time.Sleep(time.Microsecond)
-		r.polled = time.Now()
-	case r.handedOff.Load() == 0:
+	case netpoll || busy && now.Sub(r.polled) >= netpollEvery:
+		return false
+	case busy:
+		runtime.Gosched()
+	default:
 		runtime.Gosched()                                    // the other goroutines first
 		syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) // and the other threads of this CPU, the client's among them
-	default:
-		runtime.Gosched()
 	}
+	return true
 }
 
 // writeBuffers writes all of bufs, consuming them, with as few writev

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"blockcache/internal/bdev"
@@ -153,6 +154,10 @@ type Server struct {
 	trim   trimmer
 	fds    *fdGuard
 	jobs   sync.Pool // *job
+	// handedOff counts the requests handed off (see conn.transmit) on all
+	// connections and not yet answered; the readers' polling reads it
+	// (see rawSocket.yield).
+	handedOff atomic.Int32
 
 	refusals refusalLog
 

@@ -487,6 +487,8 @@ func allowedFlags(typ nbdproto.Command, flags nbdproto.TxFlags, structured bool)
 // finishes the job. A panic closes the connection (the request will never
 // be answered) and is logged.
 func (c *conn) handle(j *job) {
+	c.srv.handedOff.Add(1)
+	defer c.srv.handedOff.Add(-1)
 	c.handedOff.Add(1)
 	if _, ok := c.prepare(j, false); ok {
 		c.sendYielding(j)

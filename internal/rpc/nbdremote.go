@@ -187,6 +187,7 @@ func (a *API) createNBDClient(ctx context.Context, s nbdClientSpec, log *slog.Lo
 			}
 		}
 	}
+	opts.Pollers = a.svc.Pollers
 	d, err := nbdremote.OpenContext(ctx, s.name, s.uri, s.id, opts)
 	if err == nil && ctx.Err() != nil {
 		d.Close()

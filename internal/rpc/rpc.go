@@ -43,9 +43,10 @@ type Services struct {
 	// (bdev_uring_create) made from now on: file.Options.Poll. Zero never
 	// polls.
 	IOPoll time.Duration
-	// Pollers, if not nil, gets the completion checks of the delay and
-	// io_uring bdevs made from now on (delay.Config.Pollers,
-	// file.Options.Pollers); the NBD server runs them.
+	// Pollers, if not nil, gets the completion checks of the delay,
+	// io_uring and NBD client bdevs made from now on
+	// (delay.Config.Pollers, file.Options.Pollers,
+	// nbdremote.Options.Pollers); the NBD server runs them.
 	Pollers *poller.Set
 }
 

@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"blockcache/internal/nbdproto"
 )
@@ -36,6 +40,12 @@ type conn struct {
 	// dead is closed once the reader stopped and every request the
 	// connection held was handed back to Device.pending.
 	dead chan struct{}
+
+	// unpoll removes the connection's check from Options.Pollers (see
+	// poll); nil if none was added. peekBuf is where the check's peek
+	// lands; nobody reads it.
+	unpoll  func()
+	peekBuf [1]byte
 }
 
 // dialConn connects to u and negotiates the export, within timeout
@@ -116,6 +126,51 @@ func newConn(d *Device, nc net.Conn, br *bufio.Reader, structured bool) *conn {
 	return &conn{d: d, nc: nc, br: br, structured: structured, dead: make(chan struct{})}
 }
 
+// startReading starts the connection's reader, and registers its check
+// with Options.Pollers: whether bytes wait in the socket for the reader,
+// which is then parked in the runtime's network poller (package poller).
+// The check peeks at the socket (recv with MSG_PEEK and MSG_DONTWAIT) by
+// its descriptor number, taken once; abort removes the check before it
+// closes the socket, and a check that runs after that (a Poll already
+// under way) peeks at a closed or reused descriptor, which at worst
+// reports bytes that are not the connection's: one needless poll.
+func (c *conn) startReading() {
+	if set := c.d.opts.Pollers; set != nil {
+		if fd, ok := socketFD(c.nc); ok {
+			c.unpoll = set.Add(func() bool { return c.peek(fd) })
+		}
+	}
+	go c.readLoop()
+}
+
+// peek reports whether the socket fd holds bytes, or its end.
+func (c *conn) peek(fd int) bool {
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e == 0
+}
+
+// socketFD returns the descriptor of nc's socket (under TLS, of the
+// connection TLS runs on).
+func socketFD(nc net.Conn) (int, bool) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil || fd < 0 {
+		return 0, false
+	}
+	return fd, true
+}
+
 // send writes r's request and payload. An error means the connection is
 // broken; the caller fails it.
 func (c *conn) send(r *request) error {
@@ -189,6 +244,9 @@ func (c *conn) readLoop() {
 // newer writes (docs/remote.md, "The limit"). A TLS session is not told
 // (no close_notify, which could wait on a stalled connection).
 func (c *conn) abort() {
+	if c.unpoll != nil {
+		c.unpoll()
+	}
 	raw := c.nc
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()

@@ -142,7 +142,7 @@ func OpenContext(ctx context.Context, name string, uri URI, id uuid.UUID, opts O
 	d.mu.state = StateConnected
 	d.mu.session = conns
 	for _, c := range conns {
-		go c.readLoop()
+		c.startReading()
 	}
 	return d, nil
 }

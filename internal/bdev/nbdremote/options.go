@@ -3,6 +3,8 @@ package nbdremote
 import (
 	"fmt"
 	"time"
+
+	"blockcache/internal/poller"
 )
 
 // Options configure a Device. The reconnect knobs are those of SPDK's
@@ -38,6 +40,12 @@ type Options struct {
 	// OnEvent, if set, is told of connection changes (lost, reconnected,
 	// gave up) as a short message; it must not block.
 	OnEvent func(msg string, err error)
+	// Pollers, if not nil, gets a check per connection while it is open:
+	// a look at its socket for a reply the reader has not taken yet, so
+	// that a goroutine busy on the one scheduler slot (the NBD server's
+	// reader) lets the reader run as soon as a reply arrives (package
+	// poller).
+	Pollers *poller.Set
 }
 
 // Defaults: reconnect every second, fail IO after 30 s, keep trying forever.

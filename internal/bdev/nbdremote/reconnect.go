@@ -234,7 +234,7 @@ func (d *Device) reconnect() error {
 	d.sessionEndedLocked()
 	d.mu.Unlock()
 	for _, c := range conns {
-		go c.readLoop()
+		c.startReading()
 	}
 	if !d.replay(conns[0]) {
 		d.mu.Lock()

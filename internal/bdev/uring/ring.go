@@ -132,8 +132,10 @@ type Ring struct {
 	reapMu sync.Mutex
 	// woken is set under reapMu when Close's no-op completes.
 	woken bool
-	// unmapped is set under reapMu before Close unmaps the rings, for
-	// Arrived, which may be called at any time.
+	// mapMu is held shared by Arrived while it looks at the completion
+	// ring, and exclusively by Close to set unmapped before it unmaps
+	// the rings: Arrived may be called at any time.
+	mapMu    sync.RWMutex
 	unmapped bool
 	// unpoll removes Arrived from Options.Pollers; nil if not added.
 	unpoll func()
@@ -312,16 +314,15 @@ func (r *Ring) unmap() {
 	}
 }
 
-// Arrived reports whether completions wait in the completion ring for the
-// completion goroutine, which then is parked in the netpoller or about to
-// be (package poller): false while another goroutine delivers them. It
-// takes no lock that another caller would wait for, makes no system call,
-// and is safe at any time, after Close too.
+// Arrived reports whether completions wait in the completion ring, for the
+// completion goroutine (parked in the netpoller, or about to be) or for a
+// goroutine delivering them now (package poller). It makes no system call,
+// never waits, and is safe at any time, after Close too.
 func (r *Ring) Arrived() bool {
-	if !r.reapMu.TryLock() {
-		return false // being delivered
+	if !r.mapMu.TryRLock() {
+		return false // Close is unmapping the rings
 	}
-	defer r.reapMu.Unlock()
+	defer r.mapMu.RUnlock()
 	return !r.unmapped && loadAcquire(r.cqHead) != loadAcquire(r.cqTail)
 }
 
@@ -355,9 +356,9 @@ func (r *Ring) close() error {
 	if r.unpoll != nil {
 		r.unpoll()
 	}
-	r.reapMu.Lock() // a running Arrived may still be due to look
+	r.mapMu.Lock() // a running Arrived may still be due to look
 	r.unmapped = true
-	r.reapMu.Unlock()
+	r.mapMu.Unlock()
 	r.unmap()
 	err := r.event.Close()
 	if cerr := unix.Close(r.fd); cerr != nil {
