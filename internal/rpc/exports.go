@@ -200,11 +200,12 @@ func (t *exportTable) ocfPending() []*exportInfo {
 	return out
 }
 
-// dropPending removes e if it is still pending and not being started.
+// dropPending removes e if it is still pending, not being started, and no
+// delete of its bdev runs (that delete's outcome ends it: markDeleting).
 func (t *exportTable) dropPending(e *exportInfo) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e.sess != nil || e.pending == "" || e.starting {
+	if e.sess != nil || e.pending == "" || e.starting || t.deleting[e.bdevName] > 0 {
 		return false
 	}
 	n := len(t.exports)
