@@ -42,7 +42,7 @@ type conn struct {
 	dead chan struct{}
 
 	// unpoll removes the connection's check from Options.Pollers (see
-	// poll); nil if none was added. peekBuf is where the check's peek
+	// startReading); nil if none was added. peekBuf is where the check's peek
 	// lands; nobody reads it.
 	unpoll  func()
 	peekBuf [1]byte
