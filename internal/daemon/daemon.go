@@ -119,8 +119,8 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	// The NBD readers run the delay and io_uring bdevs' completion checks
-	// (package poller).
+	// The NBD readers run the delay, io_uring and NBD client bdevs'
+	// completion checks (package poller).
 	pollers := new(poller.Set)
 	nbdOpts := cfg.NBD
 	nbdOpts.Pollers = pollers
